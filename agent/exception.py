@@ -1,0 +1,48 @@
+"""Errors the agent reports back to the conductor.
+
+Each carries a short ``code`` that the conductor stores with the failed
+operation, so a tenant sees why, not a stack trace.
+"""
+
+
+class AgentError(Exception):
+    code = "agent_error"
+
+    def __init__(self, message=None, **kwargs):
+        self.kwargs = kwargs
+        super().__init__(message or self.__class__.__doc__ or self.code)
+
+
+class PathNotAllowed(AgentError):
+    """A path lies outside the agent's configured image directories."""
+    code = "path_not_allowed"
+
+
+class InvalidRequest(AgentError):
+    """A task payload failed validation."""
+    code = "invalid_request"
+
+
+class ImageError(AgentError):
+    """qemu-img failed."""
+    code = "image_error"
+
+
+class ImageInUse(AgentError):
+    """The image is held open by a running QEMU process."""
+    code = "image_in_use"
+
+
+class QMPError(AgentError):
+    """The QEMU monitor refused a command or could not be reached."""
+    code = "qmp_error"
+
+
+class PauseDeadlineExceeded(AgentError):
+    """The backend stayed paused longer than the configured deadline."""
+    code = "pause_deadline_exceeded"
+
+
+class ResumeFailed(AgentError):
+    """The backend could not be resumed even after retries."""
+    code = "resume_failed"

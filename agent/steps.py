@@ -1,0 +1,58 @@
+"""Record the steps of one operation with their timings.
+
+Every operation the agent performs is a short list of the patent's steps
+(pause, prepare images, pivot or merge, delete, resume).  The recorder keeps
+each step's name, start time, duration and outcome, so the conductor can store
+them and the API can show them.  ``pause_ms`` is measured from the moment the
+backend was paused to the moment it was resumed.
+"""
+
+import contextlib
+import time
+
+
+class StepRecorder(object):
+    """Collects ``{"name", "started_at", "duration_ms", "status", "detail"}``."""
+
+    def __init__(self):
+        self.steps = []
+        self._paused_at = None
+        self.pause_ms = None
+
+    @contextlib.contextmanager
+    def step(self, name, **detail):
+        """Time the block as step ``name``; a raised error marks it failed."""
+        entry = {"name": name, "started_at": time.time(),
+                 "duration_ms": None, "status": "running"}
+        if detail:
+            entry["detail"] = dict(detail)
+        self.steps.append(entry)
+        start = time.monotonic()
+        try:
+            yield entry
+        except BaseException as exc:
+            entry["status"] = "failed"
+            entry["error"] = str(exc) or exc.__class__.__name__
+            raise
+        else:
+            entry["status"] = "done"
+        finally:
+            entry["duration_ms"] = round((time.monotonic() - start) * 1000.0, 3)
+
+    def mark_paused(self):
+        """Call right after the backend's I/O was paused."""
+        self._paused_at = time.monotonic()
+
+    def mark_resumed(self):
+        """Call right after the backend's I/O was resumed; sets ``pause_ms``."""
+        if self._paused_at is not None:
+            elapsed = (time.monotonic() - self._paused_at) * 1000.0
+            self.pause_ms = round((self.pause_ms or 0.0) + elapsed, 3)
+            self._paused_at = None
+
+    @property
+    def paused(self):
+        return self._paused_at is not None
+
+    def as_dict(self):
+        return {"steps": self.steps, "pause_ms": self.pause_ms}
