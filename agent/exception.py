@@ -46,3 +46,8 @@ class PauseDeadlineExceeded(AgentError):
 class ResumeFailed(AgentError):
     """The backend could not be resumed even after retries."""
     code = "resume_failed"
+
+
+class ServerRunning(AgentError):
+    """The operation needs the server shut off, but its QEMU is running."""
+    code = "server_running"

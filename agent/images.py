@@ -1,0 +1,257 @@
+"""Thin, safe wrappers over ``qemu-img``.
+
+Every call runs ``qemu-img`` with an argument list (never a shell), a
+timeout, and turns a failure into :class:`agent.exception.ImageError` carrying
+qemu-img's own message.  Paths are expected to be confined already (see
+:mod:`agent.paths`); this module does not decide policy.
+"""
+
+import json
+import logging
+import os
+import subprocess
+
+from agent import exception
+
+LOG = logging.getLogger(__name__)
+
+QEMU_IMG = "qemu-img"
+#: seconds for metadata operations (create, info, check)
+DEFAULT_TIMEOUT = 60
+#: seconds for operations that copy data (rebase)
+COPY_TIMEOUT = 6 * 3600
+
+
+def _run(args, timeout=DEFAULT_TIMEOUT, ok_codes=(0,)):
+    """Run ``qemu-img ARGS``; return the CompletedProcess.
+
+    :raises ImageError: on a non-accepted exit status, a timeout or a missing
+        binary.
+    """
+    cmd = [QEMU_IMG] + list(args)
+    LOG.debug("Running %(cmd)s", {"cmd": cmd})
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True,
+                              timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise exception.ImageError(
+            "%s timed out after %s s" % (" ".join(cmd), timeout))
+    except OSError as exc:
+        raise exception.ImageError("Cannot run %s: %s" % (QEMU_IMG, exc))
+    if proc.returncode not in ok_codes:
+        raise exception.ImageError(
+            "%s failed (exit %d): %s" % (" ".join(cmd), proc.returncode,
+                                         proc.stderr.strip()),
+            returncode=proc.returncode, stderr=proc.stderr)
+    return proc
+
+
+def _same_file(a, b):
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def create_base(path, size):
+    """Create a fresh qcow2 image with no backing file (tests and tools).
+
+    :param size: virtual size in bytes (int) or a qemu-img size string.
+    """
+    if os.path.lexists(path):
+        raise exception.ImageError("Refusing to overwrite %s" % path)
+    _run(["create", "-q", "-f", "qcow2", path, str(size)])
+    LOG.info("Created base image %(path)s of size %(size)s",
+             {"path": path, "size": size})
+
+
+def create_overlay(path, backing, exist_ok=False):
+    """Create ``path`` as a qcow2 overlay on ``backing`` (absolute path).
+
+    The image is created under a temporary name and linked into place, so a
+    crash never leaves a half-written file at ``path``.
+
+    :param exist_ok: if ``path`` already exists and is an overlay on exactly
+        ``backing``, succeed without doing anything (idempotent retry).
+    :raises ImageError: if ``path`` exists otherwise, or qemu-img fails.
+    """
+    if os.path.lexists(path):
+        if exist_ok:
+            current = backing_file(path)
+            if current is not None and _same_file(current, backing):
+                LOG.debug("Overlay %(path)s on %(backing)s already exists",
+                          {"path": path, "backing": backing})
+                return
+            raise exception.ImageError(
+                "%s exists with backing file %s, not %s"
+                % (path, current, backing))
+        raise exception.ImageError("Refusing to overwrite %s" % path)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    try:
+        _run(["create", "-q", "-f", "qcow2", "-b", backing, "-F", "qcow2",
+              tmp])
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise exception.ImageError(
+                "%s appeared while it was being created" % path)
+        except OSError as exc:
+            raise exception.ImageError("Cannot create %s: %s" % (path, exc))
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+    LOG.info("Created overlay %(path)s on %(backing)s",
+             {"path": path, "backing": backing})
+
+
+def info(path, force_share=False, backing_chain=False):
+    """Return ``qemu-img info --output=json`` as a dict (a list of dicts
+    with ``backing_chain=True``).
+
+    :param force_share: open with ``-U`` (read-only, ignores QEMU's lock;
+        metadata of an image a running QEMU writes may be stale).
+    """
+    args = ["info", "--output=json"]
+    if force_share:
+        args.append("-U")
+    if backing_chain:
+        args.append("--backing-chain")
+    args.append(path)
+    out = _run(args).stdout
+    try:
+        return json.loads(out)
+    except ValueError as exc:
+        raise exception.ImageError(
+            "Cannot parse qemu-img info output for %s: %s" % (path, exc))
+
+
+def backing_file(path, force_share=True):
+    """Return the absolute path of the backing file of ``path``, or None."""
+    data = info(path, force_share=force_share)
+    full = data.get("full-backing-filename")
+    name = full or data.get("backing-filename")
+    if not name:
+        return None
+    if not os.path.isabs(name):
+        name = os.path.join(os.path.dirname(os.path.abspath(path)), name)
+    return os.path.normpath(name)
+
+
+def actual_size(path):
+    """Bytes the image occupies on disk."""
+    try:
+        return os.stat(path).st_blocks * 512
+    except OSError as exc:
+        raise exception.ImageError("Cannot stat %s: %s" % (path, exc))
+
+
+def virtual_size(path):
+    """Guest-visible size of the image in bytes."""
+    return int(info(path, force_share=True)["virtual-size"])
+
+
+def is_locked(path):
+    """True if some process (QEMU) holds ``path`` open for writing.
+
+    Probes with ``qemu-img info`` without ``-U``: it fails with a lock error
+    while a writer holds the image.  A QEMU that holds the image only as a
+    read-only backing node does not lock it; see :func:`open_by`.  A missing
+    file is not locked.
+    """
+    if not os.path.lexists(path):
+        return False
+    try:
+        _run(["info", "--output=json", path])
+    except exception.ImageError as exc:
+        stderr = exc.kwargs.get("stderr") or str(exc)
+        if "lock" in stderr:
+            return True
+        raise
+    return False
+
+
+def open_by(path):
+    """Return the pids of processes that have ``path`` open (any mode).
+
+    Scans ``/proc/*/fd``; catches read-only opens (backing nodes) that
+    :func:`is_locked` cannot see.  Processes we may not inspect are skipped.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return []
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        fd_dir = os.path.join("/proc", entry, "fd")
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                fst = os.stat(os.path.join(fd_dir, fd))
+            except OSError:
+                continue
+            if fst.st_ino == st.st_ino and fst.st_dev == st.st_dev:
+                pids.append(int(entry))
+                break
+    return pids
+
+
+def check(path, force_share=False):
+    """Return ``qemu-img check --output=json`` as a dict.
+
+    :raises ImageError: if the image is corrupt, leaks clusters, or the check
+        could not complete.
+    """
+    args = ["check", "--output=json"]
+    if force_share:
+        args.append("-U")
+    args.append(path)
+    proc = _run(args, timeout=COPY_TIMEOUT, ok_codes=(0, 1, 2, 3))
+    try:
+        result = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except ValueError:
+        result = {}
+    if proc.returncode != 0:
+        raise exception.ImageError(
+            "qemu-img check %s failed (exit %d): %s %s"
+            % (path, proc.returncode, proc.stderr.strip(),
+               json.dumps(result, sort_keys=True)),
+            returncode=proc.returncode, result=result)
+    return result
+
+
+def rebase(path, backing, safe=True):
+    """Point ``path`` at ``backing`` (None: no backing, i.e. flatten).
+
+    In safe mode qemu-img copies into ``path`` every cluster whose content
+    differs between the old and the new backing chain, so what ``path``
+    shows is unchanged.  The old backing chain must still be readable.
+    """
+    args = ["rebase", "-f", "qcow2"]
+    if not safe:
+        args.append("-u")
+    if backing is None:
+        args += ["-b", ""]
+    else:
+        args += ["-b", backing, "-F", "qcow2"]
+    args.append(path)
+    _run(args, timeout=COPY_TIMEOUT)
+    LOG.info("Rebased %(path)s onto %(backing)s (safe=%(safe)s)",
+             {"path": path, "backing": backing or "nothing", "safe": safe})
+
+
+def remove(path):
+    """Delete ``path``; a missing file is fine (idempotent)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise exception.ImageError("Cannot remove %s: %s" % (path, exc))
+    LOG.info("Removed image %(path)s", {"path": path})
