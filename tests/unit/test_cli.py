@@ -1,0 +1,600 @@
+"""Tests of the ``livesnap`` client CLI against a stub REST API.
+
+The stub is a real ``http.server`` in a thread: each test registers canned
+answers per (method, path) and checks the requests the CLI sent and what it
+printed.
+"""
+
+import http.server
+import json
+import socket
+import threading
+import urllib.parse
+
+import pytest
+
+from livesnap import cli
+
+TOKEN = "secret-token"
+
+
+class StubAPI:
+    """Canned answers per (method, path-with-query), and recorded requests.
+
+    A route holds a list of ``(status, body)``; each request consumes the
+    first one and the last one repeats, so a sequence of poll answers is
+    one list.
+    """
+
+    def __init__(self):
+        self.routes = {}
+        self.requests = []
+        stub = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _serve(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                stub.requests.append({
+                    "method": self.command,
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "body": json.loads(raw) if raw else None,
+                })
+                answers = stub.routes.get((self.command, self.path))
+                if not answers:
+                    status, body = 404, {"error": {
+                        "code": "not_found", "message": "no route %s %s"
+                        % (self.command, self.path)}}
+                else:
+                    status, body = (answers.pop(0) if len(answers) > 1
+                                    else answers[0])
+                data = (body if isinstance(body, bytes)
+                        else json.dumps(body).encode())
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_DELETE = _serve
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      Handler)
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever,
+                                       kwargs={"poll_interval": 0.02},
+                                       daemon=True)
+
+    def add(self, method, path, *answers):
+        """Register answers ``(status, body)`` for ``method path``."""
+        self.routes[(method, path)] = list(answers)
+
+    def last(self):
+        return self.requests[-1]
+
+
+@pytest.fixture
+def api(monkeypatch):
+    stub = StubAPI()
+    stub.thread.start()
+    monkeypatch.setenv("LIVESNAP_URL", stub.url)
+    monkeypatch.setenv("LIVESNAP_TOKEN", TOKEN)
+    monkeypatch.setattr(cli, "POLL_INTERVAL", 0.01)
+    yield stub
+    stub.server.shutdown()
+    stub.server.server_close()
+
+
+def run(capsys, *argv):
+    """Run the CLI; return (exit status, stdout, stderr)."""
+    rc = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return rc, captured.out, captured.err
+
+
+SERVER = {
+    "id": "srv1", "name": "web", "project_id": "p1", "host": "hv1",
+    "qmp_socket": "/run/qmp-srv1.sock",
+    "disks": [{"name": "vda", "active_image": "/img/vda.active.qcow2",
+               "snapshot_id": "snap-c", "busy": False}],
+}
+
+
+def snap(sid, name, parent, status="available", size=1048576,
+         disk="vda", current=False, created="2024-01-01T00:00:00Z"):
+    return {"id": sid, "name": name, "server_id": "srv1", "disk": disk,
+            "parent_id": parent, "status": status, "created_at": created,
+            "size_bytes": size, "current": current}
+
+
+def op(oid="op-1", status="pending", action="create", mode=None,
+       progress=None, error=None, steps=()):
+    return {"id": oid, "action": action, "status": status, "mode": mode,
+            "server_id": "srv1", "disk": "vda", "snapshot_id": "snap-1",
+            "pause_ms": 12.5 if status == "succeeded" else None,
+            "progress": progress, "steps": list(steps), "error": error,
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": "2024-01-01T00:00:01Z"}
+
+
+# ---------------------------------------------------------------- servers
+
+def test_server_list_table_sends_token(api, capsys):
+    api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
+    rc, out, err = run(capsys, "server", "list")
+    assert rc == 0, err
+    req = api.last()
+    assert req["method"] == "GET" and req["path"] == "/v1/servers"
+    assert req["headers"]["X-Auth-Token"] == TOKEN
+    assert "| srv1 | web  | p1      | hv1  | vda   |" in out
+
+
+def test_server_list_json(api, capsys):
+    api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
+    rc, out, _ = run(capsys, "-f", "json", "server", "list")
+    assert rc == 0
+    assert json.loads(out) == [SERVER]
+
+
+def test_global_options_after_command_and_explicit_url(api, capsys,
+                                                       monkeypatch):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    api.add("GET", "/v1/servers/srv1", (200, {"server": SERVER}))
+    rc, out, _ = run(capsys, "--url", api.url, "server", "show", "srv1",
+                     "--token", "t2", "-f", "json")
+    assert rc == 0
+    assert json.loads(out) == SERVER
+    assert api.last()["headers"]["X-Auth-Token"] == "t2"
+
+
+def test_no_token_sends_no_header(api, capsys, monkeypatch):
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    api.add("GET", "/v1/servers", (200, {"servers": []}))
+    rc, _, _ = run(capsys, "server", "list")
+    assert rc == 0
+    assert "X-Auth-Token" not in api.last()["headers"]
+
+
+def test_server_show_table_includes_disks(api, capsys):
+    api.add("GET", "/v1/servers/srv1", (200, {"server": SERVER}))
+    rc, out, _ = run(capsys, "server", "show", "srv1")
+    assert rc == 0
+    assert "| qmp_socket | /run/qmp-srv1.sock |" in out
+    assert "Disks:" in out
+    assert "| vda  | /img/vda.active.qcow2 | snap-c   | no   |" in out
+
+
+def test_server_create_posts_body(api, capsys):
+    api.add("POST", "/v1/servers", (201, {"server": SERVER}))
+    rc, out, _ = run(capsys, "server", "create", "--id", "srv1", "--name",
+                     "web", "--project", "p1", "--host", "hv1",
+                     "--qmp-socket", "/run/qmp-srv1.sock",
+                     "--disk", "vda=/img/vda.qcow2",
+                     "--disk", "vdb=/img/b=c.qcow2")
+    assert rc == 0
+    req = api.last()
+    assert (req["method"], req["path"]) == ("POST", "/v1/servers")
+    assert req["headers"]["Content-Type"] == "application/json"
+    assert req["body"] == {"server": {
+        "id": "srv1", "name": "web", "project_id": "p1", "host": "hv1",
+        "qmp_socket": "/run/qmp-srv1.sock",
+        "disks": [{"name": "vda", "path": "/img/vda.qcow2"},
+                  {"name": "vdb", "path": "/img/b=c.qcow2"}]}}
+    assert "| id         | srv1" in out
+
+
+def test_server_create_without_qmp_socket_omits_it(api, capsys):
+    api.add("POST", "/v1/servers", (201, {"server": SERVER}))
+    rc, _, _ = run(capsys, "server", "create", "--id", "srv1", "--name",
+                   "web", "--project", "p1", "--host", "hv1",
+                   "--disk", "vda=/img/vda.qcow2")
+    assert rc == 0
+    assert "qmp_socket" not in api.last()["body"]["server"]
+
+
+def test_server_create_rejects_bad_disk_spec(api, capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["server", "create", "--id", "s", "--name", "n",
+                  "--project", "p", "--host", "h", "--disk", "vda"])
+    assert exc.value.code == 2
+    assert "NAME=PATH" in capsys.readouterr().err
+    assert api.requests == []
+
+
+# ---------------------------------------------------------------- snapshots
+
+def test_snapshot_create_without_wait(api, capsys):
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating",
+                                    size=None),
+                   "operation": op()}))
+    rc, out, _ = run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+                     "--name", "s1")
+    assert rc == 0
+    req = api.last()
+    assert (req["method"], req["path"]) == ("POST",
+                                            "/v1/servers/srv1/snapshots")
+    assert req["body"] == {"snapshot": {"name": "s1", "disk": "vda"}}
+    assert req["headers"]["X-Auth-Token"] == TOKEN
+    assert "| status     | creating" in out
+    assert "Operation: op-1 (pending)" in out
+
+
+def test_snapshot_create_json(api, capsys):
+    body = {"snapshot": snap("snap-1", "s1", None, "creating"),
+            "operation": op()}
+    api.add("POST", "/v1/servers/srv1/snapshots", (202, body))
+    rc, out, _ = run(capsys, "-f", "json", "snapshot", "create", "srv1",
+                     "--disk", "vda", "--name", "s1")
+    assert rc == 0
+    assert json.loads(out) == body
+
+
+def test_snapshot_create_wait_succeeds(api, capsys):
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating"),
+                   "operation": op(status="pending")}))
+    steps = [{"name": "precreate_overlay", "status": "succeeded",
+              "started_at": "2024-01-01T00:00:00Z", "duration_ms": 40.0},
+             {"name": "pause", "status": "succeeded",
+              "started_at": "2024-01-01T00:00:00Z", "duration_ms": 12.5}]
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(status="pending")}),
+            (200, {"operation": op(status="running")}),
+            (200, {"operation": op(status="succeeded", steps=steps)}))
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": snap("snap-1", "s1", None, size=2 * 1024**3,
+                                    current=True)}))
+    rc, out, err = run(capsys, "snapshot", "create", "srv1", "--disk",
+                       "vda", "--name", "s1", "--wait")
+    assert rc == 0, err
+    polls = [r for r in api.requests if r["path"] == "/v1/operations/op-1"]
+    assert len(polls) == 3
+    assert all(r["method"] == "GET" for r in polls)
+    assert "Operation op-1: running" in err
+    assert "Operation op-1: succeeded" in err
+    assert "| status     | available" in out
+    assert "2147483648 (2.0 GiB)" in out
+    assert "| pause             | succeeded | 12.5          |" in out
+    assert "| pause_ms    | 12.5" in out
+
+
+def test_snapshot_create_wait_json_prints_final_objects(api, capsys):
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating"),
+                   "operation": op(status="pending")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(status="succeeded")}))
+    final_snap = snap("snap-1", "s1", None, current=True)
+    api.add("GET", "/v1/snapshots/snap-1", (200, {"snapshot": final_snap}))
+    rc, out, _ = run(capsys, "-f", "json", "snapshot", "create", "srv1",
+                     "--disk", "vda", "--name", "s1", "--wait")
+    assert rc == 0
+    assert json.loads(out) == {"snapshot": final_snap,
+                               "operation": op(status="succeeded")}
+
+
+def test_snapshot_create_wait_failure(api, capsys):
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating"),
+                   "operation": op(status="pending")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(status="running")}),
+            (200, {"operation": op(status="failed",
+                                   error="blockdev-add: disk full")}))
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": snap("snap-1", "s1", None, "error")}))
+    rc, out, err = run(capsys, "snapshot", "create", "srv1", "--disk",
+                       "vda", "--name", "s1", "--wait")
+    assert rc == 1
+    assert "| status      | failed" in out
+    assert "Error: operation op-1 failed: blockdev-add: disk full" in err
+
+
+def test_wait_timeout_exits_2(api, capsys):
+    api.add("DELETE", "/v1/snapshots/snap-1",
+            (202, {"operation": op(action="delete", mode="merge",
+                                   status="running")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", mode="merge",
+                                   status="running", progress=10.0)}))
+    rc, _, err = run(capsys, "--timeout", "0.1", "snapshot", "delete",
+                     "snap-1", "--wait")
+    assert rc == 2
+    assert "timed out" in err
+
+
+def test_wait_prints_progress_of_merges(api, capsys):
+    api.add("DELETE", "/v1/snapshots/snap-1",
+            (202, {"operation": op(action="delete", mode="merge")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", mode="merge",
+                                   status="running", progress=25.0)}),
+            (200, {"operation": op(action="delete", mode="merge",
+                                   status="running", progress=75.5)}),
+            (200, {"operation": op(action="delete", mode="merge",
+                                   status="succeeded", progress=100.0)}))
+    rc, out, err = run(capsys, "snapshot", "delete", "snap-1", "--wait")
+    assert rc == 0
+    assert "Operation op-1: running (25.0%)" in err
+    assert "Operation op-1: running (75.5%)" in err
+    assert "Deleting snapshot snap-1: mode merge, operation op-1" in out
+    assert "| status      | succeeded" in out
+
+
+def test_snapshot_list_table(api, capsys):
+    api.add("GET", "/v1/servers/srv1/snapshots",
+            (200, {"snapshots": [snap("snap-aaaa", "base", None,
+                                      current=True)]}))
+    rc, out, _ = run(capsys, "snapshot", "list", "srv1")
+    assert rc == 0
+    assert api.last()["path"] == "/v1/servers/srv1/snapshots"
+    assert "| snap-aaaa | base | vda  | -      | available | 1.0 MiB |" in out
+
+
+def test_snapshot_list_table_groups_disks(api, capsys):
+    api.add("GET", "/v1/servers/srv1/snapshots",
+            (200, {"snapshots": [
+                snap("s3", "late", None, created="2024-01-03T00:00:00Z"),
+                snap("s2", "data", None, disk="vdb",
+                     created="2024-01-01T00:00:00Z"),
+                snap("s1", "early", None, created="2024-01-02T00:00:00Z")]}))
+    rc, out, _ = run(capsys, "snapshot", "list", "srv1")
+    assert rc == 0
+    rows = [line.split("|")[2].strip() for line in out.splitlines()
+            if line.startswith("| s")]
+    assert rows == ["early", "late", "data"]
+
+
+def test_snapshot_list_all_includes_deleted(api, capsys):
+    snaps = [snap("snap-aaaa", "base", None, status="deleted")]
+    api.add("GET", "/v1/servers/srv1/snapshots?include_deleted=true",
+            (200, {"snapshots": snaps}))
+    rc, out, _ = run(capsys, "-f", "json", "snapshot", "list", "srv1",
+                     "--all")
+    assert rc == 0
+    assert api.last()["path"] == \
+        "/v1/servers/srv1/snapshots?include_deleted=true"
+    assert json.loads(out) == snaps
+
+
+TREE = [
+    # vda: base -> (a -> a1, b (deleted) -> (b1 current, b2)); second root r.
+    snap("aaaaaaaa-1111", "base", None, size=10 * 1024**3,
+         created="2024-01-01T00:00:00Z"),
+    snap("bbbbbbbb-2222", "a", "aaaaaaaa-1111", size=512 * 1024,
+         created="2024-01-02T00:00:00Z"),
+    snap("cccccccc-3333", "b", "aaaaaaaa-1111", status="deleted",
+         size=3 * 1024**2, created="2024-01-03T00:00:00Z"),
+    snap("dddddddd-4444", "a1", "bbbbbbbb-2222", size=None,
+         status="creating", created="2024-01-04T00:00:00Z"),
+    snap("eeeeeeee-5555", "b1", "cccccccc-3333", size=100,
+         current=True, created="2024-01-05T00:00:00Z"),
+    snap("ffffffff-6666", "b2", "cccccccc-3333", size=2048,
+         created="2024-01-06T00:00:00Z"),
+    # parent not in the list: a root of its own
+    snap("99999999-7777", "orphan", "gone-0000", size=1,
+         created="2024-01-07T00:00:00Z"),
+    # another disk: another tree
+    snap("12345678-8888", "data0", None, disk="vdb", size=0),
+]
+
+
+def test_snapshot_list_tree_unicode(api, capsys):
+    # listed out of order on purpose: the tree sorts by creation time
+    api.add("GET", "/v1/servers/srv1/snapshots?include_deleted=true",
+            (200, {"snapshots": list(reversed(TREE))}))
+    rc, out, _ = run(capsys, "snapshot", "list", "srv1", "--tree")
+    assert rc == 0
+    assert api.last()["path"] == \
+        "/v1/servers/srv1/snapshots?include_deleted=true"
+    assert out.splitlines() == [
+        "Disk vda:",
+        "base [aaaaaaaa] available 10.0 GiB",
+        "├── a [bbbbbbbb] available 512.0 KiB",
+        "│   └── a1 [dddddddd] creating -",
+        "└── b [cccccccc] (deleted) 3.0 MiB",
+        "    ├── b1 [eeeeeeee] available 100 B  <- current",
+        "    └── b2 [ffffffff] available 2.0 KiB",
+        "orphan [99999999] available 1 B",
+        "",
+        "Disk vdb:",
+        "data0 [12345678] available 0 B",
+    ]
+
+
+def test_snapshot_list_tree_ascii(api, capsys):
+    api.add("GET", "/v1/servers/srv1/snapshots?include_deleted=true",
+            (200, {"snapshots": TREE[:6]}))
+    rc, out, _ = run(capsys, "snapshot", "list", "srv1", "--tree",
+                     "--ascii")
+    assert rc == 0
+    assert out.splitlines() == [
+        "Disk vda:",
+        "base [aaaaaaaa] available 10.0 GiB",
+        "+- a [bbbbbbbb] available 512.0 KiB",
+        "|  `- a1 [dddddddd] creating -",
+        "`- b [cccccccc] (deleted) 3.0 MiB",
+        "   +- b1 [eeeeeeee] available 100 B  <- current",
+        "   `- b2 [ffffffff] available 2.0 KiB",
+    ]
+
+
+def test_tree_survives_parent_cycle():
+    cyc = [snap("x", "x", "y"), snap("y", "y", "x")]
+    lines = cli.draw_tree(cyc, cli.ASCII_TREE)
+    assert lines[0] == "Disk vda:"
+    assert sum("x [x]" in line for line in lines) == 1
+    assert sum("y [y]" in line for line in lines) == 1
+
+
+def test_snapshot_show(api, capsys):
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": snap("snap-1", "s1", "snap-0")}))
+    rc, out, _ = run(capsys, "snapshot", "show", "snap-1")
+    assert rc == 0
+    assert api.last()["method"] == "GET"
+    assert "| parent_id  | snap-0" in out
+    assert "1048576 (1.0 MiB)" in out
+
+
+def test_snapshot_delete_prints_mode(api, capsys):
+    api.add("DELETE", "/v1/snapshots/snap-1",
+            (202, {"operation": op(action="delete", mode="logical",
+                                   status="succeeded")}))
+    rc, out, _ = run(capsys, "snapshot", "delete", "snap-1")
+    assert rc == 0
+    req = api.last()
+    assert (req["method"], req["path"]) == ("DELETE", "/v1/snapshots/snap-1")
+    assert req["headers"]["X-Auth-Token"] == TOKEN
+    assert "Deleting snapshot snap-1: mode logical, operation op-1" in out
+    assert "| mode        | logical" in out
+
+
+def test_snapshot_delete_json(api, capsys):
+    operation = op(action="delete", mode="physical")
+    api.add("DELETE", "/v1/snapshots/snap-1", (202, {"operation": operation}))
+    rc, out, _ = run(capsys, "-f", "json", "snapshot", "delete", "snap-1")
+    assert rc == 0
+    assert json.loads(out) == operation
+
+
+def test_snapshot_revert_wait(api, capsys):
+    api.add("POST", "/v1/snapshots/snap-1/revert",
+            (202, {"operation": op(action="revert")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="revert", status="running")}),
+            (200, {"operation": op(action="revert", status="succeeded")}))
+    rc, out, err = run(capsys, "snapshot", "revert", "snap-1", "--wait")
+    assert rc == 0, err
+    assert api.requests[0]["method"] == "POST"
+    assert api.requests[0]["path"] == "/v1/snapshots/snap-1/revert"
+    assert api.requests[0]["body"] is None
+    assert "Reverting to snapshot snap-1: operation op-1" in out
+    assert "| status      | succeeded" in out
+
+
+def test_snapshot_revert_conflict(api, capsys):
+    api.add("POST", "/v1/snapshots/snap-1/revert",
+            (409, {"error": {"code": "conflict",
+                             "message": "server srv1 is running"}}))
+    rc, out, err = run(capsys, "snapshot", "revert", "snap-1")
+    assert rc == 1
+    assert out == ""
+    assert err.strip() == \
+        "Error (HTTP 409 conflict): server srv1 is running"
+
+
+# ---------------------------------------------------------------- operations
+
+def test_operation_show_table_with_steps(api, capsys):
+    steps = [{"name": "stop", "status": "succeeded",
+              "started_at": "2024-01-01T00:00:00Z", "duration_ms": 1.25},
+             {"name": "blockdev_snapshot", "status": "succeeded",
+              "started_at": "2024-01-01T00:00:00Z", "duration_ms": 8.0}]
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(status="succeeded", steps=steps)}))
+    rc, out, _ = run(capsys, "operation", "show", "op-1")
+    assert rc == 0
+    fields, _, step_table = out.partition("Steps:")
+    assert "| pause_ms    | 12.5" in fields
+    assert "| action      | create" in fields
+    assert "| Step              | Status    | Duration (ms) |" in step_table
+    assert "| stop              | succeeded | 1.25          |" in step_table
+    assert "| blockdev_snapshot | succeeded | 8             |" in step_table
+    assert step_table.rstrip().endswith("Guest I/O paused for 12.5 ms")
+
+
+def test_operation_show_json(api, capsys):
+    operation = op(status="failed", error="boom")
+    api.add("GET", "/v1/operations/op-1", (200, {"operation": operation}))
+    rc, out, _ = run(capsys, "--format", "json", "operation", "show", "op-1")
+    assert rc == 0
+    assert json.loads(out) == operation
+
+
+def test_operation_list_filters_by_server(api, capsys):
+    api.add("GET", "/v1/operations?server_id=srv1",
+            (200, {"operations": [op(status="succeeded")]}))
+    rc, out, _ = run(capsys, "operation", "list", "--server", "srv1")
+    assert rc == 0
+    assert api.last()["path"] == "/v1/operations?server_id=srv1"
+    assert "| op-1 | create | succeeded | -    | srv1" in out
+
+
+def test_operation_list_all(api, capsys):
+    api.add("GET", "/v1/operations", (200, {"operations": []}))
+    rc, out, _ = run(capsys, "operation", "list")
+    assert rc == 0
+    assert api.last()["path"] == "/v1/operations"
+    assert "| ID | Action |" in out
+
+
+# ---------------------------------------------------------------- errors
+
+def test_not_found_error(api, capsys):
+    api.add("GET", "/v1/snapshots/nope",
+            (404, {"error": {"code": "not_found",
+                             "message": "snapshot nope not found"}}))
+    rc, out, err = run(capsys, "snapshot", "show", "nope")
+    assert rc == 1
+    assert out == ""
+    assert "Error (HTTP 404 not_found): snapshot nope not found" in err
+
+
+def test_error_without_json_body(api, capsys):
+    api.add("GET", "/v1/servers", (503, b"upstream down"))
+    rc, _, err = run(capsys, "server", "list")
+    assert rc == 1
+    assert "Error (HTTP 503 Service Unavailable): upstream down" in err
+
+
+def test_error_while_waiting(api, capsys):
+    api.add("POST", "/v1/snapshots/snap-1/revert",
+            (202, {"operation": op(action="revert")}))
+    api.add("GET", "/v1/operations/op-1",
+            (401, {"error": {"code": "unauthorized",
+                             "message": "token expired"}}))
+    rc, _, err = run(capsys, "snapshot", "revert", "snap-1", "--wait")
+    assert rc == 1
+    assert "Error (HTTP 401 unauthorized): token expired" in err
+
+
+def test_connection_refused(capsys, monkeypatch):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = "http://127.0.0.1:%d" % port
+    rc, out, err = run(capsys, "--url", url, "server", "list")
+    assert rc == 1
+    assert out == ""
+    assert "cannot connect to the livesnap API at %s" % url in err
+
+
+def test_missing_command_is_usage_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        cli.main([])
+    assert exc.value.code == 2
+
+
+# ---------------------------------------------------------------- helpers
+
+@pytest.mark.parametrize("size,text", [
+    (None, "-"), (0, "0 B"), (1023, "1023 B"), (1024, "1.0 KiB"),
+    (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**5, "3072.0 TiB"),
+])
+def test_human_size(size, text):
+    assert cli.human_size(size) == text
+
+
+def test_path_segments_are_quoted(api, capsys):
+    api.add("GET", "/v1/snapshots/a%2Fb%20c",
+            (200, {"snapshot": snap("a/b c", "s", None)}))
+    rc, _, _ = run(capsys, "snapshot", "show", "a/b c")
+    assert rc == 0
+    assert urllib.parse.unquote(api.last()["path"]) == "/v1/snapshots/a/b c"
