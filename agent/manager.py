@@ -1,0 +1,34 @@
+"""Server side of the agent RPC API: thin endpoints.
+
+Each endpoint only hands its task to ``agent.tasks.TaskRunner``, which
+validates it and does the work.  See ``agent.rpcapi`` for the versions.
+"""
+
+from livesnap import rpc
+
+
+class AgentManager(object):
+
+    target = rpc.messaging.Target(version='1.0')
+
+    def __init__(self, runner):
+        self.runner = runner
+
+    def create_snapshot(self, ctxt, task):
+        self.runner.run(ctxt, 'create_snapshot', task)
+
+    def delete_snapshot(self, ctxt, task):
+        self.runner.run(ctxt, 'delete_snapshot', task)
+
+    def revert_disk(self, ctxt, task):
+        self.runner.run(ctxt, 'revert_disk', task)
+
+    def get_operation(self, ctxt, operation_id):
+        """What the journal knows of an operation (None if never seen)."""
+        try:
+            entry = self.runner.journal.get(operation_id)
+        except ValueError:
+            return None
+        if entry is None:
+            return None
+        return {'state': entry.get('state'), 'report': entry.get('report')}

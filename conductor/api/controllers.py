@@ -1,0 +1,131 @@
+"""REST controllers: servers, snapshots, operations.
+
+Each method takes the request's credentials and parsed parameters, checks
+the body against its schema, and calls the policy modules.  Another
+project's object answers 404, exactly like one that does not exist.
+"""
+
+import logging
+
+from conductor.api import schemas
+from conductor.api import views
+from conductor.db import api as db
+from conductor.db import models
+from conductor import exception
+from conductor import snapshots as snapshot_policy
+from livesnap import context
+
+LOG = logging.getLogger(__name__)
+
+
+def _ctxt(creds, req_id):
+    return context.make(creds.project_id, creds.roles, req_id)
+
+
+def _require_admin(creds):
+    if not creds.is_admin:
+        raise exception.Forbidden('Only an admin may register servers.')
+
+
+def _disk_names(session, ops):
+    ids = {op.disk_id for op in ops}
+    if not ids:
+        return {}
+    rows = session.query(models.Disk).filter(models.Disk.id.in_(ids)).all()
+    return {d.id: d.name for d in rows}
+
+
+class Servers(object):
+
+    def index(self, creds, req_id, body=None, params=None):
+        with db.transaction() as s:
+            query = s.query(models.Server).order_by(models.Server.created_at,
+                                                    models.Server.id)
+            if creds.scope is not None:
+                query = query.filter(models.Server.project_id == creds.scope)
+            return 200, {'servers': [views.server(x) for x in query.all()]}
+
+    def show(self, creds, req_id, server_id, body=None, params=None):
+        with db.transaction() as s:
+            return 200, {'server': views.server(
+                db.server_get(s, server_id, creds.scope))}
+
+    def create(self, creds, req_id, body, params=None):
+        _require_admin(creds)
+        spec = body['server']
+        names = [d['name'] for d in spec['disks']]
+        if len(set(names)) != len(names):
+            raise exception.BadRequest('Disk names must be unique.')
+        with db.transaction() as s:
+            if s.get(models.Server, spec['id']) is not None:
+                raise exception.Conflict('Server %s already exists.'
+                                         % spec['id'])
+            server = models.Server(
+                id=spec['id'], name=spec['name'],
+                project_id=spec['project_id'], host=spec['host'],
+                qmp_socket=spec.get('qmp_socket'))
+            s.add(server)
+            for d in spec['disks']:
+                s.add(models.Disk(id=snapshot_policy.operations.new_id(),
+                                  server_id=server.id, name=d['name'],
+                                  active_image=d['path']))
+            s.flush()
+            s.refresh(server)
+            LOG.info('Registered server %(id)s on host %(host)s',
+                     {'id': server.id, 'host': server.host})
+            return 201, {'server': views.server(server)}
+
+
+class Snapshots(object):
+
+    def index(self, creds, req_id, server_id, body=None, params=None):
+        include_deleted = (params or {}).get('include_deleted', '').lower() \
+            in ('1', 'true', 'yes')
+        with db.transaction() as s:
+            server = db.server_get(s, server_id, creds.scope)
+            disks = {d.id: d for d in server.disks}
+            snaps = db.snapshots_of_server(s, server.id, include_deleted)
+            return 200, {'snapshots': [
+                views.snapshot(x, disks[x.disk_id]) for x in snaps]}
+
+    def create(self, creds, req_id, server_id, body, params=None):
+        spec = body['snapshot']
+        snapshot_id, operation_id = snapshot_policy.create(
+            _ctxt(creds, req_id), server_id, spec['disk'], spec['name'],
+            project_id=creds.scope)
+        with db.transaction() as s:
+            snap = s.get(models.Snapshot, snapshot_id)
+            op = s.get(models.Operation, operation_id)
+            return 202, {'snapshot': views.snapshot(snap, snap.disk),
+                         'operation': views.operation(op, snap.disk.name)}
+
+    def show(self, creds, req_id, snapshot_id, body=None, params=None):
+        with db.transaction() as s:
+            snap = db.snapshot_get(s, snapshot_id, creds.scope,
+                                   include_deleted=creds.is_admin)
+            return 200, {'snapshot': views.snapshot(snap, snap.disk)}
+
+
+class Operations(object):
+
+    def index(self, creds, req_id, body=None, params=None):
+        server_id = (params or {}).get('server_id') or None
+        with db.transaction() as s:
+            ops = db.operation_list(s, creds.scope, server_id)
+            names = _disk_names(s, ops)
+            return 200, {'operations': [
+                views.operation(op, names.get(op.disk_id)) for op in ops]}
+
+    def show(self, creds, req_id, operation_id, body=None, params=None):
+        with db.transaction() as s:
+            op = db.operation_get(s, operation_id, creds.scope)
+            names = _disk_names(s, [op])
+            return 200, {'operation': views.operation(
+                op, names.get(op.disk_id))}
+
+
+# (controller, action) -> body schema; None means "no body expected".
+BODY_SCHEMAS = {
+    ('servers', 'create'): schemas.server_create,
+    ('snapshots', 'create'): schemas.snapshot_create,
+}

@@ -1,0 +1,37 @@
+"""Turn database records into the JSON shapes of the REST contract."""
+
+
+def _iso(dt):
+    return dt.isoformat() + 'Z' if dt is not None else None
+
+
+def disk(d):
+    return {'name': d.name, 'active_image': d.active_image,
+            'snapshot_id': d.snapshot_id, 'busy': d.operation_id is not None}
+
+
+def server(s):
+    return {'id': s.id, 'name': s.name, 'project_id': s.project_id,
+            'host': s.host, 'qmp_socket': s.qmp_socket,
+            'created_at': _iso(s.created_at),
+            'disks': [disk(d) for d in s.disks]}
+
+
+def snapshot(snap, disk_record):
+    return {'id': snap.id, 'name': snap.name,
+            'server_id': disk_record.server_id, 'disk': disk_record.name,
+            'parent_id': snap.parent_id, 'status': snap.status,
+            'created_at': _iso(snap.created_at),
+            'updated_at': _iso(snap.updated_at),
+            'size_bytes': snap.size_bytes,
+            'current': disk_record.snapshot_id == snap.id}
+
+
+def operation(op, disk_name=None):
+    return {'id': op.id, 'action': op.action, 'status': op.status,
+            'mode': op.mode, 'server_id': op.server_id, 'disk': disk_name,
+            'snapshot_id': op.snapshot_id, 'host': op.host,
+            'pause_ms': op.pause_ms, 'progress': op.progress,
+            'steps': list(op.steps or []), 'error': op.error,
+            'created_at': _iso(op.created_at),
+            'updated_at': _iso(op.updated_at)}

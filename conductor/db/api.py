@@ -1,0 +1,207 @@
+"""Database access for the conductor.
+
+``transaction()`` yields an ORM session inside one transaction.  On SQLite
+every transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
+writers queue instead of failing on a lock upgrade; on PostgreSQL and MySQL
+the disk lock is a compare-and-swap UPDATE (see ``lock_disk``), which is
+safe under READ COMMITTED with any number of conductors.
+"""
+
+import contextlib
+import os
+import threading
+
+from oslo_config import cfg
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+from conductor.db import migration
+from conductor.db import models
+from conductor import exception
+
+CONF = cfg.CONF
+
+_LOCK = threading.Lock()
+_ENGINE = None
+_SESSIONMAKER = None
+
+
+def _make_engine(url):
+    if url.startswith('sqlite'):
+        path = url.split(':///', 1)[-1]
+        if path and path != ':memory:':
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        engine = sa.create_engine(url, connect_args={
+            'timeout': 30, 'check_same_thread': False})
+
+        @sa.event.listens_for(engine, 'connect')
+        def _on_connect(dbapi_connection, record):
+            # Let SQLAlchemy, not the driver, start transactions.
+            dbapi_connection.isolation_level = None
+            dbapi_connection.execute('PRAGMA foreign_keys=ON')
+
+        @sa.event.listens_for(engine, 'begin')
+        def _on_begin(connection):
+            connection.exec_driver_sql('BEGIN IMMEDIATE')
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def get_engine():
+    """The process's engine for ``[database] connection``."""
+    global _ENGINE, _SESSIONMAKER
+    with _LOCK:
+        if _ENGINE is None:
+            _ENGINE = _make_engine(CONF.database.connection)
+            _SESSIONMAKER = orm.sessionmaker(bind=_ENGINE,
+                                             expire_on_commit=False)
+        return _ENGINE
+
+
+def reset():
+    """Forget the engine (tests switch databases with this)."""
+    global _ENGINE, _SESSIONMAKER
+    with _LOCK:
+        if _ENGINE is not None:
+            _ENGINE.dispose()
+        _ENGINE = None
+        _SESSIONMAKER = None
+
+
+def sync():
+    """Upgrade the schema to the newest migration."""
+    migration.upgrade(get_engine())
+
+
+@contextlib.contextmanager
+def transaction():
+    """One transaction; commits on success, rolls back on any error."""
+    get_engine()
+    session = _SESSIONMAKER()
+    try:
+        with session.begin():
+            yield session
+    finally:
+        session.close()
+
+
+# ---------------------------------------------------------------- hosts
+
+def host_heartbeat(name, info=None, started_at=None):
+    with transaction() as s:
+        host = s.get(models.Host, name)
+        if host is None:
+            host = models.Host(name=name)
+            s.add(host)
+        host.last_heartbeat = models.utcnow()
+        if info is not None:
+            host.info = info
+        if started_at is not None:
+            host.started_at = started_at
+
+
+def host_list():
+    with transaction() as s:
+        return list(s.scalars(sa.select(models.Host).order_by(
+            models.Host.name)))
+
+
+def host_is_alive(session, name):
+    host = session.get(models.Host, name)
+    if host is None:
+        return False
+    age = (models.utcnow() - host.last_heartbeat).total_seconds()
+    return age <= CONF.conductor.host_down_time
+
+
+# -------------------------------------------------------------- servers
+
+def server_get(session, server_id, project_id=None):
+    """Return the server; another project's server is simply not found."""
+    server = session.get(models.Server, server_id)
+    if server is None or (project_id is not None
+                          and server.project_id != project_id):
+        raise exception.NotFound('Server %s could not be found.' % server_id)
+    return server
+
+
+def disk_get_by_name(session, server, name):
+    for disk in server.disks:
+        if disk.name == name:
+            return disk
+    raise exception.NotFound('Server %s has no disk named %s.'
+                             % (server.id, name))
+
+
+def lock_disk(session, disk_id, operation_id):
+    """Take the disk's lock for ``operation_id``; compare-and-swap.
+
+    :returns: True if the lock is now held by ``operation_id``.
+    """
+    result = session.execute(
+        sa.update(models.Disk)
+        .where(models.Disk.id == disk_id)
+        .where(sa.or_(models.Disk.operation_id.is_(None),
+                      models.Disk.operation_id == operation_id))
+        .values(operation_id=operation_id)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def unlock_disk(session, disk_id, operation_id):
+    """Release the disk's lock if ``operation_id`` still holds it."""
+    session.execute(
+        sa.update(models.Disk)
+        .where(models.Disk.id == disk_id)
+        .where(models.Disk.operation_id == operation_id)
+        .values(operation_id=None)
+        .execution_options(synchronize_session=False))
+
+
+# ------------------------------------------------------------ snapshots
+
+def snapshot_get(session, snapshot_id, project_id=None, include_deleted=True):
+    snap = session.get(models.Snapshot, snapshot_id)
+    if (snap is None
+            or (project_id is not None and snap.project_id != project_id)
+            or (not include_deleted and snap.status == 'deleted')):
+        raise exception.NotFound('Snapshot %s could not be found.'
+                                 % snapshot_id)
+    return snap
+
+
+def snapshots_of_disk(session, disk_id):
+    return list(session.scalars(
+        sa.select(models.Snapshot)
+        .where(models.Snapshot.disk_id == disk_id)
+        .order_by(models.Snapshot.created_at, models.Snapshot.id)))
+
+
+def snapshots_of_server(session, server_id, include_deleted=False):
+    query = (sa.select(models.Snapshot)
+             .join(models.Disk, models.Snapshot.disk_id == models.Disk.id)
+             .where(models.Disk.server_id == server_id)
+             .order_by(models.Snapshot.created_at, models.Snapshot.id))
+    if not include_deleted:
+        query = query.where(models.Snapshot.status != 'deleted')
+    return list(session.scalars(query))
+
+
+# ----------------------------------------------------------- operations
+
+def operation_get(session, operation_id, project_id=None):
+    op = session.get(models.Operation, operation_id)
+    if op is None or (project_id is not None and op.project_id != project_id):
+        raise exception.NotFound('Operation %s could not be found.'
+                                 % operation_id)
+    return op
+
+
+def operation_list(session, project_id=None, server_id=None, limit=200):
+    query = sa.select(models.Operation).order_by(
+        models.Operation.created_at.desc()).limit(limit)
+    if project_id is not None:
+        query = query.where(models.Operation.project_id == project_id)
+    if server_id is not None:
+        query = query.where(models.Operation.server_id == server_id)
+    return list(session.scalars(query))

@@ -1,0 +1,104 @@
+"""The conductor's tables.
+
+The database is the only place policy state lives, so several conductors
+can share it.  A disk's ``operation_id`` is its lock: it is taken with a
+compare-and-swap UPDATE and released when the operation ends.
+"""
+
+import datetime
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+
+def utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+class Base(orm.DeclarativeBase):
+    pass
+
+
+class Host(Base):
+    __tablename__ = 'hosts'
+
+    name = sa.Column(sa.String(255), primary_key=True)
+    last_heartbeat = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    started_at = sa.Column(sa.DateTime, nullable=True)
+    info = sa.Column(sa.JSON, nullable=True)
+
+
+class Server(Base):
+    __tablename__ = 'servers'
+
+    id = sa.Column(sa.String(64), primary_key=True)
+    name = sa.Column(sa.String(255), nullable=False)
+    project_id = sa.Column(sa.String(64), nullable=False, index=True)
+    host = sa.Column(sa.String(255), nullable=False, index=True)
+    qmp_socket = sa.Column(sa.String(1024), nullable=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+    disks = orm.relationship('Disk', back_populates='server',
+                             order_by='Disk.name', lazy='selectin')
+
+
+class Disk(Base):
+    __tablename__ = 'disks'
+    __table_args__ = (
+        sa.UniqueConstraint('server_id', 'name', name='uniq_disks0server_name'),
+    )
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    server_id = sa.Column(sa.String(64), sa.ForeignKey('servers.id'),
+                          nullable=False)
+    name = sa.Column(sa.String(64), nullable=False)
+    active_image = sa.Column(sa.String(1024), nullable=False)
+    # The snapshot the live image sits on (its backing file), or None.
+    snapshot_id = sa.Column(sa.String(36), nullable=True)
+    # The operation holding this disk's lock, or None.
+    operation_id = sa.Column(sa.String(36), nullable=True)
+
+    server = orm.relationship('Server', back_populates='disks')
+
+
+class Snapshot(Base):
+    __tablename__ = 'snapshots'
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    disk_id = sa.Column(sa.String(36), sa.ForeignKey('disks.id'),
+                        nullable=False, index=True)
+    project_id = sa.Column(sa.String(64), nullable=False, index=True)
+    parent_id = sa.Column(sa.String(36), nullable=True, index=True)
+    name = sa.Column(sa.String(255), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False)
+    image = sa.Column(sa.String(1024), nullable=True)
+    size_bytes = sa.Column(sa.BigInteger, nullable=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
+                           onupdate=utcnow)
+
+    disk = orm.relationship('Disk')
+
+
+class Operation(Base):
+    __tablename__ = 'operations'
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    project_id = sa.Column(sa.String(64), nullable=False, index=True)
+    server_id = sa.Column(sa.String(64), nullable=False, index=True)
+    disk_id = sa.Column(sa.String(36), nullable=False)
+    snapshot_id = sa.Column(sa.String(36), nullable=True)
+    host = sa.Column(sa.String(255), nullable=False)
+    action = sa.Column(sa.String(16), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False)
+    mode = sa.Column(sa.String(16), nullable=True)
+    # The task as sent to the agent, so it can be sent again unchanged.
+    task = sa.Column(sa.JSON, nullable=True)
+    steps = sa.Column(sa.JSON, nullable=True)
+    pause_ms = sa.Column(sa.Float, nullable=True)
+    progress = sa.Column(sa.Float, nullable=True)
+    error = sa.Column(sa.Text, nullable=True)
+    conductor = sa.Column(sa.String(255), nullable=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
+                           onupdate=utcnow)

@@ -1,0 +1,71 @@
+"""Errors the conductor turns into JSON API answers.
+
+Each class carries the HTTP status and a short machine-readable ``code``;
+the message is meant for the tenant, so it never holds a stack trace.
+"""
+
+
+class LivesnapException(Exception):
+    status = 500
+    code = 'internal_error'
+    message = 'An unexpected error occurred.'
+
+    def __init__(self, message=None, **kwargs):
+        if message is None:
+            message = self.message % kwargs if kwargs else self.message
+        super().__init__(message)
+
+
+class BadRequest(LivesnapException):
+    status = 400
+    code = 'bad_request'
+    message = 'The request is not valid.'
+
+
+class Unauthorized(LivesnapException):
+    status = 401
+    code = 'unauthorized'
+    message = 'Authentication is required.'
+
+
+class Forbidden(LivesnapException):
+    status = 403
+    code = 'forbidden'
+    message = 'The policy does not allow this action.'
+
+
+class QuotaExceeded(LivesnapException):
+    status = 403
+    code = 'quota_exceeded'
+    message = 'Quota exceeded.'
+
+
+class NotFound(LivesnapException):
+    status = 404
+    code = 'not_found'
+    message = 'The resource could not be found.'
+
+
+class Conflict(LivesnapException):
+    status = 409
+    code = 'conflict'
+    message = 'The request conflicts with the current state.'
+
+
+class DiskBusy(Conflict):
+    code = 'disk_busy'
+    message = ('Disk %(disk)s of server %(server)s is busy with operation '
+               '%(operation)s; try again when it has finished.')
+
+
+class RequestTooLarge(LivesnapException):
+    status = 413
+    code = 'request_too_large'
+    message = 'The request body is too large.'
+
+
+class HostDown(LivesnapException):
+    status = 503
+    code = 'host_down'
+    message = ('The agent of host %(host)s is not reporting; no work can be '
+               'sent to it now.')

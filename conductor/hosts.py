@@ -1,0 +1,28 @@
+"""Host liveness: agents send heartbeats, the conductor records them.
+
+A host whose last heartbeat is older than ``[conductor] host_down_time``
+is down; the policy refuses new work for it with 503.
+"""
+
+import datetime
+import logging
+
+from conductor.db import api as db
+from conductor import exception
+
+LOG = logging.getLogger(__name__)
+
+
+def heartbeat(host, info):
+    started_at = None
+    if info and info.get('started_at'):
+        started_at = datetime.datetime.fromtimestamp(
+            info['started_at'], datetime.timezone.utc).replace(tzinfo=None)
+    db.host_heartbeat(host, info=info, started_at=started_at)
+    LOG.debug('Heartbeat from %(host)s', {'host': host})
+
+
+def ensure_alive(session, host):
+    """:raises: HostDown if ``host``'s agent has not reported lately."""
+    if not db.host_is_alive(session, host):
+        raise exception.HostDown(host=host)

@@ -1,0 +1,30 @@
+"""Server side of the conductor RPC API: thin endpoints for the agents.
+
+See ``conductor.rpcapi`` for the version history.
+"""
+
+import logging
+
+from conductor import hosts
+from conductor import operations
+from livesnap import rpc
+
+LOG = logging.getLogger(__name__)
+
+
+class ConductorManager(object):
+
+    target = rpc.messaging.Target(version='1.0')
+
+    def report_operation(self, ctxt, operation_id, report):
+        if not isinstance(report, dict):
+            LOG.warning('Malformed report for %(op)s ignored',
+                        {'op': operation_id})
+            return
+        operations.apply_report(operation_id, report)
+
+    def report_progress(self, ctxt, operation_id, progress, steps=None):
+        operations.apply_progress(operation_id, progress)
+
+    def heartbeat(self, ctxt, host, info):
+        hosts.heartbeat(host, info or {})

@@ -1,0 +1,91 @@
+"""Operation records: creation, dispatch to an agent, and reports.
+
+An operation is the conductor's durable memory of one task: what was
+decided, the task as sent (so it can be re-sent unchanged), the agent's
+steps with their timings, and how it ended.  Reports are applied under a
+row lock and only once, whichever conductor receives them.
+"""
+
+import logging
+import uuid
+
+from conductor.db import api as db
+from conductor.db import models
+
+LOG = logging.getLogger(__name__)
+
+# action -> (on_success, on_failure); filled in by the policy modules.
+_HANDLERS = {}
+
+
+def register_handlers(action, on_success, on_failure):
+    _HANDLERS[action] = (on_success, on_failure)
+
+
+def new_id():
+    return str(uuid.uuid4())
+
+
+def make(session, operation_id, action, server, disk, snapshot_id=None,
+         mode=None, task=None):
+    op = models.Operation(
+        id=operation_id, project_id=server.project_id, server_id=server.id,
+        disk_id=disk.id, snapshot_id=snapshot_id, host=server.host,
+        action=action, status='pending', mode=mode, task=task, steps=[])
+    session.add(op)
+    return op
+
+
+def dispatch(ctxt, operation_id, send):
+    """Send the task with ``send()``; mark running, or failed on error."""
+    try:
+        send()
+    except Exception as exc:
+        LOG.exception('Could not send operation %(op)s', {'op': operation_id})
+        apply_report(operation_id, {
+            'status': 'failed', 'error_code': 'rpc_error',
+            'error': 'The task could not be sent to the agent: %s'
+                     % exc.__class__.__name__})
+        return
+    with db.transaction() as s:
+        op = s.get(models.Operation, operation_id)
+        if op is not None and op.status == 'pending':
+            op.status = 'running'
+
+
+def apply_report(operation_id, report):
+    """Apply an agent's final report once; later duplicates are ignored."""
+    with db.transaction() as s:
+        op = s.get(models.Operation, operation_id, with_for_update=True)
+        if op is None:
+            LOG.warning('Report for unknown operation %(op)s ignored',
+                        {'op': operation_id})
+            return False
+        if op.status in ('succeeded', 'failed'):
+            LOG.info('Duplicate report for finished operation %(op)s '
+                     'ignored', {'op': operation_id})
+            return False
+        op.steps = (op.steps or []) + list(report.get('steps') or [])
+        if report.get('pause_ms') is not None:
+            op.pause_ms = (op.pause_ms or 0.0) + report['pause_ms']
+        on_success, on_failure = _HANDLERS[op.action]
+        if report.get('status') == 'succeeded':
+            on_success(s, op, report.get('result') or {})
+            op.status = 'succeeded'
+            op.progress = 100.0 if op.progress is not None else None
+            op.error = None
+        else:
+            op.error = report.get('error') or 'The operation failed.'
+            on_failure(s, op, report)
+            op.status = 'failed'
+        db.unlock_disk(s, op.disk_id, op.id)
+        LOG.info('Operation %(op)s (%(action)s) %(status)s',
+                 {'op': op.id, 'action': op.action, 'status': op.status})
+        return True
+
+
+def apply_progress(operation_id, progress):
+    with db.transaction() as s:
+        op = s.get(models.Operation, operation_id)
+        if op is not None and op.status in ('pending', 'running'):
+            op.progress = float(progress)

@@ -1,0 +1,39 @@
+"""Client side of the conductor RPC API (used by the agents).
+
+Casts on topic ``livesnap-conductor`` with no server set, so any running
+conductor may take any report: no conductor keeps state the others lack.
+
+API version history:
+
+* 1.0 - Initial version: report_operation, report_progress, heartbeat.
+"""
+
+from livesnap import rpc
+
+RPC_API_VERSION = '1.0'
+
+
+class ConductorAPI(object):
+
+    def __init__(self):
+        target = rpc.messaging.Target(topic=rpc.CONDUCTOR_TOPIC,
+                                      version=RPC_API_VERSION)
+        self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
+
+    def report_operation(self, ctxt, operation_id, report):
+        """Final report of an operation: ``report['status']`` is
+        ``succeeded`` or ``failed``, with steps, pause_ms and results."""
+        self.client.prepare(version='1.0').cast(
+            ctxt, 'report_operation', operation_id=operation_id,
+            report=report)
+
+    def report_progress(self, ctxt, operation_id, progress, steps=None):
+        """Progress of a running operation (percent of a merge job)."""
+        self.client.prepare(version='1.0').cast(
+            ctxt, 'report_progress', operation_id=operation_id,
+            progress=progress, steps=steps)
+
+    def heartbeat(self, ctxt, host, info):
+        """The agent on ``host`` is alive."""
+        self.client.prepare(version='1.0').cast(
+            ctxt, 'heartbeat', host=host, info=info)

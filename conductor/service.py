@@ -1,0 +1,62 @@
+"""``livesnap-conductor``: the REST API and the RPC server of the policy.
+
+Several conductors may run against one database; each consumes reports
+and heartbeats from topic ``livesnap-conductor``.
+"""
+
+import logging
+import sys
+
+from oslo_config import cfg
+
+from conductor.api import app as api_app
+from conductor.api import server as api_server
+from conductor.db import api as db
+from conductor import manager
+from livesnap import rpc
+from livesnap import service as common_service
+
+CONF = cfg.CONF
+LOG = logging.getLogger(__name__)
+
+
+class ConductorService(object):
+
+    def __init__(self, api=True):
+        self.with_api = api
+        self.rpc_server = None
+        self.api_server = None
+
+    def start(self):
+        if CONF.database.auto_migrate:
+            db.sync()
+        target = rpc.messaging.Target(topic=rpc.CONDUCTOR_TOPIC,
+                                      server=CONF.conductor.host)
+        self.rpc_server = rpc.get_server(target,
+                                         [manager.ConductorManager()])
+        self.rpc_server.start()
+        if self.with_api:
+            self.api_server = api_server.APIServer(
+                api_app.API(), CONF.api.host_ip, CONF.api.port)
+            self.api_server.start()
+        LOG.info('Conductor %(host)s started', {'host': CONF.conductor.host})
+
+    def stop(self):
+        if self.api_server is not None:
+            self.api_server.stop()
+        if self.rpc_server is not None:
+            self.rpc_server.stop()
+            self.rpc_server.wait()
+
+
+def main(argv=None):
+    common_service.prepare('livesnap-conductor', argv)
+    svc = ConductorService()
+    svc.start()
+    common_service.wait_for_signal()
+    svc.stop()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,37 @@
+import socket
+
+from oslo_config import cfg
+
+agent_group = cfg.OptGroup('agent', title='Hypervisor host agent options')
+
+opts = [
+    cfg.StrOpt('host', default=socket.gethostname(),
+               sample_default='<hostname>',
+               help='Name of this hypervisor host; the conductor sends the '
+                    'host\'s tasks to it. Must match the "host" of the '
+                    'servers registered for it.'),
+    cfg.ListOpt('image_dirs', default=['/var/lib/livesnap/images'],
+                help='Directories holding VM disk images. The agent '
+                     'refuses any path outside them.'),
+    cfg.StrOpt('journal_dir', default='$state_path/journal',
+               help='Directory of the agent\'s operation journal.'),
+    cfg.FloatOpt('heartbeat_interval', default=5.0, min=0.1,
+                 help='Seconds between heartbeats sent to the conductor.'),
+    cfg.FloatOpt('pause_deadline', default=0.5, min=0.0,
+                 help='Longest time in seconds a VM\'s disk I/O may stay '
+                      'paused; an operation that overruns it is rolled '
+                      'back and the VM resumed.'),
+    cfg.IntOpt('resume_retries', default=5, min=1,
+               help='Attempts to resume a paused VM before giving up.'),
+    cfg.FloatOpt('qmp_timeout', default=5.0, min=0.1,
+                 help='Timeout in seconds for one QMP command.'),
+]
+
+
+def register_opts(conf):
+    conf.register_group(agent_group)
+    conf.register_opts(opts, group=agent_group)
+
+
+def list_opts():
+    return {agent_group: opts}

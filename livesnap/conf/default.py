@@ -1,0 +1,18 @@
+from oslo_config import cfg
+
+opts = [
+    cfg.StrOpt('state_path',
+               default='/var/lib/livesnap',
+               help='Top-level directory for livesnap state: the SQLite '
+                    'database by default and the agent journal.'),
+    cfg.BoolOpt('debug', default=False,
+                help='Log at DEBUG level.'),
+]
+
+
+def register_opts(conf):
+    conf.register_opts(opts)
+
+
+def list_opts():
+    return {'DEFAULT': opts}

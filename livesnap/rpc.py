@@ -1,0 +1,72 @@
+"""oslo.messaging plumbing shared by the conductor and the agents.
+
+One transport per process, made from ``[DEFAULT] transport_url`` on the
+global ``cfg.CONF``.  The embedded default ``kombu+memory:////`` needs no
+broker but only reaches servers in the same process (the all-in-one
+deployment and single-process tests); production uses ``rabbit://``.
+"""
+
+import threading
+import warnings
+
+from oslo_config import cfg
+
+# Importing oslo.messaging pulls in eventlet, which warns that it is
+# deprecated; livesnap does not use eventlet (threading executor).
+with warnings.catch_warnings():
+    warnings.simplefilter('ignore')
+    import oslo_messaging as messaging
+    from oslo_messaging import opts as messaging_opts
+    from oslo_messaging.rpc import dispatcher as rpc_dispatcher
+
+CONF = cfg.CONF
+
+DEFAULT_TRANSPORT_URL = 'kombu+memory:////'
+
+AGENT_TOPIC = 'livesnap-agent'
+CONDUCTOR_TOPIC = 'livesnap-conductor'
+
+_TRANSPORT = None
+_LOCK = threading.Lock()
+
+
+def set_defaults():
+    """Make the in-memory bus the default transport."""
+    for group, opts in messaging_opts.list_opts():
+        if group in (None, 'DEFAULT'):
+            CONF.register_opts(opts)
+    messaging.set_transport_defaults(control_exchange='livesnap')
+    CONF.set_default('transport_url', DEFAULT_TRANSPORT_URL)
+
+
+def get_transport():
+    """Return this process's RPC transport, creating it on first use."""
+    global _TRANSPORT
+    with _LOCK:
+        if _TRANSPORT is None:
+            _TRANSPORT = messaging.get_rpc_transport(CONF)
+        return _TRANSPORT
+
+
+def cleanup():
+    """Close the transport (tests and shutdown)."""
+    global _TRANSPORT
+    with _LOCK:
+        if _TRANSPORT is not None:
+            _TRANSPORT.cleanup()
+            _TRANSPORT = None
+
+
+def get_client(target, version_cap=None):
+    return messaging.get_rpc_client(get_transport(), target,
+                                    version_cap=version_cap)
+
+
+def get_server(target, endpoints):
+    """An RPC server with the (default) threading executor."""
+    access_policy = rpc_dispatcher.DefaultRPCAccessPolicy
+    return messaging.get_rpc_server(get_transport(), target, endpoints,
+                                    access_policy=access_policy)
+
+
+set_defaults()

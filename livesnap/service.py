@@ -1,0 +1,39 @@
+"""Start-up and shutdown shared by the livesnap processes."""
+
+import logging
+import signal
+import sys
+import threading
+
+from oslo_config import cfg
+
+from livesnap import conf  # noqa: F401  (registers the options)
+from livesnap import version
+
+CONF = cfg.CONF
+
+
+def prepare(prog, argv=None):
+    """Parse the command line and config files, set up logging."""
+    CONF(sys.argv[1:] if argv is None else argv, project='livesnap',
+         prog=prog, version=version.VERSION)
+    logging.basicConfig(
+        level=logging.DEBUG if CONF.debug else logging.INFO,
+        format='%(asctime)s %(process)d %(levelname)s %(name)s %(message)s')
+    for noisy in ('amqp', 'kombu', 'oslo_messaging', 'qemu.qmp',
+                  'alembic.runtime.migration'):
+        logging.getLogger(noisy).setLevel(
+            logging.INFO if CONF.debug else logging.WARNING)
+
+
+def wait_for_signal():
+    """Block until SIGTERM or SIGINT."""
+    done = threading.Event()
+
+    def _handler(signum, frame):
+        done.set()
+
+    signal.signal(signal.SIGTERM, _handler)
+    signal.signal(signal.SIGINT, _handler)
+    while not done.is_set():
+        done.wait(1.0)
