@@ -16,7 +16,7 @@ from oslo_config import cfg
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     import oslo_messaging as messaging
-    from oslo_messaging import opts as messaging_opts
+    from oslo_messaging import transport as messaging_transport
     from oslo_messaging.rpc import dispatcher as rpc_dispatcher
 
 CONF = cfg.CONF
@@ -32,9 +32,9 @@ _LOCK = threading.Lock()
 
 def set_defaults():
     """Make the in-memory bus the default transport."""
-    for group, opts in messaging_opts.list_opts():
-        if group in (None, 'DEFAULT'):
-            CONF.register_opts(opts)
+    # The same option objects get_transport() registers; registering them
+    # early lets the default be set before the transport exists.
+    CONF.register_opts(messaging_transport._transport_opts)
     messaging.set_transport_defaults(control_exchange='livesnap')
     CONF.set_default('transport_url', DEFAULT_TRANSPORT_URL)
 

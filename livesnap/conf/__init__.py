@@ -17,3 +17,7 @@ api.register_opts(CONF)
 agent.register_opts(CONF)
 conductor.register_opts(CONF)
 database.register_opts(CONF)
+
+# oslo.messaging's own options ([DEFAULT] transport_url, ...) and
+# livesnap's default transport.
+from livesnap import rpc  # noqa: E402,F401

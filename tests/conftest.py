@@ -1,0 +1,70 @@
+"""Shared fixtures: configuration, databases (SQLite and the real
+PostgreSQL), and in-process or multi-process deployments."""
+
+import os
+import uuid
+
+import pytest
+
+from tests import fixtures
+
+
+def pytest_report_header(config):
+    return ['livesnap: PostgreSQL %s, RabbitMQ %s' % (
+        'available' if fixtures.postgres_available() else 'NOT available',
+        'available' if fixtures.rabbit_available() else 'NOT available')]
+
+
+@pytest.fixture
+def conf():
+    """Override oslo.config options for one test; undone afterwards."""
+    overrides = fixtures.ConfFixture()
+    yield overrides
+    overrides.cleanup()
+
+
+@pytest.fixture(scope='session')
+def postgres_url():
+    """A fresh PostgreSQL database for this test session (dropped after)."""
+    if not fixtures.postgres_available():
+        if os.environ.get('LIVESNAP_REQUIRE_SERVICES'):
+            pytest.fail('PostgreSQL at 127.0.0.1:5432 is required')
+        pytest.skip('PostgreSQL at 127.0.0.1:5432 is not reachable')
+    name = 'livesnap_test_%s' % uuid.uuid4().hex[:12]
+    fixtures.pg_admin('CREATE DATABASE %s' % name)
+    yield 'postgresql+psycopg2://postgres@127.0.0.1:5432/%s' % name
+    fixtures.pg_admin('DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
+
+
+@pytest.fixture(params=['sqlite', 'postgresql'])
+def database(request, conf, tmp_path):
+    """The conductor's database, migrated to head, on each backend."""
+    if request.param == 'sqlite':
+        url = 'sqlite:///%s' % (tmp_path / 'livesnap.sqlite')
+    else:
+        url = request.getfixturevalue('postgres_url')
+        fixtures.pg_reset_schema(url)
+    from conductor.db import api as db
+    conf.set('connection', url, group='database')
+    db.reset()
+    db.sync()
+    yield url
+    db.reset()
+
+
+@pytest.fixture
+def rabbit_url():
+    if not fixtures.rabbit_available():
+        if os.environ.get('LIVESNAP_REQUIRE_SERVICES'):
+            pytest.fail('RabbitMQ at 127.0.0.1:5672 is required')
+        pytest.skip('RabbitMQ at 127.0.0.1:5672 is not reachable')
+    return fixtures.RABBIT_URL
+
+
+@pytest.fixture
+def inprocess(conf, tmp_path, database):
+    """Conductor, API and one agent in this process over kombu+memory."""
+    dep = fixtures.InProcessDeployment(conf, tmp_path)
+    dep.start()
+    yield dep
+    dep.stop()
