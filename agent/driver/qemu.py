@@ -1,0 +1,576 @@
+"""The QEMU/qcow2 backend: the patent's steps on a KVM host.
+
+A disk is ``{"qmp_socket": str or None, "active_image": str}``.  It is
+*online* when a QEMU answers on ``qmp_socket``; then the backend's I/O is
+paused with QMP ``stop`` and resumed with ``cont``, and the image graph is
+changed inside QEMU (``blockdev-add`` + ``blockdev-snapshot`` to create,
+``block-stream`` to merge).  Otherwise the disk is *offline* and ``qemu-img``
+does the work, after checking that no process holds the images.
+
+Every method records its steps on an :class:`agent.steps.StepRecorder` and is
+idempotent: calling it again after a success, or after a crash at any point,
+finishes the job without doing anything twice.  Resume always runs (in a
+``finally``, with retries), and an online pivot that overruns
+``pause_deadline`` is rolled back rather than leaving the VM paused.
+
+Image files are never renamed: QEMU reopens images by name (e.g. when a block
+job starts), so the old active image keeps its name and becomes the snapshot.
+"""
+
+import hashlib
+import logging
+import os
+import re
+import time
+
+import tenacity
+
+from agent import exception
+from agent import images
+from agent import paths
+from agent import qmp
+
+LOG = logging.getLogger(__name__)
+
+#: job states after which a job runs no more
+_JOB_DONE = ("concluded", "null")
+
+
+def node_name_for(path):
+    """A stable QEMU node name for image ``path`` (at most 31 characters)."""
+    base = re.sub(r"[^A-Za-z0-9_-]", "-", os.path.basename(path))[:20]
+    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:6]
+    return "ls-%s-%s" % (base, digest)
+
+
+def job_id_for(path):
+    """A stable block-job id for merging into image ``path``."""
+    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
+    return "ls-merge-%s" % digest
+
+
+def _same(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+class _Graph(object):
+    """The qcow2 nodes of a QEMU, looked up by image file."""
+
+    def __init__(self, session):
+        self.nodes = [n for n in session.named_nodes()
+                      if n.get("drv") == "qcow2"]
+
+    def node(self, path):
+        """The qcow2 node whose image file is ``path``, or None."""
+        for n in self.nodes:
+            if _same(n.get("file"), path):
+                return n
+        return None
+
+    @staticmethod
+    def backing(node):
+        """Real path of ``node``'s backing file, or None."""
+        name = node.get("backing_file")
+        if not name:
+            return None
+        if not os.path.isabs(name):
+            name = os.path.join(os.path.dirname(node["file"]), name)
+        return os.path.realpath(name)
+
+    def is_top(self, node):
+        """True if no other node has ``node``'s image as its backing."""
+        return not any(_same(self.backing(n), node["file"])
+                       for n in self.nodes if n is not node)
+
+
+class _Connection(object):
+    """One QMP session to a socket that is reopened after a failure, so a
+    retried command never reuses a session with a reply still in flight."""
+
+    def __init__(self, socket_path, timeout):
+        self.socket_path = socket_path
+        self.timeout = timeout
+        self._session = None
+
+    def get(self):
+        if self._session is not None and self._session.broken:
+            self.invalidate()
+        if self._session is None:
+            self._session = qmp.QMPSession(self.socket_path,
+                                           timeout=self.timeout).open()
+        return self._session
+
+    def invalidate(self):
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.invalidate()
+
+
+class QemuDriver(object):
+    """Snapshot, merge and delete qcow2 images of QEMU disks.
+
+    :param image_dirs: directories the agent may touch (see agent.paths).
+    :param pause_deadline: seconds the backend may stay paused for a
+        snapshot pivot before it is aborted and rolled back.
+    :param resume_retries: attempts at ``cont`` before ResumeFailed.
+    :param qmp_timeout: seconds for connecting and for each QMP command.
+    :param job_poll_interval: seconds between ``query-jobs`` polls.
+    :param job_timeout: seconds a merge job may run (None: no limit).
+    """
+
+    def __init__(self, image_dirs, pause_deadline=0.5, resume_retries=5,
+                 qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None):
+        self.image_dirs = list(image_dirs)
+        self.pause_deadline = pause_deadline
+        self.resume_retries = max(1, int(resume_retries))
+        self.qmp_timeout = qmp_timeout
+        self.job_poll_interval = job_poll_interval
+        self.job_timeout = job_timeout
+
+    # -- helpers --------------------------------------------------------------
+    def _confine(self, path):
+        return paths.confine(path, self.image_dirs)
+
+    def _connect(self, socket_path):
+        return _Connection(socket_path, self.qmp_timeout)
+
+    def is_online(self, disk):
+        """True if a QEMU answers on the disk's QMP socket."""
+        return qmp.is_running(disk.get("qmp_socket"),
+                              timeout=self.qmp_timeout)
+
+    @staticmethod
+    def _refuse_if_locked(path):
+        if images.is_locked(path):
+            raise exception.ImageInUse(
+                "%s is held open by a running process; refusing to touch it "
+                "without QMP" % path, image=path)
+
+    @staticmethod
+    def _refuse_if_open(path):
+        if images.is_locked(path):
+            raise exception.ImageInUse("%s is locked by a running process"
+                                       % path, image=path)
+        pids = images.open_by(path)
+        if pids:
+            raise exception.ImageInUse(
+                "%s is open by process(es) %s" % (path, pids), image=path)
+
+    @tenacity.retry(stop=tenacity.stop_after_attempt(5),
+                    wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+                    retry=tenacity.retry_if_exception_type(exception.QMPError),
+                    before_sleep=tenacity.before_sleep_log(
+                        LOG, logging.WARNING),
+                    reraise=True)
+    def _cont(self, conn):
+        try:
+            conn.get().execute("cont")
+        except exception.QMPError:
+            conn.invalidate()
+            raise
+
+    def _resume(self, conn, rec, was_running):
+        """Resume the backend; never leaves it paused unless it was paused
+        before we started.  :raises ResumeFailed: after all retries."""
+        with rec.step("resume", left_paused=not was_running):
+            if not was_running:
+                LOG.info("Leaving %(sock)s paused, as it was found",
+                         {"sock": conn.socket_path})
+                rec.mark_resumed()
+                return
+            retrying = self._cont.retry_with(
+                stop=tenacity.stop_after_attempt(self.resume_retries))
+            try:
+                retrying(self, conn)
+            except Exception as exc:
+                LOG.error("Could not resume %(sock)s after %(n)d attempts: "
+                          "%(exc)s", {"sock": conn.socket_path,
+                                      "n": self.resume_retries, "exc": exc})
+                raise exception.ResumeFailed(
+                    "Could not resume the VM at %s: %s"
+                    % (conn.socket_path, exc))
+            rec.mark_resumed()
+        LOG.info("Resumed %(sock)s after %(ms)s ms paused",
+                 {"sock": conn.socket_path, "ms": rec.pause_ms})
+
+    def _pause(self, session, rec, was_running):
+        with rec.step("pause"):
+            if was_running:
+                session.execute("stop")
+            rec.mark_paused()
+
+    # -- create -------------------------------------------------------------
+    def create_snapshot(self, disk, new_image, rec):
+        """Turn the disk's active image into a snapshot and put ``new_image``
+        on top of it as the new active image.
+
+        :returns: ``{"snapshot_image", "active_image", "size_bytes",
+            "online"}``.
+        :raises PathNotAllowed, ImageInUse, ImageError, QMPError,
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest:
+        """
+        active = self._confine(disk["active_image"])
+        new = self._confine(new_image)
+        if active == new:
+            raise exception.InvalidRequest(
+                "The new image must differ from the active image")
+        online = self.is_online(disk)
+        if online:
+            self._create_online(disk["qmp_socket"], active, new, rec)
+        else:
+            self._create_offline(active, new, rec)
+        return {"snapshot_image": disk["active_image"],
+                "active_image": new_image,
+                "size_bytes": images.actual_size(active),
+                "online": online}
+
+    def _create_offline(self, active, new, rec):
+        self._refuse_if_locked(active)
+        with rec.step("prepare", image=new):
+            images.create_overlay(new, active, exist_ok=True)
+        with rec.step("snapshot", snapshot=active, active=new):
+            backing = images.backing_file(new)
+            if not _same(backing, active):
+                raise exception.ImageError(
+                    "%s has backing %s, expected %s" % (new, backing, active))
+        LOG.info("Created offline snapshot %(snap)s, new active %(new)s",
+                 {"snap": active, "new": new})
+
+    def _check_deadline(self, paused_at):
+        elapsed = time.monotonic() - paused_at
+        if elapsed >= self.pause_deadline:
+            raise exception.PauseDeadlineExceeded(
+                "Pivot aborted: paused for %.1f ms, deadline %.1f ms"
+                % (elapsed * 1000.0, self.pause_deadline * 1000.0))
+
+    def _create_online(self, sock, active, new, rec):
+        with self._connect(sock) as conn:
+            session = conn.get()
+            graph = _Graph(session)
+            new_node = graph.node(new)
+            if (new_node is not None
+                    and _same(graph.backing(new_node), active)
+                    and graph.is_top(new_node)):
+                LOG.info("Snapshot of %(snap)s onto %(new)s already done",
+                         {"snap": active, "new": new})
+                return
+            cur = graph.node(active)
+            if cur is None:
+                raise exception.InvalidRequest(
+                    "%s is not open by the QEMU at %s" % (active, sock))
+            if not graph.is_top(cur):
+                raise exception.InvalidRequest(
+                    "%s is not the active layer of the QEMU at %s"
+                    % (active, sock))
+            # A node left by an interrupted attempt (added, never pivoted).
+            stale = new_node
+
+            with rec.step("prepare", image=new):
+                images.create_overlay(new, active, exist_ok=True)
+
+            was_running = session.status() == "running"
+            node_name = stale["node-name"] if stale else node_name_for(new)
+            pivoted = False
+            try:
+                self._pause(session, rec, was_running)
+                paused_at = time.monotonic()
+                with rec.step("pivot", node=cur["node-name"],
+                              overlay=node_name):
+                    self._check_deadline(paused_at)
+                    if stale is None:
+                        session.execute("blockdev-add", {
+                            "driver": "qcow2", "node-name": node_name,
+                            "file": {"driver": "file", "filename": new},
+                            "backing": None,
+                            "cache": {
+                                "direct": cur["cache"]["direct"],
+                                "no-flush": cur["cache"]["no-flush"]}})
+                    self._check_deadline(paused_at)
+                    session.execute("blockdev-snapshot", {
+                        "node": cur["node-name"], "overlay": node_name})
+                    pivoted = True
+            except BaseException:
+                if not pivoted:
+                    self._rollback_pivot(conn, active, new)
+                raise
+            finally:
+                self._resume(conn, rec, was_running)
+        LOG.info("Created online snapshot %(snap)s, new active %(new)s, "
+                 "paused %(ms)s ms", {"snap": active, "new": new,
+                                      "ms": rec.pause_ms})
+
+    def _rollback_pivot(self, conn, active, new):
+        """Undo a pivot that did not complete: drop the added node and the
+        overlay file.  Keeps both if the pivot did happen after all (e.g. a
+        command timed out but QEMU executed it)."""
+        try:
+            session = conn.get()
+            graph = _Graph(session)
+            node = graph.node(new)
+            if node is not None:
+                if _same(graph.backing(node), active):
+                    LOG.warning("Pivot onto %(new)s happened; not rolling "
+                                "back", {"new": new})
+                    return
+                session.execute("blockdev-del",
+                                {"node-name": node["node-name"]})
+            images.remove(new)
+            LOG.info("Rolled back the pivot onto %(new)s", {"new": new})
+        except Exception as exc:
+            conn.invalidate()
+            LOG.error("Rollback of the pivot onto %(new)s failed: %(exc)s",
+                      {"new": new, "exc": exc})
+
+    # -- delete -------------------------------------------------------------
+    def delete_image(self, image, rec):
+        """Physically delete a snapshot image that has no children.
+
+        :raises ImageInUse: if a process holds the image open.
+        """
+        path = self._confine(image)
+        with rec.step("delete", image=path):
+            if not os.path.lexists(path):
+                LOG.info("Image %(path)s already gone", {"path": path})
+            else:
+                self._refuse_if_open(path)
+                images.remove(path)
+        return {"image": image, "deleted": True}
+
+    # -- merge --------------------------------------------------------------
+    def merge(self, disk, snapshot_image, parent_image, child_image, rec,
+              progress=None):
+        """Merge ``snapshot_image`` into its only child, point the child at
+        ``parent_image`` (None: the snapshot is the root, the child becomes
+        standalone) and delete the snapshot's file.
+
+        What every image shows stays byte-for-byte the same.
+
+        :param progress: optional callable(percent) called while a job runs.
+        :returns: ``{"child_image", "parent_image", "online"}``.
+        """
+        snap = self._confine(snapshot_image)
+        child = self._confine(child_image)
+        parent = self._confine(parent_image) if parent_image else None
+        if len({snap, child, parent}) != 3:
+            raise exception.InvalidRequest(
+                "snapshot, parent and child must be three different images")
+        result = {"child_image": child_image, "parent_image": parent_image,
+                  "online": False}
+        online = self.is_online(disk)
+        result["online"] = online
+
+        if not os.path.lexists(snap):
+            backing = images.backing_file(child)
+            if _same(backing, parent):
+                LOG.info("Merge of %(snap)s into %(child)s already done",
+                         {"snap": snap, "child": child})
+                return result
+            raise exception.ImageError(
+                "%s is missing but %s still has backing %s"
+                % (snap, child, backing))
+
+        if online:
+            with self._connect(disk["qmp_socket"]) as conn:
+                if _Graph(conn.get()).node(child) is not None:
+                    self._merge_online(conn, snap, parent, child, rec,
+                                       progress)
+                    return result
+        result["online"] = False
+        self._merge_offline(snap, parent, child, rec)
+        return result
+
+    def _merge_offline(self, snap, parent, child, rec):
+        self._refuse_if_open(child)
+        with rec.step("merge", image=child, onto=parent):
+            backing = images.backing_file(child)
+            if _same(backing, parent):
+                LOG.info("%(child)s already rebased onto %(parent)s",
+                         {"child": child, "parent": parent})
+            elif _same(backing, snap):
+                images.rebase(child, parent, safe=True)
+            else:
+                raise exception.ImageError(
+                    "%s has backing %s, expected %s" % (child, backing, snap))
+        with rec.step("reparent", image=child, parent=parent):
+            backing = images.backing_file(child)
+            if not _same(backing, parent):
+                raise exception.ImageError(
+                    "%s has backing %s after rebase, expected %s"
+                    % (child, backing, parent))
+        with rec.step("delete", image=snap):
+            self._refuse_if_open(snap)
+            images.remove(snap)
+        LOG.info("Merged %(snap)s into %(child)s offline",
+                 {"snap": snap, "child": child})
+
+    def _wait_job(self, session, job_id, want, progress=None):
+        """Poll ``query-jobs`` until job ``job_id`` reaches a status in
+        ``want``; returns the job.  :raises QMPError: if it ends otherwise."""
+        start = time.monotonic()
+        while True:
+            job = session.job(job_id)
+            if job is None:
+                raise exception.QMPError("Block job %s disappeared" % job_id)
+            if progress is not None:
+                total = job.get("total-progress") or 0
+                done = job.get("current-progress") or 0
+                try:
+                    progress(100.0 * done / total if total else 0.0)
+                except Exception:  # noqa - a reporting bug must not abort
+                    LOG.exception("Progress callback failed")
+            if job["status"] in want:
+                return job
+            if job["status"] in _JOB_DONE or job["status"] == "aborting":
+                raise exception.QMPError(
+                    "Block job %s ended (%s): %s"
+                    % (job_id, job["status"], job.get("error", "no error")))
+            if (self.job_timeout is not None
+                    and time.monotonic() - start > self.job_timeout):
+                raise exception.QMPError("Block job %s timed out" % job_id)
+            time.sleep(self.job_poll_interval)
+
+    def _drop_job(self, conn, job_id):
+        """Best effort: cancel and dismiss ``job_id``."""
+        try:
+            session = conn.get()
+            job = session.job(job_id)
+            if job is None:
+                return
+            if job["status"] not in _JOB_DONE:
+                session.execute("job-cancel", {"id": job_id})
+                job = self._wait_job(session, job_id, _JOB_DONE)
+            session.execute("job-dismiss", {"id": job_id})
+        except Exception as exc:
+            conn.invalidate()
+            LOG.warning("Could not drop block job %(job)s: %(exc)s",
+                        {"job": job_id, "exc": exc})
+
+    @staticmethod
+    def _release_node(session, path):
+        """Make sure QEMU no longer holds image ``path``.
+
+        A node QEMU opened itself as a backing file closes once the merge
+        drops it from the chain, but a node added by ``blockdev-add`` or
+        ``-blockdev`` (every overlay we pivoted to, and the disk's first
+        image) belongs to the monitor and stays open until ``blockdev-del``.
+
+        :raises ImageInUse: if the node is still in use.
+        """
+        node = _Graph(session).node(path)
+        if node is None:
+            return
+        try:
+            session.execute("blockdev-del", {"node-name": node["node-name"]})
+        except exception.QMPError as exc:
+            if exc.kwargs.get("error_class") is None:
+                raise
+            LOG.debug("blockdev-del %(node)s: %(exc)s",
+                      {"node": node["node-name"], "exc": exc})
+        if _Graph(session).node(path) is not None:
+            raise exception.ImageInUse("%s is still open by QEMU" % path,
+                                       image=path)
+
+    def _merge_online(self, conn, snap, parent, child, rec, progress):
+        session = conn.get()
+        job_id = job_id_for(child)
+        job = session.job(job_id)
+        if job is not None and job["status"] in _JOB_DONE:
+            # Left by an interrupted attempt: it finished (or failed) but
+            # was never dismissed; the graph below tells what happened.
+            session.execute("job-dismiss", {"id": job_id})
+            job = None
+        graph = _Graph(session)
+        child_node = graph.node(child)
+        backing = graph.backing(child_node)
+
+        if job is None and _same(backing, parent):
+            # Streamed already; only the file is left to delete.
+            with rec.step("reparent", image=child, parent=parent):
+                pass
+            with rec.step("delete", image=snap):
+                self._release_node(session, snap)
+                images.remove(snap)
+            return
+        if job is None and not _same(backing, snap):
+            raise exception.ImageError(
+                "%s has backing %s, expected %s" % (child, backing, snap))
+
+        args = {"job-id": job_id, "device": child_node["node-name"],
+                "auto-finalize": False, "auto-dismiss": False}
+        if parent is not None:
+            parent_node = graph.node(parent)
+            if parent_node is None:
+                raise exception.InvalidRequest(
+                    "%s is not open by the QEMU at %s"
+                    % (parent, conn.socket_path))
+            args["base-node"] = parent_node["node-name"]
+
+        with rec.step("prepare", job=job_id, image=child):
+            try:
+                if job is None:
+                    session.execute("block-stream", args)
+                self._wait_job(session, job_id, ("pending",), progress)
+            except BaseException:
+                self._drop_job(conn, job_id)
+                raise
+        if progress is not None:
+            progress(100.0)
+
+        was_running = session.status() == "running"
+        try:
+            self._pause(session, rec, was_running)
+            with rec.step("merge", job=job_id):
+                try:
+                    session.execute("job-finalize", {"id": job_id})
+                    job = self._wait_job(session, job_id, _JOB_DONE)
+                    if job.get("error"):
+                        raise exception.QMPError(
+                            "Block job %s failed: %s"
+                            % (job_id, job["error"]))
+                finally:
+                    self._drop_job(conn, job_id)
+            session = conn.get()
+            with rec.step("reparent", image=child, parent=parent):
+                graph = _Graph(session)
+                child_node = graph.node(child)
+                backing = graph.backing(child_node) if child_node else None
+                if child_node is None or not _same(backing, parent):
+                    raise exception.QMPError(
+                        "%s has backing %s after the merge, expected %s"
+                        % (child, backing, parent))
+            with rec.step("delete", image=snap):
+                self._release_node(session, snap)
+                images.remove(snap)
+        finally:
+            self._resume(conn, rec, was_running)
+        LOG.info("Merged %(snap)s into %(child)s online, paused %(ms)s ms",
+                 {"snap": snap, "child": child, "ms": rec.pause_ms})
+
+    # -- revert -------------------------------------------------------------
+    def new_active_image(self, disk, snapshot_image, new_image, rec):
+        """Create ``new_image`` as a new active image on ``snapshot_image``
+        (revert: starts a new branch).  Only while the server is shut off.
+
+        :raises ServerRunning: if the disk is online or its image is locked.
+        """
+        snap = self._confine(snapshot_image)
+        new = self._confine(new_image)
+        if self.is_online(disk):
+            raise exception.ServerRunning(
+                "The server is running; shut it off before reverting")
+        active = disk.get("active_image")
+        if active and images.is_locked(self._confine(active)):
+            raise exception.ServerRunning(
+                "%s is in use by a running process" % active)
+        with rec.step("prepare", image=new, backing=snap):
+            images.create_overlay(new, snap, exist_ok=True)
+        return {"active_image": new_image, "snapshot_image": snapshot_image,
+                "online": False}
