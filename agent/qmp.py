@@ -42,7 +42,10 @@ class QMPSession(object):
 
     # -- life cycle ---------------------------------------------------------
     def open(self):
-        """Connect and negotiate.  :raises QMPError: if QEMU does not answer."""
+        """Connect and negotiate.
+
+        :raises QMPError: if QEMU does not answer.
+        """
         if self._client is not None:
             return self
         self._loop = asyncio.new_event_loop()

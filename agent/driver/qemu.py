@@ -328,6 +328,13 @@ class QemuDriver(object):
             conn.invalidate()
             LOG.error("Rollback of the pivot onto %(new)s failed: %(exc)s",
                       {"new": new, "exc": exc})
+            # QEMU is unreachable; the file may go only if nobody holds it.
+            try:
+                if not images.open_by(new) and not images.is_locked(new):
+                    images.remove(new)
+            except exception.AgentError as exc2:
+                LOG.error("Cannot clean up %(new)s: %(exc)s",
+                          {"new": new, "exc": exc2})
 
     # -- delete -------------------------------------------------------------
     def delete_image(self, image, rec):

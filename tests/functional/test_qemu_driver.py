@@ -444,3 +444,63 @@ def test_new_active_image(driver, vms, base, imgdir):
     driver.new_active_image(disk, base, new, StepRecorder())  # idempotent
     assert_content(new, [(0x00, 0)])
     assert_content(img(imgdir, "a1"), [(0x55, 0)])
+
+
+# -- failures --------------------------------------------------------------
+
+def test_resume_failed_when_qemu_dies_while_paused(vms, base, imgdir,
+                                                   monkeypatch):
+    drv = qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=5.0,
+                          resume_retries=2)
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    new = img(imgdir, "a1")
+    real_check = drv._check_deadline
+
+    def die_then_check(paused_at):
+        vm.kill()
+        real_check(paused_at)
+    monkeypatch.setattr(drv, "_check_deadline", die_then_check)
+    rec = StepRecorder()
+    with pytest.raises(exception.ResumeFailed):
+        drv.create_snapshot(disk, new, rec)
+    assert names(rec) == ["prepare", "pause", "pivot", "resume"]
+    assert rec.steps[-1]["status"] == "failed"
+    assert rec.paused  # the journal must know the VM may be left paused
+    assert not os.path.exists(new)
+
+
+def test_merge_reuses_a_pending_job(driver, vms, base, imgdir):
+    """A crash after block-stream started: the retry adopts the job."""
+    vm = vms(base)
+    disk, chain = build_online_chain(driver, vm, base, imgdir, 2)
+    settle(vm)
+    before = layout_of(chain, 2)
+    nodes = {n["file"]: n["node-name"] for n in vm.nodes()}
+    vm.qmp("block-stream", {"job-id": qemu.job_id_for(chain[2]),
+                            "device": nodes[chain[2]],
+                            "base-node": nodes[chain[0]],
+                            "auto-finalize": False, "auto-dismiss": False})
+    rec = StepRecorder()
+    driver.merge(disk, chain[1], chain[0], chain[2], rec)
+    assert names(rec) == ["prepare", "pause", "merge", "reparent",
+                          "delete", "resume"]
+    assert vm.qmp("query-jobs") == []
+    vm.shutdown()
+    assert images.backing_file(chain[2]) == chain[0]
+    assert_content(chain[2], before)
+
+
+def test_merge_refuses_when_snapshot_lost(driver, base, imgdir):
+    disk, chain = build_offline_chain(driver, base, imgdir, 2)
+    os.unlink(chain[1])
+    with pytest.raises(exception.ImageError, match="missing"):
+        driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder())
+
+
+def test_merge_refuses_wrong_child(driver, base, imgdir):
+    disk, chain = build_offline_chain(driver, base, imgdir, 2)
+    # a2's backing is a1, not base: base is not a2's parent snapshot
+    with pytest.raises(exception.ImageError, match="backing"):
+        driver.merge(disk, chain[0], None, chain[2], StepRecorder())
+    assert os.path.exists(chain[0])
