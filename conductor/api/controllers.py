@@ -6,6 +6,7 @@ project's object answers 404, exactly like one that does not exist.
 """
 
 import logging
+import os
 
 from conductor.api import schemas
 from conductor.api import views
@@ -25,6 +26,30 @@ def _ctxt(creds, req_id):
 def _require_admin(creds):
     if not creds.is_admin:
         raise exception.Forbidden('Only an admin may register servers.')
+
+
+def _check_disk_paths(session, host_name, disks):
+    """Refuse disk paths outside the image dirs the host's agent reported.
+
+    The agent enforces the same rule on every task (resolving symlinks on
+    its own file system); checking here too gives the admin a clear 400 at
+    registration instead of a failed operation later.
+    """
+    for d in disks:
+        if '/../' in d['path'] + '/' or '/./' in d['path'] + '/':
+            raise exception.BadRequest('Disk path %s must be normalised.'
+                                       % d['path'])
+    host = session.get(models.Host, host_name)
+    dirs = (host.info or {}).get('image_dirs') if host is not None else None
+    if not dirs:
+        return
+    for d in disks:
+        path = os.path.normpath(d['path'])
+        if not any(path.startswith(os.path.normpath(x).rstrip('/') + '/')
+                   for x in dirs):
+            raise exception.BadRequest(
+                'Disk path %s is outside the image directories of host %s '
+                '(%s).' % (d['path'], host_name, ', '.join(dirs)))
 
 
 def _disk_names(session, ops):
@@ -57,6 +82,7 @@ class Servers(object):
         if len(set(names)) != len(names):
             raise exception.BadRequest('Disk names must be unique.')
         with db.transaction() as s:
+            _check_disk_paths(s, spec['host'], spec['disks'])
             if s.get(models.Server, spec['id']) is not None:
                 raise exception.Conflict('Server %s already exists.'
                                          % spec['id'])

@@ -1,0 +1,177 @@
+"""REST API behaviour: JSON errors, isolation between projects, the disk
+lock, host liveness.  Runs conductor and agent in-process (real qemu-img
+on offline disks) on SQLite and on PostgreSQL."""
+
+import os
+import uuid
+
+import pytest
+
+from agent import images
+from conductor.db import api as db
+from tests.functional import scenarios
+
+
+@pytest.fixture
+def offline(inprocess):
+    """An offline server 'srv1' of project p1 with a 16 MiB disk."""
+    base = os.path.join(inprocess.image_dir, 'srv1-vda.qcow2')
+    images.create_base(base, 16 * scenarios.MiB)
+    inprocess.register_server('srv1', base)
+    return inprocess, base
+
+
+def _err(dep, method, path, body=None, token='p1-token', raw=None):
+    status, payload = dep.api(method, path, body, token, raw=raw)
+    assert isinstance(payload, dict) and set(payload) == {'error'}, payload
+    assert set(payload['error']) == {'code', 'message'}
+    assert 'Traceback' not in payload['error']['message']
+    return status, payload['error']['code']
+
+
+def test_offline_create(offline):
+    dep, base = offline
+    snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'cold')
+    assert op['status'] == 'succeeded', op
+    assert op['mode'] == 'offline'
+    assert [s['name'] for s in op['steps']] == ['prepare', 'snapshot']
+    assert op['pause_ms'] is None
+    disk = dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0]
+    assert images.backing_file(disk['active_image']) == base
+    images.check(disk['active_image'])
+
+
+def test_malformed_json(offline):
+    dep, _ = offline
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                raw=b'{"snapshot": ') == (400, 'bad_request')
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                raw=b'\xff\xfe') == (400, 'bad_request')
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                raw=b'') == (400, 'bad_request')
+
+
+@pytest.mark.parametrize('body', [
+    {}, {'snapshot': {}}, {'snapshot': {'name': 'x'}},
+    {'snapshot': {'disk': 'vda'}}, {'snapshot': {'name': '', 'disk': 'vda'}},
+    {'snapshot': {'name': 'x', 'disk': 'vda', 'extra': 1}},
+    {'snapshot': {'name': 7, 'disk': 'vda'}}, [], 'x',
+    {'snapshot': {'name': 'x' * 256, 'disk': 'vda'}},
+])
+def test_invalid_snapshot_body(offline, body):
+    dep, _ = offline
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                body) == (400, 'bad_request')
+
+
+def test_authentication_required(offline):
+    dep, _ = offline
+    assert _err(dep, 'GET', '/v1/servers', token=None) == (
+        401, 'unauthorized')
+    assert _err(dep, 'GET', '/v1/servers', token='nope') == (
+        401, 'unauthorized')
+
+
+def test_unknown_objects(offline):
+    dep, _ = offline
+    body = {'snapshot': {'name': 'x', 'disk': 'vda'}}
+    assert _err(dep, 'POST', '/v1/servers/nope/snapshots', body) == (
+        404, 'not_found')
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                {'snapshot': {'name': 'x', 'disk': 'vdz'}}) == (
+        404, 'not_found')
+    assert _err(dep, 'GET', '/v1/snapshots/%s' % uuid.uuid4()) == (
+        404, 'not_found')
+    assert _err(dep, 'GET', '/v1/operations/%s' % uuid.uuid4()) == (
+        404, 'not_found')
+    assert _err(dep, 'GET', '/v1/nothing') == (404, 'not_found')
+    assert _err(dep, 'PUT', '/v1/servers') == (405, 'method_not_allowed')
+
+
+def test_other_project_sees_nothing(offline):
+    dep, _ = offline
+    snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'mine')
+    assert dep.ok('GET', '/v1/servers', token='p2-token') == {'servers': []}
+    for path in ('/v1/servers/srv1', '/v1/servers/srv1/snapshots',
+                 '/v1/snapshots/%s' % snap_id,
+                 '/v1/operations/%s' % op['id']):
+        assert _err(dep, 'GET', path, token='p2-token') == (404, 'not_found')
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                {'snapshot': {'name': 'x', 'disk': 'vda'}},
+                token='p2-token') == (404, 'not_found')
+    assert dep.ok('GET', '/v1/operations', token='p2-token') == {
+        'operations': []}
+    # The admin sees everything; the owner sees its own.
+    assert [s['id'] for s in dep.ok('GET', '/v1/servers',
+                                    token='admin-token')['servers']] == [
+        'srv1']
+    assert len(dep.ok('GET', '/v1/operations')['operations']) == 1
+
+
+def test_only_admin_registers(offline):
+    dep, base = offline
+    body = {'server': {'id': 'srv2', 'name': 'x', 'project_id': 'p1',
+                       'host': 'hv1', 'disks': [{'name': 'vda',
+                                                 'path': base}]}}
+    assert _err(dep, 'POST', '/v1/servers', body) == (403, 'forbidden')
+    assert _err(dep, 'POST', '/v1/servers',
+                dict(body, server=dict(body['server'], id='srv1')),
+                token='admin-token') == (409, 'conflict')
+
+
+def test_register_refuses_path_outside_image_dirs(offline):
+    dep, _ = offline
+    body = {'server': {'id': 'srv3', 'name': 'x', 'project_id': 'p1',
+                       'host': 'hv1',
+                       'disks': [{'name': 'vda', 'path': '/etc/passwd'}]}}
+    assert _err(dep, 'POST', '/v1/servers', body,
+                token='admin-token') == (400, 'bad_request')
+
+
+def test_host_down_is_503(offline):
+    dep, base = offline
+    dep.ok('POST', '/v1/servers', {'server': {
+        'id': 'ghost1', 'name': 'g', 'project_id': 'p1', 'host': 'ghost',
+        'disks': [{'name': 'vda', 'path': base}]}}, token='admin-token')
+    assert _err(dep, 'POST', '/v1/servers/ghost1/snapshots',
+                {'snapshot': {'name': 'x', 'disk': 'vda'}}) == (
+        503, 'host_down')
+
+
+def test_busy_disk_is_409(offline):
+    dep, _ = offline
+    with db.transaction() as s:
+        server = db.server_get(s, 'srv1')
+        assert db.lock_disk(s, server.disks[0].id, 'some-operation')
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                {'snapshot': {'name': 'x', 'disk': 'vda'}}) == (
+        409, 'disk_busy')
+    # Nothing was recorded for the refused request.
+    assert dep.ok('GET', '/v1/servers/srv1/snapshots') == {'snapshots': []}
+
+
+def test_agent_refuses_path_outside_image_dirs(offline, tmp_path):
+    """A disk registered before the host reported its image dirs can still
+    point outside them; the agent refuses and nothing is touched."""
+    dep, _ = offline
+    outside = tmp_path / 'elsewhere'
+    outside.mkdir()
+    image = str(outside / 'x.qcow2')
+    images.create_base(image, 1024 * 1024)
+    with db.transaction() as s:
+        db.server_get(s, 'srv1').disks[0].active_image = image
+    snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'escape')
+    assert op['status'] == 'failed'
+    assert 'outside' in op['error']
+    assert sorted(os.listdir(outside)) == ['x.qcow2']
+    snap = dep.ok('GET', '/v1/snapshots/%s' % snap_id)['snapshot']
+    assert snap['status'] == 'error'
+    assert dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0][
+        'busy'] is False
+
+
+def test_request_too_large(offline):
+    dep, _ = offline
+    status, code = _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                        raw=b'{"a": "' + b'x' * 70000 + b'"}')
+    assert (status, code) == (413, 'request_too_large')

@@ -1,0 +1,73 @@
+"""Database layer on SQLite and PostgreSQL: migrations match the models,
+the disk lock is a real compare-and-swap."""
+
+import threading
+
+from alembic import autogenerate
+from alembic import migration as alembic_migration
+
+from conductor.db import api as db
+from conductor.db import models
+from conductor import hosts
+
+
+def _server(s, disk_id='d1'):
+    s.add(models.Server(id='srv', name='srv', project_id='p1', host='h'))
+    s.add(models.Disk(id=disk_id, server_id='srv', name='vda',
+                      active_image='/images/a.qcow2'))
+
+
+def test_migrations_match_models(database):
+    with db.get_engine().connect() as conn:
+        ctx = alembic_migration.MigrationContext.configure(conn)
+        diff = autogenerate.compare_metadata(ctx, models.Base.metadata)
+    assert diff == []
+
+
+def test_disk_lock_is_exclusive(database):
+    with db.transaction() as s:
+        _server(s)
+    with db.transaction() as s:
+        assert db.lock_disk(s, 'd1', 'op1')
+    with db.transaction() as s:
+        assert not db.lock_disk(s, 'd1', 'op2')
+        assert db.lock_disk(s, 'd1', 'op1')  # re-entrant for its holder
+    with db.transaction() as s:
+        db.unlock_disk(s, 'd1', 'op2')  # not the holder: no effect
+        assert s.get(models.Disk, 'd1').operation_id == 'op1'
+        db.unlock_disk(s, 'd1', 'op1')
+    with db.transaction() as s:
+        assert s.get(models.Disk, 'd1').operation_id is None
+
+
+def test_disk_lock_under_contention(database):
+    """Many threads race for one disk: exactly one wins."""
+    with db.transaction() as s:
+        _server(s)
+    winners = []
+    barrier = threading.Barrier(8)
+
+    def race(i):
+        barrier.wait()
+        with db.transaction() as s:
+            if db.lock_disk(s, 'd1', 'op%d' % i):
+                winners.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(winners) == 1
+
+
+def test_host_liveness(database, conf):
+    with db.transaction() as s:
+        assert not db.host_is_alive(s, 'h1')
+    hosts.heartbeat('h1', {'image_dirs': ['/x'], 'started_at': 1.0})
+    with db.transaction() as s:
+        assert db.host_is_alive(s, 'h1')
+        s.get(models.Host, 'h1').last_heartbeat = models.utcnow().replace(
+            year=2000)
+    with db.transaction() as s:
+        assert not db.host_is_alive(s, 'h1')
