@@ -23,6 +23,10 @@ class AgentManager(object):
     def revert_disk(self, ctxt, task):
         self.runner.run(ctxt, 'revert_disk', task)
 
+    def server_running(self, ctxt, qmp_socket):
+        """True if a QEMU answers on ``qmp_socket`` (running or paused)."""
+        return self.runner.server_running(qmp_socket)
+
     def get_operation(self, ctxt, operation_id):
         """What the journal knows of an operation (None if never seen)."""
         try:

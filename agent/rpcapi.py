@@ -8,7 +8,7 @@ is always safe.  The agent answers with a cast of
 API version history:
 
 * 1.0 - Initial version: create_snapshot, delete_snapshot, revert_disk,
-        get_operation.
+        get_operation, server_running.
 """
 
 from livesnap import rpc
@@ -37,6 +37,11 @@ class AgentAPI(object):
     def revert_disk(self, ctxt, host, task):
         """Put a new active image on top of a snapshot (server shut off)."""
         self._prepare(host).cast(ctxt, 'revert_disk', task=task)
+
+    def server_running(self, ctxt, host, qmp_socket, timeout=10):
+        """Whether a QEMU answers on ``qmp_socket`` on ``host``."""
+        return self._prepare(host, timeout=timeout).call(
+            ctxt, 'server_running', qmp_socket=qmp_socket)
 
     def get_operation(self, ctxt, host, operation_id, timeout=10):
         """Ask the agent what its journal says about an operation."""

@@ -7,8 +7,10 @@ record the outcome, and cast the report to the conductor.
 """
 
 import logging
+import os
 
 from agent import exception
+from agent import images
 from agent import steps as steps_mod
 from agent import validation
 
@@ -85,6 +87,12 @@ class TaskRunner(object):
             LOG.exception('Could not send the report of %(op)s',
                           {'op': operation_id})
 
+    def server_running(self, qmp_socket):
+        if not isinstance(qmp_socket, str) or not qmp_socket:
+            return False
+        return self.driver.is_online({'qmp_socket': qmp_socket,
+                                      'active_image': ''})
+
     def _progress_cb(self, ctxt, operation_id):
         def progress(percent):
             try:
@@ -102,14 +110,22 @@ class TaskRunner(object):
         if task['mode'] == 'physical':
             self.driver.delete_image(task['snapshot_image'], rec)
             return {}
-        return self.driver.merge(
+        result = self.driver.merge(
             task['disk'], task['snapshot_image'], task.get('parent_image'),
             task['child_image'], rec,
             progress=self._progress_cb(ctxt, task['operation_id']))
+        result['child_size_bytes'] = images.actual_size(task['child_image'])
+        return result
 
     def _revert_disk(self, ctxt, task, rec):
         result = self.driver.new_active_image(
             task['disk'], task['snapshot_image'], task['new_image'], rec)
-        if task.get('discard_image'):
-            self.driver.delete_image(task['discard_image'], rec)
+        discard = task.get('discard_image')
+        if discard and os.path.exists(discard):
+            try:
+                self.driver.delete_image(discard, rec)
+            except Exception:
+                # Leave the disk as it was: the old live image stays.
+                images.remove(task['new_image'])
+                raise
         return result

@@ -69,3 +69,21 @@ class HostDown(LivesnapException):
     code = 'host_down'
     message = ('The agent of host %(host)s is not reporting; no work can be '
                'sent to it now.')
+
+
+class ChainTooDeep(Conflict):
+    code = 'chain_too_deep'
+    message = ('Disk %(disk)s already has %(depth)d layers under its live '
+               'image and the limit is %(limit)d: long backing chains slow '
+               'every read. Delete older snapshots first.')
+
+
+class ServerRunning(Conflict):
+    code = 'server_running'
+    message = ('Server %(server)s is running; shut it off before reverting '
+               'a disk to a snapshot.')
+
+
+class InvalidState(Conflict):
+    code = 'invalid_state'
+    message = 'Snapshot %(snapshot)s is %(status)s; %(action)s is not possible.'

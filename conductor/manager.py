@@ -5,8 +5,12 @@ See ``conductor.rpcapi`` for the version history.
 
 import logging
 
+# The policy modules register how each action's report is applied.
+from conductor import deletion  # noqa: F401
 from conductor import hosts
 from conductor import operations
+from conductor import revert  # noqa: F401
+from conductor import snapshots  # noqa: F401
 from livesnap import rpc
 
 LOG = logging.getLogger(__name__)
@@ -21,7 +25,7 @@ class ConductorManager(object):
             LOG.warning('Malformed report for %(op)s ignored',
                         {'op': operation_id})
             return
-        operations.apply_report(operation_id, report)
+        operations.apply_report(operation_id, report, ctxt)
 
     def report_progress(self, ctxt, operation_id, progress, steps=None):
         operations.apply_progress(operation_id, progress)

@@ -13,6 +13,7 @@ from conductor.api import app as api_app
 from conductor.api import server as api_server
 from conductor.db import api as db
 from conductor import manager
+from conductor import periodic
 from livesnap import rpc
 from livesnap import service as common_service
 
@@ -26,6 +27,7 @@ class ConductorService(object):
         self.with_api = api
         self.rpc_server = None
         self.api_server = None
+        self.periodic = periodic.PeriodicRunner()
 
     def start(self):
         if CONF.database.auto_migrate:
@@ -39,9 +41,11 @@ class ConductorService(object):
             self.api_server = api_server.APIServer(
                 api_app.API(), CONF.api.host_ip, CONF.api.port)
             self.api_server.start()
+        self.periodic.start()
         LOG.info('Conductor %(host)s started', {'host': CONF.conductor.host})
 
     def stop(self):
+        self.periodic.stop()
         if self.api_server is not None:
             self.api_server.stop()
         if self.rpc_server is not None:

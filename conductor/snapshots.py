@@ -15,6 +15,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
+from conductor import limits
 from conductor import operations
 
 LOG = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def create(ctxt, server_id, disk_name, name, project_id=None):
         disk = db.disk_get_by_name(s, server, disk_name)
         hosts.ensure_alive(s, server.host)
         lock_or_raise(s, server, disk, operation_id)
+        limits.check_create(s, server, disk)
         task = {'operation_id': operation_id,
                 'disk': {'qmp_socket': server.qmp_socket,
                          'active_image': disk.active_image},

@@ -40,6 +40,8 @@ def _routes():
     add('/v1/servers/{server_id}/snapshots', 'snapshots', 'index', 'GET')
     add('/v1/servers/{server_id}/snapshots', 'snapshots', 'create', 'POST')
     add('/v1/snapshots/{snapshot_id}', 'snapshots', 'show', 'GET')
+    add('/v1/snapshots/{snapshot_id}', 'snapshots', 'delete', 'DELETE')
+    add('/v1/snapshots/{snapshot_id}/revert', 'snapshots', 'revert', 'POST')
     add('/v1/operations', 'operations', 'index', 'GET')
     add('/v1/operations/{operation_id}', 'operations', 'show', 'GET')
     return mapper

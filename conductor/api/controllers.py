@@ -12,7 +12,9 @@ from conductor.api import schemas
 from conductor.api import views
 from conductor.db import api as db
 from conductor.db import models
+from conductor import deletion
 from conductor import exception
+from conductor import revert as revert_policy
 from conductor import snapshots as snapshot_policy
 from livesnap import context
 
@@ -132,6 +134,25 @@ class Snapshots(object):
             return 200, {'snapshot': views.snapshot(snap, snap.disk)}
 
 
+    def delete(self, creds, req_id, snapshot_id, body=None, params=None):
+        operation_id = deletion.delete(_ctxt(creds, req_id), snapshot_id,
+                                       project_id=creds.scope)
+        return 202, _operation(operation_id)
+
+    def revert(self, creds, req_id, snapshot_id, body=None, params=None):
+        operation_id = revert_policy.revert(_ctxt(creds, req_id),
+                                            snapshot_id,
+                                            project_id=creds.scope)
+        return 202, _operation(operation_id)
+
+
+def _operation(operation_id):
+    with db.transaction() as s:
+        op = s.get(models.Operation, operation_id)
+        names = _disk_names(s, [op])
+        return {'operation': views.operation(op, names.get(op.disk_id))}
+
+
 class Operations(object):
 
     def index(self, creds, req_id, body=None, params=None):
@@ -144,10 +165,8 @@ class Operations(object):
 
     def show(self, creds, req_id, operation_id, body=None, params=None):
         with db.transaction() as s:
-            op = db.operation_get(s, operation_id, creds.scope)
-            names = _disk_names(s, [op])
-            return 200, {'operation': views.operation(
-                op, names.get(op.disk_id))}
+            db.operation_get(s, operation_id, creds.scope)
+        return 200, _operation(operation_id)
 
 
 # (controller, action) -> body schema; None means "no body expected".

@@ -33,5 +33,6 @@ def operation(op, disk_name=None):
             'snapshot_id': op.snapshot_id, 'host': op.host,
             'pause_ms': op.pause_ms, 'progress': op.progress,
             'steps': list(op.steps or []), 'error': op.error,
+            'requested_by': op.requested_by,
             'created_at': _iso(op.created_at),
             'updated_at': _iso(op.updated_at)}

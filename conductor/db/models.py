@@ -99,6 +99,15 @@ class Operation(Base):
     progress = sa.Column(sa.Float, nullable=True)
     error = sa.Column(sa.Text, nullable=True)
     conductor = sa.Column(sa.String(255), nullable=True)
+    # The snapshot's status before the operation, restored if it fails.
+    prior_status = sa.Column(sa.String(16), nullable=True)
+    # Who asked: "tenant", or "conductor" for deferred deletions it
+    # finishes by itself.
+    requested_by = sa.Column(sa.String(16), nullable=False,
+                             default='tenant')
+    # When the agent's report is due; past it the conductor asks the agent.
+    deadline = sa.Column(sa.DateTime, nullable=True)
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
                            onupdate=utcnow)

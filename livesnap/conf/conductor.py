@@ -10,6 +10,20 @@ opts = [
                help='Seconds without a heartbeat after which an agent\'s '
                     'host is considered down; new work for it is refused '
                     'with 503.'),
+    cfg.IntOpt('max_chain_depth', default=32, min=0,
+               help='Most snapshot layers under a disk\'s live image; a '
+                    'create that would exceed it is refused with 409. '
+                    '0 means no limit.'),
+    cfg.IntOpt('snapshot_quota', default=100, min=-1,
+               help='Most snapshots one project may keep (logically deleted '
+                    'ones do not count). -1 means no limit.'),
+    cfg.FloatOpt('operation_timeout', default=600.0, min=1.0,
+                 help='Seconds an agent has to report an operation before '
+                      'the conductor asks it for the operation\'s state.'),
+    cfg.FloatOpt('periodic_interval', default=10.0, min=0.1,
+                 help='Seconds between the conductor\'s periodic tasks: '
+                      'finishing deferred deletions, checking overdue '
+                      'operations.'),
 ]
 
 

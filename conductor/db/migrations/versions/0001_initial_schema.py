@@ -39,6 +39,10 @@ def upgrade():
     sa.Column('progress', sa.Float(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('conductor', sa.String(length=255), nullable=True),
+    sa.Column('prior_status', sa.String(length=16), nullable=True),
+    sa.Column('requested_by', sa.String(length=16), nullable=False),
+    sa.Column('deadline', sa.DateTime(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('created_at', sa.DateTime(), nullable=False),
     sa.Column('updated_at', sa.DateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id')

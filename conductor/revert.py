@@ -1,0 +1,90 @@
+"""Revert a disk to a snapshot: a new live image on top of it.
+
+Allowed only while the server is shut off, as in every anchor system: a
+running guest's page cache and the disk would disagree.  The new live image
+starts a new branch of the tree; the old live image is discarded (no
+snapshot ever sits on a live image: taking a snapshot turns the live image
+into the snapshot's own layer).  The snapshot the old image sat on loses a
+child, which may let a logically deleted snapshot be finished.
+"""
+
+import logging
+
+from agent import rpcapi as agent_rpcapi
+from conductor.db import api as db
+from conductor.db import models
+from conductor import exception
+from conductor import hosts
+from conductor import operations
+from conductor import snapshots
+
+LOG = logging.getLogger(__name__)
+
+
+def server_running(ctxt, server):
+    """Ask the host's agent whether the server's QEMU answers."""
+    if not server.qmp_socket:
+        return False
+    try:
+        return bool(agent_rpcapi.AgentAPI().server_running(
+            ctxt, server.host, server.qmp_socket))
+    except Exception as exc:
+        LOG.warning('Could not ask %(host)s about %(server)s: %(error)s',
+                    {'host': server.host, 'server': server.id,
+                     'error': exc})
+        raise exception.HostDown(host=server.host)
+
+
+def revert(ctxt, snapshot_id, project_id=None):
+    """:returns: the operation id.
+    :raises: NotFound, InvalidState, ServerRunning, DiskBusy, HostDown
+    """
+    with db.transaction() as s:
+        snap = db.snapshot_get(s, snapshot_id, project_id,
+                               include_deleted=False)
+        server = snap.disk.server
+        if snap.status != 'available':
+            raise exception.InvalidState(snapshot=snap.id, status=snap.status,
+                                         action='revert')
+        hosts.ensure_alive(s, server.host)
+    # Outside the transaction: an RPC round trip holds no database lock.
+    if server_running(ctxt, server):
+        raise exception.ServerRunning(server=server.id)
+    operation_id = operations.new_id()
+    with db.transaction() as s:
+        snap = db.snapshot_get(s, snapshot_id, project_id,
+                               include_deleted=False)
+        disk = snap.disk
+        server = disk.server
+        snapshots.lock_or_raise(s, server, disk, operation_id)
+        if snap.status != 'available':
+            raise exception.InvalidState(snapshot=snap.id, status=snap.status,
+                                         action='revert')
+        task = {'operation_id': operation_id,
+                'disk': {'qmp_socket': server.qmp_socket,
+                         'active_image': disk.active_image},
+                'snapshot_image': snap.image,
+                'new_image': snapshots.layer_path(disk, operation_id),
+                'discard_image': disk.active_image}
+        operations.make(s, operation_id, 'revert', server, disk,
+                        snapshot_id=snap.id, mode='offline', task=task)
+        host = server.host
+    LOG.info('Reverting %(server)s/%(disk)s to snapshot %(snap)s, '
+             'operation %(op)s', {'server': server.id, 'disk': disk.name,
+                                  'snap': snapshot_id, 'op': operation_id})
+    operations.dispatch(ctxt, operation_id, lambda: agent_rpcapi.AgentAPI()
+                        .revert_disk(ctxt, host, task))
+    return operation_id
+
+
+def _reverted(session, op, result):
+    disk = session.get(models.Disk, op.disk_id)
+    disk.active_image = result['active_image']
+    disk.snapshot_id = op.snapshot_id
+
+
+def _revert_failed(session, op, report):
+    """The agent leaves the old live image in place on failure."""
+
+
+operations.register_handlers('revert', _reverted, _revert_failed)
