@@ -5,6 +5,7 @@ REST API, checking the disks with qemu-img / qemu-io from outside.
 """
 
 import os
+import tempfile
 
 from agent import images
 from livesnap import testvm
@@ -12,10 +13,21 @@ from livesnap import testvm
 MiB = 1024 * 1024
 
 
-def start_vm(dep, tmp_path, server_id='srv1', size=64 * MiB):
+def new_base_image(dep, server_id, size=64 * MiB):
     base = os.path.join(dep.image_dir, '%s-vda.qcow2' % server_id)
     images.create_base(base, size)
-    sock = str(tmp_path / ('%s.qmp' % server_id))
+    return base
+
+
+def short_socket_path(name):
+    """A QMP socket path well under the 107-byte limit of unix sockets."""
+    directory = tempfile.mkdtemp(prefix='ls-')
+    return os.path.join(directory, '%s.qmp' % name)
+
+
+def start_vm(dep, tmp_path, server_id='srv1', size=64 * MiB):
+    base = new_base_image(dep, server_id, size)
+    sock = short_socket_path(server_id)
     vm = testvm.TestVM(base, sock, name=server_id).start()
     dep.register_server(server_id, base, qmp_socket=sock)
     return vm, base
