@@ -36,6 +36,10 @@ DEFAULT_URL = "http://127.0.0.1:8780"
 DEFAULT_IMAGE_DIR = "/var/lib/livesnap/images"
 DEFAULT_RUN_DIR = "/run/livesnap"
 DISK = "vda"
+#: what ``tools/run`` writes by default (``./state`` of the repository)
+DEFAULT_CONFIG_FILE = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "state", "livesnap.conf")
 
 _UNITS = {"": 1, "B": 1, "K": 1024, "M": MiB, "G": GiB, "T": 1024 * GiB}
 
@@ -501,7 +505,10 @@ def boot_vm_parser():
                                   "hostname)")
     p.add_argument("--config-file", metavar="FILE",
                    help="livesnap config file to take defaults from: "
-                        "image dir, host, API URL, admin token, run dir")
+                        "image dir, host, API URL, admin token, run dir "
+                        "(env LIVESNAP_CONFIG_FILE; default %s if it "
+                        "exists, as written by tools/run)"
+                        % DEFAULT_CONFIG_FILE)
     p.add_argument("--image-dir", help="where the disk image goes (default: "
                    "first [agent] image_dirs of --config-file, else %s)"
                    % DEFAULT_IMAGE_DIR)
@@ -529,6 +536,11 @@ def boot_vm_main(argv):
         args.name = args.start
     elif args.write:
         args.name = args.write[0]
+    if not args.config_file:
+        args.config_file = os.environ.get("LIVESNAP_CONFIG_FILE")
+    if not args.config_file and os.path.exists(DEFAULT_CONFIG_FILE):
+        # The deployment tools/run made in the repository's ./state.
+        args.config_file = DEFAULT_CONFIG_FILE
     st = Settings(args)
     if args.stop:
         return do_stop(st)
