@@ -60,6 +60,10 @@ class Journal(object):
 
     def unfinished(self):
         """Records of operations that started and never ended."""
+        return [e for e in self.entries() if e.get('state') != 'done']
+
+    def entries(self):
+        """Every record, oldest first by operation id."""
         entries = []
         for name in sorted(os.listdir(self.directory)):
             if not name.endswith('.json'):
@@ -69,6 +73,5 @@ class Journal(object):
                     entry = json.load(f)
             except (OSError, ValueError):
                 continue
-            if entry.get('state') != 'done':
-                entries.append(entry)
-        return entries
+            entries.append(entry)
+        return sorted(entries, key=lambda e: e.get('updated_at', 0))

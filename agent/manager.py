@@ -6,7 +6,6 @@ validates it and does the work.  See ``agent.rpcapi`` for the versions.
 
 from livesnap import rpc
 
-
 class AgentManager(object):
 
     target = rpc.messaging.Target(version='1.0')
@@ -14,18 +13,24 @@ class AgentManager(object):
     def __init__(self, runner):
         self.runner = runner
 
-    def create_snapshot(self, ctxt, task):
-        self.runner.run(ctxt, 'create_snapshot', task)
+    def create_snapshot(self, ctxt, task, expires_at=None):
+        self.runner.run(ctxt, 'create_snapshot', task, expires_at)
 
-    def delete_snapshot(self, ctxt, task):
-        self.runner.run(ctxt, 'delete_snapshot', task)
+    def delete_snapshot(self, ctxt, task, expires_at=None):
+        self.runner.run(ctxt, 'delete_snapshot', task, expires_at)
 
-    def revert_disk(self, ctxt, task):
-        self.runner.run(ctxt, 'revert_disk', task)
+    def revert_disk(self, ctxt, task, expires_at=None):
+        self.runner.run(ctxt, 'revert_disk', task, expires_at)
 
     def server_running(self, ctxt, qmp_socket):
         """True if a QEMU answers on ``qmp_socket`` (running or paused)."""
         return self.runner.server_running(qmp_socket)
+
+    def inspect_images(self, ctxt, paths):
+        return self.runner.inspect_images(paths)
+
+    def remove_image(self, ctxt, path):
+        return self.runner.remove_image(path)
 
     def get_operation(self, ctxt, operation_id):
         """What the journal knows of an operation (None if never seen)."""

@@ -7,8 +7,9 @@ is always safe.  The agent answers with a cast of
 
 API version history:
 
-* 1.0 - Initial version: create_snapshot, delete_snapshot, revert_disk,
-        get_operation, server_running.
+* 1.0 - Initial version: create_snapshot, delete_snapshot, revert_disk
+        (each with an ``expires_at`` deadline), get_operation,
+        server_running, inspect_images, remove_image.
 """
 
 from livesnap import rpc
@@ -26,17 +27,34 @@ class AgentAPI(object):
     def _prepare(self, host, **kwargs):
         return self.client.prepare(server=host, version='1.0', **kwargs)
 
-    def create_snapshot(self, ctxt, host, task):
-        """Pause, pivot the disk onto ``task['new_image']``, resume."""
-        self._prepare(host).cast(ctxt, 'create_snapshot', task=task)
+    def create_snapshot(self, ctxt, host, task, expires_at=None):
+        """Pause, pivot the disk onto ``task['new_image']``, resume.
 
-    def delete_snapshot(self, ctxt, host, task):
+        ``expires_at`` (UNIX time): an agent that receives the task later
+        and never started it refuses it.
+        """
+        self._prepare(host).cast(ctxt, 'create_snapshot', task=task,
+                                 expires_at=expires_at)
+
+    def delete_snapshot(self, ctxt, host, task, expires_at=None):
         """Delete physically (``mode=physical``) or merge (``mode=merge``)."""
-        self._prepare(host).cast(ctxt, 'delete_snapshot', task=task)
+        self._prepare(host).cast(ctxt, 'delete_snapshot', task=task,
+                                 expires_at=expires_at)
 
-    def revert_disk(self, ctxt, host, task):
+    def revert_disk(self, ctxt, host, task, expires_at=None):
         """Put a new active image on top of a snapshot (server shut off)."""
-        self._prepare(host).cast(ctxt, 'revert_disk', task=task)
+        self._prepare(host).cast(ctxt, 'revert_disk', task=task,
+                                 expires_at=expires_at)
+
+    def inspect_images(self, ctxt, host, paths, timeout=60):
+        """For the audit: each image's state and the image dirs' files."""
+        return self._prepare(host, timeout=timeout).call(
+            ctxt, 'inspect_images', paths=paths)
+
+    def remove_image(self, ctxt, host, path, timeout=60):
+        """For the audit's repair: remove an orphaned, unused image."""
+        return self._prepare(host, timeout=timeout).call(
+            ctxt, 'remove_image', path=path)
 
     def server_running(self, ctxt, host, qmp_socket, timeout=10):
         """Whether a QEMU answers on ``qmp_socket`` on ``host``."""

@@ -14,6 +14,7 @@ from oslo_config import cfg
 from agent.driver import qemu
 from agent import journal as journal_mod
 from agent import manager
+from agent import recovery
 from agent import tasks
 from conductor import rpcapi as conductor_rpcapi
 from livesnap import context
@@ -42,6 +43,7 @@ class AgentService(object):
         self.manager = manager.AgentManager(self.runner)
         self._stop = threading.Event()
         self._heartbeat_thread = None
+        self._recovery_thread = None
         self.server = None
         self.started_at = None
 
@@ -53,8 +55,24 @@ class AgentService(object):
         self._heartbeat_thread = threading.Thread(
             target=self._heartbeat_loop, name='heartbeat', daemon=True)
         self._heartbeat_thread.start()
+        # Resume and finish whatever a previous run of the agent left.
+        self._recovery_thread = threading.Thread(
+            target=self._recover, name='recovery', daemon=True)
+        self._recovery_thread.start()
         LOG.info('Agent for host %(host)s started; image dirs %(dirs)s',
                  {'host': self.host, 'dirs': CONF.agent.image_dirs})
+
+    def _recover(self):
+        try:
+            resumed, replayed = recovery.recover(
+                self.runner, qmp_timeout=CONF.agent.qmp_timeout)
+        except Exception:
+            LOG.exception('Journal replay failed')
+            return
+        if resumed or replayed:
+            LOG.warning('Journal replay: %(resumed)d VM(s) resumed, '
+                        '%(replayed)d operation(s) finished',
+                        {'resumed': resumed, 'replayed': replayed})
 
     def heartbeat(self):
         info = {'version': version.VERSION,

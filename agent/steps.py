@@ -14,10 +14,18 @@ import time
 class StepRecorder(object):
     """Collects ``{"name", "started_at", "duration_ms", "status", "detail"}``."""
 
-    def __init__(self):
+    def __init__(self, listener=None):
+        """:param listener: called as ``listener(event, name, detail)`` with
+            event ``start``/``end`` around each step and ``paused``/
+            ``resumed``; the agent journals from it (write-ahead)."""
         self.steps = []
         self._paused_at = None
         self.pause_ms = None
+        self._listener = listener
+
+    def _notify(self, event, name, detail=None):
+        if self._listener is not None:
+            self._listener(event, name, detail or {})
 
     @contextlib.contextmanager
     def step(self, name, **detail):
@@ -26,6 +34,7 @@ class StepRecorder(object):
                  "duration_ms": None, "status": "running"}
         if detail:
             entry["detail"] = dict(detail)
+        self._notify("start", name, detail)
         self.steps.append(entry)
         start = time.monotonic()
         try:
@@ -38,10 +47,12 @@ class StepRecorder(object):
             entry["status"] = "done"
         finally:
             entry["duration_ms"] = round((time.monotonic() - start) * 1000.0, 3)
+        self._notify("end", name, detail)
 
     def mark_paused(self):
         """Call right after the backend's I/O was paused."""
         self._paused_at = time.monotonic()
+        self._notify("paused", "pause")
 
     def mark_resumed(self):
         """Call right after the backend's I/O was resumed; sets ``pause_ms``."""
@@ -49,6 +60,7 @@ class StepRecorder(object):
             elapsed = (time.monotonic() - self._paused_at) * 1000.0
             self.pause_ms = round((self.pause_ms or 0.0) + elapsed, 3)
             self._paused_at = None
+            self._notify("resumed", "resume")
 
     @property
     def paused(self):

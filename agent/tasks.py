@@ -8,9 +8,13 @@ record the outcome, and cast the report to the conductor.
 
 import logging
 import os
+import threading
+import time
 
 from agent import exception
+from agent import faults
 from agent import images
+from agent import paths
 from agent import steps as steps_mod
 from agent import validation
 
@@ -24,14 +28,23 @@ class TaskRunner(object):
         self.journal = journal
         self.conductor_api = conductor_api
         self.host = host
+        self._running = set()
+        self._running_lock = threading.Lock()
         self._handlers = {
             'create_snapshot': self._create_snapshot,
             'delete_snapshot': self._delete_snapshot,
             'revert_disk': self._revert_disk,
         }
 
-    def run(self, ctxt, action, task):
-        """Perform ``task`` once and report it; safe to call again."""
+    def run(self, ctxt, action, task, expires_at=None, recovering=False):
+        """Perform ``task`` once and report it; safe to call again.
+
+        :param expires_at: UNIX time after which a task this agent has never
+            started is refused: the conductor may already have given up on
+            it, so a late delivery must not act.
+        :param recovering: the journal replay after a restart; the task is
+            finished whatever its age.
+        """
         operation_id = task.get('operation_id') if isinstance(
             task, dict) else None
         try:
@@ -45,18 +58,47 @@ class TaskRunner(object):
                     'error_code': exc.code, 'steps': [], 'pause_ms': None})
             return
 
+        with self._running_lock:
+            if operation_id in self._running:
+                LOG.info('Operation %(op)s is already running here; '
+                         'duplicate task ignored', {'op': operation_id})
+                return
+            self._running.add(operation_id)
+        try:
+            self._run(ctxt, action, task, operation_id, expires_at,
+                      recovering)
+        finally:
+            with self._running_lock:
+                self._running.discard(operation_id)
+
+    def _run(self, ctxt, action, task, operation_id, expires_at, recovering):
         entry = self.journal.get(operation_id)
         if entry and entry.get('state') == 'done':
             LOG.info('Operation %(op)s already done; re-sending its report',
                      {'op': operation_id})
             self._report(ctxt, operation_id, entry['report'])
             return
+        if entry is None and expires_at is not None and not recovering \
+                and time.time() > expires_at:
+            LOG.warning('Operation %(op)s arrived after it expired; refused',
+                        {'op': operation_id})
+            report = {'status': 'failed', 'error_code': 'expired',
+                      'error': 'The task reached the agent after its '
+                               'deadline and was not started.',
+                      'steps': [], 'pause_ms': None}
+            self.journal.record(operation_id, action=action, task=task,
+                                state='done', report=report)
+            self._report(ctxt, operation_id, report)
+            return
 
         self.journal.record(operation_id, action=action, task=task,
-                            state='running', host=self.host)
-        rec = steps_mod.StepRecorder()
-        LOG.info('Starting %(action)s operation %(op)s',
-                 {'action': action, 'op': operation_id})
+                            state='running', host=self.host,
+                            paused=False)
+        rec = steps_mod.StepRecorder(
+            listener=self._journal_listener(action, operation_id))
+        LOG.info('%(what)s %(action)s operation %(op)s',
+                 {'what': 'Resuming' if entry else 'Starting',
+                  'action': action, 'op': operation_id})
         try:
             result = self._handlers[action](ctxt, task, rec)
             report = {'status': 'succeeded', 'result': result}
@@ -72,11 +114,33 @@ class TaskRunner(object):
                       'error': 'Unexpected agent error: %s'
                                % (exc.__class__.__name__,)}
         report.update(rec.as_dict())
-        self.journal.record(operation_id, state='done', report=report)
+        if rec.paused:
+            # Resume failed after every retry: the journal keeps the VM
+            # marked paused so the next start of the agent retries.
+            report['vm_left_paused'] = True
+        self.journal.record(operation_id, state='done', report=report,
+                            paused=rec.paused)
+        faults.point(action, 'report', 'before')
         LOG.info('Operation %(op)s %(status)s (paused %(pause)s ms)',
                  {'op': operation_id, 'status': report['status'],
                   'pause': report.get('pause_ms')})
         self._report(ctxt, operation_id, report)
+
+    def _journal_listener(self, action, operation_id):
+        """Write ahead: the journal knows each step before it is taken."""
+        def listener(event, name, detail):
+            if event == 'start':
+                fields = {'step': name}
+                if name == 'pause':
+                    fields['paused'] = bool(detail.get('was_running', True))
+                self.journal.record(operation_id, **fields)
+                faults.point(action, name, 'before')
+            elif event == 'end':
+                self.journal.record(operation_id, step_done=name)
+                faults.point(action, name, 'after')
+            elif event == 'resumed':
+                self.journal.record(operation_id, paused=False)
+        return listener
 
     def _report(self, ctxt, operation_id, report):
         try:
@@ -86,6 +150,44 @@ class TaskRunner(object):
             # through get_operation when the report does not arrive.
             LOG.exception('Could not send the report of %(op)s',
                           {'op': operation_id})
+
+    def inspect_images(self, image_paths):
+        """What the audit needs: for each path, whether it exists, its
+        backing file and whether ``qemu-img check`` passes; and every
+        qcow2 file in the image directories.  Paths outside them are
+        reported as refused, never opened."""
+        result = {'images': {}, 'files': []}
+        if not isinstance(image_paths, list):
+            image_paths = []
+        for path in image_paths[:10000]:
+            info = {'exists': False}
+            try:
+                real = paths.confine(path, self.driver.image_dirs)
+                info['exists'] = os.path.exists(real)
+                if info['exists']:
+                    info['backing'] = images.backing_file(real)
+                    try:
+                        images.check(real, force_share=True)
+                        info['check'] = 'ok'
+                    except exception.ImageError as exc:
+                        info['check'] = str(exc)
+            except exception.AgentError as exc:
+                info['error'] = str(exc)
+            result['images'][path] = info
+        for directory in self.driver.image_dirs:
+            for root, dirs, files in os.walk(directory):
+                result['files'].extend(os.path.join(root, f) for f in files
+                                       if f.endswith('.qcow2'))
+        return result
+
+    def remove_image(self, path):
+        """Remove an orphaned image (audit repair); refuses open ones."""
+        rec = steps_mod.StepRecorder()
+        try:
+            self.driver.delete_image(path, rec)
+        except exception.AgentError as exc:
+            return {'removed': False, 'error': str(exc)}
+        return {'removed': True}
 
     def server_running(self, qmp_socket):
         if not isinstance(qmp_socket, str) or not qmp_socket:

@@ -16,7 +16,6 @@ children (child snapshots plus the live image when it sits on the node):
 
 import logging
 
-from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
@@ -84,10 +83,9 @@ def delete(ctxt, snapshot_id, project_id=None):
         operations.make(s, operation_id, 'delete', server, disk,
                         snapshot_id=snap.id, mode=mode, task=task,
                         prior_status='available')
-        host = server.host
     LOG.info('Deleting snapshot %(snap)s: %(mode)s, operation %(op)s',
              {'snap': snapshot_id, 'mode': mode, 'op': operation_id})
-    _send(ctxt, host, operation_id, task)
+    operations.dispatch(ctxt, operation_id)
     return operation_id
 
 
@@ -102,11 +100,6 @@ def _delete_logically(session, operation_id, snap, disk, server, count):
     LOG.info('Snapshot %(snap)s has %(n)d children: deleted logically '
              '(operation %(op)s); it is finished once it has one or none',
              {'snap': snap.id, 'n': count, 'op': operation_id})
-
-
-def _send(ctxt, host, operation_id, task):
-    operations.dispatch(ctxt, operation_id, lambda: agent_rpcapi.AgentAPI()
-                        .delete_snapshot(ctxt, host, task))
 
 
 def finish_deferred(ctxt, disk_id):
@@ -137,11 +130,10 @@ def finish_deferred(ctxt, disk_id):
                              prior_status='deleted',
                              requested_by='conductor')
         op.steps = [operations.step('count-children', children=count)]
-        host = disk.server.host
     LOG.info('Finishing deferred deletion of snapshot %(snap)s: %(mode)s, '
              'operation %(op)s', {'snap': snap.id, 'mode': mode,
                                   'op': operation_id})
-    _send(ctxt or context.make(), host, operation_id, task)
+    operations.dispatch(ctxt or context.make(), operation_id)
     return operation_id
 
 

@@ -6,6 +6,7 @@ steps with their timings, and how it ended.  Reports are applied under a
 row lock and only once, whichever conductor receives them.
 """
 
+import calendar
 import datetime
 import logging
 import time
@@ -13,6 +14,7 @@ import uuid
 
 from oslo_config import cfg
 
+from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 
@@ -75,10 +77,28 @@ def step(name, **detail):
     return entry
 
 
-def dispatch(ctxt, operation_id, send):
-    """Send the task with ``send()``; mark running, or failed on error."""
+# operation action -> AgentAPI method that performs it
+_AGENT_METHODS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
+                  'revert': 'revert_disk'}
+
+
+def _expires_at(op):
+    return calendar.timegm(op.deadline.timetuple()) if op.deadline else None
+
+
+def send_task(ctxt, op):
+    """Cast the operation's task (as recorded) to its host's agent."""
+    method = getattr(agent_rpcapi.AgentAPI(), _AGENT_METHODS[op.action])
+    method(ctxt, op.host, op.task, expires_at=_expires_at(op))
+
+
+def dispatch(ctxt, operation_id):
+    """Send the operation's task; mark it running, or failed on error."""
+    with db.transaction() as s:
+        op = s.get(models.Operation, operation_id)
+        s.expunge(op)
     try:
-        send()
+        send_task(ctxt, op)
     except Exception as exc:
         LOG.exception('Could not send operation %(op)s', {'op': operation_id})
         apply_report(operation_id, {
@@ -107,7 +127,7 @@ def _apply_report(operation_id, report):
             LOG.warning('Report for unknown operation %(op)s ignored',
                         {'op': operation_id})
             return None
-        if op.status in ('succeeded', 'failed'):
+        if op.status in ('succeeded', 'failed') and not _in_doubt(s, op):
             LOG.info('Duplicate report for finished operation %(op)s '
                      'ignored', {'op': operation_id})
             return None
@@ -130,6 +150,16 @@ def _apply_report(operation_id, report):
                  {'op': op.id, 'action': op.action, 'mode': op.mode,
                   'status': op.status})
         return op.disk_id
+
+
+def _in_doubt(session, op):
+    """A failed operation that still holds its disk's lock: it was given
+    up on while its agent could not be asked, and the agent's late report
+    decides what really happened."""
+    if op.status != 'failed':
+        return False
+    disk = session.get(models.Disk, op.disk_id)
+    return disk is not None and disk.operation_id == op.id
 
 
 def apply_progress(operation_id, progress):

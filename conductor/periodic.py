@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from conductor.db import api as db
 from conductor.db import models
+from conductor import deadlines
 from conductor import deletion
 from livesnap import context
 
@@ -33,7 +34,7 @@ def finish_deferred_deletions():
     return started
 
 
-TASKS = [finish_deferred_deletions]
+TASKS = [deadlines.check_overdue, finish_deferred_deletions]
 
 
 class PeriodicRunner(object):

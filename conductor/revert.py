@@ -68,12 +68,10 @@ def revert(ctxt, snapshot_id, project_id=None):
                 'discard_image': disk.active_image}
         operations.make(s, operation_id, 'revert', server, disk,
                         snapshot_id=snap.id, mode='offline', task=task)
-        host = server.host
     LOG.info('Reverting %(server)s/%(disk)s to snapshot %(snap)s, '
              'operation %(op)s', {'server': server.id, 'disk': disk.name,
                                   'snap': snapshot_id, 'op': operation_id})
-    operations.dispatch(ctxt, operation_id, lambda: agent_rpcapi.AgentAPI()
-                        .revert_disk(ctxt, host, task))
+    operations.dispatch(ctxt, operation_id)
     return operation_id
 
 

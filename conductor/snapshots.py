@@ -10,7 +10,6 @@ The agent pauses, pivots and resumes; its report makes the snapshot
 import logging
 import os
 
-from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
@@ -59,15 +58,13 @@ def create(ctxt, server_id, disk_name, name, project_id=None):
             image=disk.active_image)
         s.add(snap)
         s.flush()
-        op = operations.make(s, operation_id, 'create', server, disk,
+        operations.make(s, operation_id, 'create', server, disk,
                              snapshot_id=snapshot_id, task=task)
-        host = server.host
     LOG.info('Snapshot %(snap)s of %(server)s/%(disk)s: operation %(op)s '
              'sent to %(host)s', {'snap': snapshot_id, 'server': server_id,
                                   'disk': disk_name, 'op': operation_id,
-                                  'host': host})
-    operations.dispatch(ctxt, operation_id, lambda: agent_rpcapi.AgentAPI()
-                        .create_snapshot(ctxt, host, task))
+                                  'host': server.host})
+    operations.dispatch(ctxt, operation_id)
     return snapshot_id, operation_id
 
 

@@ -202,7 +202,7 @@ class QemuDriver(object):
                  {"sock": conn.socket_path, "ms": rec.pause_ms})
 
     def _pause(self, session, rec, was_running):
-        with rec.step("pause"):
+        with rec.step("pause", was_running=was_running):
             if was_running:
                 session.execute("stop")
             rec.mark_paused()

@@ -25,6 +25,11 @@ opts = [
                help='Attempts to resume a paused VM before giving up.'),
     cfg.FloatOpt('qmp_timeout', default=5.0, min=0.1,
                  help='Timeout in seconds for one QMP command.'),
+    cfg.ListOpt('fault_points', default=[], advanced=True,
+                help='Testing only: points ACTION:STEP:WHEN (WHEN is before '
+                     'or after) where the agent kills itself with SIGKILL, '
+                     'to test recovery. See docs/faults.md. Never set in '
+                     'production.'),
 ]
 
 

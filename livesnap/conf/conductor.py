@@ -20,6 +20,12 @@ opts = [
     cfg.FloatOpt('operation_timeout', default=600.0, min=1.0,
                  help='Seconds an agent has to report an operation before '
                       'the conductor asks it for the operation\'s state.'),
+    cfg.IntOpt('max_task_attempts', default=3, min=1,
+               help='Times a task that never reached its agent is sent '
+                    'before the operation fails.'),
+    cfg.FloatOpt('agent_call_timeout', default=10.0, min=0.1,
+                 help='Seconds to wait for an agent\'s answer when the '
+                      'conductor asks it about an operation.'),
     cfg.FloatOpt('periodic_interval', default=10.0, min=0.1,
                  help='Seconds between the conductor\'s periodic tasks: '
                       'finishing deferred deletions, checking overdue '
