@@ -4,12 +4,33 @@ The agent runs as root on the hypervisor, so it trusts nothing in a
 message: types and shapes here, paths in ``agent.paths.confine``.
 """
 
+import re
+
 import jsonschema
 
 from agent import exception
 
-_ID = {'type': 'string', 'pattern': '^[A-Za-z0-9_.-]{1,64}$'}
-_PATH = {'type': 'string', 'minLength': 1, 'maxLength': 1024}
+
+def _ecma_pattern(validator, pattern, instance, schema):
+    """``pattern`` as JSON Schema means it (ECMA-262): ``$`` is the end of
+    the string, not "before a final newline" as in Python's ``re``."""
+    if not validator.is_type(instance, 'string'):
+        return
+    if (re.search(pattern, instance) is None
+            or (pattern.endswith('$') and instance.endswith('\n'))):
+        yield jsonschema.ValidationError(
+            '%r does not match %r' % (instance[:80], pattern))
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {'pattern': _ecma_pattern})
+
+# An operation id names the agent's journal file: no leading dot, so
+# neither "." nor ".." nor a hidden file.
+_ID = {'type': 'string', 'pattern': '^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$'}
+# Shape only; agent.paths.confine resolves each path before any I/O.
+_PATH = {'type': 'string', 'minLength': 2, 'maxLength': 1024,
+         'pattern': '^/[^\\x00]*$'}
 _DISK = {
     'type': 'object',
     'properties': {
@@ -61,15 +82,15 @@ SCHEMAS = {
 
 def validate(action, task):
     """Raise InvalidRequest unless ``task`` fits the action's schema."""
-    schema = SCHEMAS.get(action)
+    schema = SCHEMAS.get(action) if isinstance(action, str) else None
     if schema is None:
         raise exception.InvalidRequest('Unknown action %r.' % (action,))
-    try:
-        jsonschema.validate(task, schema)
-    except jsonschema.ValidationError as exc:
-        where = '/'.join(str(p) for p in exc.absolute_path) or 'task'
+    error = jsonschema.exceptions.best_match(
+        _Validator(schema).iter_errors(task))
+    if error is not None:
+        where = '/'.join(str(p) for p in error.absolute_path) or 'task'
         raise exception.InvalidRequest(
-            'Invalid %s task: %s: %s' % (action, where, exc.message))
+            'Invalid %s task: %s: %s' % (action, where, error.message))
     if action == 'delete_snapshot' and task['mode'] == 'merge' \
             and not task.get('child_image'):
         raise exception.InvalidRequest('A merge needs child_image.')

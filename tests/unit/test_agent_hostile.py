@@ -1,0 +1,275 @@
+"""Crafted RPC tasks against a real agent: TaskRunner + QemuDriver on
+temporary image directories, real qemu-img.
+
+Each hostile task (path traversal, symlink escape, absolute path elsewhere,
+wrong types, unknown actions and operation ids) must be refused with a
+clear error in the report, and leave every file, inside the image
+directory and outside it, exactly as it was.
+"""
+
+import hashlib
+import os
+
+import pytest
+
+from agent.driver import qemu
+from agent import images
+from agent import journal as journal_mod
+from agent import manager
+from agent import tasks
+
+MiB = 1024 * 1024
+
+
+class FakeConductor(object):
+
+    def __init__(self):
+        self.reports = []
+
+    def report_operation(self, ctxt, operation_id, report):
+        self.reports.append((operation_id, report))
+
+    def report_progress(self, ctxt, operation_id, progress, steps=None):
+        pass
+
+
+@pytest.fixture
+def host(tmp_path):
+    """An image dir with a base image and a snapshot chain, a directory
+    outside it with a victim image, and a runner with a real driver."""
+    images_dir = tmp_path / 'images'
+    outside = tmp_path / 'outside'
+    images_dir.mkdir()
+    outside.mkdir()
+    base = str(images_dir / 'base.qcow2')
+    images.create_base(base, MiB)
+    top = str(images_dir / 'top.qcow2')
+    images.create_overlay(top, base)
+    victim = str(outside / 'victim.qcow2')
+    images.create_base(victim, MiB)
+    (outside / 'secret').write_text('do not touch')
+    driver = qemu.QemuDriver([str(images_dir)])
+    runner = tasks.TaskRunner(driver,
+                              journal_mod.Journal(str(tmp_path / 'journal')),
+                              FakeConductor(), 'hv1')
+    return {'tmp': tmp_path, 'images': str(images_dir),
+            'outside': str(outside), 'base': base, 'top': top,
+            'victim': victim, 'runner': runner}
+
+
+def _tree(root):
+    """Every file under ``root`` (but the journal): size and digest."""
+    state = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if d != 'journal']
+        for name in filenames + [d for d in dirnames]:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):
+                state[path] = ('link', os.readlink(path))
+            elif os.path.isdir(path):
+                state[path] = ('dir',)
+            else:
+                with open(path, 'rb') as f:
+                    state[path] = ('file', os.path.getsize(path),
+                                   hashlib.sha256(f.read()).hexdigest())
+    return state
+
+
+def _refused(host, action, task, code, *words):
+    """Run ``task``; assert one failed report with ``code`` whose error
+    mentions ``words``, and that no file changed."""
+    before = _tree(str(host['tmp']))
+    runner = host['runner']
+    runner.run({}, action, task)
+    after = _tree(str(host['tmp']))
+    assert after == before, 'files changed: %s' % (
+        set(after.items()) ^ set(before.items()))
+    assert len(runner.conductor_api.reports) == 1, \
+        runner.conductor_api.reports
+    op_id, report = runner.conductor_api.reports[0]
+    assert report['status'] == 'failed', report
+    assert report['error_code'] == code, report
+    for word in words:
+        assert word in report['error'], report['error']
+    assert 'Traceback' not in report['error']
+    return report
+
+
+def _disk(host, active=None):
+    return {'qmp_socket': None, 'active_image': active or host['top']}
+
+
+def test_create_traversal_refused(host):
+    new = host['images'] + '/../outside/new.qcow2'
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _disk(host), 'new_image': new},
+             'path_not_allowed', "'..'")
+    assert not os.path.exists(os.path.join(host['outside'], 'new.qcow2'))
+
+
+def test_create_absolute_path_elsewhere_refused(host):
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _disk(host, host['victim']),
+              'new_image': os.path.join(host['images'], 'n.qcow2')},
+             'path_not_allowed', 'outside the image directories')
+
+
+def test_create_over_system_file_refused(host):
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _disk(host),
+              'new_image': '/etc/livesnap-pwned.qcow2'},
+             'path_not_allowed', 'outside')
+    assert not os.path.exists('/etc/livesnap-pwned.qcow2')
+
+
+def test_symlinked_active_image_escape_refused(host):
+    link = os.path.join(host['images'], 'innocent.qcow2')
+    os.symlink(host['victim'], link)
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _disk(host, link),
+              'new_image': os.path.join(host['images'], 'n.qcow2')},
+             'path_not_allowed', 'real path', host['victim'])
+
+
+def test_dangling_symlink_new_image_escape_refused(host):
+    """A new image named through a symlink to a file that does not exist
+    yet outside: qemu-img would create it there."""
+    target = os.path.join(host['outside'], 'created.qcow2')
+    link = os.path.join(host['images'], 'new.qcow2')
+    os.symlink(target, link)
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _disk(host), 'new_image': link},
+             'path_not_allowed', 'outside')
+    assert not os.path.exists(target)
+
+
+def test_symlinked_directory_escape_refused(host):
+    os.symlink(host['outside'], os.path.join(host['images'], 'sub'))
+    _refused(host, 'delete_snapshot',
+             {'operation_id': 'op-1', 'mode': 'physical', 'disk': _disk(host),
+              'snapshot_image': os.path.join(host['images'], 'sub',
+                                             'victim.qcow2')},
+             'path_not_allowed', 'outside')
+    assert os.path.exists(host['victim'])
+
+
+def test_physical_delete_elsewhere_refused(host):
+    _refused(host, 'delete_snapshot',
+             {'operation_id': 'op-1', 'mode': 'physical', 'disk': _disk(host),
+              'snapshot_image': host['victim']},
+             'path_not_allowed', 'outside')
+
+
+def test_delete_of_image_dir_itself_refused(host):
+    _refused(host, 'delete_snapshot',
+             {'operation_id': 'op-1', 'mode': 'physical', 'disk': _disk(host),
+              'snapshot_image': host['images']},
+             'path_not_allowed')
+
+
+@pytest.mark.parametrize('field', ['snapshot_image', 'child_image',
+                                   'parent_image'])
+def test_merge_with_a_path_elsewhere_refused(host, field):
+    task = {'operation_id': 'op-1', 'mode': 'merge', 'disk': _disk(host),
+            'snapshot_image': host['base'], 'parent_image': None,
+            'child_image': host['top']}
+    task[field] = host['victim']
+    _refused(host, 'delete_snapshot', task, 'path_not_allowed', 'outside')
+
+
+@pytest.mark.parametrize('field', ['snapshot_image', 'new_image'])
+def test_revert_with_a_path_elsewhere_refused(host, field):
+    task = {'operation_id': 'op-1', 'disk': _disk(host),
+            'snapshot_image': host['base'],
+            'new_image': os.path.join(host['images'], 'r.qcow2'),
+            'discard_image': None}
+    task[field] = host['victim'] if field == 'snapshot_image' else \
+        os.path.join(host['outside'], 'r.qcow2')
+    _refused(host, 'revert_disk', task, 'path_not_allowed', 'outside')
+
+
+def test_revert_discarding_a_file_elsewhere_refused(host):
+    """The file to discard is outside: the new live image made first is
+    removed again and the victim stays."""
+    _refused(host, 'revert_disk',
+             {'operation_id': 'op-1', 'disk': _disk(host),
+              'snapshot_image': host['base'],
+              'new_image': os.path.join(host['images'], 'r.qcow2'),
+              'discard_image': host['victim']},
+             'path_not_allowed', 'outside')
+
+
+@pytest.mark.parametrize('action,task,where', [
+    ('create_snapshot', {'operation_id': 'op-1', 'disk': {
+        'qmp_socket': None, 'active_image': 5}, 'new_image': '/x/y'},
+     'disk/active_image'),
+    ('create_snapshot', {'operation_id': 'op-1', 'disk': [],
+                         'new_image': '/x/y'}, 'disk'),
+    ('create_snapshot', {'operation_id': 'op-1', 'disk': {
+        'active_image': '/a/b'}, 'new_image': 'relative.qcow2'}, 'new_image'),
+    ('create_snapshot', {'operation_id': 'op-1', 'disk': {
+        'active_image': '/a/b'}, 'new_image': '/a/b\x00c'}, 'new_image'),
+    ('create_snapshot', {'operation_id': 'op-1', 'disk': {
+        'active_image': '/a/b'}, 'new_image': '/a/' + 'x' * 2000},
+     'new_image'),
+    ('create_snapshot', {'operation_id': 'op-1', 'disk': {
+        'active_image': '/a/b', 'rm': '-rf'}, 'new_image': '/a/c'}, 'disk'),
+    ('delete_snapshot', {'operation_id': 'op-1', 'mode': 'shred',
+                         'disk': {'active_image': '/a/b'},
+                         'snapshot_image': '/a/c'}, 'mode'),
+    ('delete_snapshot', {'operation_id': 'op-1', 'mode': 'merge',
+                         'disk': {'active_image': '/a/b'},
+                         'snapshot_image': '/a/c'}, 'merge'),
+    ('revert_disk', {'operation_id': 'op-1', 'disk': {'active_image': '/a'},
+                     'snapshot_image': ['/a/b'], 'new_image': '/a/c'},
+     'snapshot_image'),
+])
+def test_wrong_types_and_shapes_refused(host, action, task, where):
+    _refused(host, action, task, 'invalid_request', where)
+
+
+@pytest.mark.parametrize('task', [None, [], 'rm -rf /', 42,
+                                  {'operation_id': 7},
+                                  {'operation_id': '..'},
+                                  {'operation_id': '../../etc/passwd'},
+                                  {'operation_id': 'op\n'}])
+def test_garbage_tasks_refused_without_a_report_to_a_bad_id(host, task):
+    """Without a usable operation id there is nobody to report to; the
+    task is refused before anything, including the journal, is touched."""
+    before = _tree(str(host['tmp']))
+    runner = host['runner']
+    runner.run({}, 'create_snapshot', task)
+    assert _tree(str(host['tmp'])) == before
+    assert not os.listdir(str(host['tmp'] / 'journal'))
+    for op_id, report in runner.conductor_api.reports:
+        assert report['error_code'] == 'invalid_request'
+
+
+def test_unknown_action_refused(host):
+    _refused(host, 'format_disk', {'operation_id': 'op-1'},
+             'invalid_request', 'Unknown action')
+
+
+@pytest.mark.parametrize('operation_id', [
+    'never-seen', '../../etc/passwd', '..', '.hidden', '', None, 7, [],
+    {'id': 'x'}, 'x' * 5000, 'op\x00'])
+def test_get_operation_of_unknown_or_hostile_ids(host, operation_id):
+    before = _tree(str(host['tmp']))
+    mgr = manager.AgentManager(host['runner'])
+    assert mgr.get_operation({}, operation_id) is None
+    assert _tree(str(host['tmp'])) == before
+
+
+def test_a_valid_task_still_works(host):
+    """The same runner does the job when the task is sound (so the
+    refusals above are not an agent that refuses everything)."""
+    runner = host['runner']
+    new = os.path.join(host['images'], 'n.qcow2')
+    runner.run({}, 'create_snapshot', {'operation_id': 'op-ok',
+                                       'disk': _disk(host),
+                                       'new_image': new})
+    (op_id, report), = runner.conductor_api.reports
+    assert report['status'] == 'succeeded', report
+    assert images.backing_file(new) == host['top']
+    mgr = manager.AgentManager(runner)
+    assert mgr.get_operation({}, 'op-ok')['state'] == 'done'
