@@ -7,15 +7,27 @@ opts = [
                        help='Address the REST API listens on.'),
     cfg.PortOpt('port', default=8780,
                 help='Port the REST API listens on.'),
-    cfg.StrOpt('auth_strategy', default='tokens', choices=['tokens'],
-               help='How requests are authenticated. "tokens": a file '
-                    'mapping tokens to a project and roles.'),
+    cfg.StrOpt('auth_strategy', default='tokens',
+               choices=[('tokens', 'a JSON file mapping tokens to a project '
+                                   'and roles ([api] token_file)'),
+                        ('keystone', 'Keystone tokens validated by '
+                                     'keystonemiddleware auth_token '
+                                     '([keystone_authtoken] options)')],
+               help='How requests are authenticated. In no mode does an '
+                    'unauthenticated request reach a controller.'),
     cfg.StrOpt('token_file', default='/etc/livesnap/tokens.json',
                help='JSON file {"TOKEN": {"project_id": "...", '
                     '"roles": ["admin", ...]}} used with '
                     'auth_strategy=tokens.'),
     cfg.IntOpt('max_request_body_size', default=65536, min=1024,
-               help='Largest request body accepted, in bytes.'),
+               help='Largest request body accepted, in bytes; a larger '
+                    'one is answered 413.'),
+    cfg.IntOpt('operations_per_minute', default=60, min=0,
+               help='Most snapshot operations (create, delete, revert) a '
+                    'project may start in any 60 seconds, counted in the '
+                    'shared database so the limit holds across several '
+                    'conductors; more are answered 429 with Retry-After. '
+                    '0 disables the limit.'),
 ]
 
 
