@@ -1,14 +1,22 @@
 """The WSGI application of the REST API (``/v1``).
 
 One place turns every failure into the JSON error shape
-``{"error": {"code", "message"}}``: malformed JSON and schema violations
-are 400, a missing or bad token 401, an unknown or foreign object 404, a
-busy disk 409, a down host 503.  Unexpected errors are logged with their
-trace and answered 500 without it.
+``{"error": {"code", "message"}}``: malformed JSON, schema violations and
+bad query strings are 400, a missing or bad token 401, a policy refusal on
+one's own object 403, an unknown or foreign object 404, a busy disk 409, a
+too-large body 413, too many operations 429 (with ``Retry-After``), a down
+host 503.  Unexpected errors are logged with their trace and answered 500
+without it.
+
+Everything a request carries is checked before a controller runs: path
+parameters (an id that cannot exist is 404), the query string and the body
+against the schemas in ``conductor.api.schemas``.  The OpenAPI document
+(``GET /v1/openapi.json``) is the only thing served without credentials.
 """
 
 import json
 import logging
+import re
 import uuid
 
 import jsonschema
@@ -21,30 +29,42 @@ from oslo_config import cfg
 
 from conductor.api import auth
 from conductor.api import controllers
+from conductor.api import openapi
+from conductor.api import schemas
 from conductor import exception
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
+_CONTROL = re.compile('[\x00-\x1f\x7f]')
+
+#: (method, path, controller, action); ``None`` controller: public.
+ROUTES = [
+    ('GET', '/v1/openapi.json', None, 'openapi'),
+    ('GET', '/v1/servers', 'servers', 'index'),
+    ('POST', '/v1/servers', 'servers', 'create'),
+    ('GET', '/v1/servers/{server_id}', 'servers', 'show'),
+    ('GET', '/v1/servers/{server_id}/snapshots', 'snapshots', 'index'),
+    ('POST', '/v1/servers/{server_id}/snapshots', 'snapshots', 'create'),
+    ('GET', '/v1/snapshots/{snapshot_id}', 'snapshots', 'show'),
+    ('DELETE', '/v1/snapshots/{snapshot_id}', 'snapshots', 'delete'),
+    ('POST', '/v1/snapshots/{snapshot_id}/revert', 'snapshots', 'revert'),
+    ('GET', '/v1/operations', 'operations', 'index'),
+    ('GET', '/v1/operations/{operation_id}', 'operations', 'show'),
+]
+
 
 def _routes():
     mapper = routes.Mapper()
-
-    def add(path, controller, action, method):
+    for method, path, controller, action in ROUTES:
         mapper.connect(path, controller=controller, action=action,
                        conditions={'method': [method]})
-
-    add('/v1/servers', 'servers', 'index', 'GET')
-    add('/v1/servers', 'servers', 'create', 'POST')
-    add('/v1/servers/{server_id}', 'servers', 'show', 'GET')
-    add('/v1/servers/{server_id}/snapshots', 'snapshots', 'index', 'GET')
-    add('/v1/servers/{server_id}/snapshots', 'snapshots', 'create', 'POST')
-    add('/v1/snapshots/{snapshot_id}', 'snapshots', 'show', 'GET')
-    add('/v1/snapshots/{snapshot_id}', 'snapshots', 'delete', 'DELETE')
-    add('/v1/snapshots/{snapshot_id}/revert', 'snapshots', 'revert', 'POST')
-    add('/v1/operations', 'operations', 'index', 'GET')
-    add('/v1/operations/{operation_id}', 'operations', 'show', 'GET')
     return mapper
+
+
+def _raw_path(req):
+    """The path as received, for logs (it need not be valid UTF-8)."""
+    return req.environ.get('PATH_INFO', '')[:256]
 
 
 def error_response(status, code, message):
@@ -54,32 +74,78 @@ def error_response(status, code, message):
     return resp
 
 
-def _parse_body(req, schema):
+def _read_body(req):
     if req.content_length and req.content_length > \
             CONF.api.max_request_body_size:
         raise exception.RequestTooLarge()
     raw = req.body_file.read(CONF.api.max_request_body_size + 1)
     if len(raw) > CONF.api.max_request_body_size:
         raise exception.RequestTooLarge()
+    return raw
+
+
+def _validate(instance, schema, what):
+    try:
+        schemas.validate(instance, schema)
+    except jsonschema.ValidationError as exc:
+        where = '/'.join(str(p) for p in exc.absolute_path) or what
+        raise exception.BadRequest('Invalid %s at %s: %s'
+                                   % (what, where, exc.message))
+
+
+def _parse_body(req, schema):
+    """The request's JSON body, checked against ``schema``.
+
+    An action that takes no body (``schema`` None) accepts none, ``{}`` or
+    ``null`` and refuses anything else, so nothing a client sends goes
+    unchecked.
+    """
+    raw = _read_body(req)
     if schema is None:
-        return None
-    if not raw.strip():
+        if not raw.strip():
+            return None
+        schema = schemas.empty_or_null
+    elif not raw.strip():
         raise exception.BadRequest('A JSON request body is required.')
     try:
         body = json.loads(raw.decode('utf-8'))
-    except (UnicodeDecodeError, ValueError) as exc:
+        # Lone surrogates ("\ud800") parse but cannot be stored.
+        json.dumps(body, ensure_ascii=False).encode('utf-8')
+    except RecursionError:
+        raise exception.BadRequest('The request body is nested too deeply.')
+    except (UnicodeError, ValueError) as exc:
         raise exception.BadRequest('Malformed JSON in request body: %s'
                                    % exc)
-    try:
-        jsonschema.validate(body, schema)
-    except jsonschema.ValidationError as exc:
-        where = '/'.join(str(p) for p in exc.absolute_path) or 'body'
-        raise exception.BadRequest('Invalid request body at %s: %s'
-                                   % (where, exc.message))
+    _validate(body, schema, 'request body')
     return body
 
 
+def _parse_query(req, schema):
+    try:
+        items = list(req.GET.items())
+    except UnicodeDecodeError:
+        raise exception.BadRequest('The query string is not valid UTF-8.')
+    params = {}
+    for name, value in items:
+        if name in params:
+            raise exception.BadRequest('Query parameter %s is repeated.'
+                                       % name[:64])
+        params[name] = value
+    _validate(params, schema, 'query string')
+    return params
+
+
+def _check_path_ids(match):
+    for name, value in match.items():
+        try:
+            schemas.validate(value, schemas.path_id)
+        except jsonschema.ValidationError:
+            raise exception.NotFound('The resource could not be found.')
+
+
 class API(object):
+    """The API as a WSGI application, behind the authentication middleware
+    of the configured ``[api] auth_strategy``."""
 
     def __init__(self, authenticator=None):
         self.mapper = _routes()
@@ -89,46 +155,70 @@ class API(object):
             'snapshots': controllers.Snapshots(),
             'operations': controllers.Operations(),
         }
+        self.pipeline = auth.wrap(self.handle)
+
+    def __call__(self, environ, start_response):
+        return self.pipeline(environ, start_response)
 
     @webob.dec.wsgify
-    def __call__(self, req):
+    def handle(self, req):
         req_id = 'req-' + str(uuid.uuid4())
         try:
             resp = self._dispatch(req, req_id)
         except exception.LivesnapException as exc:
             resp = error_response(exc.status, exc.code, str(exc))
+            retry_after = getattr(exc, 'retry_after', None)
+            if retry_after is not None:
+                resp.headers['Retry-After'] = str(retry_after)
         except Exception:
-            LOG.exception('Unexpected error in %(method)s %(path)s',
-                          {'method': req.method, 'path': req.path})
+            LOG.exception('Unexpected error in %(method)s %(path)r',
+                          {'method': req.method, 'path': _raw_path(req)})
             resp = error_response(500, 'internal_error',
                                   'An unexpected error occurred; the '
                                   'request id is %s.' % req_id)
         resp.headers['X-Request-Id'] = req_id
-        LOG.info('%(method)s %(path)s -> %(status)s',
-                 {'method': req.method, 'path': req.path_qs,
+        LOG.info('%(method)s %(path)r -> %(status)s',
+                 {'method': req.method, 'path': _raw_path(req),
                   'status': resp.status_int})
         return resp
 
     def _dispatch(self, req, req_id):
-        match = self.mapper.match(environ=req.environ)
+        if _CONTROL.search(req.environ.get('PATH_INFO', '')):
+            # No route has one; and the router's "$" would ignore a final
+            # newline ("/v1/servers/srv1%0A" is not srv1).
+            raise exception.NotFound('No such resource.')
+        try:
+            match = self.mapper.match(environ=req.environ)
+        except UnicodeDecodeError:
+            match = None
         if match is None:
-            if self.mapper.match(req.path_info):
-                return error_response(405, 'method_not_allowed',
-                                      'Method %s is not allowed on %s.'
-                                      % (req.method, req.path))
-            raise exception.NotFound('No such resource: %s.' % req.path)
-        creds = self.authenticator.authenticate(
-            req.headers.get('X-Auth-Token'))
+            if self.mapper.match(req.environ.get('PATH_INFO', '')):
+                resp = error_response(405, 'method_not_allowed',
+                                      'Method %s is not allowed here.'
+                                      % req.method[:16])
+                return resp
+            raise exception.NotFound('No such resource.')
         match = dict(match)
-        controller = self.controllers[match.pop('controller')]
+        name = match.pop('controller')
         action = match.pop('action')
-        schema = controllers.BODY_SCHEMAS.get(
-            (type(controller).__name__.lower(), action))
-        body = _parse_body(req, schema)
-        params = dict(req.GET)
+        if name is None:
+            return self._public(req, action)
+        creds = self.authenticator.from_request(req)
+        _check_path_ids(match)
+        controller = self.controllers[name]
+        params = _parse_query(req, controllers.QUERY_SCHEMAS.get(
+            (name, action), schemas.no_query))
+        body = _parse_body(req, controllers.BODY_SCHEMAS.get((name, action)))
         status, payload = getattr(controller, action)(
             creds, req_id, body=body, params=params, **match)
         resp = webob.Response(status=status, content_type='application/json',
                               charset='utf-8')
         resp.json_body = payload
+        return resp
+
+    def _public(self, req, action):
+        _read_body(req)
+        resp = webob.Response(status=200, content_type='application/json',
+                              charset='utf-8')
+        resp.json_body = openapi.document()
         return resp

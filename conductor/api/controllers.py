@@ -1,19 +1,27 @@
 """REST controllers: servers, snapshots, operations.
 
-Each method takes the request's credentials and parsed parameters, checks
-the body against its schema, and calls the policy modules.  Another
-project's object answers 404, exactly like one that does not exist.
+Each method takes the request's credentials and its parameters, already
+checked against their schemas by ``conductor.api.app``, asks
+``conductor.policy`` whether the caller may act, and calls the modules
+that do the work.  Lookups are filtered to the caller's project unless the
+policy grants ``livesnap:all_projects``, so another project's object
+answers 404, exactly like one that does not exist.  Snapshot operations
+are counted against the owning project's rate limit
+(``conductor.api.ratelimit``) after the ownership check, so a 429 never
+reveals that a foreign object exists.
 """
 
 import logging
 import os
 
+from conductor.api import ratelimit
 from conductor.api import schemas
 from conductor.api import views
 from conductor.db import api as db
 from conductor.db import models
 from conductor import deletion
 from conductor import exception
+from conductor import policy
 from conductor import revert as revert_policy
 from conductor import snapshots as snapshot_policy
 from livesnap import context
@@ -25,9 +33,16 @@ def _ctxt(creds, req_id):
     return context.make(creds.project_id, creds.roles, req_id)
 
 
-def _require_admin(creds):
-    if not creds.is_admin:
-        raise exception.Forbidden('Only an admin may register servers.')
+def _limit(creds, project_id):
+    """Count a new snapshot operation against ``project_id``'s rate."""
+    if not policy.check(creds, 'livesnap:operation:unlimited', project_id):
+        ratelimit.check(project_id)
+
+
+def _snapshot_project(scope, snapshot_id):
+    with db.transaction() as s:
+        return db.snapshot_get(s, snapshot_id, scope,
+                               include_deleted=False).project_id
 
 
 def _check_disk_paths(session, host_name, disks):
@@ -65,21 +80,27 @@ def _disk_names(session, ops):
 class Servers(object):
 
     def index(self, creds, req_id, body=None, params=None):
+        policy.authorize(creds, 'livesnap:server:list')
+        scope = policy.scope(creds)
         with db.transaction() as s:
             query = s.query(models.Server).order_by(models.Server.created_at,
                                                     models.Server.id)
-            if creds.scope is not None:
-                query = query.filter(models.Server.project_id == creds.scope)
+            if scope is not None:
+                query = query.filter(models.Server.project_id == scope)
             return 200, {'servers': [views.server(x) for x in query.all()]}
 
     def show(self, creds, req_id, server_id, body=None, params=None):
         with db.transaction() as s:
-            return 200, {'server': views.server(
-                db.server_get(s, server_id, creds.scope))}
+            server = db.server_get(s, server_id, policy.scope(creds))
+            policy.authorize(creds, 'livesnap:server:get', server.project_id)
+            return 200, {'server': views.server(server)}
 
     def create(self, creds, req_id, body, params=None):
-        _require_admin(creds)
         spec = body['server']
+        if not policy.check(creds, 'livesnap:server:create',
+                            spec['project_id']):
+            raise exception.Forbidden('The policy does not allow you to '
+                                      'register servers.')
         names = [d['name'] for d in spec['disks']]
         if len(set(names)) != len(names):
             raise exception.BadRequest('Disk names must be unique.')
@@ -107,10 +128,16 @@ class Servers(object):
 class Snapshots(object):
 
     def index(self, creds, req_id, server_id, body=None, params=None):
-        include_deleted = (params or {}).get('include_deleted', '').lower() \
-            in ('1', 'true', 'yes')
+        include_deleted = schemas.truthy(
+            (params or {}).get('include_deleted'))
         with db.transaction() as s:
-            server = db.server_get(s, server_id, creds.scope)
+            server = db.server_get(s, server_id, policy.scope(creds))
+            policy.authorize(creds, 'livesnap:snapshot:list',
+                             server.project_id)
+            if include_deleted:
+                policy.authorize(creds,
+                                 'livesnap:snapshot:list:include_deleted',
+                                 server.project_id)
             disks = {d.id: d for d in server.disks}
             snaps = db.snapshots_of_server(s, server.id, include_deleted)
             return 200, {'snapshots': [
@@ -118,9 +145,14 @@ class Snapshots(object):
 
     def create(self, creds, req_id, server_id, body, params=None):
         spec = body['snapshot']
+        scope = policy.scope(creds)
+        with db.transaction() as s:
+            project_id = db.server_get(s, server_id, scope).project_id
+        policy.authorize(creds, 'livesnap:snapshot:create', project_id)
+        _limit(creds, project_id)
         snapshot_id, operation_id = snapshot_policy.create(
             _ctxt(creds, req_id), server_id, spec['disk'], spec['name'],
-            project_id=creds.scope)
+            project_id=scope)
         with db.transaction() as s:
             snap = s.get(models.Snapshot, snapshot_id)
             op = s.get(models.Operation, operation_id)
@@ -128,21 +160,30 @@ class Snapshots(object):
                          'operation': views.operation(op, snap.disk.name)}
 
     def show(self, creds, req_id, snapshot_id, body=None, params=None):
+        scope = policy.scope(creds)
         with db.transaction() as s:
-            snap = db.snapshot_get(s, snapshot_id, creds.scope,
-                                   include_deleted=creds.is_admin)
+            snap = db.snapshot_get(s, snapshot_id, scope,
+                                   include_deleted=scope is None)
+            policy.authorize(creds, 'livesnap:snapshot:get', snap.project_id)
             return 200, {'snapshot': views.snapshot(snap, snap.disk)}
 
-
     def delete(self, creds, req_id, snapshot_id, body=None, params=None):
+        scope = policy.scope(creds)
+        project_id = _snapshot_project(scope, snapshot_id)
+        policy.authorize(creds, 'livesnap:snapshot:delete', project_id)
+        _limit(creds, project_id)
         operation_id = deletion.delete(_ctxt(creds, req_id), snapshot_id,
-                                       project_id=creds.scope)
+                                       project_id=scope)
         return 202, _operation(operation_id)
 
     def revert(self, creds, req_id, snapshot_id, body=None, params=None):
+        scope = policy.scope(creds)
+        project_id = _snapshot_project(scope, snapshot_id)
+        policy.authorize(creds, 'livesnap:snapshot:revert', project_id)
+        _limit(creds, project_id)
         operation_id = revert_policy.revert(_ctxt(creds, req_id),
                                             snapshot_id,
-                                            project_id=creds.scope)
+                                            project_id=scope)
         return 202, _operation(operation_id)
 
 
@@ -156,16 +197,18 @@ def _operation(operation_id):
 class Operations(object):
 
     def index(self, creds, req_id, body=None, params=None):
+        policy.authorize(creds, 'livesnap:operation:list')
         server_id = (params or {}).get('server_id') or None
         with db.transaction() as s:
-            ops = db.operation_list(s, creds.scope, server_id)
+            ops = db.operation_list(s, policy.scope(creds), server_id)
             names = _disk_names(s, ops)
             return 200, {'operations': [
                 views.operation(op, names.get(op.disk_id)) for op in ops]}
 
     def show(self, creds, req_id, operation_id, body=None, params=None):
         with db.transaction() as s:
-            db.operation_get(s, operation_id, creds.scope)
+            op = db.operation_get(s, operation_id, policy.scope(creds))
+            policy.authorize(creds, 'livesnap:operation:get', op.project_id)
         return 200, _operation(operation_id)
 
 
@@ -173,4 +216,10 @@ class Operations(object):
 BODY_SCHEMAS = {
     ('servers', 'create'): schemas.server_create,
     ('snapshots', 'create'): schemas.snapshot_create,
+}
+
+# (controller, action) -> query string schema; absent means none allowed.
+QUERY_SCHEMAS = {
+    ('snapshots', 'index'): schemas.snapshot_index_query,
+    ('operations', 'index'): schemas.operation_index_query,
 }

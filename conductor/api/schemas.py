@@ -1,4 +1,37 @@
-"""JSON schemas of the request bodies; names, sizes and counts bounded."""
+"""JSON schemas of everything a request carries: bodies, query strings and
+path parameters; names, sizes and counts bounded.
+
+The OpenAPI document (``openapi.yaml``) holds the same schemas; a unit test
+keeps the two equal.
+"""
+
+import re
+
+import jsonschema
+
+
+def _ecma_pattern(validator, pattern, instance, schema):
+    """``pattern`` as JSON Schema means it (ECMA-262): ``$`` is the end of
+    the string, not "before a final newline" as in Python's ``re``."""
+    if not validator.is_type(instance, 'string'):
+        return
+    if (re.search(pattern, instance) is None
+            or (pattern.endswith('$') and instance.endswith('\n'))):
+        yield jsonschema.ValidationError(
+            '%r does not match %r' % (instance[:80], pattern))
+
+
+Validator = jsonschema.validators.extend(
+    jsonschema.Draft202012Validator, {'pattern': _ecma_pattern})
+
+
+def validate(instance, schema):
+    """:raises: jsonschema.ValidationError (the most relevant one)."""
+    error = jsonschema.exceptions.best_match(
+        Validator(schema).iter_errors(instance))
+    if error is not None:
+        raise error
+
 
 _NAME = {'type': 'string', 'minLength': 1, 'maxLength': 255,
          'pattern': r'^[^\x00-\x1f\x7f]+$'}
@@ -53,4 +86,30 @@ snapshot_create = {
     'additionalProperties': False,
 }
 
+#: the body of an action that takes none: absent, ``{}`` or ``null``.
 empty_or_null = {'type': ['object', 'null'], 'maxProperties': 0}
+
+#: path parameters: an id that does not fit cannot exist (404).
+path_id = _ID
+
+_BOOL = {'type': 'string', 'enum': ['true', 'false', 'yes', 'no', '1', '0']}
+
+#: query strings; each parameter at most once, unknown ones refused.
+snapshot_index_query = {
+    'type': 'object',
+    'properties': {'include_deleted': _BOOL},
+    'additionalProperties': False,
+}
+
+operation_index_query = {
+    'type': 'object',
+    'properties': {'server_id': _ID},
+    'additionalProperties': False,
+}
+
+no_query = {'type': 'object', 'additionalProperties': False}
+
+
+def truthy(value):
+    """The meaning of a validated boolean query parameter."""
+    return value in ('true', 'yes', '1')

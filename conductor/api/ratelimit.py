@@ -1,0 +1,61 @@
+"""Per-project rate limit of snapshot operations (create, delete, revert).
+
+The count comes from the operations table, not from a conductor's memory,
+so the limit holds however many conductors share the database.  It is a
+sliding window of 60 seconds over the operations a project's tenants
+started (``requested_by = tenant``; the conductor's own deferred deletions
+do not count).  Two requests racing on two conductors may both pass at the
+edge of the window, so the limit can be exceeded by at most the number of
+concurrent requests; it protects the hosts, it is not billing.
+"""
+
+import datetime
+import math
+
+from oslo_config import cfg
+import sqlalchemy as sa
+
+from conductor.db import api as db
+from conductor.db import models
+from conductor import exception
+
+CONF = cfg.CONF
+
+WINDOW = 60.0
+
+
+class RateLimited(exception.LivesnapException):
+    status = 429
+    code = 'rate_limited'
+    message = 'Too many snapshot operations; try again later.'
+
+    def __init__(self, message=None, retry_after=1, **kwargs):
+        super().__init__(message, **kwargs)
+        self.retry_after = int(retry_after)
+
+
+def check(project_id):
+    """Refuse a new operation of ``project_id`` over the limit.
+
+    :raises: RateLimited, with ``retry_after`` the seconds until the oldest
+        operation of the window leaves it.
+    """
+    limit = CONF.api.operations_per_minute
+    if not limit:
+        return
+    now = models.utcnow()
+    since = now - datetime.timedelta(seconds=WINDOW)
+    with db.transaction() as s:
+        count, oldest = s.execute(
+            sa.select(sa.func.count(), sa.func.min(models.Operation.created_at))
+            .where(models.Operation.project_id == project_id)
+            .where(models.Operation.requested_by == 'tenant')
+            .where(models.Operation.created_at >= since)).one()
+    if count < limit:
+        return
+    wait = WINDOW - (now - oldest).total_seconds() if oldest else WINDOW
+    retry_after = max(1, int(math.ceil(wait)))
+    raise RateLimited(
+        'Project %s started %d snapshot operations in the last minute and '
+        'the limit is %d; try again in %d s.'
+        % (project_id, count, limit, retry_after), retry_after=retry_after)
