@@ -99,6 +99,10 @@ class TaskRunner(object):
         LOG.info('%(what)s %(action)s operation %(op)s',
                  {'what': 'Resuming' if entry else 'Starting',
                   'action': action, 'op': operation_id})
+        if recovering and entry is not None:
+            with rec.step('recover', interrupted_at=entry.get('step'),
+                          completed=entry.get('step_done')):
+                pass
         try:
             result = self._handlers[action](ctxt, task, rec)
             report = {'status': 'succeeded', 'result': result}
@@ -166,11 +170,7 @@ class TaskRunner(object):
                 info['exists'] = os.path.exists(real)
                 if info['exists']:
                     info['backing'] = images.backing_file(real)
-                    try:
-                        images.check(real, force_share=True)
-                        info['check'] = 'ok'
-                    except exception.ImageError as exc:
-                        info['check'] = str(exc)
+                    info['check'] = self._check(real)
             except exception.AgentError as exc:
                 info['error'] = str(exc)
             result['images'][path] = info
@@ -179,6 +179,18 @@ class TaskRunner(object):
                 result['files'].extend(os.path.join(root, f) for f in files
                                        if f.endswith('.qcow2'))
         return result
+
+    @staticmethod
+    def _check(path):
+        """``qemu-img check``, unless a process may be writing the image:
+        its metadata on disk is stale until QEMU flushes."""
+        if images.is_locked(path):
+            return 'ok'  # in use for writing: QEMU checks it when opening
+        try:
+            images.check(path, force_share=True)
+            return 'ok'
+        except exception.ImageError as exc:
+            return str(exc)
 
     def remove_image(self, path):
         """Remove an orphaned image (audit repair); refuses open ones."""

@@ -210,8 +210,10 @@ class InProcessDeployment(APIClientMixin):
 class ProcessDeployment(APIClientMixin):
     """Conductor and agent as separate OS processes."""
 
-    def __init__(self, tmp_path, transport_url, database_url):
+    def __init__(self, tmp_path, transport_url, database_url, extra=''):
         self.tmp_path = tmp_path
+        self.transport_url = transport_url
+        self.control_exchange = 'livesnap-test-' + uuid.uuid4().hex[:8]
         self.image_dir = str(tmp_path / 'images')
         os.makedirs(self.image_dir, exist_ok=True)
         self.port = free_port()
@@ -226,17 +228,21 @@ class ProcessDeployment(APIClientMixin):
             '[api]\nport = %d\ntoken_file = %s\n'
             '[database]\nconnection = %s\n'
             '[agent]\nhost = %s\nimage_dirs = %s\nheartbeat_interval = 0.5\n'
-            % (transport_url, 'livesnap-test-' + uuid.uuid4().hex[:8],
+            % (transport_url, self.control_exchange,
                tmp_path / 'state', self.port, token_file, database_url,
-               HOST, self.image_dir))
+               HOST, self.image_dir) + extra)
         self.procs = {}
 
-    def _spawn(self, name, module):
-        log = open(self.tmp_path / ('%s.log' % name), 'w')
-        proc = subprocess.Popen(
-            [sys.executable, '-m', module, '--config-file',
-             str(self.config_file)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    def _spawn(self, name, module, override=''):
+        log = open(self.tmp_path / ('%s.log' % name), 'a')
+        args = [sys.executable, '-m', module, '--config-file',
+                str(self.config_file)]
+        if override:
+            extra = self.tmp_path / ('%s.conf' % name)
+            extra.write_text(override)
+            args += ['--config-file', str(extra)]
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
         self.procs[name] = proc
         return proc
 
@@ -244,10 +250,24 @@ class ProcessDeployment(APIClientMixin):
         self.start_conductor()
         self.start_agent()
 
-    def start_conductor(self, name='conductor'):
-        self._spawn(name, 'conductor.service')
+    def kill(self, name, sig=9):
+        """Send ``sig`` to a process and wait for it to end."""
+        proc = self.procs[name]
+        if proc.poll() is None:
+            proc.send_signal(sig)
+        proc.wait(timeout=60)
+
+    def wait_exit(self, name, timeout=60):
+        """Wait for a process to end by itself; returns its exit code."""
+        return self.procs[name].wait(timeout=timeout)
+
+    def start_conductor(self, name='conductor', port=None):
+        port = port or self.port
+        self._spawn(name, 'conductor.service',
+                    '[api]\nport = %d\n[conductor]\nhost = %s\n'
+                    % (port, name))
         deadline = time.monotonic() + 60
-        while not _port_open('127.0.0.1', self.port):
+        while not _port_open('127.0.0.1', port):
             if self.procs[name].poll() is not None:
                 raise RuntimeError('conductor exited: %s' % self.log(name))
             if time.monotonic() > deadline:
@@ -255,13 +275,14 @@ class ProcessDeployment(APIClientMixin):
                                    % self.log(name))
             time.sleep(0.1)
 
-    def start_agent(self, name='agent'):
-        self._spawn(name, 'agent.service')
+    def start_agent(self, name='agent', fault_points=()):
+        self._spawn(name, 'agent.service',
+                    '[agent]\nfault_points = %s\n' % ','.join(fault_points)
+                    if fault_points else '')
         deadline = time.monotonic() + 60
+        since = time.time() - 0.5
         while True:
-            status, servers = self.api('GET', '/v1/servers',
-                                       token='admin-token')
-            if self._host_alive():
+            if self._host_alive(since):
                 return
             if self.procs[name].poll() is not None:
                 raise RuntimeError('agent exited: %s' % self.log(name))
@@ -270,15 +291,22 @@ class ProcessDeployment(APIClientMixin):
                                    % self.log(name))
             time.sleep(0.1)
 
-    def _host_alive(self):
+    def _host_alive(self, since):
+        """True once the agent has sent a heartbeat after ``since``."""
+        import datetime
         import sqlalchemy as sa
         engine = sa.create_engine(self.database_url)
         try:
             with engine.connect() as c:
                 row = c.execute(sa.text(
-                    'SELECT name FROM hosts WHERE name = :h'),
+                    'SELECT last_heartbeat FROM hosts WHERE name = :h'),
                     {'h': HOST}).first()
-                return row is not None
+                if row is None:
+                    return False
+                value = row[0]
+                if isinstance(value, str):  # SQLite through a text query
+                    value = datetime.datetime.fromisoformat(value)
+                return value >= datetime.datetime.utcfromtimestamp(since)
         except sa.exc.SQLAlchemyError:
             return False
         finally:

@@ -10,109 +10,15 @@ tests.functional.tree_check hold.
 import pytest
 
 from conductor.db import api as db
-from livesnap import testvm
 from tests import fixtures
-from tests.functional import scenarios
+from tests.functional import tenant
 from tests.functional import tree_check
 
 pytestmark = pytest.mark.functional
 
-MiB = tree_check.MiB
-
-
-class Driver(object):
-    """Drives one server through the API and keeps the content model."""
-
-    def __init__(self, dep, tmp_path, database_url, online):
-        self.dep = dep
-        self.tmp_path = tmp_path
-        self.database_url = database_url
-        self.online = online
-        self.model = tree_check.DiskModel()
-        self.vm = None
-        self.image = scenarios.new_base_image(dep, 'srv1')
-        self.sock = scenarios.short_socket_path('srv1')
-        if online:
-            self.vm = testvm.TestVM(self.image, self.sock, name='srv1')
-            self.vm.start()
-        dep.register_server('srv1', self.image,
-                            qmp_socket=self.sock if online else None)
-
-    def active_image(self):
-        return self.dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0][
-            'active_image']
-
-    def write(self, slot, pattern):
-        if self.vm is not None and self.vm.alive():
-            self.vm.write(pattern, slot * MiB, MiB)
-        else:
-            tree_check.write_offline(self.active_image(), pattern, slot)
-        self.model.write(slot, pattern)
-
-    def snapshot(self, name):
-        snap_id, op = scenarios.create_snapshot(self.dep, 'srv1', name)
-        assert op['status'] == 'succeeded', op
-        self.model.snapshot(snap_id)
-        return snap_id
-
-    def delete(self, snap_id, mode):
-        op = self.dep.ok('DELETE', '/v1/snapshots/%s' % snap_id,
-                         status=202)['operation']
-        assert op['mode'] == mode, op
-        op = self.dep.wait_operation(op['id'])
-        assert op['status'] == 'succeeded', op
-        if mode != 'logical':
-            self.model.forget(snap_id)
-        return op
-
-    def revert(self, snap_id):
-        if self.vm is not None:
-            status, body = self.dep.api('POST',
-                                        '/v1/snapshots/%s/revert' % snap_id)
-            assert status == 409, body
-            assert body['error']['code'] == 'server_running'
-            self.vm.shutdown()
-        op = self.dep.ok('POST', '/v1/snapshots/%s/revert' % snap_id,
-                         status=202)['operation']
-        op = self.dep.wait_operation(op['id'])
-        assert op['status'] == 'succeeded', op
-        self.model.revert(snap_id)
-        if self.vm is not None:
-            self.vm = testvm.TestVM(self.active_image(), self.sock,
-                                    name='srv1')
-            self.vm.start()
-
-    def check(self):
-        tree_check.check_invariants(self.database_url, 'srv1', self.model,
-                                    self.dep.image_dir, vm=self.vm)
-        if self.vm is not None:
-            assert self.vm.status() == 'running'
-
-    def visible(self):
-        return {s['id']: s for s in self.dep.ok(
-            'GET', '/v1/servers/srv1/snapshots')['snapshots']}
-
-    def wait_deferred_done(self, snap_id, timeout=60):
-        """Wait for the conductor's own operation on ``snap_id``."""
-        import time
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ops = [o for o in self.dep.ok('GET', '/v1/operations')[
-                'operations'] if o['snapshot_id'] == snap_id
-                and o['requested_by'] == 'conductor']
-            if ops and ops[0]['status'] in ('succeeded', 'failed'):
-                return ops[0]
-            time.sleep(0.1)
-        raise AssertionError('deferred deletion of %s never finished'
-                             % snap_id)
-
-    def close(self):
-        if self.vm is not None:
-            self.vm.kill()
-
 
 def run_every_branch(dep, tmp_path, database_url, online):
-    d = Driver(dep, tmp_path, database_url, online)
+    d = tenant.TenantDriver(dep, tmp_path, database_url, online)
     try:
         d.write(0, 0xa1)
         s1 = d.snapshot('s1')

@@ -1,0 +1,169 @@
+"""Compare each disk's tree in the database with the real qcow2 chains.
+
+For every disk of a host the database says which files exist and what each
+one's backing file is (the live image sits on ``disk.snapshot_id``, each
+snapshot on its parent).  The host's agent reports what is really there.
+Drift found:
+
+* ``missing``: a record points to a file that does not exist;
+* ``backing``: a file's backing file is not the one its record implies;
+* ``corrupt``: ``qemu-img check`` fails;
+* ``orphan``: a qcow2 file in the image directories that no record points
+  to and no running operation is making;
+* ``stale-lock``: a disk locked by an operation that has ended (and is not
+  in doubt);
+* ``stuck``: a snapshot ``creating`` or ``deleting`` with no operation
+  running on its disk.
+
+``repair`` fixes what is safe to fix without a human: it removes orphans
+(the agent refuses files that any process has open), releases stale locks
+and marks stuck snapshots ``error`` (creating) or back to ``available``
+(deleting, when its file is still in the chain).
+"""
+
+import logging
+import os
+
+import sqlalchemy as sa
+
+from agent import rpcapi as agent_rpcapi
+from conductor.db import api as db
+from conductor.db import models
+from conductor import tree
+from livesnap import context
+
+LOG = logging.getLogger(__name__)
+
+ACTIVE_OPS = ('pending', 'running')
+
+
+def _expected(session, host):
+    """{path: (expected backing or None, description)} and the ids of the
+    operations that are still running (their files may not be recorded)."""
+    expected = {}
+    findings = []
+    servers = session.scalars(sa.select(models.Server)
+                              .where(models.Server.host == host)).all()
+    running_ops = set(session.scalars(
+        sa.select(models.Operation.id)
+        .where(models.Operation.host == host)
+        .where(models.Operation.status.in_(ACTIVE_OPS))))
+    for server in servers:
+        for disk in server.disks:
+            snaps = {x.id: x for x in db.snapshots_of_disk(session, disk.id)
+                     if x.status in tree.LIVE_STATUSES and x.image}
+            base = snaps.get(disk.snapshot_id)
+            where = '%s/%s' % (server.id, disk.name)
+            expected[disk.active_image] = (base.image if base else None,
+                                           '%s live image' % where)
+            for snap in snaps.values():
+                parent = snaps.get(snap.parent_id)
+                expected[snap.image] = (parent.image if parent else None,
+                                        '%s snapshot %s' % (where, snap.id))
+            if disk.operation_id:
+                op = session.get(models.Operation, disk.operation_id)
+                if op is None or (op.status not in ACTIVE_OPS
+                                  and op.status != 'failed'):
+                    findings.append({
+                        'kind': 'stale-lock', 'disk': disk.id,
+                        'detail': '%s locked by ended operation %s'
+                                  % (where, disk.operation_id)})
+            elif any(x.status in ('creating', 'deleting')
+                     for x in snaps.values()):
+                for x in snaps.values():
+                    if x.status in ('creating', 'deleting'):
+                        findings.append({
+                            'kind': 'stuck', 'snapshot': x.id,
+                            'detail': '%s snapshot %s is %s with no '
+                                      'operation running' % (
+                                          where, x.id, x.status)})
+    return expected, running_ops, findings
+
+
+def audit_host(host, repair=False, ctxt=None):
+    """Audit (and optionally repair) every disk of ``host``.
+
+    :returns: a list of findings ``{"kind", "detail", ...}``; each repaired
+        one has ``"repaired": True``.
+    """
+    ctxt = ctxt or context.make()
+    with db.transaction() as s:
+        expected, running_ops, findings = _expected(s, host)
+    report = agent_rpcapi.AgentAPI().inspect_images(ctxt, host,
+                                                    sorted(expected))
+    seen = report.get('images', {})
+    for path, (backing, what) in sorted(expected.items()):
+        info = seen.get(path, {})
+        if info.get('error'):
+            findings.append({'kind': 'refused', 'path': path,
+                             'detail': '%s: %s' % (what, info['error'])})
+        elif not info.get('exists'):
+            findings.append({'kind': 'missing', 'path': path,
+                             'detail': '%s: file %s is missing'
+                                       % (what, path)})
+        else:
+            if info.get('backing') != backing:
+                findings.append({
+                    'kind': 'backing', 'path': path,
+                    'detail': '%s: backing file is %s, the tree says %s'
+                              % (what, info.get('backing'), backing)})
+            if info.get('check') != 'ok':
+                findings.append({'kind': 'corrupt', 'path': path,
+                                 'detail': '%s: %s' % (what,
+                                                       info.get('check'))})
+    for path in sorted(set(report.get('files', [])) - set(expected)):
+        name = os.path.basename(path)
+        if any(op_id in name for op_id in running_ops):
+            continue  # being made by a running operation
+        findings.append({'kind': 'orphan', 'path': path,
+                         'detail': '%s is in an image directory but no '
+                                   'record points to it' % path})
+    if repair:
+        for finding in findings:
+            _repair(ctxt, host, finding)
+    for finding in findings:
+        LOG.warning('Audit of %(host)s: %(kind)s: %(detail)s%(fixed)s',
+                    {'host': host, 'kind': finding['kind'],
+                     'detail': finding['detail'],
+                     'fixed': ' (repaired)' if finding.get('repaired')
+                     else ''})
+    return findings
+
+
+def _repair(ctxt, host, finding):
+    kind = finding['kind']
+    if kind == 'orphan':
+        result = agent_rpcapi.AgentAPI().remove_image(ctxt, host,
+                                                      finding['path'])
+        finding['repaired'] = bool(result.get('removed'))
+        if not finding['repaired']:
+            finding['repair_error'] = result.get('error')
+    elif kind == 'stale-lock':
+        with db.transaction() as s:
+            disk = s.get(models.Disk, finding['disk'])
+            db.unlock_disk(s, disk.id, disk.operation_id)
+        finding['repaired'] = True
+    elif kind == 'stuck':
+        with db.transaction() as s:
+            snap = s.get(models.Snapshot, finding['snapshot'])
+            snap.status = 'error' if snap.status == 'creating' \
+                else 'available'
+        finding['repaired'] = True
+
+
+def audit(hosts=None, repair=False):
+    """Audit every host with servers (or those named)."""
+    with db.transaction() as s:
+        names = hosts or sorted(set(s.scalars(
+            sa.select(models.Server.host).distinct())))
+    results = {}
+    for host in names:
+        try:
+            results[host] = audit_host(host, repair=repair)
+        except Exception as exc:
+            LOG.error('Audit of %(host)s failed: %(error)s',
+                      {'host': host, 'error': exc})
+            results[host] = [{'kind': 'unreachable',
+                              'detail': 'the agent of %s did not answer: %s'
+                                        % (host, exc.__class__.__name__)}]
+    return results
