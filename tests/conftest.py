@@ -68,3 +68,14 @@ def inprocess(conf, tmp_path, database):
     dep.start()
     yield dep
     dep.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the fault-injection figures (docs/faults.md, README)."""
+    import sys
+    faults = sys.modules.get('tests.functional.test_faults')
+    if faults is not None and faults.STATS['faults']:
+        terminalreporter.write_line(
+            'fault injection: %d faults injected, longest VM pause seen '
+            '%.3f s (from the fault to the VM running again)'
+            % (faults.STATS['faults'], faults.STATS['longest_pause_s']))

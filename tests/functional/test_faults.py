@@ -52,14 +52,6 @@ MERGE_POINTS = _points('delete_snapshot', MERGE_STEPS)
 STATS = {'faults': 0, 'longest_pause_s': 0.0}
 
 
-@pytest.fixture(scope='module', autouse=True)
-def _summary():
-    yield
-    print('\nfault injection: %d faults injected, longest VM pause seen '
-          '%.3f s (from the fault to the VM running again)'
-          % (STATS['faults'], STATS['longest_pause_s']))
-
-
 @pytest.fixture
 def deployment(tmp_path, rabbit_url, postgres_url, conf):
     fixtures.pg_reset_schema(postgres_url)
