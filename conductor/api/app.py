@@ -158,7 +158,15 @@ class API(object):
         self.pipeline = auth.wrap(self.handle)
 
     def __call__(self, environ, start_response):
-        return self.pipeline(environ, start_response)
+        try:
+            return self.pipeline(environ, start_response)
+        except Exception:
+            # A failure in the middleware itself (e.g. Keystone
+            # misconfigured): still JSON, still no trace for the client.
+            LOG.exception('Unexpected error in the API middleware')
+            resp = error_response(500, 'internal_error',
+                                  'An unexpected error occurred.')
+            return resp(environ, start_response)
 
     @webob.dec.wsgify
     def handle(self, req):
