@@ -202,10 +202,18 @@ class QemuDriver(object):
                  {"sock": conn.socket_path, "ms": rec.pause_ms})
 
     def _pause(self, session, rec, was_running):
+        """Pause the backend.  The pause is counted from the moment ``stop``
+        is sent: QEMU stops the guest's CPUs at once, then drains in-flight
+        I/O and flushes before it answers, and the guest sees all of it.
+
+        :returns: the monotonic time the pause began (for the deadline).
+        """
         with rec.step("pause", was_running=was_running):
+            paused_at = time.monotonic()
+            rec.mark_paused()
             if was_running:
                 session.execute("stop")
-            rec.mark_paused()
+        return paused_at
 
     # -- create -------------------------------------------------------------
     def create_snapshot(self, disk, new_image, rec):
@@ -280,8 +288,7 @@ class QemuDriver(object):
             node_name = stale["node-name"] if stale else node_name_for(new)
             pivoted = False
             try:
-                self._pause(session, rec, was_running)
-                paused_at = time.monotonic()
+                paused_at = self._pause(session, rec, was_running)
                 with rec.step("pivot", node=cur["node-name"],
                               overlay=node_name):
                     self._check_deadline(paused_at)
