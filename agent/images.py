@@ -255,3 +255,45 @@ def remove(path):
     except OSError as exc:
         raise exception.ImageError("Cannot remove %s: %s" % (path, exc))
     LOG.info("Removed image %(path)s", {"path": path})
+
+
+def flush(path):
+    """Write ``path``'s dirty pages to disk (fsync through a new fd).
+
+    Called just before pausing a VM: QEMU's ``stop`` flushes every image,
+    and whatever the guest or a block job has written since the last flush
+    is then written back inside the pause.  Flushing first, while the VM
+    runs, leaves ``stop`` only the last few writes.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise exception.ImageError("Cannot open %s: %s" % (path, exc))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+TRASH_SUFFIX = ".deleted"
+
+
+def trash(path):
+    """Take ``path`` out of the image directory's qcow2 files at once.
+
+    Renaming is instant whatever the file's size, while unlinking a large
+    file can take a long time (freeing and discarding its blocks); the
+    rename happens inside a pause, the unlink (``purge``) after it.
+    Renaming is safe only for a file no process holds open.
+    """
+    try:
+        os.rename(path, path + TRASH_SUFFIX)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise exception.ImageError("Cannot remove %s: %s" % (path, exc))
+
+
+def purge(path):
+    """Unlink what ``trash(path)`` left (idempotent)."""
+    remove(path + TRASH_SUFFIX)

@@ -131,19 +131,34 @@ class TaskRunner(object):
         self._report(ctxt, operation_id, report)
 
     def _journal_listener(self, action, operation_id):
-        """Write ahead: the journal knows each step before it is taken."""
+        """Write ahead: the journal knows each step before it is taken.
+
+        While the VM is paused nothing is written: an fsync there would
+        lengthen the pause, and recovery needs only to know that the VM
+        was paused (written before ``stop``), since every step is
+        idempotent and the operation is run again whole.
+        """
+        state = {'paused': False}
+
         def listener(event, name, detail):
-            if event == 'start':
-                fields = {'step': name}
-                if name == 'pause':
-                    fields['paused'] = bool(detail.get('was_running', True))
-                self.journal.record(operation_id, **fields)
+            if event == 'paused':
+                state['paused'] = True
+            elif event == 'resumed':
+                state['paused'] = False
+                self.journal.record(operation_id, paused=False,
+                                    step_done=name)
+            elif event == 'start':
+                if not state['paused']:
+                    fields = {'step': name}
+                    if name == 'pause':
+                        fields['paused'] = bool(
+                            detail.get('was_running', True))
+                    self.journal.record(operation_id, **fields)
                 faults.point(action, name, 'before')
             elif event == 'end':
-                self.journal.record(operation_id, step_done=name)
+                if not state['paused']:
+                    self.journal.record(operation_id, step_done=name)
                 faults.point(action, name, 'after')
-            elif event == 'resumed':
-                self.journal.record(operation_id, paused=False)
         return listener
 
     def _report(self, ctxt, operation_id, report):

@@ -54,11 +54,19 @@ def database(request, conf, tmp_path):
 
 @pytest.fixture
 def rabbit_url():
+    """The real RabbitMQ, on a vhost of this test's own.
+
+    oslo.messaging names its queues after the topics (``livesnap-agent.hv1``,
+    ``livesnap-conductor``) whatever the exchange, so two deployments on one
+    vhost would consume each other's messages; a vhost isolates them.
+    """
     if not fixtures.rabbit_available():
         if os.environ.get('LIVESNAP_REQUIRE_SERVICES'):
             pytest.fail('RabbitMQ at 127.0.0.1:5672 is required')
         pytest.skip('RabbitMQ at 127.0.0.1:5672 is not reachable')
-    return fixtures.RABBIT_URL
+    vhost = fixtures.rabbit_add_vhost()
+    yield fixtures.RABBIT_URL + vhost
+    fixtures.rabbit_delete_vhost(vhost)
 
 
 @pytest.fixture

@@ -48,6 +48,22 @@ def rabbit_available():
     return _port_open('127.0.0.1', 5672)
 
 
+def rabbit_add_vhost():
+    """A new vhost on the local RabbitMQ with guest's permissions."""
+    name = 'livesnap-test-' + uuid.uuid4().hex[:10]
+    subprocess.run(['rabbitmqctl', '-q', 'add_vhost', name], check=True,
+                   capture_output=True, timeout=60)
+    subprocess.run(['rabbitmqctl', '-q', 'set_permissions', '-p', name,
+                    'guest', '.*', '.*', '.*'], check=True,
+                   capture_output=True, timeout=60)
+    return name
+
+
+def rabbit_delete_vhost(name):
+    subprocess.run(['rabbitmqctl', '-q', 'delete_vhost', name],
+                   capture_output=True, timeout=60)
+
+
 def pg_admin(sql):
     import psycopg2
     conn = psycopg2.connect(host='127.0.0.1', user='postgres', dbname='test')

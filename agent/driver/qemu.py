@@ -283,6 +283,7 @@ class QemuDriver(object):
 
             with rec.step("prepare", image=new):
                 images.create_overlay(new, active, exist_ok=True)
+                images.flush(active)
 
             was_running = session.status() == "running"
             node_name = stale["node-name"] if stale else node_name_for(new)
@@ -386,6 +387,7 @@ class QemuDriver(object):
             if _same(backing, parent):
                 LOG.info("Merge of %(snap)s into %(child)s already done",
                          {"snap": snap, "child": child})
+                images.purge(snap)
                 return result
             raise exception.ImageError(
                 "%s is missing but %s still has backing %s"
@@ -512,6 +514,7 @@ class QemuDriver(object):
             with rec.step("delete", image=snap):
                 self._release_node(session, snap)
                 images.remove(snap)
+                images.purge(snap)
             return
         if job is None and not _same(backing, snap):
             raise exception.ImageError(
@@ -532,6 +535,9 @@ class QemuDriver(object):
                 if job is None:
                     session.execute("block-stream", args)
                 self._wait_job(session, job_id, ("pending",), progress)
+                # The copied data is in the host's page cache: write it
+                # back now, not inside the pause (stop flushes).
+                images.flush(child)
             except BaseException:
                 self._drop_job(conn, job_id)
                 raise
@@ -562,9 +568,11 @@ class QemuDriver(object):
                         % (child, backing, parent))
             with rec.step("delete", image=snap):
                 self._release_node(session, snap)
-                images.remove(snap)
+                images.trash(snap)
         finally:
             self._resume(conn, rec, was_running)
+        with rec.step("purge", image=snap):
+            images.purge(snap)
         LOG.info("Merged %(snap)s into %(child)s online, paused %(ms)s ms",
                  {"snap": snap, "child": child, "ms": rec.pause_ms})
 

@@ -34,7 +34,7 @@ def run_every_branch(dep, tmp_path, database_url, online):
         names = [s['name'] for s in op['steps']]
         if online:
             assert names == ['prepare', 'pause', 'merge', 'reparent',
-                             'delete', 'resume']
+                             'delete', 'resume', 'purge']
             assert op['pause_ms'] is not None
         else:
             assert names == ['merge', 'reparent', 'delete']

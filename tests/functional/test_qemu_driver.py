@@ -285,7 +285,7 @@ def test_merge_newest_snapshot_into_active_online(driver, vms, base, imgdir):
     assert result == {"child_image": chain[2], "parent_image": chain[0],
                       "online": True}
     assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume"]
+                          "delete", "resume", "purge"]
     assert rec.pause_ms is not None and not rec.paused
     assert seen and seen[-1] == 100.0
     assert vm.status() == "running"
@@ -320,7 +320,7 @@ def test_merge_middle_snapshot_online(driver, vms, base, imgdir):
     result = driver.merge(disk, chain[1], chain[0], chain[2], rec)
     assert result["online"] is True
     assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume"]
+                          "delete", "resume", "purge"]
     assert vm.status() == "running"
     assert not os.path.exists(chain[1])
     assert vm.top_image() == chain[3]
@@ -345,7 +345,7 @@ def test_merge_root_online(driver, vms, base, imgdir):
     assert result == {"child_image": chain[1], "parent_image": None,
                       "online": True}
     assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume"]
+                          "delete", "resume", "purge"]
     assert vm.status() == "running"
     assert not os.path.exists(base)
     vm.shutdown()
@@ -484,7 +484,7 @@ def test_merge_reuses_a_pending_job(driver, vms, base, imgdir):
     rec = StepRecorder()
     driver.merge(disk, chain[1], chain[0], chain[2], rec)
     assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume"]
+                          "delete", "resume", "purge"]
     assert vm.qmp("query-jobs") == []
     vm.shutdown()
     assert images.backing_file(chain[2]) == chain[0]

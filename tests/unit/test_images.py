@@ -174,3 +174,20 @@ def test_locked_image(base):
 
 def test_info_json_roundtrip(base):
     assert json.loads(json.dumps(images.info(base)))["filename"] == base
+
+
+def test_trash_then_purge_is_idempotent(tmp_path):
+    path = str(tmp_path / "snap.qcow2")
+    images.create_base(path, 1024 * 1024)
+    images.trash(path)
+    assert not os.path.exists(path)
+    assert os.path.exists(path + images.TRASH_SUFFIX)
+    images.trash(path)  # already gone: fine
+    images.purge(path)
+    images.purge(path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_flush_missing_file_is_an_image_error(tmp_path):
+    with pytest.raises(exception.ImageError):
+        images.flush(str(tmp_path / "missing.qcow2"))
