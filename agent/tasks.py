@@ -247,9 +247,12 @@ class TaskRunner(object):
         return result
 
     def _revert_disk(self, ctxt, task, rec):
+        discard = task.get('discard_image')
+        if discard:
+            # Refuse a bad path before any I/O, not after the new image.
+            paths.confine(discard, self.driver.image_dirs)
         result = self.driver.new_active_image(
             task['disk'], task['snapshot_image'], task['new_image'], rec)
-        discard = task.get('discard_image')
         if discard and os.path.exists(discard):
             try:
                 self.driver.delete_image(discard, rec)
