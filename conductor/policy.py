@@ -146,24 +146,6 @@ def reset():
     _ENFORCER = None
 
 
-class _Enforcer(policy.Enforcer):
-    """An Enforcer that also works before the command line is parsed.
-
-    oslo.policy looks the policy file up with ``CONF.find_file``, which
-    raises until ``CONF()`` has run (the services run it; tests and
-    embedding programs need not).  Then only an absolute ``policy_file``
-    is read, and the defaults apply otherwise.
-    """
-
-    def _get_policy_path(self, path):
-        try:
-            return super()._get_policy_path(path)
-        except cfg.NotInitializedError:
-            if os.path.isabs(path) and os.path.exists(path):
-                return path
-            raise cfg.ConfigFilesNotFoundError([path])
-
-
 def _creds(creds):
     return {'project_id': creds.project_id, 'roles': list(creds.roles),
             'user_id': getattr(creds, 'user_id', None)}
