@@ -99,12 +99,7 @@ class AgentService(object):
 
 
 def main(argv=None):
-    common_service.prepare('livesnap-agent', argv)
-    svc = AgentService()
-    svc.start()
-    common_service.wait_for_signal()
-    svc.stop()
-    return 0
+    return common_service.serve('livesnap-agent', [AgentService], argv)
 
 
 if __name__ == '__main__':

@@ -54,12 +54,8 @@ class ConductorService(object):
 
 
 def main(argv=None):
-    common_service.prepare('livesnap-conductor', argv)
-    svc = ConductorService()
-    svc.start()
-    common_service.wait_for_signal()
-    svc.stop()
-    return 0
+    return common_service.serve('livesnap-conductor', [ConductorService],
+                                argv)
 
 
 if __name__ == '__main__':

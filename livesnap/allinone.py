@@ -14,15 +14,10 @@ from livesnap import service as common_service
 
 
 def main(argv=None):
-    common_service.prepare('livesnap-all-in-one', argv)
-    conductor = conductor_service.ConductorService()
-    conductor.start()
-    agent = agent_service.AgentService()
-    agent.start()
-    common_service.wait_for_signal()
-    agent.stop()
-    conductor.stop()
-    return 0
+    return common_service.serve(
+        'livesnap-all-in-one',
+        [conductor_service.ConductorService, agent_service.AgentService],
+        argv)
 
 
 if __name__ == '__main__':

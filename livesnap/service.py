@@ -26,6 +26,27 @@ def prepare(prog, argv=None):
             logging.INFO if CONF.debug else logging.WARNING)
 
 
+def serve(prog, factories, argv=None):
+    """Run services until SIGTERM or SIGINT: parse the configuration, start
+    each service in order, wait, stop them in reverse order.
+
+    :param factories: callables returning objects with start() and stop();
+        called after the configuration is parsed.
+    """
+    prepare(prog, argv)
+    services = []
+    try:
+        for factory in factories:
+            svc = factory()
+            svc.start()
+            services.append(svc)
+        wait_for_signal()
+    finally:
+        for svc in reversed(services):
+            svc.stop()
+    return 0
+
+
 def wait_for_signal():
     """Block until SIGTERM or SIGINT."""
     done = threading.Event()

@@ -7,6 +7,7 @@ as real processes with a generated config file, e.g. over RabbitMQ.
 Both expose the same ``api()`` helper, so one scenario runs on either.
 """
 
+import contextlib
 import json
 import os
 import socket
@@ -221,6 +222,20 @@ class InProcessDeployment(APIClientMixin):
         if self.conductor is not None:
             self.conductor.stop()
         rpc.cleanup()
+
+
+@contextlib.contextmanager
+def running(dep):
+    """Start ``dep``; on any failure print its processes' logs; stop it."""
+    try:
+        dep.start()
+        yield dep
+    except BaseException:
+        for name in dep.procs:
+            print('--- %s log ---\n%s' % (name, dep.log(name)))
+        raise
+    finally:
+        dep.stop()
 
 
 class ProcessDeployment(APIClientMixin):

@@ -18,13 +18,6 @@ def test_online_create_in_process(inprocess, tmp_path):
 
 def test_online_create_over_rabbitmq(tmp_path, rabbit_url, postgres_url):
     fixtures.pg_reset_schema(postgres_url)
-    dep = fixtures.ProcessDeployment(tmp_path, rabbit_url, postgres_url)
-    try:
-        dep.start()
+    with fixtures.running(fixtures.ProcessDeployment(
+            tmp_path, rabbit_url, postgres_url)) as dep:
         scenarios.online_create(dep, tmp_path)
-    except Exception:
-        print('--- conductor log ---\n' + dep.log('conductor'))
-        print('--- agent log ---\n' + dep.log('agent'))
-        raise
-    finally:
-        dep.stop()

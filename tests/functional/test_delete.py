@@ -85,16 +85,9 @@ def run_every_branch(dep, tmp_path, database_url, online):
 def test_every_branch_over_rabbitmq(tmp_path, rabbit_url, postgres_url,
                                     online):
     fixtures.pg_reset_schema(postgres_url)
-    dep = fixtures.ProcessDeployment(tmp_path, rabbit_url, postgres_url)
-    try:
-        dep.start()
+    with fixtures.running(fixtures.ProcessDeployment(
+            tmp_path, rabbit_url, postgres_url)) as dep:
         run_every_branch(dep, tmp_path, postgres_url, online)
-    except Exception:
-        print('--- conductor log ---\n' + dep.log('conductor'))
-        print('--- agent log ---\n' + dep.log('agent'))
-        raise
-    finally:
-        dep.stop()
 
 
 def test_every_branch_in_process(inprocess, tmp_path, conf):

@@ -187,16 +187,9 @@ def _images(database_url):
 
 def test_real_guest_over_rabbitmq(tmp_path, rabbit_url, postgres_url):
     fixtures.pg_reset_schema(postgres_url)
-    dep = fixtures.ProcessDeployment(tmp_path, rabbit_url, postgres_url)
-    try:
-        dep.start()
+    with fixtures.running(fixtures.ProcessDeployment(
+            tmp_path, rabbit_url, postgres_url)) as dep:
         run_guest_scenario(dep, tmp_path, postgres_url)
-    except Exception:
-        print('--- conductor log ---\n' + dep.log('conductor'))
-        print('--- agent log ---\n' + dep.log('agent'))
-        raise
-    finally:
-        dep.stop()
 
 
 @pytest.mark.parametrize('database', ['sqlite'], indirect=True)
