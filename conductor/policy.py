@@ -50,6 +50,10 @@ rules = [
         [{'method': 'GET', 'path': _SERVERS},
          {'method': 'GET', 'path': '/v1/operations'}]),
     policy.DocumentedRuleDefault(
+        'livesnap:host:list', ADMIN,
+        'List the hypervisor hosts with their agents\' liveness.',
+        [{'method': 'GET', 'path': '/v1/hosts'}]),
+    policy.DocumentedRuleDefault(
         'livesnap:server:create', ADMIN,
         'Register a server and its disks with livesnap.',
         [{'method': 'POST', 'path': _SERVERS}]),

@@ -121,6 +121,9 @@ class ApiClient:
     def list_servers(self):
         return self.request("GET", "/servers")["servers"]
 
+    def list_hosts(self):
+        return self.request("GET", "/hosts")["hosts"]
+
     def get_server(self, server_id):
         return self.request("GET", "/servers/%s" % _q(server_id))["server"]
 
@@ -465,6 +468,20 @@ def cmd_server_list(client, args, out):
     return EXIT_OK
 
 
+def cmd_host_list(client, args, out):
+    """``host list`` (admin): hypervisor hosts and their agents' state."""
+    hosts = client.list_hosts()
+    if out.json:
+        out.data(hosts)
+        return EXIT_OK
+    out.text(format_table(
+        ("Host", "State", "Last heartbeat", "Agent started", "Image dirs"),
+        [(h.get("name"), h.get("state"), h.get("last_heartbeat"),
+          h.get("agent_started_at"), ", ".join(h.get("image_dirs") or []))
+         for h in hosts]))
+    return EXIT_OK
+
+
 def _print_server(server, out):
     if out.json:
         out.data(server)
@@ -683,6 +700,13 @@ def build_parser():
     sub.add_argument("--disk", dest="disks", action="append",
                      type=_parse_disk, required=True, metavar="NAME=PATH",
                      help="a disk and its active image (repeatable)")
+
+    # host
+    host = groups.add_parser("host", help="hypervisor hosts (admin)")
+    host_cmds = host.add_subparsers(dest="command", metavar="COMMAND",
+                                    required=True)
+    command(host_cmds, "list", cmd_host_list,
+            "list hosts and whether their agents report")
 
     # snapshot
     snapshot = groups.add_parser("snapshot", help="disk snapshots")

@@ -49,6 +49,7 @@ ROUTES = [
     ('GET', '/v1/snapshots/{snapshot_id}', 'snapshots', 'show'),
     ('DELETE', '/v1/snapshots/{snapshot_id}', 'snapshots', 'delete'),
     ('POST', '/v1/snapshots/{snapshot_id}/revert', 'snapshots', 'revert'),
+    ('GET', '/v1/hosts', 'hosts', 'index'),
     ('GET', '/v1/operations', 'operations', 'index'),
     ('GET', '/v1/operations/{operation_id}', 'operations', 'show'),
 ]
@@ -154,6 +155,7 @@ class API(object):
             'servers': controllers.Servers(),
             'snapshots': controllers.Snapshots(),
             'operations': controllers.Operations(),
+            'hosts': controllers.Hosts(),
         }
         self.pipeline = auth.wrap(self.handle)
 

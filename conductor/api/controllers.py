@@ -77,6 +77,16 @@ def _disk_names(session, ops):
     return {d.id: d.name for d in rows}
 
 
+class Hosts(object):
+
+    def index(self, creds, req_id, body=None, params=None):
+        policy.authorize(creds, 'livesnap:host:list')
+        with db.transaction() as s:
+            hosts = s.query(models.Host).order_by(models.Host.name).all()
+            return 200, {'hosts': [
+                views.host(h, db.host_is_alive(s, h.name)) for h in hosts]}
+
+
 class Servers(object):
 
     def index(self, creds, req_id, body=None, params=None):

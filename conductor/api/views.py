@@ -5,6 +5,15 @@ def _iso(dt):
     return dt.isoformat() + 'Z' if dt is not None else None
 
 
+def host(h, alive):
+    info = h.info or {}
+    return {'name': h.name, 'state': 'up' if alive else 'down',
+            'last_heartbeat': _iso(h.last_heartbeat),
+            'agent_started_at': _iso(h.started_at),
+            'image_dirs': info.get('image_dirs'),
+            'version': info.get('version')}
+
+
 def disk(d):
     return {'name': d.name, 'active_image': d.active_image,
             'snapshot_id': d.snapshot_id, 'busy': d.operation_id is not None}

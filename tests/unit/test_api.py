@@ -175,3 +175,19 @@ def test_request_too_large(offline):
     status, code = _err(dep, 'POST', '/v1/servers/srv1/snapshots',
                         raw=b'{"a": "' + b'x' * 70000 + b'"}')
     assert (status, code) == (413, 'request_too_large')
+
+
+def test_hosts_show_liveness(offline):
+    dep, _ = offline
+    hosts = dep.ok('GET', '/v1/hosts', token='admin-token')['hosts']
+    assert [(h['name'], h['state']) for h in hosts] == [('hv1', 'up')]
+    assert hosts[0]['image_dirs'] == [dep.image_dir]
+    assert _err(dep, 'GET', '/v1/hosts') == (403, 'forbidden')
+    dep.agent.stop()
+    dep.agent = None
+    from conductor.db import models
+    with db.transaction() as s:
+        s.get(models.Host, 'hv1').last_heartbeat = models.utcnow().replace(
+            year=2000)
+    hosts = dep.ok('GET', '/v1/hosts', token='admin-token')['hosts']
+    assert hosts[0]['state'] == 'down'

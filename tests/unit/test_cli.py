@@ -133,6 +133,18 @@ def test_server_list_table_sends_token(api, capsys):
     assert "| srv1 | web  | p1      | hv1  | vda   |" in out
 
 
+def test_host_list(api, capsys):
+    host = {"name": "hv1", "state": "down",
+            "last_heartbeat": "2026-11-25T00:00:00Z",
+            "agent_started_at": None, "image_dirs": ["/img"],
+            "version": "0.1.0"}
+    api.add("GET", "/v1/hosts", (200, {"hosts": [host]}))
+    rc, out, err = run(capsys, "host", "list")
+    assert rc == 0, err
+    assert api.last()["path"] == "/v1/hosts"
+    assert "hv1" in out and "down" in out and "/img" in out
+
+
 def test_server_list_json(api, capsys):
     api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
     rc, out, _ = run(capsys, "-f", "json", "server", "list")
