@@ -35,9 +35,16 @@ def _add_commands(subparsers):
                        help='Print the findings as JSON.')
 
 
+_COMMAND = cfg.SubCommandOpt('command', title='Commands',
+                             handler=_add_commands)
+
+
 def main(argv=None):
-    CONF.register_cli_opt(cfg.SubCommandOpt(
-        'command', title='Commands', handler=_add_commands))
+    # Command-line options can only be registered before parsing; clear()
+    # forgets an earlier parse (when embedded or tested), keeping options
+    # and overrides.
+    CONF.clear()
+    CONF.register_cli_opt(_COMMAND)
     common_service.prepare('livesnap-manage', argv)
     command = CONF.command
     if command.name == 'db':

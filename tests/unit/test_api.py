@@ -191,3 +191,52 @@ def test_hosts_show_liveness(offline):
             year=2000)
     hosts = dep.ok('GET', '/v1/hosts', token='admin-token')['hosts']
     assert hosts[0]['state'] == 'down'
+
+
+def test_chain_depth_limit(offline, conf):
+    dep, _ = offline
+    conf.set('max_chain_depth', 2, group='conductor')
+    for name in ('a', 'b'):
+        _, op = scenarios.create_snapshot(dep, 'srv1', name)
+        assert op['status'] == 'succeeded'
+    status, body = dep.api('POST', '/v1/servers/srv1/snapshots',
+                           {'snapshot': {'name': 'c', 'disk': 'vda'}})
+    assert status == 409 and body['error']['code'] == 'chain_too_deep'
+    assert 'limit is 2' in body['error']['message']
+    assert len(dep.ok('GET', '/v1/servers/srv1/snapshots')[
+        'snapshots']) == 2
+
+
+def test_snapshot_quota(offline, conf):
+    dep, _ = offline
+    conf.set('snapshot_quota', 1, group='conductor')
+    _, op = scenarios.create_snapshot(dep, 'srv1', 'a')
+    assert op['status'] == 'succeeded'
+    status, body = dep.api('POST', '/v1/servers/srv1/snapshots',
+                           {'snapshot': {'name': 'b', 'disk': 'vda'}})
+    assert status == 403 and body['error']['code'] == 'quota_exceeded'
+    # The refused request left the disk free and recorded nothing.
+    assert dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0][
+        'busy'] is False
+    assert len(dep.ok('GET', '/v1/servers/srv1/snapshots')[
+        'snapshots']) == 1
+
+
+def test_concurrent_deletes_decide_once(offline):
+    """Two deletes of one snapshot at once: the disk lock lets one act."""
+    import threading
+    dep, _ = offline
+    snap, _ = scenarios.create_snapshot(dep, 'srv1', 'a')
+    results = []
+    barrier = threading.Barrier(2)
+
+    def delete():
+        barrier.wait()
+        results.append(dep.api('DELETE', '/v1/snapshots/%s' % snap)[0])
+
+    threads = [threading.Thread(target=delete) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) in ([202, 409], [202, 404])

@@ -1,0 +1,88 @@
+"""``livesnap-manage audit``: drift between the database and the disks is
+found, and what is safe to repair is repaired."""
+
+import os
+
+import pytest
+
+from agent import images
+from conductor import audit
+from conductor.db import api as db
+from conductor.db import models
+from conductor import manage
+from tests.functional import scenarios
+
+pytestmark = pytest.mark.functional
+
+
+@pytest.fixture
+def tree(inprocess):
+    """An offline server with two snapshots: base <- s1 <- s2 <- live."""
+    base = os.path.join(inprocess.image_dir, 'srv1-vda.qcow2')
+    images.create_base(base, 8 * scenarios.MiB)
+    inprocess.register_server('srv1', base)
+    s1, _ = scenarios.create_snapshot(inprocess, 'srv1', 's1')
+    s2, _ = scenarios.create_snapshot(inprocess, 'srv1', 's2')
+    return inprocess, s1, s2
+
+
+def _kinds(findings):
+    return sorted(f['kind'] for f in findings['hv1'])
+
+
+def test_no_drift_on_a_clean_tree(tree):
+    assert audit.audit() == {'hv1': []}
+
+
+def test_orphan_found_and_removed(tree):
+    dep, _, _ = tree
+    orphan = os.path.join(dep.image_dir, 'left-behind.qcow2')
+    images.create_base(orphan, scenarios.MiB)
+    assert _kinds(audit.audit()) == ['orphan']
+    findings = audit.audit(repair=True)
+    assert findings['hv1'][0]['repaired'] is True
+    assert not os.path.exists(orphan)
+    assert audit.audit() == {'hv1': []}
+
+
+def test_missing_file_and_wrong_backing_are_reported(tree):
+    dep, s1, s2 = tree
+    with db.transaction() as s:
+        snap1 = s.get(models.Snapshot, s1)
+        snap2 = s.get(models.Snapshot, s2)
+        path1, path2 = snap1.image, snap2.image
+    # s2's file now says its backing is the base image, not s1's file.
+    base = images.backing_file(path1)
+    images.rebase(path2, base, safe=True)
+    kinds = _kinds(audit.audit())
+    assert kinds == ['backing']
+    os.unlink(path1)
+    kinds = _kinds(audit.audit(repair=True))
+    assert 'missing' in kinds
+    # Drift that needs a human is reported, never "repaired".
+    assert os.path.exists(path2)
+
+
+def test_stale_lock_and_stuck_snapshot_repaired(tree):
+    dep, s1, _ = tree
+    with db.transaction() as s:
+        disk = s.get(models.Snapshot, s1).disk
+        disk.operation_id = 'gone-operation'
+    assert _kinds(audit.audit()) == ['stale-lock']
+    audit.audit(repair=True)
+    with db.transaction() as s:
+        assert s.get(models.Snapshot, s1).disk.operation_id is None
+        s.get(models.Snapshot, s1).status = 'deleting'
+    assert _kinds(audit.audit()) == ['stuck']
+    audit.audit(repair=True)
+    with db.transaction() as s:
+        assert s.get(models.Snapshot, s1).status == 'available'
+    assert audit.audit() == {'hv1': []}
+
+
+def test_manage_audit_command(tree, capsys):
+    dep, _, _ = tree
+    assert manage.main(['audit', '--json']) == 0
+    images.create_base(os.path.join(dep.image_dir, 'x.qcow2'), scenarios.MiB)
+    assert manage.main(['audit']) == 1
+    assert 'orphan' in capsys.readouterr().out
