@@ -2,16 +2,13 @@
 that overrides them, and 403 versus 404."""
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from conductor.api import auth
 from conductor import exception
 from conductor import policy
-
-TOP = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+from tests.unit import generated
 
 MEMBER_P1 = auth.Credentials('p1', ['member'])
 READER_P1 = auth.Credentials('p1', ['reader'])
@@ -26,18 +23,9 @@ def fresh_enforcer():
 
 
 def test_sample_policy_is_current(tmp_path):
-    out = tmp_path / 'policy.yaml.sample'
-    gen = os.path.join(os.path.dirname(sys.executable),
-                       'oslopolicy-sample-generator')
-    subprocess.run([gen, '--config-file',
-                    os.path.join(TOP, 'tools', 'policy-generator.conf'),
-                    '--output-file', str(out)], check=True, cwd=TOP,
-                   capture_output=True)
-    with open(os.path.join(TOP, 'etc', 'livesnap',
-                           'policy.yaml.sample')) as f:
-        committed = f.read()
-    assert out.read_text() == committed, (
-        'etc/livesnap/policy.yaml.sample is stale: run tools/gen-policy')
+    generated.assert_current(tmp_path, 'oslopolicy-sample-generator',
+                             'policy-generator.conf', 'policy.yaml.sample',
+                             'tools/gen-policy')
 
 
 def test_every_rule_is_documented():
