@@ -29,7 +29,11 @@ def start_vm(dep, tmp_path, server_id='srv1', size=64 * MiB):
     base = new_base_image(dep, server_id, size)
     sock = short_socket_path(server_id)
     vm = testvm.TestVM(base, sock, name=server_id).start()
-    dep.register_server(server_id, base, qmp_socket=sock)
+    try:
+        dep.register_server(server_id, base, qmp_socket=sock)
+    except BaseException:
+        vm.kill()
+        raise
     return vm, base
 
 

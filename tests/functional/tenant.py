@@ -25,8 +25,12 @@ class TenantDriver(object):
         if online:
             self.vm = testvm.TestVM(self.image, self.sock, name='srv1')
             self.vm.start()
-        dep.register_server('srv1', self.image,
-                            qmp_socket=self.sock if online else None)
+        try:
+            dep.register_server('srv1', self.image,
+                                qmp_socket=self.sock if online else None)
+        except BaseException:
+            self.close()
+            raise
 
     def active_image(self):
         return self.dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0][
