@@ -25,14 +25,12 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
 import tempfile
 import time
 
-from agent import qmp
 from livesnap import testvm
 
 QEMU = "qemu-system-x86_64"
@@ -88,7 +86,7 @@ poweroff -f
 """
 
 
-class GuestError(Exception):
+class GuestError(testvm.TestVMError):
     pass
 
 
@@ -199,7 +197,7 @@ def build_initramfs(cache_dir=None, busybox=None):
     return path
 
 
-class LinuxGuest(object):
+class LinuxGuest(testvm.TestVM):
     """A TCG QEMU booting the writer guest with ``image`` on NVMe.
 
     The disk is ``-blockdev driver=qcow2,node-name=disk0,...`` attached with
@@ -258,62 +256,16 @@ class LinuxGuest(object):
             "-device", "nvme,drive=disk0,serial=d0",
             "-no-reboot", "-daemonize", "-pidfile", self.pidfile]
 
-    # -- life cycle ---------------------------------------------------------
+    # -- life cycle (launch, kill, shutdown, QMP: see testvm.TestVM) --------
+    def _files(self):
+        return super()._files() + [self.control_socket]
+
     def start(self):
         """Launch QEMU (the guest boots in the background).  Returns self."""
-        for stale in (self.qmp_socket, self.pidfile, self.control_socket,
-                      self.serial_log):
-            if os.path.lexists(stale):
-                os.unlink(stale)
+        if os.path.lexists(self.serial_log):
+            os.unlink(self.serial_log)
         self.started_at = time.monotonic()
-        proc = subprocess.run(self.command(), capture_output=True, text=True,
-                              timeout=self.timeout, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise GuestError("QEMU failed to start (exit %d): %s"
-                             % (proc.returncode, proc.stderr.strip()))
-        with open(self.pidfile) as f:
-            self.pid = int(f.read().strip())
-        return self
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.kill()
-
-    def alive(self):
-        return self.pid is not None and testvm._pid_alive(self.pid)
-
-    def kill(self):
-        """SIGKILL QEMU if it still runs; remove sockets and pidfile."""
-        if self.pid is not None:
-            try:
-                os.kill(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self._wait_gone(self.timeout)
-        for path in (self.qmp_socket, self.pidfile, self.control_socket):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-        self.pid = None
-
-    def _wait_gone(self, timeout):
-        deadline = time.monotonic() + timeout
-        while self.pid is not None and testvm._pid_alive(self.pid):
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.05)
-        return True
-
-    # -- QMP ----------------------------------------------------------------
-    def qmp(self, cmd, args=None):
-        with qmp.QMPSession(self.qmp_socket, timeout=self.timeout) as s:
-            return s.execute(cmd, args)
-
-    def status(self):
-        return self.qmp("query-status")["status"]
+        return super().start()
 
     # -- console ------------------------------------------------------------
     def log(self):

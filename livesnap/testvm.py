@@ -73,9 +73,13 @@ class TestVM(object):
                 "file.filename=%s" % self.image.replace(",", ",,"),
                 "-daemonize", "-pidfile", self.pidfile]
 
+    def _files(self):
+        """The sockets and files this QEMU owns, removed when it ends."""
+        return [self.qmp_socket, self.pidfile]
+
     def start(self):
         """Launch QEMU and wait until QMP answers.  Returns self."""
-        for stale in (self.qmp_socket, self.pidfile):
+        for stale in self._files():
             if os.path.lexists(stale):
                 os.unlink(stale)
         # -daemonize: the launching process exits once QEMU is set up.
@@ -113,7 +117,7 @@ class TestVM(object):
         return True
 
     def _cleanup(self):
-        for path in (self.qmp_socket, self.pidfile):
+        for path in self._files():
             try:
                 os.unlink(path)
             except FileNotFoundError:
