@@ -107,6 +107,29 @@ class ConfFixture(object):
         self._overrides = []
 
 
+class FakeConductor(object):
+    """Records the reports an agent's TaskRunner sends (unit tests)."""
+
+    def __init__(self):
+        self.reports = []
+
+    def report_operation(self, ctxt, operation_id, report):
+        self.reports.append((operation_id, report))
+
+    def report_progress(self, ctxt, operation_id, progress, steps=None):
+        pass
+
+
+def api_error(dep, method, path, body=None, token='p1-token', raw=None):
+    """Send a request that must fail; check the JSON error shape (and that
+    no trace leaks) and return ``(status, error code)``."""
+    status, payload = dep.api(method, path, body, token, raw=raw)
+    assert isinstance(payload, dict) and set(payload) == {'error'}, payload
+    assert set(payload['error']) == {'code', 'message'}
+    assert 'Traceback' not in payload['error']['message']
+    return status, payload['error']['code']
+
+
 class APIError(Exception):
 
     def __init__(self, status, body):

@@ -17,20 +17,9 @@ from agent import images
 from agent import journal as journal_mod
 from agent import manager
 from agent import tasks
+from tests import fixtures
 
 MiB = 1024 * 1024
-
-
-class FakeConductor(object):
-
-    def __init__(self):
-        self.reports = []
-
-    def report_operation(self, ctxt, operation_id, report):
-        self.reports.append((operation_id, report))
-
-    def report_progress(self, ctxt, operation_id, progress, steps=None):
-        pass
 
 
 @pytest.fixture
@@ -51,7 +40,7 @@ def host(tmp_path):
     driver = qemu.QemuDriver([str(images_dir)])
     runner = tasks.TaskRunner(driver,
                               journal_mod.Journal(str(tmp_path / 'journal')),
-                              FakeConductor(), 'hv1')
+                              fixtures.FakeConductor(), 'hv1')
     return {'tmp': tmp_path, 'images': str(images_dir),
             'outside': str(outside), 'base': base, 'top': top,
             'victim': victim, 'runner': runner}

@@ -9,17 +9,7 @@ from agent import exception
 from agent import journal as journal_mod
 from agent import tasks
 from agent import validation
-
-
-class FakeConductor(object):
-    def __init__(self):
-        self.reports = []
-
-    def report_operation(self, ctxt, operation_id, report):
-        self.reports.append((operation_id, report))
-
-    def report_progress(self, ctxt, operation_id, progress, steps=None):
-        pass
+from tests import fixtures
 
 
 class CountingDriver(object):
@@ -44,7 +34,7 @@ def _task(op='op-1'):
 def runner(tmp_path):
     return tasks.TaskRunner(CountingDriver(),
                             journal_mod.Journal(str(tmp_path / 'j')),
-                            FakeConductor(), 'hv1')
+                            fixtures.FakeConductor(), 'hv1')
 
 
 def test_same_task_twice_runs_once(runner):

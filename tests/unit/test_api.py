@@ -10,6 +10,9 @@ import pytest
 from agent import images
 from conductor.db import api as db
 from tests.functional import scenarios
+from tests import fixtures
+
+_err = fixtures.api_error
 
 
 @pytest.fixture
@@ -19,14 +22,6 @@ def offline(inprocess):
     images.create_base(base, 16 * scenarios.MiB)
     inprocess.register_server('srv1', base)
     return inprocess, base
-
-
-def _err(dep, method, path, body=None, token='p1-token', raw=None):
-    status, payload = dep.api(method, path, body, token, raw=raw)
-    assert isinstance(payload, dict) and set(payload) == {'error'}, payload
-    assert set(payload['error']) == {'code', 'message'}
-    assert 'Traceback' not in payload['error']['message']
-    return status, payload['error']['code']
 
 
 def test_offline_create(offline):

@@ -17,6 +17,9 @@ from conductor.api import schemas
 from conductor.db import api as db
 from conductor.db import models
 from tests.functional import scenarios
+from tests import fixtures
+
+_err = fixtures.api_error
 
 
 @pytest.fixture
@@ -30,14 +33,6 @@ def world(inprocess):
     snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'mine')
     assert op['status'] == 'succeeded', op
     return dep, snap_id, op['id']
-
-
-def _err(dep, method, path, body=None, token='p1-token', raw=None):
-    status, payload = dep.api(method, path, body, token, raw=raw)
-    assert isinstance(payload, dict) and set(payload) == {'error'}, payload
-    assert set(payload['error']) == {'code', 'message'}
-    assert 'Traceback' not in payload['error']['message']
-    return status, payload['error']['code']
 
 
 def _state():
