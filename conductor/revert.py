@@ -52,11 +52,8 @@ def revert(ctxt, snapshot_id, project_id=None):
         raise exception.ServerRunning(server=server.id)
     operation_id = operations.new_id()
     with db.transaction() as s:
-        snap = db.snapshot_get(s, snapshot_id, project_id,
-                               include_deleted=False)
-        disk = snap.disk
-        server = disk.server
-        snapshots.lock_or_raise(s, server, disk, operation_id)
+        snap, disk, server = snapshots.lock_snapshot(
+            s, snapshot_id, project_id, operation_id)
         if snap.status != 'available':
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='revert')

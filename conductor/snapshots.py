@@ -33,6 +33,20 @@ def lock_or_raise(session, server, disk, operation_id):
                                  operation=disk.operation_id)
 
 
+def lock_snapshot(session, snapshot_id, project_id, operation_id):
+    """Find a snapshot its owner can see and take its disk's lock.
+
+    :returns: (snapshot, disk, server)
+    :raises: NotFound, DiskBusy
+    """
+    snap = db.snapshot_get(session, snapshot_id, project_id,
+                           include_deleted=False)
+    disk = snap.disk
+    server = disk.server
+    lock_or_raise(session, server, disk, operation_id)
+    return snap, disk, server
+
+
 def create(ctxt, server_id, disk_name, name, project_id=None):
     """Start an online snapshot of one disk.
 
