@@ -18,7 +18,7 @@ layer holds what the model says, and the audit finds no drift.  The
 summary line gives the number of faults and the longest pause seen.
 """
 
-import os
+import contextlib
 import time
 
 import pytest
@@ -84,6 +84,20 @@ def _dump(dep):
         print('--- %s log ---\n%s' % (name, dep.log(name)))
 
 
+@contextlib.contextmanager
+def _driving(dep, tmp_path):
+    """A tenant driving server srv1 on a running VM; on failure the
+    deployment's logs are printed; the VM is always killed."""
+    d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True)
+    try:
+        yield d
+    except BaseException:
+        _dump(dep)
+        raise
+    finally:
+        d.close()
+
+
 def _wait_running(vm, since, timeout=60):
     """Wait until the VM runs; record how long it was not running."""
     deadline = time.monotonic() + timeout
@@ -135,8 +149,7 @@ def _inject(dep, d, point, start_operation):
 
 def test_agent_killed_at_every_step(deployment, tmp_path):
     dep = deployment
-    d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True)
-    try:
+    with _driving(dep, tmp_path) as d:
         slot = 0
         for point in CREATE_POINTS:
             d.write(slot % 8, 0x10 + slot)
@@ -178,17 +191,11 @@ def test_agent_killed_at_every_step(deployment, tmp_path):
             d.model.forget(snap)
             d.check()
             _no_drift()
-    except Exception:
-        _dump(dep)
-        raise
-    finally:
-        d.close()
 
 
 def test_same_task_twice_and_host_down(deployment, tmp_path):
     dep = deployment
-    d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True)
-    try:
+    with _driving(dep, tmp_path) as d:
         d.write(0, 0x21)
         snap = d.snapshot('once')
         op = [o for o in dep.ok('GET', '/v1/operations')['operations']
@@ -254,19 +261,13 @@ def test_same_task_twice_and_host_down(deployment, tmp_path):
         d.snapshot('after-host-came-back')
         d.check()
         _no_drift()
-    except Exception:
-        _dump(dep)
-        raise
-    finally:
-        d.close()
 
 
 def test_conductor_killed_mid_operation(deployment, tmp_path):
     dep = deployment
     port2 = fixtures.free_port()
     dep.start_conductor('conductor2', port=port2)
-    d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True)
-    try:
+    with _driving(dep, tmp_path) as d:
         for i in range(3):
             d.write(i, 0x30 + i)
             body = dep.ok('POST', '/v1/servers/srv1/snapshots',
@@ -284,11 +285,6 @@ def test_conductor_killed_mid_operation(deployment, tmp_path):
             # Bring the first conductor back for the next round.
             dep.base_url = 'http://127.0.0.1:%d' % dep.port
             dep.start_conductor('conductor')
-    except Exception:
-        _dump(dep)
-        raise
-    finally:
-        d.close()
 
 
 @pytest.mark.skipif(not broker.available(), reason='rabbitmq-server missing')
