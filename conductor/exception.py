@@ -64,6 +64,17 @@ class RequestTooLarge(LivesnapException):
     message = 'The request body is too large.'
 
 
+class RateLimited(LivesnapException):
+    status = 429
+    code = 'rate_limited'
+    message = 'Too many snapshot operations; try again later.'
+
+    def __init__(self, message=None, retry_after=1, **kwargs):
+        super().__init__(message, **kwargs)
+        #: seconds, sent as the Retry-After header
+        self.retry_after = int(retry_after)
+
+
 class HostDown(LivesnapException):
     status = 503
     code = 'host_down'

@@ -24,20 +24,10 @@ CONF = cfg.CONF
 WINDOW = 60.0
 
 
-class RateLimited(exception.LivesnapException):
-    status = 429
-    code = 'rate_limited'
-    message = 'Too many snapshot operations; try again later.'
-
-    def __init__(self, message=None, retry_after=1, **kwargs):
-        super().__init__(message, **kwargs)
-        self.retry_after = int(retry_after)
-
-
 def check(project_id):
     """Refuse a new operation of ``project_id`` over the limit.
 
-    :raises: RateLimited, with ``retry_after`` the seconds until the oldest
+    :raises: exception.RateLimited, with ``retry_after`` the seconds until the oldest
         operation of the window leaves it.
     """
     limit = CONF.api.operations_per_minute
@@ -55,7 +45,7 @@ def check(project_id):
         return
     wait = WINDOW - (now - oldest).total_seconds() if oldest else WINDOW
     retry_after = max(1, int(math.ceil(wait)))
-    raise RateLimited(
+    raise exception.RateLimited(
         'Project %s started %d snapshot operations in the last minute and '
         'the limit is %d; try again in %d s.'
         % (project_id, count, limit, retry_after), retry_after=retry_after)
