@@ -25,9 +25,8 @@ import signal
 import socket
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
+
+from livesnap import cli
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -126,61 +125,32 @@ def admin_token_from(token_file):
 
 # ------------------------------------------------------------- REST API
 
-class API(object):
-    """Just enough of the REST API for boot-vm (stdlib only)."""
-
-    def __init__(self, url, token, timeout=30.0):
-        self.url = url.rstrip("/")
-        self.token = token
-        self.timeout = timeout
-
-    def request(self, method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.url + path, data=data,
-                                     method=method)
-        if self.token:
-            req.add_header("X-Auth-Token", self.token)
-        if data is not None:
-            req.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                raw = resp.read()
-                return resp.status, (json.loads(raw) if raw else None)
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
-            try:
-                return exc.code, json.loads(raw)
-            except ValueError:
-                return exc.code, raw.decode(errors="replace")
-        except (urllib.error.URLError, OSError) as exc:
-            raise DemoError("cannot reach the livesnap API at %s: %s"
-                            % (self.url, getattr(exc, "reason", exc)))
+class API(cli.ApiClient):
+    """The CLI's REST client, reporting failures as boot-vm's errors."""
 
     def get_server(self, server_id):
         """The server record, or None if it is not registered."""
-        status, body = self.request(
-            "GET", "/v1/servers/%s" % urllib.parse.quote(server_id, safe=""))
-        if status == 404:
-            return None
-        if status != 200:
-            raise DemoError("GET server %s: HTTP %s %s"
-                            % (server_id, status, _message(body)))
-        return body["server"]
+        try:
+            return super().get_server(server_id)
+        except cli.ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise DemoError("GET server %s: %s" % (server_id, exc))
+        except cli.CLIError as exc:
+            raise DemoError(_reason(exc))
 
     def register(self, server):
-        status, body = self.request("POST", "/v1/servers",
-                                    {"server": server})
-        if status != 201:
-            raise DemoError("registering server %s failed: HTTP %s %s"
-                            % (server["id"], status, _message(body)))
-        return body["server"]
+        try:
+            return self.create_server(server)
+        except cli.CLIError as exc:
+            raise DemoError("registering server %s failed: %s"
+                            % (server["id"], _reason(exc)))
 
 
-def _message(body):
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return "%s: %s" % (body["error"].get("code"),
-                           body["error"].get("message"))
-    return str(body)
+def _reason(exc):
+    """The CLI's error text without its own ``Error: `` prefix."""
+    text = str(exc)
+    return text[len("Error: "):] if text.startswith("Error: ") else text
 
 
 # ------------------------------------------------------------- VMs
@@ -590,10 +560,9 @@ def wait_ready_main(argv):
     while True:
         check_pid()
         try:
-            status, _ = api.request("GET", "/v1/servers")
-            if status == 200:
-                break
-        except DemoError:
+            api.list_servers()
+            break
+        except cli.CLIError:
             pass
         time.sleep(0.3)
     # The agent's first heartbeat: read it as the conductor does.
