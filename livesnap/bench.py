@@ -584,17 +584,11 @@ def _private_vhost(result):
     on one vhost consumes from the same ``livesnap-conductor`` queue: a
     benchmark on ``/`` would take other deployments' heartbeats and reports
     (and they ours).  A vhost isolates queues."""
-    name = 'livesnap-bench-%s' % uuid.uuid4().hex[:10]
+    fixtures = _import_fixtures()
     try:
-        subprocess.run(['rabbitmqctl', '-q', 'add_vhost', name], check=True,
-                       capture_output=True, timeout=60,
-                       stdin=subprocess.DEVNULL)
-        JANITOR.push('delete vhost %s' % name, subprocess.run,
-                     ['rabbitmqctl', '-q', 'delete_vhost', name])
-        subprocess.run(['rabbitmqctl', '-q', 'set_permissions', '-p', name,
-                        'guest', '.*', '.*', '.*'], check=True,
-                       capture_output=True, timeout=60,
-                       stdin=subprocess.DEVNULL)
+        name = fixtures.rabbit_add_vhost()
+        JANITOR.push('delete vhost %s' % name, fixtures.rabbit_delete_vhost,
+                     name)
     except (OSError, subprocess.SubprocessError) as exc:
         result['notes'].append(
             'could not create a private RabbitMQ vhost (%s): used "/", '
@@ -683,7 +677,6 @@ def bench_e2e(opts):
 
 
 def bench_memory(opts):
-    from livesnap import testvm
     rows = []
     notes = []
     proc = run_processes(opts)

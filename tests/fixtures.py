@@ -53,10 +53,15 @@ def rabbit_add_vhost():
     """A new vhost on the local RabbitMQ with guest's permissions."""
     name = 'livesnap-test-' + uuid.uuid4().hex[:10]
     subprocess.run(['rabbitmqctl', '-q', 'add_vhost', name], check=True,
-                   capture_output=True, timeout=60)
-    subprocess.run(['rabbitmqctl', '-q', 'set_permissions', '-p', name,
-                    'guest', '.*', '.*', '.*'], check=True,
-                   capture_output=True, timeout=60)
+                   capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    try:
+        subprocess.run(['rabbitmqctl', '-q', 'set_permissions', '-p', name,
+                        'guest', '.*', '.*', '.*'], check=True,
+                       capture_output=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    except BaseException:
+        rabbit_delete_vhost(name)
+        raise
     return name
 
 
@@ -222,7 +227,6 @@ class InProcessDeployment(APIClientMixin):
         self.agent = None
 
     def start(self, agent=True):
-        from agent import service as agent_service
         from conductor import service as conductor_service
         from livesnap import rpc
         rpc.cleanup()
