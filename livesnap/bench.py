@@ -48,7 +48,7 @@ import uuid
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
-SECTIONS = ('create', 'merge-online', 'merge-offline', 'e2e', 'memory')
+SECTIONS = ('pause', 'create', 'merge-online', 'merge-offline', 'e2e', 'memory')
 
 #: extra configuration for the e2e deployments: no rate limit, no depth
 #: limit, no quota (the benchmark makes many operations in a row)
@@ -709,7 +709,15 @@ def bench_memory(opts):
     return {'rows': rows, 'notes': notes}
 
 
-BENCHES = {'create': bench_create, 'merge-online': bench_merge_online,
+def bench_pause(opts):
+    from livesnap import bench_pause as pause
+    return pause.bench_pause(
+        opts, lambda d: _start_vm(d, 256 * MiB, 4 * MiB, name='pause'),
+        summary, JANITOR.tmpdir)
+
+
+BENCHES = {'pause': bench_pause,
+           'create': bench_create, 'merge-online': bench_merge_online,
            'merge-offline': bench_merge_offline, 'e2e': bench_e2e,
            'memory': bench_memory}
 
@@ -744,6 +752,9 @@ def render(report):
            'machine: %s' % report['machine']['summary'],
            'mode: %s' % report['mode'], '']
     sec = report['sections']
+    if 'pause' in sec:
+        from livesnap import bench_pause as pause
+        out += pause.render(sec['pause'], _table, _trio)
     if 'create' in sec:
         out.append('1. Online create, driver level (ms, p50 / p95 / max)')
         out += _table(['variant', 'n', 'pause_ms', 'stop cmd',

@@ -525,6 +525,39 @@ def test_merge_reuses_a_pending_job(driver, vms, base, imgdir):
     assert_content(chain[2], before)
 
 
+def test_merge_after_agent_died_inside_the_pause(driver, vms, base, imgdir):
+    """The agent wrote stop, job-finalize and cont, then died: QEMU ran
+    them, leaving a finalized job nobody dismissed (QEMU 7.2 crashes if
+    asked for its block nodes then).  The retry finds the merge done, the
+    VM running, and finishes the delete."""
+    vm = vms(base)
+    disk, chain = build_online_chain(driver, vm, base, imgdir, 2)
+    settle(vm)
+    before = layout_of(chain, 2)
+    nodes = {n["file"]: n["node-name"] for n in vm.nodes()}
+    job_id = qemu.job_id_for(chain[2])
+    vm.qmp("block-stream", {"job-id": job_id, "device": nodes[chain[2]],
+                            "base-node": nodes[chain[0]],
+                            "auto-finalize": False, "auto-dismiss": False})
+    with vm.session() as session:
+        while session.job(job_id)["status"] != "pending":
+            pass
+        ids = session.send([("stop", None),
+                            ("job-finalize", {"id": job_id}),
+                            ("cont", None)])
+        session.reply(ids[0])
+        session.reply(ids[2])   # all ran; the agent "dies" here
+    rec = StepRecorder()
+    driver.merge(disk, chain[1], chain[0], chain[2], rec)
+    assert names(rec) == ["reparent", "delete"]
+    assert vm.alive() and vm.status() == "running"
+    assert vm.qmp("query-jobs") == []
+    assert not os.path.exists(chain[1])
+    vm.shutdown()
+    assert images.backing_file(chain[2]) == chain[0]
+    assert_content(chain[2], before)
+
+
 def test_merge_refuses_when_snapshot_lost(driver, base, imgdir):
     disk, chain = build_offline_chain(driver, base, imgdir, 2)
     os.unlink(chain[1])
