@@ -50,6 +50,13 @@ def job_id_for(path):
     return "ls-merge-%s" % digest
 
 
+def commit_job_id_for(path):
+    """A stable block-job id for committing image ``path`` into its
+    backing file (the cheaper direction of a merge)."""
+    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
+    return "ls-commit-%s" % digest
+
+
 def _same(a, b):
     if a is None or b is None:
         return a is None and b is None
@@ -465,15 +472,28 @@ class QemuDriver(object):
 
     # -- merge --------------------------------------------------------------
     def merge(self, disk, snapshot_image, parent_image, child_image, rec,
-              progress=None):
-        """Merge ``snapshot_image`` into its only child, point the child at
-        ``parent_image`` (None: the snapshot is the root, the child becomes
-        standalone) and delete the snapshot's file.
+              progress=None, child_is_leaf=False):
+        """Merge ``snapshot_image`` with its only child so that one file
+        holds what the child shows, on top of ``parent_image`` (None: the
+        snapshot is the root and the result stands alone), and delete the
+        other file.
 
-        What every image shows stays byte-for-byte the same.
+        The copy costs the smaller side.  By default the snapshot's data is
+        streamed into the child (``block-stream`` online, ``qemu-img
+        rebase`` offline) and the child's file stays.  When the child is a
+        leaf (the live image, or a snapshot nobody builds on) and holds
+        less data than the snapshot, the child's data is committed into the
+        snapshot's file instead (``block-commit`` of the active layer and a
+        pivot online, ``qemu-img commit`` offline), and the snapshot's file
+        then stands for the child: the result's ``child_image`` names it.
+        Either way what every remaining image shows stays byte-for-byte the
+        same, and the tree (the child's parent becomes the snapshot's
+        parent) is the same.
 
         :param progress: optional callable(percent) called while a job runs.
-        :returns: ``{"child_image", "parent_image", "online"}``.
+        :param child_is_leaf: nothing but the child is built on the child.
+        :returns: ``{"child_image", "parent_image", "online", "direction"}``
+            with ``direction`` ``stream`` or ``commit``.
         """
         snap = self._confine(snapshot_image)
         child = self._confine(child_image)
@@ -481,10 +501,11 @@ class QemuDriver(object):
         if len({snap, child, parent}) != 3:
             raise exception.InvalidRequest(
                 "snapshot, parent and child must be three different images")
-        result = {"child_image": child_image, "parent_image": parent_image,
-                  "online": False}
         online = self.is_online(disk)
-        result["online"] = online
+        result = {"child_image": child_image, "parent_image": parent_image,
+                  "online": online, "direction": "stream"}
+        committed = dict(result, child_image=snapshot_image,
+                         direction="commit")
 
         if not os.path.lexists(snap):
             backing = images.backing_file(child)
@@ -496,16 +517,173 @@ class QemuDriver(object):
             raise exception.ImageError(
                 "%s is missing but %s still has backing %s"
                 % (snap, child, backing))
+        if child_is_leaf and not os.path.lexists(child):
+            LOG.info("Commit of %(child)s into %(snap)s already done",
+                     {"snap": snap, "child": child})
+            images.purge(child)
+            return committed
 
         if online:
             with self._connect(disk["qmp_socket"]) as conn:
-                if _Graph(conn.get()).node(child) is not None:
+                session = conn.get()
+                if session.job(commit_job_id_for(child)) is not None:
+                    self._commit_online(conn, snap, parent, child, rec,
+                                        progress)
+                    return committed
+                graph = _Graph(session)
+                child_node = graph.node(child)
+                if child_node is None and child_is_leaf \
+                        and graph.node(snap) is not None \
+                        and graph.is_top(graph.node(snap)):
+                    # Committed and pivoted; the child's node is gone.
+                    self._commit_online(conn, snap, parent, child, rec,
+                                        progress)
+                    return committed
+                if child_node is not None:
+                    if child_is_leaf and graph.is_top(child_node) \
+                            and self._cheaper_to_commit(snap, child):
+                        self._commit_online(conn, snap, parent, child, rec,
+                                            progress)
+                        return committed
                     self._merge_online(conn, snap, parent, child, rec,
                                        progress)
                     return result
-        result["online"] = False
+        result["online"] = committed["online"] = False
+        if child_is_leaf and self._cheaper_to_commit(snap, child):
+            self._commit_offline(snap, parent, child, rec)
+            return committed
         self._merge_offline(snap, parent, child, rec)
         return result
+
+    @staticmethod
+    def _cheaper_to_commit(snap, child):
+        """True if the child holds less data than the snapshot."""
+        return images.actual_size(child) < images.actual_size(snap)
+
+    def _commit_offline(self, snap, parent, child, rec):
+        self._refuse_if_open(child)
+        self._refuse_if_open(snap)
+        with rec.step("merge", image=snap, source=child,
+                      direction="commit"):
+            backing = images.backing_file(child)
+            if not _same(backing, snap):
+                raise exception.ImageError(
+                    "%s has backing %s, expected %s" % (child, backing, snap))
+            images.commit(child)
+        with rec.step("reparent", image=snap, parent=parent):
+            backing = images.backing_file(snap)
+            if not _same(backing, parent):
+                raise exception.ImageError(
+                    "%s has backing %s, expected %s" % (snap, backing, parent))
+        with rec.step("delete", image=child):
+            images.remove(child)
+        LOG.info("Committed %(child)s into %(snap)s offline",
+                 {"snap": snap, "child": child})
+
+    def _commit_online(self, conn, snap, parent, child, rec, progress):
+        """Commit the live image ``child`` into ``snap`` and pivot the disk
+        onto ``snap``'s node.
+
+        ``block-commit`` of the active layer mirrors the child's data into
+        the snapshot's file while the VM runs; ``job-complete`` makes QEMU
+        drain the disk's I/O, write the last of it, switch the disk to the
+        snapshot's node and let the I/O go on: the pause is QEMU's drained
+        section (no ``stop``: the vCPUs keep running).  ``pause_ms`` counts
+        from ``job-complete`` written to the job's ``concluded`` event.
+
+        Safe to repeat at any point: a finished job tells by its error
+        whether the pivot happened; once it is dismissed the graph does.
+        """
+        session = conn.get()
+        job_id = commit_job_id_for(child)
+        job = session.job(job_id)
+        pivoted = False
+        if job is not None and job["status"] in _JOB_DONE:
+            if job.get("error"):
+                session.execute("job-dismiss", {"id": job_id})
+                job = None
+            else:
+                pivoted = True
+        graph = _Graph(session)
+        if job is None and not pivoted:
+            child_node = graph.node(child)
+            snap_node = graph.node(snap)
+            if child_node is None:
+                pivoted = snap_node is not None and graph.is_top(snap_node)
+                if not pivoted:
+                    raise exception.InvalidRequest(
+                        "%s is not open by the QEMU at %s"
+                        % (child, conn.socket_path))
+            elif not _same(graph.backing(child_node), snap):
+                raise exception.ImageError(
+                    "%s has backing %s, expected %s"
+                    % (child, graph.backing(child_node), snap))
+        if not pivoted:
+            with rec.step("prepare", job=job_id, image=snap,
+                          direction="commit"):
+                try:
+                    if job is None:
+                        session.execute("block-commit", {
+                            "job-id": job_id,
+                            "device": graph.node(child)["node-name"],
+                            "base-node": graph.node(snap)["node-name"],
+                            "auto-finalize": True, "auto-dismiss": False})
+                    self._wait_job(session, job_id, ("ready",), progress)
+                    images.flush(snap)
+                except BaseException:
+                    self._drop_job(conn, job_id)
+                    raise
+            if progress is not None:
+                progress(100.0)
+            sent = None
+            try:
+                with rec.step("pause", was_running=True,
+                              drained_by="qemu (job-complete)"):
+                    rec.mark_paused()
+                    session.events.clear()
+                    sent = time.time()
+                    session.execute("job-complete", {"id": job_id})
+                with rec.step("merge", job=job_id, direction="commit"):
+                    job = self._wait_job(session, job_id, _JOB_DONE)
+                    if job.get("error"):
+                        raise exception.QMPError(
+                            "Block job %s failed: %s"
+                            % (job_id, job["error"]))
+            except BaseException:
+                self._drop_job(conn, job_id)
+                raise
+            finally:
+                with rec.step("resume", by="qemu (pivot)"):
+                    concluded = session.last_event("JOB_STATUS_CHANGE")
+                    qemu_ms = None
+                    if sent is not None and concluded is not None \
+                            and concluded["data"].get("status") == \
+                            "concluded":
+                        qemu_ms = max(0.0, (qmp.event_time(concluded)
+                                            - sent) * 1000.0)
+                    rec.mark_resumed(qemu_pause_ms=qemu_ms)
+        # Outside the pause: the child's node leaves QEMU (before the job
+        # is dismissed, so a crash here still finds the finished job), its
+        # file is renamed away and unlinked last.
+        session = conn.get()
+        with rec.step("reparent", image=snap, parent=parent):
+            graph = _Graph(session)
+            snap_node = graph.node(snap)
+            backing = graph.backing(snap_node) if snap_node else None
+            if snap_node is None or not _same(backing, parent):
+                raise exception.QMPError(
+                    "%s has backing %s after the commit, expected %s"
+                    % (snap, backing, parent))
+        with rec.step("delete", image=child):
+            self._release_node(session, child)
+            if session.job(job_id) is not None:
+                session.execute("job-dismiss", {"id": job_id})
+            images.trash(child)
+        with rec.step("purge", image=child):
+            images.purge(child)
+        LOG.info("Committed %(child)s into %(snap)s online, I/O drained "
+                 "%(ms)s ms", {"snap": snap, "child": child,
+                               "ms": rec.pause_ms})
 
     def _merge_offline(self, snap, parent, child, rec):
         self._refuse_if_open(child)

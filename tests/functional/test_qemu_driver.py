@@ -316,7 +316,7 @@ def test_merge_newest_snapshot_into_active_online(driver, vms, base, imgdir):
     result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
                           progress=seen.append)
     assert result == {"child_image": chain[2], "parent_image": chain[0],
-                      "online": True}
+                      "online": True, "direction": "stream"}
     assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
                           "delete", "purge"]
     assert rec.pause_ms is not None and not rec.paused
@@ -376,7 +376,7 @@ def test_merge_root_online(driver, vms, base, imgdir):
     rec = StepRecorder()
     result = driver.merge(disk, chain[0], None, chain[1], rec)
     assert result == {"child_image": chain[1], "parent_image": None,
-                      "online": True}
+                      "online": True, "direction": "stream"}
     assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
                           "delete", "purge"]
     assert vm.status() == "running"
@@ -556,6 +556,93 @@ def test_merge_after_agent_died_inside_the_pause(driver, vms, base, imgdir):
     vm.shutdown()
     assert images.backing_file(chain[2]) == chain[0]
     assert_content(chain[2], before)
+
+
+BIG = 1024 * 1024   # data only the snapshot holds, at offset 2 MiB
+
+
+def build_big_snapshot_chain(driver, vm, base, imgdir):
+    """base <- a1 (holds BIG bytes more) <- a2 (active, little data)."""
+    disk, chain = build_online_chain(driver, vm, base, imgdir, 1)
+    vm.write(0x77, 2 * BIG, BIG)
+    new = img(imgdir, "a2")
+    snapshot(driver, disk, new)
+    vm.write(0x12, 2 * CHUNK, CHUNK)
+    vm.write(0x12, 0, CHUNK)
+    return disk, chain + [new]
+
+
+def test_merge_commits_the_small_live_image_into_a_big_snapshot(
+        driver, vms, base, imgdir):
+    """The live image holds less than the snapshot: its data is committed
+    into the snapshot's file, which becomes the live image (block-commit of
+    the active layer, QEMU's drained pivot), and the child's file goes."""
+    vm = vms(base)
+    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
+    settle(vm)
+    before = layout_of(chain, 2)
+    assert images.actual_size(chain[2]) < images.actual_size(chain[1])
+    rec = StepRecorder()
+    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == chain[1]
+    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
+                          "delete", "purge"]
+    assert rec.pause_ms is not None and not rec.paused
+    assert vm.status() == "running"
+    assert vm.top_image() == chain[1]
+    assert [n["file"] for n in vm.nodes()] == [chain[1], chain[0]] or \
+        sorted(n["file"] for n in vm.nodes()) == sorted(chain[:2])
+    assert vm.qmp("query-jobs") == []
+    assert not os.path.exists(chain[2])
+    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on, into a1
+    settle(vm)
+    assert_content(chain[1], before)
+    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
+    assert read_pattern_ok(chain[1], 0x99, 3 * BIG, CHUNK)
+    assert images.backing_file(chain[1]) == chain[0]
+    assert_content(chain[0], layout_of(chain, 0))
+    # done: running it again changes nothing
+    again = driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder(),
+                         child_is_leaf=True)
+    assert again["direction"] == "commit"
+    assert vm.top_image() == chain[1]
+
+
+def test_merge_streams_when_the_child_is_bigger_or_not_a_leaf(
+        driver, vms, base, imgdir):
+    vm = vms(base)
+    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
+    settle(vm)
+    # not a leaf (as the conductor would say of a child with children)
+    result = driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder(),
+                          child_is_leaf=False)
+    assert result["direction"] == "stream"
+    assert vm.top_image() == chain[2]
+    assert not os.path.exists(chain[1])
+    settle(vm)
+    assert read_pattern_ok(chain[2], 0x77, 2 * BIG, BIG)
+
+
+def test_merge_commits_offline(driver, base, imgdir):
+    disk, chain = build_offline_chain(driver, base, imgdir, 1)
+    offline_write(chain[1], 0x77, 2 * BIG, BIG)
+    new = img(imgdir, "a2")
+    snapshot(driver, disk, new)
+    offline_write(new, 0x12, 0)
+    chain.append(new)
+    rec = StepRecorder()
+    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == chain[1]
+    assert names(rec) == ["merge", "reparent", "delete"]
+    assert not os.path.exists(chain[2])
+    assert images.backing_file(chain[1]) == chain[0]
+    assert_content(chain[1], [(0x12, 0), (0x11, CHUNK)])
+    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
+    images.check(chain[1])
 
 
 def test_merge_refuses_when_snapshot_lost(driver, base, imgdir):
