@@ -33,6 +33,9 @@ from agent import qmp
 
 LOG = logging.getLogger(__name__)
 
+#: room a new, empty layer takes (header, tables) with some margin
+_LAYER_BYTES = 1024 * 1024
+
 #: job states after which a job runs no more
 _JOB_DONE = ("concluded", "null")
 
@@ -55,6 +58,14 @@ def commit_job_id_for(path):
     backing file (the cheaper direction of a merge)."""
     digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
     return "ls-commit-%s" % digest
+
+
+def _job_failed(job_id, how, error):
+    """The error to raise for a block job that did not succeed: NoSpace
+    when the image directory filled up, else QMPError."""
+    cls = exception.NoSpace if images.NO_SPACE in error else \
+        exception.QMPError
+    return cls("Block job %s %s: %s" % (job_id, how, error))
 
 
 def _same(a, b):
@@ -154,18 +165,37 @@ class QemuDriver(object):
     :param qmp_timeout: seconds for connecting and for each QMP command.
     :param job_poll_interval: seconds between ``query-jobs`` polls.
     :param job_timeout: seconds a merge job may run (None: no limit).
+    :param reserved_bytes: free space an image directory keeps; work that
+        would need more is refused with NoSpace before it starts.
     """
 
     def __init__(self, image_dirs, pause_deadline=0.5, resume_retries=5,
-                 qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None):
+                 qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None,
+                 reserved_bytes=0):
         self.image_dirs = list(image_dirs)
         self.pause_deadline = pause_deadline
         self.resume_retries = max(1, int(resume_retries))
         self.qmp_timeout = qmp_timeout
         self.job_poll_interval = job_poll_interval
         self.job_timeout = job_timeout
+        self.reserved_bytes = reserved_bytes
 
     # -- helpers --------------------------------------------------------------
+    def _ensure_space(self, target, needed, what):
+        """Refuse ``what`` before it starts unless ``target``'s directory
+        keeps ``reserved_bytes`` free after writing ``needed`` bytes.
+
+        :raises NoSpace:
+        """
+        free = images.free_bytes(target)
+        if free - needed < self.reserved_bytes:
+            MiB = 1024.0 * 1024.0
+            raise exception.NoSpace(
+                "Not enough space for %s in %s: it needs %.1f MiB, %.1f MiB "
+                "are free and %.1f MiB are kept in reserve"
+                % (what, os.path.dirname(target), needed / MiB, free / MiB,
+                   self.reserved_bytes / MiB))
+
     def _confine(self, path):
         return paths.confine(path, self.image_dirs)
 
@@ -345,6 +375,8 @@ class QemuDriver(object):
         if active == new:
             raise exception.InvalidRequest(
                 "The new image must differ from the active image")
+        if not os.path.exists(new):
+            self._ensure_space(new, _LAYER_BYTES, "a new layer")
         online = self.is_online(disk)
         if online:
             self._create_online(disk["qmp_socket"], active, new, rec)
@@ -569,6 +601,7 @@ class QemuDriver(object):
             if not _same(backing, snap):
                 raise exception.ImageError(
                     "%s has backing %s, expected %s" % (child, backing, snap))
+            self._ensure_space(snap, images.actual_size(child), "the merge")
             images.commit(child)
         with rec.step("reparent", image=snap, parent=parent):
             backing = images.backing_file(snap)
@@ -619,6 +652,9 @@ class QemuDriver(object):
                     "%s has backing %s, expected %s"
                     % (child, graph.backing(child_node), snap))
         if not pivoted:
+            if job is None:
+                self._ensure_space(snap, images.actual_size(child),
+                                   "the merge")
             with rec.step("prepare", job=job_id, image=snap,
                           direction="commit"):
                 try:
@@ -646,9 +682,7 @@ class QemuDriver(object):
                 with rec.step("merge", job=job_id, direction="commit"):
                     job = self._wait_job(session, job_id, _JOB_DONE)
                     if job.get("error"):
-                        raise exception.QMPError(
-                            "Block job %s failed: %s"
-                            % (job_id, job["error"]))
+                        raise _job_failed(job_id, "failed", job["error"])
             except BaseException:
                 self._drop_job(conn, job_id)
                 raise
@@ -693,6 +727,8 @@ class QemuDriver(object):
                 LOG.info("%(child)s already rebased onto %(parent)s",
                          {"child": child, "parent": parent})
             elif _same(backing, snap):
+                self._ensure_space(child, images.actual_size(snap),
+                                   "the merge")
                 images.rebase(child, parent, safe=True)
             else:
                 raise exception.ImageError(
@@ -727,9 +763,8 @@ class QemuDriver(object):
             if job["status"] in want:
                 return job
             if job["status"] in _JOB_DONE or job["status"] == "aborting":
-                raise exception.QMPError(
-                    "Block job %s ended (%s): %s"
-                    % (job_id, job["status"], job.get("error", "no error")))
+                raise _job_failed(job_id, "ended (%s)" % job["status"],
+                                  job.get("error", "no error"))
             if (self.job_timeout is not None
                     and time.monotonic() - start > self.job_timeout):
                 raise exception.QMPError("Block job %s timed out" % job_id)
@@ -809,6 +844,8 @@ class QemuDriver(object):
                     % (parent, conn.socket_path))
             args["base-node"] = parent_node["node-name"]
 
+        if job is None:
+            self._ensure_space(child, images.actual_size(snap), "the merge")
         with rec.step("prepare", job=job_id, image=child):
             try:
                 if job is None:
@@ -832,8 +869,7 @@ class QemuDriver(object):
                          [("job-finalize", {"id": job_id})], job=job_id)
             job = self._wait_job(conn.get(), job_id, _JOB_DONE)
             if job.get("error"):
-                raise exception.QMPError(
-                    "Block job %s failed: %s" % (job_id, job["error"]))
+                raise _job_failed(job_id, "failed", job["error"])
         finally:
             self._drop_job(conn, job_id)
         # Outside the pause: check the new link, drop the snapshot's node

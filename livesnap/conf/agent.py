@@ -25,6 +25,15 @@ opts = [
                help='Attempts to resume a paused VM before giving up.'),
     cfg.FloatOpt('qmp_timeout', default=5.0, min=0.1,
                  help='Timeout in seconds for one QMP command.'),
+    cfg.IntOpt('reserved_space_mb', default=64, min=0,
+               help='Free space in MiB an image directory keeps: a create '
+                    'or merge that would leave less (a merge needs room '
+                    'for the data it copies) is refused with error '
+                    '"no_space" before it starts.'),
+    cfg.FloatOpt('merge_timeout', default=3600.0, min=1.0,
+                 help='Longest time in seconds a merge\'s block job may '
+                      'copy; a job that overruns it is cancelled and the '
+                      'operation fails, leaving the images as they were.'),
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points ACTION:STEP:WHEN (WHEN is before '
                      'or after) where the agent kills itself with SIGKILL, '

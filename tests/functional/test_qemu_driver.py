@@ -658,3 +658,92 @@ def test_merge_refuses_wrong_child(driver, base, imgdir):
     with pytest.raises(exception.ImageError, match="backing"):
         driver.merge(disk, chain[0], None, chain[2], StepRecorder())
     assert os.path.exists(chain[0])
+
+
+# -- a full image directory -----------------------------------------------
+
+@pytest.fixture
+def small_imgdir(tmp_path):
+    """An image directory on a 24 MiB filesystem of its own (tmpfs)."""
+    d = tmp_path / "small"
+    d.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m",
+                           "tmpfs", str(d)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % proc.stderr.strip())
+    yield str(d)
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _fill_snapshot(vm, mib):
+    """Write ``mib`` MiB into the VM's live layer."""
+    for i in range(mib):
+        vm.write(0x40 + i, i * 1024 * 1024, 1024 * 1024)
+    vm.flush()
+
+
+def test_merge_refused_before_it_starts_without_room(vms, small_imgdir):
+    base = img(small_imgdir, "base")
+    images.create_base(base, 64 * 1024 * 1024)
+    drv = qemu.QemuDriver([small_imgdir], pause_deadline=30.0,
+                          qmp_timeout=30.0, reserved_bytes=4 * 1024 * 1024)
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    snapshot(drv, disk, img(small_imgdir, "a1"))
+    _fill_snapshot(vm, 12)
+    snapshot(drv, disk, img(small_imgdir, "a2"))
+    rec = StepRecorder()
+    with pytest.raises(exception.NoSpace, match="needs 1[23]"):
+        drv.merge(disk, img(small_imgdir, "a1"), base,
+                  img(small_imgdir, "a2"), rec)
+    assert rec.steps == []
+    assert vm.status() == "running"
+    assert vm.qmp("query-jobs") == []
+    assert vm.top_image() == img(small_imgdir, "a2")
+    # a create that would leave less than the reserve is refused too
+    tight = qemu.QemuDriver([small_imgdir], reserved_bytes=64 * 1024 * 1024)
+    with pytest.raises(exception.NoSpace):
+        tight.create_snapshot(disk, img(small_imgdir, "a3"), StepRecorder())
+    assert not os.path.exists(img(small_imgdir, "a3"))
+
+
+def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
+        vms, small_imgdir, monkeypatch):
+    """ENOSPC in the middle of the copy: the job fails with "no space", the
+    VM runs, the chain and the data are as before, and the same merge
+    succeeds once there is room again."""
+    base = img(small_imgdir, "base")
+    images.create_base(base, 64 * 1024 * 1024)
+    drv = qemu.QemuDriver([small_imgdir], pause_deadline=30.0,
+                          qmp_timeout=30.0)
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    a1, a2 = img(small_imgdir, "a1"), img(small_imgdir, "a2")
+    snapshot(drv, disk, a1)
+    _fill_snapshot(vm, 9)
+    snapshot(drv, disk, a2)
+    vm.write(0x33, 20 * 1024 * 1024, CHUNK)
+    settle(vm)
+    ballast = os.path.join(small_imgdir, "ballast")
+    with open(ballast, "wb") as f:   # leave about 4 MiB free
+        f.write(b"\0" * (images.free_bytes(small_imgdir) - 4 * 1024 * 1024))
+    monkeypatch.setattr(drv, "_ensure_space", lambda *a: None)
+    rec = StepRecorder()
+    with pytest.raises(exception.NoSpace, match="No space left"):
+        drv.merge(disk, a1, base, a2, rec)
+    assert vm.status() == "running"
+    assert vm.qmp("query-jobs") == []
+    assert vm.top_image() == a2
+    assert images.backing_file(a2) == a1
+    assert images.backing_file(a1) == base
+    settle(vm)
+    for path in (base, a1, a2):
+        images.check(path, force_share=True)
+    os.unlink(ballast)
+    drv.merge(disk, a1, base, a2, StepRecorder())
+    assert vm.top_image() == a2 and not os.path.exists(a1)
+    settle(vm)
+    for i in range(9):
+        assert read_pattern_ok(a2, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
+    assert read_pattern_ok(a2, 0x33, 20 * 1024 * 1024, CHUNK)
+
