@@ -42,9 +42,9 @@ MiB = 1024 * 1024
 
 #: the issue's shape (default) and the one-minute variant (--quick)
 DEFAULTS = {'agents': 20, 'vms': 40, 'tenants': 20, 'duration': 60.0,
-            'baseline_n': 20}
+            'depth': 4, 'baseline_n': 20}
 QUICK = {'agents': 20, 'vms': 40, 'tenants': 20, 'duration': 10.0,
-         'baseline_n': 5}
+         'depth': 2, 'baseline_n': 5}
 
 LIMITS = ('[api]\noperations_per_minute = 0\n'
           '[conductor]\nmax_chain_depth = 0\nsnapshot_quota = -1\n'
@@ -69,9 +69,10 @@ def add_arguments(parser):
     g.add_argument('--conductors', default='1,2',
                    help='conductor processes per phase, increasing '
                         '(default 1,2)')
-    g.add_argument('--depth', type=int, default=4,
+    g.add_argument('--depth', type=int, default=None,
                    help='snapshots a tenant makes on a VM before deleting '
-                        'them (default 4)')
+                        'them (default %d, quick %d)'
+                        % (DEFAULTS['depth'], QUICK['depth']))
     g.add_argument('--poll-interval', type=float, default=0.02,
                    help='seconds between a tenant\'s GETs of its operation '
                         '(default 0.02)')
@@ -158,7 +159,7 @@ def run(opts, janitor):
         for spec in cl.vms:
             result['vm_status'][spec['name']] = observer.status(
                 spec['name'])
-    except BaseException:
+    except Exception:
         for name in cl.dead() or sorted(cl.procs)[:2]:
             print('--- %s log (tail) ---\n%s' % (name, cl.log(name)))
         raise
@@ -241,14 +242,14 @@ def _phase(opts, cl, observer, dbname, disk_size):
         r['qemu_events_ms'] = (sum((e - s) * 1000.0 for s, e in wins)
                                if wins else None)
     in_window = [r for r in records if r['t_done'] <= deadline]
+    failures = [f for w in workers for f in w.failures]
     ok = [r for r in in_window if r['status'] == 'succeeded']
     creates = [r for r in ok if r['action'] == 'create']
     deletes = [r for r in ok if r['action'] == 'delete']
     merges = [r for r in deletes if r['mode'] == 'merge']
-    failures = [f for w in workers for f in w.failures]
     errors = {}
     for f in failures:
-        key = '%s: %s' % (f['action'], f['error'][:120])
+        key = '%s: %s' % (f['action'], f['error'][:160])
         errors[key] = errors.get(key, 0) + 1
     n_ok = len(ok)
 
@@ -266,7 +267,7 @@ def _phase(opts, cl, observer, dbname, disk_size):
         'creates': len(creates), 'deletes': len(deletes),
         'merges': len(merges),
         'delete_modes': sorted({r['mode'] for r in deletes if r['mode']}),
-        'failed': len([r for r in in_window if r['status'] != 'succeeded']),
+        'failed': len([f for f in failures if f['at'] <= deadline]),
         'failures': len(failures), 'errors': errors,
         'crashes': [w.crash for w in workers if w.crash],
         'dropped': sum(w.dropped for w in workers),

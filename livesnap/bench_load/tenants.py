@@ -23,7 +23,9 @@ import traceback
 import urllib.parse
 
 #: how long one operation may take before the worker gives up on it
-OP_TIMEOUT = 300.0
+OP_TIMEOUT = 120.0
+#: after this long, a worker also checks that its disk is still locked
+STUCK_CHECK = 5.0
 #: consecutive failures after which a worker stops (and says why)
 MAX_FAILURES = 5
 
@@ -197,11 +199,21 @@ class Worker(object):
         op = payload['operation']
         snap_id = (payload.get('snapshot') or {}).get('id') or op.get(
             'snapshot_id')
+        next_check = t_post + STUCK_CHECK
         while op['status'] not in ('succeeded', 'failed'):
-            if time.time() - t_post > OP_TIMEOUT:
+            now = time.time()
+            if now - t_post > OP_TIMEOUT:
                 self._failed(action, 'still %s after %d s'
                              % (op['status'], OP_TIMEOUT))
                 return None
+            if now > next_check:
+                next_check = now + STUCK_CHECK
+                if not self._disk_busy():
+                    self._failed(action, 'operation still %s while its '
+                                 'disk is unlocked (its final report was '
+                                 'applied, then overwritten)'
+                                 % op['status'])
+                    return None
             time.sleep(self.poll)
             status, payload = self.client.request(
                 'GET', '/v1/operations/%s' % op['id'])
@@ -236,14 +248,15 @@ class Worker(object):
                                % (self._consecutive, self.name, why))
         self._resync()
 
+    def _disk_busy(self):
+        status, payload = self.client.request('GET',
+                                              '/v1/servers/%s' % self.name)
+        return status != 200 or any(d['busy']
+                                    for d in payload['server']['disks'])
+
     def _resync(self):
         deadline = time.monotonic() + OP_TIMEOUT
-        while time.monotonic() < deadline:
-            status, payload = self.client.request(
-                'GET', '/v1/servers/%s' % self.name)
-            if status == 200 and not any(
-                    d['busy'] for d in payload['server']['disks']):
-                break
+        while time.monotonic() < deadline and self._disk_busy():
             time.sleep(max(self.poll, 0.05))
         status, payload = self.client.request(
             'GET', '/v1/servers/%s/snapshots' % self.name)
