@@ -28,6 +28,7 @@ benchmark's janitor, also on an error, Ctrl-C or SIGTERM.
 """
 
 import os
+import sys
 import time
 import threading
 import uuid
@@ -127,6 +128,8 @@ def run(opts, janitor):
                  'DROP DATABASE IF EXISTS %s WITH (FORCE)' % dbname)
     root = janitor.tmpdir('lsl-')
     result.update(vhost=vhost, database=dbname, state_dir=root)
+    print('bench: load uses RabbitMQ vhost %s, PostgreSQL database %s, '
+          'directory %s' % (vhost, dbname, root), file=sys.stderr)
     disk_size = 64 * MiB
     cl = cluster_mod.Cluster(
         root, fixtures.RABBIT_URL + vhost,
