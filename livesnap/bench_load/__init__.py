@@ -322,6 +322,16 @@ CPU_ROWS = (('conductor', 'conductor(s)'), ('agent', 'agents'),
             ('clients', 'bench process (tenants + QMP observer)'))
 
 
+#: the processes a livesnap deployment itself runs (not the broker, which
+#: is shared, nor the benchmark)
+OWN_KINDS = ('conductor', 'agent', 'agent+children', 'qemu', 'postgres')
+
+
+def _total(per_op, kinds):
+    vals = [per_op[k] for k in kinds if per_op.get(k) is not None]
+    return sum(vals) if vals else None
+
+
 def render(res):
     """The load section as plain-text lines."""
     out = ['6. Under load, production shape (livesnap-conductor and '
@@ -368,6 +378,8 @@ def render(res):
     for key, label in CPU_ROWS:
         row('CPU ms/op, %s' % label, lambda p, k=key: _f(
             p['cpu_ms_per_op'].get(k), 2))
+    row('CPU ms/op, livesnap in all (the first five)', lambda p: _f(
+        _total(p['cpu_ms_per_op'], OWN_KINDS), 2))
     for key, label in (('conductor', 'conductor'), ('agent', 'agent'),
                        ('qemu', 'QEMU')):
         row('peak RSS MiB, %s (max / mean)' % label, lambda p, k=key: (

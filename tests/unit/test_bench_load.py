@@ -97,3 +97,10 @@ def test_tenants_share_vms_in_pairs():
     assert owners[:4] == [0, 0, 1, 1] and owners[-1] == 19
     assert [cluster.tenant_of(i, 3, 3) for i in range(3)] == [0, 1, 2]
 
+
+
+def test_cpu_total_of_the_deployment_leaves_out_broker_and_bench():
+    per_op = {'conductor': 1.0, 'agent': 2.0, 'qemu': 0.5, 'postgres': None,
+              'rabbitmq': 9.0, 'clients': 9.0}
+    assert bench_load._total(per_op, bench_load.OWN_KINDS) == 3.5
+    assert bench_load._total({}, bench_load.OWN_KINDS) is None
