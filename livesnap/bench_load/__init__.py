@@ -164,7 +164,8 @@ def run(opts, janitor):
                 spec['name'])
     except Exception:
         for name in cl.dead() or sorted(cl.procs)[:2]:
-            print('--- %s log (tail) ---\n%s' % (name, cl.log(name)))
+            print('--- %s log (tail) ---\n%s' % (name, cl.log(name)),
+                  file=sys.stderr)
         raise
     finally:
         observer.close()
