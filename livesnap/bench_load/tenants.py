@@ -209,10 +209,14 @@ class Worker(object):
             if now > next_check:
                 next_check = now + STUCK_CHECK
                 if not self._disk_busy():
+                    reported = bool(op.get('steps'))
                     self._failed(action, 'operation still %s while its '
-                                 'disk is unlocked (its final report was '
-                                 'applied, then overwritten)'
-                                 % op['status'])
+                                 'disk is unlocked; %s' % (
+                                     op['status'],
+                                     'its record holds the agent\'s '
+                                     'steps: the report was applied, then '
+                                     'the status overwritten' if reported
+                                     else 'no report in its record'))
                     return None
             time.sleep(self.poll)
             status, payload = self.client.request(
