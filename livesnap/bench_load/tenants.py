@@ -209,6 +209,13 @@ class Worker(object):
             if now > next_check:
                 next_check = now + STUCK_CHECK
                 if not self._disk_busy():
+                    # read again: the report may have landed just now
+                    status, payload = self.client.request(
+                        'GET', '/v1/operations/%s' % op['id'])
+                    if status == 200:
+                        op = payload['operation']
+                    if op['status'] in ('succeeded', 'failed'):
+                        continue
                     reported = bool(op.get('steps'))
                     self._failed(action, 'operation still %s while its '
                                  'disk is unlocked; %s' % (
