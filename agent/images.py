@@ -246,6 +246,17 @@ def rebase(path, backing, safe=True):
              {"path": path, "backing": backing or "nothing", "safe": safe})
 
 
+def commit(path):
+    """Write ``path``'s data into its backing file (``qemu-img commit``).
+
+    Afterwards the backing file shows what ``path`` showed; ``path`` is left
+    as it was (``-d``: not emptied, since the caller deletes it).  Safe to
+    repeat: committing the same data again changes nothing.
+    """
+    _run(["commit", "-f", "qcow2", "-d", path], timeout=COPY_TIMEOUT)
+    LOG.info("Committed %(path)s into its backing file", {"path": path})
+
+
 def remove(path):
     """Delete ``path``; a missing file is fine (idempotent)."""
     try:

@@ -398,8 +398,10 @@ def render(res):
            sh['poll_interval_s'], sh['duration_s'], res.get('setup_s')),
         'rates, latencies, pauses and CPU over the window (phase start to '
         'deadline); latency = POST/DELETE sent .. GET reads "succeeded"; '
-        'agent = the operation\'s pause_ms; QEMU (record) = a QEMU-clock '
-        'figure in the operation record, "-" while the agent records none; '
+        'agent = the agent\'s own figure (agent_pause_ms, or pause_ms in '
+        'records without it); QEMU (record) = the QEMU-clock figure in the '
+        'record (qemu_pause_ms of its steps, which pause_ms then equals), '
+        '"-" where the record has none; '
         'QEMU (events) = STOP..RESUME timestamps on the benchmark\'s own QMP '
         'monitor during the operation; bare = stop and cont in one socket '
         'write, %d per VM, before the phase, same VMs.' % sh['baseline_n'],

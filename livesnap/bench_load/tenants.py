@@ -91,6 +91,14 @@ class Client(object):
         self._close()
 
 
+def agent_pause_of(op):
+    """The agent's own pause figure (ms): ``agent_pause_ms`` where the
+    record has it (``pause_ms`` is then QEMU's), else ``pause_ms``."""
+    if op.get('agent_pause_ms') is not None:
+        return op['agent_pause_ms']
+    return op.get('pause_ms')
+
+
 def qemu_pause_of(op):
     """A QEMU-clock pause figure the operation record may carry (ms), or
     None: a top-level ``qemu_pause_ms`` (or any ``*qemu*_ms`` number), or
@@ -237,7 +245,7 @@ class Worker(object):
                'snapshot_id': snap_id, 'status': op['status'],
                'mode': op.get('mode'), 't_post': t_post, 't_done': t_done,
                'latency_ms': (t_done - t_post) * 1000.0,
-               'pause_ms': op.get('pause_ms'),
+               'pause_ms': agent_pause_of(op),
                'qemu_record_ms': qemu_pause_of(op),
                'error': op.get('error')}
         self.records.append(rec)

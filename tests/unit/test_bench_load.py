@@ -50,6 +50,16 @@ def test_qemu_pause_of_tolerates_records_without_it(op, expected):
     assert tenants.qemu_pause_of(op) == expected
 
 
+def test_agent_and_qemu_figures_of_a_record_with_both():
+    op = {'pause_ms': 1.1, 'agent_pause_ms': 9.5, 'steps': [
+        {'name': 'prepare', 'detail': {}},
+        {'name': 'resume', 'detail': {'agent_pause_ms': 9.5,
+                                      'qemu_pause_ms': 1.1}}]}
+    assert tenants.agent_pause_of(op) == 9.5
+    assert tenants.qemu_pause_of(op) == 1.1
+    assert tenants.agent_pause_of({'pause_ms': 7.0}) == 7.0
+
+
 def test_cpu_delta_counts_new_and_vanished_processes():
     before = {'agent': {1: (1.0, 0.5), 2: (2.0, 0.0)}}
     after = {'agent': {1: (1.5, 0.75), 3: (0.25, 0.0)},
