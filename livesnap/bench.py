@@ -23,6 +23,9 @@ It prints one plain-text table per section:
 ``memory``
     VmRSS of the agent and conductor processes idle and after the e2e
     operations, and of a ``-M none`` QEMU.
+``load`` (only when named: ``--only load``)
+    The production shape under load: many agent processes, VMs and
+    tenants, one then two conductors; see :mod:`livesnap.bench_load`.
 
 Timings are wall-clock on whatever machine runs it; on a shared box they are
 noisy, which is why they live here and not in timed test assertions.
@@ -49,6 +52,8 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 SECTIONS = ('pause', 'create', 'merge-online', 'merge-offline', 'e2e', 'memory')
+#: sections run only when named with --only (they take minutes)
+OPT_IN_SECTIONS = ('load',)
 
 #: extra configuration for the e2e deployments: no rate limit, no depth
 #: limit, no quota (the benchmark makes many operations in a row)
@@ -744,10 +749,15 @@ def bench_pause(opts):
         summary, JANITOR.tmpdir)
 
 
+def bench_load(opts):
+    from livesnap import bench_load as load
+    return load.run(opts, JANITOR)
+
+
 BENCHES = {'pause': bench_pause,
            'create': bench_create, 'merge-online': bench_merge_online,
            'merge-offline': bench_merge_offline, 'e2e': bench_e2e,
-           'memory': bench_memory}
+           'memory': bench_memory, 'load': bench_load}
 
 
 # -- output -----------------------------------------------------------------
@@ -846,6 +856,9 @@ def render(report):
                                 if r['after_kib'] else None)])
         out += _table(['process', 'idle', 'after N ops'], rows)
         out += ['  * ' + n for n in sec['memory']['notes']] + ['']
+    if 'load' in sec:
+        from livesnap import bench_load
+        out += bench_load.render(sec['load'])
     for name, err in report.get('errors', {}).items():
         out.append('%s: FAILED: %s' % (name, err))
     out.append('total run time %.0f s; load average at start %s, at end %s'
@@ -902,7 +915,8 @@ def parse_args(argv):
                    help='small N and sizes (about a minute)')
     p.add_argument('--only', action='append', default=[],
                    metavar='NAME', help='run only this section (repeatable, '
-                   'or comma-separated): %s' % ', '.join(SECTIONS))
+                   'or comma-separated): %s; and %s, run only when named'
+                   % (', '.join(SECTIONS), ', '.join(OPT_IN_SECTIONS)))
     p.add_argument('--json', action='store_true',
                    help='print the results as JSON instead of the table')
     p.add_argument('-n', type=int, default=None,
@@ -917,13 +931,17 @@ def parse_args(argv):
                    help='skip the overlay-inside-the-pause comparison')
     p.add_argument('--verbose', action='store_true',
                    help='show the services\' logs')
+    from livesnap import bench_load
+    bench_load.add_arguments(p)
     opts = p.parse_args(argv)
     only = [x.strip() for o in opts.only for x in o.split(',') if x.strip()]
     for name in only:
-        if name not in SECTIONS:
+        if name not in SECTIONS + OPT_IN_SECTIONS:
             p.error('unknown section %r (choose from %s)'
-                    % (name, ', '.join(SECTIONS)))
-    opts.sections = [s for s in SECTIONS if not only or s in only]
+                    % (name, ', '.join(SECTIONS + OPT_IN_SECTIONS)))
+    opts.sections = ([s for s in SECTIONS if not only or s in only]
+                     + [s for s in OPT_IN_SECTIONS if s in only])
+    bench_load.finish_options(opts, p.error)
     q = opts.quick
     opts.n = opts.n if opts.n is not None else (5 if q else 30)
     opts.sizes = [int(x) * MiB for x in
