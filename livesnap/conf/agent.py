@@ -18,9 +18,13 @@ opts = [
     cfg.FloatOpt('heartbeat_interval', default=5.0, min=0.1,
                  help='Seconds between heartbeats sent to the conductor.'),
     cfg.FloatOpt('pause_deadline', default=0.5, min=0.0,
-                 help='Longest time in seconds a VM\'s disk I/O may stay '
-                      'paused; an operation that overruns it is rolled '
-                      'back and the VM resumed.'),
+                 help='Longest time in seconds the agent waits for QEMU to '
+                      'answer a paused section (stop, the graph change and '
+                      'cont, sent in one write). Past it the operation fails '
+                      'with pause_deadline_exceeded unless the graph change '
+                      'is found done; the agent still waits up to '
+                      'qmp_timeout for the queued cont, then resumes the VM '
+                      'over a new connection.'),
     cfg.IntOpt('resume_retries', default=5, min=1,
                help='Attempts to resume a paused VM before giving up.'),
     cfg.FloatOpt('qmp_timeout', default=5.0, min=0.1,
