@@ -83,6 +83,9 @@ class Cluster(object):
                 'monitor_socket': str(hostdir / ('%s.mon' % name)),
                 'vm': None})
         self.procs = {}
+        #: name -> (module, override) of every process started, to start
+        #: it again the same way (:meth:`respawn`)
+        self.spawned = {}
         self.conductor_urls = []
         self.config_file = self.root / 'livesnap.conf'
         token_file = self.root / 'tokens.json'
@@ -108,7 +111,19 @@ class Cluster(object):
         finally:
             log.close()
         self.procs[name] = proc
+        self.spawned[name] = (module, override)
         return proc
+
+    def respawn(self, name):
+        """Start process ``name`` again as it was started (after it died
+        or was killed); does not wait for it to be ready."""
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            raise ClusterError('%s is still running' % name)
+        if proc is not None:
+            proc.wait()
+        module, override = self.spawned[name]
+        return self._spawn(name, module, override)
 
     def log(self, name, tail=3000):
         try:

@@ -156,6 +156,16 @@ class Monitor(object):
         if out and ('error' in out.lower() or 'fail' in out.lower()):
             raise MonitorError('%s: qemu-io write: %s' % (self.name, out))
 
+    async def flush(self):
+        """Flush the top node, so the data survives a killed QEMU and
+        outside readers (``qemu-io -r -U``) see it."""
+        node = top_node(await self.execute('query-named-block-nodes',
+                                           {'flat': True}))
+        out = await self.execute('human-monitor-command', {
+            'command-line': 'qemu-io %s "flush"' % node})
+        if out and ('error' in out.lower() or 'fail' in out.lower()):
+            raise MonitorError('%s: qemu-io flush: %s' % (self.name, out))
+
     async def close(self):
         if self._writer is not None:
             self._writer.close()
@@ -173,6 +183,9 @@ class Observer(object):
     def __init__(self, timeout=30.0):
         self.timeout = timeout
         self.monitors = {}
+        #: name -> STOP/RESUME events of the VM's earlier QEMUs (a VM whose
+        #: QEMU was killed and booted again, :meth:`reconnect`)
+        self.past_events = {}
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever,
                                         name='qmp-observer', daemon=True)
@@ -187,9 +200,34 @@ class Observer(object):
         self._call(mon.connect())
         self.monitors[name] = mon
 
+    def reconnect(self, name, path):
+        """Connect to VM ``name``'s new QEMU, keeping the old one's
+        events apart (a STOP of a killed QEMU has no RESUME)."""
+        old = self.monitors.pop(name, None)
+        if old is not None:
+            self.past_events.setdefault(name, []).append(list(old.events))
+            try:
+                self._call(old.close(), timeout=10)
+            except Exception:  # noqa - the old QEMU is gone anyway
+                pass
+        self.connect(name, path)
+
+    def all_windows(self, name):
+        """Every pause of VM ``name`` so far, its earlier QEMUs' too."""
+        out = []
+        for events in self.past_events.get(name, []):
+            out += pause_windows(events)
+        if name in self.monitors:
+            out += pause_windows(list(self.monitors[name].events))
+        return out
+
     def write(self, name, pattern, offset, length):
         """Write guest data into VM ``name``'s top layer (blocking)."""
         self._call(self.monitors[name].write(pattern, offset, length))
+
+    def flush(self, name):
+        """Flush VM ``name``'s top layer (blocking)."""
+        self._call(self.monitors[name].flush())
 
     def status(self, name):
         return self._call(self.monitors[name].execute('query-status'))[

@@ -1,0 +1,5 @@
+import sys
+
+from livesnap.chaos import main
+
+sys.exit(main())
