@@ -81,9 +81,10 @@ def parse_args(argv):
                    help='seconds between a tenant\'s GETs (default 0.1)')
     p.add_argument('--disk-mib', type=int, default=32,
                    help='virtual size of each VM disk (default 32)')
-    p.add_argument('--small-disk-mib', type=int, default=24,
+    p.add_argument('--small-disk-mib', type=int, default=128,
                    help='size of the tmpfs holding the first host\'s '
-                        'images (default 24)')
+                        'images (default 128: the agent keeps 64 MiB in '
+                        'reserve by default)')
     p.add_argument('--json', action='store_true',
                    help='print the result as JSON instead of a table')
     p.add_argument('-v', '--verbose', action='store_true')
@@ -134,6 +135,9 @@ def render(res):
                      or '-'])
     out += _bench._table(['operation', 'started', 'succeeded', 'failed',
                           'failed by error', 'not ended'], rows)
+    for action, row in sorted(res['operations'].items()):
+        for code, sample in sorted(row.get('samples', {}).items()):
+            out.append('  %s failed, %s, e.g.: %s' % (action, code, sample))
     out.append('')
     if res['refusals']:
         out.append('  requests refused or lost (tenants\' side):')

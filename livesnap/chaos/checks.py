@@ -14,7 +14,7 @@ from livesnap.chaos import tenants
 
 #: how operation errors are grouped in the table: (code, pattern)
 ERROR_CODES = (
-    ('no_space', r'no space|ENOSPC|No space left'),
+    ('no_space', r'no space|ENOSPC|No space left|[Nn]ot enough space'),
     ('expired', r'expired|gave up'),
     ('agent_not_answering', r'does not answer|did not answer'),
     ('rpc_error', r'could not be sent'),
@@ -64,13 +64,29 @@ def settle(env, faults_end, bound):
             free_at = time.time()
             break
         time.sleep(0.5)
+    # the audit asks every agent: wait until each is heard again
+    try:
+        cl.wait_hosts_up(timeout=max(10.0, deadline - time.monotonic()))
+    except Exception as exc:  # noqa - the audit will say which
+        print('chaos: %s' % exc, file=sys.stderr)
     return {'died_on_their_own': died,
             'disks_free_after_s': (round(free_at - faults_end, 1)
                                    if free_at else None),
             'settle_bound_s': bound}
 
 
-def _audit(env):
+def _audit(env, tries=6):
+    """The audit's verdict; asked again (up to ``tries`` times, 10 s
+    apart) while it only finds agents it could not reach."""
+    for _ in range(tries):
+        ok, findings = _audit_once(env)
+        if ok or not all(': unreachable' in f for f in findings):
+            break
+        time.sleep(10)
+    return ok, findings
+
+
+def _audit_once(env):
     proc = subprocess.run(
         [sys.executable, '-m', 'conductor.manage', '--config-file',
          str(env.cluster.config_file), 'audit', '--json'],
@@ -104,10 +120,15 @@ def invariants(env, result):
     for op in _stuck(env):
         steps = op.steps if isinstance(op.steps, list) else json.loads(
             op.steps or '[]')
-        why = ('its record holds the agent\'s steps: report applied, then '
-               'status overwritten (lost update)' if steps and op.status ==
-               'running' else 'no report applied (report lost or not '
-               'redelivered)')
+        if op.status == 'running' and (steps or op.error):
+            why = ('its record holds the agent\'s report (%s): the report '
+                   'was applied, then the status set back to running (lost '
+                   'update, operations.dispatch)' % (
+                       'error: %s' % op.error[:80] if op.error
+                       else '%d steps' % len(steps)))
+        else:
+            why = ('no report applied (report lost, or not redelivered '
+                   'after a crash)')
         stuck.append('%s %s on %s (%s) %s: %s' % (
             op.id[:8], op.action, op.server_id, op.host, op.status, why))
     out.append(('no operation pending/running', not stuck, stuck))
@@ -160,9 +181,17 @@ def invariants(env, result):
                 continue
             if row is None or row[1] != 'available':
                 if sid not in m.delete_asked:
-                    lost.append('%s snapshot %s: seen succeeded, now %s'
+                    last = env.query(
+                        'SELECT action, status, error FROM operations '
+                        'WHERE snapshot_id = :s ORDER BY created_at DESC '
+                        'LIMIT 1', s=sid)
+                    lost.append('%s snapshot %s: seen succeeded, now %s%s'
                                 % (name, sid[:8],
-                                   row[1] if row else 'gone'))
+                                   row[1] if row else 'gone',
+                                   '; last operation on it: %s %s %s' % (
+                                       last[0][0], last[0][1],
+                                       (last[0][2] or '')[:200])
+                                   if last else ''))
                 continue
             content(row[2], expected, 'snapshot %s' % sid[:8])
         for r in snaps:
@@ -192,12 +221,15 @@ def operations(env):
             op.action, op.requested_by)
         row = out.setdefault(key, {'started': 0, 'succeeded': 0,
                                    'failed': collections.Counter(),
-                                   'other': collections.Counter()})
+                                   'other': collections.Counter(),
+                                   'samples': {}})
         row['started'] += 1
         if op.status == 'succeeded':
             row['succeeded'] += 1
         elif op.status == 'failed':
             row['failed'][code_of(op.error)] += 1
+            row['samples'].setdefault(code_of(op.error),
+                                      (op.error or '')[:300])
         else:
             row['other'][op.status] += 1
     return out

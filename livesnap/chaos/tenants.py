@@ -90,7 +90,7 @@ class ChaosWorker(tenants_mod.Worker):
             if self.stop_now or time.time() > self.deadline + 300:
                 raise RuntimeError('VM %s never came back' % self.name)
 
-    def _write(self):
+    def _write_slot(self):
         """Write the next slot (retried until it lands: a full image
         directory refuses writes for a while) and flush it."""
         self.seq += 1
@@ -115,7 +115,7 @@ class ChaosWorker(tenants_mod.Worker):
             time.sleep(0.5)
 
     def _create(self):
-        self._write()
+        self._write_slot()
         self._post_content = dict(self.model.live)
         self._counter += 1
         rec = self._operation(
@@ -151,8 +151,21 @@ class ChaosWorker(tenants_mod.Worker):
         time.sleep(0.2)
 
     def _resync(self):
-        super()._resync()
-        for sid in self._snaps:
+        """As the load worker's, but a snapshot found ``available`` that
+        the tenant never saw succeed is adopted with the content written
+        before the request that must have made it."""
+        deadline = time.monotonic() + tenants_mod.OP_TIMEOUT
+        while time.monotonic() < deadline and self._disk_busy():
+            time.sleep(max(self.poll, 0.05))
+        status, payload = self.client.request(
+            'GET', '/v1/servers/%s/snapshots' % self.name)
+        if status != 200:
+            return
+        snaps = [s for s in payload['snapshots']
+                 if s['status'] in ('available', 'error')]
+        snaps.sort(key=lambda s: s['created_at'] or '')
+        self._snaps = [s['id'] for s in snaps]
+        for sid in [s['id'] for s in snaps if s['status'] == 'available']:
             if (sid not in self.model.snapshots
                     and self._post_content is not None):
                 # created by a request whose answer we did not see: it
