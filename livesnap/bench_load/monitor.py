@@ -229,6 +229,13 @@ class Observer(object):
         """Flush VM ``name``'s top layer (blocking)."""
         self._call(self.monitors[name].flush())
 
+    def top_image(self, name):
+        """File of the top of VM ``name``'s chain, as QEMU has it."""
+        nodes = self._call(self.monitors[name].execute(
+            'query-named-block-nodes', {'flat': True}))
+        top = top_node(nodes)
+        return [n['file'] for n in nodes if n['node-name'] == top][0]
+
     def status(self, name):
         return self._call(self.monitors[name].execute('query-status'))[
             'status']

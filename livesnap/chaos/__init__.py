@@ -30,7 +30,6 @@ cluster, files) is removed at the end, also on Ctrl-C or SIGTERM.
 """
 
 import argparse
-import collections
 import json
 import logging
 import os

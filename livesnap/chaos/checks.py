@@ -3,6 +3,7 @@ check the invariants and gather the figures of the table."""
 
 import collections
 import json
+import os
 import re
 import subprocess
 import sys
@@ -145,10 +146,15 @@ def invariants(env, result):
                       'snapshots s JOIN disks d ON s.disk_id = d.id')
     disks = {r[0]: r[1] for r in env.query(
         'SELECT server_id, active_image FROM disks')}
-    bad_images, bad_content, lost, unknown = [], [], [], []
-    paths = list(disks.values()) + [r[2] for r in snaps
-                                    if r[2] and r[1] != 'deleted']
-    for path in paths:
+    bad_images, bad_content, lost, unknown, behind = [], [], [], [], []
+    # every image file there is (a file the records name but that is gone
+    # is the audit's finding, "missing")
+    paths = set()
+    for host in cl.hosts:
+        d = os.path.join(env.root, host, 'images')
+        paths |= {os.path.join(d, n) for n in os.listdir(d)
+                  if n.endswith('.qcow2')}
+    for path in sorted(paths):
         try:
             images.check(path, force_share=True)
         except Exception as exc:  # noqa
@@ -171,7 +177,17 @@ def invariants(env, result):
                     bad_content.append('%s %s: slot %d is not 0x%02x'
                                        % (name, label, slot, pattern))
                     return
-        content(disks[name], m.live, 'live disk')
+        # the live disk as the VM has it (the records may be behind it
+        # when a report was lost)
+        try:
+            top = env.observer.top_image(name)
+        except Exception:  # noqa - reported by "no VM paused"
+            top = disks[name]
+        if top != disks[name]:
+            behind.append('%s: QEMU writes to %s, the database says %s'
+                          % (name, os.path.basename(top),
+                             os.path.basename(disks[name])))
+        content(top, m.live, 'live disk')
         for sid, expected in m.snapshots.items():
             row = by_id.get(sid)
             if sid in m.deleted:
@@ -205,6 +221,8 @@ def invariants(env, result):
                     ['not checked (unknown to its tenant): %s' % u
                      for u in unknown])))
     out.append(('nothing a tenant saw succeed was lost', not lost, lost))
+    out.append(('the records name the image each VM writes to',
+                not behind, behind))
     alive = result.get('tenant_threads_alive')
     if alive:
         out.append(('every tenant finished', False, alive))

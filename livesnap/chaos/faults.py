@@ -61,8 +61,12 @@ class Injector(object):
         self._thread.start()
 
     def stop(self, timeout=300):
+        """Stop injecting; wait for the fault in progress and for killed
+        QEMUs to be booted again."""
         self._stop.set()
         self._thread.join(timeout)
+        for t in list(self.env.boots):
+            t.join(timeout)
 
     def _loop(self):
         kinds = sorted(self.kinds)
@@ -138,8 +142,19 @@ class Injector(object):
         finally:
             state['lock'].release()
         self.env.qemu_killed.append(worker.name)
-        self.env.boot_again(worker.name)
-        state['up'].set()
+
+        def boot():
+            try:
+                self.env.boot_again(worker.name)
+            except Exception as exc:  # noqa - reported in the table
+                self.errors.append('boot %s again: %s' % (worker.name, exc))
+            finally:
+                state['up'].set()
+        # the disk may stay locked a while: keep injecting meanwhile
+        t = threading.Thread(target=boot, name='boot-' + worker.name,
+                             daemon=True)
+        t.start()
+        self.env.boots.append(t)
         return True
 
     def _image_dir_full(self):

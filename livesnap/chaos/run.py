@@ -4,8 +4,6 @@ See :mod:`livesnap.chaos` for what it does and docs/faults.md ("Chaos
 run") for how to read its table.
 """
 
-import collections
-import json
 import os
 import re
 import sys
@@ -14,9 +12,7 @@ import time
 
 import sqlalchemy as sa
 
-from agent import images
 from livesnap import bench as _bench
-from livesnap import testvm
 from livesnap.bench_load import LIMITS
 from livesnap.bench_load import cluster as cluster_mod
 from livesnap.bench_load import monitor as monitor_mod
@@ -45,6 +41,8 @@ class Env(object):
         self.workers = []
         self.vm_state = {}
         self.qemu_killed = []
+        #: threads booting killed QEMUs again
+        self.boots = []
         self.boot_errors = []
         self._engine = None
 
@@ -135,7 +133,7 @@ class Env(object):
                           'server_id = :s', s=name)
         return any(r[0] for r in rows)
 
-    def boot_again(self, name, timeout=180):
+    def boot_again(self, name, timeout=120):
         """Boot VM ``name`` on its disk's active image once the disk is
         free (or after ``timeout``), and watch it again."""
         deadline = time.monotonic() + timeout

@@ -16,7 +16,6 @@ with these differences:
   snapshots, so their content can be checked afterwards.
 """
 
-import threading
 import time
 import traceback
 
