@@ -33,8 +33,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 KINDS = ('kill_agent,kill_conductor,kill_qemu_mid_merge,image_dir_full,'
          'slow_disk,duplicate_task,restart_postgresql')
 
-#: invariants a known, being-fixed bug can break (see the docstring)
-KNOWN = {'no operation pending/running', 'every disk free'}
+#: invariants a known, being-fixed bug can break (see the docstring): a
+#: lost report leaves the operation running, its disk locked and, for a
+#: merge done on disk, the records behind the files (audit: missing)
+KNOWN = {'no operation pending/running', 'every disk free',
+         'audit finds no drift',
+         'the records name the image each VM writes to'}
 KNOWN_WORDS = ('lost update', 'not redelivered')
 
 
@@ -57,10 +61,10 @@ def test_short_chaos_run():
     assert not res['fault_errors'], res['fault_errors']
     failed = {name: details for name, ok, details in res['checks']
               if not ok}
-    if failed and set(failed) <= KNOWN and all(
-            any(w in d for w in KNOWN_WORDS)
-            for d in failed.get('no operation pending/running', [])):
+    stuck = failed.get('no operation pending/running')
+    if stuck and set(failed) <= KNOWN and all(
+            any(w in d for w in KNOWN_WORDS) for d in stuck):
         pytest.xfail('known bug being fixed elsewhere: %s'
-                     % failed['no operation pending/running'][:3])
+                     % stuck[:3])
     assert not failed, json.dumps(failed, indent=1)
     assert proc.returncode == 0, proc.stderr[-2000:]
