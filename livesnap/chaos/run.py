@@ -199,10 +199,15 @@ def run(opts, janitor):
         injector.start()
         while time.time() < deadline:
             time.sleep(0.5)
-    finally:
-        injector.stop()
+    except BaseException:
+        # Ctrl-C, SIGTERM or an error: stop quickly, the janitor cleans up
+        injector.stop(timeout=10)
         for w in env.workers:
-            w.deadline = min(w.deadline, time.time())
+            w.stop_now = True
+        raise
+    injector.stop()
+    for w in env.workers:
+        w.deadline = min(w.deadline, time.time())
     faults_end = injector.last_fault_end or time.time()
     for t in threads:
         t.join(tenants.tenants_mod.OP_TIMEOUT + 60)
