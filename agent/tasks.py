@@ -199,9 +199,9 @@ class TaskRunner(object):
     def _check(path):
         """``qemu-img check``, unless a process may be writing the image:
         its metadata on disk is stale until QEMU flushes."""
-        if images.is_locked(path):
-            return 'ok'  # in use for writing: QEMU checks it when opening
         try:
+            if images.is_locked(path):
+                return 'ok'  # in use for writing: QEMU checks it on open
             images.check(path, force_share=True)
             return 'ok'
         except exception.ImageError as exc:
