@@ -129,9 +129,9 @@ def check_config():
     """Refuse a configuration the API cannot serve with.
 
     :raises: livesnap.service.ConfigurationError with ``auth_strategy =
-        keystone`` and no ``[keystone_authtoken] www_authenticate_uri``
-        (nor its deprecated name ``auth_uri``): keystonemiddleware would
-        answer the first request without a valid token with a 500.
+        keystone`` and no ``[keystone_authtoken] www_authenticate_uri``:
+        keystonemiddleware would answer the first request without a valid
+        token with a 500.
     """
     if CONF.api.auth_strategy != 'keystone':
         return
@@ -139,7 +139,7 @@ def check_config():
     for group, opts in auth_token.list_opts():
         CONF.register_opts(opts, group=group)
     section = CONF.keystone_authtoken
-    if not (section.www_authenticate_uri or section.auth_uri):
+    if not section.www_authenticate_uri:
         raise common_service.ConfigurationError(
             '[api] auth_strategy = keystone needs [keystone_authtoken] '
             'www_authenticate_uri: the public Keystone endpoint that '
