@@ -70,10 +70,27 @@ def _host_hidden(creds, project_id):
             'be sent to it now. Try again later.')
 
 
-def _snapshot_project(scope, snapshot_id):
+def _snapshot_project(creds, scope, snapshot_id, rule, action):
+    """Authorize ``rule`` on a snapshot; return its project.
+
+    A logically deleted snapshot its owner can see (``GET`` shows it) is
+    answered 409 ``invalid_state`` once the action is allowed, not 404: it
+    exists, and the conductor finishes it by itself.
+
+    :raises: NotFound, Forbidden, InvalidState
+    """
     with db.transaction() as s:
-        return db.snapshot_get(s, snapshot_id, scope,
-                               include_deleted=False).project_id
+        snap = db.snapshot_get(s, snapshot_id, scope, include_deleted=True)
+        project_id, status = snap.project_id, snap.status
+    if status == 'deleted' and not policy.check(
+            creds, 'livesnap:snapshot:list:include_deleted', project_id):
+        raise exception.NotFound('Snapshot %s could not be found.'
+                                 % snapshot_id)
+    policy.authorize(creds, rule, project_id)
+    if status == 'deleted':
+        raise exception.InvalidState(snapshot=snapshot_id, status=status,
+                                     action=action)
+    return project_id
 
 
 def _check_disk_paths(session, host_name, disks):
@@ -225,8 +242,8 @@ class Snapshots(object):
 
     def delete(self, creds, req_id, snapshot_id, body=None, params=None):
         scope = policy.scope(creds)
-        project_id = _snapshot_project(scope, snapshot_id)
-        policy.authorize(creds, 'livesnap:snapshot:delete', project_id)
+        project_id = _snapshot_project(creds, scope, snapshot_id,
+                                       'livesnap:snapshot:delete', 'deletion')
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
             operation_id = deletion.delete(_ctxt(creds, req_id), snapshot_id,
@@ -235,8 +252,8 @@ class Snapshots(object):
 
     def revert(self, creds, req_id, snapshot_id, body=None, params=None):
         scope = policy.scope(creds)
-        project_id = _snapshot_project(scope, snapshot_id)
-        policy.authorize(creds, 'livesnap:snapshot:revert', project_id)
+        project_id = _snapshot_project(creds, scope, snapshot_id,
+                                       'livesnap:snapshot:revert', 'revert')
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
             operation_id = revert_policy.revert(_ctxt(creds, req_id),

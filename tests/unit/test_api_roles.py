@@ -251,3 +251,46 @@ def test_member_and_admin_create_revert_and_delete(world, token):
         assert op['status'] == 'succeeded'
         assert dep.ok('GET', '/v1/snapshots/%s' % snap2,
                       token='member-p2')['snapshot']['name'] == 'of-p2'
+
+
+def test_a_logically_deleted_snapshot_is_shown_to_its_owner(
+        world, conf, tmp_path):
+    """Listed with include_deleted=true, shown by GET (status "deleted"),
+    409 to a delete or revert (the conductor finishes it itself)."""
+    from conductor import policy
+    dep, ids = world
+    path = '/v1/snapshots/%s' % ids['deleted']
+    listed = {s['id']: s for s in dep.ok(
+        'GET', '/v1/servers/srv1/snapshots?include_deleted=true')[
+            'snapshots']}
+    shown = dep.ok('GET', path)['snapshot']
+    assert shown == listed[ids['deleted']] and shown['status'] == 'deleted'
+    assert ids['deleted'] not in {s['id'] for s in dep.ok(
+        'GET', '/v1/servers/srv1/snapshots')['snapshots']}
+    before = _state()
+    for method, action in (('DELETE', path), ('POST', path + '/revert')):
+        assert fixtures.api_error(dep, method, action) == (
+            409, 'invalid_state')
+        assert fixtures.api_error(dep, method, action,
+                                  token='reader-p1') == (403, 'forbidden')
+        assert fixtures.api_error(dep, method, action,
+                                  token='member-p2') == (404, 'not_found')
+    assert fixtures.api_error(dep, 'GET', path, token='member-p2') == (
+        404, 'not_found')
+    assert _state() == before
+    # A cloud that hides deleted snapshots from their owners hides them
+    # everywhere.
+    policy_file = tmp_path / 'policy.yaml'
+    policy_file.write_text(
+        '"livesnap:snapshot:list:include_deleted": "rule:admin_api"\n')
+    conf.set('policy_file', str(policy_file), group='oslo_policy')
+    policy.reset()
+    try:
+        for method, action in (('GET', path), ('DELETE', path),
+                               ('POST', path + '/revert')):
+            assert fixtures.api_error(dep, method, action) == (
+                404, 'not_found'), (method, action)
+        assert dep.ok('GET', path, token='admin-token')['snapshot'][
+            'status'] == 'deleted'
+    finally:
+        policy.reset()
