@@ -160,8 +160,8 @@ class Servers(object):
         spec = body['server']
         if not policy.check(creds, 'livesnap:server:create',
                             spec['project_id']):
-            raise exception.Forbidden('The policy does not allow you to '
-                                      'register servers.')
+            raise exception.Forbidden(
+                policy.refusal(creds, 'livesnap:server:create'))
         names = [d['name'] for d in spec['disks']]
         if len(set(names)) != len(names):
             raise exception.BadRequest('Disk names must be unique.')
