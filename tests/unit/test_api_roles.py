@@ -119,7 +119,7 @@ def _register_body(dep, server_id):
                                dep.image_dir, '%s.qcow2' % server_id)}]}}
 
 
-#: name -> (method, path, kind); ids in braces come from ``world``.
+#: rule-like name -> (method, path); ids in braces come from ``world``.
 READS = {
     'server:list': ('GET', '/v1/servers'),
     'server:get': ('GET', '/v1/servers/srv1'),

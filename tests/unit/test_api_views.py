@@ -13,7 +13,6 @@ import pytest
 from agent import images
 from conductor.api import openapi
 from conductor.api import views
-from conductor.db import api as db
 from conductor import policy
 from tests import fixtures
 from tests.functional import scenarios
