@@ -81,14 +81,16 @@ def _expected(session, host):
                 parent = snaps.get(snap.parent_id)
                 expected[snap.image] = (parent.image if parent else None,
                                         '%s snapshot %s' % (where, snap.id))
-            if disk.operation_id in running_ops:
-                busy['disks'].add(disk.id)
-                busy['images'].add(disk.active_image)
-                busy['images'].update(x.image for x in snaps.values())
             if disk.operation_id:
                 op = session.get(models.Operation, disk.operation_id)
-                if op is None or (op.status not in ACTIVE_OPS
-                                  and op.status != 'failed'):
+                if op is not None and (op.status in ACTIVE_OPS
+                                       or op.status == 'failed'):
+                    # Running, or in doubt (given up on, still locked):
+                    # its files may be on their way in or out.
+                    busy['disks'].add(disk.id)
+                    busy['images'].add(disk.active_image)
+                    busy['images'].update(x.image for x in snaps.values())
+                else:
                     findings.append({
                         'kind': 'stale-lock', 'disk': disk.id,
                         'detail': '%s locked by ended operation %s'
@@ -106,7 +108,8 @@ def _expected(session, host):
 
 
 def _in_the_works(path, running_ops, busy):
-    """True if a running operation may be making or removing ``path``."""
+    """True if a running (or in doubt) operation may be making or removing
+    ``path``."""
     name = os.path.basename(path)
     if any(x in name for x in running_ops) or \
             any(x in name for x in busy['disks']):
