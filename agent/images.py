@@ -100,7 +100,10 @@ def create_overlay(path, backing, exist_ok=False):
                 "%s exists with backing file %s, not %s"
                 % (path, current, backing))
         raise exception.ImageError("Refusing to overwrite %s" % path)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
+    # One name per target, not per process: a retry after a crash (by a new
+    # agent process) finds and replaces what the killed one left.  Only one
+    # operation at a time works on a disk, so nothing else writes it.
+    tmp = "%s.tmp" % path
     if os.path.lexists(tmp):
         os.unlink(tmp)
     try:

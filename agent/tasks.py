@@ -184,7 +184,7 @@ class TaskRunner(object):
         """What the audit needs: for each path, whether it exists, its
         backing file and whether ``qemu-img check`` passes; and every file
         in the image directories (images and what image work can leave
-        behind: ``.deleted`` files a purge did not unlink, ``.tmp-PID``
+        behind: ``.deleted`` files a purge did not unlink, ``.tmp``
         files of an interrupted create, partial overlays), sockets and the
         agent's own journal aside.  Paths outside them are reported as
         refused, never opened."""

@@ -11,7 +11,7 @@ Drift found:
 * ``orphan``: a file in the image directories that no record points to
   and no running operation is making or removing: a qcow2 image, or what
   image work left behind (``.deleted`` files a purge did not unlink,
-  ``.tmp-PID`` files of an interrupted create, partial overlays, anything
+  ``.tmp`` files of an interrupted create, partial overlays, anything
   else);
 * ``stale-lock``: a disk locked by an operation that has ended (and is not
   in doubt);

@@ -57,7 +57,17 @@ def test_create_overlay(tmp_path, base):
     assert images.virtual_size(overlay) == 16 * MiB
     chain = images.info(overlay, backing_chain=True)
     assert [c["filename"] for c in chain] == [overlay, base]
-    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+    assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
+
+
+def test_create_overlay_replaces_what_a_killed_attempt_left(tmp_path, base):
+    overlay = str(tmp_path / "o.qcow2")
+    with open(overlay + ".tmp", "wb") as f:
+        f.write(b"half-written by an agent that was killed")
+    images.create_overlay(overlay, base)
+    assert images.backing_file(overlay) == base
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(base), "o.qcow2"])
 
 
 def test_create_overlay_existing(tmp_path, base):
