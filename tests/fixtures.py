@@ -117,9 +117,11 @@ class FakeConductor(object):
 
     def __init__(self):
         self.reports = []
+        self.hosts = []
 
-    def report_operation(self, ctxt, operation_id, report):
+    def report_operation(self, ctxt, operation_id, report, host=None):
         self.reports.append((operation_id, report))
+        self.hosts.append(host)
 
     def report_progress(self, ctxt, operation_id, progress, steps=None):
         pass
