@@ -88,12 +88,14 @@ class AgentService(object):
                         {'resumed': resumed, 'replayed': replayed})
 
     def _reports_loop(self):
-        """Re-send the reports the conductor has not acknowledged."""
+        """Re-send the reports the conductor has not acknowledged; run
+        again an operation whose task died."""
         while not self._stop.wait(CONF.agent.report_resend_interval):
             if not self.runner.recovered.is_set():
-                continue  # the start-up replay sends them first
+                continue  # the start-up replay does both first
             try:
                 self.runner.resend_due(context.make())
+                self.runner.rerun_dead()
             except Exception:
                 LOG.exception('Re-sending unacknowledged reports failed')
 

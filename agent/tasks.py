@@ -344,13 +344,29 @@ class TaskRunner(object):
             self._rerun(entry)
         return {'state': entry.get('state'), 'report': entry.get('report')}
 
+    def rerun_dead(self):
+        """Run again every operation the journal shows running that no
+        task runs (called periodically, after the start-up replay), so a
+        task that died is noticed without waiting for the conductor to
+        ask.  :returns: the number started again."""
+        if not self.recovered.is_set():
+            return 0
+        started = 0
+        for entry in self.journal.unfinished():
+            with self._running_lock:
+                if entry['operation_id'] in self._running:
+                    continue
+            if entry.get('state') == 'running':
+                started += self._rerun(entry)
+        return started
+
     def _rerun(self, entry):
         operation_id = entry['operation_id']
         if not entry.get('task') or not entry.get('action'):
-            return
+            return 0
         with self._running_lock:
             if operation_id in self._rerunning:
-                return
+                return 0
             self._rerunning.add(operation_id)
         LOG.warning('Operation %(op)s is running in the journal but no task '
                     'runs it (it ended at step %(step)s); running it again',
@@ -369,6 +385,7 @@ class TaskRunner(object):
 
         threading.Thread(target=rerun, name='rerun-%s' % operation_id,
                          daemon=True).start()
+        return 1
 
     def _journal_listener(self, action, operation_id):
         """Write ahead: the journal knows each step before it is taken.

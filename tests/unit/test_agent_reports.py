@@ -233,3 +233,27 @@ def test_journal_write_failing_mid_operation_says_so(runner, disk_full):
     (op_id, report), = runner.conductor_api.reports
     assert report['status'] == 'failed'
     assert report['error_code'] == 'journal_unavailable'
+
+
+def _run_that_dies(self, ctxt, action, task, operation_id, expires_at,
+                   recovering):
+    """``TaskRunner._run`` that journals the start, then dies of an
+    unexpected error."""
+    self.journal.record(operation_id, action=action, task=task,
+                        state='running', host=self.host, paused=False)
+    raise SystemError('the task thread died')
+
+
+def test_task_that_died_is_noticed_without_being_asked(runner, monkeypatch):
+    """A task ends on an unexpected error with the journal at running;
+    the agent's own periodic check runs it again."""
+    monkeypatch.setattr(tasks.TaskRunner, '_run', _run_that_dies)
+    with pytest.raises(SystemError):
+        runner.run({}, 'create_snapshot', _task())
+    assert runner.journal.get('op-1')['state'] == 'running'
+    assert runner.conductor_api.reports == []
+    monkeypatch.undo()
+    assert runner.rerun_dead() == 1
+    _wait_reruns()
+    assert _statuses(runner) == [('op-1', 'succeeded')]
+    assert runner.rerun_dead() == 0
