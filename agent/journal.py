@@ -112,7 +112,9 @@ class Journal(object):
 
     def record(self, operation_id, **fields):
         """Merge ``fields`` into the operation's record, durably, where the
-        record lives (live, or archived once acknowledged).
+        record lives (live, or archived once acknowledged).  A record that
+        becomes ``done`` awaits the conductor's acknowledgement
+        (``acked: false``) unless it already has it.
 
         :raises: ValueError for a malformed id; JournalUnavailable.
         """
@@ -126,6 +128,8 @@ class Journal(object):
                     path = archived
             entry = entry or {'operation_id': operation_id}
             entry.update(fields)
+            if fields.get('state') == 'done' and not entry.get('acked'):
+                entry['acked'] = False
             entry['updated_at'] = time.time()
             self._write(path, entry)
             return entry
@@ -144,24 +148,50 @@ class Journal(object):
             entry = self._load(path)
             if entry is None:
                 archived = self._load(self._archived_path(operation_id))
-                return bool(archived and archived.get('acked_at'))
+                return bool(archived and archived.get('acked'))
             if entry.get('state') != 'done':
                 return False
+            entry['acked'] = True
             entry['acked_at'] = time.time()
             if entry.get('paused'):
                 self._write(path, entry)
                 return True
-            self._write(self._archived_path(operation_id), entry)
-            # A crash here leaves both copies; the live one wins, is sent
-            # again and acknowledged again: harmless.
-            try:
-                os.unlink(path)
-                self._fsync_dir(self.directory)
-            except OSError as exc:
-                raise exception.JournalUnavailable(
-                    'The agent cannot prune its journal in %s: %s'
-                    % (self.directory, exc.strerror or exc))
+            self._archive(path, entry)
             return True
+
+    def _archive(self, path, entry):
+        self._write(self._archived_path(entry['operation_id']), entry)
+        # A crash here leaves both copies; the live one wins, is sent
+        # again and acknowledged again: harmless.
+        try:
+            os.unlink(path)
+            self._fsync_dir(self.directory)
+        except OSError as exc:
+            raise exception.JournalUnavailable(
+                'The agent cannot prune its journal in %s: %s'
+                % (self.directory, exc.strerror or exc))
+
+    def archive_legacy(self):
+        """Archive the ended entries written before acknowledgements
+        existed (no ``acked`` field): their reports were sent once, the
+        conductor's deadlines took care of lost ones, and they would
+        otherwise be read at every start.  :returns: the number moved."""
+        moved = 0
+        for entry in self.entries():
+            if entry.get('state') != 'done' or 'acked' in entry or \
+                    entry.get('paused') or not self.valid_id(
+                        entry.get('operation_id')):
+                continue
+            with self._lock:
+                path = self._path(entry['operation_id'])
+                current = self._load(path)
+                if current is None or 'acked' in current:
+                    continue
+                current['acked'] = True
+                current['acked_at'] = time.time()
+                self._archive(path, current)
+                moved += 1
+        return moved
 
     def abandon(self, operation_id):
         """Record that the conductor gave up on an operation this agent
@@ -210,7 +240,7 @@ class Journal(object):
     def unacknowledged(self):
         """Ended operations whose report the conductor has not confirmed."""
         return [e for e in self.entries()
-                if e.get('state') == 'done' and not e.get('acked_at')]
+                if e.get('state') == 'done' and e.get('acked') is False]
 
     def prune(self, older_than):
         """Remove archived entries last written more than ``older_than``

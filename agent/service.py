@@ -15,6 +15,7 @@ import time
 from oslo_config import cfg
 
 from agent.driver import qemu
+from agent import exception
 from agent import journal as journal_mod
 from agent import manager
 from agent import recovery
@@ -111,8 +112,12 @@ class AgentService(object):
     def prune(self):
         """Remove archived journal entries older than the retention."""
         try:
+            moved = self.journal.archive_legacy()
+            if moved:
+                LOG.info('Archived %(n)d journal entries of operations '
+                         'that ended before this version', {'n': moved})
             removed = self.journal.prune(CONF.agent.journal_retention)
-        except OSError:
+        except (OSError, exception.AgentError):
             LOG.exception('Pruning the journal failed')
             return 0
         if removed:

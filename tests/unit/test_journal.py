@@ -136,7 +136,7 @@ def test_start_up_reads_only_the_live_entries(tmp_path, monkeypatch):
     times a start-up after 100,000 operations."""
     j = journal_mod.Journal(str(tmp_path / 'j'))
     count = int(os.environ.get('LIVESNAP_JOURNAL_ENTRIES', '10000'))
-    _fast_entries(j.archive, count, acked_at=2.0)
+    _fast_entries(j.archive, count, acked=True, acked_at=2.0)
     _done(j, 'unacked')
     conductor = fixtures.FakeConductor()
     runner = tasks.TaskRunner(driver=None, journal=j,
@@ -170,3 +170,19 @@ def test_start_up_reads_only_the_live_entries(tmp_path, monkeypatch):
                                               'op': 'unacked'})]
     assert conductor.hosts == ['hv1']
     assert runner.recovered.is_set()
+
+
+def test_entries_from_before_acknowledgements_are_archived_not_resent(
+        tmp_path):
+    """An upgraded agent does not flood the conductors with every report
+    of its history; the prune thread archives those entries."""
+    j = journal_mod.Journal(str(tmp_path / 'j'))
+    _fast_entries(j.directory, 3)               # the old format: no 'acked'
+    _fast_entries(j.directory, 1, paused=True)  # ...one left a VM paused
+    _done(j, 'new')
+    assert [e['operation_id'] for e in j.unacknowledged()] == ['new']
+    assert j.archive_legacy() == 2
+    assert sorted(e['operation_id'] for e in j.entries()) == [
+        'new', 'op-000000']
+    assert j.get('op-000001')['acked'] is True
+    assert j.archive_legacy() == 0
