@@ -89,7 +89,19 @@ def _state(op_id):
         return op.status, disk.operation_id, op.error
 
 
-REPORT = {'status': 'succeeded', 'steps': [], 'pause_ms': 1.0,
+def _row(op_id):
+    """What a report changes: the operation, its snapshot, its disk."""
+    with db.transaction() as s:
+        op = s.get(models.Operation, op_id)
+        snap = s.get(models.Snapshot, 'snap-' + op_id)
+        disk = s.get(models.Disk, 'disk-' + op_id)
+        return (op.status, op.steps, op.pause_ms, op.error, snap.status,
+                disk.active_image, disk.snapshot_id, disk.operation_id)
+
+
+REPORT = {'status': 'succeeded', 'pause_ms': 1.0,
+          'steps': [{'name': 'pivot', 'started_at': 1.0,
+                     'duration_ms': 1.0, 'status': 'done'}],
           'result': {'snapshot_image': '/i/a.qcow2',
                      'active_image': '/i/b.qcow2', 'size_bytes': 1}}
 
@@ -100,9 +112,12 @@ def test_report_is_acknowledged_once_committed(database, agent):
     mgr.report_operation({}, 'op1', REPORT, host='h1')
     assert _state('op1')[:2] == ('succeeded', None)
     assert agent.calls == [('ack_report', 'h1', 'op1')]
+    before = _row('op1')
     # Again (the agent re-sent it): nothing changes, acknowledged again.
-    mgr.report_operation({}, 'op1', REPORT, host='h1')
+    mgr.report_operation({}, 'op1', dict(REPORT, pause_ms=99.0),
+                         host='h1')
     assert agent.calls[-1] == ('ack_report', 'h1', 'op1')
+    assert _row('op1') == before
     # An unknown operation is acknowledged too: nothing left to apply.
     mgr.report_operation({}, 'nope', REPORT, host='h1')
     assert agent.calls[-1] == ('ack_report', 'h1', 'nope')
