@@ -14,7 +14,8 @@ On a running QEMU VM over RabbitMQ, with PostgreSQL:
   its commit, through ``[conductor] fault_points``), and an agent in the
   middle of a merge, with the default ``operation_timeout`` (600 s): every
   disk is free again within seconds, without waiting for the deadline;
-* the same task is sent twice; tasks go to a host that is down.
+* the same task is sent twice; a task arrives after the conductor gave
+  up on it; tasks go to a host that is down.
 
 After each fault: the VM runs, every operation ended ``succeeded`` or
 ``failed`` with a reason, every image passes ``qemu-img check``, every
@@ -332,6 +333,25 @@ def test_same_task_twice_and_host_down(deployment, tmp_path):
         STATS['faults'] += 2
         time.sleep(1)
         assert dep.wait_operation(op['id'])['status'] == 'succeeded'
+        d.check()
+        _no_drift()
+
+        # A task the conductor gave up on is refused by its operation id,
+        # even without an expires_at: the agent journaled the abandonment.
+        agent = agent_rpcapi.AgentAPI()
+        late = dict(task, operation_id='abandoned-1',
+                    new_image=os.path.join(dep.image_dir, 'late.qcow2'))
+        assert agent.abandon_operation(context.make(), fixtures.HOST,
+                                       'abandoned-1')['state'] == 'abandoned'
+        agent.create_snapshot(context.make(), fixtures.HOST, late)
+        STATS['faults'] += 1
+        time.sleep(2)  # time to (not) act on it
+        assert agent.get_operation(context.make(), fixtures.HOST,
+                                   'abandoned-1')['state'] == 'abandoned'
+        assert not os.path.exists(late['new_image'])
+        # ... while an operation it has seen is not abandoned.
+        assert agent.abandon_operation(context.make(), fixtures.HOST,
+                                       op['id'])['state'] == 'done'
         d.check()
         _no_drift()
 
