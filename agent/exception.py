@@ -33,6 +33,11 @@ class ImageInUse(AgentError):
     code = "image_in_use"
 
 
+class NoSpace(AgentError):
+    """Not enough free space in an image directory."""
+    code = "no_space"
+
+
 class QMPError(AgentError):
     """The QEMU monitor refused a command or could not be reached."""
     code = "qmp_error"
@@ -57,4 +62,3 @@ class JournalUnavailable(AgentError):
     """The agent cannot write its journal (a full or failing disk); it
     refuses new work until it can, since it could not recover it."""
     code = "journal_unavailable"
-

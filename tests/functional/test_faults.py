@@ -51,7 +51,7 @@ RECOVERY_EXTRA = ('[conductor]\nperiodic_interval = 0.5\nhost_down_time = 3\n'
 RECOVERY_BOUND_S = 60
 
 CREATE_STEPS = ('prepare', 'pause', 'pivot', 'resume')
-MERGE_STEPS = ('prepare', 'pause', 'merge', 'reparent', 'delete', 'resume',
+MERGE_STEPS = ('prepare', 'pause', 'merge', 'resume', 'reparent', 'delete',
                'purge')
 
 
