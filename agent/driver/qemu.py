@@ -216,7 +216,13 @@ class QemuDriver(object):
 
     @staticmethod
     def _refuse_if_open(path):
-        if images.is_locked(path):
+        try:
+            locked = images.is_locked(path)
+        except exception.ImageError:
+            # Not an image QEMU can open (a corrupt or partial leftover):
+            # no QEMU holds it; any other opener is found below.
+            locked = False
+        if locked:
             raise exception.ImageInUse("%s is locked by a running process"
                                        % path, image=path)
         pids = images.open_by(path)
