@@ -56,3 +56,9 @@ class ResumeFailed(AgentError):
 class ServerRunning(AgentError):
     """The operation needs the server shut off, but its QEMU is running."""
     code = "server_running"
+
+
+class JournalUnavailable(AgentError):
+    """The agent cannot write its journal (a full or failing disk); it
+    refuses new work until it can, since it could not recover it."""
+    code = "journal_unavailable"

@@ -1,11 +1,14 @@
 """``livesnap-conductor``: the REST API and the RPC server of the policy.
 
 Several conductors may run against one database; each consumes reports
-and heartbeats from topic ``livesnap-conductor``.
+and heartbeats from topic ``livesnap-conductor``.  When one starts, it
+asks the agents at once about every operation in flight
+(``deadlines.reconcile_in_flight``) instead of waiting for deadlines.
 """
 
 import logging
 import sys
+import threading
 
 from oslo_config import cfg
 
@@ -13,6 +16,7 @@ from conductor.api import app as api_app
 from conductor.api import auth as api_auth
 from conductor.api import server as api_server
 from conductor.db import api as db
+from conductor import deadlines
 from conductor import manager
 from conductor import periodic
 from livesnap import rpc
@@ -47,7 +51,16 @@ class ConductorService(object):
                 api_app.API(), CONF.api.host_ip, CONF.api.port)
             self.api_server.start()
         self.periodic.start()
+        threading.Thread(target=self._reconcile, name='reconcile',
+                         daemon=True).start()
         LOG.info('Conductor %(host)s started', {'host': CONF.conductor.host})
+
+    @staticmethod
+    def _reconcile():
+        try:
+            deadlines.reconcile_in_flight()
+        except Exception:
+            LOG.exception('Reconciling the operations in flight failed')
 
     def stop(self):
         self.periodic.stop()

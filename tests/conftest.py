@@ -87,3 +87,7 @@ def pytest_terminal_summary(terminalreporter):
             'fault injection: %d faults injected, longest VM pause seen '
             '%.3f s (from the fault to the VM running again)'
             % (faults.STATS['faults'], faults.STATS['longest_pause_s']))
+        for what, took in sorted(faults.STATS.get('recovery_s', {}).items()):
+            terminalreporter.write_line(
+                'recovery: %s: every disk free %.1f s after the SIGKILL'
+                % (what, took))

@@ -117,9 +117,11 @@ class FakeConductor(object):
 
     def __init__(self):
         self.reports = []
+        self.hosts = []
 
-    def report_operation(self, ctxt, operation_id, report):
+    def report_operation(self, ctxt, operation_id, report, host=None):
         self.reports.append((operation_id, report))
+        self.hosts.append(host)
 
     def report_progress(self, ctxt, operation_id, progress, steps=None):
         pass
@@ -319,11 +321,12 @@ class ProcessDeployment(APIClientMixin):
         """Wait for a process to end by itself; returns its exit code."""
         return self.procs[name].wait(timeout=timeout)
 
-    def start_conductor(self, name='conductor', port=None):
+    def start_conductor(self, name='conductor', port=None, fault_points=()):
         port = port or self.port
         self._spawn(name, 'conductor.service',
                     '[api]\nport = %d\n[conductor]\nhost = %s\n'
-                    % (port, name))
+                    'fault_points = %s\n'
+                    % (port, name, ','.join(fault_points)))
         deadline = time.monotonic() + 60
         while not _port_open('127.0.0.1', port):
             if self.procs[name].poll() is not None:
