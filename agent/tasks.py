@@ -403,7 +403,9 @@ class TaskRunner(object):
         While the VM is paused nothing is written: an fsync there would
         lengthen the pause, and recovery needs only to know that the VM
         was paused (written before ``stop``), since every step is
-        idempotent and the operation is run again whole.
+        idempotent and the operation is run again whole.  That record is
+        fsynced; the other step boundaries are written without fsync (they
+        survive a crash of the agent, which is what they are for).
         """
         state = {'paused': False}
 
@@ -412,19 +414,22 @@ class TaskRunner(object):
                 state['paused'] = True
             elif event == 'resumed':
                 state['paused'] = False
-                self.journal.record(operation_id, paused=False,
-                                    step_done=name)
+                self.journal.record(operation_id, durable=False,
+                                    paused=False, step_done=name)
             elif event == 'start':
                 if not state['paused']:
                     fields = {'step': name}
                     if name == 'pause':
+                        # durably: a restart after a host crash must know
                         fields['paused'] = bool(
                             detail.get('was_running', True))
-                    self.journal.record(operation_id, **fields)
+                    self.journal.record(operation_id,
+                                        durable=(name == 'pause'), **fields)
                 faults.point(action, name, 'before')
             elif event == 'end':
                 if not state['paused']:
-                    self.journal.record(operation_id, step_done=name)
+                    self.journal.record(operation_id, durable=False,
+                                        step_done=name)
                 faults.point(action, name, 'after')
         return listener
 

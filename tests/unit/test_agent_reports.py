@@ -160,16 +160,21 @@ def test_no_rerun_before_the_start_up_replay(runner):
 
 @pytest.fixture
 def disk_full(monkeypatch):
-    """``full['on'] = True`` makes every fsync fail with ENOSPC."""
+    """``full['on'] = True`` makes every fsync and rename fail with ENOSPC
+    (the journal writes some entries without fsync, but renames them all
+    into place; rename(2) fails with ENOSPC when the directory cannot
+    grow)."""
     full = {'on': False}
-    real = os.fsync
 
-    def fsync(fd):
-        if full['on']:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(fd)
+    def failing(real):
+        def call(*args):
+            if full['on']:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return real(*args)
+        return call
 
-    monkeypatch.setattr(os, 'fsync', fsync)
+    monkeypatch.setattr(os, 'fsync', failing(os.fsync))
+    monkeypatch.setattr(os, 'replace', failing(os.replace))
     return full
 
 
