@@ -7,8 +7,11 @@ the disk lock is a compare-and-swap UPDATE (see ``lock_disk``), which is
 safe under READ COMMITTED with any number of conductors.
 
 ``reader()`` yields a connection for the API's lean reads
-(``conductor.db.reads``): on PostgreSQL and MySQL in autocommit, so a read
-is one round trip per statement, with no BEGIN or COMMIT.
+(``conductor.db.reads``): on PostgreSQL and MySQL from a second pool whose
+connections are in autocommit, so a read is one round trip per statement,
+with no BEGIN or COMMIT.  Each pool holds ``[database] max_pool_size``
+connections (plus ``max_overflow`` for bursts, closed after use): at least
+the API's threads, or connections are made and closed per request.
 
 Pooled connections are not pinged before every use (``pool_pre_ping``
 costs a round trip per transaction); only one that sat idle in the pool
@@ -42,7 +45,7 @@ _READER = None
 PING_AFTER_IDLE = 30.0
 
 
-def _make_engine(url):
+def _make_engine(url, **kwargs):
     if url.startswith('sqlite'):
         path = url.split(':///', 1)[-1]
         if path and path != ':memory:':
@@ -60,7 +63,9 @@ def _make_engine(url):
         def _on_begin(connection):
             connection.exec_driver_sql('BEGIN IMMEDIATE')
         return engine
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(url, pool_size=CONF.database.max_pool_size,
+                              max_overflow=CONF.database.max_overflow,
+                              **kwargs)
     _ping_idle_connections(engine)
     return engine
 
@@ -97,9 +102,11 @@ def get_engine():
             _ENGINE = _make_engine(CONF.database.connection)
             _SESSIONMAKER = orm.sessionmaker(bind=_ENGINE,
                                              expire_on_commit=False)
+            # A pool of its own, in autocommit from the connect on: no
+            # isolation level set and reset around every read.
             _READER = (None if _ENGINE.dialect.name == 'sqlite' else
-                       _ENGINE.execution_options(
-                           isolation_level='AUTOCOMMIT'))
+                       _make_engine(CONF.database.connection,
+                                    isolation_level='AUTOCOMMIT'))
         return _ENGINE
 
 
@@ -107,8 +114,9 @@ def reset():
     """Forget the engine (tests switch databases with this)."""
     global _ENGINE, _SESSIONMAKER, _READER
     with _LOCK:
-        if _ENGINE is not None:
-            _ENGINE.dispose()
+        for engine in (_ENGINE, _READER):
+            if engine is not None:
+                engine.dispose()
         _ENGINE = None
         _SESSIONMAKER = None
         _READER = None
