@@ -9,6 +9,7 @@ qemu-img's own message.  Paths are expected to be confined already (see
 import json
 import logging
 import os
+import re
 import subprocess
 
 from agent import exception
@@ -20,6 +21,10 @@ QEMU_IMG = "qemu-img"
 DEFAULT_TIMEOUT = 60
 #: seconds for operations that copy data (rebase)
 COPY_TIMEOUT = 6 * 3600
+
+
+#: how qemu-img and QEMU's block jobs say ENOSPC
+NO_SPACE = "No space left on device"
 
 
 def _run(args, timeout=DEFAULT_TIMEOUT, ok_codes=(0,)):
@@ -40,11 +45,22 @@ def _run(args, timeout=DEFAULT_TIMEOUT, ok_codes=(0,)):
     except OSError as exc:
         raise exception.ImageError("Cannot run %s: %s" % (QEMU_IMG, exc))
     if proc.returncode not in ok_codes:
+        if NO_SPACE in proc.stderr:
+            raise exception.NoSpace(
+                "No space left for %s: %s" % (" ".join(args[:1]),
+                                              proc.stderr.strip()))
         raise exception.ImageError(
             "%s failed (exit %d): %s" % (" ".join(cmd), proc.returncode,
                                          proc.stderr.strip()),
             returncode=proc.returncode, stderr=proc.stderr)
     return proc
+
+
+def free_bytes(path):
+    """Bytes an unprivileged writer may still use on ``path``'s
+    filesystem."""
+    st = os.statvfs(path if os.path.isdir(path) else os.path.dirname(path))
+    return st.f_bavail * st.f_frsize
 
 
 def _same_file(a, b):
@@ -152,13 +168,23 @@ def virtual_size(path):
     return int(info(path, force_share=True)["virtual-size"])
 
 
+# QEMU's own words (block/file-posix.c), checked with QEMU 7.2:
+#   Could not open 'IMG': Failed to get shared "write" lock
+#   Is another process using the image [IMG]?
+# and 'Failed to get "write" lock' when it asks for the permission itself.
+_LOCK_ERROR = re.compile(r'Failed to get (?:shared )?"[a-z ]+" lock')
+
+
 def is_locked(path):
     """True if some process (QEMU) holds ``path`` open for writing.
 
-    Probes with ``qemu-img info`` without ``-U``: it fails with a lock error
-    while a writer holds the image.  A QEMU that holds the image only as a
-    read-only backing node does not lock it; see :func:`open_by`.  A missing
-    file is not locked.
+    Probes with ``qemu-img info`` without ``-U``: it fails with QEMU's lock
+    error (``Failed to get shared "write" lock``) while a writer holds the
+    image.  Any other failure (a corrupt image, whatever its path says) is
+    raised.  A QEMU that holds the image only as a read-only backing node
+    does not lock it; see :func:`open_by`.  A missing file is not locked.
+
+    :raises ImageError: if ``qemu-img info`` fails for another reason.
     """
     if not os.path.lexists(path):
         return False
@@ -166,7 +192,8 @@ def is_locked(path):
         _run(["info", "--output=json", path])
     except exception.ImageError as exc:
         stderr = exc.kwargs.get("stderr") or str(exc)
-        if "lock" in stderr:
+        # The path is quoted in the message; it must not decide.
+        if _LOCK_ERROR.search(stderr.replace(path, "")):
             return True
         raise
     return False
@@ -244,6 +271,17 @@ def rebase(path, backing, safe=True):
     _run(args, timeout=COPY_TIMEOUT)
     LOG.info("Rebased %(path)s onto %(backing)s (safe=%(safe)s)",
              {"path": path, "backing": backing or "nothing", "safe": safe})
+
+
+def commit(path):
+    """Write ``path``'s data into its backing file (``qemu-img commit``).
+
+    Afterwards the backing file shows what ``path`` showed; ``path`` is left
+    as it was (``-d``: not emptied, since the caller deletes it).  Safe to
+    repeat: committing the same data again changes nothing.
+    """
+    _run(["commit", "-f", "qcow2", "-d", path], timeout=COPY_TIMEOUT)
+    LOG.info("Committed %(path)s into its backing file", {"path": path})
 
 
 def remove(path):

@@ -8,6 +8,7 @@ record the outcome, and cast the report to the conductor.
 
 import logging
 import os
+import stat
 import threading
 import time
 
@@ -19,6 +20,15 @@ from agent import steps as steps_mod
 from agent import validation
 
 LOG = logging.getLogger(__name__)
+
+
+def _is_file(path):
+    """A regular file or a symbolic link (not a socket, fifo or device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 class TaskRunner(object):
@@ -172,9 +182,12 @@ class TaskRunner(object):
 
     def inspect_images(self, image_paths):
         """What the audit needs: for each path, whether it exists, its
-        backing file and whether ``qemu-img check`` passes; and every
-        qcow2 file in the image directories.  Paths outside them are
-        reported as refused, never opened."""
+        backing file and whether ``qemu-img check`` passes; and every file
+        in the image directories (images and what image work can leave
+        behind: ``.deleted`` files a purge did not unlink, ``.tmp-PID``
+        files of an interrupted create, partial overlays), sockets and the
+        agent's own journal aside.  Paths outside them are reported as
+        refused, never opened."""
         result = {'images': {}, 'files': []}
         if not isinstance(image_paths, list):
             image_paths = []
@@ -189,19 +202,24 @@ class TaskRunner(object):
             except exception.AgentError as exc:
                 info['error'] = str(exc)
             result['images'][path] = info
+        journal_dir = os.path.realpath(
+            getattr(self.journal, 'directory', None) or '/nonexistent')
         for directory in self.driver.image_dirs:
             for root, dirs, files in os.walk(directory):
-                result['files'].extend(os.path.join(root, f) for f in files
-                                       if f.endswith('.qcow2'))
+                dirs[:] = [d for d in dirs if os.path.realpath(
+                    os.path.join(root, d)) != journal_dir]
+                result['files'].extend(
+                    os.path.join(root, f) for f in files
+                    if _is_file(os.path.join(root, f)))
         return result
 
     @staticmethod
     def _check(path):
         """``qemu-img check``, unless a process may be writing the image:
         its metadata on disk is stale until QEMU flushes."""
-        if images.is_locked(path):
-            return 'ok'  # in use for writing: QEMU checks it when opening
         try:
+            if images.is_locked(path):
+                return 'ok'  # in use for writing: QEMU checks it on open
             images.check(path, force_share=True)
             return 'ok'
         except exception.ImageError as exc:
@@ -242,8 +260,10 @@ class TaskRunner(object):
         result = self.driver.merge(
             task['disk'], task['snapshot_image'], task.get('parent_image'),
             task['child_image'], rec,
-            progress=self._progress_cb(ctxt, task['operation_id']))
-        result['child_size_bytes'] = images.actual_size(task['child_image'])
+            progress=self._progress_cb(ctxt, task['operation_id']),
+            child_is_leaf=task.get('child_is_leaf', False))
+        # the file that now holds the child (the snapshot's, if committed)
+        result['child_size_bytes'] = images.actual_size(result['child_image'])
         return result
 
     def _revert_disk(self, ctxt, task, rec):

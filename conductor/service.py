@@ -13,6 +13,7 @@ import sys
 from oslo_config import cfg
 
 from conductor.api import app as api_app
+from conductor.api import auth as api_auth
 from conductor.api import server as api_server
 from conductor.db import api as db
 from conductor import manager
@@ -33,6 +34,10 @@ class ConductorService(object):
         self.periodic = periodic.PeriodicRunner()
 
     def start(self):
+        """:raises: livesnap.service.ConfigurationError before anything
+            starts if the API cannot work with its configuration."""
+        if self.with_api:
+            api_auth.check_config()
         if CONF.database.auto_migrate:
             db.sync()
         target = rpc.messaging.Target(topic=rpc.CONDUCTOR_TOPIC,

@@ -270,8 +270,8 @@ def run(opts):
 
 def render(sec):
     """Lines of the section's table."""
-    out = ['6. REST API requests (%s conductor, %s)'
-           % ('1', sec.get('database', '?'))]
+    out = ['7. REST API requests (one conductor process, %s)'
+           % sec.get('database', '?')]
     if sec.get('skipped'):
         return out + ['  skipped: ' + sec['skipped'], '']
     out += bench._table(

@@ -243,13 +243,20 @@ def format_table(headers, rows):
     return "\n".join(out)
 
 
-def format_fields(obj, fields):
-    """Render selected fields of one object as a Field/Value table."""
+def format_fields(obj, fields, optional=()):
+    """Render selected fields of one object as a Field/Value table.
+
+    :param optional: fields shown only when the object has them (host
+        details, which the API shows to admins only).
+    """
     return format_table(("Field", "Value"),
-                        [(f, obj.get(f)) for f in fields])
+                        [(f, obj.get(f)) for f in fields
+                         if f not in optional or f in obj])
 
 
 SERVER_FIELDS = ("id", "name", "project_id", "host", "qmp_socket")
+#: Host details: the API leaves them out for callers who are not admins.
+HOST_DETAILS = ("host", "qmp_socket")
 SNAPSHOT_FIELDS = ("id", "name", "server_id", "disk", "parent_id", "status",
                    "created_at", "size_bytes", "current")
 OPERATION_FIELDS = ("id", "action", "status", "mode", "server_id", "disk",
@@ -460,10 +467,13 @@ def cmd_server_list(client, args, out):
     if out.json:
         out.data(servers)
         return EXIT_OK
+    with_host = any("host" in s for s in servers)
     out.text(format_table(
-        ("ID", "Name", "Project", "Host", "Disks"),
-        [(s.get("id"), s.get("name"), s.get("project_id"), s.get("host"),
-          ", ".join(d.get("name", "?") for d in s.get("disks") or []))
+        ("ID", "Name", "Project") + (("Host",) if with_host else ())
+        + ("Disks",),
+        [(s.get("id"), s.get("name"), s.get("project_id"))
+         + ((s.get("host"),) if with_host else ())
+         + (", ".join(d.get("name", "?") for d in s.get("disks") or []),)
          for s in servers]))
     return EXIT_OK
 
@@ -486,12 +496,19 @@ def _print_server(server, out):
     if out.json:
         out.data(server)
         return
-    out.text(format_fields(server, SERVER_FIELDS))
+    out.text(format_fields(server, SERVER_FIELDS, optional=HOST_DETAILS))
     out.text("Disks:")
-    out.text(format_table(
-        ("Disk", "Active image", "Snapshot", "Busy"),
-        [(d.get("name"), d.get("active_image"), d.get("snapshot_id"),
-          d.get("busy")) for d in server.get("disks") or []]))
+    disks = server.get("disks") or []
+    if any("active_image" in d for d in disks):
+        out.text(format_table(
+            ("Disk", "Active image", "Snapshot", "Busy"),
+            [(d.get("name"), d.get("active_image"), d.get("snapshot_id"),
+              d.get("busy")) for d in disks]))
+    else:
+        out.text(format_table(
+            ("Disk", "Snapshot", "Busy"),
+            [(d.get("name"), d.get("snapshot_id"), d.get("busy"))
+             for d in disks]))
 
 
 def cmd_server_show(client, args, out):

@@ -11,6 +11,14 @@ from livesnap import conf  # noqa: F401  (registers the options)
 from livesnap import version
 
 CONF = cfg.CONF
+LOG = logging.getLogger(__name__)
+
+#: Exit status of a process that refuses its configuration.
+EXIT_CONFIG = 2
+
+
+class ConfigurationError(Exception):
+    """The configuration cannot work; the message says what to set."""
 
 
 def prepare(prog, argv=None):
@@ -36,6 +44,8 @@ def serve(prog, factories, argv=None):
 
     :param factories: callables returning objects with start() and stop();
         called after the configuration is parsed.
+    :returns: 0, or :data:`EXIT_CONFIG` if a service refused the
+        configuration (:class:`ConfigurationError`, logged).
     """
     prepare(prog, argv)
     services = []
@@ -45,6 +55,10 @@ def serve(prog, factories, argv=None):
             svc.start()
             services.append(svc)
         wait_for_signal()
+    except ConfigurationError as exc:
+        LOG.error('%(prog)s cannot start: %(error)s',
+                  {'prog': prog, 'error': exc})
+        return EXIT_CONFIG
     finally:
         for svc in reversed(services):
             svc.stop()

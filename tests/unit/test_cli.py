@@ -181,6 +181,27 @@ def test_server_show_table_includes_disks(api, capsys):
     assert "| vda  | /img/vda.active.qcow2 | snap-c   | no   |" in out
 
 
+#: What a tenant (no host details) gets for SERVER.
+TENANT_SERVER = {"id": "srv1", "name": "web", "project_id": "p1",
+                 "created_at": None,
+                 "disks": [{"name": "vda", "snapshot_id": "snap-c",
+                            "busy": False}]}
+
+
+def test_server_list_and_show_without_host_details(api, capsys):
+    api.add("GET", "/v1/servers", (200, {"servers": [TENANT_SERVER]}))
+    rc, out, err = run(capsys, "server", "list")
+    assert rc == 0, err
+    assert "Host" not in out
+    assert "| srv1 | web  | p1      | vda   |" in out
+    api.add("GET", "/v1/servers/srv1", (200, {"server": TENANT_SERVER}))
+    rc, out, err = run(capsys, "server", "show", "srv1")
+    assert rc == 0, err
+    assert "qmp_socket" not in out and "| host" not in out
+    assert "Active image" not in out
+    assert "| vda  | snap-c   | no   |" in out
+
+
 def test_server_create_posts_body(api, capsys):
     api.add("POST", "/v1/servers", (201, {"server": SERVER}))
     rc, out, _ = run(capsys, "server", "create", "--id", "srv1", "--name",

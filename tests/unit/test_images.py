@@ -172,6 +172,44 @@ def test_locked_image(base):
     assert images.is_locked(base) is False
 
 
+def _corrupt(path):
+    """A qcow2 header qemu-img refuses ("Unsupported cluster size")."""
+    with open(path, "wb") as f:
+        f.write(b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(504))
+
+
+def test_corrupt_image_in_a_blockstore_is_not_locked(tmp_path):
+    """A path containing "block" (and so "lock") must not pass for QEMU's
+    lock error: the corruption is raised, and the audit's check fails."""
+    from agent import tasks
+    directory = tmp_path / "blockstore"
+    directory.mkdir()
+    path = str(directory / "vda-locked.qcow2")
+    _corrupt(path)
+    with pytest.raises(exception.ImageError) as err:
+        images.is_locked(path)
+    assert "lock" in str(err.value)  # the path says so, QEMU does not
+    assert tasks.TaskRunner._check(path) != "ok"
+
+
+def test_image_held_by_a_running_qemu_is_locked(tmp_path):
+    """QEMU's real lock message, from a ``-M none`` QEMU holding the image
+    with ``-blockdev`` (as the agent's VMs do)."""
+    import tempfile
+    from livesnap import testvm
+    directory = tmp_path / "blockstore"
+    directory.mkdir()
+    path = str(directory / "vda.qcow2")
+    images.create_base(path, MiB)
+    sock = os.path.join(tempfile.mkdtemp(prefix="ls-"), "vm.qmp")
+    with testvm.TestVM(path, sock):
+        assert images.is_locked(path) is True
+        with pytest.raises(exception.ImageError) as err:
+            images.info(path)
+        assert 'Failed to get shared "write" lock' in str(err.value)
+    assert images.is_locked(path) is False
+
+
 def test_info_json_roundtrip(base):
     assert json.loads(json.dumps(images.info(base)))["filename"] == base
 
