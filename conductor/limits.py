@@ -18,10 +18,11 @@ CONF = cfg.CONF
 def check_create(session, server, disk):
     """:raises: Conflict (chain too deep) or QuotaExceeded."""
     limit = CONF.conductor.max_chain_depth
-    current = tree.depth(session, disk)
-    if limit and current + 1 > limit:
-        raise exception.ChainTooDeep(disk=disk.name, depth=current,
-                                     limit=limit)
+    if limit:  # the depth costs a read of the disk's whole tree
+        current = tree.depth(session, disk)
+        if current + 1 > limit:
+            raise exception.ChainTooDeep(disk=disk.name, depth=current,
+                                         limit=limit)
     quota = CONF.conductor.snapshot_quota
     if quota >= 0:
         used = session.scalar(

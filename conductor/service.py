@@ -3,7 +3,10 @@
 Several conductors may run against one database; each consumes reports
 and heartbeats from topic ``livesnap-conductor``.  When one starts, it
 asks the agents at once about every operation in flight
-(``deadlines.reconcile_in_flight``) instead of waiting for deadlines.
+(``deadlines.reconcile_in_flight``) instead of waiting for deadlines.  The
+API is served by the embedded waitress server (``conductor.api.server``);
+with ``[api] enabled = false`` this process runs only the RPC server and
+the periodic tasks, beside a WSGI server that serves ``conductor.wsgi``.
 """
 
 import logging
@@ -46,9 +49,14 @@ class ConductorService(object):
         self.rpc_server = rpc.get_server(target,
                                          [manager.ConductorManager()])
         self.rpc_server.start()
-        if self.with_api:
+        if self.with_api and CONF.api.enabled:
             self.api_server = api_server.APIServer(
-                api_app.API(), CONF.api.host_ip, CONF.api.port)
+                api_app.API(), CONF.api.host_ip, CONF.api.port,
+                threads=CONF.api.threads, backlog=CONF.api.backlog,
+                connection_limit=CONF.api.connection_limit,
+                client_timeout=CONF.api.client_timeout,
+                max_request_body_size=max(
+                    CONF.api.max_request_body_size * 2, 1024 * 1024))
             self.api_server.start()
         self.periodic.start()
         threading.Thread(target=self._reconcile, name='reconcile',

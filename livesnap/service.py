@@ -32,6 +32,10 @@ def prepare(prog, argv=None):
                   'alembic.runtime.migration'):
         logging.getLogger(noisy).setLevel(
             logging.INFO if CONF.debug else logging.WARNING)
+    # "Task queue depth is N" on every request while all the API's threads
+    # are busy: normal under load, the backlog does its work.
+    logging.getLogger('waitress.queue').setLevel(
+        logging.DEBUG if CONF.debug else logging.ERROR)
 
 
 def serve(prog, factories, argv=None):

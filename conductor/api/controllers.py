@@ -22,6 +22,7 @@ from conductor.api import schemas
 from conductor.api import views
 from conductor.db import api as db
 from conductor.db import models
+from conductor.db import reads
 from conductor import deletion
 from conductor import exception
 from conductor import policy
@@ -192,18 +193,17 @@ class Snapshots(object):
     def index(self, creds, req_id, server_id, body=None, params=None):
         include_deleted = schemas.truthy(
             (params or {}).get('include_deleted'))
-        with db.transaction() as s:
-            server = db.server_get(s, server_id, policy.scope(creds))
-            policy.authorize(creds, 'livesnap:snapshot:list',
-                             server.project_id)
+        with db.reader() as conn:
+            project_id = reads.server_project(conn, server_id,
+                                              policy.scope(creds))
+            policy.authorize(creds, 'livesnap:snapshot:list', project_id)
             if include_deleted:
                 policy.authorize(creds,
                                  'livesnap:snapshot:list:include_deleted',
-                                 server.project_id)
-            disks = {d.id: d for d in server.disks}
-            snaps = db.snapshots_of_server(s, server.id, include_deleted)
-            return 200, {'snapshots': [
-                views.snapshot(x, disks[x.disk_id]) for x in snaps]}
+                                 project_id)
+            tree = reads.snapshot_tree(conn, server_id, include_deleted)
+        return 200, {'snapshots': [views.snapshot(snap, disk)
+                                   for snap, disk in tree]}
 
     def create(self, creds, req_id, server_id, body, params=None):
         spec = body['snapshot']
@@ -285,10 +285,11 @@ class Operations(object):
                                 details(op.project_id)) for op in ops]}
 
     def show(self, creds, req_id, operation_id, body=None, params=None):
-        with db.transaction() as s:
-            op = db.operation_get(s, operation_id, policy.scope(creds))
-            policy.authorize(creds, 'livesnap:operation:get', op.project_id)
-        return 200, _operation(operation_id, _HostDetails(creds))
+        with db.reader() as conn:
+            op = reads.operation(conn, operation_id, policy.scope(creds))
+        policy.authorize(creds, 'livesnap:operation:get', op.project_id)
+        return 200, {'operation': views.operation(
+            op, op.disk_name, _HostDetails(creds)(op.project_id))}
 
 
 # (controller, action) -> body schema; None means "no body expected".
