@@ -306,7 +306,8 @@ def running(dep):
 class ProcessDeployment(APIClientMixin):
     """Conductor and agent as separate OS processes."""
 
-    def __init__(self, tmp_path, transport_url, database_url, extra=''):
+    def __init__(self, tmp_path, transport_url, database_url, extra='',
+                 tokens=None):
         self.tmp_path = tmp_path
         self.transport_url = transport_url
         self.control_exchange = 'livesnap-test-' + uuid.uuid4().hex[:8]
@@ -316,7 +317,7 @@ class ProcessDeployment(APIClientMixin):
         self.base_url = 'http://127.0.0.1:%d' % self.port
         self.database_url = database_url
         token_file = tmp_path / 'tokens.json'
-        token_file.write_text(json.dumps(TOKENS))
+        token_file.write_text(json.dumps(dict(TOKENS, **(tokens or {}))))
         self.config_file = tmp_path / 'livesnap.conf'
         self.config_file.write_text(
             '[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n'
