@@ -28,6 +28,7 @@ from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import operations
+from conductor import states
 from livesnap import context
 
 CONF = cfg.CONF
@@ -50,8 +51,18 @@ def _overdue_ids():
 
 
 def _extend(op_id, status=None, error=None, attempts=None, keep_lock=True):
+    """Extend (and maybe change) an operation that has not ended.
+
+    :returns: the operation, or None if it ended meanwhile (its report
+        was applied while the agent was being asked): nothing is changed.
+    """
     with db.transaction() as s:
         op = s.get(models.Operation, op_id, with_for_update=True)
+        if op.status not in states.ACTIVE and not operations._in_doubt(s, op):
+            return None
+        if status is not None and not states.operation_may(op.status,
+                                                           status):
+            return None
         op.deadline = models.utcnow() + datetime.timedelta(
             seconds=CONF.conductor.operation_timeout)
         if status is not None:
@@ -114,6 +125,8 @@ def check_one(op_id):
                      % (op.host, op.attempts + 1)}, ctxt)
         return 'failed'
     op = _extend(op.id, status='running', attempts=op.attempts + 1)
+    if op is None:
+        return 'ended'
     LOG.warning('Operation %(op)s never reached %(host)s; sending it again '
                 '(attempt %(n)d)', {'op': op.id, 'host': op.host,
                                     'n': op.attempts + 1})
