@@ -265,3 +265,37 @@ def test_waiting_operation_refused_when_it_can_start(offline, monkeypatch,
     assert op['error'].startswith('quota_exceeded'), op
     assert dep.ok('GET', '/v1/snapshots/%s' % body['snapshot']['id'])[
         'snapshot']['status'] == 'error'
+
+
+def test_quota_holds_across_disks(offline, conf):
+    """Two creates of one project on two disks at once cannot both take
+    its last unit of quota (the project's rows are locked to decide)."""
+    import os
+    from conductor import exception
+    from conductor import snapshots
+    from agent import images
+    from livesnap import context
+    dep, _ = offline
+    base2 = os.path.join(dep.image_dir, 'srv2-vda.qcow2')
+    images.create_base(base2, 16 * scenarios.MiB)
+    dep.register_server('srv2', base2)
+    conf.set('snapshot_quota', 1, group='conductor')
+    barrier = threading.Barrier(2)
+    results = []
+
+    def create(server_id):
+        barrier.wait()
+        try:
+            results.append(snapshots.create(context.make(), server_id,
+                                            'vda', 'q', project_id='p1'))
+        except exception.QuotaExceeded:
+            results.append('quota')
+
+    threads = [threading.Thread(target=create, args=(x,))
+               for x in ('srv1', 'srv2')]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(map(str, results))[-1] == 'quota', results
+    assert len([r for r in results if r != 'quota']) == 1
