@@ -1,7 +1,8 @@
 """Snapshot deletion by the child-count rule: the patent's deletion method.
 
-Under the disk's lock, from the database, the conductor counts the node's
-children (child snapshots plus the live image when it sits on the node):
+Under the disk's lock, from rows read after the disk's row was locked, the
+conductor counts the node's children (child snapshots plus the live image
+when it sits on the node):
 
 * 0 children: **physical** delete; the agent removes the file and the
   record goes.

@@ -37,7 +37,10 @@ def server_running(ctxt, server):
 
 
 def revert(ctxt, snapshot_id, project_id=None):
-    """:returns: the operation id.
+    """Revert a disk to a snapshot; waits (``pending``) if the disk is busy
+    with the conductor's own deferred deletion.
+
+    :returns: the operation id.
     :raises: NotFound, InvalidState, ServerRunning, DiskBusy, HostDown
     """
     with db.transaction() as s:
