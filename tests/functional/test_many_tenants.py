@@ -1,5 +1,5 @@
-"""Many tenants at once, on PostgreSQL, with conductor and agent as separate
-processes over RabbitMQ.
+"""Many tenants at once, on PostgreSQL (and MariaDB), with conductor and
+agent as separate processes over RabbitMQ.
 
 Each tenant has a project, a server and a disk of its own (a few run a
 QEMU VM, the others are offline so they can revert), and a thread that
@@ -208,13 +208,19 @@ class Tenant(object):
             self.vm.kill()
 
 
-def test_many_tenants_at_once(tmp_path, rabbit_url, postgres_url):
-    fixtures.pg_reset_schema(postgres_url)
+@pytest.mark.parametrize('backend', ['postgresql', 'mariadb'])
+def test_many_tenants_at_once(request, tmp_path, rabbit_url, backend):
+    if backend == 'postgresql':
+        database_url = request.getfixturevalue('postgres_url')
+        fixtures.pg_reset_schema(database_url)
+    else:
+        database_url = request.getfixturevalue('mariadb_url')
+        fixtures.mysql_reset_schema(database_url)
     tokens = {'t%d-token' % i: {'project_id': 't%d' % i,
                                 'roles': ['member']}
               for i in range(TENANTS)}
     dep = fixtures.ProcessDeployment(
-        tmp_path, rabbit_url, postgres_url, tokens=tokens,
+        tmp_path, rabbit_url, database_url, tokens=tokens,
         extra='[api]\noperations_per_minute = 0\n'
               '[conductor]\nperiodic_interval = 2\n')
     tenants = []
@@ -230,7 +236,7 @@ def test_many_tenants_at_once(tmp_path, rabbit_url, postgres_url):
             problems = [p for t in tenants for p in t.problems]
             assert problems == []
             # Nothing is left running or pending, no disk stays locked.
-            engine = sa.create_engine(postgres_url)
+            engine = sa.create_engine(database_url)
             try:
                 with engine.connect() as c:
                     left = c.execute(sa.text(
@@ -251,7 +257,7 @@ def test_many_tenants_at_once(tmp_path, rabbit_url, postgres_url):
             for t in tenants:
                 for k, v in t.stats.items():
                     totals[k] = totals.get(k, 0) + v
-            print('many tenants: %s' % totals)
+            print('many tenants (%s): %s' % (backend, totals))
         finally:
             for t in tenants:
                 t.close()
