@@ -33,6 +33,11 @@ class ImageInUse(AgentError):
     code = "image_in_use"
 
 
+class NoSpace(AgentError):
+    """Not enough free space in an image directory."""
+    code = "no_space"
+
+
 class QMPError(AgentError):
     """The QEMU monitor refused a command or could not be reached."""
     code = "qmp_error"

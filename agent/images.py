@@ -22,6 +22,10 @@ DEFAULT_TIMEOUT = 60
 COPY_TIMEOUT = 6 * 3600
 
 
+#: how qemu-img and QEMU's block jobs say ENOSPC
+NO_SPACE = "No space left on device"
+
+
 def _run(args, timeout=DEFAULT_TIMEOUT, ok_codes=(0,)):
     """Run ``qemu-img ARGS``; return the CompletedProcess.
 
@@ -40,11 +44,22 @@ def _run(args, timeout=DEFAULT_TIMEOUT, ok_codes=(0,)):
     except OSError as exc:
         raise exception.ImageError("Cannot run %s: %s" % (QEMU_IMG, exc))
     if proc.returncode not in ok_codes:
+        if NO_SPACE in proc.stderr:
+            raise exception.NoSpace(
+                "No space left for %s: %s" % (" ".join(args[:1]),
+                                              proc.stderr.strip()))
         raise exception.ImageError(
             "%s failed (exit %d): %s" % (" ".join(cmd), proc.returncode,
                                          proc.stderr.strip()),
             returncode=proc.returncode, stderr=proc.stderr)
     return proc
+
+
+def free_bytes(path):
+    """Bytes an unprivileged writer may still use on ``path``'s
+    filesystem."""
+    st = os.statvfs(path if os.path.isdir(path) else os.path.dirname(path))
+    return st.f_bavail * st.f_frsize
 
 
 def _same_file(a, b):
@@ -244,6 +259,17 @@ def rebase(path, backing, safe=True):
     _run(args, timeout=COPY_TIMEOUT)
     LOG.info("Rebased %(path)s onto %(backing)s (safe=%(safe)s)",
              {"path": path, "backing": backing or "nothing", "safe": safe})
+
+
+def commit(path):
+    """Write ``path``'s data into its backing file (``qemu-img commit``).
+
+    Afterwards the backing file shows what ``path`` showed; ``path`` is left
+    as it was (``-d``: not emptied, since the caller deletes it).  Safe to
+    repeat: committing the same data again changes nothing.
+    """
+    _run(["commit", "-f", "qcow2", "-d", path], timeout=COPY_TIMEOUT)
+    LOG.info("Committed %(path)s into its backing file", {"path": path})
 
 
 def remove(path):

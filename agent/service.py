@@ -36,7 +36,9 @@ class AgentService(object):
             CONF.agent.image_dirs,
             pause_deadline=CONF.agent.pause_deadline,
             resume_retries=CONF.agent.resume_retries,
-            qmp_timeout=CONF.agent.qmp_timeout)
+            qmp_timeout=CONF.agent.qmp_timeout,
+            job_timeout=CONF.agent.merge_timeout,
+            reserved_bytes=CONF.agent.reserved_space_mb * 1024 * 1024)
         self.journal = journal_mod.Journal(CONF.agent.journal_dir)
         self.runner = tasks.TaskRunner(self.driver, self.journal,
                                        self.conductor_api, self.host)

@@ -3,8 +3,11 @@
 Every operation the agent performs is a short list of the patent's steps
 (pause, prepare images, pivot or merge, delete, resume).  The recorder keeps
 each step's name, start time, duration and outcome, so the conductor can store
-them and the API can show them.  ``pause_ms`` is measured from the moment the
-backend was paused to the moment it was resumed.
+them and the API can show them.  ``pause_ms`` is the time the backend was
+paused: QEMU's own STOP to RESUME window when the driver has it (event
+timestamps, whatever the agent's process was doing meanwhile), else the
+agent's.  ``agent_pause_ms`` is always the agent's own view, from the moment
+it sent the pause to the moment it saw the resume answered.
 """
 
 import contextlib
@@ -21,6 +24,7 @@ class StepRecorder(object):
         self.steps = []
         self._paused_at = None
         self.pause_ms = None
+        self.agent_pause_ms = None
         self._listener = listener
 
     def _notify(self, event, name, detail=None):
@@ -54,11 +58,22 @@ class StepRecorder(object):
         self._paused_at = time.monotonic()
         self._notify("paused", "pause")
 
-    def mark_resumed(self):
-        """Call right after the backend's I/O was resumed; sets ``pause_ms``."""
+    def mark_resumed(self, qemu_pause_ms=None):
+        """Call right after the backend's I/O was resumed; adds to
+        ``pause_ms`` (``qemu_pause_ms`` when the backend measured the
+        window itself) and to ``agent_pause_ms``."""
         if self._paused_at is not None:
             elapsed = (time.monotonic() - self._paused_at) * 1000.0
-            self.pause_ms = round((self.pause_ms or 0.0) + elapsed, 3)
+            paused = elapsed if qemu_pause_ms is None else qemu_pause_ms
+            self.pause_ms = round((self.pause_ms or 0.0) + paused, 3)
+            self.agent_pause_ms = round(
+                (self.agent_pause_ms or 0.0) + elapsed, 3)
+            if self.steps:
+                # Both figures of this pause, on the step that ended it.
+                detail = self.steps[-1].setdefault("detail", {})
+                detail["agent_pause_ms"] = round(elapsed, 3)
+                if qemu_pause_ms is not None:
+                    detail["qemu_pause_ms"] = round(qemu_pause_ms, 3)
             self._paused_at = None
             self._notify("resumed", "resume")
 
@@ -67,4 +82,5 @@ class StepRecorder(object):
         return self._paused_at is not None
 
     def as_dict(self):
-        return {"steps": self.steps, "pause_ms": self.pause_ms}
+        return {"steps": self.steps, "pause_ms": self.pause_ms,
+                "agent_pause_ms": self.agent_pause_ms}

@@ -242,8 +242,10 @@ class TaskRunner(object):
         result = self.driver.merge(
             task['disk'], task['snapshot_image'], task.get('parent_image'),
             task['child_image'], rec,
-            progress=self._progress_cb(ctxt, task['operation_id']))
-        result['child_size_bytes'] = images.actual_size(task['child_image'])
+            progress=self._progress_cb(ctxt, task['operation_id']),
+            child_is_leaf=task.get('child_is_leaf', False))
+        # the file that now holds the child (the snapshot's, if committed)
+        result['child_size_bytes'] = images.actual_size(result['child_image'])
         return result
 
     def _revert_disk(self, ctxt, task, rec):

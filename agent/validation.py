@@ -61,6 +61,9 @@ SCHEMAS = {
             'snapshot_image': _PATH,
             'parent_image': {'anyOf': [_PATH, {'type': 'null'}]},
             'child_image': {'anyOf': [_PATH, {'type': 'null'}]},
+            # the child has no children of its own: the agent may merge
+            # the other way (commit the child into the snapshot's file)
+            'child_is_leaf': {'type': 'boolean'},
         },
         'required': ['operation_id', 'mode', 'disk', 'snapshot_image'],
         'additionalProperties': False,

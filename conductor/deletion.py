@@ -43,10 +43,13 @@ def _plan(session, snap, disk):
                             'snapshot_image': snap.image}, 0
     parent = session.get(models.Snapshot, snap.parent_id) \
         if snap.parent_id else None
+    child = kids[0]
+    leaf = child.is_active or not tree.children(session, child.snapshot, disk)
     return 'merge', {'mode': 'merge', 'disk': disk_spec,
                      'snapshot_image': snap.image,
                      'parent_image': parent.image if parent else None,
-                     'child_image': kids[0].image}, 1
+                     'child_image': child.image,
+                     'child_is_leaf': leaf}, 1
 
 
 def delete(ctxt, snapshot_id, project_id=None):
@@ -170,12 +173,20 @@ def _deleted(session, op, result):
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     if op.mode == 'merge':
-        # Redefine the child's parent: the snapshot's parent, or none.
+        # Redefine the child's parent: the snapshot's parent, or none.  A
+        # merge that committed the child into the snapshot's file (the
+        # cheaper way) leaves that file holding the child: its image moves.
+        survivor = result.get('child_image')
+        moved = result.get('direction') == 'commit' and survivor
         if disk.snapshot_id == snap.id:
             disk.snapshot_id = snap.parent_id
+            if moved:
+                disk.active_image = survivor
         for child in db.snapshots_of_disk(session, disk.id):
             if child.parent_id == snap.id:
                 child.parent_id = snap.parent_id
+                if moved:
+                    child.image = survivor
                 if result.get('child_size_bytes') is not None and \
                         child.image == result.get('child_image'):
                     child.size_bytes = result['child_size_bytes']

@@ -23,6 +23,9 @@ It prints one plain-text table per section:
 ``memory``
     VmRSS of the agent and conductor processes idle and after the e2e
     operations, and of a ``-M none`` QEMU.
+``load`` (only when named: ``--only load``)
+    The production shape under load: many agent processes, VMs and
+    tenants, one then two conductors; see :mod:`livesnap.bench_load`.
 
 Timings are wall-clock on whatever machine runs it; on a shared box they are
 noisy, which is why they live here and not in timed test assertions.
@@ -48,7 +51,9 @@ import uuid
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
-SECTIONS = ('create', 'merge-online', 'merge-offline', 'e2e', 'memory')
+SECTIONS = ('pause', 'create', 'merge-online', 'merge-offline', 'e2e', 'memory')
+#: sections run only when named with --only (they take minutes)
+OPT_IN_SECTIONS = ('load',)
 
 #: extra configuration for the e2e deployments: no rate limit, no depth
 #: limit, no quota (the benchmark makes many operations in a row)
@@ -350,7 +355,7 @@ def bench_merge_online(opts):
 
     try:
         snapshot()  # base <- L0 (live)
-        for size in opts.sizes:
+        for size, leaf in [(x, y) for x in opts.sizes for y in (False, True)]:
             samples = []
             for rep in range(opts.reps):
                 # S MiB into the live layer, which then becomes a snapshot
@@ -359,22 +364,44 @@ def bench_merge_online(opts):
                 vm.flush()  # else the next create's stop flushes it
                 snap = disk['active_image']
                 snapshot()
+                vm.write(0xee, 0, 65536)  # a little data in the live layer
+                # the same data copied by a plain qemu-img convert
+                copy = os.path.join(d, 'convert.qcow2')
+                t0 = time.monotonic()
+                subprocess.run(['qemu-img', 'convert', '-U', '-f', 'qcow2',
+                                '-O', 'qcow2', snap, copy], check=True,
+                               capture_output=True, stdin=subprocess.DEVNULL)
+                convert_ms = _ms(time.monotonic() - t0)
+                os.unlink(copy)
                 rec = steps.StepRecorder()
                 t0 = time.monotonic()
+                # child_is_leaf lets the driver commit the small live layer
+                # into the snapshot instead of streaming the snapshot
                 res = driver.merge(disk, snap, base, disk['active_image'],
-                                   rec)
+                                   rec, child_is_leaf=leaf)
                 total = time.monotonic() - t0
                 if not res['online']:
                     raise RuntimeError('merge did not run online')
+                disk['active_image'] = res['child_image']
                 stop = _step_ms(rec, 'pause')
                 samples.append({'total_ms': _ms(total),
                                 'prepare_ms': _step_ms(rec, 'prepare'),
                                 'stop_ms': stop,
                                 'merge_ms': _step_ms(rec, 'merge'),
                                 'delete_ms': _step_ms(rec, 'delete'),
-                                'pause_ms': rec.pause_ms})
+                                'pause_ms': rec.pause_ms,
+                                'agent_pause_ms': rec.agent_pause_ms,
+                                'convert_ms': convert_ms,
+                                'direction': res['direction']})
             prep = summary([s['prepare_ms'] for s in samples])
+            conv = summary([s['convert_ms'] for s in samples])
             rows.append({
+                'direction': '/'.join(sorted({s['direction']
+                                              for s in samples})),
+                'convert_mib_s': (round(size / MiB / (conv['p50'] / 1000.0),
+                                        1) if conv['p50'] else None),
+                'agent_pause_ms': summary([s['agent_pause_ms']
+                                           for s in samples]),
                 'size_mib': size // MiB, 'n': len(samples),
                 'total_ms': summary([s['total_ms'] for s in samples]),
                 'prepare_ms': prep,
@@ -396,8 +423,14 @@ def bench_merge_online(opts):
         'stop = the QMP stop command itself (QEMU drains and flushes every '
         'image before it answers); finalize = step merge, job-finalize; '
         'delete = step delete, blockdev-del + unlink of the snapshot file; '
-        'pause_ms = stop sent .. cont answered (stop, finalize, reparent '
-        'check, delete), as the driver records it.',
+        'stream: block-stream of the snapshot into the live layer, then '
+        'stop, job-finalize, cont in one write; pause_ms = QEMU\'s '
+        'STOP..RESUME; commit: the live layer (64 KiB) is committed into the '
+        'snapshot (block-commit, job-complete: QEMU drains the disk\'s I/O '
+        'and pivots), pause_ms = job-complete written .. job concluded; '
+        'copy MiB/s = data in the snapshot / copy time, either way; '
+        'convert = qemu-img convert of the snapshot (the same data) in the '
+        'same run.',
         'values are p50 over %d run(s) per size; pause max in brackets.'
         % opts.reps]}
 
@@ -709,9 +742,22 @@ def bench_memory(opts):
     return {'rows': rows, 'notes': notes}
 
 
-BENCHES = {'create': bench_create, 'merge-online': bench_merge_online,
+def bench_pause(opts):
+    from livesnap import bench_pause as pause
+    return pause.bench_pause(
+        opts, lambda d: _start_vm(d, 256 * MiB, 4 * MiB, name='pause'),
+        summary, JANITOR.tmpdir)
+
+
+def bench_load(opts):
+    from livesnap import bench_load as load
+    return load.run(opts, JANITOR)
+
+
+BENCHES = {'pause': bench_pause,
+           'create': bench_create, 'merge-online': bench_merge_online,
            'merge-offline': bench_merge_offline, 'e2e': bench_e2e,
-           'memory': bench_memory}
+           'memory': bench_memory, 'load': bench_load}
 
 
 # -- output -----------------------------------------------------------------
@@ -744,6 +790,9 @@ def render(report):
            'machine: %s' % report['machine']['summary'],
            'mode: %s' % report['mode'], '']
     sec = report['sections']
+    if 'pause' in sec:
+        from livesnap import bench_pause as pause
+        out += pause.render(sec['pause'], _table, _trio)
     if 'create' in sec:
         out.append('1. Online create, driver level (ms, p50 / p95 / max)')
         out += _table(['variant', 'n', 'pause_ms', 'stop cmd',
@@ -756,15 +805,18 @@ def render(report):
     if 'merge-online' in sec:
         out.append('2. Online merge (block-stream into the live image), '
                    'by data in the snapshot (ms, p50)')
-        out += _table(['data MiB', 'n', 'total', 'copy', 'MiB/s', 'stop',
-                       'finalize', 'delete', 'pause_ms (max)'],
-                      [[r['size_mib'], r['n'], _f(r['total_ms']['p50']),
+        out += _table(['data MiB', 'way', 'n', 'total', 'copy', 'MiB/s',
+                       'convert MiB/s', 'merge', 'delete',
+                       'pause_ms (max)', 'agent pause'],
+                      [[r['size_mib'], r.get('direction', 'stream'), r['n'],
+                        _f(r['total_ms']['p50']),
                         _f(r['prepare_ms']['p50']), _f(r['copy_mib_s']),
-                        _f(r['stop_ms']['p50']),
+                        _f(r.get('convert_mib_s')),
                         _f(r['merge_ms']['p50']),
                         _f(r['delete_ms']['p50']),
-                        '%s (%s)' % (_f(r['pause_ms']['p50']),
-                                     _f(r['pause_ms']['max']))]
+                        '%s (%s)' % (_f(r['pause_ms']['p50'], 2),
+                                     _f(r['pause_ms']['max'], 2)),
+                        _f((r.get('agent_pause_ms') or {}).get('p50'), 2)]
                        for r in sec['merge-online']['rows']])
         out += ['  * ' + n for n in sec['merge-online']['notes']] + ['']
     if 'merge-offline' in sec:
@@ -804,6 +856,9 @@ def render(report):
                                 if r['after_kib'] else None)])
         out += _table(['process', 'idle', 'after N ops'], rows)
         out += ['  * ' + n for n in sec['memory']['notes']] + ['']
+    if 'load' in sec:
+        from livesnap import bench_load
+        out += bench_load.render(sec['load'])
     for name, err in report.get('errors', {}).items():
         out.append('%s: FAILED: %s' % (name, err))
     out.append('total run time %.0f s; load average at start %s, at end %s'
@@ -860,7 +915,8 @@ def parse_args(argv):
                    help='small N and sizes (about a minute)')
     p.add_argument('--only', action='append', default=[],
                    metavar='NAME', help='run only this section (repeatable, '
-                   'or comma-separated): %s' % ', '.join(SECTIONS))
+                   'or comma-separated): %s; and %s, run only when named'
+                   % (', '.join(SECTIONS), ', '.join(OPT_IN_SECTIONS)))
     p.add_argument('--json', action='store_true',
                    help='print the results as JSON instead of the table')
     p.add_argument('-n', type=int, default=None,
@@ -875,13 +931,17 @@ def parse_args(argv):
                    help='skip the overlay-inside-the-pause comparison')
     p.add_argument('--verbose', action='store_true',
                    help='show the services\' logs')
+    from livesnap import bench_load
+    bench_load.add_arguments(p)
     opts = p.parse_args(argv)
     only = [x.strip() for o in opts.only for x in o.split(',') if x.strip()]
     for name in only:
-        if name not in SECTIONS:
+        if name not in SECTIONS + OPT_IN_SECTIONS:
             p.error('unknown section %r (choose from %s)'
-                    % (name, ', '.join(SECTIONS)))
-    opts.sections = [s for s in SECTIONS if not only or s in only]
+                    % (name, ', '.join(SECTIONS + OPT_IN_SECTIONS)))
+    opts.sections = ([s for s in SECTIONS if not only or s in only]
+                     + [s for s in OPT_IN_SECTIONS if s in only])
+    bench_load.finish_options(opts, p.error)
     q = opts.quick
     opts.n = opts.n if opts.n is not None else (5 if q else 30)
     opts.sizes = [int(x) * MiB for x in

@@ -36,12 +36,22 @@ def snapshot(snap, disk_record):
             'current': disk_record.snapshot_id == snap.id}
 
 
+def _agent_pause_ms(steps):
+    """The agent's own figure of the pauses, beside QEMU's ``pause_ms``."""
+    figures = [s['detail']['agent_pause_ms'] for s in steps
+               if isinstance(s.get('detail'), dict)
+               and s['detail'].get('agent_pause_ms') is not None]
+    return round(sum(figures), 3) if figures else None
+
+
 def operation(op, disk_name=None):
+    steps = list(op.steps or [])
     return {'id': op.id, 'action': op.action, 'status': op.status,
             'mode': op.mode, 'server_id': op.server_id, 'disk': disk_name,
             'snapshot_id': op.snapshot_id, 'host': op.host,
-            'pause_ms': op.pause_ms, 'progress': op.progress,
-            'steps': list(op.steps or []), 'error': op.error,
+            'pause_ms': op.pause_ms,
+            'agent_pause_ms': _agent_pause_ms(steps),
+            'progress': op.progress, 'steps': steps, 'error': op.error,
             'requested_by': op.requested_by,
             'created_at': _iso(op.created_at),
             'updated_at': _iso(op.updated_at)}

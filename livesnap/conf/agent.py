@@ -18,13 +18,26 @@ opts = [
     cfg.FloatOpt('heartbeat_interval', default=5.0, min=0.1,
                  help='Seconds between heartbeats sent to the conductor.'),
     cfg.FloatOpt('pause_deadline', default=0.5, min=0.0,
-                 help='Longest time in seconds a VM\'s disk I/O may stay '
-                      'paused; an operation that overruns it is rolled '
-                      'back and the VM resumed.'),
+                 help='Longest time in seconds the agent waits for QEMU to '
+                      'answer a paused section (stop, the graph change and '
+                      'cont, sent in one write). Past it the operation fails '
+                      'with pause_deadline_exceeded unless the graph change '
+                      'is found done; the agent still waits up to '
+                      'qmp_timeout for the queued cont, then resumes the VM '
+                      'over a new connection.'),
     cfg.IntOpt('resume_retries', default=5, min=1,
                help='Attempts to resume a paused VM before giving up.'),
     cfg.FloatOpt('qmp_timeout', default=5.0, min=0.1,
                  help='Timeout in seconds for one QMP command.'),
+    cfg.IntOpt('reserved_space_mb', default=64, min=0,
+               help='Free space in MiB an image directory keeps: a create '
+                    'or merge that would leave less (a merge needs room '
+                    'for the data it copies) is refused with error '
+                    '"no_space" before it starts.'),
+    cfg.FloatOpt('merge_timeout', default=3600.0, min=1.0,
+                 help='Longest time in seconds a merge\'s block job may '
+                      'copy; a job that overruns it is cancelled and the '
+                      'operation fails, leaving the images as they were.'),
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points ACTION:STEP:WHEN (WHEN is before '
                      'or after) where the agent kills itself with SIGKILL, '

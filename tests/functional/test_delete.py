@@ -33,8 +33,8 @@ def run_every_branch(dep, tmp_path, database_url, online):
         op = d.delete(s3, 'merge')
         names = [s['name'] for s in op['steps']]
         if online:
-            assert names == ['prepare', 'pause', 'merge', 'reparent',
-                             'delete', 'resume', 'purge']
+            assert names == ['prepare', 'pause', 'merge', 'resume', 'reparent',
+                             'delete', 'purge']
             assert op['pause_ms'] is not None
         else:
             assert names == ['merge', 'reparent', 'delete']

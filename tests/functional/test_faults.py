@@ -38,7 +38,7 @@ EXTRA = ('[conductor]\noperation_timeout = 4\nperiodic_interval = 0.5\n'
          'host_down_time = 3\nagent_call_timeout = 2\n')
 
 CREATE_STEPS = ('prepare', 'pause', 'pivot', 'resume')
-MERGE_STEPS = ('prepare', 'pause', 'merge', 'reparent', 'delete', 'resume',
+MERGE_STEPS = ('prepare', 'pause', 'merge', 'resume', 'reparent', 'delete',
                'purge')
 
 

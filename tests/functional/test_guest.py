@@ -40,7 +40,7 @@ STRIDE = 15
 MAX_BLOCKS = 2000
 OP_TIMEOUT = 300
 CREATE_STEPS = ['prepare', 'pause', 'pivot', 'resume']
-MERGE_STEPS = ['prepare', 'pause', 'merge', 'reparent', 'delete', 'resume',
+MERGE_STEPS = ['prepare', 'pause', 'merge', 'resume', 'reparent', 'delete',
                'purge']
 
 

@@ -10,11 +10,13 @@ import os
 import shutil
 import subprocess
 import tempfile
+from unittest import mock
 
 import pytest
 
 from agent import exception
 from agent import images
+from agent import qmp
 from agent.driver import qemu
 from agent.steps import StepRecorder
 from livesnap.testvm import TestVM, read_pattern_ok
@@ -191,28 +193,59 @@ def test_create_refuses_path_outside(driver, base, tmp_path):
                                StepRecorder())
 
 
-def test_pause_deadline_aborts_pivot(vms, base, imgdir):
+def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
+    """The paused section is queued in QEMU in one write, so a deadline
+    that its replies miss cannot leave the VM paused: the agent still reads
+    the queued cont's answer and keeps the pivot QEMU did."""
     strict = qemu.QemuDriver([imgdir], pause_deadline=0, qmp_timeout=30.0)
     vm = vms(base)
     vm.write(0xaa, 0, CHUNK)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     new = img(imgdir, "a1")
     rec = StepRecorder()
-    with pytest.raises(exception.PauseDeadlineExceeded):
-        strict.create_snapshot(disk, new, rec)
+    strict.create_snapshot(disk, new, rec)
+    assert names(rec) == ["prepare", "pause", "resume"]
+    assert rec.steps[1]["status"] == "failed"
+    assert "did not answer stop" in rec.steps[1]["error"]
+    assert rec.steps[2]["status"] == "done"
+    assert not rec.paused
+    assert vm.status() == "running"
+    assert vm.top_image() == new
+    assert_content(base, [(0xaa, 0)])
+
+    # the next snapshot on the same disk works
+    ok = qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
+    newer = img(imgdir, "a2")
+    snapshot(ok, {"qmp_socket": vm.qmp_socket, "active_image": new}, newer)
+    assert vm.top_image() == newer
+
+
+def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
+    """A graph change QEMU refuses inside the pause: cont was queued after
+    it, so the VM runs; the new node and file are removed afterwards."""
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    drv = qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
+    new = img(imgdir, "bad")
+    rec = StepRecorder()
+    real = qmp.QMPSession.send
+
+    def send(session, commands):
+        return real(session, [
+            ("blockdev-snapshot", dict(args, overlay="no-such-node"))
+            if cmd == "blockdev-snapshot" else (cmd, args)
+            for cmd, args in commands])
+
+    with mock.patch.object(qmp.QMPSession, "send", send):
+        with pytest.raises(exception.QMPError):
+            drv.create_snapshot(disk, new, rec)
     assert names(rec) == ["prepare", "pause", "pivot", "resume"]
     assert rec.steps[2]["status"] == "failed"
     assert rec.steps[3]["status"] == "done"
-    assert not rec.paused
+    assert rec.pause_ms is not None
     assert vm.status() == "running"
     assert not os.path.exists(new)
-    assert vm.top_image() == base
     assert [n["file"] for n in vm.nodes()] == [base]
-
-    # a driver with a sane deadline then succeeds on the same disk
-    ok = qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
-    result, _ = snapshot(ok, disk, new)
-    assert vm.top_image() == new
 
 
 # -- delete ----------------------------------------------------------------
@@ -283,9 +316,9 @@ def test_merge_newest_snapshot_into_active_online(driver, vms, base, imgdir):
     result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
                           progress=seen.append)
     assert result == {"child_image": chain[2], "parent_image": chain[0],
-                      "online": True}
-    assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume", "purge"]
+                      "online": True, "direction": "stream"}
+    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
+                          "delete", "purge"]
     assert rec.pause_ms is not None and not rec.paused
     assert seen and seen[-1] == 100.0
     assert vm.status() == "running"
@@ -319,8 +352,8 @@ def test_merge_middle_snapshot_online(driver, vms, base, imgdir):
     rec = StepRecorder()
     result = driver.merge(disk, chain[1], chain[0], chain[2], rec)
     assert result["online"] is True
-    assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume", "purge"]
+    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
+                          "delete", "purge"]
     assert vm.status() == "running"
     assert not os.path.exists(chain[1])
     assert vm.top_image() == chain[3]
@@ -343,9 +376,9 @@ def test_merge_root_online(driver, vms, base, imgdir):
     rec = StepRecorder()
     result = driver.merge(disk, chain[0], None, chain[1], rec)
     assert result == {"child_image": chain[1], "parent_image": None,
-                      "online": True}
-    assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume", "purge"]
+                      "online": True, "direction": "stream"}
+    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
+                          "delete", "purge"]
     assert vm.status() == "running"
     assert not os.path.exists(base)
     vm.shutdown()
@@ -455,16 +488,17 @@ def test_resume_failed_when_qemu_dies_while_paused(vms, base, imgdir,
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     new = img(imgdir, "a1")
-    real_check = drv._check_deadline
+    real_send = qmp.QMPSession.send
 
-    def die_then_check(paused_at):
-        vm.kill()
-        real_check(paused_at)
-    monkeypatch.setattr(drv, "_check_deadline", die_then_check)
+    def die_then_send(session, commands):
+        if commands[0][0] == "stop":
+            vm.kill()
+        return real_send(session, commands)
+    monkeypatch.setattr(qmp.QMPSession, "send", die_then_send)
     rec = StepRecorder()
     with pytest.raises(exception.ResumeFailed):
         drv.create_snapshot(disk, new, rec)
-    assert names(rec) == ["prepare", "pause", "pivot", "resume"]
+    assert names(rec) == ["prepare", "pause", "resume"]
     assert rec.steps[-1]["status"] == "failed"
     assert rec.paused  # the journal must know the VM may be left paused
     assert not os.path.exists(new)
@@ -483,12 +517,132 @@ def test_merge_reuses_a_pending_job(driver, vms, base, imgdir):
                             "auto-finalize": False, "auto-dismiss": False})
     rec = StepRecorder()
     driver.merge(disk, chain[1], chain[0], chain[2], rec)
-    assert names(rec) == ["prepare", "pause", "merge", "reparent",
-                          "delete", "resume", "purge"]
+    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
+                          "delete", "purge"]
     assert vm.qmp("query-jobs") == []
     vm.shutdown()
     assert images.backing_file(chain[2]) == chain[0]
     assert_content(chain[2], before)
+
+
+def test_merge_after_agent_died_inside_the_pause(driver, vms, base, imgdir):
+    """The agent wrote stop, job-finalize and cont, then died: QEMU ran
+    them, leaving a finalized job nobody dismissed (QEMU 7.2 crashes if
+    asked for its block nodes then).  The retry finds the merge done, the
+    VM running, and finishes the delete."""
+    vm = vms(base)
+    disk, chain = build_online_chain(driver, vm, base, imgdir, 2)
+    settle(vm)
+    before = layout_of(chain, 2)
+    nodes = {n["file"]: n["node-name"] for n in vm.nodes()}
+    job_id = qemu.job_id_for(chain[2])
+    vm.qmp("block-stream", {"job-id": job_id, "device": nodes[chain[2]],
+                            "base-node": nodes[chain[0]],
+                            "auto-finalize": False, "auto-dismiss": False})
+    with vm.session() as session:
+        while session.job(job_id)["status"] != "pending":
+            pass
+        ids = session.send([("stop", None),
+                            ("job-finalize", {"id": job_id}),
+                            ("cont", None)])
+        session.reply(ids[0])
+        session.reply(ids[2])   # all ran; the agent "dies" here
+    rec = StepRecorder()
+    driver.merge(disk, chain[1], chain[0], chain[2], rec)
+    assert names(rec) == ["reparent", "delete"]
+    assert vm.alive() and vm.status() == "running"
+    assert vm.qmp("query-jobs") == []
+    assert not os.path.exists(chain[1])
+    vm.shutdown()
+    assert images.backing_file(chain[2]) == chain[0]
+    assert_content(chain[2], before)
+
+
+BIG = 1024 * 1024   # data only the snapshot holds, at offset 2 MiB
+
+
+def build_big_snapshot_chain(driver, vm, base, imgdir):
+    """base <- a1 (holds BIG bytes more) <- a2 (active, little data)."""
+    disk, chain = build_online_chain(driver, vm, base, imgdir, 1)
+    vm.write(0x77, 2 * BIG, BIG)
+    new = img(imgdir, "a2")
+    snapshot(driver, disk, new)
+    vm.write(0x12, 2 * CHUNK, CHUNK)
+    vm.write(0x12, 0, CHUNK)
+    return disk, chain + [new]
+
+
+def test_merge_commits_the_small_live_image_into_a_big_snapshot(
+        driver, vms, base, imgdir):
+    """The live image holds less than the snapshot: its data is committed
+    into the snapshot's file, which becomes the live image (block-commit of
+    the active layer, QEMU's drained pivot), and the child's file goes."""
+    vm = vms(base)
+    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
+    settle(vm)
+    before = layout_of(chain, 2)
+    assert images.actual_size(chain[2]) < images.actual_size(chain[1])
+    rec = StepRecorder()
+    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == chain[1]
+    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
+                          "delete", "purge"]
+    assert rec.pause_ms is not None and not rec.paused
+    assert vm.status() == "running"
+    assert vm.top_image() == chain[1]
+    assert [n["file"] for n in vm.nodes()] == [chain[1], chain[0]] or \
+        sorted(n["file"] for n in vm.nodes()) == sorted(chain[:2])
+    assert vm.qmp("query-jobs") == []
+    assert not os.path.exists(chain[2])
+    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on, into a1
+    settle(vm)
+    assert_content(chain[1], before)
+    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
+    assert read_pattern_ok(chain[1], 0x99, 3 * BIG, CHUNK)
+    assert images.backing_file(chain[1]) == chain[0]
+    assert_content(chain[0], layout_of(chain, 0))
+    # done: running it again changes nothing
+    again = driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder(),
+                         child_is_leaf=True)
+    assert again["direction"] == "commit"
+    assert vm.top_image() == chain[1]
+
+
+def test_merge_streams_when_the_child_is_bigger_or_not_a_leaf(
+        driver, vms, base, imgdir):
+    vm = vms(base)
+    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
+    settle(vm)
+    # not a leaf (as the conductor would say of a child with children)
+    result = driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder(),
+                          child_is_leaf=False)
+    assert result["direction"] == "stream"
+    assert vm.top_image() == chain[2]
+    assert not os.path.exists(chain[1])
+    settle(vm)
+    assert read_pattern_ok(chain[2], 0x77, 2 * BIG, BIG)
+
+
+def test_merge_commits_offline(driver, base, imgdir):
+    disk, chain = build_offline_chain(driver, base, imgdir, 1)
+    offline_write(chain[1], 0x77, 2 * BIG, BIG)
+    new = img(imgdir, "a2")
+    snapshot(driver, disk, new)
+    offline_write(new, 0x12, 0)
+    chain.append(new)
+    rec = StepRecorder()
+    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == chain[1]
+    assert names(rec) == ["merge", "reparent", "delete"]
+    assert not os.path.exists(chain[2])
+    assert images.backing_file(chain[1]) == chain[0]
+    assert_content(chain[1], [(0x12, 0), (0x11, CHUNK)])
+    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
+    images.check(chain[1])
 
 
 def test_merge_refuses_when_snapshot_lost(driver, base, imgdir):
@@ -504,3 +658,92 @@ def test_merge_refuses_wrong_child(driver, base, imgdir):
     with pytest.raises(exception.ImageError, match="backing"):
         driver.merge(disk, chain[0], None, chain[2], StepRecorder())
     assert os.path.exists(chain[0])
+
+
+# -- a full image directory -----------------------------------------------
+
+@pytest.fixture
+def small_imgdir(tmp_path):
+    """An image directory on a 24 MiB filesystem of its own (tmpfs)."""
+    d = tmp_path / "small"
+    d.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m",
+                           "tmpfs", str(d)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % proc.stderr.strip())
+    yield str(d)
+    subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def _fill_snapshot(vm, mib):
+    """Write ``mib`` MiB into the VM's live layer."""
+    for i in range(mib):
+        vm.write(0x40 + i, i * 1024 * 1024, 1024 * 1024)
+    vm.flush()
+
+
+def test_merge_refused_before_it_starts_without_room(vms, small_imgdir):
+    base = img(small_imgdir, "base")
+    images.create_base(base, 64 * 1024 * 1024)
+    drv = qemu.QemuDriver([small_imgdir], pause_deadline=30.0,
+                          qmp_timeout=30.0, reserved_bytes=4 * 1024 * 1024)
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    snapshot(drv, disk, img(small_imgdir, "a1"))
+    _fill_snapshot(vm, 12)
+    snapshot(drv, disk, img(small_imgdir, "a2"))
+    rec = StepRecorder()
+    with pytest.raises(exception.NoSpace, match="needs 1[23]"):
+        drv.merge(disk, img(small_imgdir, "a1"), base,
+                  img(small_imgdir, "a2"), rec)
+    assert rec.steps == []
+    assert vm.status() == "running"
+    assert vm.qmp("query-jobs") == []
+    assert vm.top_image() == img(small_imgdir, "a2")
+    # a create that would leave less than the reserve is refused too
+    tight = qemu.QemuDriver([small_imgdir], reserved_bytes=64 * 1024 * 1024)
+    with pytest.raises(exception.NoSpace):
+        tight.create_snapshot(disk, img(small_imgdir, "a3"), StepRecorder())
+    assert not os.path.exists(img(small_imgdir, "a3"))
+
+
+def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
+        vms, small_imgdir, monkeypatch):
+    """ENOSPC in the middle of the copy: the job fails with "no space", the
+    VM runs, the chain and the data are as before, and the same merge
+    succeeds once there is room again."""
+    base = img(small_imgdir, "base")
+    images.create_base(base, 64 * 1024 * 1024)
+    drv = qemu.QemuDriver([small_imgdir], pause_deadline=30.0,
+                          qmp_timeout=30.0)
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    a1, a2 = img(small_imgdir, "a1"), img(small_imgdir, "a2")
+    snapshot(drv, disk, a1)
+    _fill_snapshot(vm, 9)
+    snapshot(drv, disk, a2)
+    vm.write(0x33, 20 * 1024 * 1024, CHUNK)
+    settle(vm)
+    ballast = os.path.join(small_imgdir, "ballast")
+    with open(ballast, "wb") as f:   # leave about 4 MiB free
+        f.write(b"\0" * (images.free_bytes(small_imgdir) - 4 * 1024 * 1024))
+    monkeypatch.setattr(drv, "_ensure_space", lambda *a: None)
+    rec = StepRecorder()
+    with pytest.raises(exception.NoSpace, match="No space left"):
+        drv.merge(disk, a1, base, a2, rec)
+    assert vm.status() == "running"
+    assert vm.qmp("query-jobs") == []
+    assert vm.top_image() == a2
+    assert images.backing_file(a2) == a1
+    assert images.backing_file(a1) == base
+    settle(vm)
+    for path in (base, a1, a2):
+        images.check(path, force_share=True)
+    os.unlink(ballast)
+    drv.merge(disk, a1, base, a2, StepRecorder())
+    assert vm.top_image() == a2 and not os.path.exists(a1)
+    settle(vm)
+    for i in range(9):
+        assert read_pattern_ok(a2, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
+    assert read_pattern_ok(a2, 0x33, 20 * 1024 * 1024, CHUNK)
+

@@ -1,0 +1,116 @@
+"""The load benchmark's pure parts: QEMU-clock pause windows, the chain's
+top node, the QEMU pause figure of an operation record, CPU deltas and
+option checks (the whole benchmark runs in
+tests/functional/test_bench_load.py)."""
+
+import pytest
+
+from livesnap import bench
+from livesnap import bench_load
+from livesnap.bench_load import monitor
+from livesnap.bench_load import procstat
+from livesnap.bench_load import tenants
+
+
+def test_pause_windows_pair_stop_with_next_resume():
+    events = [('RESUME', 0.5), ('STOP', 1.0), ('STOP', 1.1),
+              ('RESUME', 1.002), ('STOP', 2.0), ('RESUME', 2.004),
+              ('STOP', 3.0)]
+    assert monitor.pause_windows(events) == [(1.0, 1.002), (2.0, 2.004)]
+    assert monitor.pause_windows(events, since=1.5) == [(2.0, 2.004)]
+    assert monitor.pause_windows(events, until=1.5) == [(1.0, 1.002)]
+
+
+def test_top_node_is_the_head_of_the_longest_chain():
+    nodes = [
+        {'node-name': 'disk0', 'drv': 'qcow2', 'file': '/i/base'},
+        {'node-name': 'f0', 'drv': 'file', 'file': '/i/base'},
+        {'node-name': 'a', 'drv': 'qcow2', 'file': '/i/a',
+         'backing_file': '/i/base'},
+        {'node-name': 'b', 'drv': 'qcow2', 'file': '/i/b',
+         'backing_file': '/i/a'},
+        {'node-name': 'stray', 'drv': 'qcow2', 'file': '/i/stray'},
+    ]
+    assert monitor.top_node(nodes) == 'b'
+    with pytest.raises(monitor.MonitorError):
+        monitor.top_node([])
+
+
+@pytest.mark.parametrize('op, expected', [
+    ({'pause_ms': 7.0, 'steps': []}, None),
+    ({'pause_ms': 7.0}, None),
+    ({'pause_ms': 7.0, 'qemu_pause_ms': 1.25}, 1.25),
+    ({'pause_ms': 7.0, 'pause_qemu_ms': 2}, 2.0),
+    ({'steps': [{'name': 'pause', 'detail': {'qemu_pause_ms': 0.5}},
+                {'name': 'resume', 'detail': {'attempts': 1}}]}, 0.5),
+    ({'steps': [{'name': 'pivot', 'detail': None},
+                {'name': 'x', 'detail': {'qemu_flag_ms': True}}]}, None),
+])
+def test_qemu_pause_of_tolerates_records_without_it(op, expected):
+    assert tenants.qemu_pause_of(op) == expected
+
+
+def test_agent_and_qemu_figures_of_a_record_with_both():
+    op = {'pause_ms': 1.1, 'agent_pause_ms': 9.5, 'steps': [
+        {'name': 'prepare', 'detail': {}},
+        {'name': 'resume', 'detail': {'agent_pause_ms': 9.5,
+                                      'qemu_pause_ms': 1.1}}]}
+    assert tenants.agent_pause_of(op) == 9.5
+    assert tenants.qemu_pause_of(op) == 1.1
+    assert tenants.agent_pause_of({'pause_ms': 7.0}) == 7.0
+
+
+def test_cpu_delta_counts_new_and_vanished_processes():
+    before = {'agent': {1: (1.0, 0.5), 2: (2.0, 0.0)}}
+    after = {'agent': {1: (1.5, 0.75), 3: (0.25, 0.0)},
+             'qemu': {9: (3.0, 0.0)}}
+    assert procstat.delta(before, after) == {
+        'agent': 0.75, 'agent+children': 0.25, 'qemu': 3.0}
+
+
+def test_cpu_times_of_this_process():
+    own, children = procstat.cpu_times(__import__('os').getpid())
+    assert own > 0 and children >= 0
+    assert procstat.cpu_times(2 ** 31) is None
+
+
+def _opts(argv):
+    return bench.parse_args(['--only', 'load'] + argv)
+
+
+def test_load_options_defaults_and_quick():
+    opts = _opts([])
+    assert opts.sections == ['load']
+    assert (opts.agents, opts.vms, opts.tenants) == (20, 40, 20)
+    assert opts.conductor_counts == [1, 2]
+    quick = _opts(['--quick', '--agents', '3'])
+    assert quick.agents == 3 and quick.duration == 10.0
+    assert 'load' not in bench.parse_args([]).sections
+
+
+@pytest.mark.parametrize('argv', [
+    ['--conductors', '2,1'], ['--conductors', 'x'], ['--vms', '0'],
+    ['--tenants', '5', '--vms', '2'], ['--duration', '0']])
+def test_load_options_refused(argv):
+    with pytest.raises(SystemExit):
+        _opts(argv)
+
+
+def test_render_a_skipped_section():
+    lines = bench_load.render({'skipped': 'RabbitMQ not reachable'})
+    assert any('skipped: RabbitMQ not reachable' in x for x in lines)
+
+
+def test_tenants_share_vms_in_pairs():
+    from livesnap.bench_load import cluster
+    owners = [cluster.tenant_of(i, 40, 20) for i in range(40)]
+    assert owners[:4] == [0, 0, 1, 1] and owners[-1] == 19
+    assert [cluster.tenant_of(i, 3, 3) for i in range(3)] == [0, 1, 2]
+
+
+
+def test_cpu_total_of_the_deployment_leaves_out_broker_and_bench():
+    per_op = {'conductor': 1.0, 'agent': 2.0, 'qemu': 0.5, 'postgres': None,
+              'rabbitmq': 9.0, 'clients': 9.0}
+    assert bench_load._total(per_op, bench_load.OWN_KINDS) == 3.5
+    assert bench_load._total({}, bench_load.OWN_KINDS) is None
