@@ -16,7 +16,7 @@ Drift found:
 * ``stale-lock``: a disk locked by an operation that has ended (and is not
   in doubt);
 * ``stuck``: a snapshot ``creating`` or ``deleting`` with no operation
-  running on its disk.
+  running on its disk or waiting for it.
 
 ``repair`` fixes what is safe to fix without a human: it removes orphans
 (the agent refuses files that any process has open), releases stale locks
@@ -96,7 +96,10 @@ def _expected(session, host):
                         'detail': '%s locked by ended operation %s'
                                   % (where, disk.operation_id)})
             elif any(x.status in ('creating', 'deleting')
-                     for x in snaps.values()):
+                     for x in snaps.values()) and \
+                    db.queued_operation(session, disk.id) is None:
+                # (A tenant's operation waiting for the disk has marked its
+                # snapshot already; it is not stuck.)
                 for x in snaps.values():
                     if x.status in ('creating', 'deleting'):
                         findings.append({

@@ -39,6 +39,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import operations
 from conductor import reports
+from conductor import states
 from livesnap import context
 from livesnap import rpc
 
@@ -73,8 +74,19 @@ def _overdue_ids():
 
 
 def _extend(op_id, status=None, error=None, attempts=None, seconds=None):
+    """Extend (and maybe change) an operation that has not ended, or is
+    in doubt; by ``seconds``, or ``[conductor] operation_timeout``.
+
+    :returns: the operation, or None if it ended meanwhile (its report
+        was applied while the agent was being asked): nothing is changed.
+    """
     with db.transaction() as s:
         op = s.get(models.Operation, op_id, with_for_update=True)
+        if op.status not in states.ACTIVE and not operations._in_doubt(s, op):
+            return None
+        if status is not None and not states.operation_may(op.status,
+                                                           status):
+            return None
         op.deadline = models.utcnow() + datetime.timedelta(
             seconds=seconds or CONF.conductor.operation_timeout)
         if status is not None:
@@ -99,6 +111,9 @@ def _load_open(op_id):
             return None
         if op.status not in ('pending', 'running') and \
                 not _holds_lock(s, op):
+            return None
+        if op.status == 'pending' and op.task is None:
+            # Waiting for its disk (conductor.waiting): no agent has it.
             return None
         host_alive = db.host_is_alive(s, op.host)
         s.expunge(op)
@@ -205,6 +220,8 @@ def check_one(op_id, at_deadline=True):
         return give_up(ctxt, op)
     if at_deadline:
         op = _extend(op.id, status='running', attempts=op.attempts + 1)
+        if op is None:
+            return 'ended'
         LOG.warning('Operation %(op)s never reached %(host)s; sending it '
                     'again (attempt %(n)d)', {'op': op.id, 'host': op.host,
                                               'n': op.attempts + 1})

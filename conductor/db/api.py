@@ -2,9 +2,15 @@
 
 ``transaction()`` yields an ORM session inside one transaction.  On SQLite
 every transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
-writers queue instead of failing on a lock upgrade; on PostgreSQL and MySQL
-the disk lock is a compare-and-swap UPDATE (see ``lock_disk``), which is
-safe under READ COMMITTED with any number of conductors.
+writers queue instead of failing on a lock upgrade; on PostgreSQL and
+MySQL/MariaDB every transaction runs at READ COMMITTED (MariaDB's default,
+REPEATABLE READ, would answer later reads from the snapshot of the first
+one) and the disk lock is a compare-and-swap UPDATE (see ``lock_disk``),
+safe with any number of conductors.
+
+Policy decisions are made on rows read *after* the disk's row is locked
+(``disk_for_update``): whoever changes a disk's tree holds that row, so
+what is read after it cannot change until the transaction ends.
 
 ``reader()`` yields a connection for the API's lean reads
 (``conductor.db.reads``): on PostgreSQL and MySQL from a second pool whose
@@ -32,6 +38,7 @@ from sqlalchemy import orm
 from conductor.db import migration
 from conductor.db import models
 from conductor import exception
+from conductor import states
 
 CONF = cfg.CONF
 
@@ -63,6 +70,7 @@ def _make_engine(url, **kwargs):
         def _on_begin(connection):
             connection.exec_driver_sql('BEGIN IMMEDIATE')
         return engine
+    kwargs.setdefault('isolation_level', 'READ COMMITTED')
     engine = sa.create_engine(url, pool_size=CONF.database.max_pool_size,
                               max_overflow=CONF.database.max_overflow,
                               **kwargs)
@@ -220,6 +228,28 @@ def lock_disk(session, disk_id, operation_id):
     return result.rowcount == 1
 
 
+def disk_for_update(session, disk_id):
+    """Lock the disk's row (``SELECT ... FOR UPDATE``) and re-read it.
+
+    Every object this session loaded before is expired first, so what is
+    read from here on (the snapshots, the live image's position) is the
+    newest committed state, which nobody can change while the row is held.
+    :returns: the disk, or None if it does not exist.
+    """
+    session.expire_all()
+    return session.get(models.Disk, disk_id, with_for_update=True,
+                       populate_existing=True)
+
+
+def lock_project(session, project_id):
+    """Serialise the quota decisions of one project: lock its servers'
+    rows (in a fixed order) until the transaction ends."""
+    session.execute(
+        sa.select(models.Server.id)
+        .where(models.Server.project_id == project_id)
+        .order_by(models.Server.id).with_for_update())
+
+
 def unlock_disk(session, disk_id, operation_id):
     """Release the disk's lock if ``operation_id`` still holds it."""
     session.execute(
@@ -267,6 +297,41 @@ def operation_get(session, operation_id, project_id=None):
         raise exception.NotFound('Operation %s could not be found.'
                                  % operation_id)
     return op
+
+
+def operation_transition(session, operation_id, expected, new, **values):
+    """Compare-and-set an operation's status.
+
+    :param expected: the statuses the caller expects it to be in.
+    :returns: True if the operation was in one of them and is now ``new``.
+    """
+    for old in expected:
+        if not states.operation_may(old, new):
+            raise states.InvalidTransition('operation %s: %s -> %s'
+                                           % (operation_id, old, new))
+    result = session.execute(
+        sa.update(models.Operation)
+        .where(models.Operation.id == operation_id)
+        .where(models.Operation.status.in_(tuple(expected)))
+        .values(status=new, updated_at=models.utcnow(), **values)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def queued_operation(session, disk_id):
+    """The oldest operation waiting for the disk (``pending``)."""
+    return session.scalars(
+        sa.select(models.Operation)
+        .where(models.Operation.disk_id == disk_id)
+        .where(models.Operation.status == states.PENDING)
+        .order_by(models.Operation.created_at, models.Operation.id)
+        .limit(1)).first()
+
+
+def disks_with_queued_operations(session):
+    return list(session.scalars(
+        sa.select(models.Operation.disk_id)
+        .where(models.Operation.status == states.PENDING).distinct()))
 
 
 def operation_list(session, project_id=None, server_id=None, limit=200):
