@@ -169,7 +169,7 @@ def finish_deferred(ctxt, disk_id):
     return operation_id
 
 
-def _deleted(session, op, result):
+def deleted(session, op, result):
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     if op.mode == 'merge':
@@ -193,10 +193,7 @@ def _deleted(session, op, result):
     session.delete(snap)
 
 
-def _delete_failed(session, op, report):
+def delete_failed(session, op, report):
     snap = session.get(models.Snapshot, op.snapshot_id)
     if snap is not None:
         states.check_snapshot(snap, op.prior_status or states.AVAILABLE)
-
-
-operations.register_handlers('delete', _deleted, _delete_failed)

@@ -32,38 +32,33 @@ from conductor import states
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
-# action -> (on_success, on_failure); filled in by the policy modules.
-_HANDLERS = {}
-# Called with (ctxt, disk_id) after any operation on a disk has ended and
-# released the disk's lock (deferred deletions start from here).
-_AFTER_FINISH = []
-
-
-def register_handlers(action, on_success, on_failure):
-    _HANDLERS[action] = (on_success, on_failure)
-
-
 def handler(action):
-    """(on_success, on_failure) of an action's reports."""
-    return _HANDLERS[action]
+    """``(on_success, on_failure)``: what applies a report of ``action``.
 
-
-def register_after_finish(hook):
-    if hook not in _AFTER_FINISH:
-        _AFTER_FINISH.append(hook)
+    An explicit table, read when a report arrives, so a process applies
+    every action's reports whatever modules it happened to import.  The
+    policy modules import this one, hence the imports here.
+    """
+    from conductor import deletion
+    from conductor import revert
+    from conductor import snapshots
+    return {
+        'create': (snapshots.created, snapshots.create_failed),
+        'delete': (deletion.deleted, deletion.delete_failed),
+        'revert': (revert.reverted, revert.revert_failed),
+    }[action]
 
 
 def _after_finish(ctxt, disk_id):
-    # Tenants waiting for the disk first, then the conductor's own work.
+    """The disk's lock is free again: start what waits for it (a tenant's
+    request first, then the conductor's own deferred work)."""
     from conductor import waiting
-    for hook in [waiting.disk_freed] + _AFTER_FINISH:
-        try:
-            hook(ctxt, disk_id)
-        except Exception:
-            # The periodic task retries; a report is never lost over this.
-            LOG.exception('After-operation hook %(hook)s failed for disk '
-                          '%(disk)s', {'hook': hook.__name__,
-                                       'disk': disk_id})
+    try:
+        waiting.disk_freed(ctxt, disk_id)
+    except Exception:
+        # The periodic task retries; a report is never lost over this.
+        LOG.exception('Starting the work waiting for disk %(disk)s failed',
+                      {'disk': disk_id})
 
 
 def new_id():
@@ -219,7 +214,7 @@ def _apply_report(operation_id, report):
         op.steps = (op.steps or []) + list(report.get('steps') or [])
         if report.get('pause_ms') is not None:
             op.pause_ms = (op.pause_ms or 0.0) + report['pause_ms']
-        on_success, on_failure = _HANDLERS[op.action]
+        on_success, on_failure = handler(op.action)
         if report.get('status') == 'succeeded':
             on_success(s, op, report.get('result') or {})
             set_status(op, states.SUCCEEDED)

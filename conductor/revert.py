@@ -101,14 +101,11 @@ def start_revert(session, op, server, disk, snap=None):
     return True
 
 
-def _reverted(session, op, result):
+def reverted(session, op, result):
     disk = session.get(models.Disk, op.disk_id)
     disk.active_image = result['active_image']
     disk.snapshot_id = op.snapshot_id
 
 
-def _revert_failed(session, op, report):
+def revert_failed(session, op, report):
     """The agent leaves the old live image in place on failure."""
-
-
-operations.register_handlers('revert', _reverted, _revert_failed)

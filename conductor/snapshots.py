@@ -113,7 +113,7 @@ def start_create(session, op, server, disk, snap=None):
     return True
 
 
-def _created(session, op, result):
+def created(session, op, result):
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     states.check_snapshot(snap, states.AVAILABLE)
@@ -124,12 +124,9 @@ def _created(session, op, result):
     op.mode = 'online' if result.get('online') else 'offline'
 
 
-def _create_failed(session, op, report):
+def create_failed(session, op, report):
     snap = session.get(models.Snapshot, op.snapshot_id)
     if snap is not None:
         # Nothing was made on disk: the agent rolls a failed create back.
         states.check_snapshot(snap, states.ERROR)
         snap.image = None
-
-
-operations.register_handlers('create', _created, _create_failed)

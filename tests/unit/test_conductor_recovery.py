@@ -204,3 +204,18 @@ def test_in_doubt_operation_of_a_down_host_is_not_asked(database, agent):
     assert deadlines.check_one('doubt') == 'host-down'
     assert agent.calls == []
     assert _state('doubt')[:2] == ('failed', 'doubt')
+
+
+def test_reports_of_every_action_apply_whatever_was_imported():
+    """The report handlers are an explicit table, not registered by the
+    side effect of importing a policy module: a process that imported
+    only conductor.operations still finds the revert handler."""
+    import subprocess
+    import sys
+    code = ('import sys; from conductor import operations; '
+            'assert "conductor.revert" not in sys.modules; '
+            'ok, failed = operations.handler("revert"); '
+            'print(ok.__module__, ok.__name__, failed.__name__)')
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ['conductor.revert', 'reverted', 'revert_failed']

@@ -11,6 +11,7 @@ import pytest
 from conductor.db import api as db
 from conductor.db import models
 from conductor import operations
+from conductor import snapshots
 from conductor import states
 from tests import fixtures
 from tests.functional import scenarios
@@ -94,8 +95,7 @@ def test_delete_during_create_report_counts_fresh_rows(offline,
             held.set()
             release.wait(30)
 
-    monkeypatch.setitem(operations._HANDLERS, 'create',
-                        (slow_created, on_failure))
+    monkeypatch.setattr(snapshots, 'created', slow_created)
     body = dep.ok('POST', '/v1/servers/srv1/snapshots',
                   {'snapshot': {'name': 's2', 'disk': 'vda'}}, status=202)
     assert held.wait(30)
