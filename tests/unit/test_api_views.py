@@ -224,3 +224,19 @@ def test_the_conductor_exits_with_the_reason(tmp_path):
     assert 'www_authenticate_uri' in proc.stderr
     assert 'Traceback' not in proc.stderr
     assert not (tmp_path / 'db').exists()  # nothing started
+
+
+@SQLITE
+def test_an_unreachable_database_answers_503_and_changes_nothing(
+        world, conf):
+    from conductor.db import api as db
+    dep = world[0]
+    conf.set('connection', 'postgresql+psycopg2://postgres@127.0.0.1:9/none',
+             group='database')
+    db.reset()
+    for method, path, body in (
+            ('GET', '/v1/servers', None),
+            ('POST', '/v1/servers/srv1/snapshots',
+             {'snapshot': {'name': 'x', 'disk': 'vda'}})):
+        status, code = fixtures.api_error(dep, method, path, body)
+        assert (status, code) == (503, 'database_unavailable'), (method, path)
