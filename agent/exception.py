@@ -38,6 +38,11 @@ class NoSpace(AgentError):
     code = "no_space"
 
 
+class Cancelled(AgentError):
+    """An administrator cancelled the operation; nothing was changed."""
+    code = "cancelled"
+
+
 class QMPError(AgentError):
     """The QEMU monitor refused a command or could not be reached."""
     code = "qmp_error"

@@ -45,3 +45,7 @@ class AgentManager(object):
     def abandon_operation(self, ctxt, operation_id):
         """The conductor gives up on the operation (1.2)."""
         return self.runner.abandon(operation_id)
+
+    def cancel_operation(self, ctxt, operation_id):
+        """An administrator cancels a merge that is still copying (1.3)."""
+        return self.runner.cancel(operation_id)

@@ -16,11 +16,13 @@ API version history:
 * 1.2 - Added abandon_operation: the conductor gives up on an operation
         and the agent refuses its task from then on.  get_operation may
         answer the state ``abandoned``.
+* 1.3 - Added cancel_operation: an administrator stops a merge that is
+        still copying.
 """
 
 from livesnap import rpc
 
-RPC_API_VERSION = '1.2'
+RPC_API_VERSION = '1.3'
 
 
 class AgentAPI(object):
@@ -87,3 +89,11 @@ class AgentAPI(object):
         """
         return self._prepare(host, version='1.2', timeout=timeout).call(
             ctxt, 'abandon_operation', operation_id=operation_id)
+
+    def cancel_operation(self, ctxt, host, operation_id, timeout=10):
+        """Stop a merge that is still copying; it fails with ``cancelled``.
+
+        :returns: ``{'cancelling': bool}``.
+        """
+        return self._prepare(host, version='1.3', timeout=timeout).call(
+            ctxt, 'cancel_operation', operation_id=operation_id)

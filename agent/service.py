@@ -45,6 +45,7 @@ class AgentService(object):
             resume_retries=CONF.agent.resume_retries,
             qmp_timeout=CONF.agent.qmp_timeout,
             job_timeout=CONF.agent.merge_timeout,
+            merge_speed=CONF.agent.merge_rate_limit_mb * 1024 * 1024,
             reserved_bytes=CONF.agent.reserved_space_mb * 1024 * 1024)
         self.journal = journal_mod.Journal(CONF.agent.journal_dir)
         self.runner = tasks.TaskRunner(

@@ -52,6 +52,8 @@ class TaskRunner(object):
         self.resend_max_interval = max(resend_max_interval, resend_interval)
         self._running = set()
         self._running_lock = threading.Lock()
+        # operation id -> Event set when an administrator cancels it
+        self._cancel = {}
         # Reports the journal could not store (a full disk): kept here,
         # sent and re-sent like the others, journaled once it can be.
         self._outcomes = {}
@@ -510,14 +512,36 @@ class TaskRunner(object):
         if task['mode'] == 'physical':
             self.driver.delete_image(task['snapshot_image'], rec)
             return {}
-        result = self.driver.merge(
-            task['disk'], task['snapshot_image'], task.get('parent_image'),
-            task['child_image'], rec,
-            progress=self._progress_cb(ctxt, task['operation_id']),
-            child_is_leaf=task.get('child_is_leaf', False))
+        cancel = self._cancel.setdefault(task['operation_id'],
+                                         threading.Event())
+        try:
+            result = self.driver.merge(
+                task['disk'], task['snapshot_image'],
+                task.get('parent_image'), task['child_image'], rec,
+                progress=self._progress_cb(ctxt, task['operation_id']),
+                child_is_leaf=task.get('child_is_leaf', False),
+                cancelled=cancel.is_set)
+        finally:
+            self._cancel.pop(task['operation_id'], None)
         # the file that now holds the child (the snapshot's, if committed)
         result['child_size_bytes'] = images.actual_size(result['child_image'])
         return result
+
+    def cancel(self, operation_id):
+        """An administrator cancels ``operation_id``: a merge still copying
+        stops, drops its block job and fails with ``cancelled``, leaving
+        the images as they were.  Anything else runs to its end (creates
+        and the paused part of a merge take milliseconds).
+
+        :returns: ``{"cancelling": bool}``: whether a copy will stop.
+        """
+        event = self._cancel.get(operation_id)
+        if event is None:
+            return {'cancelling': False}
+        event.set()
+        LOG.warning('Operation %(op)s cancelled by an administrator',
+                    {'op': operation_id})
+        return {'cancelling': True}
 
     def _revert_disk(self, ctxt, task, rec):
         discard = task.get('discard_image')

@@ -144,6 +144,11 @@ rules = [
         'Show an operation with its steps and pause time.',
         [{'method': 'GET', 'path': _OPERATION}]),
     policy.DocumentedRuleDefault(
+        'livesnap:operation:cancel', ADMIN,
+        'Cancel a merge that is still copying (it fails with "cancelled" '
+        'and leaves the images as they were).',
+        [{'method': 'POST', 'path': _OPERATION + '/cancel'}]),
+    policy.DocumentedRuleDefault(
         'livesnap:operation:unlimited', ADMIN,
         'Start snapshot operations without the per-project rate limit '
         '([api] operations_per_minute).',
@@ -166,6 +171,7 @@ ACTIONS = {
     'livesnap:snapshot:revert': 'revert disks to snapshots',
     'livesnap:operation:list': 'list operations',
     'livesnap:operation:get': 'show operations',
+    'livesnap:operation:cancel': 'cancel operations',
 }
 
 _ENFORCER = None

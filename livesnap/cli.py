@@ -157,6 +157,10 @@ class ApiClient:
         return self.request("GET",
                             "/operations/%s" % _q(operation_id))["operation"]
 
+    def cancel_operation(self, operation_id):
+        return self.request("POST", "/operations/%s/cancel"
+                            % _q(operation_id))["operation"]
+
     def list_operations(self, server_id=None):
         query = {"server_id": server_id} if server_id else None
         return self.request("GET", "/operations",
@@ -636,6 +640,14 @@ def cmd_operation_show(client, args, out):
     return EXIT_OK
 
 
+def cmd_operation_cancel(client, args, out):
+    """``operation cancel ID [--wait]`` (admin): stop a merge's copy."""
+    operation = client.cancel_operation(args.operation_id)
+    if not out.json:
+        out.text("Cancelling operation %s" % operation.get("id"))
+    return _finish(client, args, out, operation, _render_operation(out))
+
+
 def cmd_operation_list(client, args, out):
     """``operation list [--server ID]``."""
     operations = client.list_operations(args.server)
@@ -762,6 +774,10 @@ def build_parser():
     sub = command(op_cmds, "show", cmd_operation_show,
                   "show an operation and its steps")
     sub.add_argument("operation_id", metavar="ID")
+    sub = command(op_cmds, "cancel", cmd_operation_cancel,
+                  "cancel a merge that is still copying (admin)")
+    sub.add_argument("operation_id", metavar="ID")
+    wait_option(sub)
     sub = command(op_cmds, "list", cmd_operation_list, "list operations")
     sub.add_argument("--server", metavar="ID",
                      help="only the operations of this server")

@@ -167,11 +167,13 @@ class QemuDriver(object):
     :param job_timeout: seconds a merge job may run (None: no limit).
     :param reserved_bytes: free space an image directory keeps; work that
         would need more is refused with NoSpace before it starts.
+    :param merge_speed: bytes per second a merge's block job may copy
+        (0: no limit).
     """
 
     def __init__(self, image_dirs, pause_deadline=0.5, resume_retries=5,
                  qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None,
-                 reserved_bytes=0):
+                 reserved_bytes=0, merge_speed=0):
         self.image_dirs = list(image_dirs)
         self.pause_deadline = pause_deadline
         self.resume_retries = max(1, int(resume_retries))
@@ -179,6 +181,7 @@ class QemuDriver(object):
         self.job_poll_interval = job_poll_interval
         self.job_timeout = job_timeout
         self.reserved_bytes = reserved_bytes
+        self.merge_speed = merge_speed
 
     # -- helpers --------------------------------------------------------------
     def _ensure_space(self, target, needed, what):
@@ -510,7 +513,7 @@ class QemuDriver(object):
 
     # -- merge --------------------------------------------------------------
     def merge(self, disk, snapshot_image, parent_image, child_image, rec,
-              progress=None, child_is_leaf=False):
+              progress=None, child_is_leaf=False, cancelled=None):
         """Merge ``snapshot_image`` with its only child so that one file
         holds what the child shows, on top of ``parent_image`` (None: the
         snapshot is the root and the result stands alone), and delete the
@@ -530,6 +533,9 @@ class QemuDriver(object):
 
         :param progress: optional callable(percent) called while a job runs.
         :param child_is_leaf: nothing but the child is built on the child.
+        :param cancelled: optional callable; when it returns True while the
+            data is being copied, the job is dropped and Cancelled raised
+            (never once the pause has begun).
         :returns: ``{"child_image", "parent_image", "online", "direction"}``
             with ``direction`` ``stream`` or ``commit``.
         """
@@ -566,7 +572,7 @@ class QemuDriver(object):
                 session = conn.get()
                 if session.job(commit_job_id_for(child)) is not None:
                     self._commit_online(conn, snap, parent, child, rec,
-                                        progress)
+                                        progress, cancelled)
                     return committed
                 graph = _Graph(session)
                 child_node = graph.node(child)
@@ -575,16 +581,16 @@ class QemuDriver(object):
                         and graph.is_top(graph.node(snap)):
                     # Committed and pivoted; the child's node is gone.
                     self._commit_online(conn, snap, parent, child, rec,
-                                        progress)
+                                        progress, cancelled)
                     return committed
                 if child_node is not None:
                     if child_is_leaf and graph.is_top(child_node) \
                             and self._cheaper_to_commit(snap, child):
                         self._commit_online(conn, snap, parent, child, rec,
-                                            progress)
+                                            progress, cancelled)
                         return committed
                     self._merge_online(conn, snap, parent, child, rec,
-                                       progress)
+                                       progress, cancelled)
                     return result
         result["online"] = committed["online"] = False
         if child_is_leaf and self._cheaper_to_commit(snap, child):
@@ -619,7 +625,8 @@ class QemuDriver(object):
         LOG.info("Committed %(child)s into %(snap)s offline",
                  {"snap": snap, "child": child})
 
-    def _commit_online(self, conn, snap, parent, child, rec, progress):
+    def _commit_online(self, conn, snap, parent, child, rec, progress,
+                       cancelled=None):
         """Commit the live image ``child`` into ``snap`` and pivot the disk
         onto ``snap``'s node.
 
@@ -665,12 +672,16 @@ class QemuDriver(object):
                           direction="commit"):
                 try:
                     if job is None:
-                        session.execute("block-commit", {
+                        args = {
                             "job-id": job_id,
                             "device": graph.node(child)["node-name"],
                             "base-node": graph.node(snap)["node-name"],
-                            "auto-finalize": True, "auto-dismiss": False})
-                    self._wait_job(session, job_id, ("ready",), progress)
+                            "auto-finalize": True, "auto-dismiss": False}
+                        if self.merge_speed:
+                            args["speed"] = self.merge_speed
+                        session.execute("block-commit", args)
+                    self._wait_job(session, job_id, ("ready",), progress,
+                                   cancelled)
                     images.flush(snap)
                 except BaseException:
                     self._drop_job(conn, job_id)
@@ -751,9 +762,14 @@ class QemuDriver(object):
         LOG.info("Merged %(snap)s into %(child)s offline",
                  {"snap": snap, "child": child})
 
-    def _wait_job(self, session, job_id, want, progress=None):
+    def _wait_job(self, session, job_id, want, progress=None,
+                  cancelled=None):
         """Poll ``query-jobs`` until job ``job_id`` reaches a status in
-        ``want``; returns the job.  :raises QMPError: if it ends otherwise."""
+        ``want``; returns the job.
+
+        :raises QMPError: if it ends otherwise or overruns ``job_timeout``.
+        :raises Cancelled: if ``cancelled()`` turns true meanwhile.
+        """
         start = time.monotonic()
         while True:
             job = session.job(job_id)
@@ -771,6 +787,10 @@ class QemuDriver(object):
             if job["status"] in _JOB_DONE or job["status"] == "aborting":
                 raise _job_failed(job_id, "ended (%s)" % job["status"],
                                   job.get("error", "no error"))
+            if cancelled is not None and cancelled():
+                raise exception.Cancelled(
+                    "The merge was cancelled by an administrator while it "
+                    "copied; the images are as they were")
             if (self.job_timeout is not None
                     and time.monotonic() - start > self.job_timeout):
                 raise exception.QMPError("Block job %s timed out" % job_id)
@@ -817,7 +837,8 @@ class QemuDriver(object):
             raise exception.ImageInUse("%s is still open by QEMU" % path,
                                        image=path)
 
-    def _merge_online(self, conn, snap, parent, child, rec, progress):
+    def _merge_online(self, conn, snap, parent, child, rec, progress,
+                      cancelled=None):
         session = conn.get()
         job_id = job_id_for(child)
         # A job left finished by an interrupted attempt is dismissed here;
@@ -842,6 +863,8 @@ class QemuDriver(object):
 
         args = {"job-id": job_id, "device": child_node["node-name"],
                 "auto-finalize": False, "auto-dismiss": False}
+        if self.merge_speed:
+            args["speed"] = self.merge_speed
         if parent is not None:
             parent_node = graph.node(parent)
             if parent_node is None:
@@ -856,7 +879,8 @@ class QemuDriver(object):
             try:
                 if job is None:
                     session.execute("block-stream", args)
-                self._wait_job(session, job_id, ("pending",), progress)
+                self._wait_job(session, job_id, ("pending",), progress,
+                               cancelled)
                 # The copied data is in the host's page cache: write it
                 # back now, not inside the pause (stop flushes).
                 images.flush(child)

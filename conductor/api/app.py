@@ -54,6 +54,7 @@ ROUTES = [
     ('GET', '/v1/hosts', 'hosts', 'index'),
     ('GET', '/v1/operations', 'operations', 'index'),
     ('GET', '/v1/operations/{operation_id}', 'operations', 'show'),
+    ('POST', '/v1/operations/{operation_id}/cancel', 'operations', 'cancel'),
 ]
 
 

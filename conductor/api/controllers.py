@@ -23,6 +23,7 @@ from conductor.api import views
 from conductor.db import api as db
 from conductor.db import models
 from conductor.db import reads
+from conductor import cancellation
 from conductor import deletion
 from conductor import exception
 from conductor import policy
@@ -290,6 +291,13 @@ class Operations(object):
         policy.authorize(creds, 'livesnap:operation:get', op.project_id)
         return 200, {'operation': views.operation(
             op, op.disk_name, _HostDetails(creds)(op.project_id))}
+
+    def cancel(self, creds, req_id, operation_id, body=None, params=None):
+        with db.reader() as conn:
+            op = reads.operation(conn, operation_id, policy.scope(creds))
+        policy.authorize(creds, 'livesnap:operation:cancel', op.project_id)
+        cancellation.cancel(_ctxt(creds, req_id), operation_id)
+        return 202, _operation(operation_id, _HostDetails(creds))
 
 
 # (controller, action) -> body schema; None means "no body expected".

@@ -34,6 +34,10 @@ opts = [
                     'or merge that would leave less (a merge needs room '
                     'for the data it copies) is refused with error '
                     '"no_space" before it starts.'),
+    cfg.IntOpt('merge_rate_limit_mb', default=0, min=0,
+               help='MiB per second a merge\'s block job may copy while the '
+                    'VM runs (0: no limit); spares the host\'s storage '
+                    'for the VMs\' own I/O.'),
     cfg.FloatOpt('merge_timeout', default=3600.0, min=1.0,
                  help='Longest time in seconds a merge\'s block job may '
                       'copy; a job that overruns it is cancelled and the '

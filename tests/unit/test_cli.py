@@ -551,6 +551,20 @@ def test_operation_show_json(api, capsys):
     assert json.loads(out) == operation
 
 
+def test_operation_cancel_wait(api, capsys):
+    api.add("POST", "/v1/operations/op-1/cancel",
+            (202, {"operation": op(action="delete", status="running")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", status="failed",
+                                   error="The merge was cancelled")}))
+    rc, out, err = run(capsys, "operation", "cancel", "op-1", "--wait")
+    assert rc == 1   # the operation ended failed, as it should
+    assert api.requests[0]["method"] == "POST"
+    assert api.requests[0]["path"] == "/v1/operations/op-1/cancel"
+    assert "Cancelling operation op-1" in out
+    assert "cancelled" in err
+
+
 def test_operation_list_filters_by_server(api, capsys):
     api.add("GET", "/v1/operations?server_id=srv1",
             (200, {"operations": [op(status="succeeded")]}))

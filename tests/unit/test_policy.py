@@ -24,7 +24,7 @@ WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
                'livesnap:snapshot:revert']
 ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
                'livesnap:operation:unlimited', 'livesnap:host:list',
-               'livesnap:host_details']
+               'livesnap:host_details', 'livesnap:operation:cancel']
 
 
 @pytest.fixture(autouse=True)
