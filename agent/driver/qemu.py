@@ -275,15 +275,19 @@ class QemuDriver(object):
         commands and ``cont`` go out in a single write before any reply is
         read, so the resume is queued inside QEMU before the pause begins
         and never waits for this process; QEMU runs ``cont`` even if a
-        command before it fails or this agent dies.  The replies are read
-        afterwards and recorded as the steps ``pause``, ``step`` and
-        ``resume``.  ``pause_ms`` is QEMU's own STOP to RESUME window (event
-        timestamps); the agent's view (``stop`` written to ``cont``
-        answered) is kept beside it as ``agent_pause_ms``.
+        command before it fails or this agent stalls.  (If the agent dies,
+        QEMU may drop what it has not read yet: the journal's record of the
+        pause, written before it, makes the restarted agent resume the VM.)
+        The replies are read afterwards and recorded as the steps
+        ``pause``, ``step`` and ``resume``.  ``pause_ms`` is QEMU's own STOP
+        to RESUME window (event timestamps); the agent's view (``stop``
+        written to ``cont`` answered) is kept beside it as
+        ``agent_pause_ms``.
 
-        Replies must arrive within ``pause_deadline``; a late or lost reply
-        breaks the session and the resume is then retried on a new one (the
-        journal, written before the pause, covers a crash).
+        Each reply of the section must arrive within ``pause_deadline``, or
+        the section fails with PauseDeadlineExceeded; ``cont``'s is still
+        awaited (up to ``qmp_timeout``), and if it does not come the VM is
+        resumed over a new connection, with retries.
 
         :returns: the results of ``commands``.
         :raises QMPError: a command failed (after the backend resumed).
