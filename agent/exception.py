@@ -38,6 +38,11 @@ class NoSpace(AgentError):
     code = "no_space"
 
 
+class Cancelled(AgentError):
+    """An administrator cancelled the operation; nothing was changed."""
+    code = "cancelled"
+
+
 class QMPError(AgentError):
     """The QEMU monitor refused a command or could not be reached."""
     code = "qmp_error"
@@ -56,3 +61,9 @@ class ResumeFailed(AgentError):
 class ServerRunning(AgentError):
     """The operation needs the server shut off, but its QEMU is running."""
     code = "server_running"
+
+
+class JournalUnavailable(AgentError):
+    """The agent cannot write its journal (a full or failing disk); it
+    refuses new work until it can, since it could not recover it."""
+    code = "journal_unavailable"

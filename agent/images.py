@@ -9,6 +9,7 @@ qemu-img's own message.  Paths are expected to be confined already (see
 import json
 import logging
 import os
+import re
 import subprocess
 
 from agent import exception
@@ -99,7 +100,10 @@ def create_overlay(path, backing, exist_ok=False):
                 "%s exists with backing file %s, not %s"
                 % (path, current, backing))
         raise exception.ImageError("Refusing to overwrite %s" % path)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
+    # One name per target, not per process: a retry after a crash (by a new
+    # agent process) finds and replaces what the killed one left.  Only one
+    # operation at a time works on a disk, so nothing else writes it.
+    tmp = "%s.tmp" % path
     if os.path.lexists(tmp):
         os.unlink(tmp)
     try:
@@ -167,13 +171,23 @@ def virtual_size(path):
     return int(info(path, force_share=True)["virtual-size"])
 
 
+# QEMU's own words (block/file-posix.c), checked with QEMU 7.2:
+#   Could not open 'IMG': Failed to get shared "write" lock
+#   Is another process using the image [IMG]?
+# and 'Failed to get "write" lock' when it asks for the permission itself.
+_LOCK_ERROR = re.compile(r'Failed to get (?:shared )?"[a-z ]+" lock')
+
+
 def is_locked(path):
     """True if some process (QEMU) holds ``path`` open for writing.
 
-    Probes with ``qemu-img info`` without ``-U``: it fails with a lock error
-    while a writer holds the image.  A QEMU that holds the image only as a
-    read-only backing node does not lock it; see :func:`open_by`.  A missing
-    file is not locked.
+    Probes with ``qemu-img info`` without ``-U``: it fails with QEMU's lock
+    error (``Failed to get shared "write" lock``) while a writer holds the
+    image.  Any other failure (a corrupt image, whatever its path says) is
+    raised.  A QEMU that holds the image only as a read-only backing node
+    does not lock it; see :func:`open_by`.  A missing file is not locked.
+
+    :raises ImageError: if ``qemu-img info`` fails for another reason.
     """
     if not os.path.lexists(path):
         return False
@@ -181,7 +195,8 @@ def is_locked(path):
         _run(["info", "--output=json", path])
     except exception.ImageError as exc:
         stderr = exc.kwargs.get("stderr") or str(exc)
-        if "lock" in stderr:
+        # The path is quoted in the message; it must not decide.
+        if _LOCK_ERROR.search(stderr.replace(path, "")):
             return True
         raise
     return False

@@ -4,11 +4,13 @@ Each endpoint only hands its task to ``agent.tasks.TaskRunner``, which
 validates it and does the work.  See ``agent.rpcapi`` for the versions.
 """
 
+from agent import rpcapi
 from livesnap import rpc
+
 
 class AgentManager(object):
 
-    target = rpc.messaging.Target(version='1.0')
+    target = rpc.messaging.Target(version=rpcapi.RPC_API_VERSION)
 
     def __init__(self, runner):
         self.runner = runner
@@ -34,10 +36,16 @@ class AgentManager(object):
 
     def get_operation(self, ctxt, operation_id):
         """What the journal knows of an operation (None if never seen)."""
-        try:
-            entry = self.runner.journal.get(operation_id)
-        except ValueError:
-            return None
-        if entry is None:
-            return None
-        return {'state': entry.get('state'), 'report': entry.get('report')}
+        return self.runner.operation_state(operation_id)
+
+    def ack_report(self, ctxt, operation_id):
+        """The conductor has applied the operation's report (1.1)."""
+        self.runner.acknowledge(operation_id)
+
+    def abandon_operation(self, ctxt, operation_id):
+        """The conductor gives up on the operation (1.2)."""
+        return self.runner.abandon(operation_id)
+
+    def cancel_operation(self, ctxt, operation_id):
+        """An administrator cancels a merge that is still copying (1.3)."""
+        return self.runner.cancel(operation_id)

@@ -11,7 +11,8 @@ For every operation the journal shows as started and not ended:
    outcome is reported to the conductor as usual.
 
 Operations that ended but left a VM paused (resume failed after every
-retry) get step 1 too.
+retry) get step 1 too.  Last, every report the conductor has not yet
+acknowledged is sent again.
 """
 
 import logging
@@ -61,22 +62,32 @@ def paused_entries(journal):
 
 
 def recover(runner, qmp_timeout=5.0):
-    """Resume paused VMs, then finish every unfinished operation.
+    """Resume paused VMs, finish every unfinished operation, then send
+    again every report the conductor has not acknowledged.
 
+    Reads the journal's live entries only (not its archive of
+    acknowledged ones), so it takes as long as there is work left, not
+    as long as the host's history.  Sets ``runner.recovered`` when done,
+    even on error, so the agent's other recovery paths may start.
     :returns: (VMs resumed, operations replayed)
     """
     journal = runner.journal
-    resumed = sum(1 for e in paused_entries(journal)
-                  if resume_paused(journal, e, qmp_timeout))
-    replayed = 0
-    for entry in journal.unfinished():
-        if not entry.get('task') or not entry.get('action'):
-            continue
-        LOG.warning('Replaying operation %(op)s (%(action)s), interrupted '
-                    'at step %(step)s', {'op': entry['operation_id'],
-                                         'action': entry['action'],
-                                         'step': entry.get('step')})
-        runner.run(context.make(), entry['action'], entry['task'],
-                   recovering=True)
-        replayed += 1
+    try:
+        resumed = sum(1 for e in paused_entries(journal)
+                      if resume_paused(journal, e, qmp_timeout))
+        replayed = 0
+        for entry in journal.unfinished():
+            if not entry.get('task') or not entry.get('action'):
+                continue
+            LOG.warning('Replaying operation %(op)s (%(action)s), '
+                        'interrupted at step %(step)s',
+                        {'op': entry['operation_id'],
+                         'action': entry['action'],
+                         'step': entry.get('step')})
+            runner.run(context.make(), entry['action'], entry['task'],
+                       recovering=True)
+            replayed += 1
+    finally:
+        runner.recovered.set()
+    runner.resend_due(context.make(), force=True)
     return resumed, replayed

@@ -3,18 +3,26 @@
 Tasks are casts on topic ``livesnap-agent`` to ``server=<host>``; each task
 carries the conductor's operation id and is idempotent, so re-sending one
 is always safe.  The agent answers with a cast of
-``ConductorAPI.report_operation``.
+``ConductorAPI.report_operation``, which it repeats until the conductor
+acknowledges it with ``ack_report``.
 
 API version history:
 
 * 1.0 - Initial version: create_snapshot, delete_snapshot, revert_disk
         (each with an ``expires_at`` deadline), get_operation,
         server_running, inspect_images, remove_image.
+* 1.1 - Added ack_report: the conductor has applied a report; the agent
+        stops re-sending it and prunes its journal entry.
+* 1.2 - Added abandon_operation: the conductor gives up on an operation
+        and the agent refuses its task from then on.  get_operation may
+        answer the state ``abandoned``.
+* 1.3 - Added cancel_operation: an administrator stops a merge that is
+        still copying.
 """
 
 from livesnap import rpc
 
-RPC_API_VERSION = '1.0'
+RPC_API_VERSION = '1.3'
 
 
 class AgentAPI(object):
@@ -24,8 +32,8 @@ class AgentAPI(object):
                                       version=RPC_API_VERSION)
         self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
 
-    def _prepare(self, host, **kwargs):
-        return self.client.prepare(server=host, version='1.0', **kwargs)
+    def _prepare(self, host, version='1.0', **kwargs):
+        return self.client.prepare(server=host, version=version, **kwargs)
 
     def create_snapshot(self, ctxt, host, task, expires_at=None):
         """Pause, pivot the disk onto ``task['new_image']``, resume.
@@ -65,3 +73,27 @@ class AgentAPI(object):
         """Ask the agent what its journal says about an operation."""
         return self._prepare(host, timeout=timeout).call(
             ctxt, 'get_operation', operation_id=operation_id)
+
+    def ack_report(self, ctxt, host, operation_id):
+        """The conductor has committed the operation's report: the agent
+        stops re-sending it and prunes it from its journal."""
+        self._prepare(host, version='1.1').cast(
+            ctxt, 'ack_report', operation_id=operation_id)
+
+    def abandon_operation(self, ctxt, host, operation_id, timeout=10):
+        """Give up on an operation: the agent journals it ``abandoned``
+        and refuses its task from then on, unless it had already seen it.
+
+        :returns: ``{'state': 'abandoned'}``, or how the operation stands
+            on the agent (``running``, or ``done`` with its ``report``).
+        """
+        return self._prepare(host, version='1.2', timeout=timeout).call(
+            ctxt, 'abandon_operation', operation_id=operation_id)
+
+    def cancel_operation(self, ctxt, host, operation_id, timeout=10):
+        """Stop a merge that is still copying; it fails with ``cancelled``.
+
+        :returns: ``{'cancelling': bool}``.
+        """
+        return self._prepare(host, version='1.3', timeout=timeout).call(
+            ctxt, 'cancel_operation', operation_id=operation_id)

@@ -2,6 +2,9 @@
 
 Listens on topic ``livesnap-agent`` with ``server=[agent] host`` and sends
 a heartbeat to the conductors every ``[agent] heartbeat_interval`` seconds.
+Other threads re-send the reports the conductor has not acknowledged
+(``[agent] report_resend_interval``) and prune the journal's archive
+(``[agent] journal_retention``).
 """
 
 import logging
@@ -12,6 +15,7 @@ import time
 from oslo_config import cfg
 
 from agent.driver import qemu
+from agent import exception
 from agent import journal as journal_mod
 from agent import manager
 from agent import recovery
@@ -24,6 +28,9 @@ from livesnap import version
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
+
+#: Seconds between two prunings of the journal's archive.
+PRUNE_INTERVAL = 600.0
 
 
 class AgentService(object):
@@ -38,14 +45,17 @@ class AgentService(object):
             resume_retries=CONF.agent.resume_retries,
             qmp_timeout=CONF.agent.qmp_timeout,
             job_timeout=CONF.agent.merge_timeout,
+            merge_speed=CONF.agent.merge_rate_limit_mb * 1024 * 1024,
             reserved_bytes=CONF.agent.reserved_space_mb * 1024 * 1024)
         self.journal = journal_mod.Journal(CONF.agent.journal_dir)
-        self.runner = tasks.TaskRunner(self.driver, self.journal,
-                                       self.conductor_api, self.host)
+        self.runner = tasks.TaskRunner(
+            self.driver, self.journal, self.conductor_api, self.host,
+            resend_interval=CONF.agent.report_resend_interval)
         self.manager = manager.AgentManager(self.runner)
         self._stop = threading.Event()
         self._heartbeat_thread = None
         self._recovery_thread = None
+        self._reports_thread = None
         self.server = None
         self.started_at = None
 
@@ -61,6 +71,11 @@ class AgentService(object):
         self._recovery_thread = threading.Thread(
             target=self._recover, name='recovery', daemon=True)
         self._recovery_thread.start()
+        self._reports_thread = threading.Thread(
+            target=self._reports_loop, name='reports', daemon=True)
+        self._reports_thread.start()
+        threading.Thread(target=self._prune_loop, name='prune',
+                         daemon=True).start()
         LOG.info('Agent for host %(host)s started; image dirs %(dirs)s',
                  {'host': self.host, 'dirs': CONF.agent.image_dirs})
 
@@ -75,6 +90,43 @@ class AgentService(object):
             LOG.warning('Journal replay: %(resumed)d VM(s) resumed, '
                         '%(replayed)d operation(s) finished',
                         {'resumed': resumed, 'replayed': replayed})
+
+    def _reports_loop(self):
+        """Re-send the reports the conductor has not acknowledged; run
+        again an operation whose task died."""
+        while not self._stop.wait(CONF.agent.report_resend_interval):
+            if not self.runner.recovered.is_set():
+                continue  # the start-up replay does both first
+            try:
+                self.runner.resend_due(context.make())
+                self.runner.rerun_dead()
+            except Exception:
+                LOG.exception('Re-sending unacknowledged reports failed')
+
+    def _prune_loop(self):
+        """Remove expired archived entries, now and then (it may take a
+        while on a host with a long history: never in the way of the
+        replay or the re-sends)."""
+        self.runner.recovered.wait()
+        while not self._stop.is_set():
+            self.prune()
+            self._stop.wait(PRUNE_INTERVAL)
+
+    def prune(self):
+        """Remove archived journal entries older than the retention."""
+        try:
+            moved = self.journal.archive_legacy()
+            if moved:
+                LOG.info('Archived %(n)d journal entries of operations '
+                         'that ended before this version', {'n': moved})
+            removed = self.journal.prune(CONF.agent.journal_retention)
+        except (OSError, exception.AgentError):
+            LOG.exception('Pruning the journal failed')
+            return 0
+        if removed:
+            LOG.info('Pruned %(n)d acknowledged journal entries',
+                     {'n': removed})
+        return removed
 
     def heartbeat(self):
         info = {'version': version.VERSION,
@@ -96,8 +148,9 @@ class AgentService(object):
         if self.server is not None:
             self.server.stop()
             self.server.wait()
-        if self._heartbeat_thread is not None:
-            self._heartbeat_thread.join(timeout=5)
+        for thread in (self._heartbeat_thread, self._reports_thread):
+            if thread is not None:
+                thread.join(timeout=5)
 
 
 def main(argv=None):

@@ -2,12 +2,16 @@
 
 The manager hands each task here.  The flow is the same for every action:
 validate, look the operation up in the journal (a finished one is answered
-from there), record that it started, let the driver do the patent's steps,
-record the outcome, and cast the report to the conductor.
+from there, an abandoned one refused), record that it started, let the
+driver do the patent's steps, record the outcome, and cast the report to
+the conductor.  The report is cast again, less and less often, until the
+conductor acknowledges it (``acknowledge``), so a report lost with a
+conductor that died applying it is applied by another one within seconds.
 """
 
 import logging
 import os
+import stat
 import threading
 import time
 
@@ -15,21 +19,50 @@ from agent import exception
 from agent import faults
 from agent import images
 from agent import paths
+from agent import recovery
 from agent import steps as steps_mod
 from agent import validation
+from livesnap import context
 
 LOG = logging.getLogger(__name__)
 
 
+def _is_file(path):
+    """A regular file or a symbolic link (not a socket, fifo or device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
 class TaskRunner(object):
 
-    def __init__(self, driver, journal, conductor_api, host):
+    def __init__(self, driver, journal, conductor_api, host,
+                 resend_interval=5.0, resend_max_interval=60.0):
+        """:param resend_interval: seconds a report waits for the
+            conductor's acknowledgement before it is sent again; each
+            further re-send waits twice as long, up to
+            ``resend_max_interval``."""
         self.driver = driver
         self.journal = journal
         self.conductor_api = conductor_api
         self.host = host
+        self.resend_interval = resend_interval
+        self.resend_max_interval = max(resend_max_interval, resend_interval)
         self._running = set()
         self._running_lock = threading.Lock()
+        # operation id -> Event set when an administrator cancels it
+        self._cancel = {}
+        # Reports the journal could not store (a full disk): kept here,
+        # sent and re-sent like the others, journaled once it can be.
+        self._outcomes = {}
+        # operation id -> (monotonic time of the next re-send, its delay)
+        self._schedule = {}
+        self._reports_lock = threading.Lock()
+        self._rerunning = set()
+        #: Set once the start-up replay of the journal has finished.
+        self.recovered = threading.Event()
         self._handlers = {
             'create_snapshot': self._create_snapshot,
             'delete_snapshot': self._delete_snapshot,
@@ -41,7 +74,9 @@ class TaskRunner(object):
 
         :param expires_at: UNIX time after which a task this agent has never
             started is refused: the conductor may already have given up on
-            it, so a late delivery must not act.
+            it, so a late delivery must not act.  (The conductor also
+            records each abandonment here, see ``abandon``; this is the
+            second guard.)
         :param recovering: the journal replay after a restart; the task is
             finished whatever its age.
         """
@@ -67,16 +102,39 @@ class TaskRunner(object):
         try:
             self._run(ctxt, action, task, operation_id, expires_at,
                       recovering)
+        except exception.JournalUnavailable as exc:
+            # Nothing was started: refuse clearly rather than work
+            # without a journal that could recover the work.
+            LOG.error('Operation %(op)s refused: %(error)s',
+                      {'op': operation_id, 'error': exc})
+            self._keep_outcome(ctxt, operation_id, {
+                'status': 'failed', 'error_code': exc.code,
+                'error': '%s. The agent does no work it cannot journal; '
+                         'nothing was done in this attempt.' % (exc,),
+                'steps': [], 'pause_ms': None})
         finally:
             with self._running_lock:
                 self._running.discard(operation_id)
 
     def _run(self, ctxt, action, task, operation_id, expires_at, recovering):
+        with self._reports_lock:
+            outcome = self._outcomes.get(operation_id)
+        if outcome is not None:
+            LOG.info('Operation %(op)s already ended; re-sending its report',
+                     {'op': operation_id})
+            self._report(ctxt, operation_id, outcome['report'])
+            return
         entry = self.journal.get(operation_id)
         if entry and entry.get('state') == 'done':
             LOG.info('Operation %(op)s already done; re-sending its report',
                      {'op': operation_id})
             self._report(ctxt, operation_id, entry['report'])
+            return
+        if entry and entry.get('state') == 'abandoned':
+            # The conductor failed the operation and released the disk:
+            # starting it now would act behind the conductor's back.
+            LOG.warning('Operation %(op)s was abandoned by the conductor; '
+                        'its late task is refused', {'op': operation_id})
             return
         if entry is None and expires_at is not None and not recovering \
                 and time.time() > expires_at:
@@ -122,13 +180,224 @@ class TaskRunner(object):
             # Resume failed after every retry: the journal keeps the VM
             # marked paused so the next start of the agent retries.
             report['vm_left_paused'] = True
-        self.journal.record(operation_id, state='done', report=report,
-                            paused=rec.paused)
+        try:
+            self.journal.record(operation_id, state='done', report=report,
+                                paused=rec.paused)
+        except exception.JournalUnavailable as exc:
+            # The work is done and its outcome known: report it all the
+            # same, from memory, rather than leave the conductor asking.
+            LOG.error('Operation %(op)s %(status)s but its outcome could '
+                      'not be journaled: %(error)s',
+                      {'op': operation_id, 'status': report['status'],
+                       'error': exc})
+            self._keep_outcome(ctxt, operation_id, report)
+            return
         faults.point(action, 'report', 'before')
         LOG.info('Operation %(op)s %(status)s (paused %(pause)s ms)',
                  {'op': operation_id, 'status': report['status'],
                   'pause': report.get('pause_ms')})
         self._report(ctxt, operation_id, report)
+
+    def _keep_outcome(self, ctxt, operation_id, report):
+        """Remember an outcome the journal could not store, and send it."""
+        with self._reports_lock:
+            self._outcomes[operation_id] = {'report': report,
+                                            'acked': False}
+        self._report(ctxt, operation_id, report)
+
+    # -- reports: sent, re-sent until acknowledged --------------------------
+    def _report(self, ctxt, operation_id, report):
+        with self._reports_lock:
+            previous = self._schedule.get(operation_id)
+            delay = self.resend_interval if previous is None else min(
+                previous[1] * 2, self.resend_max_interval)
+            self._schedule[operation_id] = (time.monotonic() + delay, delay)
+        try:
+            self.conductor_api.report_operation(ctxt, operation_id, report,
+                                                host=self.host)
+        except Exception:
+            # The journal keeps the report; it is sent again until the
+            # conductor acknowledges it.
+            LOG.exception('Could not send the report of %(op)s',
+                          {'op': operation_id})
+
+    def resend_due(self, ctxt, force=False):
+        """Send again every report the conductor has not acknowledged
+        whose time has come; with ``force`` (at start-up), also those not
+        yet sent by this process.  Journal the outcomes kept in memory
+        once the disk allows.
+
+        :returns: the number of reports sent.
+        """
+        self._journal_outcomes()
+        pending = {}
+        for entry in self.journal.unacknowledged():
+            if isinstance(entry.get('report'), dict):
+                pending[entry['operation_id']] = entry['report']
+        with self._reports_lock:
+            for op_id, outcome in self._outcomes.items():
+                if not outcome['acked']:
+                    pending[op_id] = outcome['report']
+            now = time.monotonic()
+            due = []
+            for op_id in sorted(pending):
+                planned = self._schedule.get(op_id)
+                if planned is None and not force:
+                    # First seen here (its first send is in flight, or
+                    # it came from an earlier run): give it one interval.
+                    self._schedule[op_id] = (now + self.resend_interval,
+                                             self.resend_interval / 2.0)
+                elif planned is None or planned[0] <= now:
+                    due.append(op_id)
+            for op_id in set(self._schedule) - set(pending):
+                del self._schedule[op_id]
+        for op_id in due:
+            LOG.info('Re-sending the unacknowledged report of %(op)s',
+                     {'op': op_id})
+            self._report(ctxt, op_id, pending[op_id])
+        return len(due)
+
+    def _journal_outcomes(self):
+        with self._reports_lock:
+            kept = dict(self._outcomes)
+        for op_id, outcome in kept.items():
+            try:
+                self.journal.record(op_id, state='done',
+                                    report=outcome['report'])
+                if outcome['acked']:
+                    self.journal.acknowledge(op_id)
+            except exception.JournalUnavailable:
+                return  # still full; try again next time
+            with self._reports_lock:
+                self._outcomes.pop(op_id, None)
+            LOG.info('Outcome of %(op)s journaled at last', {'op': op_id})
+
+    def acknowledge(self, operation_id):
+        """The conductor has applied the operation's report: stop sending
+        it and prune it from the journal."""
+        if not self.journal.valid_id(operation_id):
+            return
+        with self._reports_lock:
+            self._schedule.pop(operation_id, None)
+            outcome = self._outcomes.get(operation_id)
+            if outcome is not None:
+                outcome['acked'] = True
+        try:
+            if outcome is not None:
+                self.journal.record(operation_id, state='done',
+                                    report=outcome['report'])
+            self.journal.acknowledge(operation_id)
+        except ValueError:
+            return
+        except exception.JournalUnavailable as exc:
+            LOG.warning('Acknowledgement of %(op)s not journaled yet: '
+                        '%(error)s', {'op': operation_id, 'error': exc})
+            return
+        if outcome is not None:
+            with self._reports_lock:
+                self._outcomes.pop(operation_id, None)
+
+    # -- the conductor's questions ------------------------------------------
+    def abandon(self, operation_id):
+        """The conductor gives up on an operation: unless this agent has
+        already seen it, journal it ``abandoned`` so that a late copy of
+        its task is refused.
+
+        :returns: ``{'state': 'abandoned'}``, or how the operation stands
+            if the agent had seen it (``running``, or ``done`` with its
+            report); None for a malformed id.
+        :raises: JournalUnavailable (the conductor then keeps the disk
+            locked and asks again later).
+        """
+        if not self.journal.valid_id(operation_id):
+            return None
+        with self._running_lock:
+            if operation_id in self._running:
+                return {'state': 'running', 'report': None}
+            with self._reports_lock:
+                outcome = self._outcomes.get(operation_id)
+            if outcome is not None:
+                return {'state': 'done', 'report': outcome['report']}
+            try:
+                entry = self.journal.abandon(operation_id)
+            except ValueError:
+                return None
+        if entry.get('state') == 'abandoned':
+            LOG.warning('Operation %(op)s abandoned by the conductor; a '
+                        'late task for it will be refused',
+                        {'op': operation_id})
+        return {'state': entry.get('state'), 'report': entry.get('report')}
+
+    def operation_state(self, operation_id):
+        """What this agent knows of an operation, for the conductor.
+
+        An operation the journal shows ``running`` that no task runs (its
+        task ended on an error, say a journal write on a full disk) is not
+        answered "running" for ever: it is run again (every step is
+        idempotent), and that run ends with a report like any other.
+        :returns: ``{'state', 'report'}`` or None if never seen.
+        """
+        if not self.journal.valid_id(operation_id):
+            return None
+        with self._running_lock:
+            running = operation_id in self._running
+        with self._reports_lock:
+            outcome = self._outcomes.get(operation_id)
+        if outcome is not None:
+            return {'state': 'done', 'report': outcome['report']}
+        try:
+            entry = self.journal.get(operation_id)
+        except ValueError:
+            return None
+        if entry is None:
+            return None
+        if entry.get('state') == 'running' and not running and \
+                self.recovered.is_set():
+            self._rerun(entry)
+        return {'state': entry.get('state'), 'report': entry.get('report')}
+
+    def rerun_dead(self):
+        """Run again every operation the journal shows running that no
+        task runs (called periodically, after the start-up replay), so a
+        task that died is noticed without waiting for the conductor to
+        ask.  :returns: the number started again."""
+        if not self.recovered.is_set():
+            return 0
+        started = 0
+        for entry in self.journal.unfinished():
+            with self._running_lock:
+                if entry['operation_id'] in self._running:
+                    continue
+            if entry.get('state') == 'running':
+                started += self._rerun(entry)
+        return started
+
+    def _rerun(self, entry):
+        operation_id = entry['operation_id']
+        if not entry.get('task') or not entry.get('action'):
+            return 0
+        with self._running_lock:
+            if operation_id in self._rerunning:
+                return 0
+            self._rerunning.add(operation_id)
+        LOG.warning('Operation %(op)s is running in the journal but no task '
+                    'runs it (it ended at step %(step)s); running it again',
+                    {'op': operation_id, 'step': entry.get('step')})
+
+        def rerun():
+            try:
+                recovery.resume_paused(self.journal, entry)
+                self.run(context.make(), entry['action'], entry['task'],
+                         recovering=True)
+            except Exception:
+                LOG.exception('Re-run of %(op)s failed', {'op': operation_id})
+            finally:
+                with self._running_lock:
+                    self._rerunning.discard(operation_id)
+
+        threading.Thread(target=rerun, name='rerun-%s' % operation_id,
+                         daemon=True).start()
+        return 1
 
     def _journal_listener(self, action, operation_id):
         """Write ahead: the journal knows each step before it is taken.
@@ -136,7 +405,9 @@ class TaskRunner(object):
         While the VM is paused nothing is written: an fsync there would
         lengthen the pause, and recovery needs only to know that the VM
         was paused (written before ``stop``), since every step is
-        idempotent and the operation is run again whole.
+        idempotent and the operation is run again whole.  That record is
+        fsynced; the other step boundaries are written without fsync (they
+        survive a crash of the agent, which is what they are for).
         """
         state = {'paused': False}
 
@@ -145,36 +416,33 @@ class TaskRunner(object):
                 state['paused'] = True
             elif event == 'resumed':
                 state['paused'] = False
-                self.journal.record(operation_id, paused=False,
-                                    step_done=name)
+                self.journal.record(operation_id, durable=False,
+                                    paused=False, step_done=name)
             elif event == 'start':
                 if not state['paused']:
                     fields = {'step': name}
                     if name == 'pause':
+                        # durably: a restart after a host crash must know
                         fields['paused'] = bool(
                             detail.get('was_running', True))
-                    self.journal.record(operation_id, **fields)
+                    self.journal.record(operation_id,
+                                        durable=(name == 'pause'), **fields)
                 faults.point(action, name, 'before')
             elif event == 'end':
                 if not state['paused']:
-                    self.journal.record(operation_id, step_done=name)
+                    self.journal.record(operation_id, durable=False,
+                                        step_done=name)
                 faults.point(action, name, 'after')
         return listener
 
-    def _report(self, ctxt, operation_id, report):
-        try:
-            self.conductor_api.report_operation(ctxt, operation_id, report)
-        except Exception:
-            # The journal keeps the report; the conductor asks for it again
-            # through get_operation when the report does not arrive.
-            LOG.exception('Could not send the report of %(op)s',
-                          {'op': operation_id})
-
     def inspect_images(self, image_paths):
         """What the audit needs: for each path, whether it exists, its
-        backing file and whether ``qemu-img check`` passes; and every
-        qcow2 file in the image directories.  Paths outside them are
-        reported as refused, never opened."""
+        backing file and whether ``qemu-img check`` passes; and every file
+        in the image directories (images and what image work can leave
+        behind: ``.deleted`` files a purge did not unlink, ``.tmp``
+        files of an interrupted create, partial overlays), sockets and the
+        agent's own journal aside.  Paths outside them are reported as
+        refused, never opened."""
         result = {'images': {}, 'files': []}
         if not isinstance(image_paths, list):
             image_paths = []
@@ -189,19 +457,24 @@ class TaskRunner(object):
             except exception.AgentError as exc:
                 info['error'] = str(exc)
             result['images'][path] = info
+        journal_dir = os.path.realpath(
+            getattr(self.journal, 'directory', None) or '/nonexistent')
         for directory in self.driver.image_dirs:
             for root, dirs, files in os.walk(directory):
-                result['files'].extend(os.path.join(root, f) for f in files
-                                       if f.endswith('.qcow2'))
+                dirs[:] = [d for d in dirs if os.path.realpath(
+                    os.path.join(root, d)) != journal_dir]
+                result['files'].extend(
+                    os.path.join(root, f) for f in files
+                    if _is_file(os.path.join(root, f)))
         return result
 
     @staticmethod
     def _check(path):
         """``qemu-img check``, unless a process may be writing the image:
         its metadata on disk is stale until QEMU flushes."""
-        if images.is_locked(path):
-            return 'ok'  # in use for writing: QEMU checks it when opening
         try:
+            if images.is_locked(path):
+                return 'ok'  # in use for writing: QEMU checks it on open
             images.check(path, force_share=True)
             return 'ok'
         except exception.ImageError as exc:
@@ -239,14 +512,36 @@ class TaskRunner(object):
         if task['mode'] == 'physical':
             self.driver.delete_image(task['snapshot_image'], rec)
             return {}
-        result = self.driver.merge(
-            task['disk'], task['snapshot_image'], task.get('parent_image'),
-            task['child_image'], rec,
-            progress=self._progress_cb(ctxt, task['operation_id']),
-            child_is_leaf=task.get('child_is_leaf', False))
+        cancel = self._cancel.setdefault(task['operation_id'],
+                                         threading.Event())
+        try:
+            result = self.driver.merge(
+                task['disk'], task['snapshot_image'],
+                task.get('parent_image'), task['child_image'], rec,
+                progress=self._progress_cb(ctxt, task['operation_id']),
+                child_is_leaf=task.get('child_is_leaf', False),
+                cancelled=cancel.is_set)
+        finally:
+            self._cancel.pop(task['operation_id'], None)
         # the file that now holds the child (the snapshot's, if committed)
         result['child_size_bytes'] = images.actual_size(result['child_image'])
         return result
+
+    def cancel(self, operation_id):
+        """An administrator cancels ``operation_id``: a merge still copying
+        stops, drops its block job and fails with ``cancelled``, leaving
+        the images as they were.  Anything else runs to its end (creates
+        and the paused part of a merge take milliseconds).
+
+        :returns: ``{"cancelling": bool}``: whether a copy will stop.
+        """
+        event = self._cancel.get(operation_id)
+        if event is None:
+            return {'cancelling': False}
+        event.set()
+        LOG.warning('Operation %(op)s cancelled by an administrator',
+                    {'op': operation_id})
+        return {'cancelling': True}
 
     def _revert_disk(self, ctxt, task, rec):
         discard = task.get('discard_image')

@@ -8,12 +8,15 @@ Drift found:
 * ``missing``: a record points to a file that does not exist;
 * ``backing``: a file's backing file is not the one its record implies;
 * ``corrupt``: ``qemu-img check`` fails;
-* ``orphan``: a qcow2 file in the image directories that no record points
-  to and no running operation is making;
+* ``orphan``: a file in the image directories that no record points to
+  and no running operation is making or removing: a qcow2 image, or what
+  image work left behind (``.deleted`` files a purge did not unlink,
+  ``.tmp`` files of an interrupted create, partial overlays, anything
+  else);
 * ``stale-lock``: a disk locked by an operation that has ended (and is not
   in doubt);
 * ``stuck``: a snapshot ``creating`` or ``deleting`` with no operation
-  running on its disk.
+  running on its disk or waiting for it.
 
 ``repair`` fixes what is safe to fix without a human: it removes orphans
 (the agent refuses files that any process has open), releases stale locks
@@ -23,6 +26,7 @@ and marks stuck snapshots ``error`` (creating) or back to ``available``
 
 import logging
 import os
+import re
 
 import sqlalchemy as sa
 
@@ -36,11 +40,28 @@ LOG = logging.getLogger(__name__)
 
 ACTIVE_OPS = ('pending', 'running')
 
+#: What image work appends to an image's name while it works on it.
+_WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
+
+
+def _leftover(path):
+    """What kind of file ``path`` is, for the audit's report."""
+    if path.endswith('.deleted'):
+        return 'the file of a deleted image that was never unlinked'
+    if _WORK_SUFFIX.search(path):
+        return 'a temporary file of an interrupted image creation'
+    if path.endswith('.qcow2'):
+        return 'an image'
+    return 'a file'
+
 
 def _expected(session, host):
-    """{path: (expected backing or None, description)} and the ids of the
-    operations that are still running (their files may not be recorded)."""
+    """{path: (expected backing or None, description)}, the ids of the
+    operations that are still running and the disks they hold (their files
+    may not be recorded, or be on their way out), and the findings of the
+    database alone."""
     expected = {}
+    busy = {'disks': set(), 'images': set()}
     findings = []
     servers = session.scalars(sa.select(models.Server)
                               .where(models.Server.host == host)).all()
@@ -62,14 +83,23 @@ def _expected(session, host):
                                         '%s snapshot %s' % (where, snap.id))
             if disk.operation_id:
                 op = session.get(models.Operation, disk.operation_id)
-                if op is None or (op.status not in ACTIVE_OPS
-                                  and op.status != 'failed'):
+                if op is not None and (op.status in ACTIVE_OPS
+                                       or op.status == 'failed'):
+                    # Running, or in doubt (given up on, still locked):
+                    # its files may be on their way in or out.
+                    busy['disks'].add(disk.id)
+                    busy['images'].add(disk.active_image)
+                    busy['images'].update(x.image for x in snaps.values())
+                else:
                     findings.append({
                         'kind': 'stale-lock', 'disk': disk.id,
                         'detail': '%s locked by ended operation %s'
                                   % (where, disk.operation_id)})
             elif any(x.status in ('creating', 'deleting')
-                     for x in snaps.values()):
+                     for x in snaps.values()) and \
+                    db.queued_operation(session, disk.id) is None:
+                # (A tenant's operation waiting for the disk has marked its
+                # snapshot already; it is not stuck.)
                 for x in snaps.values():
                     if x.status in ('creating', 'deleting'):
                         findings.append({
@@ -77,7 +107,17 @@ def _expected(session, host):
                             'detail': '%s snapshot %s is %s with no '
                                       'operation running' % (
                                           where, x.id, x.status)})
-    return expected, running_ops, findings
+    return expected, running_ops, busy, findings
+
+
+def _in_the_works(path, running_ops, busy):
+    """True if a running (or in doubt) operation may be making or removing
+    ``path``."""
+    name = os.path.basename(path)
+    if any(x in name for x in running_ops) or \
+            any(x in name for x in busy['disks']):
+        return True
+    return _WORK_SUFFIX.sub('', path) in busy['images']
 
 
 def audit_host(host, repair=False, ctxt=None):
@@ -88,7 +128,7 @@ def audit_host(host, repair=False, ctxt=None):
     """
     ctxt = ctxt or context.make()
     with db.transaction() as s:
-        expected, running_ops, findings = _expected(s, host)
+        expected, running_ops, busy, findings = _expected(s, host)
     report = agent_rpcapi.AgentAPI().inspect_images(ctxt, host,
                                                     sorted(expected))
     seen = report.get('images', {})
@@ -112,12 +152,12 @@ def audit_host(host, repair=False, ctxt=None):
                                  'detail': '%s: %s' % (what,
                                                        info.get('check'))})
     for path in sorted(set(report.get('files', [])) - set(expected)):
-        name = os.path.basename(path)
-        if any(op_id in name for op_id in running_ops):
-            continue  # being made by a running operation
+        if _in_the_works(path, running_ops, busy):
+            continue
         findings.append({'kind': 'orphan', 'path': path,
-                         'detail': '%s is in an image directory but no '
-                                   'record points to it' % path})
+                         'detail': '%s (%s) is in an image directory but '
+                                   'no record points to it'
+                                   % (path, _leftover(path))})
     if repair:
         for finding in findings:
             _repair(ctxt, host, finding)

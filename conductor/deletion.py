@@ -1,7 +1,8 @@
 """Snapshot deletion by the child-count rule: the patent's deletion method.
 
-Under the disk's lock, from the database, the conductor counts the node's
-children (child snapshots plus the live image when it sits on the node):
+Under the disk's lock, from rows read after the disk's row was locked, the
+conductor counts the node's children (child snapshots plus the live image
+when it sits on the node):
 
 * 0 children: **physical** delete; the agent removes the file and the
   record goes.
@@ -22,6 +23,7 @@ from conductor import exception
 from conductor import hosts
 from conductor import operations
 from conductor import snapshots
+from conductor import states
 from conductor import tree
 from livesnap import context
 
@@ -53,82 +55,112 @@ def _plan(session, snap, disk):
 def delete(ctxt, snapshot_id, project_id=None):
     """Delete a snapshot by the child-count rule.
 
+    The children are counted on rows read under the disk's row lock.  If
+    the disk is busy with the conductor's own deferred deletion, the
+    operation is recorded ``pending`` (mode not yet decided, snapshot
+    ``deleting``) and the count is made when it starts.
     :returns: the operation id.
     :raises: NotFound, DiskBusy, InvalidState, HostDown
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
-        snap, disk, server = snapshots.lock_snapshot(
-            s, snapshot_id, project_id, operation_id)
-        if snap.status not in ('available', 'error'):
+        snap, disk, server, free = snapshots.claim_snapshot(
+            s, snapshot_id, project_id)
+        if snap.status not in (states.AVAILABLE, states.ERROR):
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='deletion')
-        if snap.status == 'error':
-            # A failed create left no file: only the record goes.
+        if snap.status == states.ERROR:
+            # A failed create left no file: only the record goes, and it is
+            # nobody's parent, so this needs no lock.
             operations.make(s, operation_id, 'delete', server, disk,
                             snapshot_id=snap.id, mode='physical',
-                            status='succeeded')
+                            status=states.SUCCEEDED)
             s.get(models.Operation, operation_id).steps = [
                 operations.step('delete', detail='record only')]
             s.delete(snap)
-            db.unlock_disk(s, disk.id, operation_id)
             return operation_id
-        mode, task, count = _plan(s, snap, disk)
-        if mode == 'logical':
-            _delete_logically(s, operation_id, snap, disk, server, count)
-            return operation_id
-        hosts.ensure_alive(s, server.host)
-        task['operation_id'] = operation_id
-        snap.status = 'deleting'
-        operations.make(s, operation_id, 'delete', server, disk,
-                        snapshot_id=snap.id, mode=mode, task=task,
-                        prior_status='available')
-    LOG.info('Deleting snapshot %(snap)s: %(mode)s, operation %(op)s',
-             {'snap': snapshot_id, 'mode': mode, 'op': operation_id})
-    operations.dispatch(ctxt, operation_id)
+        op = operations.make(s, operation_id, 'delete', server, disk,
+                             snapshot_id=snap.id,
+                             prior_status=states.AVAILABLE)
+        if free:
+            send = start_delete(s, op, server, disk, snap)
+        else:
+            states.check_snapshot(snap, states.DELETING)
+            send = False
+            LOG.info('Deleting snapshot %(snap)s: operation %(op)s waits '
+                     'for the conductor\'s own work on the disk',
+                     {'snap': snapshot_id, 'op': operation_id})
+    if send:
+        LOG.info('Deleting snapshot %(snap)s: %(mode)s, operation %(op)s',
+                 {'snap': snapshot_id, 'mode': op.mode, 'op': operation_id})
+        operations.dispatch(ctxt, operation_id)
     return operation_id
 
 
-def _delete_logically(session, operation_id, snap, disk, server, count):
-    snap.status = 'deleted'
-    op = operations.make(session, operation_id, 'delete', server, disk,
-                         snapshot_id=snap.id, mode='logical',
-                         status='succeeded')
+def start_delete(session, op, server, disk, snap=None):
+    """Count the children on rows read under the disk's row lock, then
+    delete logically (at once) or start the agent's task.
+
+    :returns: True if a task is to be dispatched, False if it ended here.
+    :raises: HostDown, InvalidState
+    """
+    snap = snap or session.get(models.Snapshot, op.snapshot_id)
+    if snap is None or snap.status not in (states.AVAILABLE,
+                                           states.DELETING):
+        raise exception.InvalidState(
+            snapshot=op.snapshot_id,
+            status=snap.status if snap is not None else 'gone',
+            action='deletion')
+    mode, task, count = _plan(session, snap, disk)
+    op.mode = mode
+    if mode == 'logical':
+        _delete_logically(session, op, snap, count)
+        return False
+    hosts.ensure_alive(session, server.host)
+    states.check_snapshot(snap, states.DELETING)
+    operations.start(session, op, disk, task)
+    return True
+
+
+def _delete_logically(session, op, snap, count):
+    states.check_snapshot(snap, states.DELETED)
     op.steps = [operations.step('count-children', children=count),
                 operations.step('delete-logically')]
-    db.unlock_disk(session, disk.id, operation_id)
+    operations.set_status(op, states.SUCCEEDED)
     LOG.info('Snapshot %(snap)s has %(n)d children: deleted logically '
              '(operation %(op)s); it is finished once it has one or none',
-             {'snap': snap.id, 'n': count, 'op': operation_id})
+             {'snap': snap.id, 'n': count, 'op': op.id})
 
 
 def finish_deferred(ctxt, disk_id):
     """Start finishing one logically deleted snapshot of the disk, if one
-    now has a single child or none and the disk is free.
+    now has a single child or none, the disk is free and no tenant's
+    operation waits for it (tenants go first).
 
     Called after every operation on the disk ends, and periodically.  Each
     finished node may free its parent, so this runs again when that
-    operation ends, until nothing is left.
+    operation ends, until nothing is left.  The tree is read under the
+    disk's row lock.
     :returns: the operation id started, or None.
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
-        disk = s.get(models.Disk, disk_id)
+        disk = db.disk_for_update(s, disk_id)
         if disk is None or disk.operation_id is not None:
+            return None
+        if db.queued_operation(s, disk.id) is not None:
             return None
         ready = tree.deferred(s, disk)
         if not ready or not db.host_is_alive(s, disk.server.host):
             return None
-        if not db.lock_disk(s, disk.id, operation_id):
-            return None
         snap = ready[0]
         mode, task, count = _plan(s, snap, disk)
-        task['operation_id'] = operation_id
-        snap.status = 'deleting'
         op = operations.make(s, operation_id, 'delete', disk.server, disk,
-                             snapshot_id=snap.id, mode=mode, task=task,
-                             prior_status='deleted',
+                             snapshot_id=snap.id, mode=mode,
+                             prior_status=states.DELETED,
                              requested_by='conductor')
+        states.check_snapshot(snap, states.DELETING)
+        operations.start(s, op, disk, task)
         op.steps = [operations.step('count-children', children=count)]
     LOG.info('Finishing deferred deletion of snapshot %(snap)s: %(mode)s, '
              'operation %(op)s', {'snap': snap.id, 'mode': mode,
@@ -137,7 +169,7 @@ def finish_deferred(ctxt, disk_id):
     return operation_id
 
 
-def _deleted(session, op, result):
+def deleted(session, op, result):
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     if op.mode == 'merge':
@@ -161,11 +193,7 @@ def _deleted(session, op, result):
     session.delete(snap)
 
 
-def _delete_failed(session, op, report):
+def delete_failed(session, op, report):
     snap = session.get(models.Snapshot, op.snapshot_id)
     if snap is not None:
-        snap.status = op.prior_status or 'available'
-
-
-operations.register_handlers('delete', _deleted, _delete_failed)
-operations.register_after_finish(finish_deferred)
+        states.check_snapshot(snap, op.prior_status or states.AVAILABLE)

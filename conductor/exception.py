@@ -82,6 +82,11 @@ class HostDown(LivesnapException):
                'sent to it now.')
 
 
+class NotCancellable(Conflict):
+    code = 'not_cancellable'
+    message = ('Operation %(operation)s cannot be cancelled: %(reason)s')
+
+
 class ChainTooDeep(Conflict):
     code = 'chain_too_deep'
     message = ('Disk %(disk)s already has %(depth)d layers under its live '

@@ -9,7 +9,9 @@ import logging
 from conductor import deletion  # noqa: F401
 from conductor import hosts
 from conductor import operations
+from conductor import reports
 from conductor import revert  # noqa: F401
+from conductor import rpcapi
 from conductor import snapshots  # noqa: F401
 from livesnap import rpc
 
@@ -18,14 +20,16 @@ LOG = logging.getLogger(__name__)
 
 class ConductorManager(object):
 
-    target = rpc.messaging.Target(version='1.0')
+    target = rpc.messaging.Target(version=rpcapi.RPC_API_VERSION)
 
-    def report_operation(self, ctxt, operation_id, report):
-        if not isinstance(report, dict):
+    def report_operation(self, ctxt, operation_id, report, host=None):
+        if not isinstance(report, dict) or not isinstance(operation_id, str):
             LOG.warning('Malformed report for %(op)s ignored',
                         {'op': operation_id})
             return
-        operations.apply_report(operation_id, report, ctxt)
+        if not isinstance(host, str):
+            host = None
+        reports.apply(ctxt, operation_id, report, host)
 
     def report_progress(self, ctxt, operation_id, progress, steps=None):
         operations.apply_progress(operation_id, progress)

@@ -4,6 +4,14 @@ An operation is the conductor's durable memory of one task: what was
 decided, the task as sent (so it can be re-sent unchanged), the agent's
 steps with their timings, and how it ended.  Reports are applied under a
 row lock and only once, whichever conductor receives them.
+
+An operation that starts at once is recorded ``running`` in the same
+transaction that takes its disk's lock, before its task is cast, so a fast
+agent's report can never be overwritten by a later "running".  Every
+status change is checked against ``conductor.states``.  A tenant's
+operation that finds its disk busy with the conductor's own deferred work
+is recorded ``pending`` and started by ``conductor.waiting`` when the disk
+is free.
 """
 
 import calendar
@@ -13,39 +21,44 @@ import time
 import uuid
 
 from oslo_config import cfg
+import sqlalchemy as sa
 
 from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
+from conductor import exception
+from conductor import states
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
-# action -> (on_success, on_failure); filled in by the policy modules.
-_HANDLERS = {}
-# Called with (ctxt, disk_id) after any operation on a disk has ended and
-# released the disk's lock (deferred deletions start from here).
-_AFTER_FINISH = []
+def handler(action):
+    """``(on_success, on_failure)``: what applies a report of ``action``.
 
-
-def register_handlers(action, on_success, on_failure):
-    _HANDLERS[action] = (on_success, on_failure)
-
-
-def register_after_finish(hook):
-    if hook not in _AFTER_FINISH:
-        _AFTER_FINISH.append(hook)
+    An explicit table, read when a report arrives, so a process applies
+    every action's reports whatever modules it happened to import.  The
+    policy modules import this one, hence the imports here.
+    """
+    from conductor import deletion
+    from conductor import revert
+    from conductor import snapshots
+    return {
+        'create': (snapshots.created, snapshots.create_failed),
+        'delete': (deletion.deleted, deletion.delete_failed),
+        'revert': (revert.reverted, revert.revert_failed),
+    }[action]
 
 
 def _after_finish(ctxt, disk_id):
-    for hook in _AFTER_FINISH:
-        try:
-            hook(ctxt, disk_id)
-        except Exception:
-            # The periodic task retries; a report is never lost over this.
-            LOG.exception('After-operation hook %(hook)s failed for disk '
-                          '%(disk)s', {'hook': hook.__name__,
-                                       'disk': disk_id})
+    """The disk's lock is free again: start what waits for it (a tenant's
+    request first, then the conductor's own deferred work)."""
+    from conductor import waiting
+    try:
+        waiting.disk_freed(ctxt, disk_id)
+    except Exception:
+        # The periodic task retries; a report is never lost over this.
+        LOG.exception('Starting the work waiting for disk %(disk)s failed',
+                      {'disk': disk_id})
 
 
 def new_id():
@@ -54,7 +67,13 @@ def new_id():
 
 def make(session, operation_id, action, server, disk, snapshot_id=None,
          mode=None, task=None, prior_status=None, requested_by='tenant',
-         status='pending'):
+         status=None):
+    """Record an operation; ``pending`` unless a status is given.
+
+    An operation with a task must hold its disk's lock: use ``start``.
+    """
+    if status is None:
+        status = states.RUNNING if task is not None else states.PENDING
     op = models.Operation(
         id=operation_id, project_id=server.project_id, server_id=server.id,
         disk_id=disk.id, snapshot_id=snapshot_id, host=server.host,
@@ -66,6 +85,56 @@ def make(session, operation_id, action, server, disk, snapshot_id=None,
             seconds=CONF.conductor.operation_timeout)
     session.add(op)
     return op
+
+
+def set_status(op, new):
+    """Change a locked (or just created) operation's status.
+
+    :raises: states.InvalidTransition
+    """
+    if op.status != new and not states.operation_may(op.status, new):
+        raise states.InvalidTransition('operation %s: %s -> %s'
+                                       % (op.id, op.status, new))
+    op.status = new
+
+
+def claim(session, server, disk):
+    """May an operation of a tenant start on ``disk`` now?
+
+    ``disk`` was read under its row lock (``db.disk_for_update``).
+    :returns: True if the disk is free; False if it is busy with the
+        conductor's own (deferred) work, and the tenant's operation is to
+        wait for it as ``pending``.
+    :raises: DiskBusy if the disk is busy with a tenant's operation, or a
+        tenant's operation already waits for it.
+    """
+    waiting = db.queued_operation(session, disk.id)
+    if disk.operation_id is None and waiting is None:
+        return True
+    holder = session.get(models.Operation, disk.operation_id) \
+        if disk.operation_id else None
+    if waiting is None and holder is not None and \
+            holder.requested_by == 'conductor':
+        return False
+    raise exception.DiskBusy(disk=disk.name, server=server.id,
+                             operation=(waiting or holder).id
+                             if (waiting or holder) else disk.operation_id)
+
+
+def start(session, op, disk, task):
+    """Take the disk's lock for ``op`` and mark it running with ``task``.
+
+    The caller holds the disk's row lock and has seen the disk free.
+    :raises: DiskBusy if the lock is held after all.
+    """
+    if not db.lock_disk(session, disk.id, op.id):
+        raise exception.DiskBusy(disk=disk.name, server=disk.server_id,
+                                 operation=disk.operation_id)
+    task['operation_id'] = op.id
+    op.task = task
+    op.deadline = models.utcnow() + datetime.timedelta(
+        seconds=CONF.conductor.operation_timeout)
+    set_status(op, states.RUNNING)
 
 
 def step(name, **detail):
@@ -93,10 +162,19 @@ def send_task(ctxt, op):
 
 
 def dispatch(ctxt, operation_id):
-    """Send the operation's task; mark it running, or failed on error."""
+    """Send a running operation's task; fail it if it cannot be sent.
+
+    The operation was marked ``running`` when it took its disk's lock, so
+    nothing here writes its status after the cast: the agent's report,
+    however fast, is the next change.
+    """
     with db.transaction() as s:
         op = s.get(models.Operation, operation_id)
         s.expunge(op)
+    if op.status != states.RUNNING:
+        LOG.warning('Operation %(op)s is %(status)s; not sent',
+                    {'op': operation_id, 'status': op.status})
+        return
     try:
         send_task(ctxt, op)
     except Exception as exc:
@@ -105,11 +183,6 @@ def dispatch(ctxt, operation_id):
             'status': 'failed', 'error_code': 'rpc_error',
             'error': 'The task could not be sent to the agent: %s'
                      % exc.__class__.__name__})
-        return
-    with db.transaction() as s:
-        op = s.get(models.Operation, operation_id)
-        if op is not None and op.status == 'pending':
-            op.status = 'running'
 
 
 def apply_report(operation_id, report, ctxt=None):
@@ -127,23 +200,30 @@ def _apply_report(operation_id, report):
             LOG.warning('Report for unknown operation %(op)s ignored',
                         {'op': operation_id})
             return None
-        if op.status in ('succeeded', 'failed') and not _in_doubt(s, op):
+        if op.status in states.ENDED and not _in_doubt(s, op):
             LOG.info('Duplicate report for finished operation %(op)s '
                      'ignored', {'op': operation_id})
             return None
+        if op.status == states.PENDING:
+            LOG.warning('Report for operation %(op)s, which was never '
+                        'started, ignored', {'op': operation_id})
+            return None
+        # Lock order: the operation, then its disk.  Reports change the
+        # disk's tree; nobody else may while this row is held.
+        db.disk_for_update(s, op.disk_id)
         op.steps = (op.steps or []) + list(report.get('steps') or [])
         if report.get('pause_ms') is not None:
             op.pause_ms = (op.pause_ms or 0.0) + report['pause_ms']
-        on_success, on_failure = _HANDLERS[op.action]
+        on_success, on_failure = handler(op.action)
         if report.get('status') == 'succeeded':
             on_success(s, op, report.get('result') or {})
-            op.status = 'succeeded'
+            set_status(op, states.SUCCEEDED)
             op.progress = 100.0 if op.progress is not None else None
             op.error = None
         else:
             op.error = report.get('error') or 'The operation failed.'
             on_failure(s, op, report)
-            op.status = 'failed'
+            set_status(op, states.FAILED)
         db.unlock_disk(s, op.disk_id, op.id)
         op.deadline = None
         LOG.info('Operation %(op)s (%(action)s, %(mode)s) %(status)s',
@@ -156,14 +236,18 @@ def _in_doubt(session, op):
     """A failed operation that still holds its disk's lock: it was given
     up on while its agent could not be asked, and the agent's late report
     decides what really happened."""
-    if op.status != 'failed':
+    if op.status != states.FAILED:
         return False
     disk = session.get(models.Disk, op.disk_id)
     return disk is not None and disk.operation_id == op.id
 
 
 def apply_progress(operation_id, progress):
+    """Record a running operation's progress (never after it ended)."""
     with db.transaction() as s:
-        op = s.get(models.Operation, operation_id)
-        if op is not None and op.status in ('pending', 'running'):
-            op.progress = float(progress)
+        s.execute(
+            sa.update(models.Operation)
+            .where(models.Operation.id == operation_id)
+            .where(models.Operation.status == states.RUNNING)
+            .values(progress=float(progress))
+            .execution_options(synchronize_session=False))

@@ -15,6 +15,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import deadlines
 from conductor import deletion
+from conductor import waiting
 from livesnap import context
 
 CONF = cfg.CONF
@@ -34,7 +35,8 @@ def finish_deferred_deletions():
     return started
 
 
-TASKS = [deadlines.check_overdue, finish_deferred_deletions]
+TASKS = [deadlines.check_overdue, waiting.start_waiting,
+         finish_deferred_deletions]
 
 
 class PeriodicRunner(object):

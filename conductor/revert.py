@@ -17,6 +17,7 @@ from conductor import exception
 from conductor import hosts
 from conductor import operations
 from conductor import snapshots
+from conductor import states
 
 LOG = logging.getLogger(__name__)
 
@@ -36,7 +37,10 @@ def server_running(ctxt, server):
 
 
 def revert(ctxt, snapshot_id, project_id=None):
-    """:returns: the operation id.
+    """Revert a disk to a snapshot; waits (``pending``) if the disk is busy
+    with the conductor's own deferred deletion.
+
+    :returns: the operation id.
     :raises: NotFound, InvalidState, ServerRunning, DiskBusy, HostDown
     """
     with db.transaction() as s:
@@ -52,19 +56,21 @@ def revert(ctxt, snapshot_id, project_id=None):
         raise exception.ServerRunning(server=server.id)
     operation_id = operations.new_id()
     with db.transaction() as s:
-        snap, disk, server = snapshots.lock_snapshot(
-            s, snapshot_id, project_id, operation_id)
-        if snap.status != 'available':
+        snap, disk, server, free = snapshots.claim_snapshot(
+            s, snapshot_id, project_id)
+        if snap.status != states.AVAILABLE:
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='revert')
-        task = {'operation_id': operation_id,
-                'disk': {'qmp_socket': server.qmp_socket,
-                         'active_image': disk.active_image},
-                'snapshot_image': snap.image,
-                'new_image': snapshots.layer_path(disk, operation_id),
-                'discard_image': disk.active_image}
-        operations.make(s, operation_id, 'revert', server, disk,
-                        snapshot_id=snap.id, mode='offline', task=task)
+        op = operations.make(s, operation_id, 'revert', server, disk,
+                             snapshot_id=snap.id, mode='offline')
+        if free:
+            start_revert(s, op, server, disk, snap)
+    if not free:
+        LOG.info('Reverting %(server)s/%(disk)s to snapshot %(snap)s: '
+                 'operation %(op)s waits for the conductor\'s own work on '
+                 'the disk', {'server': server.id, 'disk': disk.name,
+                              'snap': snapshot_id, 'op': operation_id})
+        return operation_id
     LOG.info('Reverting %(server)s/%(disk)s to snapshot %(snap)s, '
              'operation %(op)s', {'server': server.id, 'disk': disk.name,
                                   'snap': snapshot_id, 'op': operation_id})
@@ -72,14 +78,34 @@ def revert(ctxt, snapshot_id, project_id=None):
     return operation_id
 
 
-def _reverted(session, op, result):
+def start_revert(session, op, server, disk, snap=None):
+    """Start a revert on a free disk whose row is locked.  (The agent
+    refuses it if the server was started meanwhile.)
+
+    :returns: True (a task to dispatch).
+    :raises: HostDown, InvalidState
+    """
+    snap = snap or session.get(models.Snapshot, op.snapshot_id)
+    if snap is None or snap.status != states.AVAILABLE:
+        raise exception.InvalidState(
+            snapshot=op.snapshot_id,
+            status=snap.status if snap is not None else 'gone',
+            action='revert')
+    hosts.ensure_alive(session, server.host)
+    operations.start(session, op, disk, {
+        'disk': {'qmp_socket': server.qmp_socket,
+                 'active_image': disk.active_image},
+        'snapshot_image': snap.image,
+        'new_image': snapshots.layer_path(disk, op.id),
+        'discard_image': disk.active_image})
+    return True
+
+
+def reverted(session, op, result):
     disk = session.get(models.Disk, op.disk_id)
     disk.active_image = result['active_image']
     disk.snapshot_id = op.snapshot_id
 
 
-def _revert_failed(session, op, report):
+def revert_failed(session, op, report):
     """The agent leaves the old live image in place on failure."""
-
-
-operations.register_handlers('revert', _reverted, _revert_failed)

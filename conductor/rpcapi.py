@@ -6,11 +6,14 @@ conductor may take any report: no conductor keeps state the others lack.
 API version history:
 
 * 1.0 - Initial version: report_operation, report_progress, heartbeat.
+* 1.1 - report_operation takes the reporting agent's ``host``; the
+        conductor acknowledges the report to it (``AgentAPI.ack_report``)
+        once it has committed it.
 """
 
 from livesnap import rpc
 
-RPC_API_VERSION = '1.0'
+RPC_API_VERSION = '1.1'
 
 
 class ConductorAPI(object):
@@ -20,12 +23,22 @@ class ConductorAPI(object):
                                       version=RPC_API_VERSION)
         self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
 
-    def report_operation(self, ctxt, operation_id, report):
+    def report_operation(self, ctxt, operation_id, report, host=None):
         """Final report of an operation: ``report['status']`` is
-        ``succeeded`` or ``failed``, with steps, pause_ms and results."""
-        self.client.prepare(version='1.0').cast(
+        ``succeeded`` or ``failed``, with steps, pause_ms and results.
+
+        :param host: the reporting agent's host, to which the conductor
+            acknowledges the report once applied; without it (1.0) no
+            acknowledgement is sent.
+        """
+        if host is None:
+            self.client.prepare(version='1.0').cast(
+                ctxt, 'report_operation', operation_id=operation_id,
+                report=report)
+            return
+        self.client.prepare(version='1.1').cast(
             ctxt, 'report_operation', operation_id=operation_id,
-            report=report)
+            report=report, host=host)
 
     def report_progress(self, ctxt, operation_id, progress, steps=None):
         """Progress of a running operation (percent of a merge job)."""

@@ -1,17 +1,25 @@
 """``livesnap-conductor``: the REST API and the RPC server of the policy.
 
 Several conductors may run against one database; each consumes reports
-and heartbeats from topic ``livesnap-conductor``.
+and heartbeats from topic ``livesnap-conductor``.  When one starts, it
+asks the agents at once about every operation in flight
+(``deadlines.reconcile_in_flight``) instead of waiting for deadlines.  The
+API is served by the embedded waitress server (``conductor.api.server``);
+with ``[api] enabled = false`` this process runs only the RPC server and
+the periodic tasks, beside a WSGI server that serves ``conductor.wsgi``.
 """
 
 import logging
 import sys
+import threading
 
 from oslo_config import cfg
 
 from conductor.api import app as api_app
+from conductor.api import auth as api_auth
 from conductor.api import server as api_server
 from conductor.db import api as db
+from conductor import deadlines
 from conductor import manager
 from conductor import periodic
 from livesnap import rpc
@@ -30,6 +38,10 @@ class ConductorService(object):
         self.periodic = periodic.PeriodicRunner()
 
     def start(self):
+        """:raises: livesnap.service.ConfigurationError before anything
+            starts if the API cannot work with its configuration."""
+        if self.with_api:
+            api_auth.check_config()
         if CONF.database.auto_migrate:
             db.sync()
         target = rpc.messaging.Target(topic=rpc.CONDUCTOR_TOPIC,
@@ -37,12 +49,26 @@ class ConductorService(object):
         self.rpc_server = rpc.get_server(target,
                                          [manager.ConductorManager()])
         self.rpc_server.start()
-        if self.with_api:
+        if self.with_api and CONF.api.enabled:
             self.api_server = api_server.APIServer(
-                api_app.API(), CONF.api.host_ip, CONF.api.port)
+                api_app.API(), CONF.api.host_ip, CONF.api.port,
+                threads=CONF.api.threads, backlog=CONF.api.backlog,
+                connection_limit=CONF.api.connection_limit,
+                client_timeout=CONF.api.client_timeout,
+                max_request_body_size=max(
+                    CONF.api.max_request_body_size * 2, 1024 * 1024))
             self.api_server.start()
         self.periodic.start()
+        threading.Thread(target=self._reconcile, name='reconcile',
+                         daemon=True).start()
         LOG.info('Conductor %(host)s started', {'host': CONF.conductor.host})
+
+    @staticmethod
+    def _reconcile():
+        try:
+            deadlines.reconcile_in_flight()
+        except Exception:
+            LOG.exception('Reconciling the operations in flight failed')
 
     def stop(self):
         self.periodic.stop()

@@ -12,10 +12,10 @@ import os
 
 from conductor.db import api as db
 from conductor.db import models
-from conductor import exception
 from conductor import hosts
 from conductor import limits
 from conductor import operations
+from conductor import states
 
 LOG = logging.getLogger(__name__)
 
@@ -26,33 +26,34 @@ def layer_path(disk, operation_id):
                         '%s-%s.qcow2' % (disk.id, operation_id))
 
 
-def lock_or_raise(session, server, disk, operation_id):
-    if not db.lock_disk(session, disk.id, operation_id):
-        session.refresh(disk)
-        raise exception.DiskBusy(disk=disk.name, server=server.id,
-                                 operation=disk.operation_id)
+def claim_snapshot(session, snapshot_id, project_id):
+    """Find a snapshot its owner can see, lock its disk's row and re-read
+    both, so every decision that follows is made on the newest rows.
 
-
-def lock_snapshot(session, snapshot_id, project_id, operation_id):
-    """Find a snapshot its owner can see and take its disk's lock.
-
-    :returns: (snapshot, disk, server)
+    :returns: (snapshot, disk, server, free): ``free`` is False when the
+        disk is busy with the conductor's own work and the tenant's
+        operation is to wait for it (see ``operations.claim``).
     :raises: NotFound, DiskBusy
     """
     snap = db.snapshot_get(session, snapshot_id, project_id,
                            include_deleted=False)
-    disk = snap.disk
+    disk = db.disk_for_update(session, snap.disk_id)
+    # Re-read under the lock: it may have changed, or gone, meanwhile.
+    snap = db.snapshot_get(session, snapshot_id, project_id,
+                           include_deleted=False)
     server = disk.server
-    lock_or_raise(session, server, disk, operation_id)
-    return snap, disk, server
+    free = operations.claim(session, server, disk)
+    return snap, disk, server, free
 
 
 def create(ctxt, server_id, disk_name, name, project_id=None):
     """Start an online snapshot of one disk.
 
+    If the disk is busy with the conductor's own deferred deletion, the
+    operation is recorded ``pending`` and starts when the disk is free.
     :param project_id: the caller's project, or None for an admin.
     :returns: (snapshot, operation) records.
-    :raises: NotFound, HostDown, DiskBusy
+    :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded
     """
     operation_id = operations.new_id()
     snapshot_id = operations.new_id()
@@ -60,20 +61,30 @@ def create(ctxt, server_id, disk_name, name, project_id=None):
         server = db.server_get(s, server_id, project_id)
         disk = db.disk_get_by_name(s, server, disk_name)
         hosts.ensure_alive(s, server.host)
-        lock_or_raise(s, server, disk, operation_id)
-        limits.check_create(s, server, disk)
-        task = {'operation_id': operation_id,
-                'disk': {'qmp_socket': server.qmp_socket,
-                         'active_image': disk.active_image},
-                'new_image': layer_path(disk, operation_id)}
+        disk = db.disk_for_update(s, disk.id)
+        server = disk.server
+        free = operations.claim(s, server, disk)
+        # Its parent and layer are set when it starts (``start_create``).
         snap = models.Snapshot(
             id=snapshot_id, disk_id=disk.id, project_id=server.project_id,
-            parent_id=disk.snapshot_id, name=name, status='creating',
-            image=disk.active_image)
+            parent_id=None, name=name, status=states.CREATING, image=None)
         s.add(snap)
         s.flush()
-        operations.make(s, operation_id, 'create', server, disk,
-                             snapshot_id=snapshot_id, task=task)
+        op = operations.make(s, operation_id, 'create', server, disk,
+                             snapshot_id=snapshot_id)
+        if free:
+            start_create(s, op, server, disk, snap)
+        else:
+            # The chain depth is checked when it starts: the conductor's
+            # work in progress may shorten the chain.
+            limits.check_create(s, server, disk, snapshot_id=snapshot_id,
+                                depth=False)
+    if not free:
+        LOG.info('Snapshot %(snap)s of %(server)s/%(disk)s: operation '
+                 '%(op)s waits for the conductor\'s own work on the disk',
+                 {'snap': snapshot_id, 'server': server_id,
+                  'disk': disk_name, 'op': operation_id})
+        return snapshot_id, operation_id
     LOG.info('Snapshot %(snap)s of %(server)s/%(disk)s: operation %(op)s '
              'sent to %(host)s', {'snap': snapshot_id, 'server': server_id,
                                   'disk': disk_name, 'op': operation_id,
@@ -82,10 +93,30 @@ def create(ctxt, server_id, disk_name, name, project_id=None):
     return snapshot_id, operation_id
 
 
-def _created(session, op, result):
+def start_create(session, op, server, disk, snap=None):
+    """Decide and start a create on a free disk whose row is locked: the
+    limits, the parent (the live image's position) and the new layer's
+    name are all taken from rows read under that lock.
+
+    :returns: True (a task to dispatch).
+    :raises: HostDown, ChainTooDeep, QuotaExceeded
+    """
+    snap = snap or session.get(models.Snapshot, op.snapshot_id)
+    hosts.ensure_alive(session, server.host)
+    limits.check_create(session, server, disk, snapshot_id=snap.id)
+    snap.parent_id = disk.snapshot_id
+    snap.image = disk.active_image
+    operations.start(session, op, disk, {
+        'disk': {'qmp_socket': server.qmp_socket,
+                 'active_image': disk.active_image},
+        'new_image': layer_path(disk, op.id)})
+    return True
+
+
+def created(session, op, result):
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
-    snap.status = 'available'
+    states.check_snapshot(snap, states.AVAILABLE)
     snap.image = result.get('snapshot_image', snap.image)
     snap.size_bytes = result.get('size_bytes')
     disk.active_image = result['active_image']
@@ -93,12 +124,9 @@ def _created(session, op, result):
     op.mode = 'online' if result.get('online') else 'offline'
 
 
-def _create_failed(session, op, report):
+def create_failed(session, op, report):
     snap = session.get(models.Snapshot, op.snapshot_id)
     if snap is not None:
         # Nothing was made on disk: the agent rolls a failed create back.
-        snap.status = 'error'
+        states.check_snapshot(snap, states.ERROR)
         snap.image = None
-
-
-operations.register_handlers('create', _created, _create_failed)

@@ -23,6 +23,11 @@ It prints one plain-text table per section:
 ``memory``
     VmRSS of the agent and conductor processes idle and after the e2e
     operations, and of a ``-M none`` QEMU.
+``api``
+    Requests per second, mean and p99 latency and the conductor's CPU per
+    request for ``GET /v1/operations/{id}``, ``GET /v1/servers/{id}/
+    snapshots`` and ``POST`` snapshot, with C concurrent clients against a
+    conductor process on RabbitMQ and PostgreSQL (``livesnap.bench_api``).
 ``load`` (only when named: ``--only load``)
     The production shape under load: many agent processes, VMs and
     tenants, one then two conductors; see :mod:`livesnap.bench_load`.
@@ -51,7 +56,8 @@ import uuid
 MiB = 1024 * 1024
 GiB = 1024 * MiB
 
-SECTIONS = ('pause', 'create', 'merge-online', 'merge-offline', 'e2e', 'memory')
+SECTIONS = ('pause', 'create', 'merge-online', 'merge-offline', 'e2e',
+            'memory', 'api')
 #: sections run only when named with --only (they take minutes)
 OPT_IN_SECTIONS = ('load',)
 
@@ -742,6 +748,11 @@ def bench_memory(opts):
     return {'rows': rows, 'notes': notes}
 
 
+def bench_api(opts):
+    from livesnap import bench_api as api
+    return api.run(opts)
+
+
 def bench_pause(opts):
     from livesnap import bench_pause as pause
     return pause.bench_pause(
@@ -757,7 +768,7 @@ def bench_load(opts):
 BENCHES = {'pause': bench_pause,
            'create': bench_create, 'merge-online': bench_merge_online,
            'merge-offline': bench_merge_offline, 'e2e': bench_e2e,
-           'memory': bench_memory, 'load': bench_load}
+           'memory': bench_memory, 'api': bench_api, 'load': bench_load}
 
 
 # -- output -----------------------------------------------------------------
@@ -856,6 +867,9 @@ def render(report):
                                 if r['after_kib'] else None)])
         out += _table(['process', 'idle', 'after N ops'], rows)
         out += ['  * ' + n for n in sec['memory']['notes']] + ['']
+    if 'api' in sec:
+        from livesnap import bench_api
+        out += bench_api.render(sec['api'])
     if 'load' in sec:
         from livesnap import bench_load
         out += bench_load.render(sec['load'])
@@ -929,6 +943,11 @@ def parse_args(argv):
                    help='merges per size (default 3, quick 1)')
     p.add_argument('--no-compare', dest='compare', action='store_false',
                    help='skip the overlay-inside-the-pause comparison')
+    p.add_argument('--api-clients', type=int, default=10,
+                   help='concurrent clients of the api section (default 10)')
+    p.add_argument('--api-seconds', type=float, default=None,
+                   help='seconds per request kind in the api section '
+                        '(default 10, quick 3)')
     p.add_argument('--verbose', action='store_true',
                    help='show the services\' logs')
     from livesnap import bench_load
@@ -954,6 +973,8 @@ def parse_args(argv):
     opts.e2e_n = 5 if q else 30
     opts.e2e_data = (4 if q else 16) * MiB
     opts.settle = 0.5 if q else 2.0
+    if opts.api_seconds is None:
+        opts.api_seconds = 3.0 if q else 10.0
     return opts
 
 

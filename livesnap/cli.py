@@ -157,6 +157,10 @@ class ApiClient:
         return self.request("GET",
                             "/operations/%s" % _q(operation_id))["operation"]
 
+    def cancel_operation(self, operation_id):
+        return self.request("POST", "/operations/%s/cancel"
+                            % _q(operation_id))["operation"]
+
     def list_operations(self, server_id=None):
         query = {"server_id": server_id} if server_id else None
         return self.request("GET", "/operations",
@@ -243,13 +247,20 @@ def format_table(headers, rows):
     return "\n".join(out)
 
 
-def format_fields(obj, fields):
-    """Render selected fields of one object as a Field/Value table."""
+def format_fields(obj, fields, optional=()):
+    """Render selected fields of one object as a Field/Value table.
+
+    :param optional: fields shown only when the object has them (host
+        details, which the API shows to admins only).
+    """
     return format_table(("Field", "Value"),
-                        [(f, obj.get(f)) for f in fields])
+                        [(f, obj.get(f)) for f in fields
+                         if f not in optional or f in obj])
 
 
 SERVER_FIELDS = ("id", "name", "project_id", "host", "qmp_socket")
+#: Host details: the API leaves them out for callers who are not admins.
+HOST_DETAILS = ("host", "qmp_socket")
 SNAPSHOT_FIELDS = ("id", "name", "server_id", "disk", "parent_id", "status",
                    "created_at", "size_bytes", "current")
 OPERATION_FIELDS = ("id", "action", "status", "mode", "server_id", "disk",
@@ -460,10 +471,13 @@ def cmd_server_list(client, args, out):
     if out.json:
         out.data(servers)
         return EXIT_OK
+    with_host = any("host" in s for s in servers)
     out.text(format_table(
-        ("ID", "Name", "Project", "Host", "Disks"),
-        [(s.get("id"), s.get("name"), s.get("project_id"), s.get("host"),
-          ", ".join(d.get("name", "?") for d in s.get("disks") or []))
+        ("ID", "Name", "Project") + (("Host",) if with_host else ())
+        + ("Disks",),
+        [(s.get("id"), s.get("name"), s.get("project_id"))
+         + ((s.get("host"),) if with_host else ())
+         + (", ".join(d.get("name", "?") for d in s.get("disks") or []),)
          for s in servers]))
     return EXIT_OK
 
@@ -486,12 +500,19 @@ def _print_server(server, out):
     if out.json:
         out.data(server)
         return
-    out.text(format_fields(server, SERVER_FIELDS))
+    out.text(format_fields(server, SERVER_FIELDS, optional=HOST_DETAILS))
     out.text("Disks:")
-    out.text(format_table(
-        ("Disk", "Active image", "Snapshot", "Busy"),
-        [(d.get("name"), d.get("active_image"), d.get("snapshot_id"),
-          d.get("busy")) for d in server.get("disks") or []]))
+    disks = server.get("disks") or []
+    if any("active_image" in d for d in disks):
+        out.text(format_table(
+            ("Disk", "Active image", "Snapshot", "Busy"),
+            [(d.get("name"), d.get("active_image"), d.get("snapshot_id"),
+              d.get("busy")) for d in disks]))
+    else:
+        out.text(format_table(
+            ("Disk", "Snapshot", "Busy"),
+            [(d.get("name"), d.get("snapshot_id"), d.get("busy"))
+             for d in disks]))
 
 
 def cmd_server_show(client, args, out):
@@ -617,6 +638,14 @@ def cmd_operation_show(client, args, out):
     """``operation show ID``: the operation, then its steps."""
     _render_operation(out)(client.get_operation(args.operation_id))
     return EXIT_OK
+
+
+def cmd_operation_cancel(client, args, out):
+    """``operation cancel ID [--wait]`` (admin): stop a merge's copy."""
+    operation = client.cancel_operation(args.operation_id)
+    if not out.json:
+        out.text("Cancelling operation %s" % operation.get("id"))
+    return _finish(client, args, out, operation, _render_operation(out))
 
 
 def cmd_operation_list(client, args, out):
@@ -745,6 +774,10 @@ def build_parser():
     sub = command(op_cmds, "show", cmd_operation_show,
                   "show an operation and its steps")
     sub.add_argument("operation_id", metavar="ID")
+    sub = command(op_cmds, "cancel", cmd_operation_cancel,
+                  "cancel a merge that is still copying (admin)")
+    sub.add_argument("operation_id", metavar="ID")
+    wait_option(sub)
     sub = command(op_cmds, "list", cmd_operation_list, "list operations")
     sub.add_argument("--server", metavar="ID",
                      help="only the operations of this server")

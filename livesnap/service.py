@@ -11,6 +11,14 @@ from livesnap import conf  # noqa: F401  (registers the options)
 from livesnap import version
 
 CONF = cfg.CONF
+LOG = logging.getLogger(__name__)
+
+#: Exit status of a process that refuses its configuration.
+EXIT_CONFIG = 2
+
+
+class ConfigurationError(Exception):
+    """The configuration cannot work; the message says what to set."""
 
 
 def prepare(prog, argv=None):
@@ -24,6 +32,10 @@ def prepare(prog, argv=None):
                   'alembic.runtime.migration'):
         logging.getLogger(noisy).setLevel(
             logging.INFO if CONF.debug else logging.WARNING)
+    # "Task queue depth is N" on every request while all the API's threads
+    # are busy: normal under load, the backlog does its work.
+    logging.getLogger('waitress.queue').setLevel(
+        logging.DEBUG if CONF.debug else logging.ERROR)
 
 
 def serve(prog, factories, argv=None):
@@ -32,6 +44,8 @@ def serve(prog, factories, argv=None):
 
     :param factories: callables returning objects with start() and stop();
         called after the configuration is parsed.
+    :returns: 0, or :data:`EXIT_CONFIG` if a service refused the
+        configuration (:class:`ConfigurationError`, logged).
     """
     prepare(prog, argv)
     services = []
@@ -41,6 +55,10 @@ def serve(prog, factories, argv=None):
             svc.start()
             services.append(svc)
         wait_for_signal()
+    except ConfigurationError as exc:
+        LOG.error('%(prog)s cannot start: %(error)s',
+                  {'prog': prog, 'error': exc})
+        return EXIT_CONFIG
     finally:
         for svc in reversed(services):
             svc.stop()

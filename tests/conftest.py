@@ -1,5 +1,5 @@
 """Shared fixtures: configuration, databases (SQLite and the real
-PostgreSQL), and in-process or multi-process deployments."""
+PostgreSQL and MariaDB), and in-process or multi-process deployments."""
 
 import os
 import uuid
@@ -10,8 +10,9 @@ from tests import fixtures
 
 
 def pytest_report_header(config):
-    return ['livesnap: PostgreSQL %s, RabbitMQ %s' % (
+    return ['livesnap: PostgreSQL %s, MariaDB %s, RabbitMQ %s' % (
         'available' if fixtures.postgres_available() else 'NOT available',
+        'available' if fixtures.mariadb_available() else 'NOT available',
         'available' if fixtures.rabbit_available() else 'NOT available')]
 
 
@@ -36,11 +37,27 @@ def postgres_url():
     fixtures.pg_admin('DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
 
 
-@pytest.fixture(params=['sqlite', 'postgresql'])
+@pytest.fixture(scope='session')
+def mariadb_url():
+    """A fresh MariaDB database for this test session (dropped after)."""
+    if not fixtures.mariadb_available():
+        if os.environ.get('LIVESNAP_REQUIRE_SERVICES'):
+            pytest.fail('MariaDB at 127.0.0.1:3306 is required')
+        pytest.skip('MariaDB at 127.0.0.1:3306 is not reachable')
+    name = 'livesnap_test_%s' % uuid.uuid4().hex[:12]
+    fixtures.mysql_admin('CREATE DATABASE %s' % name)
+    yield 'mysql+pymysql://root@127.0.0.1:3306/%s?charset=utf8mb4' % name
+    fixtures.mysql_admin('DROP DATABASE IF EXISTS %s' % name)
+
+
+@pytest.fixture(params=['sqlite', 'postgresql', 'mariadb'])
 def database(request, conf, tmp_path):
     """The conductor's database, migrated to head, on each backend."""
     if request.param == 'sqlite':
         url = 'sqlite:///%s' % (tmp_path / 'livesnap.sqlite')
+    elif request.param == 'mariadb':
+        url = request.getfixturevalue('mariadb_url')
+        fixtures.mysql_reset_schema(url)
     else:
         url = request.getfixturevalue('postgres_url')
         fixtures.pg_reset_schema(url)
@@ -87,3 +104,7 @@ def pytest_terminal_summary(terminalreporter):
             'fault injection: %d faults injected, longest VM pause seen '
             '%.3f s (from the fault to the VM running again)'
             % (faults.STATS['faults'], faults.STATS['longest_pause_s']))
+        for what, took in sorted(faults.STATS.get('recovery_s', {}).items()):
+            terminalreporter.write_line(
+                'recovery: %s: every disk free %.1f s after the SIGKILL'
+                % (what, took))

@@ -45,6 +45,16 @@ def postgres_available():
     return _port_open('127.0.0.1', 5432)
 
 
+def mariadb_available():
+    if not _port_open('127.0.0.1', 3306):
+        return False
+    try:
+        mysql_admin('SELECT 1')
+    except Exception:
+        return False
+    return True
+
+
 def rabbit_available():
     return _port_open('127.0.0.1', 5672)
 
@@ -90,6 +100,34 @@ def pg_reset_schema(url):
     engine.dispose()
 
 
+def mysql_admin(sql):
+    import pymysql
+    conn = pymysql.connect(host='127.0.0.1', port=3306, user='root',
+                           password='', autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+    finally:
+        conn.close()
+
+
+def mysql_reset_schema(url):
+    """Drop every table of the database ``url`` names."""
+    import sqlalchemy as sa
+    engine = sa.create_engine(url)
+    try:
+        meta = sa.MetaData()
+        meta.reflect(bind=engine)
+        with engine.begin() as c:
+            c.exec_driver_sql('SET FOREIGN_KEY_CHECKS = 0')
+            for table in meta.sorted_tables:
+                c.exec_driver_sql('DROP TABLE IF EXISTS `%s`' % table.name)
+            c.exec_driver_sql('DROP TABLE IF EXISTS alembic_version')
+            c.exec_driver_sql('SET FOREIGN_KEY_CHECKS = 1')
+    finally:
+        engine.dispose()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -117,9 +155,11 @@ class FakeConductor(object):
 
     def __init__(self):
         self.reports = []
+        self.hosts = []
 
-    def report_operation(self, ctxt, operation_id, report):
+    def report_operation(self, ctxt, operation_id, report, host=None):
         self.reports.append((operation_id, report))
+        self.hosts.append(host)
 
     def report_progress(self, ctxt, operation_id, progress, steps=None):
         pass
@@ -268,7 +308,8 @@ def running(dep):
 class ProcessDeployment(APIClientMixin):
     """Conductor and agent as separate OS processes."""
 
-    def __init__(self, tmp_path, transport_url, database_url, extra=''):
+    def __init__(self, tmp_path, transport_url, database_url, extra='',
+                 tokens=None):
         self.tmp_path = tmp_path
         self.transport_url = transport_url
         self.control_exchange = 'livesnap-test-' + uuid.uuid4().hex[:8]
@@ -278,7 +319,7 @@ class ProcessDeployment(APIClientMixin):
         self.base_url = 'http://127.0.0.1:%d' % self.port
         self.database_url = database_url
         token_file = tmp_path / 'tokens.json'
-        token_file.write_text(json.dumps(TOKENS))
+        token_file.write_text(json.dumps(dict(TOKENS, **(tokens or {}))))
         self.config_file = tmp_path / 'livesnap.conf'
         self.config_file.write_text(
             '[DEFAULT]\ntransport_url = %s\ncontrol_exchange = %s\n'
@@ -319,11 +360,12 @@ class ProcessDeployment(APIClientMixin):
         """Wait for a process to end by itself; returns its exit code."""
         return self.procs[name].wait(timeout=timeout)
 
-    def start_conductor(self, name='conductor', port=None):
+    def start_conductor(self, name='conductor', port=None, fault_points=()):
         port = port or self.port
         self._spawn(name, 'conductor.service',
                     '[api]\nport = %d\n[conductor]\nhost = %s\n'
-                    % (port, name))
+                    'fault_points = %s\n'
+                    % (port, name, ','.join(fault_points)))
         deadline = time.monotonic() + 60
         while not _port_open('127.0.0.1', port):
             if self.procs[name].poll() is not None:

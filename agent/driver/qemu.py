@@ -167,11 +167,13 @@ class QemuDriver(object):
     :param job_timeout: seconds a merge job may run (None: no limit).
     :param reserved_bytes: free space an image directory keeps; work that
         would need more is refused with NoSpace before it starts.
+    :param merge_speed: bytes per second a merge's block job may copy
+        (0: no limit).
     """
 
     def __init__(self, image_dirs, pause_deadline=0.5, resume_retries=5,
                  qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None,
-                 reserved_bytes=0):
+                 reserved_bytes=0, merge_speed=0):
         self.image_dirs = list(image_dirs)
         self.pause_deadline = pause_deadline
         self.resume_retries = max(1, int(resume_retries))
@@ -179,6 +181,7 @@ class QemuDriver(object):
         self.job_poll_interval = job_poll_interval
         self.job_timeout = job_timeout
         self.reserved_bytes = reserved_bytes
+        self.merge_speed = merge_speed
 
     # -- helpers --------------------------------------------------------------
     def _ensure_space(self, target, needed, what):
@@ -216,7 +219,13 @@ class QemuDriver(object):
 
     @staticmethod
     def _refuse_if_open(path):
-        if images.is_locked(path):
+        try:
+            locked = images.is_locked(path)
+        except exception.ImageError:
+            # Not an image QEMU can open (a corrupt or partial leftover):
+            # no QEMU holds it; any other opener is found below.
+            locked = False
+        if locked:
             raise exception.ImageInUse("%s is locked by a running process"
                                        % path, image=path)
         pids = images.open_by(path)
@@ -266,15 +275,19 @@ class QemuDriver(object):
         commands and ``cont`` go out in a single write before any reply is
         read, so the resume is queued inside QEMU before the pause begins
         and never waits for this process; QEMU runs ``cont`` even if a
-        command before it fails or this agent dies.  The replies are read
-        afterwards and recorded as the steps ``pause``, ``step`` and
-        ``resume``.  ``pause_ms`` is QEMU's own STOP to RESUME window (event
-        timestamps); the agent's view (``stop`` written to ``cont``
-        answered) is kept beside it as ``agent_pause_ms``.
+        command before it fails or this agent stalls.  (If the agent dies,
+        QEMU may drop what it has not read yet: the journal's record of the
+        pause, written before it, makes the restarted agent resume the VM.)
+        The replies are read afterwards and recorded as the steps
+        ``pause``, ``step`` and ``resume``.  ``pause_ms`` is QEMU's own STOP
+        to RESUME window (event timestamps); the agent's view (``stop``
+        written to ``cont`` answered) is kept beside it as
+        ``agent_pause_ms``.
 
-        Replies must arrive within ``pause_deadline``; a late or lost reply
-        breaks the session and the resume is then retried on a new one (the
-        journal, written before the pause, covers a crash).
+        Each reply of the section must arrive within ``pause_deadline``, or
+        the section fails with PauseDeadlineExceeded; ``cont``'s is still
+        awaited (up to ``qmp_timeout``), and if it does not come the VM is
+        resumed over a new connection, with retries.
 
         :returns: the results of ``commands``.
         :raises QMPError: a command failed (after the backend resumed).
@@ -504,7 +517,7 @@ class QemuDriver(object):
 
     # -- merge --------------------------------------------------------------
     def merge(self, disk, snapshot_image, parent_image, child_image, rec,
-              progress=None, child_is_leaf=False):
+              progress=None, child_is_leaf=False, cancelled=None):
         """Merge ``snapshot_image`` with its only child so that one file
         holds what the child shows, on top of ``parent_image`` (None: the
         snapshot is the root and the result stands alone), and delete the
@@ -524,6 +537,9 @@ class QemuDriver(object):
 
         :param progress: optional callable(percent) called while a job runs.
         :param child_is_leaf: nothing but the child is built on the child.
+        :param cancelled: optional callable; when it returns True while the
+            data is being copied, the job is dropped and Cancelled raised
+            (never once the pause has begun).
         :returns: ``{"child_image", "parent_image", "online", "direction"}``
             with ``direction`` ``stream`` or ``commit``.
         """
@@ -560,7 +576,7 @@ class QemuDriver(object):
                 session = conn.get()
                 if session.job(commit_job_id_for(child)) is not None:
                     self._commit_online(conn, snap, parent, child, rec,
-                                        progress)
+                                        progress, cancelled)
                     return committed
                 graph = _Graph(session)
                 child_node = graph.node(child)
@@ -569,16 +585,16 @@ class QemuDriver(object):
                         and graph.is_top(graph.node(snap)):
                     # Committed and pivoted; the child's node is gone.
                     self._commit_online(conn, snap, parent, child, rec,
-                                        progress)
+                                        progress, cancelled)
                     return committed
                 if child_node is not None:
                     if child_is_leaf and graph.is_top(child_node) \
                             and self._cheaper_to_commit(snap, child):
                         self._commit_online(conn, snap, parent, child, rec,
-                                            progress)
+                                            progress, cancelled)
                         return committed
                     self._merge_online(conn, snap, parent, child, rec,
-                                       progress)
+                                       progress, cancelled)
                     return result
         result["online"] = committed["online"] = False
         if child_is_leaf and self._cheaper_to_commit(snap, child):
@@ -613,7 +629,8 @@ class QemuDriver(object):
         LOG.info("Committed %(child)s into %(snap)s offline",
                  {"snap": snap, "child": child})
 
-    def _commit_online(self, conn, snap, parent, child, rec, progress):
+    def _commit_online(self, conn, snap, parent, child, rec, progress,
+                       cancelled=None):
         """Commit the live image ``child`` into ``snap`` and pivot the disk
         onto ``snap``'s node.
 
@@ -659,12 +676,16 @@ class QemuDriver(object):
                           direction="commit"):
                 try:
                     if job is None:
-                        session.execute("block-commit", {
+                        args = {
                             "job-id": job_id,
                             "device": graph.node(child)["node-name"],
                             "base-node": graph.node(snap)["node-name"],
-                            "auto-finalize": True, "auto-dismiss": False})
-                    self._wait_job(session, job_id, ("ready",), progress)
+                            "auto-finalize": True, "auto-dismiss": False}
+                        if self.merge_speed:
+                            args["speed"] = self.merge_speed
+                        session.execute("block-commit", args)
+                    self._wait_job(session, job_id, ("ready",), progress,
+                                   cancelled)
                     images.flush(snap)
                 except BaseException:
                     self._drop_job(conn, job_id)
@@ -745,9 +766,14 @@ class QemuDriver(object):
         LOG.info("Merged %(snap)s into %(child)s offline",
                  {"snap": snap, "child": child})
 
-    def _wait_job(self, session, job_id, want, progress=None):
+    def _wait_job(self, session, job_id, want, progress=None,
+                  cancelled=None):
         """Poll ``query-jobs`` until job ``job_id`` reaches a status in
-        ``want``; returns the job.  :raises QMPError: if it ends otherwise."""
+        ``want``; returns the job.
+
+        :raises QMPError: if it ends otherwise or overruns ``job_timeout``.
+        :raises Cancelled: if ``cancelled()`` turns true meanwhile.
+        """
         start = time.monotonic()
         while True:
             job = session.job(job_id)
@@ -765,6 +791,10 @@ class QemuDriver(object):
             if job["status"] in _JOB_DONE or job["status"] == "aborting":
                 raise _job_failed(job_id, "ended (%s)" % job["status"],
                                   job.get("error", "no error"))
+            if cancelled is not None and cancelled():
+                raise exception.Cancelled(
+                    "The merge was cancelled by an administrator while it "
+                    "copied; the images are as they were")
             if (self.job_timeout is not None
                     and time.monotonic() - start > self.job_timeout):
                 raise exception.QMPError("Block job %s timed out" % job_id)
@@ -811,7 +841,8 @@ class QemuDriver(object):
             raise exception.ImageInUse("%s is still open by QEMU" % path,
                                        image=path)
 
-    def _merge_online(self, conn, snap, parent, child, rec, progress):
+    def _merge_online(self, conn, snap, parent, child, rec, progress,
+                      cancelled=None):
         session = conn.get()
         job_id = job_id_for(child)
         # A job left finished by an interrupted attempt is dismissed here;
@@ -836,6 +867,8 @@ class QemuDriver(object):
 
         args = {"job-id": job_id, "device": child_node["node-name"],
                 "auto-finalize": False, "auto-dismiss": False}
+        if self.merge_speed:
+            args["speed"] = self.merge_speed
         if parent is not None:
             parent_node = graph.node(parent)
             if parent_node is None:
@@ -850,7 +883,8 @@ class QemuDriver(object):
             try:
                 if job is None:
                     session.execute("block-stream", args)
-                self._wait_job(session, job_id, ("pending",), progress)
+                self._wait_job(session, job_id, ("pending",), progress,
+                               cancelled)
                 # The copied data is in the host's page cache: write it
                 # back now, not inside the pause (stop flushes).
                 images.flush(child)

@@ -5,7 +5,8 @@ One place turns every failure into the JSON error shape
 bad query strings are 400, a missing or bad token 401, a policy refusal on
 one's own object 403, an unknown or foreign object 404, a busy disk 409, a
 too-large body 413, too many operations 429 (with ``Retry-After``), a down
-host 503.  Unexpected errors are logged with their trace and answered 500
+host 503, a database that cannot be reached (or is full) 503 with
+``Retry-After``.  Unexpected errors are logged with their trace and answered 500
 without it.
 
 Everything a request carries is checked before a controller runs: path
@@ -24,6 +25,7 @@ import routes
 import webob
 import webob.dec
 import webob.exc
+import sqlalchemy.exc as sa_exc
 
 from oslo_config import cfg
 
@@ -52,6 +54,7 @@ ROUTES = [
     ('GET', '/v1/hosts', 'hosts', 'index'),
     ('GET', '/v1/operations', 'operations', 'index'),
     ('GET', '/v1/operations/{operation_id}', 'operations', 'show'),
+    ('POST', '/v1/operations/{operation_id}/cancel', 'operations', 'cancel'),
 ]
 
 
@@ -180,6 +183,18 @@ class API(object):
             retry_after = getattr(exc, 'retry_after', None)
             if retry_after is not None:
                 resp.headers['Retry-After'] = str(retry_after)
+        except (sa_exc.OperationalError, sa_exc.InterfaceError,
+                sa_exc.DisconnectionError) as exc:
+            # Unreachable, restarting, full or locked: nothing was changed
+            # (the transaction did not commit); the client may try again.
+            LOG.error('Database unavailable in %(method)s %(path)r: '
+                      '%(error)s', {'method': req.method,
+                                    'path': _raw_path(req),
+                                    'error': str(exc).splitlines()[0]})
+            resp = error_response(503, 'database_unavailable',
+                                  'The database is unavailable; nothing '
+                                  'was changed. Try again shortly.')
+            resp.headers['Retry-After'] = '5'
         except Exception:
             LOG.exception('Unexpected error in %(method)s %(path)r',
                           {'method': req.method, 'path': _raw_path(req)})

@@ -13,7 +13,16 @@ refusal in its JSON error shape; only ``X-Identity-Status: Confirmed`` with a
 project scope is let through.
 
 In either mode a request without valid credentials never reaches a
-controller (only the OpenAPI document is public).
+controller (only the OpenAPI document is public), and Keystone's default
+role implications are applied to the roles a token carries (``admin``
+implies ``member``, which implies ``reader``: see :data:`IMPLIED_ROLES`), so
+the policy's ``role:reader`` means the same with a token file as with a
+Keystone whose implied roles were not set up.
+
+``keystone`` needs ``[keystone_authtoken] www_authenticate_uri`` (the
+public Keystone endpoint sent back in ``WWW-Authenticate`` on a 401):
+without it the middleware fails on the first refused request, so
+:func:`check_config` refuses to start instead.
 """
 
 import hmac
@@ -24,26 +33,35 @@ import threading
 from oslo_config import cfg
 
 from conductor import exception
+from livesnap import service as common_service
 
 CONF = cfg.CONF
 
+#: Keystone's default role implications (``keystone-manage bootstrap``).
+IMPLIED_ROLES = {'admin': ('member', 'reader'), 'member': ('reader',)}
+
+
+def with_implied_roles(roles):
+    """``roles`` and every role they imply, in a stable order."""
+    out = []
+    for role in roles:
+        for r in (role,) + IMPLIED_ROLES.get(role, ()):
+            if r not in out:
+                out.append(r)
+    return out
+
 
 class Credentials(object):
-    """Who is asking: a project and its roles."""
+    """Who is asking: a project and its roles (implied ones included).
+
+    What the caller may do is the policy's to say (``conductor.policy``),
+    never a property of this object.
+    """
 
     def __init__(self, project_id, roles, user_id=None):
         self.project_id = project_id
-        self.roles = list(roles)
+        self.roles = with_implied_roles(roles)
         self.user_id = user_id
-
-    @property
-    def is_admin(self):
-        return 'admin' in self.roles
-
-    @property
-    def scope(self):
-        """The project filter for database queries; None means all."""
-        return None if self.is_admin else self.project_id
 
 
 class TokenFile(object):
@@ -107,7 +125,32 @@ class KeystoneHeaders(object):
                            user_id=env.get('HTTP_X_USER_ID'))
 
 
+def check_config():
+    """Refuse a configuration the API cannot serve with.
+
+    :raises: livesnap.service.ConfigurationError with ``auth_strategy =
+        keystone`` and no ``[keystone_authtoken] www_authenticate_uri``:
+        keystonemiddleware would answer the first request without a valid
+        token with a 500.
+    """
+    if CONF.api.auth_strategy != 'keystone':
+        return
+    from keystonemiddleware import auth_token
+    for group, opts in auth_token.list_opts():
+        CONF.register_opts(opts, group=group)
+    section = CONF.keystone_authtoken
+    if not section.www_authenticate_uri:
+        raise common_service.ConfigurationError(
+            '[api] auth_strategy = keystone needs [keystone_authtoken] '
+            'www_authenticate_uri: the public Keystone endpoint that '
+            'clients are sent to (in WWW-Authenticate) when their token is '
+            'missing or not valid, e.g. https://keystone.example.com/'
+            'identity. Set it (and the other [keystone_authtoken] options '
+            'that validate tokens), or use auth_strategy = tokens.')
+
+
 def make_authenticator():
+    check_config()
     if CONF.api.auth_strategy == 'keystone':
         return KeystoneHeaders()
     return TokenFile(CONF.api.token_file)
@@ -115,9 +158,13 @@ def make_authenticator():
 
 def wrap(app):
     """Put the authentication middleware of the configured mode around
-    ``app`` (a WSGI callable); ``tokens`` needs none."""
+    ``app`` (a WSGI callable); ``tokens`` needs none.
+
+    :raises: livesnap.service.ConfigurationError (see :func:`check_config`).
+    """
     if CONF.api.auth_strategy != 'keystone':
         return app
+    check_config()
     from keystonemiddleware import auth_token
     return auth_token.AuthProtocol(app, {'oslo_config_config': CONF,
                                          'delay_auth_decision': 'true'})

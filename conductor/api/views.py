@@ -1,8 +1,44 @@
-"""Turn database records into the JSON shapes of the REST contract."""
+"""Turn database records into the JSON shapes of the REST contract.
+
+Two shapes of servers and operations: with host details, for callers the
+policy ``livesnap:host_details`` allows (admins by default), and without,
+for tenants.  Host details are where an object lives on its host: a
+server's ``host`` and ``qmp_socket``, a disk's ``active_image``, an
+operation's ``host``, each step's ``detail`` (image paths, QEMU node and
+job names), and the file paths and host name inside error messages.  A
+tenant's shape leaves those keys out and replaces paths in errors with
+``<path>`` and the host's name with ``<host>``; ids, names, sizes, states,
+step names, timings and pause figures are the same in both.
+"""
+
+import re
+
+#: An absolute path in a message: a "/" that starts a word (not "I/O" or
+#: a URL's "//"), up to a space, a quote or a bracket; a final "." or ":"
+#: is the sentence's.
+_PATH = re.compile(r"""(?<![^\s'"(\[=,])/[^\s'"()\[\],;]*[^\s'"()\[\],;.:]""")
+#: A quoted or bracketed absolute path (QEMU's messages have both; such a
+#: path may hold spaces).
+_QUOTED_PATH = re.compile(r"""(?<=')/[^'\n]*(?=')|(?<=")/[^"\n]*(?=")"""
+                          r"""|(?<=\[)/[^\]\n]*(?=\])""")
+
+#: What a tenant sees of a step.
+_STEP_FIELDS = ('name', 'status', 'started_at', 'duration_ms')
 
 
 def _iso(dt):
     return dt.isoformat() + 'Z' if dt is not None else None
+
+
+def redact(text, host=None):
+    """``text`` without file paths and without the name ``host``."""
+    if not text:
+        return text
+    text = _PATH.sub('<path>', _QUOTED_PATH.sub('<path>', text))
+    if host:
+        text = re.sub(r'(?<![\w.-])%s(?![\w-]|\.\w)' % re.escape(host),
+                      '<host>', text)
+    return text
 
 
 def host(h, alive):
@@ -14,16 +50,23 @@ def host(h, alive):
             'version': info.get('version')}
 
 
-def disk(d):
-    return {'name': d.name, 'active_image': d.active_image,
-            'snapshot_id': d.snapshot_id, 'busy': d.operation_id is not None}
+def disk(d, details=False):
+    out = {'name': d.name, 'snapshot_id': d.snapshot_id,
+           'busy': d.operation_id is not None}
+    if details:
+        out['active_image'] = d.active_image
+    return out
 
 
-def server(s):
-    return {'id': s.id, 'name': s.name, 'project_id': s.project_id,
-            'host': s.host, 'qmp_socket': s.qmp_socket,
-            'created_at': _iso(s.created_at),
-            'disks': [disk(d) for d in s.disks]}
+def server(s, details=False):
+    """:param details: include host details (see the module's doc)."""
+    out = {'id': s.id, 'name': s.name, 'project_id': s.project_id,
+           'created_at': _iso(s.created_at),
+           'disks': [disk(d, details) for d in s.disks]}
+    if details:
+        out['host'] = s.host
+        out['qmp_socket'] = s.qmp_socket
+    return out
 
 
 def snapshot(snap, disk_record):
@@ -39,19 +82,34 @@ def snapshot(snap, disk_record):
 def _agent_pause_ms(steps):
     """The agent's own figure of the pauses, beside QEMU's ``pause_ms``."""
     figures = [s['detail']['agent_pause_ms'] for s in steps
-               if isinstance(s.get('detail'), dict)
+               if isinstance(s, dict) and isinstance(s.get('detail'), dict)
                and s['detail'].get('agent_pause_ms') is not None]
     return round(sum(figures), 3) if figures else None
 
 
-def operation(op, disk_name=None):
+def _step(step, host_name):
+    out = {k: step[k] for k in _STEP_FIELDS if k in step}
+    if step.get('error'):
+        out['error'] = redact(str(step['error']), host_name)
+    return out
+
+
+def operation(op, disk_name=None, details=False):
+    """:param details: include host details (see the module's doc)."""
     steps = list(op.steps or [])
-    return {'id': op.id, 'action': op.action, 'status': op.status,
-            'mode': op.mode, 'server_id': op.server_id, 'disk': disk_name,
-            'snapshot_id': op.snapshot_id, 'host': op.host,
-            'pause_ms': op.pause_ms,
-            'agent_pause_ms': _agent_pause_ms(steps),
-            'progress': op.progress, 'steps': steps, 'error': op.error,
-            'requested_by': op.requested_by,
-            'created_at': _iso(op.created_at),
-            'updated_at': _iso(op.updated_at)}
+    agent_pause_ms = _agent_pause_ms(steps)
+    error = op.error
+    if not details:
+        steps = [_step(x, op.host) for x in steps if isinstance(x, dict)]
+        error = redact(error, op.host)
+    out = {'id': op.id, 'action': op.action, 'status': op.status,
+           'mode': op.mode, 'server_id': op.server_id, 'disk': disk_name,
+           'snapshot_id': op.snapshot_id,
+           'pause_ms': op.pause_ms, 'agent_pause_ms': agent_pause_ms,
+           'progress': op.progress, 'steps': steps, 'error': error,
+           'requested_by': op.requested_by,
+           'created_at': _iso(op.created_at),
+           'updated_at': _iso(op.updated_at)}
+    if details:
+        out['host'] = op.host
+    return out

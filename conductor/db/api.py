@@ -2,14 +2,34 @@
 
 ``transaction()`` yields an ORM session inside one transaction.  On SQLite
 every transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
-writers queue instead of failing on a lock upgrade; on PostgreSQL and MySQL
-the disk lock is a compare-and-swap UPDATE (see ``lock_disk``), which is
-safe under READ COMMITTED with any number of conductors.
+writers queue instead of failing on a lock upgrade; on PostgreSQL and
+MySQL/MariaDB every transaction runs at READ COMMITTED (MariaDB's default,
+REPEATABLE READ, would answer later reads from the snapshot of the first
+one) and the disk lock is a compare-and-swap UPDATE (see ``lock_disk``),
+safe with any number of conductors.
+
+Policy decisions are made on rows read *after* the disk's row is locked
+(``disk_for_update``): whoever changes a disk's tree holds that row, so
+what is read after it cannot change until the transaction ends.
+
+``reader()`` yields a connection for the API's lean reads
+(``conductor.db.reads``): on PostgreSQL and MySQL from a second pool whose
+connections are in autocommit, so a read is one round trip per statement,
+with no BEGIN or COMMIT.  Each pool holds ``[database] max_pool_size``
+connections (plus ``max_overflow`` for bursts, closed after use): at least
+the API's threads, or connections are made and closed per request.
+
+Pooled connections are not pinged before every use (``pool_pre_ping``
+costs a round trip per transaction); only one that sat idle in the pool
+for :data:`PING_AFTER_IDLE` seconds is, and a dead one is replaced before
+the caller sees it.  A connection the server dropped while it was busy
+fails that one transaction, and SQLAlchemy then discards the whole pool.
 """
 
 import contextlib
 import os
 import threading
+import time
 
 from oslo_config import cfg
 import sqlalchemy as sa
@@ -18,15 +38,21 @@ from sqlalchemy import orm
 from conductor.db import migration
 from conductor.db import models
 from conductor import exception
+from conductor import states
 
 CONF = cfg.CONF
 
 _LOCK = threading.Lock()
 _ENGINE = None
 _SESSIONMAKER = None
+_READER = None
+
+#: Seconds a pooled connection may sit idle before it is pinged on
+#: checkout (servers and firewalls drop idle connections).
+PING_AFTER_IDLE = 30.0
 
 
-def _make_engine(url):
+def _make_engine(url, **kwargs):
     if url.startswith('sqlite'):
         path = url.split(':///', 1)[-1]
         if path and path != ':memory:':
@@ -44,28 +70,64 @@ def _make_engine(url):
         def _on_begin(connection):
             connection.exec_driver_sql('BEGIN IMMEDIATE')
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    kwargs.setdefault('isolation_level', 'READ COMMITTED')
+    engine = sa.create_engine(url, pool_size=CONF.database.max_pool_size,
+                              max_overflow=CONF.database.max_overflow,
+                              **kwargs)
+    _ping_idle_connections(engine)
+    return engine
+
+
+def _ping_idle_connections(engine):
+    """Ping a pooled connection on checkout only if it sat idle for
+    :data:`PING_AFTER_IDLE` seconds; a dead one raises DisconnectionError,
+    on which the pool discards it and connects afresh."""
+
+    @sa.event.listens_for(engine, 'checkin')
+    def _on_checkin(dbapi_connection, record):
+        record.info['livesnap_idle_since'] = time.monotonic()
+
+    @sa.event.listens_for(engine, 'checkout')
+    def _on_checkout(dbapi_connection, record, proxy):
+        since = record.info.get('livesnap_idle_since')
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+            if not getattr(dbapi_connection, 'autocommit', False):
+                dbapi_connection.rollback()  # end the ping's transaction
+        except engine.dialect.loaded_dbapi.Error as exc:
+            if engine.dialect.is_disconnect(exc, dbapi_connection, None):
+                raise sa.exc.DisconnectionError(str(exc)) from exc
+            raise
 
 
 def get_engine():
     """The process's engine for ``[database] connection``."""
-    global _ENGINE, _SESSIONMAKER
+    global _ENGINE, _SESSIONMAKER, _READER
     with _LOCK:
         if _ENGINE is None:
             _ENGINE = _make_engine(CONF.database.connection)
             _SESSIONMAKER = orm.sessionmaker(bind=_ENGINE,
                                              expire_on_commit=False)
+            # A pool of its own, in autocommit from the connect on: no
+            # isolation level set and reset around every read.
+            _READER = (None if _ENGINE.dialect.name == 'sqlite' else
+                       _make_engine(CONF.database.connection,
+                                    isolation_level='AUTOCOMMIT'))
         return _ENGINE
 
 
 def reset():
     """Forget the engine (tests switch databases with this)."""
-    global _ENGINE, _SESSIONMAKER
+    global _ENGINE, _SESSIONMAKER, _READER
     with _LOCK:
-        if _ENGINE is not None:
-            _ENGINE.dispose()
+        for engine in (_ENGINE, _READER):
+            if engine is not None:
+                engine.dispose()
         _ENGINE = None
         _SESSIONMAKER = None
+        _READER = None
 
 
 def sync():
@@ -83,6 +145,24 @@ def transaction():
             yield session
     finally:
         session.close()
+
+
+@contextlib.contextmanager
+def reader():
+    """A Core connection for reads that need no transaction.
+
+    PostgreSQL and MySQL: autocommit, each statement sees what was
+    committed when it started (one statement per consistent read).
+    SQLite: a transaction like the writers' (they rely on BEGIN
+    IMMEDIATE).
+    """
+    engine = get_engine()
+    if _READER is None:
+        with engine.begin() as conn:
+            yield conn
+    else:
+        with _READER.connect() as conn:
+            yield conn
 
 
 # ---------------------------------------------------------------- hosts
@@ -148,6 +228,28 @@ def lock_disk(session, disk_id, operation_id):
     return result.rowcount == 1
 
 
+def disk_for_update(session, disk_id):
+    """Lock the disk's row (``SELECT ... FOR UPDATE``) and re-read it.
+
+    Every object this session loaded before is expired first, so what is
+    read from here on (the snapshots, the live image's position) is the
+    newest committed state, which nobody can change while the row is held.
+    :returns: the disk, or None if it does not exist.
+    """
+    session.expire_all()
+    return session.get(models.Disk, disk_id, with_for_update=True,
+                       populate_existing=True)
+
+
+def lock_project(session, project_id):
+    """Serialise the quota decisions of one project: lock its servers'
+    rows (in a fixed order) until the transaction ends."""
+    session.execute(
+        sa.select(models.Server.id)
+        .where(models.Server.project_id == project_id)
+        .order_by(models.Server.id).with_for_update())
+
+
 def unlock_disk(session, disk_id, operation_id):
     """Release the disk's lock if ``operation_id`` still holds it."""
     session.execute(
@@ -195,6 +297,41 @@ def operation_get(session, operation_id, project_id=None):
         raise exception.NotFound('Operation %s could not be found.'
                                  % operation_id)
     return op
+
+
+def operation_transition(session, operation_id, expected, new, **values):
+    """Compare-and-set an operation's status.
+
+    :param expected: the statuses the caller expects it to be in.
+    :returns: True if the operation was in one of them and is now ``new``.
+    """
+    for old in expected:
+        if not states.operation_may(old, new):
+            raise states.InvalidTransition('operation %s: %s -> %s'
+                                           % (operation_id, old, new))
+    result = session.execute(
+        sa.update(models.Operation)
+        .where(models.Operation.id == operation_id)
+        .where(models.Operation.status.in_(tuple(expected)))
+        .values(status=new, updated_at=models.utcnow(), **values)
+        .execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+def queued_operation(session, disk_id):
+    """The oldest operation waiting for the disk (``pending``)."""
+    return session.scalars(
+        sa.select(models.Operation)
+        .where(models.Operation.disk_id == disk_id)
+        .where(models.Operation.status == states.PENDING)
+        .order_by(models.Operation.created_at, models.Operation.id)
+        .limit(1)).first()
+
+
+def disks_with_queued_operations(session):
+    return list(session.scalars(
+        sa.select(models.Operation.disk_id)
+        .where(models.Operation.status == states.PENDING).distinct()))
 
 
 def operation_list(session, project_id=None, server_id=None, limit=200):

@@ -80,6 +80,10 @@ def add_arguments(parser):
     g.add_argument('--write-kib', type=int, default=64,
                    help='guest data written into the live layer before '
                         'each create, KiB (default 64; 0: none)')
+    g.add_argument('--nice', type=int, default=0,
+                   help='niceness of the livesnap processes (conductors and '
+                        'agents), e.g. 10 to run them below the VMs as a '
+                        'hypervisor host would (default 0)')
     g.add_argument('--baseline-n', type=int, default=None,
                    help='bare stop+cont pairs per VM before each phase '
                         '(default %d, quick %d)'
@@ -134,7 +138,8 @@ def run(opts, janitor):
     cl = cluster_mod.Cluster(
         root, fixtures.RABBIT_URL + vhost,
         'postgresql+psycopg2://postgres@127.0.0.1:5432/%s' % dbname,
-        opts.agents, opts.vms, opts.tenants, disk_size, extra=LIMITS)
+        opts.agents, opts.vms, opts.tenants, disk_size, extra=LIMITS,
+        nice=opts.nice)
     janitor.push('stop the load cluster', cl.stop)
     observer = monitor_mod.Observer()
     janitor.push('close the QMP observer', observer.close)
@@ -143,6 +148,7 @@ def run(opts, janitor):
         'duration_s': opts.duration, 'depth': opts.depth,
         'poll_interval_s': opts.poll_interval,
         'write_kib': opts.write_kib, 'baseline_n': opts.baseline_n,
+        'nice': opts.nice,
         'conductors': opts.conductor_counts}
     try:
         t0 = time.monotonic()
@@ -392,10 +398,12 @@ def render(res):
         '%d agents (hosts hv01..hv%02d), %d VMs (-M none, 64 MiB qcow2), '
         '%d tenants; per VM: %d creates then %d deletes, oldest first '
         '(each a merge), %d KiB written before each create; GETs every '
-        '%g s; %g s per phase; set-up %s s.'
+        '%g s; %g s per phase; set-up %s s; livesnap processes at nice '
+        '%d.'
         % (sh['agents'], sh['agents'], sh['vms'], sh['tenants'],
            sh['depth'], sh['depth'], sh['write_kib'],
-           sh['poll_interval_s'], sh['duration_s'], res.get('setup_s')),
+           sh['poll_interval_s'], sh['duration_s'], res.get('setup_s'),
+           sh.get('nice', 0)),
         'rates, latencies, pauses and CPU over the window (phase start to '
         'deadline); latency = POST/DELETE sent .. GET reads "succeeded"; '
         'agent = the agent\'s own figure (agent_pause_ms, or pause_ms in '

@@ -59,8 +59,10 @@ class Cluster(object):
     """
 
     def __init__(self, root, transport_url, database_url, agents, vms,
-                 tenants, disk_size, extra=''):
+                 tenants, disk_size, extra='', nice=0):
         self.root = pathlib.Path(root)
+        #: niceness of the conductor and agent processes
+        self.nice = nice
         self.hosts = ['hv%02d' % (i + 1) for i in range(agents)]
         self.tenants = ['tenant-%02d' % (i + 1) for i in range(tenants)]
         self.tokens = {ADMIN_TOKEN: {'project_id': 'admin',
@@ -107,7 +109,9 @@ class Cluster(object):
                 [sys.executable, '-m', module, '--config-file',
                  str(self.config_file), '--config-file', str(conf)],
                 stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL)
+                stdin=subprocess.DEVNULL,
+                preexec_fn=(lambda: os.nice(self.nice)) if self.nice
+                else None)
         finally:
             log.close()
         self.procs[name] = proc

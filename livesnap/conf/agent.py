@@ -34,10 +34,25 @@ opts = [
                     'or merge that would leave less (a merge needs room '
                     'for the data it copies) is refused with error '
                     '"no_space" before it starts.'),
+    cfg.IntOpt('merge_rate_limit_mb', default=0, min=0,
+               help='MiB per second a merge\'s block job may copy while the '
+                    'VM runs (0: no limit); spares the host\'s storage '
+                    'for the VMs\' own I/O.'),
     cfg.FloatOpt('merge_timeout', default=3600.0, min=1.0,
                  help='Longest time in seconds a merge\'s block job may '
                       'copy; a job that overruns it is cancelled and the '
                       'operation fails, leaving the images as they were.'),
+    cfg.FloatOpt('report_resend_interval', default=5.0, min=0.1,
+                 help='Seconds an operation\'s report waits for the '
+                      'conductor\'s acknowledgement before the agent sends '
+                      'it again; each further re-send waits twice as long, '
+                      'up to 60 seconds. Unacknowledged reports are also '
+                      'sent again when the agent starts.'),
+    cfg.FloatOpt('journal_retention', default=86400.0, min=0.0,
+                 help='Seconds an acknowledged or abandoned journal entry '
+                      'is kept (in the journal\'s acked/ archive) to answer '
+                      'a late duplicate of its task; then it is removed. '
+                      'Keep it well above [conductor] operation_timeout.'),
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points ACTION:STEP:WHEN (WHEN is before '
                      'or after) where the agent kills itself with SIGKILL, '

@@ -7,6 +7,27 @@ opts = [
                        help='Address the REST API listens on.'),
     cfg.PortOpt('port', default=8780,
                 help='Port the REST API listens on.'),
+    cfg.BoolOpt('enabled', default=True,
+                help='Serve the REST API from livesnap-conductor (and '
+                     'livesnap-all-in-one). Set it to false in the '
+                     'conductors that only handle agents\' reports, '
+                     'heartbeats and the periodic tasks while a WSGI '
+                     'server (uWSGI, mod_wsgi, gunicorn) serves the API '
+                     'from conductor.wsgi:application.'),
+    cfg.IntOpt('threads', default=8, min=1,
+               help='Threads of the embedded HTTP server (waitress) that '
+                    'run requests; more requests than threads wait in its '
+                    'queue, their connections already accepted.'),
+    cfg.IntOpt('backlog', default=1024, min=1,
+               help='Listen backlog of the embedded HTTP server: '
+                    'connections the kernel holds before they are '
+                    'accepted (also capped by net.core.somaxconn).'),
+    cfg.IntOpt('connection_limit', default=1000, min=1,
+               help='Most open client connections of the embedded HTTP '
+                    'server; past it, new ones wait in the backlog.'),
+    cfg.IntOpt('client_timeout', default=60, min=1,
+               help='Seconds an idle keep-alive connection to the embedded '
+                    'HTTP server stays open.'),
     cfg.StrOpt('auth_strategy', default='tokens',
                choices=[('tokens', 'a JSON file mapping tokens to a project '
                                    'and roles ([api] token_file)'),

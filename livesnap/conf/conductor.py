@@ -30,6 +30,13 @@ opts = [
                  help='Seconds between the conductor\'s periodic tasks: '
                       'finishing deferred deletions, checking overdue '
                       'operations.'),
+    cfg.ListOpt('fault_points', default=[], advanced=True,
+                help='Testing only: points where the conductor kills itself '
+                     'with SIGKILL, to test recovery: report:apply:before '
+                     '(a report received, not yet applied) and '
+                     'report:apply:after (applied and committed, not yet '
+                     'acknowledged to the agent). See docs/faults.md. '
+                     'Never set in production.'),
 ]
 
 

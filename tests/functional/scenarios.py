@@ -68,7 +68,8 @@ def online_create(dep, tmp_path):
         assert snap['current'] is True
         assert snap['parent_id'] is None
         assert snap['size_bytes'] > 0
-        disk = dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0]
+        disk = dep.ok('GET', '/v1/servers/srv1',
+                      token='admin-token')['server']['disks'][0]
         active = disk['active_image']
         assert active != base and os.path.dirname(active) == dep.image_dir
         assert disk['snapshot_id'] == snap_id and disk['busy'] is False

@@ -33,8 +33,8 @@ class TenantDriver(object):
             raise
 
     def active_image(self):
-        return self.dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0][
-            'active_image']
+        return self.dep.ok('GET', '/v1/servers/srv1', token='admin-token')[
+            'server']['disks'][0]['active_image']
 
     def write(self, slot, pattern):
         if self.vm is not None and self.vm.alive():

@@ -45,6 +45,61 @@ def test_orphan_found_and_removed(tree):
     assert audit.audit() == {'hv1': []}
 
 
+def test_every_leftover_file_is_found_and_removed(tree):
+    """Not only ``*.qcow2``: what a purge, an interrupted create or a
+    partial overlay leaves behind is drift too; sockets are not files."""
+    import socket
+    dep, s1, _ = tree
+    with db.transaction() as s:
+        disk_id = s.get(models.Snapshot, s1).disk_id
+    leftovers = [
+        os.path.join(dep.image_dir, 'old-layer.qcow2.deleted'),
+        os.path.join(dep.image_dir, '%s-op9.qcow2.tmp-4242' % disk_id),
+        os.path.join(dep.image_dir, 'partial.qcow2'),
+        os.path.join(dep.image_dir, 'notes.txt')]
+    for path in leftovers:
+        with open(path, 'wb') as f:
+            f.write(b'QFI\xfb' if 'partial' in path else b'x' * 100)
+    sock_path = os.path.join(dep.image_dir, 'vm.sock')
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(sock_path)
+    try:
+        findings = audit.audit()['hv1']
+        assert sorted(f['path'] for f in findings) == sorted(leftovers)
+        assert {f['kind'] for f in findings} == {'orphan'}
+        details = ' '.join(f['detail'] for f in findings)
+        assert 'never unlinked' in details and 'interrupted' in details
+        findings = audit.audit(repair=True)['hv1']
+        assert all(f.get('repaired') for f in findings), findings
+        assert not any(os.path.lexists(p) for p in leftovers)
+        assert os.path.exists(sock_path)
+        assert audit.audit() == {'hv1': []}
+    finally:
+        sock.close()
+
+
+def test_leftovers_of_a_running_operation_are_not_drift(tree):
+    """A merge renames the snapshot's file to ``.deleted`` before it
+    unlinks it: while its operation runs, that is not an orphan."""
+    dep, s1, _ = tree
+    with db.transaction() as s:
+        snap = s.get(models.Snapshot, s1)
+        trashed = snap.image + images.TRASH_SUFFIX
+        op = models.Operation(
+            id='op-running', project_id='p1', server_id='srv1',
+            disk_id=snap.disk_id, host='hv1', action='delete',
+            status='running')
+        s.add(op)
+        s.flush()
+        snap.disk.operation_id = op.id
+    images.create_base(trashed, scenarios.MiB)
+    assert audit.audit() == {'hv1': []}
+    with db.transaction() as s:
+        s.get(models.Operation, 'op-running').status = 'succeeded'
+        s.get(models.Snapshot, s1).disk.operation_id = None
+    assert [f['path'] for f in audit.audit()['hv1']] == [trashed]
+
+
 def test_missing_file_and_wrong_backing_are_reported(tree):
     dep, s1, s2 = tree
     with db.transaction() as s:

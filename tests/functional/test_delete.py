@@ -7,6 +7,8 @@ children, and the root.  After each step the invariants of
 tests.functional.tree_check hold.
 """
 
+import time
+
 import pytest
 
 from conductor.db import api as db
@@ -93,3 +95,46 @@ def test_every_branch_over_rabbitmq(tmp_path, rabbit_url, postgres_url,
 def test_every_branch_in_process(inprocess, tmp_path, conf):
     run_every_branch(inprocess, tmp_path, db.CONF.database.connection,
                      online=True)
+
+
+def test_admin_cancels_a_merge_while_it_copies(tmp_path, rabbit_url,
+                                               postgres_url):
+    """A merge copying at [agent] merge_rate_limit_mb is cancelled by an
+    admin: it fails with "cancelled", the VM runs, the tree and every
+    layer are as before, and the same delete works afterwards."""
+    fixtures.pg_reset_schema(postgres_url)
+    with fixtures.running(fixtures.ProcessDeployment(
+            tmp_path, rabbit_url, postgres_url,
+            extra='[agent]\nmerge_rate_limit_mb = 1\n')) as dep:
+        d = tenant.TenantDriver(dep, tmp_path, postgres_url, online=True)
+        try:
+            for slot in range(4):
+                d.write(slot, 0xa0 + slot)
+            s1 = d.snapshot('s1')
+            for slot in range(4, 10):   # more in the live image: s1 streams
+                d.write(slot, 0xb0 + slot)
+            op = dep.ok('DELETE', '/v1/snapshots/%s' % s1,
+                        status=202)['operation']
+            assert op['mode'] == 'merge'
+            path = '/v1/operations/%s/cancel' % op['id']
+            assert fixtures.api_error(dep, 'POST', path) == (403, 'forbidden')
+            deadline = time.monotonic() + 30
+            while not dep.ok('GET', '/v1/operations/%s' % op['id'])[
+                    'operation']['progress']:
+                assert time.monotonic() < deadline, 'the copy never began'
+                time.sleep(0.05)
+            dep.ok('POST', path, token='admin-token', status=202)
+            op = dep.wait_operation(op['id'])
+            assert op['status'] == 'failed', op
+            assert 'cancelled' in op['error']
+            assert [s['status'] for s in op['steps'] if s['name'] ==
+                    'prepare'] == ['failed']
+            assert d.visible()[s1]['status'] == 'available'
+            d.check()
+            assert fixtures.api_error(dep, 'POST', path,
+                                      token='admin-token') == (
+                409, 'not_cancellable')
+            d.delete(s1, 'merge')
+            d.check()
+        finally:
+            d.close()

@@ -10,7 +10,12 @@ On a running QEMU VM over RabbitMQ, with PostgreSQL:
 * the broker (a private RabbitMQ node) is restarted in the middle of
   operations;
 * a conductor is killed mid-operation while a second one runs;
-* the same task is sent twice; tasks go to a host that is down.
+* a conductor is killed while it applies a merge's report (before and after
+  its commit, through ``[conductor] fault_points``), and an agent in the
+  middle of a merge, with the default ``operation_timeout`` (600 s): every
+  disk is free again within seconds, without waiting for the deadline;
+* the same task is sent twice; a task arrives after the conductor gave
+  up on it; tasks go to a host that is down.
 
 After each fault: the VM runs, every operation ended ``succeeded`` or
 ``failed`` with a reason, every image passes ``qemu-img check``, every
@@ -19,6 +24,8 @@ summary line gives the number of faults and the longest pause seen.
 """
 
 import contextlib
+import os
+import threading
 import time
 
 import pytest
@@ -37,6 +44,12 @@ pytestmark = pytest.mark.functional
 EXTRA = ('[conductor]\noperation_timeout = 4\nperiodic_interval = 0.5\n'
          'host_down_time = 3\nagent_call_timeout = 2\n')
 
+# The default operation_timeout (600 s): recovery must not wait for it.
+RECOVERY_EXTRA = ('[conductor]\nperiodic_interval = 0.5\nhost_down_time = 3\n'
+                  'agent_call_timeout = 2\n')
+#: generous: far below operation_timeout, far above what it takes here
+RECOVERY_BOUND_S = 60
+
 CREATE_STEPS = ('prepare', 'pause', 'pivot', 'resume')
 MERGE_STEPS = ('prepare', 'pause', 'merge', 'resume', 'reparent', 'delete',
                'purge')
@@ -50,14 +63,15 @@ def _points(action, steps):
 CREATE_POINTS = _points('create_snapshot', CREATE_STEPS)
 MERGE_POINTS = _points('delete_snapshot', MERGE_STEPS)
 
-STATS = {'faults': 0, 'longest_pause_s': 0.0}
+STATS = {'faults': 0, 'longest_pause_s': 0.0, 'recovery_s': {}}
 
 
 @pytest.fixture
-def deployment(tmp_path, rabbit_url, postgres_url, conf):
+def deployment(request, tmp_path, rabbit_url, postgres_url, conf):
     fixtures.pg_reset_schema(postgres_url)
+    extra = getattr(request, 'param', EXTRA)
     dep = fixtures.ProcessDeployment(tmp_path, rabbit_url, postgres_url,
-                                     extra=EXTRA)
+                                     extra=extra)
     _use_bus(conf, dep, postgres_url)
     try:
         dep.start()
@@ -193,6 +207,113 @@ def test_agent_killed_at_every_step(deployment, tmp_path):
             _no_drift()
 
 
+def _disks_free():
+    from conductor.db import models
+    import sqlalchemy as sa
+    with db.transaction() as s:
+        return all(disk.operation_id is None
+                   for disk in s.scalars(sa.select(models.Disk)))
+
+
+class _FreeWatch(object):
+    """From now on, poll the database until every disk is free; ``wait()``
+    returns the seconds that took.  Watches the database, not the API,
+    which may be down with the conductor."""
+
+    def __init__(self, timeout=300):
+        self.started = time.monotonic()
+        self.took = None
+        self._timeout = timeout
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self):
+        while time.monotonic() - self.started < self._timeout:
+            try:
+                if _disks_free():
+                    self.took = time.monotonic() - self.started
+                    return
+            except Exception:
+                pass
+            time.sleep(0.05)
+
+    def wait(self):
+        self._thread.join()
+        assert self.took is not None, 'disk never released'
+        return self.took
+
+
+def _live_journal(dep):
+    directory = dep.tmp_path / 'state' / 'journal'
+    return sorted(n for n in os.listdir(directory) if n.endswith('.json'))
+
+
+def _wait_pruned(dep, op_id, timeout=120):
+    """The agent's journal drops the entry once the report is acked."""
+    deadline = time.monotonic() + timeout
+    while op_id + '.json' in _live_journal(dep):
+        assert time.monotonic() < deadline, 'journal entry never pruned'
+        time.sleep(0.2)
+
+
+def _merge_with_a_fault(dep, d, slot, kill):
+    """Snapshot, write, delete by merge while ``kill`` arms a fault; the
+    process dies, is started again at once (as a service manager would),
+    and the time from its death to every disk being free is returned."""
+    d.write(slot % 8, 0x50 + slot)
+    snap = d.snapshot('r%d' % slot)
+    d.write((slot + 1) % 8, 0x51 + slot)
+    name, restart = kill()
+    op = dep.ok('DELETE', '/v1/snapshots/%s' % snap, status=202)['operation']
+    assert op['mode'] == 'merge', op
+    code = dep.wait_exit(name, timeout=120)
+    assert code == -9, '%s exited %s instead of dying' % (name, code)
+    watch = _FreeWatch()
+    STATS['faults'] += 1
+    restart()
+    if name == 'agent':
+        _wait_running(d.vm, watch.started)
+    took = watch.wait()
+    op = dep.wait_operation(op['id'])
+    assert op['status'] == 'succeeded', op
+    d.model.forget(snap)
+    d.check()
+    _no_drift()
+    _wait_pruned(dep, op['id'])
+    return took
+
+
+@pytest.mark.parametrize('deployment', [RECOVERY_EXTRA], indirect=True)
+def test_recovery_does_not_wait_for_the_deadline(deployment, tmp_path):
+    """Seen before: a merge done on disk whose report died with the
+    conductor applying it kept the disk locked until operation_timeout.
+    Now the agent re-sends the report until a conductor acknowledges it,
+    and a conductor that starts asks about everything in flight."""
+    dep = deployment
+    figures = {}
+    with _driving(dep, tmp_path) as d:
+        for slot, point in enumerate(('report:apply:before',
+                                      'report:apply:after')):
+            def kill(point=point):
+                dep.kill('conductor')
+                dep.start_conductor(fault_points=[point])
+                return 'conductor', dep.start_conductor
+            figures['conductor killed at %s' % point] = \
+                _merge_with_a_fault(dep, d, slot * 2, kill)
+
+        def kill_agent():
+            dep.kill('agent')
+            dep.start_agent(fault_points=['delete_snapshot:merge:after'])
+            return 'agent', dep.start_agent
+        figures['agent killed at delete_snapshot:merge:after'] = \
+            _merge_with_a_fault(dep, d, 4, kill_agent)
+    STATS['recovery_s'].update(figures)
+    for what, took in figures.items():
+        print('recovery: %s: disk free %.1f s after the SIGKILL'
+              % (what, took))
+        assert took < RECOVERY_BOUND_S, (what, took)
+
+
 def test_same_task_twice_and_host_down(deployment, tmp_path):
     dep = deployment
     with _driving(dep, tmp_path) as d:
@@ -212,6 +333,25 @@ def test_same_task_twice_and_host_down(deployment, tmp_path):
         STATS['faults'] += 2
         time.sleep(1)
         assert dep.wait_operation(op['id'])['status'] == 'succeeded'
+        d.check()
+        _no_drift()
+
+        # A task the conductor gave up on is refused by its operation id,
+        # even without an expires_at: the agent journaled the abandonment.
+        agent = agent_rpcapi.AgentAPI()
+        late = dict(task, operation_id='abandoned-1',
+                    new_image=os.path.join(dep.image_dir, 'late.qcow2'))
+        assert agent.abandon_operation(context.make(), fixtures.HOST,
+                                       'abandoned-1')['state'] == 'abandoned'
+        agent.create_snapshot(context.make(), fixtures.HOST, late)
+        STATS['faults'] += 1
+        time.sleep(2)  # time to (not) act on it
+        assert agent.get_operation(context.make(), fixtures.HOST,
+                                   'abandoned-1')['state'] == 'abandoned'
+        assert not os.path.exists(late['new_image'])
+        # ... while an operation it has seen is not abandoned.
+        assert agent.abandon_operation(context.make(), fixtures.HOST,
+                                       op['id'])['state'] == 'done'
         d.check()
         _no_drift()
 

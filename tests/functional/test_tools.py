@@ -175,8 +175,16 @@ def test_run_detach_snapshot_stop_and_rerun(state):
         assert status == 0, err
         assert 'succeeded' in out and 'pivot' in out, out
 
-        server = json.loads(_livesnap(url, token, 'server', 'show', 'demo',
-                                      '-f', 'json')[1])
+        # Image paths and sockets are host details: the demo tenant does
+        # not see them, the admin does.
+        tenant_view = json.loads(_livesnap(url, token, 'server', 'show',
+                                           'demo', '-f', 'json')[1])
+        assert 'active_image' not in tenant_view['disks'][0]
+        assert 'qmp_socket' not in tenant_view
+        with open(os.path.join(state, 'admin.token')) as f:
+            admin_token = f.read().strip()
+        server = json.loads(_livesnap(url, admin_token, 'server', 'show',
+                                      'demo', '-f', 'json')[1])
         active = server['disks'][0]['active_image']
         assert active.startswith(os.path.join(state, 'images') + '/')
         # s1 holds what was written before it: the demo's base image.

@@ -119,8 +119,9 @@ def test_random_tree_operations(inprocess, program):
     model = TreeModel()
 
     def active():
-        return dep.ok('GET', '/v1/servers/%s' % server_id)['server'][
-            'disks'][0]['active_image']
+        return dep.ok('GET', '/v1/servers/%s' % server_id,
+                      token='admin-token')['server']['disks'][0][
+                          'active_image']
 
     for step in program:
         if step[0] == 'write':

@@ -31,7 +31,9 @@ def test_offline_create(offline):
     assert op['mode'] == 'offline'
     assert [s['name'] for s in op['steps']] == ['prepare', 'snapshot']
     assert op['pause_ms'] is None
-    disk = dep.ok('GET', '/v1/servers/srv1')['server']['disks'][0]
+    # Image paths are host details: the admin sees them.
+    disk = dep.ok('GET', '/v1/servers/srv1',
+                  token='admin-token')['server']['disks'][0]
     assert images.backing_file(disk['active_image']) == base
     images.check(disk['active_image'])
 
@@ -158,6 +160,10 @@ def test_agent_refuses_path_outside_image_dirs(offline, tmp_path):
     snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'escape')
     assert op['status'] == 'failed'
     assert 'outside' in op['error']
+    # The path is a host detail: the tenant sees <path>, the admin the path.
+    assert image not in op['error'] and '<path>' in op['error']
+    assert image in dep.ok('GET', '/v1/operations/%s' % op['id'],
+                           token='admin-token')['operation']['error']
     assert sorted(os.listdir(outside)) == ['x.qcow2']
     snap = dep.ok('GET', '/v1/snapshots/%s' % snap_id)['snapshot']
     assert snap['status'] == 'error'

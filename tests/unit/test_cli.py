@@ -181,6 +181,27 @@ def test_server_show_table_includes_disks(api, capsys):
     assert "| vda  | /img/vda.active.qcow2 | snap-c   | no   |" in out
 
 
+#: What a tenant (no host details) gets for SERVER.
+TENANT_SERVER = {"id": "srv1", "name": "web", "project_id": "p1",
+                 "created_at": None,
+                 "disks": [{"name": "vda", "snapshot_id": "snap-c",
+                            "busy": False}]}
+
+
+def test_server_list_and_show_without_host_details(api, capsys):
+    api.add("GET", "/v1/servers", (200, {"servers": [TENANT_SERVER]}))
+    rc, out, err = run(capsys, "server", "list")
+    assert rc == 0, err
+    assert "Host" not in out
+    assert "| srv1 | web  | p1      | vda   |" in out
+    api.add("GET", "/v1/servers/srv1", (200, {"server": TENANT_SERVER}))
+    rc, out, err = run(capsys, "server", "show", "srv1")
+    assert rc == 0, err
+    assert "qmp_socket" not in out and "| host" not in out
+    assert "Active image" not in out
+    assert "| vda  | snap-c   | no   |" in out
+
+
 def test_server_create_posts_body(api, capsys):
     api.add("POST", "/v1/servers", (201, {"server": SERVER}))
     rc, out, _ = run(capsys, "server", "create", "--id", "srv1", "--name",
@@ -528,6 +549,20 @@ def test_operation_show_json(api, capsys):
     rc, out, _ = run(capsys, "--format", "json", "operation", "show", "op-1")
     assert rc == 0
     assert json.loads(out) == operation
+
+
+def test_operation_cancel_wait(api, capsys):
+    api.add("POST", "/v1/operations/op-1/cancel",
+            (202, {"operation": op(action="delete", status="running")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", status="failed",
+                                   error="The merge was cancelled")}))
+    rc, out, err = run(capsys, "operation", "cancel", "op-1", "--wait")
+    assert rc == 1   # the operation ended failed, as it should
+    assert api.requests[0]["method"] == "POST"
+    assert api.requests[0]["path"] == "/v1/operations/op-1/cancel"
+    assert "Cancelling operation op-1" in out
+    assert "cancelled" in err
 
 
 def test_operation_list_filters_by_server(api, capsys):

@@ -57,7 +57,17 @@ def test_create_overlay(tmp_path, base):
     assert images.virtual_size(overlay) == 16 * MiB
     chain = images.info(overlay, backing_chain=True)
     assert [c["filename"] for c in chain] == [overlay, base]
-    assert not [n for n in os.listdir(tmp_path) if ".tmp-" in n]
+    assert not [n for n in os.listdir(tmp_path) if ".tmp" in n]
+
+
+def test_create_overlay_replaces_what_a_killed_attempt_left(tmp_path, base):
+    overlay = str(tmp_path / "o.qcow2")
+    with open(overlay + ".tmp", "wb") as f:
+        f.write(b"half-written by an agent that was killed")
+    images.create_overlay(overlay, base)
+    assert images.backing_file(overlay) == base
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        [os.path.basename(base), "o.qcow2"])
 
 
 def test_create_overlay_existing(tmp_path, base):
@@ -170,6 +180,44 @@ def test_locked_image(base):
         proc.kill()
         proc.wait()
     assert images.is_locked(base) is False
+
+
+def _corrupt(path):
+    """A qcow2 header qemu-img refuses ("Unsupported cluster size")."""
+    with open(path, "wb") as f:
+        f.write(b"QFI\xfb" + (3).to_bytes(4, "big") + bytes(504))
+
+
+def test_corrupt_image_in_a_blockstore_is_not_locked(tmp_path):
+    """A path containing "block" (and so "lock") must not pass for QEMU's
+    lock error: the corruption is raised, and the audit's check fails."""
+    from agent import tasks
+    directory = tmp_path / "blockstore"
+    directory.mkdir()
+    path = str(directory / "vda-locked.qcow2")
+    _corrupt(path)
+    with pytest.raises(exception.ImageError) as err:
+        images.is_locked(path)
+    assert "lock" in str(err.value)  # the path says so, QEMU does not
+    assert tasks.TaskRunner._check(path) != "ok"
+
+
+def test_image_held_by_a_running_qemu_is_locked(tmp_path):
+    """QEMU's real lock message, from a ``-M none`` QEMU holding the image
+    with ``-blockdev`` (as the agent's VMs do)."""
+    import tempfile
+    from livesnap import testvm
+    directory = tmp_path / "blockstore"
+    directory.mkdir()
+    path = str(directory / "vda.qcow2")
+    images.create_base(path, MiB)
+    sock = os.path.join(tempfile.mkdtemp(prefix="ls-"), "vm.qmp")
+    with testvm.TestVM(path, sock):
+        assert images.is_locked(path) is True
+        with pytest.raises(exception.ImageError) as err:
+            images.info(path)
+        assert 'Failed to get shared "write" lock' in str(err.value)
+    assert images.is_locked(path) is False
 
 
 def test_info_json_roundtrip(base):

@@ -12,7 +12,19 @@ from tests.unit import generated
 
 MEMBER_P1 = auth.Credentials('p1', ['member'])
 READER_P1 = auth.Credentials('p1', ['reader'])
+NOROLE_P1 = auth.Credentials('p1', [])
 ADMIN = auth.Credentials('admin', ['admin'])
+
+READ_RULES = ['livesnap:server:list', 'livesnap:server:get',
+              'livesnap:snapshot:list',
+              'livesnap:snapshot:list:include_deleted',
+              'livesnap:snapshot:get', 'livesnap:operation:list',
+              'livesnap:operation:get']
+WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
+               'livesnap:snapshot:revert']
+ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
+               'livesnap:operation:unlimited', 'livesnap:host:list',
+               'livesnap:host_details', 'livesnap:operation:cancel']
 
 
 @pytest.fixture(autouse=True)
@@ -46,12 +58,55 @@ def test_owner_rules(rule):
     assert policy.check(ADMIN, rule, 'p2')
 
 
-@pytest.mark.parametrize('rule', ['livesnap:server:create',
-                                  'livesnap:all_projects',
-                                  'livesnap:operation:unlimited'])
+@pytest.mark.parametrize('rule', ADMIN_RULES)
 def test_admin_rules(rule):
     assert not policy.check(MEMBER_P1, rule, 'p1')
+    assert not policy.check(READER_P1, rule, 'p1')
     assert policy.check(ADMIN, rule, 'p1')
+
+
+@pytest.mark.parametrize('rule', READ_RULES)
+def test_readers_read_their_project(rule):
+    assert policy.check(READER_P1, rule, 'p1')
+    assert not policy.check(READER_P1, rule, 'p2')
+    assert policy.check(MEMBER_P1, rule, 'p1')   # member implies reader
+    assert not policy.check(NOROLE_P1, rule, 'p1')
+    assert policy.check(ADMIN, rule, 'p2')
+
+
+@pytest.mark.parametrize('rule', WRITE_RULES)
+def test_only_members_and_admins_write(rule):
+    assert not policy.check(READER_P1, rule, 'p1')
+    assert not policy.check(NOROLE_P1, rule, 'p1')
+    assert policy.check(MEMBER_P1, rule, 'p1')
+    assert not policy.check(MEMBER_P1, rule, 'p2')
+    assert policy.check(ADMIN, rule, 'p2')
+
+
+def test_every_livesnap_rule_is_in_one_class():
+    names = {r.name for r in policy.list_rules()
+             if r.name.startswith('livesnap:')}
+    assert names == set(READ_RULES + WRITE_RULES + ADMIN_RULES)
+
+
+def test_keystones_implied_roles():
+    assert auth.Credentials('p', ['admin']).roles == [
+        'admin', 'member', 'reader']
+    assert auth.Credentials('p', ['member']).roles == ['member', 'reader']
+    assert auth.Credentials('p', ['reader', 'member']).roles == [
+        'reader', 'member']
+    assert auth.Credentials('p', ['custom']).roles == ['custom']
+
+
+def test_a_refusal_says_what_who_and_which_rule():
+    with pytest.raises(exception.Forbidden) as err:
+        policy.authorize(READER_P1, 'livesnap:snapshot:revert', 'p1')
+    assert str(err.value) == (
+        'Your token (role reader in project p1) may not revert disks to '
+        'snapshots: refused by policy rule livesnap:snapshot:revert.')
+    with pytest.raises(exception.Forbidden) as err:
+        policy.authorize(NOROLE_P1, 'livesnap:server:list')
+    assert '(no role in project p1) may not list servers' in str(err.value)
 
 
 def test_scope():

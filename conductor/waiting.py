@@ -1,0 +1,109 @@
+"""Tenant operations that wait for the conductor's own work on a disk.
+
+The rule: a tenant is never refused for work it did not ask for.  When a
+tenant's create, delete or revert finds its disk busy with the conductor's
+own deferred deletion (``requested_by: conductor``), it is accepted (202)
+and recorded ``pending``, holding no lock and with no decision made yet.
+When the disk is free, the oldest waiting operation starts: its decision
+(the child count, the limits, the live image's position) is made then, on
+rows read under the disk's lock, exactly as for a request that found the
+disk free.  If it can no longer be done (the host went down, the chain got
+too deep) it ends ``failed`` with the reason.  The conductor's own work on
+a disk starts only when no tenant's operation waits for it.
+
+At most one tenant operation waits per disk: a second request, or one that
+finds the disk busy with a tenant's operation, is answered 409
+``disk_busy`` as before.
+
+Waiting operations are started by whoever frees the disk (the report of
+the operation that held it, see ``operations.apply_report``) and, as a
+backstop, by the periodic task.
+"""
+
+import logging
+
+from conductor.db import api as db
+from conductor import deletion
+from conductor import exception
+from conductor import operations
+from conductor import revert
+from conductor import snapshots
+from conductor import states
+from livesnap import context
+
+LOG = logging.getLogger(__name__)
+
+_STARTERS = {
+    'create': snapshots.start_create,
+    'delete': deletion.start_delete,
+    'revert': revert.start_revert,
+}
+
+
+def start_next(ctxt, disk_id):
+    """Start the disk's oldest waiting operation if the disk is free.
+
+    :returns: (operation id, True) if its task is to be dispatched,
+        (operation id, False) if it ended at once (a logical delete, or
+        refused with its reason), or None if nothing started.
+    """
+    with db.transaction() as s:
+        disk = db.disk_for_update(s, disk_id)
+        if disk is None or disk.operation_id is not None:
+            return None
+        op = db.queued_operation(s, disk_id)
+        if op is None:
+            return None
+        try:
+            send = _STARTERS[op.action](s, op, disk.server, disk)
+        except exception.LivesnapException as exc:
+            _refuse(s, op, exc)
+            return op.id, False
+        LOG.info('Operation %(op)s (%(action)s) waited for disk %(disk)s '
+                 'and starts now', {'op': op.id, 'action': op.action,
+                                    'disk': disk_id})
+        return op.id, send
+
+
+def _refuse(session, op, exc):
+    """End a waiting operation that can no longer be done, with why."""
+    on_failure = operations.handler(op.action)[1]
+    op.error = '%s: %s' % (exc.code, exc)
+    on_failure(session, op, {'status': 'failed', 'error': op.error,
+                             'error_code': exc.code})
+    operations.set_status(op, states.FAILED)
+    LOG.warning('Waiting operation %(op)s (%(action)s) refused when it '
+                'could start: %(error)s', {'op': op.id, 'action': op.action,
+                                           'error': op.error})
+
+
+def disk_freed(ctxt, disk_id):
+    """The disk's lock was released: start what waits for it, tenants
+    first, then the conductor's own deferred deletions."""
+    ctxt = ctxt or context.make()
+    # Bounded: each round ends one waiting operation or returns.
+    for _ in range(100):
+        started = start_next(ctxt, disk_id)
+        if started is None:
+            break
+        op_id, send = started
+        if send:
+            operations.dispatch(ctxt, op_id)
+            return
+    deletion.finish_deferred(ctxt, disk_id)
+
+
+def start_waiting():
+    """Periodic backstop: start waiting operations whose disk is free.
+
+    :returns: the number of disks looked at.
+    """
+    with db.transaction() as s:
+        disk_ids = db.disks_with_queued_operations(s)
+    for disk_id in disk_ids:
+        try:
+            disk_freed(context.make(), disk_id)
+        except Exception:
+            LOG.exception('Could not start the operations waiting for disk '
+                          '%(disk)s', {'disk': disk_id})
+    return len(disk_ids)

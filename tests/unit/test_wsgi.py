@@ -1,0 +1,71 @@
+"""``conductor.wsgi:application``: configured from the environment, it
+answers as the embedded server's API does.  Run in a child process, since
+importing the module parses the configuration of the whole process."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+PROBE = textwrap.dedent('''
+    import io, json, sys
+    from conductor import wsgi
+    from oslo_config import cfg
+
+    def call(path, token=None):
+        env = {'REQUEST_METHOD': 'GET', 'PATH_INFO': path,
+               'QUERY_STRING': '', 'SERVER_NAME': 'x', 'SERVER_PORT': '80',
+               'SERVER_PROTOCOL': 'HTTP/1.1', 'wsgi.url_scheme': 'http',
+               'wsgi.input': io.BytesIO(b'')}
+        if token:
+            env['HTTP_X_AUTH_TOKEN'] = token
+        status = []
+        body = b''.join(wsgi.application(
+            env, lambda s, h, exc_info=None: status.append(s)))
+        return int(status[0].split()[0]), json.loads(body)
+
+    doc = call('/v1/openapi.json')
+    refused = call('/v1/servers', 'not-a-token')
+    print(json.dumps({'port': cfg.CONF.api.port,
+                      'enabled': cfg.CONF.api.enabled,
+                      'openapi': doc[0], 'refused': refused}))
+''')
+
+
+def _probe(tmp_path, env_extra):
+    env = dict(os.environ)
+    env.pop('OS_LIVESNAP_CONFIG_FILES', None)
+    env.pop('OS_LIVESNAP_CONFIG_DIR', None)
+    env.update(env_extra)
+    out = subprocess.run([sys.executable, '-c', PROBE], env=env,
+                         cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_config_files_and_dir_from_the_environment(tmp_path):
+    tokens = tmp_path / 'tokens.json'
+    tokens.write_text('{}')
+    first = tmp_path / 'a.conf'
+    first.write_text('[api]\nport = 9001\ntoken_file = %s\n' % tokens)
+    second = tmp_path / 'b.conf'
+    second.write_text('[api]\nport = 9002\n')
+    confdir = tmp_path / 'livesnap.conf.d'
+    confdir.mkdir()
+    (confdir / 'x.conf').write_text('[api]\nenabled = false\n')
+    got = _probe(tmp_path, {
+        'OS_LIVESNAP_CONFIG_FILES': '%s;%s' % (first, second),
+        'OS_LIVESNAP_CONFIG_DIR': str(confdir)})
+    assert got['port'] == 9002  # later files win, as on a command line
+    assert got['enabled'] is False
+    assert got['openapi'] == 200
+    assert got['refused'][0] == 401
+    assert got['refused'][1]['error']['code'] == 'unauthorized'
+
+
+def test_defaults_without_environment(tmp_path):
+    got = _probe(tmp_path, {'HOME': str(tmp_path)})
+    assert got['port'] == 8780
+    assert got['openapi'] == 200
