@@ -2,7 +2,9 @@
 
 No operation stays ``pending`` or ``running`` for ever.  A conductor asks
 the host's agent what its journal says (``get_operation``, idempotent)
-when an operation's deadline passes, and, when the conductor starts, at
+when an operation's deadline passes (the first comes ``[conductor]
+task_receipt_timeout`` after its task is sent, so a task lost on the way
+is sent again within seconds), and, when the conductor starts, at
 once about every operation in flight (``reconcile_in_flight``): the
 conductor that sent a task or was applying a report may have died, and
 nothing should wait for ``[conductor] operation_timeout`` for that.
@@ -19,7 +21,9 @@ nothing should wait for ``[conductor] operation_timeout`` for that.
   answered only once written), so a late copy of the task is refused by
   operation id, and only then is the operation failed and the disk
   released.  The task's ``expires_at`` stays as a second guard.
-* **no answer** (the host is down): the operation is marked ``failed``
+* **no answer** (the host is down): before ``operation_timeout`` has
+  passed since the operation began, ask again after
+  ``task_receipt_timeout``; then the operation is marked ``failed``
   with the reason, but the disk stays locked: the agent may have paused,
   pivoted or merged before it died, and only its journal knows.  The
   agent replays its journal when it starts and reports; that late report
@@ -198,6 +202,13 @@ def check_one(op_id, at_deadline=True):
                                          'error': exc.__class__.__name__})
         if not at_deadline:
             return 'no-answer'
+        if op.status in states.ACTIVE and op.created_at is not None and \
+                models.utcnow() - op.created_at < datetime.timedelta(
+                    seconds=CONF.conductor.operation_timeout):
+            # An early check (a broker restarting, say): ask again soon;
+            # in doubt only once operation_timeout has passed.
+            _extend(op.id, seconds=CONF.conductor.task_receipt_timeout)
+            return 'no-answer'
         _mark_in_doubt(op)
         return 'in-doubt'
     kind = (state or {}).get('state')
@@ -219,7 +230,8 @@ def check_one(op_id, at_deadline=True):
                     CONF.conductor.max_task_attempts):
         return give_up(ctxt, op)
     if at_deadline:
-        op = _extend(op.id, status='running', attempts=op.attempts + 1)
+        op = _extend(op.id, status='running', attempts=op.attempts + 1,
+                     seconds=CONF.conductor.task_receipt_timeout)
         if op is None:
             return 'ended'
         LOG.warning('Operation %(op)s never reached %(host)s; sending it '

@@ -81,8 +81,7 @@ def make(session, operation_id, action, server, disk, snapshot_id=None,
         prior_status=prior_status, requested_by=requested_by, attempts=0,
         conductor=CONF.conductor.host)
     if task is not None:
-        op.deadline = models.utcnow() + datetime.timedelta(
-            seconds=CONF.conductor.operation_timeout)
+        op.deadline = first_deadline()
     session.add(op)
     return op
 
@@ -132,8 +131,7 @@ def start(session, op, disk, task):
                                  operation=disk.operation_id)
     task['operation_id'] = op.id
     op.task = task
-    op.deadline = models.utcnow() + datetime.timedelta(
-        seconds=CONF.conductor.operation_timeout)
+    op.deadline = first_deadline()
     set_status(op, states.RUNNING)
 
 
@@ -151,8 +149,20 @@ _AGENT_METHODS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
                   'revert': 'revert_disk'}
 
 
+def first_deadline():
+    """When to first ask the agent about a task just sent: soon, so a task
+    lost on the way is sent again in seconds (see ``deadlines``)."""
+    return models.utcnow() + datetime.timedelta(
+        seconds=CONF.conductor.task_receipt_timeout)
+
+
 def _expires_at(op):
-    return calendar.timegm(op.deadline.timetuple()) if op.deadline else None
+    """UNIX time after which an agent that never started the task refuses
+    it: ``operation_timeout`` from the moment it is sent, whatever the
+    operation's next check (the abandonment, recorded by the agent, is the
+    first guard against a late task; this is the second)."""
+    return calendar.timegm((models.utcnow() + datetime.timedelta(
+        seconds=CONF.conductor.operation_timeout)).timetuple())
 
 
 def send_task(ctxt, op):

@@ -20,6 +20,14 @@ opts = [
     cfg.FloatOpt('operation_timeout', default=600.0, min=1.0,
                  help='Seconds an agent has to report an operation before '
                       'the conductor asks it for the operation\'s state.'),
+    cfg.FloatOpt('task_receipt_timeout', default=15.0, min=0.1,
+                 help='Seconds after a task is sent before the conductor '
+                      'asks its agent whether it has it. A task lost on '
+                      'the way (a broker restart drops what its queues '
+                      'hold) is sent again then, instead of after '
+                      'operation_timeout; an agent that has it answers '
+                      '"running" and the operation gets operation_timeout '
+                      'from then on.'),
     cfg.IntOpt('max_task_attempts', default=3, min=1,
                help='Times a task that never reached its agent is sent '
                     'before the operation fails.'),

@@ -219,3 +219,43 @@ def test_reports_of_every_action_apply_whatever_was_imported():
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, check=True).stdout.split()
     assert out == ['conductor.revert', 'reverted', 'revert_failed']
+
+
+def test_first_check_resends_a_lost_task_and_waits_for_a_silent_agent(
+        database, agent, conf):
+    """The first deadline comes task_receipt_timeout after the task is
+    sent: a task the agent never got is sent again then; an agent that does
+    not answer that early is asked again later, not given up on, until
+    operation_timeout has passed since the operation began."""
+    conf.set('task_receipt_timeout', 15, group='conductor')
+    conf.set('operation_timeout', 600, group='conductor')
+    _op('lost', overdue=True)
+    _op('silent', host='h2', overdue=True)
+    _op('old', host='h3', overdue=True)
+    with db.transaction() as s:
+        s.get(models.Operation, 'old').created_at = (
+            models.utcnow() - datetime.timedelta(seconds=700))
+    agent.answers = {'lost': None,
+                     'silent': rpc.messaging.MessagingTimeout('no'),
+                     'old': rpc.messaging.MessagingTimeout('no')}
+    deadlines.check_overdue()
+    assert ('create_snapshot', 'h1', 'lost') in agent.calls
+    with db.transaction() as s:
+        lost = s.get(models.Operation, 'lost')
+        silent = s.get(models.Operation, 'silent')
+        soon = models.utcnow() + datetime.timedelta(seconds=16)
+        assert (lost.status, lost.attempts) == ('running', 1)
+        assert lost.deadline < soon
+        assert silent.status == 'running' and silent.deadline < soon
+    assert _state('old')[:2] == ('failed', 'old')   # in doubt, still locked
+
+
+def test_a_task_expires_operation_timeout_after_it_is_sent(database, conf):
+    conf.set('task_receipt_timeout', 15, group='conductor')
+    conf.set('operation_timeout', 600, group='conductor')
+    _op('t1')
+    with db.transaction() as s:
+        op = s.get(models.Operation, 't1')
+        expires = operations._expires_at(op)
+    import time
+    assert 590 < expires - time.time() < 610
