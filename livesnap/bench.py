@@ -328,17 +328,17 @@ def bench_create(opts):
                  'snapshot, 64 KiB more into every layer; the chain grows '
                  'by one layer per snapshot.'
                  % (opts.disk_size // MiB, opts.create_data // MiB))
-    notes.append('pause_ms = stop sent .. cont answered, as the driver '
-                 'records it (StepRecorder; the stop command is included '
-                 'since commit 6857123: QEMU drains and flushes before it '
-                 'answers); stop cmd = the stop command alone; '
-                 'pivot = blockdev-add + blockdev-snapshot, two QMP round '
-                 'trips; overlay create = qemu-img create; the journal row '
-                 'adds agent.tasks\' write-ahead journal listener (one '
-                 'fsynced JSON file per operation, written at each step '
-                 'boundary, four times inside the pause); the floor is one '
-                 'stop/cont pair on an open QMP session, i.e. the least any '
-                 'pause can be measured at from outside QEMU.')
+    notes.append('design rows: pause_ms = QEMU\'s STOP..RESUME window of '
+                 'the one-write paused section (stop, blockdev-snapshot, '
+                 'cont), as the driver records it; stop cmd = the step '
+                 'pause (writing the batch, reading stop\'s answer); pivot = '
+                 'the step pivot (reading blockdev-snapshot\'s answer); '
+                 'overlay create = step prepare (qemu-img create, fsyncs, '
+                 'blockdev-add); the journal row adds agent.tasks\' '
+                 'write-ahead journal listener (nothing written inside the '
+                 'pause). The inside-pause and floor rows are by hand, '
+                 'each reply awaited, timed by the client (stop sent .. '
+                 'cont answered).')
     return {'rows': rows, 'notes': notes}
 
 
@@ -425,11 +425,10 @@ def bench_merge_online(opts):
         'snapshot with S MiB of its own data, one child (the live layer), '
         'parent = the base image; disk %d MiB virtual.'
         % (opts.disk_size // MiB),
-        'copy = step prepare, block-stream copying while the VM runs; '
-        'stop = the QMP stop command itself (QEMU drains and flushes every '
-        'image before it answers); finalize = step merge, job-finalize; '
-        'delete = step delete, blockdev-del + unlink of the snapshot file; '
-        'stream: block-stream of the snapshot into the live layer, then '
+        'copy = step prepare (the block job copying while the VM runs, '
+        'then an fsync); merge = step merge (reading job-finalize\'s '
+        'answer, or waiting for the commit job to end); delete = step '
+        'delete, after the resume (blockdev-del, rename); stream: block-stream of the snapshot into the live layer, then '
         'stop, job-finalize, cont in one write; pause_ms = QEMU\'s '
         'STOP..RESUME; commit: the live layer (64 KiB) is committed into the '
         'snapshot (block-commit, job-complete: QEMU drains the disk\'s I/O '
@@ -814,8 +813,8 @@ def render(report):
                         _trio(r['total_ms'])] for r in sec['create']['rows']])
         out += ['  * ' + n for n in sec['create']['notes']] + ['']
     if 'merge-online' in sec:
-        out.append('2. Online merge (block-stream into the live image), '
-                   'by data in the snapshot (ms, p50)')
+        out.append('2. Online merge of a snapshot with its live child, '
+                   'both ways, by data in the snapshot (ms, p50)')
         out += _table(['data MiB', 'way', 'n', 'total', 'copy', 'MiB/s',
                        'convert MiB/s', 'merge', 'delete',
                        'pause_ms (max)', 'agent pause'],
