@@ -629,6 +629,30 @@ class QemuDriver(object):
         LOG.info("Committed %(child)s into %(snap)s offline",
                  {"snap": snap, "child": child})
 
+    def _finish_online_merge(self, conn, rec, keep, parent, drop,
+                             job_id=None):
+        """After the resume: check that ``keep`` (the file that now holds
+        the child) is backed by ``parent``, take ``drop``'s node out of
+        QEMU (before the finished commit job ``job_id`` is dismissed, so a
+        crash here still finds the job), rename ``drop``'s file away and
+        unlink it last."""
+        session = conn.get()
+        with rec.step("reparent", image=keep, parent=parent):
+            graph = _Graph(session)
+            node = graph.node(keep)
+            backing = graph.backing(node) if node else None
+            if node is None or not _same(backing, parent):
+                raise exception.QMPError(
+                    "%s has backing %s after the merge, expected %s"
+                    % (keep, backing, parent))
+        with rec.step("delete", image=drop):
+            self._release_node(session, drop)
+            if job_id is not None and session.job(job_id) is not None:
+                session.execute("job-dismiss", {"id": job_id})
+            images.trash(drop)
+        with rec.step("purge", image=drop):
+            images.purge(drop)
+
     def _commit_online(self, conn, snap, parent, child, rec, progress,
                        cancelled=None):
         """Commit the live image ``child`` into ``snap`` and pivot the disk
@@ -717,25 +741,7 @@ class QemuDriver(object):
                         qemu_ms = max(0.0, (qmp.event_time(concluded)
                                             - sent) * 1000.0)
                     rec.mark_resumed(qemu_pause_ms=qemu_ms)
-        # Outside the pause: the child's node leaves QEMU (before the job
-        # is dismissed, so a crash here still finds the finished job), its
-        # file is renamed away and unlinked last.
-        session = conn.get()
-        with rec.step("reparent", image=snap, parent=parent):
-            graph = _Graph(session)
-            snap_node = graph.node(snap)
-            backing = graph.backing(snap_node) if snap_node else None
-            if snap_node is None or not _same(backing, parent):
-                raise exception.QMPError(
-                    "%s has backing %s after the commit, expected %s"
-                    % (snap, backing, parent))
-        with rec.step("delete", image=child):
-            self._release_node(session, child)
-            if session.job(job_id) is not None:
-                session.execute("job-dismiss", {"id": job_id})
-            images.trash(child)
-        with rec.step("purge", image=child):
-            images.purge(child)
+        self._finish_online_merge(conn, rec, snap, parent, child, job_id)
         LOG.info("Committed %(child)s into %(snap)s online, I/O drained "
                  "%(ms)s ms", {"snap": snap, "child": child,
                                "ms": rec.pause_ms})
@@ -906,22 +912,7 @@ class QemuDriver(object):
                 raise _job_failed(job_id, "failed", job["error"])
         finally:
             self._drop_job(conn, job_id)
-        # Outside the pause: check the new link, drop the snapshot's node
-        # and rename its file away; unlink it last.
-        session = conn.get()
-        with rec.step("reparent", image=child, parent=parent):
-            graph = _Graph(session)
-            child_node = graph.node(child)
-            backing = graph.backing(child_node) if child_node else None
-            if child_node is None or not _same(backing, parent):
-                raise exception.QMPError(
-                    "%s has backing %s after the merge, expected %s"
-                    % (child, backing, parent))
-        with rec.step("delete", image=snap):
-            self._release_node(session, snap)
-            images.trash(snap)
-        with rec.step("purge", image=snap):
-            images.purge(snap)
+        self._finish_online_merge(conn, rec, child, parent, snap)
         LOG.info("Merged %(snap)s into %(child)s online, paused %(ms)s ms",
                  {"snap": snap, "child": child, "ms": rec.pause_ms})
 
