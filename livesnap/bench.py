@@ -638,12 +638,14 @@ def _private_vhost(result):
     return name
 
 
-def _run_processes(opts):
+def process_deployment(result):
+    """Conductor and agent processes on RabbitMQ (a private vhost) and
+    PostgreSQL (or SQLite), cleaned up by the janitor; None (and
+    ``result['skipped']``) without RabbitMQ."""
     fixtures = _import_fixtures()
-    result = {'skipped': None, 'notes': []}
     if not fixtures.rabbit_available():
         result['skipped'] = 'RabbitMQ at 127.0.0.1:5672 not reachable'
-        return result
+        return None
     vhost = _private_vhost(result)
     transport_url = fixtures.RABBIT_URL + ('' if vhost == '/' else vhost)
     tmp = pathlib.Path(JANITOR.tmpdir())
@@ -662,6 +664,15 @@ def _run_processes(opts):
     dep = fixtures.ProcessDeployment(tmp, transport_url, url,
                                      extra=LIMITS_EXTRA)
     JANITOR.push('stop processes', dep.stop)
+    return dep
+
+
+def _run_processes(opts):
+    result = {'skipped': None, 'notes': []}
+    dep = process_deployment(result)
+    if dep is None:
+        return result
+    tmp = dep.tmp_path
     try:
         dep.start()
         time.sleep(opts.settle)

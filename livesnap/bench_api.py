@@ -27,7 +27,6 @@ import json
 import os
 import threading
 import time
-import uuid
 
 from livesnap import bench
 
@@ -152,31 +151,8 @@ def _measure(dep, pid, name, clients, seconds, work):
 
 
 def _deployment(result):
-    """Conductor and agent processes on RabbitMQ (private vhost) and
-    PostgreSQL (or SQLite), cleaned up by the benchmark's janitor."""
-    fixtures = bench._import_fixtures()
-    if not fixtures.rabbit_available():
-        result['skipped'] = 'RabbitMQ at 127.0.0.1:5672 not reachable'
-        return None
-    vhost = bench._private_vhost(result)
-    transport_url = fixtures.RABBIT_URL + ('' if vhost == '/' else vhost)
-    tmp = bench.pathlib.Path(bench.JANITOR.tmpdir())
-    if fixtures.postgres_available():
-        name = 'livesnap_bench_%s' % uuid.uuid4().hex[:12]
-        fixtures.pg_admin('CREATE DATABASE %s' % name)
-        bench.JANITOR.push('drop database %s' % name, fixtures.pg_admin,
-                           'DROP DATABASE IF EXISTS %s WITH (FORCE)' % name)
-        url = 'postgresql+psycopg2://postgres@127.0.0.1:5432/%s' % name
-        result['database'] = 'PostgreSQL'
-    else:
-        url = 'sqlite:///%s' % (tmp / 'livesnap.sqlite')
-        result['database'] = 'SQLite'
-        result['notes'].append('PostgreSQL at 127.0.0.1:5432 not '
-                               'reachable: the conductor used SQLite')
-    dep = fixtures.ProcessDeployment(tmp, transport_url, url,
-                                     extra=bench.LIMITS_EXTRA)
-    bench.JANITOR.push('stop processes', dep.stop)
-    return dep
+    """Conductor and agent processes (see ``bench.process_deployment``)."""
+    return bench.process_deployment(result)
 
 
 #: Seconds between the untimed polls of a POST's operation: slow enough
