@@ -1,0 +1,135 @@
+"""What a hypervisor backend must do for the agent: the driver interface.
+
+The agent's task runner, its recovery and the conductor know nothing of
+qcow2 files, QMP sockets or libvirt domains: they hold *locators*, small
+JSON objects a driver makes and reads, tagged with the driver's name::
+
+    disk locator       {"driver": "qemu", "qmp_socket": "/run/vm1.qmp",
+                        "path": "/var/lib/livesnap/images/vm1-d1.qcow2"}
+                       {"driver": "libvirt", "domain": "<uuid>",
+                        "target": "vda", "path": "/var/lib/…/x.qcow2"}
+    image locator      {"driver": "qemu", "path": "/var/lib/…/x.qcow2"}
+
+A disk locator names a disk as it runs now (its live layer); an image
+locator names one layer of its chain (a snapshot).  The conductor stores
+them as it gets them, compares them for equality, and never looks inside
+(the ``driver`` key aside).  Every method takes and returns locators, so
+a task re-sent after a crash reaches the same objects.
+
+Every step that changes the disk is recorded on the ``rec`` argument
+(``agent.steps.StepRecorder``) under the patent's names: ``prepare``,
+``pause``, ``snapshot`` (the graph change), ``merge``, ``reparent``,
+``delete``, ``resume``.  Every method is idempotent: run again after a
+crash at any point, it finishes what was begun and returns the same
+result.  A driver that pauses a VM resumes it in a ``finally`` with
+retries; a VM it could not resume is left marked on ``rec`` (``paused``)
+so the journal keeps it for ``resume`` at the next start.
+
+Drivers are found by name through the ``livesnap.agent.drivers`` entry
+point group (``[agent] driver``); see ``agent.driver.load``.
+"""
+
+import abc
+
+
+class Driver(metaclass=abc.ABCMeta):
+    """One hypervisor backend on one host.
+
+    :param image_dirs: directories whose files the driver may touch;
+        anything else is refused with PathNotAllowed before any I/O.
+    """
+
+    #: The entry point name, and the ``driver`` tag of every locator made.
+    name = None
+
+    def __init__(self, image_dirs, **options):
+        self.image_dirs = list(image_dirs)
+
+    # -- the host ---------------------------------------------------------
+    def init_host(self, host):
+        """Called once when the agent starts, before the journal replay."""
+
+    def host_info(self):
+        """What the agent reports in its heartbeat about this backend
+        (``{"driver": name, "image_dirs": [...]}`` at least)."""
+        return {'driver': self.name, 'image_dirs': self.image_dirs}
+
+    @abc.abstractmethod
+    def list_vms(self):
+        """The VMs this host runs that the driver can see, registered or
+        not: a list of ``{"name", "uuid", "running", "disks": [{"name",
+        "locator"}]}``."""
+
+    # -- the disk's state -------------------------------------------------
+    @abc.abstractmethod
+    def is_online(self, disk):
+        """True if a running VM uses the disk (snapshots are then taken
+        live, with a pause), False if it is shut off (image work only)."""
+
+    @abc.abstractmethod
+    def resume(self, disk):
+        """Resume the VM of ``disk`` if it is paused (the journal replay
+        after a crash inside a pause).  :returns: True if it was resumed."""
+
+    # -- the patent's methods ---------------------------------------------
+    @abc.abstractmethod
+    def layer_locator(self, disk, layer_name):
+        """Where a new layer named ``layer_name`` (ids only, chosen by the
+        conductor, unique) goes for ``disk``: an image locator.  Pure: the
+        same arguments always give the same locator."""
+
+    @abc.abstractmethod
+    def create_snapshot(self, disk, layer_name, rec):
+        """Turn the disk's live layer into a snapshot and put a new layer
+        on top of it as the live one (pause, switch, resume when online).
+
+        :returns: ``{"snapshot": image locator of the frozen layer,
+            "disk": the disk's new locator, "size_bytes": int,
+            "online": bool}``.
+        """
+
+    @abc.abstractmethod
+    def delete_image(self, image, rec):
+        """Delete a layer nothing is built on (no children).  Refuses an
+        image a process holds open (ImageInUse).  :returns: ``{}``."""
+
+    @abc.abstractmethod
+    def merge(self, disk, snapshot, parent, child, rec, progress=None,
+              child_is_leaf=False, cancelled=None):
+        """Merge the layer ``snapshot`` with its only ``child`` (an image
+        locator, or the disk locator when the child is the live layer) so
+        that one layer shows what the child showed, on top of ``parent``
+        (None: it stands alone), and delete the other.  Costs the smaller
+        side when ``child_is_leaf``.
+
+        :param progress: optional callable(percent).
+        :param cancelled: optional callable; True stops a copy in progress
+            (Cancelled), leaving the chain as it was.
+        :returns: ``{"child": locator of the layer that now holds the
+            child (image locator, or the disk's new locator when the child
+            was live), "disk": the disk's locator after the merge,
+            "direction": "stream" or "commit", "online": bool}``.
+        """
+
+    @abc.abstractmethod
+    def revert(self, disk, snapshot, layer_name, rec):
+        """Put a new live layer on ``snapshot`` (the VM must be shut off:
+        ServerRunning otherwise); the old live layer is left in place for
+        the caller to delete.  :returns: ``{"disk": new disk locator,
+        "online": False}``."""
+
+    # -- the audit --------------------------------------------------------
+    @abc.abstractmethod
+    def inspect(self, locators):
+        """For the audit: for each locator (disk or image), whether it
+        exists, the image locator it is built on and whether a check
+        passes; and every file found in the image directories.
+
+        :returns: ``{"images": [{"locator", "exists", "backing",
+            "check", "error"}], "files": [paths]}``.
+        """
+
+    @abc.abstractmethod
+    def remove(self, path):
+        """Remove an orphaned file found by the audit (refuses open ones).
+        :returns: ``{"removed": bool, "error": str}``."""
