@@ -6,6 +6,7 @@ qemu-img's own message.  Paths are expected to be confined already (see
 :mod:`agent.paths`); this module does not decide policy.
 """
 
+import errno
 import json
 import logging
 import os
@@ -13,6 +14,7 @@ import re
 import subprocess
 
 from agent import exception
+from agent import qcow2
 
 LOG = logging.getLogger(__name__)
 
@@ -79,6 +81,26 @@ def create_base(path, size):
              {"path": path, "size": size})
 
 
+def _write_overlay(path, backing):
+    """Write ``path`` as an empty overlay on ``backing``: in-process when
+    the layout allows (``agent.qcow2``, the bytes qemu-img would write, no
+    process to spawn), else with ``qemu-img create``."""
+    try:
+        qcow2.write_overlay(path, backing)
+        return
+    except qcow2.Unsupported as exc:
+        LOG.debug("Overlay %(path)s made by qemu-img: %(why)s",
+                  {"path": path, "why": exc})
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise exception.NoSpace("No space left for %s: %s"
+                                    % (path, exc))
+        raise exception.ImageError("Cannot create %s on %s: %s"
+                                   % (path, backing, exc))
+    _run(["create", "-q", "-f", "qcow2", "-b", backing, "-F", "qcow2",
+          path])
+
+
 def create_overlay(path, backing, exist_ok=False):
     """Create ``path`` as a qcow2 overlay on ``backing`` (absolute path).
 
@@ -107,8 +129,7 @@ def create_overlay(path, backing, exist_ok=False):
     if os.path.lexists(tmp):
         os.unlink(tmp)
     try:
-        _run(["create", "-q", "-f", "qcow2", "-b", backing, "-F", "qcow2",
-              tmp])
+        _write_overlay(tmp, backing)
         try:
             os.link(tmp, path)
         except FileExistsError:

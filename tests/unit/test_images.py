@@ -84,7 +84,7 @@ def test_create_overlay_existing(tmp_path, base):
 
 def test_create_overlay_missing_backing(tmp_path):
     overlay = str(tmp_path / "o.qcow2")
-    with pytest.raises(exception.ImageError, match="qemu-img"):
+    with pytest.raises(exception.ImageError, match="nope.qcow2"):
         images.create_overlay(overlay, str(tmp_path / "nope.qcow2"))
     assert os.listdir(tmp_path) == []
 
