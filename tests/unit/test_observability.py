@@ -191,3 +191,26 @@ def test_healthcheck_bus_down(sqlite, conf):
     ).get_response(app)
     assert resp.status_int == 503
     assert 'message bus unavailable' in resp.text
+
+
+def test_grafana_dashboard_uses_livesnap_series():
+    import json
+    import re
+    from agent import metrics as agent_metrics  # noqa: F401  (defines them)
+    with open(os.path.join(generated.TOP, 'etc', 'grafana',
+                           'livesnap.json')) as f:
+        dashboard = json.load(f)
+    known = {'livesnap_snapshots', 'livesnap_chain_depth_max',
+             'livesnap_deferred_deletions', 'livesnap_hosts',
+             'livesnap_operations_active', 'livesnap_agent_journal_entries',
+             'livesnap_database_up'}
+    for family in prometheus_client.REGISTRY.collect():
+        if family.name.startswith('livesnap'):
+            known.update(s.name for s in family.samples)
+            known.update(family.name + suffix for suffix in (
+                '_bucket', '_count', '_sum', '_total'))
+    exprs = [t['expr'] for p in dashboard['panels'] for t in p['targets']]
+    assert exprs
+    for expr in exprs:
+        for name in re.findall(r'livesnap_\w+', expr):
+            assert name in known, (name, expr)
