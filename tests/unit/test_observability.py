@@ -214,3 +214,26 @@ def test_grafana_dashboard_uses_livesnap_series():
     for expr in exprs:
         for name in re.findall(r'livesnap_\w+', expr):
             assert name in known, (name, expr)
+
+
+def test_deferred_work_notified_as_the_conductors(sqlite, sent,
+                                                  monkeypatch):
+    from conductor import deletion
+    with db.transaction() as s:
+        s.add(models.Host(name='h1', last_heartbeat=models.utcnow()))
+        s.add(models.Server(id='srv1', name='s', project_id='p1',
+                            host='h1'))
+        s.add(models.Disk(id='d1', server_id='srv1', name='vda',
+                          active_image='/i/b.qcow2'))
+        s.add(models.Snapshot(id='snap0', disk_id='d1', project_id='p1',
+                              name='old', status='deleted',
+                              image='/i/0.qcow2', size_bytes=512))
+    dispatched = []
+    monkeypatch.setattr(operations, 'dispatch',
+                        lambda ctxt, op_id: dispatched.append(op_id))
+    op_id = deletion.finish_deferred(context.make(), 'd1')
+    assert dispatched == [op_id]
+    assert [e for e, _ in sent] == ['livesnap.snapshot.delete.start']
+    data = sent[0][1]['livesnap_object.data']
+    assert data['requested_by'] == 'conductor'
+    assert data['mode'] == 'physical' and data['snapshot_id'] == 'snap0'
