@@ -18,10 +18,12 @@ from agent.driver import qemu
 from agent import exception
 from agent import journal as journal_mod
 from agent import manager
+from agent import metrics as agent_metrics
 from agent import recovery
 from agent import tasks
 from conductor import rpcapi as conductor_rpcapi
 from livesnap import context
+from livesnap import metrics
 from livesnap import rpc
 from livesnap import service as common_service
 from livesnap import version
@@ -58,6 +60,8 @@ class AgentService(object):
         self._reports_thread = None
         self.server = None
         self.started_at = None
+        self.metrics_server = None
+        self._journal_metrics = None
 
     def start(self):
         target = rpc.messaging.Target(topic=rpc.AGENT_TOPIC, server=self.host)
@@ -76,6 +80,9 @@ class AgentService(object):
         self._reports_thread.start()
         threading.Thread(target=self._prune_loop, name='prune',
                          daemon=True).start()
+        self._journal_metrics = agent_metrics.register_journal(
+            self.host, self.journal)
+        self.metrics_server = metrics.serve(CONF.metrics.agent_port)
         LOG.info('Agent for host %(host)s started; image dirs %(dirs)s',
                  {'host': self.host, 'dirs': CONF.agent.image_dirs})
 
@@ -145,6 +152,10 @@ class AgentService(object):
 
     def stop(self):
         self._stop.set()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self._journal_metrics is not None:
+            agent_metrics.unregister(self._journal_metrics)
         if self.server is not None:
             self.server.stop()
             self.server.wait()

@@ -18,6 +18,7 @@ import time
 from agent import exception
 from agent import faults
 from agent import images
+from agent import metrics
 from agent import paths
 from agent import recovery
 from agent import steps as steps_mod
@@ -196,6 +197,7 @@ class TaskRunner(object):
         LOG.info('Operation %(op)s %(status)s (paused %(pause)s ms)',
                  {'op': operation_id, 'status': report['status'],
                   'pause': report.get('pause_ms')})
+        metrics.task_done(self.host, action, task, report)
         self._report(ctxt, operation_id, report)
 
     def _keep_outcome(self, ctxt, operation_id, report):

@@ -27,6 +27,7 @@ from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
+from conductor import notifications
 from conductor import states
 
 CONF = cfg.CONF
@@ -83,6 +84,7 @@ def make(session, operation_id, action, server, disk, snapshot_id=None,
     if task is not None:
         op.deadline = first_deadline()
     session.add(op)
+    notifications.queue(op, created=True)
     return op
 
 
@@ -95,6 +97,7 @@ def set_status(op, new):
         raise states.InvalidTransition('operation %s: %s -> %s'
                                        % (op.id, op.status, new))
     op.status = new
+    notifications.queue(op)
 
 
 def claim(session, server, disk):

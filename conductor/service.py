@@ -21,7 +21,9 @@ from conductor.api import server as api_server
 from conductor.db import api as db
 from conductor import deadlines
 from conductor import manager
+from conductor import metrics as conductor_metrics
 from conductor import periodic
+from livesnap import metrics
 from livesnap import rpc
 from livesnap import service as common_service
 
@@ -35,6 +37,7 @@ class ConductorService(object):
         self.with_api = api
         self.rpc_server = None
         self.api_server = None
+        self.metrics_server = None
         self.periodic = periodic.PeriodicRunner()
 
     def start(self):
@@ -59,6 +62,8 @@ class ConductorService(object):
                     CONF.api.max_request_body_size * 2, 1024 * 1024))
             self.api_server.start()
         self.periodic.start()
+        conductor_metrics.register()
+        self.metrics_server = metrics.serve(CONF.metrics.conductor_port)
         threading.Thread(target=self._reconcile, name='reconcile',
                          daemon=True).start()
         LOG.info('Conductor %(host)s started', {'host': CONF.conductor.host})
@@ -71,6 +76,8 @@ class ConductorService(object):
             LOG.exception('Reconciling the operations in flight failed')
 
     def stop(self):
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.periodic.stop()
         if self.api_server is not None:
             self.api_server.stop()

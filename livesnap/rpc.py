@@ -16,10 +16,13 @@ from oslo_config import cfg
 with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     import oslo_messaging as messaging
+    from oslo_messaging.notify import notifier as messaging_notifier
     from oslo_messaging import transport as messaging_transport
     from oslo_messaging.rpc import dispatcher as rpc_dispatcher
 
 from kombu.transport import memory as kombu_memory
+
+from livesnap import context
 
 CONF = cfg.CONF
 
@@ -60,6 +63,12 @@ def set_defaults():
     CONF.register_opts(messaging_transport._transport_opts)
     messaging.set_transport_defaults(control_exchange='livesnap')
     CONF.set_default('transport_url', DEFAULT_TRANSPORT_URL)
+    # Versioned notifications go to their usual topic; none are sent until
+    # [oslo_messaging_notifications] driver is set (messagingv2).
+    CONF.register_opts(messaging_notifier._notifier_opts,
+                       group='oslo_messaging_notifications')
+    CONF.set_default('topics', ['versioned_notifications'],
+                     group='oslo_messaging_notifications')
 
 
 def get_transport():
@@ -85,11 +94,24 @@ def get_client(target, version_cap=None):
                                     version_cap=version_cap)
 
 
+class ContextSerializer(messaging.NoOpSerializer):
+    """Makes each message's request id the current one of the thread that
+    dispatches it, so the endpoint's log lines carry it
+    (``livesnap.context``)."""
+
+    def deserialize_context(self, ctxt):
+        if isinstance(ctxt, dict) and ctxt.get('request_id'):
+            context.set_current(ctxt['request_id'],
+                                ctxt.get('global_request_id'))
+        return ctxt
+
+
 def get_server(target, endpoints):
     """An RPC server with the (default) threading executor."""
     access_policy = rpc_dispatcher.DefaultRPCAccessPolicy
     return messaging.get_rpc_server(get_transport(), target, endpoints,
-                                    access_policy=access_policy)
+                                    access_policy=access_policy,
+                                    serializer=ContextSerializer())
 
 
 set_defaults()

@@ -8,6 +8,7 @@ import threading
 from oslo_config import cfg
 
 from livesnap import conf  # noqa: F401  (registers the options)
+from livesnap import context
 from livesnap import version
 
 CONF = cfg.CONF
@@ -27,7 +28,10 @@ def prepare(prog, argv=None):
          prog=prog, version=version.VERSION)
     logging.basicConfig(
         level=logging.DEBUG if CONF.debug else logging.INFO,
-        format='%(asctime)s %(process)d %(levelname)s %(name)s %(message)s')
+        format='%(asctime)s %(process)d %(levelname)s %(name)s '
+               '[%(request_ids)s] %(message)s')
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(context.RequestIdFilter())
     for noisy in ('amqp', 'kombu', 'oslo_messaging', 'qemu.qmp',
                   'alembic.runtime.migration'):
         logging.getLogger(noisy).setLevel(

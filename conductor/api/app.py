@@ -31,9 +31,11 @@ from oslo_config import cfg
 
 from conductor.api import auth
 from conductor.api import controllers
+from conductor.api import middleware
 from conductor.api import openapi
 from conductor.api import schemas
 from conductor import exception
+from livesnap import context
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -160,7 +162,7 @@ class API(object):
             'operations': controllers.Operations(),
             'hosts': controllers.Hosts(),
         }
-        self.pipeline = auth.wrap(self.handle)
+        self.pipeline = middleware.wrap(auth.wrap(self.handle))
 
     def __call__(self, environ, start_response):
         try:
@@ -175,7 +177,9 @@ class API(object):
 
     @webob.dec.wsgify
     def handle(self, req):
-        req_id = 'req-' + str(uuid.uuid4())
+        req_id, global_id = middleware.request_ids(req.environ)
+        req_id = req_id or 'req-' + str(uuid.uuid4())
+        context.set_current(req_id, global_id)
         try:
             resp = self._dispatch(req, req_id)
         except exception.LivesnapException as exc:

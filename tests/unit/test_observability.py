@@ -1,0 +1,239 @@
+"""Notifications, metrics, healthcheck and request ids, without VMs."""
+
+import logging
+import os
+
+import prometheus_client
+import pytest
+import webob
+
+from conductor.api import middleware
+from conductor.db import api as db
+from conductor.db import models
+from conductor import metrics
+from conductor import notification_samples
+from conductor import notifications
+from conductor import operations
+from livesnap import context
+from livesnap import rpc
+from tests.unit import generated
+
+
+@pytest.fixture
+def sqlite(conf, tmp_path):
+    conf.set('connection', 'sqlite:///%s' % (tmp_path / 'l.sqlite'),
+             group='database')
+    db.reset()
+    db.sync()
+    yield
+    db.reset()
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    sent = []
+    monkeypatch.setattr(notifications, 'emit',
+                        lambda event, data: sent.append((event, data)))
+    return sent
+
+
+def _running_op(op_id):
+    with db.transaction() as s:
+        s.add(models.Host(name='h1', last_heartbeat=models.utcnow()))
+        s.add(models.Server(id='srv1', name='s', project_id='p1',
+                            host='h1'))
+        s.add(models.Disk(id='d1', server_id='srv1', name='vda',
+                          active_image='/i/b.qcow2', operation_id=op_id))
+        s.add(models.Snapshot(id='snap1', disk_id='d1', project_id='p1',
+                              name='n', status='creating',
+                              image='/i/a.qcow2'))
+        s.add(models.Operation(
+            id=op_id, project_id='p1', server_id='srv1', disk_id='d1',
+            snapshot_id='snap1', host='h1', action='create',
+            status='running', mode='online', steps=[], attempts=0,
+            requested_by='tenant'))
+
+
+def test_notification_docs_are_current():
+    with open(os.path.join(generated.TOP, 'docs', 'notifications.md')) as f:
+        assert f.read() == notification_samples.render(), (
+            'docs/notifications.md is stale: run tools/gen-notification-docs')
+
+
+def test_events_by_status():
+    assert notifications.events('pending', True) == []
+    assert notifications.events('running', True) == ['start']
+    assert notifications.events('running', False) == ['start']
+    assert notifications.events('succeeded', False) == ['end']
+    assert notifications.events('failed', False) == ['error']
+    # Decided and ended in one transaction (a logical delete).
+    assert notifications.events('succeeded', True) == ['start', 'end']
+
+
+def test_report_notified_once_after_commit(sqlite, sent):
+    _running_op('op1')
+    report = {'status': 'succeeded', 'pause_ms': 2.5, 'result': {
+        'snapshot_image': '/i/a.qcow2', 'active_image': '/i/b.qcow2',
+        'size_bytes': 4096}, 'steps': [
+        {'name': 'pause', 'status': 'done', 'duration_ms': 0.1},
+        {'name': 'resume', 'status': 'done', 'duration_ms': 0.2,
+         'detail': {'agent_pause_ms': 3.0, 'qemu_pause_ms': 2.5}}]}
+    labels = {'action': 'create', 'mode': 'offline', 'status': 'succeeded',
+              'requested_by': 'tenant'}
+    before = prometheus_client.REGISTRY.get_sample_value(
+        'livesnap_operations_total', labels) or 0
+    assert operations.apply_report('op1', report)
+    assert not operations.apply_report('op1', report)   # a duplicate
+    assert [e for e, _ in sent] == ['livesnap.snapshot.create.end']
+    data = sent[0][1]['livesnap_object.data']
+    assert data['operation_id'] == 'op1' and data['disk'] == 'vda'
+    assert data['pause_ms'] == 2.5 and data['agent_pause_ms'] == 3.0
+    assert [s['name'] for s in data['steps']] == ['pause', 'resume']
+    assert data['mode'] == 'offline'   # no QMP socket: the agent said so
+    assert prometheus_client.REGISTRY.get_sample_value(
+        'livesnap_operations_total', labels) == before + 1
+
+
+def test_rolled_back_change_not_notified(sqlite, sent):
+    _running_op('op2')
+    with pytest.raises(RuntimeError):
+        with db.transaction() as s:
+            op = s.get(models.Operation, 'op2')
+            operations.set_status(op, 'failed')
+            raise RuntimeError('rolled back')
+    assert sent == []
+    with db.transaction() as s:
+        operations.set_status(s.get(models.Operation, 'op2'), 'failed')
+    assert [e for e, _ in sent] == ['livesnap.snapshot.create.error']
+
+
+def test_database_gauges(sqlite):
+    _running_op('op3')
+    with db.transaction() as s:
+        s.add(models.Snapshot(id='snap0', disk_id='d1', project_id='p1',
+                              name='m', status='deleted',
+                              image='/i/0.qcow2'))
+        s.get(models.Snapshot, 'snap1').parent_id = 'snap0'
+        s.get(models.Disk, 'd1').snapshot_id = 'snap1'
+    families = {f.name: f for f in metrics.DatabaseCollector().collect()}
+    samples = lambda name: {tuple(sorted(s.labels.items())): s.value
+                            for s in families[name].samples}
+    assert samples('livesnap_chain_depth_max') == {
+        (('project_id', 'p1'),): 2}
+    assert samples('livesnap_deferred_deletions') == {(): 1}
+    assert samples('livesnap_hosts')[(('state', 'up'),)] == 1
+    assert samples('livesnap_snapshots')[
+        (('project_id', 'p1'), ('status', 'creating'))] == 1
+    assert samples('livesnap_operations_active')[
+        (('action', 'create'), ('status', 'running'))] == 1
+
+
+def test_chain_depths_survive_a_cycle():
+    assert metrics.chain_depths({'a': None, 'b': 'a', 'c': 'c'},
+                                ['b', None, 'c', 'x']) == [2, 0, 1, 0]
+
+
+def _app(seen):
+    def app(environ, start_response):
+        seen.append(middleware.request_ids(environ))
+        return webob.Response('ok')(environ, start_response)
+    return middleware.wrap(app)
+
+
+def test_request_id_and_global_request_id():
+    seen = []
+    app = _app(seen)
+    gid = 'req-5a1e5a1e-0000-4000-8000-000000000001'
+    resp = webob.Request.blank(
+        '/v1/servers', headers={'X-OpenStack-Request-ID': gid}).get_response(
+        app)
+    assert resp.headers['x-openstack-request-id'] == seen[0][0]
+    assert seen[0][0].startswith('req-') and seen[0][1] == gid
+    resp = webob.Request.blank(
+        '/v1/servers', headers={'X-OpenStack-Request-ID': 'bogus'}
+    ).get_response(app)
+    assert seen[1][1] is None
+
+
+def test_context_takes_the_current_global_request_id():
+    context.set_current('req-a', 'req-g')
+    assert context.make('p1', request_id='req-a')['global_request_id'] == \
+        'req-g'
+    assert context.make('p1', request_id='req-b')['global_request_id'] is None
+    rpc.ContextSerializer().deserialize_context(
+        {'request_id': 'req-c', 'global_request_id': 'req-h'})
+    record = logging.LogRecord('x', logging.INFO, __file__, 1, 'm', None,
+                               None)
+    context.RequestIdFilter().filter(record)
+    assert record.request_ids == 'req-c req-h'
+
+
+def test_healthcheck(sqlite, conf):
+    seen = []
+    app = _app(seen)
+    resp = webob.Request.blank('/healthcheck').get_response(app)
+    assert resp.status_int == 200, resp.text
+    assert seen == []                  # not the API's business
+    assert 'x-openstack-request-id' in resp.headers
+    # The database is gone.
+    conf.set('connection', 'postgresql+psycopg2://nobody@127.0.0.1:1/x',
+             group='database')
+    db.reset()
+    resp = webob.Request.blank('/healthcheck').get_response(app)
+    assert resp.status_int == 503
+
+
+def test_healthcheck_bus_down(sqlite, conf):
+    conf.set('transport_url', 'rabbit://guest:guest@127.0.0.1:1/')
+    app = _app([])
+    resp = webob.Request.blank(
+        '/healthcheck', headers={'Accept': 'application/json'}
+    ).get_response(app)
+    assert resp.status_int == 503
+    assert 'message bus unavailable' in resp.text
+
+
+def test_grafana_dashboard_uses_livesnap_series():
+    import json
+    import re
+    from agent import metrics as agent_metrics  # noqa: F401  (defines them)
+    with open(os.path.join(generated.TOP, 'etc', 'grafana',
+                           'livesnap.json')) as f:
+        dashboard = json.load(f)
+    known = {'livesnap_snapshots', 'livesnap_chain_depth_max',
+             'livesnap_deferred_deletions', 'livesnap_hosts',
+             'livesnap_operations_active', 'livesnap_agent_journal_entries',
+             'livesnap_database_up'}
+    for family in prometheus_client.REGISTRY.collect():
+        if family.name.startswith('livesnap'):
+            known.update(s.name for s in family.samples)
+            known.update(family.name + suffix for suffix in (
+                '_bucket', '_count', '_sum', '_total'))
+    exprs = [t['expr'] for p in dashboard['panels'] for t in p['targets']]
+    assert exprs
+    for expr in exprs:
+        for name in re.findall(r'livesnap_\w+', expr):
+            assert name in known, (name, expr)
+
+
+def test_deferred_work_notified_as_the_conductors(sqlite, sent,
+                                                  monkeypatch):
+    from conductor import deletion
+    with db.transaction() as s:
+        s.add(models.Host(name='h1', last_heartbeat=models.utcnow()))
+        s.add(models.Server(id='srv1', name='s', project_id='p1',
+                            host='h1'))
+        s.add(models.Disk(id='d1', server_id='srv1', name='vda',
+                          active_image='/i/b.qcow2'))
+        s.add(models.Snapshot(id='snap0', disk_id='d1', project_id='p1',
+                              name='old', status='deleted',
+                              image='/i/0.qcow2', size_bytes=512))
+    dispatched = []
+    monkeypatch.setattr(operations, 'dispatch',
+                        lambda ctxt, op_id: dispatched.append(op_id))
+    op_id = deletion.finish_deferred(context.make(), 'd1')
+    assert dispatched == [op_id]
+    assert [e for e, _ in sent] == ['livesnap.snapshot.delete.start']
+    data = sent[0][1]['livesnap_object.data']
+    assert data['requested_by'] == 'conductor'
+    assert data['mode'] == 'physical' and data['snapshot_id'] == 'snap0'
