@@ -273,6 +273,9 @@ def give_up(ctxt, op):
             return 'in-doubt'
         # An agent older than RPC 1.2: its expires_at guard remains.
         state = {'state': 'abandoned'}
+    except rpc.messaging.RPCVersionCapError:
+        # The same, known from its heartbeats (conductor.agent_versions).
+        state = {'state': 'abandoned'}
     except Exception as exc:
         LOG.warning('Agent of %(host)s did not answer the abandonment of '
                     '%(op)s: %(error)s', {'host': op.host, 'op': op.id,

@@ -1,12 +1,15 @@
 """Host liveness: agents send heartbeats, the conductor records them.
 
 A host whose last heartbeat is older than ``[conductor] host_down_time``
-is down; the policy refuses new work for it with 503.
+is down; the policy refuses new work for it with 503.  A heartbeat carries
+the agent's RPC API version (``info['rpc_version']``), to which the
+conductor pins what it sends (``conductor.agent_versions``).
 """
 
 import datetime
 import logging
 
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor import exception
 
@@ -19,6 +22,7 @@ def heartbeat(host, info):
         started_at = datetime.datetime.fromtimestamp(
             info['started_at'], datetime.timezone.utc).replace(tzinfo=None)
     db.host_heartbeat(host, info=info, started_at=started_at)
+    agent_versions.heard_from(host, info)
     LOG.debug('Heartbeat from %(host)s', {'host': host})
 
 

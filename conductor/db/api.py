@@ -47,6 +47,9 @@ _ENGINE = None
 _SESSIONMAKER = None
 _READER = None
 
+#: Execution option of a SQLite read that begins deferred.
+_NEVER_WAIT = 'livesnap_never_wait'
+
 #: Seconds a pooled connection may sit idle before it is pinged on
 #: checkout (servers and firewalls drop idle connections).
 PING_AFTER_IDLE = 30.0
@@ -68,7 +71,10 @@ def _make_engine(url, **kwargs):
 
         @sa.event.listens_for(engine, 'begin')
         def _on_begin(connection):
-            connection.exec_driver_sql('BEGIN IMMEDIATE')
+            if connection.get_execution_options().get(_NEVER_WAIT):
+                connection.exec_driver_sql('BEGIN')  # see read_never_waiting
+            else:
+                connection.exec_driver_sql('BEGIN IMMEDIATE')
         return engine
     kwargs.setdefault('isolation_level', 'READ COMMITTED')
     engine = sa.create_engine(url, pool_size=CONF.database.max_pool_size,
@@ -163,6 +169,28 @@ def reader():
     else:
         with _READER.connect() as conn:
             yield conn
+
+
+@contextlib.contextmanager
+def read_never_waiting():
+    """A Core connection for a short read that never waits for a writer,
+    not even for a transaction the calling thread itself has open.
+
+    The conductor reads the agents' RPC versions (``conductor.
+    agent_versions``) from wherever it builds a task, which may be inside
+    a transaction.  SQLite: a deferred transaction, which reads beside a
+    writer's RESERVED lock (``reader()`` would queue behind it with BEGIN
+    IMMEDIATE, behind the caller's own transaction).  PostgreSQL and
+    MySQL: ``reader()``'s autocommit pool.
+    """
+    engine = get_engine()
+    if _READER is not None:
+        with _READER.connect() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.execution_options(**{_NEVER_WAIT: True})
+        yield conn
 
 
 # ---------------------------------------------------------------- hosts
