@@ -215,7 +215,7 @@ def check_one(op_id, at_deadline=True):
     if kind == 'done' and (state or {}).get('report'):
         LOG.info('Operation %(op)s: applying the report from the agent\'s '
                  'journal', {'op': op.id})
-        reports.apply(ctxt, op.id, state['report'], op.host)
+        reports.apply_and_acknowledge(ctxt, op.id, state['report'], op.host)
         return 'applied'
     if kind == 'running':
         if at_deadline:
@@ -284,7 +284,7 @@ def give_up(ctxt, op):
         return 'in-doubt'
     kind = (state or {}).get('state')
     if kind == 'done' and state.get('report'):
-        reports.apply(ctxt, op.id, state['report'], op.host)
+        reports.apply_and_acknowledge(ctxt, op.id, state['report'], op.host)
         return 'applied'
     if kind == 'running':
         _extend(op.id)

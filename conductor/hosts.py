@@ -16,7 +16,9 @@ from conductor import exception
 LOG = logging.getLogger(__name__)
 
 
-def heartbeat(host, info):
+def record_heartbeat(host, info):
+    """Record that the agent on ``host`` is alive, with what it reported
+    (image dirs, start time, package and RPC API versions)."""
     started_at = None
     if info and info.get('started_at'):
         started_at = datetime.datetime.fromtimestamp(

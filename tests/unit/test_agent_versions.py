@@ -66,16 +66,16 @@ def test_never_above_the_conductors_own(versions, monkeypatch):
 
 
 def test_an_agent_that_reports_no_version_counts_as_1_0(versions):
-    hosts.heartbeat('old', {'version': '0.1', 'image_dirs': ['/i']})
+    hosts.record_heartbeat('old', {'version': '0.1', 'image_dirs': ['/i']})
     assert agent_versions.version_cap('old') == '1.0'
     assert agent_versions.version_cap() == '1.0'
-    hosts.heartbeat('old', {'rpc_version': '1.4'})
+    hosts.record_heartbeat('old', {'rpc_version': '1.4'})
     assert agent_versions.version_cap() == '1.2'
 
 
 def test_a_heartbeat_moves_the_pin_at_once(versions):
     assert agent_versions.version_cap('h12') == '1.2'
-    hosts.heartbeat('h12', {'rpc_version': '1.4'})
+    hosts.record_heartbeat('h12', {'rpc_version': '1.4'})
     assert agent_versions.version_cap('h12') == '1.4'
     assert agent_versions.version_cap() == '1.4'
 
