@@ -89,19 +89,40 @@ def refresh():
     hosts = {row.name: (reported_version(row.info), row.last_heartbeat)
              for row in rows}
     with _LOCK:
+        before = _HOSTS if _READ_FROM is engine else None
         _HOSTS = hosts
         _READ_AT = time.monotonic()
         _READ_FROM = engine
-    LOG.debug('Agent RPC versions: %(hosts)s',
-              {'hosts': {h: v for h, (v, _) in hosts.items()}})
+    if before is None:
+        LOG.info('Agent RPC API versions of the hosts: %(hosts)s; the '
+                 'conductor serves %(ours)s',
+                 {'hosts': ', '.join('%s %s' % (h, v) for h, (v, _)
+                                     in sorted(hosts.items())) or 'none',
+                  'ours': agent_rpcapi.RPC_API_VERSION})
+        return
+    for host, (version, _) in sorted(hosts.items()):
+        if version != before.get(host, (None, None))[0]:
+            _log_change(host, version)
+
+
+def _log_change(host, version):
+    LOG.info('Agent of %(host)s serves RPC API %(version)s; messages to '
+             'it are pinned to %(cap)s',
+             {'host': host, 'version': version,
+              'cap': _lowest([version, agent_rpcapi.RPC_API_VERSION])})
 
 
 def heard_from(host, info):
     """A heartbeat from ``host`` was recorded: use its version at once in
     this process (other conductors read it within REFRESH_INTERVAL)."""
+    version = reported_version(info)
     with _LOCK:
-        if _HOSTS is not None:
-            _HOSTS[host] = (reported_version(info), models.utcnow())
+        if _HOSTS is None:
+            return
+        was = _HOSTS.get(host, (None, None))[0]
+        _HOSTS[host] = (version, models.utcnow())
+    if version != was:
+        _log_change(host, version)
 
 
 def forget():
