@@ -26,14 +26,42 @@ RPC_API_VERSION = '1.3'
 
 
 class AgentAPI(object):
+    """The conductor's client of the agents.
 
-    def __init__(self):
+    Pinned for rolling upgrades (``conductor.agent_versions``): a message
+    to a host never carries a version above the one that host's agent
+    reported in its heartbeats, and ``self.client``'s ``version_cap`` is
+    the lowest version among the hosts that are up.  A method whose
+    version is above the pin raises ``RPCVersionCapError`` before anything
+    is sent.
+
+    :param version_cap: pin every message to this version instead.
+    """
+
+    def __init__(self, version_cap=None):
+        if version_cap is None:
+            # Only the conductor builds this client; the agent imports the
+            # module for RPC_API_VERSION alone.
+            from conductor import agent_versions
+            version_cap = agent_versions.version_cap()
+            self._host_cap = agent_versions.version_cap
+        else:
+            self._host_cap = lambda host: version_cap
         target = rpc.messaging.Target(topic=rpc.AGENT_TOPIC,
                                       version=RPC_API_VERSION)
-        self.client = rpc.get_client(target, version_cap=RPC_API_VERSION)
+        self.client = rpc.get_client(target, version_cap=version_cap)
 
     def _prepare(self, host, version='1.0', **kwargs):
-        return self.client.prepare(server=host, version=version, **kwargs)
+        return self.client.prepare(server=host, version=version,
+                                   version_cap=self._host_cap(host),
+                                   **kwargs)
+
+    def can_send_version(self, version, host=None):
+        """Whether a message of ``version`` may be sent now: to ``host``
+        (by what it reported), or to every host that is up (None)."""
+        if host is None:
+            return self.client.can_send_version(version)
+        return self._prepare(host).can_send_version(version)
 
     def create_snapshot(self, ctxt, host, task, expires_at=None):
         """Pause, pivot the disk onto ``task['new_image']``, resume.

@@ -8,6 +8,7 @@ Other threads re-send the reports the conductor has not acknowledged
 """
 
 import logging
+import os
 import sys
 import threading
 import time
@@ -20,6 +21,7 @@ from agent import journal as journal_mod
 from agent import manager
 from agent import metrics as agent_metrics
 from agent import recovery
+from agent import rpcapi as agent_rpcapi
 from agent import tasks
 from conductor import rpcapi as conductor_rpcapi
 from livesnap import context
@@ -33,6 +35,10 @@ LOG = logging.getLogger(__name__)
 
 #: Seconds between two prunings of the journal's archive.
 PRUNE_INTERVAL = 600.0
+
+#: Testing only: the agent serves and reports this older agent RPC API
+#: version instead of its own, to test rolling upgrades.
+TEST_RPC_VERSION_ENV = 'LIVESNAP_TEST_AGENT_RPC_VERSION'
 
 
 class AgentService(object):
@@ -54,6 +60,17 @@ class AgentService(object):
             self.driver, self.journal, self.conductor_api, self.host,
             resend_interval=CONF.agent.report_resend_interval)
         self.manager = manager.AgentManager(self.runner)
+        self.rpc_version = os.environ.get(TEST_RPC_VERSION_ENV)
+        if self.rpc_version:
+            # Testing only: serve (and report) an older API, as an agent
+            # not yet upgraded would.
+            LOG.warning('Serving agent RPC API %(version)s only (%(env)s)',
+                        {'version': self.rpc_version,
+                         'env': TEST_RPC_VERSION_ENV})
+            self.manager.target = rpc.messaging.Target(
+                version=self.rpc_version)
+        else:
+            self.rpc_version = agent_rpcapi.RPC_API_VERSION
         self._stop = threading.Event()
         self._heartbeat_thread = None
         self._recovery_thread = None
@@ -137,6 +154,7 @@ class AgentService(object):
 
     def heartbeat(self):
         info = {'version': version.VERSION,
+                'rpc_version': self.rpc_version,
                 'image_dirs': list(CONF.agent.image_dirs),
                 'started_at': self.started_at}
         self.conductor_api.heartbeat(context.make(), self.host, info)

@@ -19,6 +19,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import states
+from livesnap import rpc
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ def cancel(ctxt, operation_id):
     """Ask the operation's agent to stop its copy.
 
     The operation then ends through the agent's report, as any other.
-    :raises: NotFound, NotCancellable, HostDown
+    :raises: NotFound, NotCancellable (also when the host's agent is
+        too old to cancel), HostDown
     """
     with db.transaction() as s:
         op = s.get(models.Operation, operation_id)
@@ -48,6 +50,12 @@ def cancel(ctxt, operation_id):
         answer = agent_rpcapi.AgentAPI().cancel_operation(
             ctxt, host, operation_id,
             timeout=CONF.conductor.agent_call_timeout)
+    except rpc.messaging.RPCVersionCapError as exc:
+        raise exception.NotCancellable(
+            operation=operation_id,
+            reason='the agent of its host serves RPC API %s, and '
+                   'cancelling needs %s: upgrade the agent first'
+                   % (exc.version_cap, exc.version))
     except Exception as exc:
         LOG.warning('Agent of %(host)s did not take the cancellation of '
                     '%(op)s: %(error)s', {'host': host, 'op': operation_id,

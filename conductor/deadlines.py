@@ -215,7 +215,7 @@ def check_one(op_id, at_deadline=True):
     if kind == 'done' and (state or {}).get('report'):
         LOG.info('Operation %(op)s: applying the report from the agent\'s '
                  'journal', {'op': op.id})
-        reports.apply(ctxt, op.id, state['report'], op.host)
+        reports.apply_and_acknowledge(ctxt, op.id, state['report'], op.host)
         return 'applied'
     if kind == 'running':
         if at_deadline:
@@ -273,6 +273,9 @@ def give_up(ctxt, op):
             return 'in-doubt'
         # An agent older than RPC 1.2: its expires_at guard remains.
         state = {'state': 'abandoned'}
+    except rpc.messaging.RPCVersionCapError:
+        # The same, known from its heartbeats (conductor.agent_versions).
+        state = {'state': 'abandoned'}
     except Exception as exc:
         LOG.warning('Agent of %(host)s did not answer the abandonment of '
                     '%(op)s: %(error)s', {'host': op.host, 'op': op.id,
@@ -281,7 +284,7 @@ def give_up(ctxt, op):
         return 'in-doubt'
     kind = (state or {}).get('state')
     if kind == 'done' and state.get('report'):
-        reports.apply(ctxt, op.id, state['report'], op.host)
+        reports.apply_and_acknowledge(ctxt, op.id, state['report'], op.host)
         return 'applied'
     if kind == 'running':
         _extend(op.id)

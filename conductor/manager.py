@@ -1,18 +1,17 @@
 """Server side of the conductor RPC API: thin endpoints for the agents.
 
-See ``conductor.rpcapi`` for the version history.
+Each endpoint checks its arguments and calls the one module that does the
+work: ``reports`` (which applies a report through the explicit table in
+``operations.handler`` and acknowledges it), ``operations`` (progress),
+``hosts`` (heartbeats).  See ``conductor.rpcapi`` for the version history.
 """
 
 import logging
 
-# The policy modules register how each action's report is applied.
-from conductor import deletion  # noqa: F401
 from conductor import hosts
 from conductor import operations
 from conductor import reports
-from conductor import revert  # noqa: F401
 from conductor import rpcapi
-from conductor import snapshots  # noqa: F401
 from livesnap import rpc
 
 LOG = logging.getLogger(__name__)
@@ -29,10 +28,10 @@ class ConductorManager(object):
             return
         if not isinstance(host, str):
             host = None
-        reports.apply(ctxt, operation_id, report, host)
+        reports.apply_and_acknowledge(ctxt, operation_id, report, host)
 
     def report_progress(self, ctxt, operation_id, progress, steps=None):
         operations.apply_progress(operation_id, progress)
 
     def heartbeat(self, ctxt, host, info):
-        hosts.heartbeat(host, info or {})
+        hosts.record_heartbeat(host, info or {})

@@ -21,7 +21,7 @@ CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
 
-def apply(ctxt, operation_id, report, host=None):
+def apply_and_acknowledge(ctxt, operation_id, report, host=None):
     """Apply an agent's report and acknowledge it to ``host``.
 
     :param host: the agent to acknowledge to; None for an agent that does

@@ -1,9 +1,15 @@
-"""REST controllers: servers, snapshots, operations.
+"""REST controllers: hosts, servers, snapshots, operations.
 
 Each method takes the request's credentials and its parameters, already
-checked against their schemas by ``conductor.api.app``, asks
-``conductor.policy`` whether the caller may act, and calls the modules
-that do the work.  Lookups are filtered to the caller's project unless the
+parsed and checked against their schemas by ``conductor.api.app``
+(``BODY_SCHEMAS``, ``QUERY_SCHEMAS`` below), asks ``conductor.policy``
+whether the caller may act, calls the one conductor function that does the
+work (``conductor.servers``, ``snapshots``, ``deletion``, ``revert``,
+``cancellation``) or reads (``conductor.db.api``, ``conductor.db.reads``),
+and renders the result with ``conductor.api.views``.  Nothing here writes
+to the database or decides policy.  A new resource is a class here, its
+routes in ``conductor.api.app.ROUTES`` and its instance in
+``API.controllers``.  Lookups are filtered to the caller's project unless the
 policy grants ``livesnap:all_projects``, so another project's object
 answers 404, exactly like one that does not exist.  Snapshot operations
 are counted against the owning project's rate limit
@@ -14,24 +20,20 @@ host (sockets, image paths, host names) depends on the policy's
 """
 
 import contextlib
-import logging
-import os
 
 from conductor.api import ratelimit
 from conductor.api import schemas
 from conductor.api import views
 from conductor.db import api as db
-from conductor.db import models
 from conductor.db import reads
 from conductor import cancellation
 from conductor import deletion
 from conductor import exception
 from conductor import policy
 from conductor import revert as revert_policy
+from conductor import servers
 from conductor import snapshots as snapshot_policy
 from livesnap import context
-
-LOG = logging.getLogger(__name__)
 
 
 def _ctxt(creds, req_id):
@@ -81,9 +83,7 @@ def _snapshot_project(creds, scope, snapshot_id, rule, action):
 
     :raises: NotFound, Forbidden, InvalidState
     """
-    with db.transaction() as s:
-        snap = db.snapshot_get(s, snapshot_id, scope, include_deleted=True)
-        project_id, status = snap.project_id, snap.status
+    project_id, status = db.snapshot_project_and_status(snapshot_id, scope)
     if status == 'deleted' and not policy.check(
             creds, 'livesnap:snapshot:list:include_deleted', project_id):
         raise exception.NotFound('Snapshot %s could not be found.'
@@ -95,68 +95,35 @@ def _snapshot_project(creds, scope, snapshot_id, rule, action):
     return project_id
 
 
-def _check_disk_paths(session, host_name, disks):
-    """Refuse disk paths outside the image dirs the host's agent reported.
-
-    The agent enforces the same rule on every task (resolving symlinks on
-    its own file system); checking here too gives the admin a clear 400 at
-    registration instead of a failed operation later.
-    """
-    for d in disks:
-        if '/../' in d['path'] + '/' or '/./' in d['path'] + '/':
-            raise exception.BadRequest('Disk path %s must be normalised.'
-                                       % d['path'])
-    host = session.get(models.Host, host_name)
-    dirs = (host.info or {}).get('image_dirs') if host is not None else None
-    if not dirs:
-        return
-    for d in disks:
-        path = os.path.normpath(d['path'])
-        if not any(path.startswith(os.path.normpath(x).rstrip('/') + '/')
-                   for x in dirs):
-            raise exception.BadRequest(
-                'Disk path %s is outside the image directories of host %s '
-                '(%s).' % (d['path'], host_name, ', '.join(dirs)))
-
-
-def _disk_names(session, ops):
-    ids = {op.disk_id for op in ops}
-    if not ids:
-        return {}
-    rows = session.query(models.Disk).filter(models.Disk.id.in_(ids)).all()
-    return {d.id: d.name for d in rows}
+def _operation(operation_id, details):
+    """``{"operation": …}``; ``details`` is a :class:`_HostDetails`."""
+    op, disk_name = db.operation_with_disk_name(operation_id)
+    return {'operation': views.operation(op, disk_name,
+                                         details(op.project_id))}
 
 
 class Hosts(object):
 
     def index(self, creds, req_id, body=None, params=None):
         policy.authorize(creds, 'livesnap:host:list')
-        with db.transaction() as s:
-            hosts = s.query(models.Host).order_by(models.Host.name).all()
-            return 200, {'hosts': [
-                views.host(h, db.host_is_alive(s, h.name)) for h in hosts]}
+        return 200, {'hosts': [views.host(h, alive)
+                               for h, alive in db.hosts_with_liveness()]}
 
 
 class Servers(object):
 
     def index(self, creds, req_id, body=None, params=None):
         policy.authorize(creds, 'livesnap:server:list')
-        scope = policy.scope(creds)
-        with db.transaction() as s:
-            query = s.query(models.Server).order_by(models.Server.created_at,
-                                                    models.Server.id)
-            if scope is not None:
-                query = query.filter(models.Server.project_id == scope)
-            details = _HostDetails(creds)
-            return 200, {'servers': [views.server(x, details(x.project_id))
-                                     for x in query.all()]}
+        servers = db.server_list(policy.scope(creds))
+        details = _HostDetails(creds)
+        return 200, {'servers': [views.server(x, details(x.project_id))
+                                 for x in servers]}
 
     def show(self, creds, req_id, server_id, body=None, params=None):
-        with db.transaction() as s:
-            server = db.server_get(s, server_id, policy.scope(creds))
-            policy.authorize(creds, 'livesnap:server:get', server.project_id)
-            return 200, {'server': views.server(
-                server, _HostDetails(creds)(server.project_id))}
+        server = db.server_with_disks(server_id, policy.scope(creds))
+        policy.authorize(creds, 'livesnap:server:get', server.project_id)
+        return 200, {'server': views.server(
+            server, _HostDetails(creds)(server.project_id))}
 
     def create(self, creds, req_id, body, params=None):
         spec = body['server']
@@ -164,29 +131,9 @@ class Servers(object):
                             spec['project_id']):
             raise exception.Forbidden(
                 policy.refusal(creds, 'livesnap:server:create'))
-        names = [d['name'] for d in spec['disks']]
-        if len(set(names)) != len(names):
-            raise exception.BadRequest('Disk names must be unique.')
-        with db.transaction() as s:
-            _check_disk_paths(s, spec['host'], spec['disks'])
-            if s.get(models.Server, spec['id']) is not None:
-                raise exception.Conflict('Server %s already exists.'
-                                         % spec['id'])
-            server = models.Server(
-                id=spec['id'], name=spec['name'],
-                project_id=spec['project_id'], host=spec['host'],
-                qmp_socket=spec.get('qmp_socket'))
-            s.add(server)
-            for d in spec['disks']:
-                s.add(models.Disk(id=snapshot_policy.operations.new_id(),
-                                  server_id=server.id, name=d['name'],
-                                  active_image=d['path']))
-            s.flush()
-            s.refresh(server)
-            LOG.info('Registered server %(id)s on host %(host)s',
-                     {'id': server.id, 'host': server.host})
-            return 201, {'server': views.server(
-                server, _HostDetails(creds)(server.project_id))}
+        server = servers.register(spec)
+        return 201, {'server': views.server(
+            server, _HostDetails(creds)(server.project_id))}
 
 
 class Snapshots(object):
@@ -209,37 +156,32 @@ class Snapshots(object):
     def create(self, creds, req_id, server_id, body, params=None):
         spec = body['snapshot']
         scope = policy.scope(creds)
-        with db.transaction() as s:
-            project_id = db.server_get(s, server_id, scope).project_id
+        with db.reader() as conn:
+            project_id = reads.server_project(conn, server_id, scope)
         policy.authorize(creds, 'livesnap:snapshot:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
             snapshot_id, operation_id = snapshot_policy.create(
                 _ctxt(creds, req_id), server_id, spec['disk'], spec['name'],
                 project_id=scope)
-        with db.transaction() as s:
-            snap = s.get(models.Snapshot, snapshot_id)
-            op = s.get(models.Operation, operation_id)
-            return 202, {'snapshot': views.snapshot(snap, snap.disk),
-                         'operation': views.operation(
-                             op, snap.disk.name,
-                             _HostDetails(creds)(op.project_id))}
+        snap, disk, op = db.snapshot_and_operation(snapshot_id,
+                                                   operation_id)
+        return 202, {'snapshot': views.snapshot(snap, disk),
+                     'operation': views.operation(
+                         op, disk.name, _HostDetails(creds)(op.project_id))}
 
     def show(self, creds, req_id, snapshot_id, body=None, params=None):
         """A logically deleted snapshot is shown (status ``deleted``) to
         whoever may list it (``include_deleted=true``); to anyone else it
         does not exist."""
-        scope = policy.scope(creds)
-        with db.transaction() as s:
-            snap = db.snapshot_get(s, snapshot_id, scope,
-                                   include_deleted=True)
-            policy.authorize(creds, 'livesnap:snapshot:get', snap.project_id)
-            if snap.status == 'deleted' and not policy.check(
-                    creds, 'livesnap:snapshot:list:include_deleted',
-                    snap.project_id):
-                raise exception.NotFound('Snapshot %s could not be found.'
-                                         % snapshot_id)
-            return 200, {'snapshot': views.snapshot(snap, snap.disk)}
+        snap, disk = db.snapshot_with_disk(snapshot_id, policy.scope(creds))
+        policy.authorize(creds, 'livesnap:snapshot:get', snap.project_id)
+        if snap.status == 'deleted' and not policy.check(
+                creds, 'livesnap:snapshot:list:include_deleted',
+                snap.project_id):
+            raise exception.NotFound('Snapshot %s could not be found.'
+                                     % snapshot_id)
+        return 200, {'snapshot': views.snapshot(snap, disk)}
 
     def delete(self, creds, req_id, snapshot_id, body=None, params=None):
         scope = policy.scope(creds)
@@ -263,27 +205,16 @@ class Snapshots(object):
         return 202, _operation(operation_id, _HostDetails(creds))
 
 
-def _operation(operation_id, details):
-    """``{"operation": …}``; ``details`` is a :class:`_HostDetails`."""
-    with db.transaction() as s:
-        op = s.get(models.Operation, operation_id)
-        names = _disk_names(s, [op])
-        return {'operation': views.operation(op, names.get(op.disk_id),
-                                             details(op.project_id))}
-
-
 class Operations(object):
 
     def index(self, creds, req_id, body=None, params=None):
         policy.authorize(creds, 'livesnap:operation:list')
         server_id = (params or {}).get('server_id') or None
-        with db.transaction() as s:
-            ops = db.operation_list(s, policy.scope(creds), server_id)
-            names = _disk_names(s, ops)
-            details = _HostDetails(creds)
-            return 200, {'operations': [
-                views.operation(op, names.get(op.disk_id),
-                                details(op.project_id)) for op in ops]}
+        details = _HostDetails(creds)
+        return 200, {'operations': [
+            views.operation(op, disk_name, details(op.project_id))
+            for op, disk_name in db.operations_with_disk_names(
+                policy.scope(creds), server_id)]}
 
     def show(self, creds, req_id, operation_id, body=None, params=None):
         with db.reader() as conn:

@@ -47,6 +47,9 @@ _ENGINE = None
 _SESSIONMAKER = None
 _READER = None
 
+#: Execution option of a SQLite read that begins deferred.
+_NEVER_WAIT = 'livesnap_never_wait'
+
 #: Seconds a pooled connection may sit idle before it is pinged on
 #: checkout (servers and firewalls drop idle connections).
 PING_AFTER_IDLE = 30.0
@@ -68,7 +71,10 @@ def _make_engine(url, **kwargs):
 
         @sa.event.listens_for(engine, 'begin')
         def _on_begin(connection):
-            connection.exec_driver_sql('BEGIN IMMEDIATE')
+            if connection.get_execution_options().get(_NEVER_WAIT):
+                connection.exec_driver_sql('BEGIN')  # see read_never_waiting
+            else:
+                connection.exec_driver_sql('BEGIN IMMEDIATE')
         return engine
     kwargs.setdefault('isolation_level', 'READ COMMITTED')
     engine = sa.create_engine(url, pool_size=CONF.database.max_pool_size,
@@ -165,6 +171,28 @@ def reader():
             yield conn
 
 
+@contextlib.contextmanager
+def read_never_waiting():
+    """A Core connection for a short read that never waits for a writer,
+    not even for a transaction the calling thread itself has open.
+
+    The conductor reads the agents' RPC versions (``conductor.
+    agent_versions``) from wherever it builds a task, which may be inside
+    a transaction.  SQLite: a deferred transaction, which reads beside a
+    writer's RESERVED lock (``reader()`` would queue behind it with BEGIN
+    IMMEDIATE, behind the caller's own transaction).  PostgreSQL and
+    MySQL: ``reader()``'s autocommit pool.
+    """
+    engine = get_engine()
+    if _READER is not None:
+        with _READER.connect() as conn:
+            yield conn
+        return
+    with engine.connect() as conn:
+        conn.execution_options(**{_NEVER_WAIT: True})
+        yield conn
+
+
 # ---------------------------------------------------------------- hosts
 
 def host_heartbeat(name, info=None, started_at=None):
@@ -187,11 +215,23 @@ def host_list():
 
 
 def host_is_alive(session, name):
-    host = session.get(models.Host, name)
+    return _heard_from_lately(session.get(models.Host, name))
+
+
+def _heard_from_lately(host):
+    """Whether ``host`` (a Host or None) sent a heartbeat within
+    ``[conductor] host_down_time``."""
     if host is None:
         return False
     age = (models.utcnow() - host.last_heartbeat).total_seconds()
     return age <= CONF.conductor.host_down_time
+
+
+def hosts_with_liveness():
+    """``[(host, alive)]`` of every host, by name."""
+    with transaction() as s:
+        return [(h, _heard_from_lately(h)) for h in s.scalars(
+            sa.select(models.Host).order_by(models.Host.name))]
 
 
 # -------------------------------------------------------------- servers
@@ -203,6 +243,26 @@ def server_get(session, server_id, project_id=None):
                           and server.project_id != project_id):
         raise exception.NotFound('Server %s could not be found.' % server_id)
     return server
+
+
+def server_list(project_id=None):
+    """The servers with their disks, oldest first; ``project_id`` None
+    means every project's."""
+    query = sa.select(models.Server).order_by(models.Server.created_at,
+                                              models.Server.id)
+    if project_id is not None:
+        query = query.where(models.Server.project_id == project_id)
+    with transaction() as s:
+        return list(s.scalars(query))
+
+
+def server_with_disks(server_id, project_id=None):
+    """The server with its disks, read in a transaction of its own.
+
+    :raises: NotFound, also for another project's server.
+    """
+    with transaction() as s:
+        return server_get(s, server_id, project_id)
 
 
 def disk_get_by_name(session, server, name):
@@ -272,6 +332,36 @@ def snapshot_get(session, snapshot_id, project_id=None, include_deleted=True):
     return snap
 
 
+def snapshot_with_disk(snapshot_id, project_id=None):
+    """``(snapshot, its disk)``, read in a transaction of their own;
+    logically deleted snapshots included.
+
+    :raises: NotFound, also for another project's snapshot.
+    """
+    with transaction() as s:
+        snap = snapshot_get(s, snapshot_id, project_id, include_deleted=True)
+        return snap, snap.disk
+
+
+def snapshot_and_operation(snapshot_id, operation_id):
+    """``(snapshot, its disk, operation)`` just started, read in one
+    transaction."""
+    with transaction() as s:
+        snap = s.get(models.Snapshot, snapshot_id)
+        return snap, snap.disk, s.get(models.Operation, operation_id)
+
+
+def snapshot_project_and_status(snapshot_id, project_id=None):
+    """``(project_id, status)`` of a snapshot, logically deleted ones
+    included.
+
+    :raises: NotFound, also for another project's snapshot.
+    """
+    with transaction() as s:
+        snap = snapshot_get(s, snapshot_id, project_id, include_deleted=True)
+        return snap.project_id, snap.status
+
+
 def snapshots_of_disk(session, disk_id):
     return list(session.scalars(
         sa.select(models.Snapshot)
@@ -297,6 +387,35 @@ def operation_get(session, operation_id, project_id=None):
         raise exception.NotFound('Operation %s could not be found.'
                                  % operation_id)
     return op
+
+
+def _disk_names(session, ops):
+    ids = {op.disk_id for op in ops}
+    if not ids:
+        return {}
+    return dict(session.execute(
+        sa.select(models.Disk.id, models.Disk.name)
+        .where(models.Disk.id.in_(ids))).all())
+
+
+def operation_with_disk_name(operation_id):
+    """``(operation, its disk's name or None)``, read in a transaction of
+    their own.
+
+    :raises: NotFound
+    """
+    with transaction() as s:
+        op = operation_get(s, operation_id)
+        return op, _disk_names(s, [op]).get(op.disk_id)
+
+
+def operations_with_disk_names(project_id=None, server_id=None):
+    """``[(operation, its disk's name or None)]``, newest first (see
+    ``operation_list``), read in one transaction."""
+    with transaction() as s:
+        ops = operation_list(s, project_id, server_id)
+        names = _disk_names(s, ops)
+        return [(op, names.get(op.disk_id)) for op in ops]
 
 
 def operation_transition(session, operation_id, expected, new, **values):

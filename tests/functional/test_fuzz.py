@@ -19,6 +19,7 @@ import os
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from agent import images
 from conductor.db import api as db
@@ -53,7 +54,7 @@ def _state():
             out[model.__tablename__] = sorted(
                 repr(sorted((c.name, repr(getattr(r, c.name)))
                             for c in model.__table__.columns))
-                for r in s.query(model).all())
+                for r in s.scalars(sa.select(model)))
     return out
 
 
@@ -63,10 +64,12 @@ def _settle(timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with db.transaction() as s:
-            busy = s.query(models.Operation).filter(
-                models.Operation.status.in_(('pending', 'running'))).count()
-            locked = s.query(models.Disk).filter(
-                models.Disk.operation_id.isnot(None)).count()
+            busy = s.scalar(
+                sa.select(sa.func.count()).select_from(models.Operation)
+                .where(models.Operation.status.in_(('pending', 'running'))))
+            locked = s.scalar(
+                sa.select(sa.func.count()).select_from(models.Disk)
+                .where(models.Disk.operation_id.isnot(None)))
         if not busy and not locked:
             return
         time.sleep(0.02)
@@ -77,8 +80,8 @@ def _known_ids(dep):
     ids = {'server_id': ['srv1', 'srv2'], 'snapshot_id': [],
            'operation_id': []}
     with db.transaction() as s:
-        ids['snapshot_id'] = [x.id for x in s.query(models.Snapshot)]
-        ids['operation_id'] = [x.id for x in s.query(models.Operation)]
+        ids['snapshot_id'] = list(s.scalars(sa.select(models.Snapshot.id)))
+        ids['operation_id'] = list(s.scalars(sa.select(models.Operation.id)))
     return ids
 
 

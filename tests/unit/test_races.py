@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+import sqlalchemy as sa
 
 from conductor.db import api as db
 from conductor.db import models
@@ -162,10 +163,10 @@ def _conductor_ops(s1, wait=True):
     deadline = time.monotonic() + 30
     while True:
         with db.transaction() as s:
-            ops = [(o.status, o.mode) for o in s.query(
-                models.Operation).filter(
-                models.Operation.snapshot_id == s1,
-                models.Operation.requested_by == 'conductor')]
+            ops = [(o.status, o.mode) for o in s.scalars(
+                sa.select(models.Operation).where(
+                    models.Operation.snapshot_id == s1,
+                    models.Operation.requested_by == 'conductor'))]
         if ops or not wait or time.monotonic() > deadline:
             return ops
         time.sleep(0.02)
