@@ -13,7 +13,9 @@ import urllib.parse
 
 import pytest
 
-from livesnap import cli
+from livesnapclient import format as fmt
+from livesnapclient import shell
+from livesnapclient import wait
 
 TOKEN = "secret-token"
 
@@ -83,7 +85,10 @@ def api(monkeypatch):
     stub.thread.start()
     monkeypatch.setenv("LIVESNAP_URL", stub.url)
     monkeypatch.setenv("LIVESNAP_TOKEN", TOKEN)
-    monkeypatch.setattr(cli, "POLL_INTERVAL", 0.01)
+    for name in ("OS_CLOUD", "OS_AUTH_URL", "OS_REGION_NAME",
+                 "OS_INTERFACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(wait, "POLL_INTERVAL", 0.01)
     yield stub
     stub.server.shutdown()
     stub.server.server_close()
@@ -91,7 +96,7 @@ def api(monkeypatch):
 
 def run(capsys, *argv):
     """Run the CLI; return (exit status, stdout, stderr)."""
-    rc = cli.main(list(argv))
+    rc = shell.main(list(argv))
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
@@ -232,7 +237,7 @@ def test_server_create_without_qmp_socket_omits_it(api, capsys):
 
 def test_server_create_rejects_bad_disk_spec(api, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["server", "create", "--id", "s", "--name", "n",
+        shell.main(["server", "create", "--id", "s", "--name", "n",
                   "--project", "p", "--host", "h", "--disk", "vda"])
     assert exc.value.code == 2
     assert "NAME=PATH" in capsys.readouterr().err
@@ -460,7 +465,7 @@ def test_snapshot_list_tree_ascii(api, capsys):
 
 def test_tree_survives_parent_cycle():
     cyc = [snap("x", "x", "y"), snap("y", "y", "x")]
-    lines = cli.draw_tree(cyc, cli.ASCII_TREE)
+    lines = fmt.draw_tree(cyc, fmt.ASCII_TREE)
     assert lines[0] == "Disk vda:"
     assert sum("x [x]" in line for line in lines) == 1
     assert sum("y [y]" in line for line in lines) == 1
@@ -625,7 +630,7 @@ def test_connection_refused(capsys, monkeypatch):
 
 def test_missing_command_is_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main([])
+        shell.main([])
     assert exc.value.code == 2
 
 
@@ -636,7 +641,7 @@ def test_missing_command_is_usage_error(capsys):
     (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**5, "3072.0 TiB"),
 ])
 def test_human_size(size, text):
-    assert cli.human_size(size) == text
+    assert fmt.human_size(size) == text
 
 
 def test_path_segments_are_quoted(api, capsys):
