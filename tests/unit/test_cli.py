@@ -1,13 +1,19 @@
-"""Tests of the ``livesnap`` client CLI against a stub REST API.
+"""Tests of the ``livesnap`` command and of ``openstack livesnap`` against
+a stub REST API (and a stub keystone).
 
 The stub is a real ``http.server`` in a thread: each test registers canned
 answers per (method, path) and checks the requests the CLI sent and what it
-printed.
+printed. ``livesnap`` runs in-process; ``openstack`` (python-openstackclient
+with the plugin) as a subprocess.
 """
 
 import http.server
+import importlib.metadata
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import urllib.parse
 
@@ -691,3 +697,202 @@ def test_path_segments_are_quoted(api, capsys):
     rc, _, _ = run(capsys, "snapshot", "show", "a/b c")
     assert rc == 0
     assert urllib.parse.unquote(api.last()["path"]) == "/v1/snapshots/a/b c"
+
+
+# ---------------------------------------------------------------- keystone
+
+KS_TOKEN = "ks-issued-token"
+
+
+def keystone(api, catalog_url):
+    """Make the stub a keystone v3 too, whose catalog has livesnap at
+    ``catalog_url`` (region RegionOne, public interface)."""
+    api.add("GET", "/v3", (200, {"version": {
+        "id": "v3.14", "status": "stable",
+        "links": [{"rel": "self", "href": api.url + "/v3/"}]}}))
+    domain = {"id": "default", "name": "Default"}
+    api.add("POST", "/v3/auth/tokens", (201, {"token": {
+        "methods": ["password"],
+        "expires_at": "2099-01-01T00:00:00.000000Z",
+        "issued_at": "2024-01-01T00:00:00.000000Z",
+        "user": {"id": "u1", "name": "demo", "domain": domain},
+        "project": {"id": "p1", "name": "demo", "domain": domain},
+        "roles": [{"id": "r1", "name": "member"}],
+        "catalog": [{"type": "livesnap", "id": "svc1", "name": "livesnap",
+                     "endpoints": [{"id": "e1", "interface": "public",
+                                    "region": "RegionOne",
+                                    "region_id": "RegionOne",
+                                    "url": catalog_url}]}]}},
+        {"X-Subject-Token": KS_TOKEN}))
+
+
+def _password_request(api):
+    auth = [r for r in api.requests if r["path"] == "/v3/auth/tokens"]
+    assert auth, api.requests
+    return auth[0]["body"]["auth"]["identity"]["password"]["user"]
+
+
+@pytest.mark.parametrize("suffix", ["", "/v1/"])
+def test_keystone_from_os_variables_and_the_catalog(api, capsys,
+                                                    monkeypatch, suffix):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url + suffix)
+    for name, value in (("OS_AUTH_URL", api.url + "/v3"),
+                        ("OS_USERNAME", "demo"), ("OS_PASSWORD", "pw"),
+                        ("OS_PROJECT_NAME", "demo"),
+                        ("OS_USER_DOMAIN_NAME", "Default"),
+                        ("OS_PROJECT_DOMAIN_NAME", "Default")):
+        monkeypatch.setenv(name, value)
+    api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
+    rc, out, err = run(capsys, "server", "list", "-f", "value", "-c", "ID")
+    assert rc == 0, err
+    assert out == "srv1\n"
+    assert _password_request(api)["name"] == "demo"
+    req = api.last()
+    assert req["path"] == "/v1/servers"
+    assert req["headers"]["X-Auth-Token"] == KS_TOKEN
+
+
+def test_keystone_from_clouds_yaml(api, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url)
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n"
+        "  mycloud:\n"
+        "    auth:\n"
+        "      auth_url: %s/v3\n"
+        "      username: operator\n"
+        "      password: pw\n"
+        "      project_name: demo\n"
+        "      user_domain_name: Default\n"
+        "      project_domain_name: Default\n"
+        "    region_name: RegionOne\n" % api.url)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": snap("snap-1", "s1", None)}))
+    rc, out, err = run(capsys, "--os-cloud", "mycloud", "snapshot", "show",
+                       "snap-1", "-f", "json")
+    assert rc == 0, err
+    assert json.loads(out)["id"] == "snap-1"
+    assert _password_request(api)["name"] == "operator"
+    assert api.last()["headers"]["X-Auth-Token"] == KS_TOKEN
+
+
+def test_keystone_catalog_without_livesnap(api, capsys, monkeypatch,
+                                           tmp_path):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url)
+    body = api.routes[("POST", "/v3/auth/tokens")][0][1]
+    body["token"]["catalog"][0]["type"] = "something-else"
+    for name, value in (("OS_AUTH_URL", api.url + "/v3"),
+                        ("OS_USERNAME", "demo"), ("OS_PASSWORD", "pw"),
+                        ("OS_PROJECT_NAME", "demo"),
+                        ("OS_USER_DOMAIN_NAME", "Default"),
+                        ("OS_PROJECT_DOMAIN_NAME", "Default")):
+        monkeypatch.setenv(name, value)
+    rc, out, err = run(capsys, "server", "list")
+    assert rc == 1
+    assert "no endpoint of service type 'livesnap'" in err
+
+
+def test_keystone_rejects_the_password(api, capsys, monkeypatch):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url)
+    api.add("POST", "/v3/auth/tokens",
+            (401, {"error": {"code": 401, "title": "Unauthorized",
+                             "message": "The request you have made "
+                                        "requires authentication."}}))
+    for name, value in (("OS_AUTH_URL", api.url + "/v3"),
+                        ("OS_USERNAME", "demo"), ("OS_PASSWORD", "bad"),
+                        ("OS_PROJECT_NAME", "demo"),
+                        ("OS_USER_DOMAIN_NAME", "Default"),
+                        ("OS_PROJECT_DOMAIN_NAME", "Default")):
+        monkeypatch.setenv(name, value)
+    rc, out, err = run(capsys, "server", "list")
+    assert rc == 1
+    assert out == ""
+    assert "Error: authentication failed" in err
+
+
+# ---------------------------------------------------------------- openstack
+
+def _entry_points(group):
+    return {ep.name: ep.value
+            for ep in importlib.metadata.entry_points(group=group)}
+
+
+def test_openstack_plugin_and_livesnap_run_the_same_commands():
+    standalone = _entry_points("livesnap.cli")
+    plugin = _entry_points("openstack.livesnap.v1")
+    assert len(standalone) >= 12
+    assert {"livesnap_" + name: value
+            for name, value in standalone.items()} == plugin
+    assert _entry_points("openstack.cli.extension")["livesnap"] == \
+        "livesnapclient.osc.plugin"
+
+
+def openstack(*argv, env=None):
+    """Run python-openstackclient; return (status, stdout, stderr)."""
+    pytest.importorskip("openstackclient")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("OS_", "LIVESNAP_"))}
+    clean.update(env or {})
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "openstack")]
+        + list(argv), env=clean, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_openstack_finds_livesnap_in_the_catalog(api):
+    keystone(api, api.url)
+    api.add("GET", "/v1/servers/srv1/snapshots?include_deleted=true",
+            (200, {"snapshots": TREE[:6]}))
+    rc, out, err = openstack(
+        "livesnap", "snapshot", "list", "srv1", "--tree", "--ascii",
+        env={"OS_AUTH_URL": api.url + "/v3", "OS_USERNAME": "demo",
+             "OS_PASSWORD": "pw", "OS_PROJECT_NAME": "demo",
+             "OS_USER_DOMAIN_NAME": "Default",
+             "OS_PROJECT_DOMAIN_NAME": "Default"})
+    assert rc == 0, err
+    assert out.splitlines()[:3] == [
+        "Disk vda:",
+        "base [aaaaaaaa] available 10.0 GiB",
+        "+- a [bbbbbbbb] available 512.0 KiB"]
+    assert api.last()["headers"]["X-Auth-Token"] == KS_TOKEN
+
+
+def test_openstack_exit_statuses_and_errors(api):
+    fixed = ("--os-auth-type", "admin_token", "--os-endpoint", api.url,
+             "--os-token", TOKEN)
+    api.add("DELETE", "/v1/snapshots/snap-1",
+            (202, {"operation": op(action="delete", mode="merge")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", mode="merge",
+                                   status="failed", error="boom")}))
+    rc, out, err = openstack(*fixed, "livesnap", "snapshot", "delete",
+                             "snap-1", "--wait", "-f", "json")
+    assert rc == 1
+    assert json.loads(out)["status"] == "failed"
+    assert "Error: operation op-1 failed: boom" in err
+    assert api.last()["headers"]["X-Auth-Token"] == TOKEN
+
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", status="running")}))
+    rc, out, err = openstack(*fixed, "livesnap", "snapshot", "delete",
+                             "snap-1", "--wait", "--timeout", "0.2")
+    assert rc == 2
+    assert "timed out" in err
+
+    api.add("POST", "/v1/snapshots/snap-1/revert",
+            (409, {"error": {"code": "conflict",
+                             "message": "server srv1 is running"}}))
+    rc, out, err = openstack(*fixed, "livesnap", "snapshot", "revert",
+                             "snap-1")
+    assert rc == 1
+    assert "Error (HTTP 409 conflict): server srv1 is running" in err
