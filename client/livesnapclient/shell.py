@@ -15,8 +15,7 @@ How it authenticates, first match wins:
   variables such as ``OS_AUTH_URL``): the endpoint comes from the service
   catalog (service type ``livesnap``), or from ``--url``/``LIVESNAP_URL``
   when set;
-- neither: requests without a token to ``--url`` (an API with
-  ``auth_strategy = noauth``).
+- neither: requests without a token to ``--url``.
 
 Exit status: 0 on success; 1 on an API error, a connection failure or a
 failed operation (``--wait``); 2 on bad usage or when ``--wait`` times out.
