@@ -896,3 +896,22 @@ def test_openstack_exit_statuses_and_errors(api):
                              "snap-1")
     assert rc == 1
     assert "Error (HTTP 409 conflict): server srv1 is running" in err
+
+
+def test_the_client_imports_nothing_of_the_server():
+    """python-livesnapclient installs without the service: importing every
+    module of it loads neither livesnap's packages nor their libraries."""
+    code = (
+        "import json, sys\n"
+        "import livesnapclient.shell, livesnapclient.osc.plugin\n"
+        "import livesnapclient.v1.servers, livesnapclient.v1.hosts\n"
+        "import livesnapclient.v1.snapshots, livesnapclient.v1.operations\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True, cwd="/").stdout
+    loaded = set(json.loads(out))
+    server = {"agent", "conductor", "livesnap", "livesnap_tools", "tests",
+              "oslo_messaging", "oslo_config", "sqlalchemy", "kombu",
+              "webob", "keystonemiddleware"}
+    assert loaded & server == set()
+    assert "livesnapclient" in loaded and "keystoneauth1" in loaded
