@@ -112,7 +112,7 @@ class Client:
         except ks_exc.ConnectionError as exc:
             raise exceptions.ConnectionFailed(
                 "Error: cannot connect to the livesnap API at %s: %s"
-                % (base, exc)) from None
+                % (base, _reason(exc))) from None
         except ks_exc.ClientException as exc:
             raise exceptions.ClientError(
                 "Error: authentication failed: %s" % exc) from None
@@ -181,6 +181,19 @@ class Client:
 def _q(value):
     """Quote one path segment."""
     return urllib.parse.quote(str(value), safe="")
+
+
+def _reason(exc):
+    """The system's reason for a connection failure (``[Errno 111]
+    Connection refused``) rather than the layers of wrappers around it."""
+    seen = set()
+    cause = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, OSError) and cause.strerror:
+            return str(cause)
+        cause = cause.__cause__ or cause.__context__
+    return str(exc)
 
 
 def _api_error(resp):
