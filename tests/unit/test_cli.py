@@ -531,6 +531,16 @@ def test_snapshot_show(api, capsys):
     assert "1048576 (1.0 MiB)" in out
 
 
+def test_snapshot_show_fields_of_newer_apis_when_given(api, capsys):
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": dict(snap("snap-1", "s1", None),
+                                    protected=True, policy_id=None)}))
+    rc, out, _ = run(capsys, "snapshot", "show", "snap-1")
+    assert rc == 0
+    assert "| protected  | yes " in out
+    assert "| policy_id  | -  " in out
+
+
 def test_snapshot_delete_prints_mode(api, capsys):
     api.add("DELETE", "/v1/snapshots/snap-1",
             (202, {"operation": op(action="delete", mode="logical",

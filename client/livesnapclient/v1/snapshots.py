@@ -9,7 +9,10 @@ from livesnapclient.v1 import operations
 from livesnapclient import wait
 
 SNAPSHOT_FIELDS = ("id", "name", "server_id", "disk", "parent_id", "status",
-                   "created_at", "size_bytes", "current")
+                   "created_at", "size_bytes", "current", "protected",
+                   "policy_id")
+#: Fields of newer API versions: shown when the API gives them.
+NEWER_FIELDS = ("protected", "policy_id")
 SNAPSHOT_FORMATTERS = {"size_bytes": fmt.SizeDetail,
                        "operation": fmt.Operation}
 
@@ -22,7 +25,7 @@ def snapshot_view(snapshot, operation=None):
     if operation is not None:
         obj["operation"] = operation
         fields += ("operation",)
-    return fmt.show(obj, fields, SNAPSHOT_FORMATTERS)
+    return fmt.show(obj, fields, SNAPSHOT_FORMATTERS, optional=NEWER_FIELDS)
 
 
 class CreateSnapshot(wait.WaitMixin, show.ShowOne):
