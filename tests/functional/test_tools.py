@@ -82,7 +82,7 @@ def _livesnap(url, token, *argv):
     """Run the CLI in-process; return (status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
     status = shell.main(['--url', url, '--token', token] + list(argv),
-                      stdout=out, stderr=err)
+                        stdout=out, stderr=err)
     return status, out.getvalue(), err.getvalue()
 
 

@@ -29,8 +29,9 @@ TOKEN = "secret-token"
 class StubAPI:
     """Canned answers per (method, path-with-query), and recorded requests.
 
-    A route holds a list of ``(status, body[, headers])``; each request consumes the
-    first one and the last one repeats, so a sequence of poll answers is
+    A route holds a list of ``(status, body[, headers])``; each request
+    consumes the first one and the last one repeats, so a sequence of poll
+    answers is
     one list.
     """
 
@@ -279,7 +280,7 @@ def test_server_create_without_qmp_socket_omits_it(api, capsys):
 def test_server_create_rejects_bad_disk_spec(api, capsys):
     with pytest.raises(SystemExit) as exc:
         shell.main(["server", "create", "--id", "s", "--name", "n",
-                  "--project", "p", "--host", "h", "--disk", "vda"])
+                    "--project", "p", "--host", "h", "--disk", "vda"])
     assert exc.value.code == 2
     assert "NAME=PATH" in capsys.readouterr().err
     assert api.requests == []
