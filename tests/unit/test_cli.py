@@ -31,8 +31,7 @@ class StubAPI:
 
     A route holds a list of ``(status, body[, headers])``; each request
     consumes the first one and the last one repeats, so a sequence of poll
-    answers is
-    one list.
+    answers is one list.
     """
 
     def __init__(self):
