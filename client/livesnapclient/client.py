@@ -164,6 +164,33 @@ class Client:
         return self.request("POST", "/snapshots/%s/revert"
                             % _q(snapshot_id))["operation"]
 
+    def protect_snapshot(self, snapshot_id, protected=True):
+        return self.request("PATCH", "/snapshots/%s" % _q(snapshot_id),
+                            {"snapshot": {"protected": protected}}
+                            )["snapshot"]
+
+    def list_policies(self, server_id=None):
+        query = {"server_id": server_id} if server_id else None
+        return self.request("GET", "/policies", query=query)["policies"]
+
+    def get_policy(self, policy_id):
+        return self.request("GET", "/policies/%s" % _q(policy_id))["policy"]
+
+    def create_policy(self, policy):
+        return self.request("POST", "/policies", {"policy": policy})["policy"]
+
+    def update_policy(self, policy_id, changes):
+        return self.request("PATCH", "/policies/%s" % _q(policy_id),
+                            {"policy": changes})["policy"]
+
+    def delete_policy(self, policy_id):
+        return self.request("DELETE",
+                            "/policies/%s" % _q(policy_id))["policy"]
+
+    def list_policy_runs(self, policy_id):
+        return self.request("GET",
+                            "/policies/%s/runs" % _q(policy_id))["runs"]
+
     def get_operation(self, operation_id):
         return self.request("GET",
                             "/operations/%s" % _q(operation_id))["operation"]

@@ -112,6 +112,29 @@ class ShowSnapshot(show.ShowOne):
             parsed_args.snapshot_id))
 
 
+class ProtectSnapshot(show.ShowOne):
+    """Protect a snapshot: it cannot be deleted and no policy prunes it."""
+
+    protected = True
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("snapshot_id", metavar="<snapshot>",
+                            help="snapshot id")
+        return parser
+
+    def take_action(self, parsed_args):
+        return snapshot_view(
+            self.app.client_manager.livesnap.protect_snapshot(
+                parsed_args.snapshot_id, self.protected))
+
+
+class UnprotectSnapshot(ProtectSnapshot):
+    """Unprotect a snapshot."""
+
+    protected = False
+
+
 class DeleteSnapshot(wait.WaitMixin, show.ShowOne):
     """Delete a snapshot; shows the mode the conductor chose (physical,
     merge or logical)."""
