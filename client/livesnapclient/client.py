@@ -238,4 +238,6 @@ def _api_error(resp):
         message = err.get("message", message)
     except (ValueError, KeyError, TypeError, AttributeError):
         pass
-    return exceptions.ApiError(resp.status_code, code, message)
+    return exceptions.ApiError(
+        resp.status_code, code, message,
+        request_id=resp.headers.get("x-openstack-request-id"))

@@ -14,17 +14,23 @@ class ApiError(ClientError):
     :param status: the HTTP status code.
     :param code: the ``error.code`` of the JSON body (or the HTTP reason).
     :param message: the ``error.message`` of the JSON body (or the raw body).
+    :param request_id: the ``x-openstack-request-id`` of the answer, the
+        key to the conductor's log lines for this request; None if absent.
     """
 
-    def __init__(self, status, code, message):
+    def __init__(self, status, code, message, request_id=None):
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.request_id = request_id
 
     def __str__(self):
-        return "Error (HTTP %s %s): %s" % (self.status, self.code,
+        text = "Error (HTTP %s %s): %s" % (self.status, self.code,
                                            self.message)
+        if self.request_id:
+            text += " (request %s)" % self.request_id
+        return text
 
 
 class ConnectionFailed(ClientError):

@@ -656,6 +656,17 @@ def test_not_found_error(api, capsys):
     assert "Error (HTTP 404 not_found): snapshot nope not found" in err
 
 
+def test_error_shows_the_request_id(api, capsys):
+    api.add("GET", "/v1/snapshots/nope",
+            (404, {"error": {"code": "not_found",
+                             "message": "snapshot nope not found"}},
+             {"x-openstack-request-id": "req-1234"}))
+    rc, out, err = run(capsys, "snapshot", "show", "nope")
+    assert rc == 1
+    assert err.strip() == ("Error (HTTP 404 not_found): snapshot nope not "
+                           "found (request req-1234)")
+
+
 def test_error_without_json_body(api, capsys):
     api.add("GET", "/v1/servers", (503, b"upstream down"))
     rc, _, err = run(capsys, "server", "list")
