@@ -26,7 +26,8 @@ import socket
 import sys
 import time
 
-from livesnap import cli
+from livesnapclient import client as lsclient
+from livesnapclient import exceptions as lsexc
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -125,24 +126,34 @@ def admin_token_from(token_file):
 
 # ------------------------------------------------------------- REST API
 
-class API(cli.ApiClient):
-    """The CLI's REST client, reporting failures as boot-vm's errors."""
+class API(lsclient.Client):
+    """The CLI's REST client, reporting failures as boot-vm's errors.
+
+    :param url: base URL of the API.
+    :param token: admin token sent as ``X-Auth-Token``.
+    :param timeout: socket timeout of each request, in seconds.
+    """
+
+    def __init__(self, url, token, timeout=lsclient.REQUEST_TIMEOUT):
+        super().__init__(lsclient.fixed_endpoint_session(url, token,
+                                                         timeout),
+                         endpoint_override=url)
 
     def get_server(self, server_id):
         """The server record, or None if it is not registered."""
         try:
             return super().get_server(server_id)
-        except cli.ApiError as exc:
+        except lsexc.ApiError as exc:
             if exc.status == 404:
                 return None
             raise DemoError("GET server %s: %s" % (server_id, exc))
-        except cli.CLIError as exc:
+        except lsexc.ClientError as exc:
             raise DemoError(_reason(exc))
 
     def register(self, server):
         try:
             return self.create_server(server)
-        except cli.CLIError as exc:
+        except lsexc.ClientError as exc:
             raise DemoError("registering server %s failed: %s"
                             % (server["id"], _reason(exc)))
 
@@ -562,7 +573,7 @@ def wait_ready_main(argv):
         try:
             api.list_servers()
             break
-        except cli.CLIError:
+        except lsexc.ClientError:
             pass
         time.sleep(0.3)
     # The agent's first heartbeat: read it as the conductor does.

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from livesnap import cli
 from livesnap import testvm
+from livesnapclient import shell
 from tests import fixtures
 
 pytestmark = pytest.mark.functional
@@ -81,8 +81,8 @@ def _wait_no_processes(state, timeout=60):
 def _livesnap(url, token, *argv):
     """Run the CLI in-process; return (status, stdout, stderr)."""
     out, err = io.StringIO(), io.StringIO()
-    status = cli.main(['--url', url, '--token', token] + list(argv),
-                      stdout=out, stderr=err)
+    status = shell.main(['--url', url, '--token', token] + list(argv),
+                        stdout=out, stderr=err)
     return status, out.getvalue(), err.getvalue()
 
 
@@ -112,14 +112,14 @@ def _snapshot(url, token, name):
                                  '--disk', 'vda', '--name', name, '--wait',
                                  '--timeout', '300', '-f', 'json')
     assert status == 0, (out, err)
-    result = json.loads(out)
-    op = result['operation']
+    snapshot = json.loads(out)
+    op = snapshot.pop('operation')
     assert op['status'] == 'succeeded', op
     assert [s['name'] for s in op['steps']] == [
         'prepare', 'pause', 'pivot', 'resume'], op
     assert all(s['status'] == 'done' for s in op['steps']), op
-    assert result['snapshot']['status'] == 'available', result
-    return result['snapshot'], op
+    assert snapshot['status'] == 'available', snapshot
+    return snapshot, op
 
 
 def _stop(state):
@@ -156,7 +156,7 @@ def test_run_detach_snapshot_stop_and_rerun(state):
         status, out, err = _livesnap(url, token, 'server', 'list',
                                      '-f', 'json')
         assert status == 0, err
-        assert [s['id'] for s in json.loads(out)] == ['demo']
+        assert [s['ID'] for s in json.loads(out)] == ['demo']
 
         # Data written through the running QEMU, then an online snapshot.
         conf = os.path.join(state, 'livesnap.conf')
@@ -213,8 +213,8 @@ def test_run_detach_snapshot_stop_and_rerun(state):
         s2, _ = _snapshot(url2, token2, 's2')
         snaps = json.loads(_livesnap(url2, token2, 'snapshot', 'list',
                                      'demo', '-f', 'json')[1])
-        by_name = {s['name']: s for s in snaps}
-        assert by_name['s2']['parent_id'] == s1['id']
+        by_name = {s['Name']: s for s in snaps}
+        assert by_name['s2']['Parent'] == s1['id']
     except Exception:
         print('--- livesnap.log ---\n' + _log(state))
         raise

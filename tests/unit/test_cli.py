@@ -1,19 +1,27 @@
-"""Tests of the ``livesnap`` client CLI against a stub REST API.
+"""Tests of the ``livesnap`` command and of ``openstack livesnap`` against
+a stub REST API (and a stub keystone).
 
 The stub is a real ``http.server`` in a thread: each test registers canned
 answers per (method, path) and checks the requests the CLI sent and what it
-printed.
+printed. ``livesnap`` runs in-process; ``openstack`` (python-openstackclient
+with the plugin) as a subprocess.
 """
 
 import http.server
+import importlib.metadata
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import urllib.parse
 
 import pytest
 
-from livesnap import cli
+from livesnapclient import format as fmt
+from livesnapclient import shell
+from livesnapclient import wait
 
 TOKEN = "secret-token"
 
@@ -21,9 +29,9 @@ TOKEN = "secret-token"
 class StubAPI:
     """Canned answers per (method, path-with-query), and recorded requests.
 
-    A route holds a list of ``(status, body)``; each request consumes the
-    first one and the last one repeats, so a sequence of poll answers is
-    one list.
+    A route holds a list of ``(status, body[, headers])``; each request
+    consumes the first one and the last one repeats, so a sequence of poll
+    answers is one list.
     """
 
     def __init__(self):
@@ -42,22 +50,27 @@ class StubAPI:
                     "body": json.loads(raw) if raw else None,
                 })
                 answers = stub.routes.get((self.command, self.path))
+                headers = {}
                 if not answers:
                     status, body = 404, {"error": {
                         "code": "not_found", "message": "no route %s %s"
                         % (self.command, self.path)}}
                 else:
-                    status, body = (answers.pop(0) if len(answers) > 1
-                                    else answers[0])
+                    answer = (answers.pop(0) if len(answers) > 1
+                              else answers[0])
+                    status, body = answer[:2]
+                    headers = answer[2] if len(answer) > 2 else {}
                 data = (body if isinstance(body, bytes)
                         else json.dumps(body).encode())
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
 
-            do_GET = do_POST = do_DELETE = _serve
+            do_GET = do_POST = do_DELETE = do_PATCH = _serve
 
             def log_message(self, *args):
                 pass
@@ -70,7 +83,8 @@ class StubAPI:
                                        daemon=True)
 
     def add(self, method, path, *answers):
-        """Register answers ``(status, body)`` for ``method path``."""
+        """Register answers ``(status, body[, headers])`` for ``method path``.
+        """
         self.routes[(method, path)] = list(answers)
 
     def last(self):
@@ -83,7 +97,10 @@ def api(monkeypatch):
     stub.thread.start()
     monkeypatch.setenv("LIVESNAP_URL", stub.url)
     monkeypatch.setenv("LIVESNAP_TOKEN", TOKEN)
-    monkeypatch.setattr(cli, "POLL_INTERVAL", 0.01)
+    for name in ("OS_CLOUD", "OS_AUTH_URL", "OS_REGION_NAME",
+                 "OS_INTERFACE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(wait, "POLL_INTERVAL", 0.01)
     yield stub
     stub.server.shutdown()
     stub.server.server_close()
@@ -91,7 +108,7 @@ def api(monkeypatch):
 
 def run(capsys, *argv):
     """Run the CLI; return (exit status, stdout, stderr)."""
-    rc = cli.main(list(argv))
+    rc = shell.main(list(argv))
     captured = capsys.readouterr()
     return rc, captured.out, captured.err
 
@@ -149,7 +166,34 @@ def test_server_list_json(api, capsys):
     api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
     rc, out, _ = run(capsys, "-f", "json", "server", "list")
     assert rc == 0
-    assert json.loads(out) == [SERVER]
+    assert json.loads(out) == [{"ID": "srv1", "Name": "web", "Project": "p1",
+                                "Host": "hv1", "Disks": ["vda"]}]
+
+
+def test_format_and_columns_after_the_command(api, capsys):
+    api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
+    rc, out, _ = run(capsys, "server", "list", "-f", "json", "-c", "ID",
+                     "-c", "Disks")
+    assert rc == 0
+    assert json.loads(out) == [{"ID": "srv1", "Disks": ["vda"]}]
+    rc, out, _ = run(capsys, "server", "list", "-f", "value", "-c", "Name")
+    assert (rc, out) == (0, "web\n")
+    rc, out, _ = run(capsys, "server", "list", "-f", "csv")
+    assert out.splitlines()[0] == '"ID","Name","Project","Host","Disks"'
+    rc, out, _ = run(capsys, "server", "list", "-f", "yaml")
+    assert "- Disks:\n  - vda\n" in out
+
+
+def test_show_json_keeps_api_values(api, capsys):
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": snap("snap-1", "s1", None)}))
+    rc, out, _ = run(capsys, "snapshot", "show", "snap-1", "-f", "json")
+    assert rc == 0
+    assert json.loads(out) == snap("snap-1", "s1", None)
+    rc, out, _ = run(capsys, "snapshot", "show", "snap-1", "-f", "value",
+                     "-c", "size_bytes", "-c", "parent_id")
+    # value, like json, prints the API values, in the columns' order
+    assert out.splitlines() == ["None", "1048576"]
 
 
 def test_global_options_after_command_and_explicit_url(api, capsys,
@@ -176,9 +220,11 @@ def test_server_show_table_includes_disks(api, capsys):
     api.add("GET", "/v1/servers/srv1", (200, {"server": SERVER}))
     rc, out, _ = run(capsys, "server", "show", "srv1")
     assert rc == 0
-    assert "| qmp_socket | /run/qmp-srv1.sock |" in out
-    assert "Disks:" in out
-    assert "| vda  | /img/vda.active.qcow2 | snap-c   | no   |" in out
+    assert "| qmp_socket | /run/qmp-srv1.sock " in out
+    assert ("| disks      | vda: snapshot snap-c, busy no, active image "
+            "/img/vda.active.qcow2 |") in out
+    rc, out, _ = run(capsys, "server", "show", "srv1", "-f", "json")
+    assert json.loads(out) == SERVER
 
 
 #: What a tenant (no host details) gets for SERVER.
@@ -198,8 +244,8 @@ def test_server_list_and_show_without_host_details(api, capsys):
     rc, out, err = run(capsys, "server", "show", "srv1")
     assert rc == 0, err
     assert "qmp_socket" not in out and "| host" not in out
-    assert "Active image" not in out
-    assert "| vda  | snap-c   | no   |" in out
+    assert "active image" not in out
+    assert "| disks      | vda: snapshot snap-c, busy no |" in out
 
 
 def test_server_create_posts_body(api, capsys):
@@ -232,8 +278,8 @@ def test_server_create_without_qmp_socket_omits_it(api, capsys):
 
 def test_server_create_rejects_bad_disk_spec(api, capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main(["server", "create", "--id", "s", "--name", "n",
-                  "--project", "p", "--host", "h", "--disk", "vda"])
+        shell.main(["server", "create", "--id", "s", "--name", "n",
+                    "--project", "p", "--host", "h", "--disk", "vda"])
     assert exc.value.code == 2
     assert "NAME=PATH" in capsys.readouterr().err
     assert api.requests == []
@@ -255,7 +301,7 @@ def test_snapshot_create_without_wait(api, capsys):
     assert req["body"] == {"snapshot": {"name": "s1", "disk": "vda"}}
     assert req["headers"]["X-Auth-Token"] == TOKEN
     assert "| status     | creating" in out
-    assert "Operation: op-1 (pending)" in out
+    assert "| operation  | op-1 (pending) " in out
 
 
 def test_snapshot_create_json(api, capsys):
@@ -265,7 +311,8 @@ def test_snapshot_create_json(api, capsys):
     rc, out, _ = run(capsys, "-f", "json", "snapshot", "create", "srv1",
                      "--disk", "vda", "--name", "s1")
     assert rc == 0
-    assert json.loads(out) == body
+    assert json.loads(out) == dict(body["snapshot"],
+                                   operation=body["operation"])
 
 
 def test_snapshot_create_wait_succeeds(api, capsys):
@@ -293,8 +340,10 @@ def test_snapshot_create_wait_succeeds(api, capsys):
     assert "Operation op-1: succeeded" in err
     assert "| status     | available" in out
     assert "2147483648 (2.0 GiB)" in out
-    assert "| pause             | succeeded | 12.5          |" in out
-    assert "| pause_ms    | 12.5" in out
+    assert "| operation  | op-1 (succeeded) " in out
+    assert "|            | guest I/O paused for 12.5 ms " in out
+    assert "|            | precreate_overlay  succeeded  40 ms " in out
+    assert "|            | pause              succeeded  12.5 ms " in out
 
 
 def test_snapshot_create_wait_json_prints_final_objects(api, capsys):
@@ -308,8 +357,8 @@ def test_snapshot_create_wait_json_prints_final_objects(api, capsys):
     rc, out, _ = run(capsys, "-f", "json", "snapshot", "create", "srv1",
                      "--disk", "vda", "--name", "s1", "--wait")
     assert rc == 0
-    assert json.loads(out) == {"snapshot": final_snap,
-                               "operation": op(status="succeeded")}
+    assert json.loads(out) == dict(final_snap,
+                                   operation=op(status="succeeded"))
 
 
 def test_snapshot_create_wait_failure(api, capsys):
@@ -325,7 +374,9 @@ def test_snapshot_create_wait_failure(api, capsys):
     rc, out, err = run(capsys, "snapshot", "create", "srv1", "--disk",
                        "vda", "--name", "s1", "--wait")
     assert rc == 1
-    assert "| status      | failed" in out
+    assert "| status     | error" in out
+    assert "| operation  | op-1 (failed) " in out
+    assert "|            | error: blockdev-add: disk full " in out
     assert "Error: operation op-1 failed: blockdev-add: disk full" in err
 
 
@@ -336,10 +387,11 @@ def test_wait_timeout_exits_2(api, capsys):
     api.add("GET", "/v1/operations/op-1",
             (200, {"operation": op(action="delete", mode="merge",
                                    status="running", progress=10.0)}))
-    rc, _, err = run(capsys, "--timeout", "0.1", "snapshot", "delete",
-                     "snap-1", "--wait")
+    rc, out, err = run(capsys, "snapshot", "delete", "snap-1", "--wait",
+                       "--timeout", "0.1")
     assert rc == 2
-    assert "timed out" in err
+    assert "Error: timed out after 0.1 s waiting for operation op-1" in err
+    assert "| status" not in out
 
 
 def test_wait_prints_progress_of_merges(api, capsys):
@@ -393,7 +445,10 @@ def test_snapshot_list_all_includes_deleted(api, capsys):
     assert rc == 0
     assert api.last()["path"] == \
         "/v1/servers/srv1/snapshots?include_deleted=true"
-    assert json.loads(out) == snaps
+    assert json.loads(out) == [{
+        "ID": "snap-aaaa", "Name": "base", "Disk": "vda", "Parent": None,
+        "Status": "deleted", "Size": 1048576,
+        "Created": "2024-01-01T00:00:00Z", "Current": False}]
 
 
 TREE = [
@@ -460,7 +515,7 @@ def test_snapshot_list_tree_ascii(api, capsys):
 
 def test_tree_survives_parent_cycle():
     cyc = [snap("x", "x", "y"), snap("y", "y", "x")]
-    lines = cli.draw_tree(cyc, cli.ASCII_TREE)
+    lines = fmt.draw_tree(cyc, fmt.ASCII_TREE)
     assert lines[0] == "Disk vda:"
     assert sum("x [x]" in line for line in lines) == 1
     assert sum("y [y]" in line for line in lines) == 1
@@ -474,6 +529,16 @@ def test_snapshot_show(api, capsys):
     assert api.last()["method"] == "GET"
     assert "| parent_id  | snap-0" in out
     assert "1048576 (1.0 MiB)" in out
+
+
+def test_snapshot_show_fields_of_newer_apis_when_given(api, capsys):
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": dict(snap("snap-1", "s1", None),
+                                    protected=True, policy_id=None)}))
+    rc, out, _ = run(capsys, "snapshot", "show", "snap-1")
+    assert rc == 0
+    assert "| protected  | yes " in out
+    assert "| policy_id  | -  " in out
 
 
 def test_snapshot_delete_prints_mode(api, capsys):
@@ -534,13 +599,10 @@ def test_operation_show_table_with_steps(api, capsys):
             (200, {"operation": op(status="succeeded", steps=steps)}))
     rc, out, _ = run(capsys, "operation", "show", "op-1")
     assert rc == 0
-    fields, _, step_table = out.partition("Steps:")
-    assert "| pause_ms    | 12.5" in fields
-    assert "| action      | create" in fields
-    assert "| Step              | Status    | Duration (ms) |" in step_table
-    assert "| stop              | succeeded | 1.25          |" in step_table
-    assert "| blockdev_snapshot | succeeded | 8             |" in step_table
-    assert step_table.rstrip().endswith("Guest I/O paused for 12.5 ms")
+    assert "| pause_ms    | 12.5 " in out
+    assert "| action      | create " in out
+    assert "| steps       | stop               succeeded  1.25 ms |" in out
+    assert "|             | blockdev_snapshot  succeeded  8 ms    |" in out
 
 
 def test_operation_show_json(api, capsys):
@@ -579,7 +641,7 @@ def test_operation_list_all(api, capsys):
     rc, out, _ = run(capsys, "operation", "list")
     assert rc == 0
     assert api.last()["path"] == "/v1/operations"
-    assert "| ID | Action |" in out
+    assert out.strip() == ""   # an empty list prints nothing, as in OSC
 
 
 # ---------------------------------------------------------------- errors
@@ -592,6 +654,17 @@ def test_not_found_error(api, capsys):
     assert rc == 1
     assert out == ""
     assert "Error (HTTP 404 not_found): snapshot nope not found" in err
+
+
+def test_error_shows_the_request_id(api, capsys):
+    api.add("GET", "/v1/snapshots/nope",
+            (404, {"error": {"code": "not_found",
+                             "message": "snapshot nope not found"}},
+             {"x-openstack-request-id": "req-1234"}))
+    rc, out, err = run(capsys, "snapshot", "show", "nope")
+    assert rc == 1
+    assert err.strip() == ("Error (HTTP 404 not_found): snapshot nope not "
+                           "found (request req-1234)")
 
 
 def test_error_without_json_body(api, capsys):
@@ -625,7 +698,7 @@ def test_connection_refused(capsys, monkeypatch):
 
 def test_missing_command_is_usage_error(capsys):
     with pytest.raises(SystemExit) as exc:
-        cli.main([])
+        shell.main([])
     assert exc.value.code == 2
 
 
@@ -636,7 +709,7 @@ def test_missing_command_is_usage_error(capsys):
     (1536, "1.5 KiB"), (5 * 1024**3, "5.0 GiB"), (3 * 1024**5, "3072.0 TiB"),
 ])
 def test_human_size(size, text):
-    assert cli.human_size(size) == text
+    assert fmt.human_size(size) == text
 
 
 def test_path_segments_are_quoted(api, capsys):
@@ -645,3 +718,221 @@ def test_path_segments_are_quoted(api, capsys):
     rc, _, _ = run(capsys, "snapshot", "show", "a/b c")
     assert rc == 0
     assert urllib.parse.unquote(api.last()["path"]) == "/v1/snapshots/a/b c"
+
+
+# ---------------------------------------------------------------- keystone
+
+KS_TOKEN = "ks-issued-token"
+
+
+def keystone(api, catalog_url):
+    """Make the stub a keystone v3 too, whose catalog has livesnap at
+    ``catalog_url`` (region RegionOne, public interface)."""
+    api.add("GET", "/v3", (200, {"version": {
+        "id": "v3.14", "status": "stable",
+        "links": [{"rel": "self", "href": api.url + "/v3/"}]}}))
+    domain = {"id": "default", "name": "Default"}
+    api.add("POST", "/v3/auth/tokens", (201, {"token": {
+        "methods": ["password"],
+        "expires_at": "2099-01-01T00:00:00.000000Z",
+        "issued_at": "2024-01-01T00:00:00.000000Z",
+        "user": {"id": "u1", "name": "demo", "domain": domain},
+        "project": {"id": "p1", "name": "demo", "domain": domain},
+        "roles": [{"id": "r1", "name": "member"}],
+        "catalog": [{"type": "livesnap", "id": "svc1", "name": "livesnap",
+                     "endpoints": [{"id": "e1", "interface": "public",
+                                    "region": "RegionOne",
+                                    "region_id": "RegionOne",
+                                    "url": catalog_url}]}]}},
+        {"X-Subject-Token": KS_TOKEN}))
+
+
+def _password_request(api):
+    auth = [r for r in api.requests if r["path"] == "/v3/auth/tokens"]
+    assert auth, api.requests
+    return auth[0]["body"]["auth"]["identity"]["password"]["user"]
+
+
+@pytest.mark.parametrize("suffix", ["", "/v1/"])
+def test_keystone_from_os_variables_and_the_catalog(api, capsys,
+                                                    monkeypatch, suffix):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url + suffix)
+    for name, value in (("OS_AUTH_URL", api.url + "/v3"),
+                        ("OS_USERNAME", "demo"), ("OS_PASSWORD", "pw"),
+                        ("OS_PROJECT_NAME", "demo"),
+                        ("OS_USER_DOMAIN_NAME", "Default"),
+                        ("OS_PROJECT_DOMAIN_NAME", "Default")):
+        monkeypatch.setenv(name, value)
+    api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
+    rc, out, err = run(capsys, "server", "list", "-f", "value", "-c", "ID")
+    assert rc == 0, err
+    assert out == "srv1\n"
+    assert _password_request(api)["name"] == "demo"
+    req = api.last()
+    assert req["path"] == "/v1/servers"
+    assert req["headers"]["X-Auth-Token"] == KS_TOKEN
+
+
+def test_keystone_from_clouds_yaml(api, capsys, monkeypatch, tmp_path):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url)
+    clouds = tmp_path / "clouds.yaml"
+    clouds.write_text(
+        "clouds:\n"
+        "  mycloud:\n"
+        "    auth:\n"
+        "      auth_url: %s/v3\n"
+        "      username: operator\n"
+        "      password: pw\n"
+        "      project_name: demo\n"
+        "      user_domain_name: Default\n"
+        "      project_domain_name: Default\n"
+        "    region_name: RegionOne\n" % api.url)
+    monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(clouds))
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": snap("snap-1", "s1", None)}))
+    rc, out, err = run(capsys, "--os-cloud", "mycloud", "snapshot", "show",
+                       "snap-1", "-f", "json")
+    assert rc == 0, err
+    assert json.loads(out)["id"] == "snap-1"
+    assert _password_request(api)["name"] == "operator"
+    assert api.last()["headers"]["X-Auth-Token"] == KS_TOKEN
+
+
+def test_keystone_catalog_without_livesnap(api, capsys, monkeypatch,
+                                           tmp_path):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url)
+    body = api.routes[("POST", "/v3/auth/tokens")][0][1]
+    body["token"]["catalog"][0]["type"] = "something-else"
+    for name, value in (("OS_AUTH_URL", api.url + "/v3"),
+                        ("OS_USERNAME", "demo"), ("OS_PASSWORD", "pw"),
+                        ("OS_PROJECT_NAME", "demo"),
+                        ("OS_USER_DOMAIN_NAME", "Default"),
+                        ("OS_PROJECT_DOMAIN_NAME", "Default")):
+        monkeypatch.setenv(name, value)
+    rc, out, err = run(capsys, "server", "list")
+    assert rc == 1
+    assert "no endpoint of service type 'livesnap'" in err
+
+
+def test_keystone_rejects_the_password(api, capsys, monkeypatch):
+    monkeypatch.delenv("LIVESNAP_URL")
+    monkeypatch.delenv("LIVESNAP_TOKEN")
+    keystone(api, api.url)
+    api.add("POST", "/v3/auth/tokens",
+            (401, {"error": {"code": 401, "title": "Unauthorized",
+                             "message": "The request you have made "
+                                        "requires authentication."}}))
+    for name, value in (("OS_AUTH_URL", api.url + "/v3"),
+                        ("OS_USERNAME", "demo"), ("OS_PASSWORD", "bad"),
+                        ("OS_PROJECT_NAME", "demo"),
+                        ("OS_USER_DOMAIN_NAME", "Default"),
+                        ("OS_PROJECT_DOMAIN_NAME", "Default")):
+        monkeypatch.setenv(name, value)
+    rc, out, err = run(capsys, "server", "list")
+    assert rc == 1
+    assert out == ""
+    assert "Error: authentication failed" in err
+
+
+# ---------------------------------------------------------------- openstack
+
+def _entry_points(group):
+    return {ep.name: ep.value
+            for ep in importlib.metadata.entry_points(group=group)}
+
+
+def test_openstack_plugin_and_livesnap_run_the_same_commands():
+    standalone = _entry_points("livesnap.cli")
+    plugin = _entry_points("openstack.livesnap.v1")
+    assert len(standalone) >= 12
+    assert {"livesnap_" + name: value
+            for name, value in standalone.items()} == plugin
+    assert _entry_points("openstack.cli.extension")["livesnap"] == \
+        "livesnapclient.osc.plugin"
+
+
+def openstack(*argv, env=None):
+    """Run python-openstackclient; return (status, stdout, stderr)."""
+    pytest.importorskip("openstackclient")
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("OS_", "LIVESNAP_"))}
+    clean.update(env or {})
+    proc = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "openstack")]
+        + list(argv), env=clean, capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=120)
+    return proc.returncode, proc.stdout, proc.stderr
+
+
+def test_openstack_finds_livesnap_in_the_catalog(api):
+    keystone(api, api.url)
+    api.add("GET", "/v1/servers/srv1/snapshots?include_deleted=true",
+            (200, {"snapshots": TREE[:6]}))
+    rc, out, err = openstack(
+        "livesnap", "snapshot", "list", "srv1", "--tree", "--ascii",
+        env={"OS_AUTH_URL": api.url + "/v3", "OS_USERNAME": "demo",
+             "OS_PASSWORD": "pw", "OS_PROJECT_NAME": "demo",
+             "OS_USER_DOMAIN_NAME": "Default",
+             "OS_PROJECT_DOMAIN_NAME": "Default"})
+    assert rc == 0, err
+    assert out.splitlines()[:3] == [
+        "Disk vda:",
+        "base [aaaaaaaa] available 10.0 GiB",
+        "+- a [bbbbbbbb] available 512.0 KiB"]
+    assert api.last()["headers"]["X-Auth-Token"] == KS_TOKEN
+
+
+def test_openstack_exit_statuses_and_errors(api):
+    fixed = ("--os-auth-type", "admin_token", "--os-endpoint", api.url,
+             "--os-token", TOKEN)
+    api.add("DELETE", "/v1/snapshots/snap-1",
+            (202, {"operation": op(action="delete", mode="merge")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", mode="merge",
+                                   status="failed", error="boom")}))
+    rc, out, err = openstack(*fixed, "livesnap", "snapshot", "delete",
+                             "snap-1", "--wait", "-f", "json")
+    assert rc == 1
+    assert json.loads(out)["status"] == "failed"
+    assert "Error: operation op-1 failed: boom" in err
+    assert api.last()["headers"]["X-Auth-Token"] == TOKEN
+
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="delete", status="running")}))
+    rc, out, err = openstack(*fixed, "livesnap", "snapshot", "delete",
+                             "snap-1", "--wait", "--timeout", "0.2")
+    assert rc == 2
+    assert "timed out" in err
+
+    api.add("POST", "/v1/snapshots/snap-1/revert",
+            (409, {"error": {"code": "conflict",
+                             "message": "server srv1 is running"}}))
+    rc, out, err = openstack(*fixed, "livesnap", "snapshot", "revert",
+                             "snap-1")
+    assert rc == 1
+    assert "Error (HTTP 409 conflict): server srv1 is running" in err
+
+
+def test_the_client_imports_nothing_of_the_server():
+    """python-livesnapclient installs without the service: importing every
+    module of it loads neither livesnap's packages nor their libraries."""
+    code = (
+        "import json, sys\n"
+        "import livesnapclient.shell, livesnapclient.osc.plugin\n"
+        "import livesnapclient.v1.servers, livesnapclient.v1.hosts\n"
+        "import livesnapclient.v1.snapshots, livesnapclient.v1.operations\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, check=True, cwd="/").stdout
+    loaded = set(json.loads(out))
+    server = {"agent", "conductor", "livesnap", "livesnap_tools", "tests",
+              "oslo_messaging", "oslo_config", "sqlalchemy", "kombu",
+              "webob", "keystonemiddleware"}
+    assert loaded & server == set()
+    assert "livesnapclient" in loaded and "keystoneauth1" in loaded
