@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from tests import fixtures
+from livesnap_tools import fixtures
 
 
 def pytest_report_header(config):

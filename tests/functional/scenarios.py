@@ -8,7 +8,7 @@ import os
 import tempfile
 
 from agent import images
-from livesnap import testvm
+from livesnap_tools import testvm
 
 MiB = 1024 * 1024
 

@@ -3,7 +3,7 @@ model of what every layer must contain (tests.functional.tree_check)."""
 
 import time
 
-from livesnap import testvm
+from livesnap_tools import testvm
 from tests.functional import scenarios
 from tests.functional import tree_check
 

@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 
 from agent import images
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 pytestmark = pytest.mark.functional

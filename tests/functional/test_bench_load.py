@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests import fixtures
+from livesnap_tools import fixtures
 
 pytestmark = pytest.mark.functional
 
@@ -49,7 +49,7 @@ def _processes_mentioning(text):
 def test_load_bench_tiny_run_cleans_up():
     _needs_services()
     proc = subprocess.run(
-        [sys.executable, '-m', 'livesnap.bench', '--only', 'load', '--json',
+        [sys.executable, '-m', 'livesnap_tools.bench', '--only', 'load', '--json',
          '--agents', '2', '--vms', '2', '--tenants', '1', '--duration', '3',
          '--depth', '2', '--baseline-n', '2', '--conductors', '1,2'],
         cwd=TOP, capture_output=True, text=True, timeout=600,
@@ -70,7 +70,7 @@ def test_load_bench_tiny_run_cleans_up():
         assert phase['peak_rss_kib']['agent']['n'] == 2
     assert set(load['vm_status'].values()) == {'running'}
     # the table renders from the same data
-    from livesnap import bench_load
+    from livesnap_tools import bench_load
     assert 'operations/s' in '\n'.join(bench_load.render(load))
     # nothing left behind
     assert not os.path.exists(load['state_dir'])

@@ -6,7 +6,7 @@ PostgreSQL as the database, and in one process over kombu+memory.
 
 import pytest
 
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 pytestmark = pytest.mark.functional

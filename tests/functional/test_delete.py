@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conductor.db import api as db
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import tenant
 from tests.functional import tree_check
 

@@ -35,8 +35,8 @@ from conductor import audit
 from conductor.db import api as db
 from livesnap import context
 from livesnap import rpc
-from tests import broker
-from tests import fixtures
+from livesnap_tools import broker
+from livesnap_tools import fixtures
 from tests.functional import tenant
 
 pytestmark = pytest.mark.functional

@@ -1,8 +1,8 @@
 """Crash consistency with a real Linux guest writing while livesnap works.
 
-The guest (livesnap.guest: the cloud kernel and a busybox initramfs under
-TCG, its disk on NVMe) writes 4 KiB blocks stamped with their sequence
-number, each fsynced before the next.  While it writes, the test takes
+The guest (tests/functional/guest.py: the cloud kernel and a busybox
+initramfs under TCG, its disk on NVMe) writes 4 KiB blocks stamped with
+their sequence number, each fsynced before the next.  While it writes, the test takes
 snapshots, deletes the newest one (online block-stream into the live image)
 and a middle one (streamed into the snapshot above it), and takes one more.
 Then the guest is told to stop and powers off.
@@ -21,8 +21,8 @@ import pytest
 
 from agent import images
 from conductor.db import api as db
-from livesnap import guest
-from tests import fixtures
+from tests.functional import guest
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 from tests.functional import tree_check
 

@@ -19,7 +19,7 @@ from oslo_config import cfg
 import pytest
 
 from conductor import notification_samples
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 with warnings.catch_warnings():

@@ -19,7 +19,7 @@ from agent import images
 from agent import qmp
 from agent.driver import qemu
 from agent.steps import StepRecorder
-from livesnap.testvm import TestVM, read_pattern_ok
+from livesnap_tools.testvm import TestVM, read_pattern_ok
 
 pytestmark = pytest.mark.functional
 

@@ -16,9 +16,9 @@ import time
 
 import pytest
 
-from livesnap import testvm
+from livesnap_tools import fixtures
+from livesnap_tools import testvm
 from livesnapclient import shell
-from tests import fixtures
 
 pytestmark = pytest.mark.functional
 

@@ -11,7 +11,7 @@ from conductor.db import api as db
 from conductor.db import models
 from livesnap import context
 from livesnap import rpc
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 pytestmark = pytest.mark.functional

@@ -12,7 +12,7 @@ import subprocess
 import sqlalchemy as sa
 
 from agent import images
-from livesnap import testvm
+from livesnap_tools import testvm
 
 MiB = 1024 * 1024
 SLOTS = 8

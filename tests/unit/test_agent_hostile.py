@@ -17,7 +17,7 @@ from agent import images
 from agent import journal as journal_mod
 from agent import manager
 from agent import tasks
-from tests import fixtures
+from livesnap_tools import fixtures
 
 MiB = 1024 * 1024
 

@@ -12,7 +12,7 @@ import pytest
 from agent import journal as journal_mod
 from agent import manager
 from agent import tasks
-from tests import fixtures
+from livesnap_tools import fixtures
 
 
 class Driver(object):

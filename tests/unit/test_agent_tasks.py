@@ -9,7 +9,7 @@ from agent import exception
 from agent import journal as journal_mod
 from agent import tasks
 from agent import validation
-from tests import fixtures
+from livesnap_tools import fixtures
 
 
 class CountingDriver(object):

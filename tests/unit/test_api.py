@@ -10,7 +10,7 @@ import pytest
 from agent import images
 from conductor.db import api as db
 from tests.functional import scenarios
-from tests import fixtures
+from livesnap_tools import fixtures
 
 _err = fixtures.api_error
 

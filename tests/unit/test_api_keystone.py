@@ -10,7 +10,7 @@ import urllib.request
 import pytest
 
 from agent import images
-from tests import fixtures as ls_fixtures
+from livesnap_tools import fixtures as ls_fixtures
 from tests.functional import scenarios
 
 ks_fixture = pytest.importorskip('keystonemiddleware.fixture')

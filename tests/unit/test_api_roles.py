@@ -20,7 +20,7 @@ import pytest
 from agent import images
 from conductor.db import api as db
 from conductor.db import models
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 #: token -> (project, roles), the same in both modes.

@@ -17,7 +17,7 @@ from conductor.api import schemas
 from conductor.db import api as db
 from conductor.db import models
 from tests.functional import scenarios
-from tests import fixtures
+from livesnap_tools import fixtures
 
 _err = fixtures.api_error
 

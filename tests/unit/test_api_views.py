@@ -14,7 +14,7 @@ from agent import images
 from conductor.api import openapi
 from conductor.api import views
 from conductor import policy
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 #: The views do not depend on the database: SQLite only.

@@ -5,11 +5,11 @@ tests/functional/test_bench_load.py)."""
 
 import pytest
 
-from livesnap import bench
-from livesnap import bench_load
-from livesnap.bench_load import monitor
-from livesnap.bench_load import procstat
-from livesnap.bench_load import tenants
+from livesnap_tools import bench
+from livesnap_tools import bench_load
+from livesnap_tools.bench_load import monitor
+from livesnap_tools.bench_load import procstat
+from livesnap_tools.bench_load import tenants
 
 
 def test_pause_windows_pair_stop_with_next_resume():
@@ -102,7 +102,7 @@ def test_render_a_skipped_section():
 
 
 def test_tenants_share_vms_in_pairs():
-    from livesnap.bench_load import cluster
+    from livesnap_tools.bench_load import cluster
     owners = [cluster.tenant_of(i, 40, 20) for i in range(40)]
     assert owners[:4] == [0, 0, 1, 1] and owners[-1] == 19
     assert [cluster.tenant_of(i, 3, 3) for i in range(3)] == [0, 1, 2]

@@ -4,9 +4,9 @@ import collections
 
 import pytest
 
-from livesnap import chaos
-from livesnap.chaos import checks
-from livesnap.chaos import faults
+from livesnap_tools import chaos
+from livesnap_tools.chaos import checks
+from livesnap_tools.chaos import faults
 
 
 def test_options_defaults_and_quick():

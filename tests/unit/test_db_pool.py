@@ -15,7 +15,7 @@ def _backend_pids():
 
 def test_a_connection_dropped_while_idle_is_replaced(conf, postgres_url,
                                                      monkeypatch):
-    from tests import fixtures
+    from livesnap_tools import fixtures
     fixtures.pg_reset_schema(postgres_url)
     conf.set('connection', postgres_url, group='database')
     db.reset()

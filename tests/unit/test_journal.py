@@ -12,7 +12,7 @@ from agent import exception
 from agent import journal as journal_mod
 from agent import recovery
 from agent import tasks
-from tests import fixtures
+from livesnap_tools import fixtures
 
 
 @pytest.fixture

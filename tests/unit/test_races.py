@@ -14,7 +14,7 @@ from conductor.db import models
 from conductor import operations
 from conductor import snapshots
 from conductor import states
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 from tests.unit.test_api import offline  # noqa: F401  (fixture)
 

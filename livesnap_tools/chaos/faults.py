@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 
-from livesnap.bench_load import cluster as cluster_mod
+from livesnap_tools.bench_load import cluster as cluster_mod
 
 LOG = logging.getLogger('livesnap.chaos')
 
@@ -41,7 +41,7 @@ CHEAP = ('kill_agent', 'kill_conductor', 'kill_qemu_mid_merge',
 
 class Injector(object):
     """Injects faults into a running chaos deployment (see
-    :mod:`livesnap.chaos.run` for ``env``)."""
+    :mod:`livesnap_tools.chaos.run` for ``env``)."""
 
     def __init__(self, env, seed, kinds, gap=(0.5, 3.0)):
         self.env = env
@@ -200,7 +200,7 @@ class Injector(object):
         if op_id is None:
             return False
         proc = subprocess.run(
-            [sys.executable, '-m', 'livesnap.chaos.resend', '--config-file',
+            [sys.executable, '-m', 'livesnap_tools.chaos.resend', '--config-file',
              str(self.env.cluster.config_file), '--operation', op_id],
             capture_output=True, text=True, timeout=60,
             stdin=subprocess.DEVNULL)

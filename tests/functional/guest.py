@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import time
 
-from livesnap import testvm
+from livesnap_tools import testvm
 
 QEMU = "qemu-system-x86_64"
 QEMU_IMG = "qemu-img"

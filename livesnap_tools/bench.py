@@ -27,10 +27,10 @@ It prints one plain-text table per section:
     Requests per second, mean and p99 latency and the conductor's CPU per
     request for ``GET /v1/operations/{id}``, ``GET /v1/servers/{id}/
     snapshots`` and ``POST`` snapshot, with C concurrent clients against a
-    conductor process on RabbitMQ and PostgreSQL (``livesnap.bench_api``).
+    conductor process on RabbitMQ and PostgreSQL (``livesnap_tools.bench_api``).
 ``load`` (only when named: ``--only load``)
     The production shape under load: many agent processes, VMs and
-    tenants, one then two conductors; see :mod:`livesnap.bench_load`.
+    tenants, one then two conductors; see :mod:`livesnap_tools.bench_load`.
 
 Timings are wall-clock on whatever machine runs it; on a shared box they are
 noisy, which is why they live here and not in timed test assertions.
@@ -67,18 +67,6 @@ LIMITS_EXTRA = ('[api]\noperations_per_minute = 0\n'
                 '[conductor]\nmax_chain_depth = 0\nsnapshot_quota = -1\n')
 
 LOG = logging.getLogger('livesnap.bench')
-
-
-def _repo_root():
-    return pathlib.Path(__file__).resolve().parent.parent
-
-
-def _import_fixtures():
-    root = str(_repo_root())
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from tests import fixtures
-    return fixtures
 
 
 # -- clean-up ---------------------------------------------------------------
@@ -185,7 +173,7 @@ def _write(vm, pattern, offset, length, chunk=32 * MiB):
 
 def _start_vm(directory, disk_size, data, name='bench'):
     from agent import images
-    from livesnap import testvm
+    from livesnap_tools import testvm
     base = os.path.join(directory, 'base.qcow2')
     images.create_base(base, disk_size)
     vm = JANITOR.vm(testvm.TestVM(base, os.path.join(directory, 'q.sock'),
@@ -520,7 +508,7 @@ def _drive(dep, n, data, vm_dir, rss_probe=None):
     """Boot a VM, register it, N creates then N deletes through the API.
     Returns latencies and (via ``rss_probe``) memory samples."""
     from agent import images
-    from livesnap import testvm
+    from livesnap_tools import testvm
     base = os.path.join(dep.image_dir, 'srv-vda.qcow2')
     images.create_base(base, 256 * MiB)
     vm = JANITOR.vm(testvm.TestVM(base, os.path.join(vm_dir, 'e.sock'),
@@ -569,7 +557,7 @@ def _drive(dep, n, data, vm_dir, rss_probe=None):
 
 
 def run_inprocess(opts):
-    fixtures = _import_fixtures()
+    from livesnap_tools import fixtures
     from conductor.db import api as db
     from livesnap import rpc
     tmp = pathlib.Path(JANITOR.tmpdir())
@@ -622,7 +610,7 @@ def _private_vhost(result):
     on one vhost consumes from the same ``livesnap-conductor`` queue: a
     benchmark on ``/`` would take other deployments' heartbeats and reports
     (and they ours).  A vhost isolates queues."""
-    fixtures = _import_fixtures()
+    from livesnap_tools import fixtures
     try:
         name = fixtures.rabbit_add_vhost()
         JANITOR.push('delete vhost %s' % name, fixtures.rabbit_delete_vhost,
@@ -642,7 +630,7 @@ def process_deployment(result):
     """Conductor and agent processes on RabbitMQ (a private vhost) and
     PostgreSQL (or SQLite), cleaned up by the janitor; None (and
     ``result['skipped']``) without RabbitMQ."""
-    fixtures = _import_fixtures()
+    from livesnap_tools import fixtures
     if not fixtures.rabbit_available():
         result['skipped'] = 'RabbitMQ at 127.0.0.1:5672 not reachable'
         return None
@@ -759,19 +747,19 @@ def bench_memory(opts):
 
 
 def bench_api(opts):
-    from livesnap import bench_api as api
+    from livesnap_tools import bench_api as api
     return api.run(opts)
 
 
 def bench_pause(opts):
-    from livesnap import bench_pause as pause
+    from livesnap_tools import bench_pause as pause
     return pause.bench_pause(
         opts, lambda d: _start_vm(d, 256 * MiB, 4 * MiB, name='pause'),
         summary, JANITOR.tmpdir)
 
 
 def bench_load(opts):
-    from livesnap import bench_load as load
+    from livesnap_tools import bench_load as load
     return load.run(opts, JANITOR)
 
 
@@ -812,7 +800,7 @@ def render(report):
            'mode: %s' % report['mode'], '']
     sec = report['sections']
     if 'pause' in sec:
-        from livesnap import bench_pause as pause
+        from livesnap_tools import bench_pause as pause
         out += pause.render(sec['pause'], _table, _trio)
     if 'create' in sec:
         out.append('1. Online create, driver level (ms, p50 / p95 / max)')
@@ -878,10 +866,10 @@ def render(report):
         out += _table(['process', 'idle', 'after N ops'], rows)
         out += ['  * ' + n for n in sec['memory']['notes']] + ['']
     if 'api' in sec:
-        from livesnap import bench_api
+        from livesnap_tools import bench_api
         out += bench_api.render(sec['api'])
     if 'load' in sec:
-        from livesnap import bench_load
+        from livesnap_tools import bench_load
         out += bench_load.render(sec['load'])
     for name, err in report.get('errors', {}).items():
         out.append('%s: FAILED: %s' % (name, err))
@@ -960,7 +948,7 @@ def parse_args(argv):
                         '(default 10, quick 3)')
     p.add_argument('--verbose', action='store_true',
                    help='show the services\' logs')
-    from livesnap import bench_load
+    from livesnap_tools import bench_load
     bench_load.add_arguments(p)
     opts = p.parse_args(argv)
     only = [x.strip() for o in opts.only for x in o.split(',') if x.strip()]

@@ -1,6 +1,6 @@
 """One chaos run: build the deployment, load it, break it, check it.
 
-See :mod:`livesnap.chaos` for what it does and docs/faults.md ("Chaos
+See :mod:`livesnap_tools.chaos` for what it does and docs/faults.md ("Chaos
 run") for how to read its table.
 """
 
@@ -12,13 +12,12 @@ import time
 
 import sqlalchemy as sa
 
-from livesnap import bench as _bench
-from livesnap.bench_load import LIMITS
-from livesnap.bench_load import cluster as cluster_mod
-from livesnap.bench_load import monitor as monitor_mod
-from livesnap.chaos import faults
-from livesnap.chaos import services
-from livesnap.chaos import tenants
+from livesnap_tools.bench_load import LIMITS
+from livesnap_tools.bench_load import cluster as cluster_mod
+from livesnap_tools.bench_load import monitor as monitor_mod
+from livesnap_tools.chaos import faults
+from livesnap_tools.chaos import services
+from livesnap_tools.chaos import tenants
 
 MiB = 1024 * 1024
 
@@ -49,7 +48,7 @@ class Env(object):
     # -- set-up -------------------------------------------------------------
     def build(self):
         opts = self.opts
-        fixtures = _bench._import_fixtures()
+        from livesnap_tools import fixtures
         root = self.janitor.tmpdir('lsc-')
         self.root = root
         self.rabbit = services.private_rabbit(fixtures.free_port(),
@@ -220,7 +219,7 @@ def run(opts, janitor):
                                       if t.is_alive()]
     print('chaos: load stopped; settling (at most %d s)' % opts.settle,
           file=sys.stderr)
-    from livesnap.chaos import checks
+    from livesnap_tools.chaos import checks
     result.update(checks.settle(env, faults_end, opts.settle))
     result['checks'] = checks.invariants(env, result)
     result['operations'] = checks.operations(env)

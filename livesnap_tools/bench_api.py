@@ -28,7 +28,7 @@ import os
 import threading
 import time
 
-from livesnap import bench
+from livesnap_tools import bench
 
 #: Token of the project that owns the benchmark's servers.
 TOKEN = 'p1-token'

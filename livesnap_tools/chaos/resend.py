@@ -1,7 +1,7 @@
 """Send an operation's recorded task to its agent once more, exactly as
 the conductor sends it (the chaos run's "duplicated task" fault)::
 
-    python -m livesnap.chaos.resend --config-file F --operation ID
+    python -m livesnap_tools.chaos.resend --config-file F --operation ID
 """
 
 import sys

@@ -1,7 +1,7 @@
 """The chaos run's tenants: the load benchmark's workers, made to keep
 going through faults and to remember what each layer must hold.
 
-A :class:`ChaosWorker` drives one VM like :class:`~livesnap.bench_load.
+A :class:`ChaosWorker` drives one VM like :class:`~livesnap_tools.bench_load.
 tenants.Worker` (create up to ``depth`` snapshots, delete the oldest, ...)
 with these differences:
 
@@ -19,7 +19,7 @@ with these differences:
 import time
 import traceback
 
-from livesnap.bench_load import tenants as tenants_mod
+from livesnap_tools.bench_load import tenants as tenants_mod
 
 KiB = 1024
 #: the disk is written in this many slots of ``slot_size`` bytes
@@ -46,7 +46,7 @@ class Model(object):
 class ChaosWorker(tenants_mod.Worker):
     """One VM's tenant under faults (run :meth:`run` in a thread).
 
-    :param observer: the harness's :class:`~livesnap.bench_load.monitor.
+    :param observer: the harness's :class:`~livesnap_tools.bench_load.monitor.
         Observer` (writes and flushes go through it).
     :param vm_state: the injector's view of the VM: ``up`` (an Event set
         while its QEMU runs) and ``lock`` (held while the tenant writes, so

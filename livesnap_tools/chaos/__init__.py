@@ -1,7 +1,7 @@
 """``tools/chaos``: livesnap under load while things break, then checked.
 
 One run builds the load benchmark's production shape on this machine
-(:mod:`livesnap.bench_load`): ``--agents`` ``livesnap-agent`` processes
+(:mod:`livesnap_tools.bench_load`): ``--agents`` ``livesnap-agent`` processes
 (one host each), ``--vms`` ``-M none`` QEMU VMs with a second QMP monitor
 the run keeps, ``--conductors`` ``livesnap-conductor`` processes sharing
 one database, ``--tenants`` projects -- but on a *private* RabbitMQ node
@@ -37,8 +37,8 @@ import signal
 import sys
 import time
 
-from livesnap import bench as _bench
-from livesnap.chaos import faults
+from livesnap_tools import bench as _bench
+from livesnap_tools.chaos import faults
 
 DEFAULTS = {'agents': 6, 'vms': 12, 'tenants': 6, 'conductors': 2,
             'duration': 300.0}
@@ -186,7 +186,7 @@ def main(argv=None):
                                '%(message)s')
     signal.signal(signal.SIGTERM, _bench._sigterm)
     janitor = _bench.Janitor()
-    from livesnap.chaos import run
+    from livesnap_tools.chaos import run
     try:
         res = run.run(opts, janitor)
     finally:

@@ -94,10 +94,9 @@ class PrivatePostgres(object):
 
 
 def private_rabbit(port, dist_port):
-    """A private RabbitMQ node (tests/broker.py's), not yet started."""
-    from livesnap import bench
-    bench._import_fixtures()   # puts the repository on sys.path
-    from tests import broker
+    """A private RabbitMQ node (livesnap_tools/broker.py's), not yet
+    started."""
+    from livesnap_tools import broker
     if not broker.available():
         raise ServiceError('rabbitmq-server is not installed')
     return broker.PrivateRabbit(port, dist_port)

@@ -33,11 +33,11 @@ import time
 import threading
 import uuid
 
-from livesnap import bench as _bench
-from livesnap.bench_load import cluster as cluster_mod
-from livesnap.bench_load import monitor as monitor_mod
-from livesnap.bench_load import procstat
-from livesnap.bench_load import tenants as tenants_mod
+from livesnap_tools import bench as _bench
+from livesnap_tools.bench_load import cluster as cluster_mod
+from livesnap_tools.bench_load import monitor as monitor_mod
+from livesnap_tools.bench_load import procstat
+from livesnap_tools.bench_load import tenants as tenants_mod
 
 MiB = 1024 * 1024
 
@@ -115,7 +115,7 @@ def finish_options(opts, error):
 # -- one run ---------------------------------------------------------------
 def run(opts, janitor):
     """The load section: returns its result dict (see :func:`render`)."""
-    fixtures = _bench._import_fixtures()
+    from livesnap_tools import fixtures
     missing = [what for what, ok in (
         ('RabbitMQ at 127.0.0.1:5672', fixtures.rabbit_available()),
         ('PostgreSQL at 127.0.0.1:5432', fixtures.postgres_available()))

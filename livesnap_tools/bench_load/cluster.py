@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 
-from livesnap import testvm
+from livesnap_tools import testvm
 
 ADMIN_TOKEN = 'admin-token'
 

@@ -1,12 +1,12 @@
 """Helpers behind ``tools/boot-vm`` and ``tools/run`` (the demo deployment).
 
-``python -m livesnap.demo boot-vm ...``
-    Boot a disk-only QEMU test VM (:class:`livesnap.testvm.TestVM`) on a
+``python -m livesnap_tools.demo boot-vm ...``
+    Boot a disk-only QEMU test VM (:class:`livesnap_tools.testvm.TestVM`) on a
     fresh qcow2 disk and register it through the REST API as admin; or stop,
     start again (on the disk's *current* active image, read from the API) or
     write data through a running one.  See ``tools/boot-vm --help``.
 
-``python -m livesnap.demo wait-ready --config-file FILE``
+``python -m livesnap_tools.demo wait-ready --config-file FILE``
     Wait until the API of a deployment answers and its agent has sent a
     heartbeat (so that snapshot requests are not refused with 503).
 
@@ -167,7 +167,7 @@ def _reason(exc):
 # ------------------------------------------------------------- VMs
 
 def _testvm():
-    from livesnap import testvm
+    from livesnap_tools import testvm
     return testvm
 
 
@@ -550,7 +550,7 @@ def _host_alive(host):
 
 
 def wait_ready_main(argv):
-    p = argparse.ArgumentParser(prog="livesnap.demo wait-ready")
+    p = argparse.ArgumentParser(prog="livesnap_tools.demo wait-ready")
     p.add_argument("--config-file", required=True)
     p.add_argument("--timeout", type=float, default=180.0)
     p.add_argument("--pid", type=int,
@@ -592,7 +592,7 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     commands = {"boot-vm": boot_vm_main, "wait-ready": wait_ready_main}
     if not argv or argv[0] not in commands:
-        print("usage: python -m livesnap.demo {%s} ..."
+        print("usage: python -m livesnap_tools.demo {%s} ..."
               % ",".join(sorted(commands)), file=sys.stderr)
         return 2
     import logging

@@ -1,5 +1,0 @@
-import sys
-
-from livesnap.chaos import main
-
-sys.exit(main())

@@ -1,0 +1,5 @@
+import sys
+
+from livesnap_tools.chaos import main
+
+sys.exit(main())
