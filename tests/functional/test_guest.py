@@ -2,10 +2,10 @@
 
 The guest (tests/functional/guest.py: the cloud kernel and a busybox
 initramfs under TCG, its disk on NVMe) writes 4 KiB blocks stamped with
-their sequence number, each fsynced before the next.  While it writes, the test takes
-snapshots, deletes the newest one (online block-stream into the live image)
-and a middle one (streamed into the snapshot above it), and takes one more.
-Then the guest is told to stop and powers off.
+their sequence number, each fsynced before the next.  While it writes, the
+test takes snapshots, deletes the newest one (online block-stream into the
+live image) and a middle one (streamed into the snapshot above it), and
+takes one more.  Then the guest is told to stop and powers off.
 
 Every snapshot must hold a gap-free prefix 0..k-1 of the sequence, k at
 least what the guest had reported before the request and at most one more
