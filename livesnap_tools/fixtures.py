@@ -128,6 +128,27 @@ def mysql_reset_schema(url):
         engine.dispose()
 
 
+def stop_processes(procs, timeout):
+    """Stop processes: SIGTERM to every one still running, then wait.
+
+    A process still running ``timeout`` seconds after its SIGTERM is
+    killed.  Safe to repeat on processes that have ended.
+
+    :param procs: :class:`subprocess.Popen` objects.
+    :param timeout: seconds to wait for each process after the SIGTERMs.
+    """
+    procs = list(procs)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
@@ -419,12 +440,4 @@ class ProcessDeployment(APIClientMixin):
             return ''
 
     def stop(self):
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.procs.values(), timeout=20)

@@ -18,6 +18,7 @@ import time
 import urllib.error
 import urllib.request
 
+from livesnap_tools import fixtures
 from livesnap_tools import testvm
 
 ADMIN_TOKEN = 'admin-token'
@@ -252,15 +253,7 @@ class Cluster(object):
     # -- teardown -------------------------------------------------------
     def stop(self):
         """Stop every process and VM; safe to repeat."""
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        fixtures.stop_processes(self.procs.values(), timeout=30)
         for spec in self.vms:
             vm = spec['vm']
             if vm is None:

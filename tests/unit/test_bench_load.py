@@ -114,3 +114,29 @@ def test_cpu_total_of_the_deployment_leaves_out_broker_and_bench():
               'rabbitmq': 9.0, 'clients': 9.0}
     assert bench_load._total(per_op, bench_load.OWN_KINDS) == 3.5
     assert bench_load._total({}, bench_load.OWN_KINDS) is None
+
+
+def test_stop_processes_kills_what_ignores_sigterm():
+    """The one stop used by Cluster.stop and ProcessDeployment.stop."""
+    import subprocess
+    import sys
+    from livesnap_tools import fixtures
+    polite = subprocess.Popen([sys.executable, '-c',
+                               'import time; time.sleep(600)'])
+    stubborn = subprocess.Popen(
+        [sys.executable, '-c', 'import signal, sys, time; '
+         'signal.signal(signal.SIGTERM, signal.SIG_IGN); '
+         'print("ready", flush=True); time.sleep(600)'],
+        stdout=subprocess.PIPE)
+    assert stubborn.stdout.readline() == b'ready\n'
+    try:
+        fixtures.stop_processes([polite, stubborn], timeout=1)
+        assert polite.returncode == -15
+        assert stubborn.returncode == -9
+        fixtures.stop_processes([polite, stubborn], timeout=1)  # repeatable
+    finally:
+        for proc in (polite, stubborn):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        stubborn.stdout.close()
