@@ -1,6 +1,6 @@
 """End-to-end scenarios shared by the in-process and multi-process tests.
 
-Each takes a deployment (see tests.fixtures) and drives it only through the
+Each takes a deployment (see livesnap_tools.fixtures) and drives it only through the
 REST API, checking the disks with qemu-img / qemu-io from outside.
 """
 
