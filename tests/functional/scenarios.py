@@ -1,7 +1,7 @@
 """End-to-end scenarios shared by the in-process and multi-process tests.
 
-Each takes a deployment (see livesnap_tools.fixtures) and drives it only through the
-REST API, checking the disks with qemu-img / qemu-io from outside.
+Each takes a deployment (see livesnap_tools.fixtures) and drives it only
+through the REST API, checking the disks with qemu-img / qemu-io from outside.
 """
 
 import os
