@@ -27,7 +27,8 @@ It prints one plain-text table per section:
     Requests per second, mean and p99 latency and the conductor's CPU per
     request for ``GET /v1/operations/{id}``, ``GET /v1/servers/{id}/
     snapshots`` and ``POST`` snapshot, with C concurrent clients against a
-    conductor process on RabbitMQ and PostgreSQL (``livesnap_tools.bench_api``).
+    conductor process on RabbitMQ and PostgreSQL
+    (``livesnap_tools.bench_api``).
 ``load`` (only when named: ``--only load``)
     The production shape under load: many agent processes, VMs and
     tenants, one then two conductors; see :mod:`livesnap_tools.bench_load`.

@@ -200,8 +200,9 @@ class Injector(object):
         if op_id is None:
             return False
         proc = subprocess.run(
-            [sys.executable, '-m', 'livesnap_tools.chaos.resend', '--config-file',
-             str(self.env.cluster.config_file), '--operation', op_id],
+            [sys.executable, '-m', 'livesnap_tools.chaos.resend',
+             '--config-file', str(self.env.cluster.config_file),
+             '--operation', op_id],
             capture_output=True, text=True, timeout=60,
             stdin=subprocess.DEVNULL)
         if proc.returncode != 0:

@@ -49,8 +49,8 @@ def _processes_mentioning(text):
 def test_load_bench_tiny_run_cleans_up():
     _needs_services()
     proc = subprocess.run(
-        [sys.executable, '-m', 'livesnap_tools.bench', '--only', 'load', '--json',
-         '--agents', '2', '--vms', '2', '--tenants', '1', '--duration', '3',
+        [sys.executable, '-m', 'livesnap_tools.bench', '--only', 'load',
+         '--json', '--agents', '2', '--vms', '2', '--tenants', '1', '--duration', '3',
          '--depth', '2', '--baseline-n', '2', '--conductors', '1,2'],
         cwd=TOP, capture_output=True, text=True, timeout=600,
         stdin=subprocess.DEVNULL)
