@@ -50,7 +50,8 @@ KNOWN_WORDS = ('lost update', 'not redelivered')
 def test_short_chaos_run():
     proc = subprocess.run(
         [sys.executable, '-m', 'livesnap_tools.chaos', '--agents', '2',
-         '--vms', '4', '--tenants', '2', '--conductors', '2', '--duration', '45',
+         '--vms', '4', '--tenants', '2', '--conductors', '2',
+         '--duration', '45',
          '--kinds', KINDS, '--gap-min', '1', '--gap-max', '3',
          '--settle', '120', '--seed', '9', '--json'],
         cwd=ROOT, capture_output=True, text=True, timeout=900)
