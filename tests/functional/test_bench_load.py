@@ -51,7 +51,8 @@ def test_load_bench_tiny_run_cleans_up():
     proc = subprocess.run(
         [sys.executable, '-m', 'livesnap_tools.bench', '--only', 'load',
          '--json', '--agents', '2', '--vms', '2', '--tenants', '1',
-         '--duration', '3', '--depth', '2', '--baseline-n', '2', '--conductors', '1,2'],
+         '--duration', '3', '--depth', '2', '--baseline-n', '2',
+         '--conductors', '1,2'],
         cwd=TOP, capture_output=True, text=True, timeout=600,
         stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
