@@ -10,8 +10,8 @@ import sys
 import time
 
 from agent import images
-from livesnap_tools import testvm
 from livesnap_tools.chaos import tenants
+from livesnap_tools import testvm
 
 #: how operation errors are grouped in the table: (code, pattern)
 ERROR_CODES = (

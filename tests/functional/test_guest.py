@@ -21,8 +21,8 @@ import pytest
 
 from agent import images
 from conductor.db import api as db
-from tests.functional import guest
 from livesnap_tools import fixtures
+from tests.functional import guest
 from tests.functional import scenarios
 from tests.functional import tree_check
 

@@ -29,8 +29,8 @@ import pytest
 import sqlalchemy as sa
 
 from agent import images
-from livesnap_tools import testvm
 from livesnap_tools import fixtures
+from livesnap_tools import testvm
 from tests.functional import scenarios
 from tests.functional import tree_check
 
