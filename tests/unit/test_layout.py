@@ -57,7 +57,7 @@ def _top(path):
 
 def test_the_walk_sees_the_tree():
     files = set(_python_files())
-    assert 'livesnap/cli.py' in files
+    assert 'livesnap/rpc.py' in files
     assert 'livesnap_tools/bench.py' in files
     assert 'tests/unit/test_layout.py' in files
 
