@@ -16,18 +16,24 @@ Short heartbeat and host-down options (``hostbed.CONDUCTOR_FAST``,
   servers answer 202 and their operations succeed; once the link is up
   again the agent's journal settles the merge (the operation ends, the
   disk is free) and the host serves again.
+* ``./tools/run --hosts 2 --detach`` serves a demo VM on each host, and
+  ``--stop`` leaves no namespace, link or process behind.
 
 Skipped when not root or without ``ip netns``, RabbitMQ, PostgreSQL or
 QEMU.
 """
 
 import concurrent.futures
+import json
 import os
+import subprocess
 import time
+import urllib.request
 
 import pytest
 
 from livesnap import testvm
+from tests import fixtures
 from tests import hostbed
 
 pytestmark = pytest.mark.functional
@@ -209,3 +215,49 @@ def test_host_cut_off_mid_merge(bed):
     snap_id, op_id = _create(bed, vm.name, 'after')
     _succeeds(bed, op_id)
     assert vm.status() == 'running'
+
+
+def test_tools_run_hosts_and_stop(tmp_path):
+    """``./tools/run --hosts 2 --detach`` serves a demo VM on each host;
+    ``--stop`` removes every namespace, link and process it made."""
+    why = hostbed.unavailable()
+    if why:
+        pytest.skip('host bed unavailable: %s' % why)
+    if os.path.exists('/run/netns/hv1'):
+        pytest.skip('a host bed demo already runs here (namespace hv1)')
+    top = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))
+    run = os.path.join(top, 'tools', 'run')
+    state = tmp_path / 'state'
+    port = fixtures.free_port()
+    record_file = state / 'hosts' / 'bed.json'
+    try:
+        proc = subprocess.run([run, '--hosts', '2', '--detach', '--state-dir',
+                               str(state), '--port', str(port)], cwd=top,
+                              capture_output=True, text=True, timeout=300,
+                              stdin=subprocess.DEVNULL)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert 'demo-hv2' in proc.stdout
+        record = json.loads(record_file.read_text())
+        assert sorted(record['namespaces']) == ['hv1', 'hv2']
+        env = (state / 'hosts' / 'demo.env').read_text().split()
+        token = [w.split('=', 1)[1] for w in env
+                 if w.startswith('LIVESNAP_TOKEN=')][0]
+        req = urllib.request.Request('http://127.0.0.1:%d/v1/servers' % port,
+                                     headers={'X-Auth-Token': token})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            servers = json.loads(resp.read())['servers']
+        assert sorted(s['id'] for s in servers) == ['demo-hv1', 'demo-hv2']
+    finally:
+        stop = subprocess.run([run, '--stop', '--state-dir', str(state)],
+                              cwd=top, capture_output=True, text=True,
+                              timeout=300, stdin=subprocess.DEVNULL)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    assert not record_file.exists()
+    netns = subprocess.run(['ip', 'netns', 'list'], capture_output=True,
+                           text=True).stdout.split()
+    assert 'hv1' not in netns and 'hv2' not in netns
+    assert subprocess.run(['ip', 'link', 'show', record['bridge']],
+                          capture_output=True).returncode != 0
+    for p in record['procs'].values():
+        assert not hostbed._pid_is(p['pid'], p['mark'])
