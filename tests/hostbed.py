@@ -27,9 +27,11 @@ demo of ``./tools/run --hosts N`` (see docs/hosts.md).
 """
 
 import argparse
+import fcntl
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +49,8 @@ CONDUCTOR_FAST = ('[conductor]\nhost_down_time = 3\nperiodic_interval = 0.5\n'
                   'agent_call_timeout = 2\n')
 AGENT_FAST = ('[agent]\nheartbeat_interval = 0.5\n'
               'report_resend_interval = 1\n')
+#: held while a bed picks its network
+LOCK_FILE = '/run/lock/livesnap-hostbed.lock'
 
 
 class BedError(Exception):
@@ -78,7 +82,7 @@ def unavailable():
     if not os.path.exists(os.path.join(services.PG_BIN, 'initdb')):
         return 'PostgreSQL server binaries are not installed'
     for tool in (testvm.QEMU, 'qemu-img'):
-        if subprocess.run(['which', tool], capture_output=True).returncode:
+        if shutil.which(tool) is None:
             return '%s is not installed' % tool
     return None
 
@@ -158,15 +162,15 @@ class HostBed(fixtures.APIClientMixin):
         self.root = os.path.abspath(str(root))
         os.makedirs(self.root, exist_ok=True)
         self.tag = tag or uuid.uuid4().hex[:6]
-        self.net = net or free_net()
+        #: 10.77.X, chosen when the network is made unless given
+        self.net = net
         self.hosts = list(host_names or ['%s-hv%d' % (self.tag, i + 1)
                                          for i in range(hosts)])
         self.bridge = 'lsb-%s' % self.tag
         self.veths = {h: 'lsv-%s-%d' % (self.tag, i + 1)
                       for i, h in enumerate(self.hosts)}
-        self.addresses = {h: '%s.%d' % (self.net, 11 + i)
-                          for i, h in enumerate(self.hosts)}
-        self.address = '%s.1' % self.net
+        self.addresses = {}
+        self.address = None
         self.tokens = tokens or fixtures.TOKENS
         self.extra = extra
         self.agent_extra = agent_extra or {}
@@ -214,7 +218,14 @@ class HostBed(fixtures.APIClientMixin):
         _ip('link', 'add', self.bridge, 'type', 'bridge')
         self.made['bridge'] = self.bridge
         self.save()
-        _ip('addr', 'add', self.address + '/24', 'dev', self.bridge)
+        # Two beds starting at once must not take the same network.
+        with open(LOCK_FILE, 'a') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            self.net = self.net or free_net()
+            self.address = '%s.1' % self.net
+            _ip('addr', 'add', self.address + '/24', 'dev', self.bridge)
+        self.addresses = {h: '%s.%d' % (self.net, 11 + i)
+                          for i, h in enumerate(self.hosts)}
         _ip('link', 'set', self.bridge, 'up')
         for host in self.hosts:
             _ip('netns', 'add', host)
