@@ -29,10 +29,16 @@ def _as_postgres(cmd):
 
 
 class PrivatePostgres(object):
-    """A PostgreSQL cluster in a temporary directory, on ``port``."""
+    """A PostgreSQL cluster in a temporary directory, on ``port``.
 
-    def __init__(self, port):
+    :param host: the address it listens on and is reached at.
+    :param allow: networks (CIDR) besides loopback whose clients it trusts.
+    """
+
+    def __init__(self, port, host='127.0.0.1', allow=()):
         self.port = port
+        self.host = host
+        self.allow = list(allow)
         self.dir = tempfile.mkdtemp(prefix='ls-chaos-pg-')
         self.data = os.path.join(self.dir, 'data')
         self.logfile = os.path.join(self.dir, 'postgres.log')
@@ -41,8 +47,8 @@ class PrivatePostgres(object):
             os.chown(self.dir, user.pw_uid, user.pw_gid)
 
     def url(self, dbname):
-        return 'postgresql+psycopg2://postgres@127.0.0.1:%d/%s' % (
-            self.port, dbname)
+        return 'postgresql+psycopg2://postgres@%s:%d/%s' % (
+            self.host, self.port, dbname)
 
     def _run(self, cmd, timeout=120):
         proc = subprocess.run(_as_postgres(cmd), capture_output=True,
@@ -59,11 +65,14 @@ class PrivatePostgres(object):
             self._run([os.path.join(PG_BIN, 'initdb'), '-D', self.data,
                        '-U', 'postgres', '--auth=trust', '-E', 'UTF8',
                        '--no-sync'])
+            with open(os.path.join(self.data, 'pg_hba.conf'), 'a') as f:
+                for net in self.allow:
+                    f.write('host all all %s trust\n' % net)
         self._run([os.path.join(PG_BIN, 'pg_ctl'), '-D', self.data, '-l',
                    self.logfile, '-w', '-t', '60', '-o',
-                   '-p %d -k %s -c listen_addresses=127.0.0.1 '
+                   '-p %d -k %s -c listen_addresses=%s '
                    '-c max_connections=300 -c fsync=off'
-                   % (self.port, self.dir), 'start'])
+                   % (self.port, self.dir, self.host), 'start'])
 
     def stop(self, mode='fast'):
         if os.path.exists(os.path.join(self.data, 'postmaster.pid')):
@@ -77,7 +86,7 @@ class PrivatePostgres(object):
 
     def create_database(self, name):
         import psycopg2
-        conn = psycopg2.connect(host='127.0.0.1', port=self.port,
+        conn = psycopg2.connect(host=self.host, port=self.port,
                                 user='postgres', dbname='postgres')
         conn.autocommit = True
         try:
