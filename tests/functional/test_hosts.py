@@ -1,6 +1,6 @@
 """Several hypervisor hosts: snapshots on all at once, and a host cut off.
 
-On the host bed (``tests/hostbed.py``): three hosts, each a network
+On the host bed (``livesnap_tools/hostbed.py``): three hosts, each a network
 namespace with its own agent, VM and image directory; the conductor, a
 private RabbitMQ and a private PostgreSQL outside, reached over the bridge.
 Short heartbeat and host-down options (``hostbed.CONDUCTOR_FAST``,
@@ -32,9 +32,9 @@ import urllib.request
 
 import pytest
 
-from livesnap import testvm
-from tests import fixtures
-from tests import hostbed
+from livesnap_tools import testvm
+from livesnap_tools import fixtures
+from livesnap_tools import hostbed
 
 pytestmark = pytest.mark.functional
 

@@ -8,8 +8,8 @@ each namespace run the host's ``livesnap-agent`` and its QEMU VMs
 (``ip netns exec``), with an image directory and a journal of their own.
 The conductors run in the root namespace.
 
-RabbitMQ and PostgreSQL are private ones (``tests/broker.py`` and
-``livesnap/chaos/services.py``) listening on the bridge address only:
+RabbitMQ and PostgreSQL are private ones (``livesnap_tools/broker.py`` and
+``livesnap_tools/chaos/services.py``) listening on the bridge address only:
 agents reach the broker over their veth, and no process uses the
 machine's shared services on 127.0.0.1.
 
@@ -22,7 +22,7 @@ database's directories) is recorded in ``ROOT/bed.json`` and removed by
 :meth:`HostBed.stop`, or by :func:`teardown` from that file (``./tools/run
 --stop``), also after a failed start.
 
-Run as ``python -m tests.hostbed demo --hosts N --root DIR`` it is the
+Run as ``python -m livesnap_tools.hostbed demo --hosts N --root DIR`` it is the
 demo of ``./tools/run --hosts N`` (see docs/hosts.md).
 """
 
@@ -38,10 +38,10 @@ import sys
 import time
 import uuid
 
-from livesnap.chaos import services
-from livesnap import testvm
-from tests import broker
-from tests import fixtures
+from livesnap_tools.chaos import services
+from livesnap_tools import testvm
+from livesnap_tools import broker
+from livesnap_tools import fixtures
 
 #: options that make host failures show within seconds
 CONDUCTOR_FAST = ('[conductor]\nhost_down_time = 3\nperiodic_interval = 0.5\n'
@@ -580,7 +580,7 @@ def _demo_stop(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m tests.hostbed',
+    p = argparse.ArgumentParser(prog='python -m livesnap_tools.hostbed',
                                 description='The several-hosts demo.')
     p.add_argument('action', choices=('demo', 'stop'))
     p.add_argument('--hosts', type=int, default=3)
