@@ -9,6 +9,7 @@ from livesnap.conf import api
 from livesnap.conf import conductor
 from livesnap.conf import database
 from livesnap.conf import default
+from livesnap.conf import libvirt
 
 CONF = cfg.CONF
 
@@ -17,6 +18,7 @@ api.register_opts(CONF)
 agent.register_opts(CONF)
 conductor.register_opts(CONF)
 database.register_opts(CONF)
+libvirt.register_opts(CONF)
 
 # oslo.messaging's own options ([DEFAULT] transport_url, ...) and
 # livesnap's default transport.

@@ -7,8 +7,9 @@ from livesnap.conf import api
 from livesnap.conf import conductor
 from livesnap.conf import database
 from livesnap.conf import default
+from livesnap.conf import libvirt
 
-_MODULES = (default, api, agent, conductor, database)
+_MODULES = (default, api, agent, conductor, database, libvirt)
 
 
 def list_opts():
