@@ -118,6 +118,17 @@ def _chain(disk):
     return files
 
 
+def _as_in(chain, path):
+    """``path`` spelled as libvirt has it in ``chain`` (libvirt looks
+    layers up by the name it was given)."""
+    if path is None:
+        return None
+    for name in chain:
+        if _same(name, path):
+            return name
+    return path
+
+
 class LibvirtDriver(base.Driver):
     """Snapshot, merge and delete the qcow2 layers of libvirt domains.
 
@@ -768,8 +779,8 @@ class LibvirtDriver(base.Driver):
                         flags = (
                             libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
                             if self.merge_speed else 0)
-                        dom.blockRebase(target, parent, self.merge_speed,
-                                        flags)
+                        dom.blockRebase(target, _as_in(chain, parent),
+                                        self.merge_speed, flags)
                 except libvirt.libvirtError as exc:
                     raise _wrap('Cannot stream %s into %s' % (snap, child),
                                 exc)
@@ -812,7 +823,8 @@ class LibvirtDriver(base.Driver):
             if self.merge_speed:
                 flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES
             try:
-                dom.blockCommit(target, snap, child, self.merge_speed, flags)
+                dom.blockCommit(target, _as_in(chain, snap),
+                                _as_in(chain, child), self.merge_speed, flags)
             except libvirt.libvirtError as exc:
                 raise _wrap('Cannot commit %s into %s' % (child, snap), exc)
             job = self._job(dom, target)
