@@ -745,7 +745,38 @@ class LibvirtDriver(base.Driver):
             LOG.warning('Could not abort the block job of %(target)s: '
                         '%(exc)s', {'target': target, 'exc': exc})
 
-    def _delete_after_merge(self, rec, drop):
+    def _flush(self, dom, rec):
+        """Make QEMU write the image metadata it caches (the merged
+        layer's new cluster mappings) before the layer it no longer needs
+        is deleted: libvirt has no flush call, but QEMU's ``stop`` flushes
+        every image, so the domain is suspended and resumed (in a
+        ``finally``, with retries).  Without it a host crash could leave
+        the survivor's mappings unwritten and their data's only other copy
+        deleted.  Skipped for a domain that is not running."""
+        try:
+            state, _reason = dom.state()
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot get the state of %s' % dom.name(), exc)
+        if state != libvirt.VIR_DOMAIN_RUNNING:
+            return
+        try:
+            with rec.step('pause', was_running=True, by='suspend',
+                          why='QEMU flushes its image metadata',
+                          measured='agent, suspend sent to resume '
+                                   'returned'):
+                rec.mark_paused()
+                try:
+                    dom.suspend()
+                except libvirt.libvirtError as exc:
+                    raise _wrap('Cannot suspend %s' % dom.name(), exc)
+        finally:
+            with rec.step('resume'):
+                self._resume(dom)
+                rec.mark_resumed()
+
+    def _delete_after_merge(self, rec, drop, dom=None):
+        if dom is not None:
+            self._flush(dom, rec)
         with rec.step('delete', image=drop):
             # libvirt closes the layer it dropped from the chain as the
             # job ends; give it a moment before refusing.
@@ -800,7 +831,7 @@ class LibvirtDriver(base.Driver):
                     % (child, backing, parent))
         if progress is not None:
             progress(100.0)
-        self._delete_after_merge(rec, snap)
+        self._delete_after_merge(rec, snap, dom)
         LOG.info('Streamed %(snap)s into %(child)s online',
                  {'snap': snap, 'child': child})
 
@@ -850,7 +881,7 @@ class LibvirtDriver(base.Driver):
             self._set_config_source(dom, target, snap)
         if progress is not None:
             progress(100.0)
-        self._delete_after_merge(rec, child)
+        self._delete_after_merge(rec, child, dom)
         LOG.info('Committed %(child)s into %(snap)s online',
                  {'snap': snap, 'child': child})
 
