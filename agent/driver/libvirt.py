@@ -33,6 +33,7 @@ a previous attempt did; a pivot that happened is kept.
 
 import logging
 import os
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -45,8 +46,9 @@ from agent.driver import base
 
 try:
     import libvirt
+    import libvirt_qemu
 except ImportError:  # pragma: no cover - the driver then refuses to start
-    libvirt = None
+    libvirt = libvirt_qemu = None
 
 LOG = logging.getLogger(__name__)
 
@@ -118,6 +120,94 @@ def _chain(disk):
     return files
 
 
+_REGEX_FLAG = getattr(
+    libvirt_qemu, 'VIR_CONNECT_DOMAIN_QEMU_MONITOR_EVENT_REGISTER_REGEX', 0)
+
+
+class _PauseClock(object):
+    """QEMU's own STOP and RESUME timestamps, as libvirt passes QEMU's
+    monitor events on (``virConnectDomainQemuMonitorEventRegister``; only
+    listening, so the domain is not marked tainted).  The events arrive on
+    libvirt's event loop, which runs in a daemon thread started before the
+    first connection is opened."""
+
+    _loop_started = False
+    _loop_lock = threading.Lock()
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._events = {}
+        #: True once QEMU's events reach us
+        self.active = False
+
+    @classmethod
+    def start_loop(cls):
+        """Start libvirt's default event loop once per process; returns
+        False if it cannot run."""
+        with cls._loop_lock:
+            if cls._loop_started:
+                return True
+            try:
+                libvirt.virEventRegisterDefaultImpl()
+            except (libvirt.libvirtError, AttributeError) as exc:
+                LOG.warning('No libvirt event loop (%(exc)s): pauses are '
+                            'measured by the agent', {'exc': exc})
+                return False
+
+            def run():
+                while True:
+                    libvirt.virEventRunDefaultImpl()
+
+            threading.Thread(target=run, name='libvirt-events',
+                             daemon=True).start()
+            cls._loop_started = True
+            return True
+
+    def register(self, conn):
+        """Listen to STOP and RESUME of every domain on ``conn``."""
+        if libvirt_qemu is None or not self._loop_started:
+            return
+        try:
+            libvirt_qemu.qemuMonitorEventRegister(
+                conn, None, '^(STOP|RESUME)$', self._event, None,
+                _REGEX_FLAG)
+            self.active = True
+        except libvirt.libvirtError as exc:
+            LOG.warning('Cannot listen to QEMU\'s events (%(exc)s): pauses '
+                        'are measured by the agent', {'exc': exc})
+
+    def _event(self, conn, dom, event, seconds, micros, details, opaque):
+        with self._cond:
+            events = self._events.setdefault(dom.UUIDString(), [])
+            events.append((event, seconds + micros / 1e6))
+            del events[:-8]
+            self._cond.notify_all()
+
+    def mark(self, uuid):
+        """Forget ``uuid``'s events: a window starts after this."""
+        with self._cond:
+            self._events[uuid] = []
+
+    def window_ms(self, uuid, timeout=1.0):
+        """QEMU's STOP to RESUME window of ``uuid`` since ``mark``, in
+        ms, waiting up to ``timeout`` s for the RESUME event; None if the
+        events did not come."""
+        if not self.active:
+            return None
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                events = self._events.get(uuid, [])
+                stops = [t for e, t in events if e == 'STOP']
+                resumes = [t for e, t in events if e == 'RESUME']
+                if stops and resumes and resumes[-1] >= stops[0]:
+                    return (resumes[-1] - stops[0]) * 1000.0
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+
 def _as_in(chain, path):
     """``path`` spelled as libvirt has it in ``chain`` (libvirt looks
     layers up by the name it was given)."""
@@ -169,6 +259,7 @@ class LibvirtDriver(base.Driver):
         self.reserved_bytes = reserved_bytes
         self.merge_speed = merge_speed
         self._conn = None
+        self._clock = _PauseClock()
 
     # -- the connection and the domain's XML --------------------------------
     def _connection(self):
@@ -187,10 +278,12 @@ class LibvirtDriver(base.Driver):
             except libvirt.libvirtError:
                 pass
             self._conn = None
+        _PauseClock.start_loop()
         try:
             self._conn = libvirt.open(self.uri)
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot connect to libvirt at %s' % self.uri, exc)
+        self._clock.register(self._conn)
         return self._conn
 
     def _domain(self, disk):
@@ -393,7 +486,7 @@ class LibvirtDriver(base.Driver):
             raise exception.ResumeFailed(
                 'Could not resume domain %s: %s' % (dom.UUIDString(), exc))
 
-    # -- create -----------------------------------------------------------------
+    # -- create ---------------------------------------------------------------
     def layer_locator(self, disk, layer_name):
         """``LAYER_NAME.qcow2`` beside the disk's current file."""
         if (not isinstance(layer_name, str) or not layer_name
@@ -539,18 +632,17 @@ class LibvirtDriver(base.Driver):
 
     def _snapshot_suspended(self, dom, snap_xml, flags, rec, active, new):
         """``suspend``, ``snapshotCreateXML``, ``resume`` (in a
-        ``finally``, with retries).  The pause recorded is the agent's
-        view, from before ``suspend`` to after ``resume`` returned: libvirt
-        passes QEMU's STOP/RESUME events on without their timestamps."""
+        ``finally``, with retries).  ``pause_ms`` is QEMU's STOP to RESUME
+        window (its own timestamps, see _PauseClock) when the events came,
+        else the agent's view (``suspend`` sent to ``resume`` returned)."""
         try:
             state, _reason = dom.state()
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot get the state of %s' % dom.name(), exc)
         was_running = state == libvirt.VIR_DOMAIN_RUNNING
         try:
-            with rec.step('pause', was_running=was_running, by='suspend',
-                          measured='agent, suspend sent to resume '
-                                   'returned'):
+            with rec.step('pause', was_running=was_running, by='suspend'):
+                self._clock.mark(dom.UUIDString())
                 rec.mark_paused()
                 if was_running:
                     try:
@@ -564,12 +656,19 @@ class LibvirtDriver(base.Driver):
                     raise _wrap('snapshotCreateXML onto %s failed' % new,
                                 exc)
         finally:
-            with rec.step('resume', left_paused=not was_running):
-                if was_running:
-                    self._resume(dom)
-                rec.mark_resumed()
+            self._finish_suspend(dom, rec, was_running)
 
-    # -- delete -----------------------------------------------------------------
+    def _finish_suspend(self, dom, rec, was_running):
+        """The ``resume`` step after a ``suspend`` (with retries); the
+        pause on QEMU's clock when its events came."""
+        with rec.step('resume', left_paused=not was_running):
+            qemu_ms = None
+            if was_running:
+                self._resume(dom)
+                qemu_ms = self._clock.window_ms(dom.UUIDString())
+            rec.mark_resumed(qemu_pause_ms=qemu_ms)
+
+    # -- delete ---------------------------------------------------------------
     def delete_image(self, image, rec):
         """Delete a layer nothing is built on.
 
@@ -585,7 +684,7 @@ class LibvirtDriver(base.Driver):
                 images.remove(path)
         return {}
 
-    # -- merge ------------------------------------------------------------------
+    # -- merge ----------------------------------------------------------------
     def merge(self, disk, snapshot, parent, child, rec, progress=None,
               child_is_leaf=False, cancelled=None):
         """Merge layer ``snapshot`` with its only ``child`` (see
@@ -761,18 +860,15 @@ class LibvirtDriver(base.Driver):
             return
         try:
             with rec.step('pause', was_running=True, by='suspend',
-                          why='QEMU flushes its image metadata',
-                          measured='agent, suspend sent to resume '
-                                   'returned'):
+                          why='QEMU flushes its image metadata'):
+                self._clock.mark(dom.UUIDString())
                 rec.mark_paused()
                 try:
                     dom.suspend()
                 except libvirt.libvirtError as exc:
                     raise _wrap('Cannot suspend %s' % dom.name(), exc)
         finally:
-            with rec.step('resume'):
-                self._resume(dom)
-                rec.mark_resumed()
+            self._finish_suspend(dom, rec, True)
 
     def _delete_after_merge(self, rec, drop, dom=None):
         if dom is not None:
@@ -958,7 +1054,7 @@ class LibvirtDriver(base.Driver):
         LOG.info('Committed %(child)s into %(snap)s offline',
                  {'snap': snap, 'child': child})
 
-    # -- revert -----------------------------------------------------------------
+    # -- revert ---------------------------------------------------------------
     def revert(self, disk, snapshot, layer_name, rec):
         """Put a new live layer on ``snapshot`` and point the domain's
         definition at it.
@@ -984,7 +1080,7 @@ class LibvirtDriver(base.Driver):
                                      new_path),
                 'online': False}
 
-    # -- the audit --------------------------------------------------------------
+    # -- the audit ------------------------------------------------------------
     def inspect(self, locators):
         """Each locator's file: whether it exists, the image it is built
         on, whether ``qemu-img check`` passes (skipped for an image a

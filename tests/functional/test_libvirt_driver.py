@@ -6,7 +6,7 @@ temporary image directory, and drives the driver's methods directly.  The
 guest has nothing to boot and sits in its firmware, so it writes nothing:
 data is written with qemu-io while the domain is shut off and read back
 with ``qemu-io -r -U`` from every layer after each step.  libvirtd is
-started by tests/libvirtd.py when it does not run yet (root only) and
+started by livesnap/libvirtd.py when it does not run yet (root only) and
 stopped at the end if this session started it.  No timing assertions.
 """
 
@@ -19,8 +19,8 @@ import pytest
 from agent import exception
 from agent import images
 from agent.steps import StepRecorder
+from livesnap import libvirtd
 from livesnap.testvm import read_pattern_ok
-from tests import libvirtd
 
 pytestmark = pytest.mark.functional
 
@@ -29,35 +29,6 @@ libvirt = pytest.importorskip('libvirt')
 SIZE = 16 * 1024 * 1024
 CHUNK = 64 * 1024
 MiB = 1024 * 1024
-
-DOMAIN_XML = """
-<domain type='qemu'>
-  <name>%(name)s</name>
-  <uuid>%(uuid)s</uuid>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <on_poweroff>destroy</on_poweroff>
-  <devices>
-    <emulator>/usr/bin/qemu-system-x86_64</emulator>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='%(vda)s'/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file='%(vdb)s'/>
-      <target dev='vdb' bus='virtio'/>
-    </disk>
-    <memballoon model='none'/>
-  </devices>
-  <seclabel type='static' model='dac' relabel='no'>
-    <label>+0:+0</label>
-  </seclabel>
-</domain>
-"""
-
 
 @pytest.fixture(scope='module')
 def libvirt_up():
@@ -98,9 +69,8 @@ class Domain(object):
         self.vdb = os.path.join(imgdir, 'vdb-base.qcow2')
         images.create_base(self.vda, SIZE)
         images.create_base(self.vdb, SIZE)
-        self.dom = self.conn.defineXML(DOMAIN_XML % {
-            'name': self.name, 'uuid': self.uuid, 'vda': self.vda,
-            'vdb': self.vdb})
+        self.dom = self.conn.defineXML(libvirtd.domain_xml(
+            self.name, self.uuid, [('vda', self.vda), ('vdb', self.vdb)]))
 
     def disk(self, target='vda', path=None):
         return {'driver': 'libvirt', 'domain': self.uuid, 'target': target,
@@ -224,6 +194,9 @@ def test_create_online(driver, domain, imgdir, mode):
     assert res['snapshot']['path'] == domain.vda
     assert names(rec) == ['prepare', 'pause', 'snapshot', 'resume']
     assert rec.pause_ms is not None and rec.agent_pause_ms is not None
+    if mode == 'suspend':
+        # QEMU's own STOP/RESUME timestamps reached the driver.
+        assert 'qemu_pause_ms' in rec.steps[-1]['detail']
     assert all(s['status'] == 'done' for s in rec.steps)
     state, _ = domain.dom.state()
     assert state == libvirt.VIR_DOMAIN_RUNNING

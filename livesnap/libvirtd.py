@@ -1,4 +1,5 @@
-"""Start libvirtd for the tests, without systemd, and stop what was started.
+"""Start libvirtd without systemd (tests, benchmarks, demos), stop what was
+started, and define small TCG test domains.
 
 ``ensure_running()`` reuses a libvirtd that already answers at
 ``qemu:///system``; otherwise (as root, with the daemons installed) it runs
@@ -108,3 +109,42 @@ def stop():
             time.sleep(0.1)
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
+
+
+DOMAIN_XML = """
+<domain type='qemu'>
+  <name>%(name)s</name>
+  <uuid>%(uuid)s</uuid>
+  <memory unit='MiB'>64</memory>
+  <vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <on_poweroff>destroy</on_poweroff>
+  <devices>
+    <emulator>%(emulator)s</emulator>
+%(disks)s    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'>
+    <label>+0:+0</label>
+  </seclabel>
+</domain>
+"""
+
+DISK_XML = """    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='%(path)s'/>
+      <target dev='%(target)s' bus='virtio'/>
+    </disk>
+"""
+
+
+def domain_xml(name, uuid, disks):
+    """A TCG domain (machine ``pc``, 64 MiB, no graphics) with the qcow2
+    ``disks`` (``[(target, path)]``) on virtio.  It has nothing to boot
+    and sits in its firmware: enough for disk snapshots.  QEMU runs as
+    root (a static DAC label), so the images may live anywhere."""
+    return DOMAIN_XML % {
+        'name': name, 'uuid': uuid,
+        'emulator': shutil.which('qemu-system-x86_64') or
+        '/usr/bin/qemu-system-x86_64',
+        'disks': ''.join(DISK_XML % {'target': t, 'path': p}
+                         for t, p in disks)}
