@@ -12,6 +12,7 @@ stopped at the end if this session started it.  No timing assertions.
 
 import os
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -408,3 +409,61 @@ def test_inspect_and_remove(driver, domain, imgdir):
     domain.start()
     refused = driver.remove(d1['path'])
     assert refused['removed'] is False and refused['error']
+
+
+def test_merge_cancelled_leaves_chain(driver, domain, imgdir):
+    """A stream slowed to a crawl and cancelled: the job is aborted and
+    every layer is as it was."""
+    disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=True)
+    domain.start()
+    driver.merge_speed = 64 * 1024
+    with pytest.raises(exception.Cancelled):
+        driver.merge(disk, {'driver': 'libvirt', 'path': s1},
+                     {'driver': 'libvirt', 'path': domain.vda}, disk,
+                     StepRecorder(), cancelled=lambda: True)
+    assert domain.dom.blockJobInfo('vda', 0) == {}
+    assert domain.chain() == [live, s1, domain.vda]
+    assert os.path.exists(s1)
+    assert_content(s1, BASE + [(0xb1, 4 * MiB, 2 * MiB)])
+
+
+def test_merge_finds_running_stream(driver, domain, imgdir):
+    """An agent that died after starting the stream: the re-sent merge
+    waits for the job it finds and finishes."""
+    disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=False)
+    domain.start()
+    domain.dom.blockRebase('vda', domain.vda, 64 * 1024,
+                           libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES)
+    domain.dom.blockJobSetSpeed('vda', 0, 0)
+    res = driver.merge(disk, {'driver': 'libvirt', 'path': s1},
+                       {'driver': 'libvirt', 'path': domain.vda}, disk,
+                       StepRecorder())
+    assert res['direction'] == 'stream'
+    assert domain.chain() == [live, domain.vda]
+    assert not os.path.exists(s1)
+    assert_content(live, _shows(False))
+
+
+def test_merge_after_pivot_keeps_it(driver, domain, imgdir):
+    """An agent that died after the pivot of an active commit: the re-sent
+    merge keeps the pivot and only deletes the old live layer."""
+    disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=True)
+    domain.start()
+    domain.dom.blockCommit('vda', s1, live, 0,
+                           libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE)
+    for _ in range(2000):
+        info = domain.dom.blockJobInfo('vda', 0)
+        if info and info['cur'] == info['end'] and 'ready=\'yes\'' in \
+                domain.dom.XMLDesc(0):
+            break
+        time.sleep(0.05)
+    domain.dom.blockJobAbort('vda', libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+    assert domain.chain() == [s1, domain.vda]
+    res = driver.merge(disk, {'driver': 'libvirt', 'path': s1},
+                       {'driver': 'libvirt', 'path': domain.vda}, disk,
+                       StepRecorder(), child_is_leaf=True)
+    assert res['direction'] == 'commit'
+    assert res['disk'] == dict(disk, path=s1)
+    assert not os.path.exists(live)
+    assert domain.chain(inactive=True)[0] == s1
+    assert_content(s1, _shows(True))
