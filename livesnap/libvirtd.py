@@ -60,13 +60,13 @@ def _pid(name):
 
 
 def _alive(pid):
+    """True if ``pid`` runs (a zombie nobody reaped yet does not)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        with open('/proc/%d/stat' % pid) as f:
+            state = f.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
         return False
-    except PermissionError:
-        return True
-    return True
+    return state != 'Z'
 
 
 def ensure_running(timeout=60.0):
