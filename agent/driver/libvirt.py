@@ -223,30 +223,46 @@ class LibvirtDriver(base.Driver):
     """Snapshot, merge and delete the qcow2 layers of libvirt domains.
 
     :param image_dirs: directories the agent may touch (see agent.paths).
-    :param uri: libvirt connection URI (None: ``[libvirt] uri``).
-    :param snapshot_pause: ``transaction`` or ``suspend`` (None:
-        ``[libvirt] snapshot_pause``).
-    :param resume_retries: attempts at resuming a suspended domain.
+    Every parameter left None is taken from the configuration.
+
+    :param uri: libvirt connection URI (``[libvirt] uri``).
+    :param snapshot_pause: ``transaction`` or ``suspend`` (``[libvirt]
+        snapshot_pause``).
+    :param resume_retries: attempts at resuming a suspended domain
+        (``[agent] resume_retries``).
     :param job_poll_interval: seconds between ``blockJobInfo`` polls.
-    :param job_timeout: seconds a merge's block job may run (None: no
-        limit); past it the job is aborted and the merge fails.
-    :param reserved_bytes: free space an image directory keeps.
-    :param merge_speed: bytes per second a block job may copy (0: no
-        limit).
+    :param job_timeout: seconds a merge's block job may run (``[agent]
+        merge_timeout``); past it the job is aborted and the merge fails.
+    :param reserved_bytes: free space an image directory keeps
+        (``[agent] reserved_space_mb``).
+    :param merge_speed: bytes per second a block job may copy, 0: no
+        limit (``[agent] merge_rate_limit_mb``).
     """
 
     name = NAME
 
     def __init__(self, image_dirs, uri=None, snapshot_pause=None,
-                 resume_retries=5, job_poll_interval=None, job_timeout=None,
-                 reserved_bytes=0, merge_speed=0, **options):
+                 resume_retries=None, job_poll_interval=None,
+                 job_timeout=None, reserved_bytes=None, merge_speed=None,
+                 **options):
         super().__init__(image_dirs, **options)
-        if uri is None or snapshot_pause is None or job_poll_interval is None:
-            from livesnap import conf
-            uri = uri or conf.CONF.libvirt.uri
-            snapshot_pause = snapshot_pause or conf.CONF.libvirt.snapshot_pause
-            job_poll_interval = (job_poll_interval or
-                                 conf.CONF.libvirt.job_poll_interval)
+        # What is not given comes from the configuration, so the loader
+        # may pass only the image directories.
+        from livesnap import conf
+        lv, agent = conf.CONF.libvirt, conf.CONF.agent
+
+        def given(value, default):
+            return default if value is None else value
+
+        uri = given(uri, lv.uri)
+        snapshot_pause = given(snapshot_pause, lv.snapshot_pause)
+        resume_retries = given(resume_retries, agent.resume_retries)
+        job_poll_interval = given(job_poll_interval, lv.job_poll_interval)
+        job_timeout = given(job_timeout, agent.merge_timeout)
+        reserved_bytes = given(reserved_bytes,
+                               agent.reserved_space_mb * 1024 * 1024)
+        merge_speed = given(merge_speed,
+                            agent.merge_rate_limit_mb * 1024 * 1024)
         if snapshot_pause not in PAUSE_MODES:
             raise exception.InvalidRequest(
                 'snapshot_pause must be one of %s, not %r'
