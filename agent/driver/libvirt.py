@@ -275,6 +275,7 @@ class LibvirtDriver(base.Driver):
         self.reserved_bytes = reserved_bytes
         self.merge_speed = merge_speed
         self._conn = None
+        self._conn_lock = threading.Lock()
         self._clock = _PauseClock()
 
     # -- the connection and the domain's XML --------------------------------
@@ -287,20 +288,23 @@ class LibvirtDriver(base.Driver):
         if libvirt is None:
             raise LibvirtError('The libvirt driver needs libvirt-python '
                                '(pip install livesnap[libvirt])')
-        if self._conn is not None:
+        # Operations run in several threads; one of them reconnects.
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            _PauseClock.start_loop()
             try:
-                if self._conn.isAlive():
-                    return self._conn
-            except libvirt.libvirtError:
-                pass
-            self._conn = None
-        _PauseClock.start_loop()
-        try:
-            self._conn = libvirt.open(self.uri)
-        except libvirt.libvirtError as exc:
-            raise _wrap('Cannot connect to libvirt at %s' % self.uri, exc)
-        self._clock.register(self._conn)
-        return self._conn
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise _wrap('Cannot connect to libvirt at %s' % self.uri,
+                            exc)
+            self._clock.register(self._conn)
+            return self._conn
 
     def _domain(self, disk):
         """The domain of a disk locator.
@@ -470,37 +474,44 @@ class LibvirtDriver(base.Driver):
         LOG.info('Resumed domain %(dom)s', {'dom': dom.name()})
         return True
 
-    @tenacity.retry(stop=tenacity.stop_after_attempt(5),
-                    wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
-                    retry=tenacity.retry_if_exception_type(LibvirtError),
-                    before_sleep=tenacity.before_sleep_log(
-                        LOG, logging.WARNING),
-                    reraise=True)
-    def _resume_once(self, dom):
+    def _resume_once(self, dom, uuid, fresh):
+        """One attempt; after a failure (``fresh``) the domain is looked
+        up again, over a new connection if libvirtd's was lost."""
         try:
+            if fresh:
+                dom = self._connection().lookupByUUIDString(uuid)
             state, _reason = dom.state()
             if state == libvirt.VIR_DOMAIN_PAUSED:
                 dom.resume()
         except libvirt.libvirtError as exc:
-            # A lost connection: look the domain up again next time.
-            self._conn = None
-            raise _wrap('Cannot resume %s' % dom.name(), exc)
+            raise _wrap('Cannot resume domain %s' % uuid, exc)
 
     def _resume(self, dom):
         """Resume ``dom`` with retries.
 
         :raises ResumeFailed: after ``resume_retries`` attempts.
         """
-        retrying = self._resume_once.retry_with(
-            stop=tenacity.stop_after_attempt(self.resume_retries))
+        uuid = dom.UUIDString()
+        attempts = []
+
+        def attempt():
+            attempts.append(1)
+            self._resume_once(dom, uuid, fresh=len(attempts) > 1)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.resume_retries),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+            retry=tenacity.retry_if_exception_type(exception.AgentError),
+            before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+            reraise=True)
         try:
-            retrying(self, dom)
+            retrying(attempt)
         except Exception as exc:
             LOG.error('Could not resume domain %(dom)s after %(n)d attempts: '
-                      '%(exc)s', {'dom': dom.UUIDString(),
-                                  'n': self.resume_retries, 'exc': exc})
+                      '%(exc)s', {'dom': uuid, 'n': self.resume_retries,
+                                  'exc': exc})
             raise exception.ResumeFailed(
-                'Could not resume domain %s: %s' % (dom.UUIDString(), exc))
+                'Could not resume domain %s: %s' % (uuid, exc))
 
     # -- create ---------------------------------------------------------------
     def layer_locator(self, disk, layer_name):
