@@ -198,6 +198,11 @@ def test_create_online(driver, domain, imgdir, mode):
     if mode == 'suspend':
         # QEMU's own STOP/RESUME timestamps reached the driver.
         assert 'qemu_pause_ms' in rec.steps[-1]['detail']
+    # Listening to QEMU's events does not mark the domain tainted.
+    log = '/var/log/libvirt/qemu/%s.log' % domain.name
+    if os.path.exists(log):
+        with open(log) as f:
+            assert 'tainted' not in f.read()
     assert all(s['status'] == 'done' for s in rec.steps)
     state, _ = domain.dom.state()
     assert state == libvirt.VIR_DOMAIN_RUNNING
