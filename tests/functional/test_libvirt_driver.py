@@ -472,3 +472,22 @@ def test_merge_after_pivot_keeps_it(driver, domain, imgdir):
     assert not os.path.exists(live)
     assert domain.chain(inactive=True)[0] == s1
     assert_content(s1, _shows(True))
+
+
+def test_merge_other_branch_while_running(driver, domain, imgdir):
+    """Layers the running domain does not use (the branch left by a
+    revert) are merged with qemu-img while it runs."""
+    disk, s1, old_live = _two_layers(driver, domain, imgdir,
+                                     big_snapshot=False)
+    base = {'driver': 'libvirt', 'path': domain.vda}
+    r1 = driver.revert(disk, base, 'r1', StepRecorder())['disk']
+    domain.start()
+    res = driver.merge(r1, {'driver': 'libvirt', 'path': s1}, base,
+                       {'driver': 'libvirt', 'path': old_live},
+                       StepRecorder(), child_is_leaf=False)
+    assert res['online'] is False and res['direction'] == 'stream'
+    assert res['disk'] == r1
+    assert not os.path.exists(s1)
+    assert images.backing_file(old_live) == domain.vda
+    assert_content(old_live, _shows(False))
+    assert domain.chain() == [r1['path'], domain.vda]
