@@ -10,6 +10,7 @@ from livesnap.conf import conductor
 from livesnap.conf import database
 from livesnap.conf import default
 from livesnap.conf import metrics
+from livesnap.conf import libvirt
 
 CONF = cfg.CONF
 
@@ -19,6 +20,7 @@ agent.register_opts(CONF)
 conductor.register_opts(CONF)
 database.register_opts(CONF)
 metrics.register_opts(CONF)
+libvirt.register_opts(CONF)
 
 # oslo.messaging's own options ([DEFAULT] transport_url, ...) and
 # livesnap's default transport.

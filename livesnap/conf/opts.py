@@ -7,9 +7,10 @@ from livesnap.conf import api
 from livesnap.conf import conductor
 from livesnap.conf import database
 from livesnap.conf import default
+from livesnap.conf import libvirt
 from livesnap.conf import metrics
 
-_MODULES = (default, api, agent, conductor, database, metrics)
+_MODULES = (default, api, agent, conductor, database, libvirt, metrics)
 
 
 def list_opts():

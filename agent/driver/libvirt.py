@@ -1,0 +1,1158 @@
+"""The libvirt backend: the patent's steps on domains libvirt runs.
+
+libvirt owns the QEMU process and its monitor; this driver never opens a
+monitor socket of its own.  It drives the domain through the libvirt API
+(``[libvirt] uri``):
+
+* create, online: the new layer is made first with ``qemu-img`` (outside
+  any pause), then ``snapshotCreateXML`` disk-only for that one target,
+  reusing the file and keeping no libvirt metadata.  How the disk pauses
+  is ``[libvirt] snapshot_pause``: ``transaction`` (the one call; libvirt
+  runs it as a QEMU ``transaction``, which drains the disk's I/O while the
+  vCPUs go on) or ``suspend`` (``suspend``, the call, ``resume`` in a
+  ``finally`` with retries).  See docs/libvirt.md.
+* merge, online: ``blockPull`` (with the parent as ``base``) streams the
+  snapshot into the live layer; ``blockCommit`` commits the live layer
+  into the snapshot (``VIR_DOMAIN_BLOCK_COMMIT_ACTIVE`` and a pivot with
+  ``blockJobAbort``) or an intermediate layer into the snapshot (libvirt
+  can only stream into the live layer).  Progress comes from
+  ``blockJobInfo``.
+* offline (the domain shut off, or layers the running domain does not
+  use): ``qemu-img`` (agent.images), and the domain's definition is
+  pointed at the new live layer.
+
+Locators::
+
+    disk   {"driver": "libvirt", "domain": UUID, "target": "vda",
+            "path": the disk's current source file}
+    image  {"driver": "libvirt", "path": file}
+
+Every method is idempotent: the domain's backing chain (its XML) tells what
+a previous attempt did; a pivot that happened is kept.
+"""
+
+import logging
+import os
+import threading
+import time
+import xml.etree.ElementTree as ET
+
+import tenacity
+
+from agent import exception
+from agent import images
+from agent import paths
+from agent.driver import base
+
+try:
+    import libvirt
+    import libvirt_qemu
+except ImportError:  # pragma: no cover - the driver then refuses to start
+    libvirt = libvirt_qemu = None
+
+LOG = logging.getLogger(__name__)
+
+NAME = 'libvirt'
+
+#: room a new, empty layer takes (header, tables) with some margin
+_LAYER_BYTES = 1024 * 1024
+
+PAUSE_MODES = ('transaction', 'suspend')
+
+
+class LibvirtError(exception.AgentError):
+    """libvirt refused a call or could not be reached."""
+    code = 'libvirt_error'
+
+
+def _wrap(what, exc):
+    """The AgentError for libvirt's error ``exc`` while doing ``what``."""
+    text = '%s: %s' % (what, exc)
+    if images.NO_SPACE in str(exc):
+        return exception.NoSpace(text)
+    return LibvirtError(text)
+
+
+def _same(a, b):
+    if a is None or b is None:
+        return a is None and b is None
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def image_locator(path):
+    """The image locator of file ``path``."""
+    return {'driver': NAME, 'path': path}
+
+
+def disk_locator(uuid, target, path):
+    """The disk locator of ``target`` of domain ``uuid`` running on
+    ``path``."""
+    return {'driver': NAME, 'domain': uuid, 'target': target, 'path': path}
+
+
+def _disk_elements(root):
+    """The ``<disk>`` elements of a domain XML that have a file source."""
+    for disk in root.findall('./devices/disk'):
+        target = disk.find('target')
+        if target is None or target.get('dev') is None:
+            continue
+        yield disk
+
+
+def _source_file(elem):
+    source = elem.find('source') if elem is not None else None
+    if source is None:
+        return None
+    return source.get('file')
+
+
+def _chain(disk):
+    """The files of ``disk``'s backing chain as libvirt knows it, live
+    layer first."""
+    files = []
+    elem = disk
+    while elem is not None:
+        path = _source_file(elem)
+        if path is None:
+            break
+        files.append(path)
+        elem = elem.find('backingStore')
+    return files
+
+
+_REGEX_FLAG = getattr(
+    libvirt_qemu, 'VIR_CONNECT_DOMAIN_QEMU_MONITOR_EVENT_REGISTER_REGEX', 0)
+
+
+class _PauseClock(object):
+    """QEMU's own STOP and RESUME timestamps, as libvirt passes QEMU's
+    monitor events on (``virConnectDomainQemuMonitorEventRegister``; only
+    listening, so the domain is not marked tainted).  The events arrive on
+    libvirt's event loop, which runs in a daemon thread started before the
+    first connection is opened."""
+
+    _loop_started = False
+    _loop_lock = threading.Lock()
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._events = {}
+        #: True once QEMU's events reach us
+        self.active = False
+
+    @classmethod
+    def start_loop(cls):
+        """Start libvirt's default event loop once per process; returns
+        False if it cannot run."""
+        with cls._loop_lock:
+            if cls._loop_started:
+                return True
+            try:
+                libvirt.virEventRegisterDefaultImpl()
+            except (libvirt.libvirtError, AttributeError) as exc:
+                LOG.warning('No libvirt event loop (%(exc)s): pauses are '
+                            'measured by the agent', {'exc': exc})
+                return False
+
+            def run():
+                while True:
+                    libvirt.virEventRunDefaultImpl()
+
+            threading.Thread(target=run, name='libvirt-events',
+                             daemon=True).start()
+            cls._loop_started = True
+            return True
+
+    def register(self, conn):
+        """Listen to STOP and RESUME of every domain on ``conn``."""
+        if libvirt_qemu is None or not self._loop_started:
+            return
+        try:
+            libvirt_qemu.qemuMonitorEventRegister(
+                conn, None, '^(STOP|RESUME)$', self._event, None,
+                _REGEX_FLAG)
+            self.active = True
+        except libvirt.libvirtError as exc:
+            LOG.warning('Cannot listen to QEMU\'s events (%(exc)s): pauses '
+                        'are measured by the agent', {'exc': exc})
+
+    def _event(self, conn, dom, event, seconds, micros, details, opaque):
+        with self._cond:
+            events = self._events.setdefault(dom.UUIDString(), [])
+            events.append((event, seconds + micros / 1e6))
+            del events[:-8]
+            self._cond.notify_all()
+
+    def mark(self, uuid):
+        """Forget ``uuid``'s events: a window starts after this."""
+        with self._cond:
+            self._events[uuid] = []
+
+    def window_ms(self, uuid, timeout=1.0):
+        """QEMU's STOP to RESUME window of ``uuid`` since ``mark``, in
+        ms, waiting up to ``timeout`` s for the RESUME event; None if the
+        events did not come."""
+        if not self.active:
+            return None
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                events = self._events.get(uuid, [])
+                stops = [t for e, t in events if e == 'STOP']
+                resumes = [t for e, t in events if e == 'RESUME']
+                if stops and resumes and resumes[-1] >= stops[0]:
+                    return (resumes[-1] - stops[0]) * 1000.0
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+
+
+def _as_in(chain, path):
+    """``path`` spelled as libvirt has it in ``chain`` (libvirt looks
+    layers up by the name it was given)."""
+    if path is None:
+        return None
+    for name in chain:
+        if _same(name, path):
+            return name
+    return path
+
+
+class LibvirtDriver(base.Driver):
+    """Snapshot, merge and delete the qcow2 layers of libvirt domains.
+
+    :param image_dirs: directories the agent may touch (see agent.paths).
+    Every parameter left None is taken from the configuration.
+
+    :param uri: libvirt connection URI (``[libvirt] uri``).
+    :param snapshot_pause: ``transaction`` or ``suspend`` (``[libvirt]
+        snapshot_pause``).
+    :param resume_retries: attempts at resuming a suspended domain
+        (``[agent] resume_retries``).
+    :param job_poll_interval: seconds between ``blockJobInfo`` polls.
+    :param job_timeout: seconds a merge's block job may run (``[agent]
+        merge_timeout``); past it the job is aborted and the merge fails.
+    :param reserved_bytes: free space an image directory keeps
+        (``[agent] reserved_space_mb``).
+    :param merge_speed: bytes per second a block job may copy, 0: no
+        limit (``[agent] merge_rate_limit_mb``).
+    """
+
+    name = NAME
+
+    def __init__(self, image_dirs, uri=None, snapshot_pause=None,
+                 resume_retries=None, job_poll_interval=None,
+                 job_timeout=None, reserved_bytes=None, merge_speed=None,
+                 **options):
+        super().__init__(image_dirs, **options)
+        # What is not given comes from the configuration, so the loader
+        # may pass only the image directories.
+        from livesnap import conf
+        lv, agent = conf.CONF.libvirt, conf.CONF.agent
+
+        def given(value, default):
+            return default if value is None else value
+
+        uri = given(uri, lv.uri)
+        snapshot_pause = given(snapshot_pause, lv.snapshot_pause)
+        resume_retries = given(resume_retries, agent.resume_retries)
+        job_poll_interval = given(job_poll_interval, lv.job_poll_interval)
+        job_timeout = given(job_timeout, agent.merge_timeout)
+        reserved_bytes = given(reserved_bytes,
+                               agent.reserved_space_mb * 1024 * 1024)
+        merge_speed = given(merge_speed,
+                            agent.merge_rate_limit_mb * 1024 * 1024)
+        if snapshot_pause not in PAUSE_MODES:
+            raise exception.InvalidRequest(
+                'snapshot_pause must be one of %s, not %r'
+                % (', '.join(PAUSE_MODES), snapshot_pause))
+        self.uri = uri
+        self.snapshot_pause = snapshot_pause
+        self.resume_retries = max(1, int(resume_retries))
+        self.job_poll_interval = job_poll_interval
+        self.job_timeout = job_timeout
+        self.reserved_bytes = reserved_bytes
+        self.merge_speed = merge_speed
+        self._conn = None
+        self._conn_lock = threading.Lock()
+        self._clock = _PauseClock()
+
+    # -- the connection and the domain's XML --------------------------------
+    def _connection(self):
+        """The libvirt connection, opened again if it was lost.
+
+        :raises LibvirtError: libvirt-python is missing or libvirtd does
+            not answer.
+        """
+        if libvirt is None:
+            raise LibvirtError('The libvirt driver needs libvirt-python '
+                               '(pip install livesnap[libvirt])')
+        # Operations run in several threads; one of them reconnects.
+        with self._conn_lock:
+            if self._conn is not None:
+                try:
+                    if self._conn.isAlive():
+                        return self._conn
+                except libvirt.libvirtError:
+                    pass
+                self._conn = None
+            _PauseClock.start_loop()
+            try:
+                self._conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                raise _wrap('Cannot connect to libvirt at %s' % self.uri,
+                            exc)
+            self._clock.register(self._conn)
+            return self._conn
+
+    def _domain(self, disk):
+        """The domain of a disk locator.
+
+        :raises InvalidRequest: the locator names no domain.
+        :raises LibvirtError: libvirt does not know it.
+        """
+        uuid = disk.get('domain') if isinstance(disk, dict) else None
+        if not isinstance(uuid, str) or not uuid:
+            raise exception.InvalidRequest('%r is not a libvirt disk '
+                                           'locator' % (disk,))
+        try:
+            return self._connection().lookupByUUIDString(uuid)
+        except libvirt.libvirtError as exc:
+            raise _wrap('No libvirt domain %s' % uuid, exc)
+
+    @staticmethod
+    def _xml(dom, inactive=False):
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        try:
+            return ET.fromstring(dom.XMLDesc(flags))
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot read the definition of %s' % dom.name(), exc)
+
+    @staticmethod
+    def _disk(root, target):
+        for disk in _disk_elements(root):
+            if disk.find('target').get('dev') == target:
+                return disk
+        raise exception.InvalidRequest('The domain has no disk %s' % target)
+
+    def _live_chain(self, dom, target):
+        """``target``'s backing chain in the running domain, live layer
+        first."""
+        return _chain(self._disk(self._xml(dom), target))
+
+    @staticmethod
+    def _active(dom):
+        try:
+            return bool(dom.isActive())
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot get the state of %s' % dom.name(), exc)
+
+    def _confine(self, path):
+        return paths.confine(path, self.image_dirs)
+
+    def _ensure_space(self, target, needed, what):
+        """:raises NoSpace: unless ``target``'s directory keeps
+        ``reserved_bytes`` free after writing ``needed`` bytes."""
+        free = images.free_bytes(target)
+        if free - needed < self.reserved_bytes:
+            MiB = 1024.0 * 1024.0
+            raise exception.NoSpace(
+                'Not enough space for %s in %s: it needs %.1f MiB, %.1f MiB '
+                'are free and %.1f MiB are kept in reserve'
+                % (what, os.path.dirname(target), needed / MiB, free / MiB,
+                   self.reserved_bytes / MiB))
+
+    @staticmethod
+    def _refuse_if_open(path):
+        """:raises ImageInUse: a process holds ``path`` open."""
+        try:
+            locked = images.is_locked(path)
+        except exception.ImageError:
+            locked = False
+        if locked:
+            raise exception.ImageInUse('%s is locked by a running process'
+                                       % path, image=path)
+        pids = images.open_by(path)
+        if pids:
+            raise exception.ImageInUse(
+                '%s is open by process(es) %s' % (path, pids), image=path)
+
+    def _set_config_source(self, dom, target, path):
+        """Point ``target`` of the domain's persistent definition at
+        ``path`` (its backing chain is probed from the image at start).
+        Does nothing for a transient domain or when it already does."""
+        try:
+            if not dom.isPersistent():
+                return
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot read %s' % dom.name(), exc)
+        root = self._xml(dom, inactive=True)
+        disk = self._disk(root, target)
+        source = disk.find('source')
+        if source is not None and _same(source.get('file'), path):
+            return
+        if source is None:
+            source = ET.SubElement(disk, 'source')
+        source.set('file', path)
+        for backing in disk.findall('backingStore'):
+            disk.remove(backing)
+        try:
+            self._connection().defineXML(ET.tostring(root, encoding='unicode'))
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot point %s of %s at %s'
+                        % (target, dom.name(), path), exc)
+        LOG.info('Pointed %(target)s of domain %(dom)s at %(path)s',
+                 {'target': target, 'dom': dom.name(), 'path': path})
+
+    def _config_source(self, dom, target):
+        return _source_file(self._disk(self._xml(dom, inactive=True),
+                                       target))
+
+    # -- the host -------------------------------------------------------------
+    def init_host(self, host):
+        """Check that libvirtd answers at ``uri``."""
+        conn = self._connection()
+        LOG.info('libvirt driver on %(host)s: %(uri)s, libvirt %(ver)s, '
+                 'snapshot pause %(mode)s',
+                 {'host': host, 'uri': self.uri, 'ver': conn.getLibVersion(),
+                  'mode': self.snapshot_pause})
+
+    def host_info(self):
+        info = super().host_info()
+        info['uri'] = self.uri
+        return info
+
+    def list_vms(self):
+        """Every domain libvirt knows on this host, with its file disks
+        named by target."""
+        try:
+            doms = self._connection().listAllDomains(0)
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot list the domains', exc)
+        vms = []
+        for dom in doms:
+            try:
+                uuid = dom.UUIDString()
+                root = self._xml(dom)
+                running = self._active(dom)
+                name = dom.name()
+            except LibvirtError as exc:
+                # A domain undefined meanwhile.
+                LOG.debug('Skipping a domain: %(exc)s', {'exc': exc})
+                continue
+            disks = []
+            for disk in _disk_elements(root):
+                path = _source_file(disk)
+                if disk.get('device', 'disk') != 'disk' or path is None:
+                    continue
+                target = disk.find('target').get('dev')
+                disks.append({'name': target,
+                              'locator': disk_locator(uuid, target, path)})
+            vms.append({'name': name, 'uuid': uuid, 'running': running,
+                        'disks': disks})
+        return vms
+
+    # -- the disk's state -----------------------------------------------------
+    def is_online(self, disk):
+        """True if the disk's domain runs (paused included)."""
+        return self._active(self._domain(disk))
+
+    def resume(self, disk):
+        """Resume the disk's domain if it is paused.
+
+        :returns: True if it was resumed.
+        """
+        dom = self._domain(disk)
+        try:
+            state, _reason = dom.state()
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot get the state of %s' % dom.name(), exc)
+        if state != libvirt.VIR_DOMAIN_PAUSED:
+            return False
+        self._resume(dom)
+        LOG.info('Resumed domain %(dom)s', {'dom': dom.name()})
+        return True
+
+    def _resume_once(self, dom, uuid, fresh):
+        """One attempt; after a failure (``fresh``) the domain is looked
+        up again, over a new connection if libvirtd's was lost."""
+        try:
+            if fresh:
+                dom = self._connection().lookupByUUIDString(uuid)
+            state, _reason = dom.state()
+            if state == libvirt.VIR_DOMAIN_PAUSED:
+                dom.resume()
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot resume domain %s' % uuid, exc)
+
+    def _resume(self, dom):
+        """Resume ``dom`` with retries.
+
+        :raises ResumeFailed: after ``resume_retries`` attempts.
+        """
+        uuid = dom.UUIDString()
+        attempts = []
+
+        def attempt():
+            attempts.append(1)
+            self._resume_once(dom, uuid, fresh=len(attempts) > 1)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.resume_retries),
+            wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+            retry=tenacity.retry_if_exception_type(exception.AgentError),
+            before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+            reraise=True)
+        try:
+            retrying(attempt)
+        except Exception as exc:
+            LOG.error('Could not resume domain %(dom)s after %(n)d attempts: '
+                      '%(exc)s', {'dom': uuid, 'n': self.resume_retries,
+                                  'exc': exc})
+            raise exception.ResumeFailed(
+                'Could not resume domain %s: %s' % (uuid, exc))
+
+    # -- create ---------------------------------------------------------------
+    def layer_locator(self, disk, layer_name):
+        """``LAYER_NAME.qcow2`` beside the disk's current file."""
+        if (not isinstance(layer_name, str) or not layer_name
+                or '/' in layer_name or layer_name.startswith('.')):
+            raise exception.InvalidRequest('Bad layer name %r' % layer_name)
+        return image_locator(os.path.join(os.path.dirname(disk['path']),
+                                          '%s.qcow2' % layer_name))
+
+    def create_snapshot(self, disk, layer_name, rec):
+        """Freeze the disk's live layer and put a new one on top of it.
+
+        :returns: ``{"snapshot", "disk", "size_bytes", "online"}``.
+        :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
+            ResumeFailed, InvalidRequest:
+        """
+        active = self._confine(disk['path'])
+        new = self._confine(self.layer_locator(disk, layer_name)['path'])
+        if _same(active, new):
+            raise exception.InvalidRequest(
+                'The new layer must differ from the live one')
+        dom = self._domain(disk)
+        target = disk.get('target')
+        if not os.path.exists(new):
+            self._ensure_space(new, _LAYER_BYTES, 'a new layer')
+        online = self._active(dom)
+        if online:
+            self._create_online(dom, target, active, new, rec)
+        else:
+            self._create_offline(dom, target, active, new, rec)
+        return {'snapshot': image_locator(disk['path']),
+                'disk': disk_locator(disk['domain'], target, new),
+                'size_bytes': images.actual_size(active),
+                'online': online}
+
+    def _create_offline(self, dom, target, active, new, rec):
+        current = self._config_source(dom, target)
+        if _same(current, new) and _same(images.backing_file(new), active):
+            LOG.info('Snapshot of %(snap)s onto %(new)s already done',
+                     {'snap': active, 'new': new})
+            return
+        if not _same(current, active):
+            raise exception.InvalidRequest(
+                '%s is not the live layer of %s (%s is)'
+                % (active, target, current))
+        if images.is_locked(active):
+            raise exception.ImageInUse(
+                '%s is held open by a running process' % active,
+                image=active)
+        with rec.step('prepare', image=new):
+            images.create_overlay(new, active, exist_ok=True)
+        with rec.step('snapshot', snapshot=active, active=new):
+            self._set_config_source(dom, target, new)
+        LOG.info('Created offline snapshot %(snap)s, new live layer %(new)s',
+                 {'snap': active, 'new': new})
+
+    def _snapshot_xml(self, dom, target, new):
+        """A disk-only snapshot of ``target`` onto the existing file
+        ``new``; every other disk is left out."""
+        root = ET.Element('domainsnapshot')
+        disks = ET.SubElement(root, 'disks')
+        for elem in _disk_elements(self._xml(dom)):
+            dev = elem.find('target').get('dev')
+            if dev == target:
+                d = ET.SubElement(disks, 'disk', name=dev,
+                                  snapshot='external', type='file')
+                ET.SubElement(d, 'driver', type='qcow2')
+                ET.SubElement(d, 'source', file=new)
+            else:
+                ET.SubElement(disks, 'disk', name=dev, snapshot='no')
+        return ET.tostring(root, encoding='unicode')
+
+    def _create_online(self, dom, target, active, new, rec):
+        chain = self._live_chain(dom, target)
+        if chain and _same(chain[0], new) and len(chain) > 1 \
+                and _same(chain[1], active):
+            LOG.info('Snapshot of %(snap)s onto %(new)s already done',
+                     {'snap': active, 'new': new})
+            self._set_config_source(dom, target, new)
+            return
+        if not chain or not _same(chain[0], active):
+            raise exception.InvalidRequest(
+                '%s is not the live layer of %s (%s is)'
+                % (active, target, chain[0] if chain else None))
+        with rec.step('prepare', image=new):
+            images.create_overlay(new, active, exist_ok=True)
+            images.flush(new)
+            images.flush(active)
+            snap_xml = self._snapshot_xml(dom, target, new)
+        flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+                 | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+                 | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+        try:
+            if self.snapshot_pause == 'suspend':
+                self._snapshot_suspended(dom, snap_xml, flags, rec,
+                                         active, new)
+            else:
+                self._snapshot_transaction(dom, snap_xml, flags, rec,
+                                           active, new)
+        except BaseException as exc:
+            chain = self._live_chain(dom, target)
+            if not (chain and _same(chain[0], new)) \
+                    or isinstance(exc, exception.ResumeFailed):
+                if not (chain and _same(chain[0], new)):
+                    self._drop_overlay(new)
+                raise
+            LOG.warning('The switch to %(new)s happened although %(exc)s; '
+                        'keeping it', {'new': new, 'exc': exc})
+        # libvirt updates the persistent definition as well; make sure.
+        self._set_config_source(dom, target, new)
+        LOG.info('Created online snapshot %(snap)s, new live layer %(new)s, '
+                 'paused %(ms)s ms', {'snap': active, 'new': new,
+                                      'ms': rec.pause_ms})
+
+    @staticmethod
+    def _drop_overlay(new):
+        try:
+            if not images.open_by(new) and not images.is_locked(new):
+                images.remove(new)
+        except exception.AgentError as exc:
+            LOG.error('Cannot clean up %(new)s: %(exc)s',
+                      {'new': new, 'exc': exc})
+
+    def _snapshot_transaction(self, dom, snap_xml, flags, rec, active, new):
+        """One ``snapshotCreateXML``: libvirt adds the new layer's nodes
+        and switches the disk in a QEMU ``transaction``, which drains the
+        disk's I/O; the vCPUs are not stopped.  The pause recorded is the
+        agent's view of the call (no QEMU timestamp reaches libvirt's
+        clients), an upper bound of the drained section."""
+        with rec.step('pause', by='libvirt (QEMU transaction drains the '
+                                  'disk; vCPUs run)',
+                      measured='agent, around snapshotCreateXML'):
+            rec.mark_paused()
+        try:
+            with rec.step('snapshot', snapshot=active, active=new):
+                try:
+                    dom.snapshotCreateXML(snap_xml, flags)
+                except libvirt.libvirtError as exc:
+                    raise _wrap('snapshotCreateXML onto %s failed' % new,
+                                exc)
+        finally:
+            with rec.step('resume', by='libvirt (end of the transaction)'):
+                rec.mark_resumed()
+
+    def _snapshot_suspended(self, dom, snap_xml, flags, rec, active, new):
+        """``suspend``, ``snapshotCreateXML``, ``resume`` (in a
+        ``finally``, with retries).  ``pause_ms`` is QEMU's STOP to RESUME
+        window (its own timestamps, see _PauseClock) when the events came,
+        else the agent's view (``suspend`` sent to ``resume`` returned)."""
+        try:
+            state, _reason = dom.state()
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot get the state of %s' % dom.name(), exc)
+        was_running = state == libvirt.VIR_DOMAIN_RUNNING
+        try:
+            with rec.step('pause', was_running=was_running, by='suspend'):
+                self._clock.mark(dom.UUIDString())
+                rec.mark_paused()
+                if was_running:
+                    try:
+                        dom.suspend()
+                    except libvirt.libvirtError as exc:
+                        raise _wrap('Cannot suspend %s' % dom.name(), exc)
+            with rec.step('snapshot', snapshot=active, active=new):
+                try:
+                    dom.snapshotCreateXML(snap_xml, flags)
+                except libvirt.libvirtError as exc:
+                    raise _wrap('snapshotCreateXML onto %s failed' % new,
+                                exc)
+        finally:
+            self._finish_suspend(dom, rec, was_running)
+
+    def _finish_suspend(self, dom, rec, was_running):
+        """The ``resume`` step after a ``suspend`` (with retries); the
+        pause on QEMU's clock when its events came."""
+        with rec.step('resume', left_paused=not was_running):
+            qemu_ms = None
+            if was_running:
+                self._resume(dom)
+                qemu_ms = self._clock.window_ms(dom.UUIDString())
+            rec.mark_resumed(qemu_pause_ms=qemu_ms)
+
+    # -- delete ---------------------------------------------------------------
+    def delete_image(self, image, rec):
+        """Delete a layer nothing is built on.
+
+        :raises ImageInUse: a process holds it open.
+        """
+        path = self._confine(image['path'] if isinstance(image, dict)
+                             else image)
+        with rec.step('delete', image=path):
+            if not os.path.lexists(path):
+                LOG.info('Image %(path)s already gone', {'path': path})
+            else:
+                self._refuse_if_open(path)
+                images.remove(path)
+        return {}
+
+    # -- merge ----------------------------------------------------------------
+    def merge(self, disk, snapshot, parent, child, rec, progress=None,
+              child_is_leaf=False, cancelled=None):
+        """Merge layer ``snapshot`` with its only ``child`` (see
+        base.Driver.merge).
+
+        Online, the live layer is the child: ``blockPull`` to ``parent``
+        streams the snapshot into it, or, when cheaper (the child holds
+        less data), ``blockCommit`` of the active layer and a pivot make
+        the snapshot's file the live layer.  A child below the live layer
+        is committed into the snapshot (``blockCommit``): libvirt streams
+        only into the live layer.  Layers the running domain does not use
+        and disks of a shut-off domain are merged with qemu-img.
+
+        :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
+            NoSpace, Cancelled, InvalidRequest:
+        """
+        snap = self._confine(snapshot['path'])
+        child_path = self._confine(child['path'])
+        parent_path = self._confine(parent['path']) if parent else None
+        if len({snap, child_path, parent_path}) != 3:
+            raise exception.InvalidRequest(
+                'snapshot, parent and child must be three different images')
+        dom = self._domain(disk)
+        target = disk['target']
+        child_is_live = 'target' in child or _same(child_path, disk['path'])
+        online = self._active(dom)
+
+        def result(direction, holder, is_online):
+            new_disk = dict(disk)
+            if child_is_live:
+                new_disk['path'] = holder['path']
+                holder = new_disk
+            return {'child': holder, 'disk': new_disk,
+                    'direction': direction, 'online': is_online}
+
+        streamed = result('stream', child, online)
+        committed = result('commit', image_locator(snapshot['path']), online)
+
+        if not os.path.lexists(snap):
+            backing = images.backing_file(child_path)
+            if _same(backing, parent_path):
+                LOG.info('Merge of %(snap)s into %(child)s already done',
+                         {'snap': snap, 'child': child_path})
+                images.purge(snap)
+                return streamed
+            raise exception.ImageError(
+                '%s is missing but %s still has backing %s'
+                % (snap, child_path, backing))
+        if not os.path.lexists(child_path) \
+                and _same(images.backing_file(snap), parent_path):
+            LOG.info('Commit of %(child)s into %(snap)s already done',
+                     {'snap': snap, 'child': child_path})
+            images.purge(child_path)
+            if child_is_live:
+                self._set_config_source(dom, target, snap)
+            return committed
+
+        if online:
+            chain = self._live_chain(dom, target)
+            job = self._job(dom, target)
+            in_chain = [c for c in chain if _same(c, child_path)]
+            if job.get('type') == libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL:
+                self._pull(dom, target, snap, parent_path, child_path, rec,
+                           progress, cancelled)
+                return streamed
+            if job.get('type') in (
+                    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT,
+                    libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT) \
+                    or (not in_chain and chain and _same(chain[0], snap)
+                        and child_is_live):
+                self._commit(dom, target, snap, parent_path, child_path,
+                             rec, progress, cancelled, child_is_live)
+                return committed
+            if in_chain:
+                if _same(chain[0], child_path):
+                    if child_is_leaf and self._cheaper_to_commit(
+                            snap, child_path):
+                        self._commit(dom, target, snap, parent_path,
+                                     child_path, rec, progress, cancelled,
+                                     True)
+                        return committed
+                    self._pull(dom, target, snap, parent_path, child_path,
+                               rec, progress, cancelled)
+                    return streamed
+                self._commit(dom, target, snap, parent_path, child_path,
+                             rec, progress, cancelled, False)
+                return committed
+            if child_is_live:
+                raise exception.InvalidRequest(
+                    '%s is not the live layer of %s' % (child_path, target))
+        streamed['online'] = committed['online'] = False
+        if child_is_leaf and self._cheaper_to_commit(snap, child_path):
+            self._commit_offline(snap, parent_path, child_path, rec)
+            if child_is_live:
+                self._set_config_source(dom, target, snap)
+            return committed
+        self._merge_offline(snap, parent_path, child_path, rec)
+        return streamed
+
+    @staticmethod
+    def _cheaper_to_commit(snap, child):
+        """True if the child holds less data than the snapshot."""
+        return images.actual_size(child) < images.actual_size(snap)
+
+    @staticmethod
+    def _job(dom, target):
+        """``blockJobInfo`` of ``target``: ``{}`` when no job runs."""
+        try:
+            return dom.blockJobInfo(target, 0) or {}
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot query the block job of %s' % target, exc)
+
+    def _wait_job(self, dom, target, progress, cancelled, ready=False):
+        """Poll ``blockJobInfo`` until the job of ``target`` is gone (or,
+        with ``ready``, has copied everything: an active commit waiting for
+        its pivot).
+
+        :raises Cancelled: ``cancelled()`` turned true (the job is
+            aborted; the chain is as it was).
+        :raises LibvirtError: the job overran ``job_timeout``.
+        """
+        start = time.monotonic()
+        while True:
+            job = self._job(dom, target)
+            if not job:
+                return job
+            end = job.get('end') or 0
+            cur = job.get('cur') or 0
+            if progress is not None:
+                try:
+                    progress(100.0 * cur / end if end else 0.0)
+                except Exception:  # noqa - a reporting bug must not abort
+                    LOG.exception('Progress callback failed')
+            if ready and end and cur == end and self._mirror_ready(dom,
+                                                                   target):
+                return job
+            if cancelled is not None and cancelled():
+                self._abort(dom, target)
+                raise exception.Cancelled(
+                    'The merge was cancelled by an administrator while it '
+                    'copied; the images are as they were')
+            if (self.job_timeout is not None
+                    and time.monotonic() - start > self.job_timeout):
+                self._abort(dom, target)
+                raise LibvirtError('The block job of %s timed out' % target)
+            time.sleep(self.job_poll_interval)
+
+    def _mirror_ready(self, dom, target):
+        """True once libvirt marks the active commit ready for a pivot."""
+        mirror = self._disk(self._xml(dom), target).find('mirror')
+        return mirror is not None and mirror.get('ready') == 'yes'
+
+    def _abort(self, dom, target):
+        try:
+            dom.blockJobAbort(target, 0)
+        except libvirt.libvirtError as exc:
+            LOG.warning('Could not abort the block job of %(target)s: '
+                        '%(exc)s', {'target': target, 'exc': exc})
+
+    def _flush(self, dom, rec):
+        """Make QEMU write the image metadata it caches (the merged
+        layer's new cluster mappings) before the layer it no longer needs
+        is deleted: libvirt has no flush call, but QEMU's ``stop`` flushes
+        every image, so the domain is suspended and resumed (in a
+        ``finally``, with retries).  Without it a host crash could leave
+        the survivor's mappings unwritten and their data's only other copy
+        deleted.  Skipped for a domain that is not running."""
+        try:
+            state, _reason = dom.state()
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot get the state of %s' % dom.name(), exc)
+        if state != libvirt.VIR_DOMAIN_RUNNING:
+            return
+        try:
+            with rec.step('pause', was_running=True, by='suspend',
+                          why='QEMU flushes its image metadata'):
+                self._clock.mark(dom.UUIDString())
+                rec.mark_paused()
+                try:
+                    dom.suspend()
+                except libvirt.libvirtError as exc:
+                    raise _wrap('Cannot suspend %s' % dom.name(), exc)
+        finally:
+            self._finish_suspend(dom, rec, True)
+
+    def _delete_after_merge(self, rec, drop, dom=None):
+        if dom is not None:
+            self._flush(dom, rec)
+        with rec.step('delete', image=drop):
+            # libvirt closes the layer it dropped from the chain as the
+            # job ends; give it a moment before refusing.
+            for _ in range(50):
+                if not images.open_by(drop):
+                    break
+                time.sleep(0.1)
+            self._refuse_if_open(drop)
+            images.trash(drop)
+        with rec.step('purge', image=drop):
+            images.purge(drop)
+
+    def _pull(self, dom, target, snap, parent, child, rec, progress,
+              cancelled):
+        """Stream ``snap`` into the live layer ``child`` (``blockPull``, or
+        ``blockRebase`` to ``parent``); then delete ``snap``'s file."""
+        job = self._job(dom, target)
+        if not job:
+            chain = self._live_chain(dom, target)
+            if any(_same(c, snap) for c in chain):
+                self._ensure_space(child, images.actual_size(snap),
+                                   'the merge')
+                with rec.step('prepare', image=child, direction='stream'):
+                    images.flush(snap)
+                try:
+                    if parent is None:
+                        flags = (libvirt.VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES
+                                 if self.merge_speed else 0)
+                        dom.blockPull(target, self.merge_speed, flags)
+                    else:
+                        flags = (
+                            libvirt.VIR_DOMAIN_BLOCK_REBASE_BANDWIDTH_BYTES
+                            if self.merge_speed else 0)
+                        dom.blockRebase(target, _as_in(chain, parent),
+                                        self.merge_speed, flags)
+                except libvirt.libvirtError as exc:
+                    raise _wrap('Cannot stream %s into %s' % (snap, child),
+                                exc)
+        with rec.step('merge', job='pull', image=child, onto=parent,
+                      direction='stream'):
+            self._wait_job(dom, target, progress, cancelled)
+        with rec.step('reparent', image=child, parent=parent):
+            chain = self._live_chain(dom, target)
+            if any(_same(c, snap) for c in chain):
+                raise LibvirtError(
+                    'The stream of %s into %s ended without merging it'
+                    % (snap, child))
+            backing = images.backing_file(child)
+            if not _same(backing, parent):
+                raise exception.ImageError(
+                    '%s has backing %s after the stream, expected %s'
+                    % (child, backing, parent))
+        if progress is not None:
+            progress(100.0)
+        self._delete_after_merge(rec, snap, dom)
+        LOG.info('Streamed %(snap)s into %(child)s online',
+                 {'snap': snap, 'child': child})
+
+    def _commit(self, dom, target, snap, parent, child, rec, progress,
+                cancelled, active):
+        """Commit ``child`` into ``snap`` with ``blockCommit``; for the
+        live layer (``active``) wait until the job is ready and pivot the
+        disk onto ``snap`` (``blockJobAbort`` with ``PIVOT``: QEMU drains
+        the disk's I/O for the switch).  Then delete ``child``'s file."""
+        job = self._job(dom, target)
+        chain = self._live_chain(dom, target)
+        done = not any(_same(c, child) for c in chain)
+        if not job and not done:
+            self._ensure_space(snap, images.actual_size(child), 'the merge')
+            with rec.step('prepare', image=snap, direction='commit'):
+                images.flush(child)
+            flags = 0
+            if active:
+                flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
+            if self.merge_speed:
+                flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_BANDWIDTH_BYTES
+            try:
+                dom.blockCommit(target, _as_in(chain, snap),
+                                _as_in(chain, child), self.merge_speed, flags)
+            except libvirt.libvirtError as exc:
+                raise _wrap('Cannot commit %s into %s' % (child, snap), exc)
+            job = self._job(dom, target)
+        if job:
+            with rec.step('merge', job='commit', image=snap, source=child,
+                          direction='commit'):
+                self._wait_job(dom, target, progress, cancelled,
+                               ready=active)
+            if active:
+                self._pivot(dom, target, rec)
+        with rec.step('reparent', image=snap, parent=parent):
+            chain = self._live_chain(dom, target)
+            if any(_same(c, child) for c in chain):
+                raise LibvirtError(
+                    'The commit of %s into %s ended without dropping it'
+                    % (child, snap))
+            backing = images.backing_file(snap)
+            if not _same(backing, parent):
+                raise exception.ImageError(
+                    '%s has backing %s after the commit, expected %s'
+                    % (snap, backing, parent))
+        if active:
+            self._set_config_source(dom, target, snap)
+        if progress is not None:
+            progress(100.0)
+        self._delete_after_merge(rec, child, dom)
+        LOG.info('Committed %(child)s into %(snap)s online',
+                 {'snap': snap, 'child': child})
+
+    def _pivot(self, dom, target, rec):
+        """Switch the disk onto the commit's base; the I/O is drained for
+        the switch (measured by the agent around the call)."""
+        try:
+            with rec.step('pause', was_running=True,
+                          drained_by='qemu (job-complete)',
+                          measured='agent, around blockJobAbort(PIVOT)'):
+                rec.mark_paused()
+            with rec.step('snapshot', pivot=target):
+                for attempt in range(50):
+                    try:
+                        dom.blockJobAbort(
+                            target,
+                            libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+                        break
+                    except libvirt.libvirtError as exc:
+                        # Not ready yet (cur == end before QEMU's READY).
+                        if (exc.get_error_code() !=
+                                libvirt.VIR_ERR_BLOCK_COPY_ACTIVE
+                                or attempt == 49):
+                            raise _wrap('Cannot pivot %s' % target, exc)
+                        time.sleep(self.job_poll_interval)
+        finally:
+            with rec.step('resume', by='qemu (pivot)'):
+                rec.mark_resumed()
+
+    def _merge_offline(self, snap, parent, child, rec):
+        self._refuse_if_open(child)
+        with rec.step('merge', image=child, onto=parent, direction='stream'):
+            backing = images.backing_file(child)
+            if _same(backing, parent):
+                LOG.info('%(child)s already rebased onto %(parent)s',
+                         {'child': child, 'parent': parent})
+            elif _same(backing, snap):
+                self._ensure_space(child, images.actual_size(snap),
+                                   'the merge')
+                images.rebase(child, parent, safe=True)
+            else:
+                raise exception.ImageError(
+                    '%s has backing %s, expected %s' % (child, backing, snap))
+        with rec.step('reparent', image=child, parent=parent):
+            backing = images.backing_file(child)
+            if not _same(backing, parent):
+                raise exception.ImageError(
+                    '%s has backing %s after rebase, expected %s'
+                    % (child, backing, parent))
+        with rec.step('delete', image=snap):
+            self._refuse_if_open(snap)
+            images.remove(snap)
+        LOG.info('Merged %(snap)s into %(child)s offline',
+                 {'snap': snap, 'child': child})
+
+    def _commit_offline(self, snap, parent, child, rec):
+        self._refuse_if_open(child)
+        self._refuse_if_open(snap)
+        with rec.step('merge', image=snap, source=child,
+                      direction='commit'):
+            backing = images.backing_file(child)
+            if not _same(backing, snap):
+                raise exception.ImageError(
+                    '%s has backing %s, expected %s' % (child, backing, snap))
+            self._ensure_space(snap, images.actual_size(child), 'the merge')
+            images.commit(child)
+        with rec.step('reparent', image=snap, parent=parent):
+            backing = images.backing_file(snap)
+            if not _same(backing, parent):
+                raise exception.ImageError(
+                    '%s has backing %s, expected %s' % (snap, backing, parent))
+        with rec.step('delete', image=child):
+            images.remove(child)
+        LOG.info('Committed %(child)s into %(snap)s offline',
+                 {'snap': snap, 'child': child})
+
+    # -- revert ---------------------------------------------------------------
+    def revert(self, disk, snapshot, layer_name, rec):
+        """Put a new live layer on ``snapshot`` and point the domain's
+        definition at it.
+
+        :raises ServerRunning: the domain runs.
+        """
+        snap = self._confine(snapshot['path'])
+        new_path = self.layer_locator(disk, layer_name)['path']
+        new = self._confine(new_path)
+        dom = self._domain(disk)
+        if self._active(dom):
+            raise exception.ServerRunning(
+                'The server is running; shut it off before reverting')
+        active = self._confine(disk['path'])
+        if images.is_locked(active):
+            raise exception.ServerRunning(
+                '%s is in use by a running process' % active)
+        with rec.step('prepare', image=new, backing=snap):
+            images.create_overlay(new, snap, exist_ok=True)
+        with rec.step('snapshot', active=new):
+            self._set_config_source(dom, disk['target'], new)
+        return {'disk': disk_locator(disk['domain'], disk['target'],
+                                     new_path),
+                'online': False}
+
+    # -- the audit ------------------------------------------------------------
+    def inspect(self, locators):
+        """Each locator's file: whether it exists, the image it is built
+        on, whether ``qemu-img check`` passes (skipped for an image a
+        running QEMU writes); and every file in the image directories."""
+        result = {'images': [], 'files': []}
+        for loc in list(locators or [])[:10000]:
+            entry = {'locator': loc, 'exists': False, 'backing': None,
+                     'check': None, 'error': None}
+            try:
+                path = loc.get('path') if isinstance(loc, dict) else None
+                real = self._confine(path)
+                entry['exists'] = os.path.exists(real)
+                if entry['exists']:
+                    backing = images.backing_file(real)
+                    entry['backing'] = (image_locator(backing)
+                                        if backing else None)
+                    entry['check'] = self._check(real)
+            except exception.AgentError as exc:
+                entry['error'] = str(exc)
+            result['images'].append(entry)
+        for directory in self.image_dirs:
+            for root, _dirs, files in os.walk(directory):
+                for name in files:
+                    path = os.path.join(root, name)
+                    if os.path.isfile(path) and not os.path.islink(path):
+                        result['files'].append(path)
+        return result
+
+    @staticmethod
+    def _check(path):
+        try:
+            if images.is_locked(path):
+                return 'ok'  # in use for writing: QEMU checks it on open
+            images.check(path, force_share=True)
+            return 'ok'
+        except exception.ImageError as exc:
+            return str(exc)
+
+    def remove(self, path):
+        """Remove an orphaned file (refuses one a process holds open)."""
+        try:
+            real = self._confine(path)
+            if os.path.lexists(real):
+                self._refuse_if_open(real)
+                images.remove(real)
+        except exception.AgentError as exc:
+            return {'removed': False, 'error': str(exc)}
+        return {'removed': True, 'error': ''}
