@@ -28,6 +28,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import states
+from livesnap import tasks as tasks_mod
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -130,6 +131,9 @@ def start(session, op, disk, task):
         raise exception.DiskBusy(disk=disk.name, server=disk.server_id,
                                  operation=disk.operation_id)
     task['operation_id'] = op.id
+    if not agent_rpcapi.AgentAPI().can_send_locators():
+        # An agent older than RPC 1.4 is still about: the legacy task.
+        task = tasks_mod.legacy_task(op.action, task)
     op.task = task
     op.deadline = first_deadline()
     set_status(op, states.RUNNING)
@@ -145,8 +149,7 @@ def step(name, **detail):
 
 
 # operation action -> AgentAPI method that performs it
-_AGENT_METHODS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
-                  'revert': 'revert_disk'}
+_AGENT_METHODS = tasks_mod.ACTIONS
 
 
 def first_deadline():

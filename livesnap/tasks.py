@@ -175,6 +175,10 @@ LEGACY_SCHEMAS = {
     },
 }
 
+#: The conductor's operation actions and the agent's task for each.
+ACTIONS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
+           'revert': 'revert_disk'}
+
 #: Keys only a legacy task has.
 _LEGACY_KEYS = ('new_image', 'snapshot_image')
 
@@ -219,6 +223,7 @@ def legacy_task(action, task):
 
     :raises InvalidTask: a locator of another driver.
     """
+    action = ACTIONS.get(action, action)
     for value in task.values():
         if isinstance(value, dict) and value.get('driver') != 'qemu':
             raise InvalidTask('Only the qemu driver\'s tasks can be sent to '
@@ -338,7 +343,9 @@ def legacy_result(action, result):
 def locator_result(action, task, result):
     """The locator form of ``result``, the answer to ``task`` as sent: a
     legacy task's result (from an agent older than 1.4) is translated with
-    the task's disk; a locator task's is returned as it is."""
+    the task's disk; a locator task's is returned as it is.  (``action``:
+    the agent's, or the conductor's name of it.)"""
+    action = ACTIONS.get(action, action)
     if not is_legacy(task) or not result:
         return result or {}
     disk = _from_legacy(action, task)['disk']
@@ -360,3 +367,35 @@ def locator_result(action, task, result):
             'disk': new_disk, 'direction': result.get('direction'),
             'online': result.get('online'),
             'child_size_bytes': result.get('child_size_bytes')}
+
+
+# -- the audit with an agent older than 1.4 ---------------------------------
+#: what the QEMU driver's image work appends to a file's name
+_QEMU_WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
+
+
+def legacy_paths(locators):
+    """The image paths ``inspect_images`` (RPC 1.0) takes for QEMU
+    ``locators``."""
+    return [loc['path'] for loc in locators
+            if loc and loc.get('driver') == 'qemu' and loc.get('path')]
+
+
+def locator_inspection(locators, report):
+    """``Driver.inspect``'s answer from ``inspect_images``' (RPC 1.0)
+    ``report`` about ``locators``."""
+    seen = report.get('images') or {}
+    by_path = {}
+    images = []
+    for loc in locators:
+        path = (loc or {}).get('path')
+        info = seen.get(path) or {}
+        by_path.setdefault(path, loc)
+        images.append({'locator': loc, 'exists': bool(info.get('exists')),
+                       'backing': _qemu_image(info.get('backing')),
+                       'check': info.get('check'),
+                       'error': info.get('error')})
+    files = [{'path': f,
+              'locator': by_path.get(_QEMU_WORK_SUFFIX.sub('', f))}
+             for f in report.get('files') or [] if f not in by_path]
+    return {'images': images, 'files': files}

@@ -147,9 +147,9 @@ class Driver(metaclass=abc.ABCMeta):
         exists, the image locator it is built on (None: it stands alone)
         and whether a check passes (``"ok"`` or the error); and every file
         in the image directories that none of ``locators`` names, each
-        with the image locator it is a leftover of (what image work adds
-        to a layer's name stripped, e.g. ``x.qcow2.deleted`` gives the
-        locator of ``x.qcow2``).  A locator the driver refuses has
+        with the one of ``locators`` it is a leftover of, or None (what
+        image work adds to a layer's name stripped: ``x.qcow2.deleted``
+        is a leftover of the locator of ``x.qcow2``).  A locator the driver refuses has
         ``error`` set and nothing else looked at.
 
         :returns: ``{"images": [{"locator", "exists", "backing",

@@ -161,7 +161,7 @@ class FakeDriver(base.Driver):
 
     # -- the audit ----------------------------------------------------------------
     def inspect(self, locators):
-        images, named = [], set()
+        images, named = [], {}
         for locator in locators:
             info = {'locator': locator, 'exists': False, 'backing': None,
                     'check': None, 'error': None}
@@ -171,7 +171,7 @@ class FakeDriver(base.Driver):
                 info['error'] = str(exc)
             else:
                 path = locator['path']
-                named.add(path)
+                named[path] = locator
                 info['exists'] = path in self.layers
                 if info['exists']:
                     backing = self.layers[path]
@@ -179,7 +179,7 @@ class FakeDriver(base.Driver):
                         else None
                     info['check'] = 'ok'
             images.append(info)
-        files = [{'path': p, 'locator': self.image(p)}
+        files = [{'path': p, 'locator': None}
                  for p in sorted(self.layers) if p not in named]
         return {'images': images, 'files': files}
 

@@ -406,14 +406,14 @@ class QemuDriver(base.Driver):
         not unlink, the ``.tmp`` file of an interrupted create, a partial
         overlay, anything else)."""
         result = {"images": [], "files": []}
-        named = set()
+        named = {}
         for locator in list(locators or [])[:_INSPECT_MAX]:
             info = {"locator": locator, "exists": False, "backing": None,
                     "check": None, "error": None}
             try:
                 self.check(locator)
                 real = self._confine(locator["path"])
-                named.add(real)
+                named[real] = locator
                 info["exists"] = os.path.exists(real)
                 if info["exists"]:
                     backing = images.backing_file(real)
@@ -432,7 +432,8 @@ class QemuDriver(base.Driver):
                         continue
                     result["files"].append({
                         "path": path,
-                        "locator": self.image(_WORK_SUFFIX.sub("", path))})
+                        "locator": named.get(os.path.realpath(
+                            _WORK_SUFFIX.sub("", path)))})
         return result
 
     @staticmethod

@@ -180,7 +180,10 @@ class Servers(object):
             for d in spec['disks']:
                 s.add(models.Disk(id=snapshot_policy.operations.new_id(),
                                   server_id=server.id, name=d['name'],
-                                  active_image=d['path']))
+                                  locator={
+                                      'driver': 'qemu',
+                                      'qmp_socket': spec.get('qmp_socket'),
+                                      'path': d['path']}))
             s.flush()
             s.refresh(server)
             LOG.info('Registered server %(id)s on host %(host)s',

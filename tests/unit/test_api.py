@@ -156,7 +156,8 @@ def test_agent_refuses_path_outside_image_dirs(offline, tmp_path):
     image = str(outside / 'x.qcow2')
     images.create_base(image, 1024 * 1024)
     with db.transaction() as s:
-        db.server_get(s, 'srv1').disks[0].active_image = image
+        disk = db.server_get(s, 'srv1').disks[0]
+        disk.locator = dict(disk.locator, path=image)
     snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'escape')
     assert op['status'] == 'failed'
     assert 'outside' in op['error']
