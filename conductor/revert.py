@@ -23,10 +23,10 @@ from livesnap import tasks
 LOG = logging.getLogger(__name__)
 
 
-def server_running(ctxt, server):
-    """Ask the host's agent whether a running VM uses one of the server's
-    disks.  A QEMU server registered without a QMP socket never runs as
-    far as livesnap knows, and is not asked about."""
+def server_running(ctxt, server, disks):
+    """Ask the host's agent whether a running VM uses one of ``disks``
+    (the server's disk locators).  A QEMU server registered without a QMP
+    socket never runs as far as livesnap knows, and is not asked about."""
     if server.driver == 'qemu' and not server.qmp_socket:
         return False
     try:
@@ -34,8 +34,8 @@ def server_running(ctxt, server):
         if not agent.can_send_locators():
             return bool(agent.server_running(ctxt, server.host,
                                              server.qmp_socket))
-        return any(agent.disk_online(ctxt, server.host, disk.locator)
-                   for disk in server.disks)
+        return any(agent.disk_online(ctxt, server.host, disk)
+                   for disk in disks)
     except Exception as exc:
         LOG.warning('Could not ask %(host)s about %(server)s: %(error)s',
                     {'host': server.host, 'server': server.id,
@@ -58,8 +58,9 @@ def revert(ctxt, snapshot_id, project_id=None):
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='revert')
         hosts.ensure_alive(s, server.host)
+        disks = [d.locator for d in server.disks]
     # Outside the transaction: an RPC round trip holds no database lock.
-    if server_running(ctxt, server):
+    if server_running(ctxt, server, disks):
         raise exception.ServerRunning(server=server.id)
     operation_id = operations.new_id()
     with db.transaction() as s:
