@@ -267,7 +267,9 @@ class QemuDriver(base.Driver):
         for: processes whose command line has ``-qmp unix:PATH`` and that
         answer on it.  A QEMU whose monitor is reached otherwise (libvirt's,
         a chardev) is not listed; the list may be empty.  Each disk is a
-        block device with a medium; its locator names its top image.
+        block device with a medium, named by its device; a QEMU without
+        devices (``-M none``) has one disk per top qcow2 node, named by
+        the node.  A disk's locator names its top image.
         """
         vms = []
         for sock in sorted(set(self._qmp_sockets())):
@@ -277,6 +279,7 @@ class QemuDriver(base.Driver):
                     name = (s.execute("query-name") or {}).get("name")
                     uuid = (s.execute("query-uuid") or {}).get("UUID")
                     block = s.execute("query-block") or []
+                    graph = _Graph(s)
             except exception.AgentError as exc:
                 LOG.debug("No VM listed for %(sock)s: %(exc)s",
                           {"sock": sock, "exc": exc})
@@ -290,6 +293,12 @@ class QemuDriver(base.Driver):
                         "name": dev.get("qdev") or dev.get("device"),
                         "locator": {"driver": self.name,
                                     "qmp_socket": sock, "path": path}})
+            if not disks:
+                disks = [{"name": node.get("node-name"),
+                          "locator": {"driver": self.name,
+                                      "qmp_socket": sock,
+                                      "path": graph.filename(node)}}
+                         for node in graph.nodes if graph.is_top(node)]
             vms.append({"name": name or sock, "uuid": uuid,
                         "running": running, "disks": disks})
         return vms

@@ -753,3 +753,17 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
         assert read_pattern_ok(a2, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
     assert read_pattern_ok(a2, 0x33, 20 * 1024 * 1024, CHUNK)
 
+
+
+def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
+    vm = vms(base, name="listed")
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    snapshot(driver, disk, img(imgdir, "l1"))
+    found = [v for v in driver.list_vms()
+             if any(d["locator"]["qmp_socket"] == vm.qmp_socket
+                    for d in v["disks"])]
+    assert len(found) == 1, driver.list_vms()
+    assert found[0]["running"] is True
+    assert [d["locator"] for d in found[0]["disks"]] == [
+        {"driver": "qemu", "qmp_socket": vm.qmp_socket,
+         "path": img(imgdir, "l1")}]
