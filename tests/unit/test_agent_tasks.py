@@ -103,3 +103,28 @@ def test_journal_is_atomic_and_lists_unfinished(tmp_path):
         assert json.load(f)['report'] == {'status': 'succeeded'}
     with pytest.raises(ValueError):
         j.get('../x')
+
+
+def _revert(runner, op):
+    disk = runner.driver.add_disk('/i/live', backing='/i/a')
+    runner.run({}, 'revert_disk', {
+        'operation_id': op, 'disk': disk,
+        'snapshot': {'driver': 'fake', 'path': '/i/a'},
+        'layer_name': 'r-' + op, 'discard': disk})
+    return [r for o, r in runner.conductor_api.reports if o == op][0]
+
+
+def test_revert_discards_the_old_live_layer(runner):
+    report = _revert(runner, 'op-r')
+    assert report['status'] == 'succeeded', report
+    assert report['result']['disk']['path'] == '/i/r-op-r'
+    assert runner.driver.layers == {'/i/a': None, '/i/r-op-r': '/i/a'}
+
+
+def test_revert_that_cannot_discard_leaves_the_disk_as_it_was(runner):
+    runner.driver.layers['/i/other'] = '/i/live'  # built on the live layer
+    report = _revert(runner, 'op-r')
+    assert report['status'] == 'failed'
+    assert report['error_code'] == 'image_in_use'
+    assert '/i/r-op-r' not in runner.driver.layers
+    assert runner.driver.layers['/i/live'] == '/i/a'

@@ -176,3 +176,25 @@ def test_migration_0002_carries_rows_over(tmp_path):
         disk = s.get(models.Disk, 'd1')
         disk.locator = dict(disk.locator, path='/img/new.qcow2')
         assert disk.active_image == '/img/new.qcow2'
+
+
+def test_inspection_of_an_agent_below_1_4():
+    """The audit's answer from ``inspect_images`` (RPC 1.0) reads like
+    ``Driver.inspect``'s."""
+    report = {'images': {
+        '/img/vda.qcow2': {'exists': True, 'backing': '/img/s1.qcow2',
+                           'check': 'ok'},
+        '/img/s1.qcow2': {'exists': False}},
+        'files': ['/img/vda.qcow2', '/img/s1.qcow2', '/img/x.qcow2',
+                  '/img/vda.qcow2.deleted']}
+    out = tasks.locator_inspection([DISK, SNAP], report)
+    assert out['images'] == [
+        {'locator': DISK, 'exists': True, 'backing': SNAP, 'check': 'ok',
+         'error': None},
+        {'locator': SNAP, 'exists': False, 'backing': None, 'check': None,
+         'error': None}]
+    assert out['files'] == [
+        {'path': '/img/x.qcow2', 'locator': None},
+        {'path': '/img/vda.qcow2.deleted', 'locator': DISK}]
+    assert tasks.legacy_paths([DISK, SNAP, None]) == [
+        '/img/vda.qcow2', '/img/s1.qcow2']
