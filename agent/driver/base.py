@@ -137,8 +137,11 @@ class Driver(metaclass=abc.ABCMeta):
     def revert(self, disk, snapshot, layer_name, rec):
         """Put a new live layer on ``snapshot`` (the VM must be shut off:
         ServerRunning otherwise); the old live layer is left in place for
-        the caller to delete.  :returns: ``{"disk": new disk locator,
-        "online": False}``."""
+        the caller to delete (``delete_image`` with the old disk locator;
+        if that fails, the caller deletes the new layer,
+        ``layer_locator(disk, layer_name)``, and the disk stays as it
+        was).  :returns: ``{"disk": new disk locator, "online": False}``.
+        """
 
     # -- the audit --------------------------------------------------------
     @abc.abstractmethod
@@ -149,8 +152,8 @@ class Driver(metaclass=abc.ABCMeta):
         in the image directories that none of ``locators`` names, each
         with the one of ``locators`` it is a leftover of, or None (what
         image work adds to a layer's name stripped: ``x.qcow2.deleted``
-        is a leftover of the locator of ``x.qcow2``).  A locator the driver refuses has
-        ``error`` set and nothing else looked at.
+        is a leftover of the locator of ``x.qcow2``).  A locator the
+        driver refuses has ``error`` set and nothing else looked at.
 
         :returns: ``{"images": [{"locator", "exists", "backing",
             "check", "error"}], "files": [{"path", "locator"}]}``.
