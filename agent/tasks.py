@@ -438,10 +438,22 @@ class TaskRunner(object):
         result = self.driver.inspect(locators)
         journal_dir = os.path.realpath(
             getattr(self.journal, 'directory', None) or '/nonexistent')
-        result['files'] = [
-            f for f in result.get('files', [])
-            if os.path.commonpath([os.path.realpath(f['path']),
-                                   journal_dir]) != journal_dir]
+        named = {os.path.realpath(i['locator']['path'])
+                 for i in result.get('images', [])
+                 if isinstance(i.get('locator'), dict)
+                 and isinstance(i['locator'].get('path'), str)}
+        files = []
+        for found in result.get('files', []):
+            if isinstance(found, str):
+                # A driver written before files carried their locator
+                # lists every file: keep those no locator names.
+                if os.path.realpath(found) in named:
+                    continue
+                found = {'path': found, 'locator': None}
+            if os.path.commonpath([os.path.realpath(found['path']),
+                                   journal_dir]) != journal_dir:
+                files.append(found)
+        result['files'] = files
         return result
 
     def inspect_images(self, image_paths):

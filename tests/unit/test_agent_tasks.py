@@ -128,3 +128,13 @@ def test_revert_that_cannot_discard_leaves_the_disk_as_it_was(runner):
     assert report['error_code'] == 'image_in_use'
     assert '/i/r-op-r' not in runner.driver.layers
     assert runner.driver.layers['/i/live'] == '/i/a'
+
+
+def test_inspect_takes_files_listed_as_plain_paths(runner, tmp_path):
+    """A driver that lists every file by path (as base.Driver first said):
+    the files its locators name are not reported."""
+    runner.driver.inspect = lambda locators: {
+        'images': [{'locator': loc, 'exists': True} for loc in locators],
+        'files': ['/i/a', '/i/orphan']}
+    result = runner.inspect([{'driver': 'fake', 'path': '/i/a'}])
+    assert result['files'] == [{'path': '/i/orphan', 'locator': None}]
