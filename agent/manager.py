@@ -25,11 +25,26 @@ class AgentManager(object):
         self.runner.run(ctxt, 'revert_disk', task, expires_at)
 
     def server_running(self, ctxt, qmp_socket):
-        """True if a QEMU answers on ``qmp_socket`` (running or paused)."""
+        """True if a QEMU answers on ``qmp_socket`` (running or paused);
+        for conductors older than 1.4 (see disk_online)."""
         return self.runner.server_running(qmp_socket)
 
+    def disk_online(self, ctxt, disk):
+        """True if a running VM uses the disk (a disk locator) (1.4)."""
+        return self.runner.disk_online(disk)
+
     def inspect_images(self, ctxt, paths):
+        """The audit's look at QEMU images by path; for conductors older
+        than 1.4 (see inspect_layers)."""
         return self.runner.inspect_images(paths)
+
+    def inspect_layers(self, ctxt, locators):
+        """The audit's look at disks and snapshots by locator (1.4)."""
+        return self.runner.inspect(locators)
+
+    def list_vms(self, ctxt):
+        """The VMs the driver sees on this host (1.4)."""
+        return self.runner.list_vms()
 
     def remove_image(self, ctxt, path):
         return self.runner.remove_image(path)

@@ -17,42 +17,38 @@ acknowledged is sent again.
 
 import logging
 
-import tenacity
-
-from agent import qmp
+from agent import exception
+from agent import validation
 from livesnap import context
 
 LOG = logging.getLogger(__name__)
 
 
-@tenacity.retry(stop=tenacity.stop_after_attempt(5),
-                wait=tenacity.wait_exponential(multiplier=0.1, max=2),
-                reraise=True)
-def _resume(socket_path, timeout):
-    with qmp.QMPSession(socket_path, timeout=timeout) as session:
-        if session.status() == 'paused':
-            session.execute('cont')
-            return True
-    return False
-
-
-def resume_paused(journal, entry, qmp_timeout=5.0):
-    """Resume the VM an interrupted operation paused.  :returns: bool."""
-    sock = (entry.get('task') or {}).get('disk', {}).get('qmp_socket')
-    if not entry.get('paused') or not sock or not qmp.is_running(sock):
+def resume_paused(driver, journal, entry):
+    """Resume the VM an interrupted operation paused (``Driver.resume``,
+    which retries).  :returns: bool."""
+    if not entry.get('paused'):
         return False
     try:
-        resumed = _resume(sock, qmp_timeout)
+        disk = validation.validate(entry.get('action'),
+                                   entry.get('task'))['disk']
+        driver.check(disk, 'disk')
+        if not driver.is_online(disk):
+            return False
+    except exception.AgentError:
+        return False
+    try:
+        resumed = driver.resume(disk)
     except Exception:
-        LOG.exception('Could not resume the VM at %(sock)s left paused by '
-                      'operation %(op)s', {'sock': sock,
+        LOG.exception('Could not resume the VM of %(disk)s left paused by '
+                      'operation %(op)s', {'disk': disk,
                                            'op': entry['operation_id']})
         return False
     journal.record(entry['operation_id'], paused=False)
     if resumed:
-        LOG.warning('Resumed the VM at %(sock)s, left paused by operation '
+        LOG.warning('Resumed the VM of %(disk)s, left paused by operation '
                     '%(op)s at step %(step)s', {
-                        'sock': sock, 'op': entry['operation_id'],
+                        'disk': disk, 'op': entry['operation_id'],
                         'step': entry.get('step')})
     return resumed
 
@@ -61,7 +57,7 @@ def paused_entries(journal):
     return [e for e in journal.entries() if e.get('paused')]
 
 
-def recover(runner, qmp_timeout=5.0):
+def recover(runner):
     """Resume paused VMs, finish every unfinished operation, then send
     again every report the conductor has not acknowledged.
 
@@ -74,7 +70,7 @@ def recover(runner, qmp_timeout=5.0):
     journal = runner.journal
     try:
         resumed = sum(1 for e in paused_entries(journal)
-                      if resume_paused(journal, e, qmp_timeout))
+                      if resume_paused(runner.driver, journal, e))
         replayed = 0
         for entry in journal.unfinished():
             if not entry.get('task') or not entry.get('action'):

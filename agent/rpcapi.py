@@ -18,11 +18,17 @@ API version history:
         answer the state ``abandoned``.
 * 1.3 - Added cancel_operation: an administrator stops a merge that is
         still copying.
+* 1.4 - Locator tasks: create_snapshot, delete_snapshot and revert_disk
+        take tasks whose disks and layers are driver-tagged locators (see
+        livesnap.tasks); added disk_online, inspect_layers and list_vms.
+        The conductor sends a locator task only when the version cap
+        allows 1.4, else the legacy task of 1.0.
 """
 
 from livesnap import rpc
+from livesnap import tasks
 
-RPC_API_VERSION = '1.3'
+RPC_API_VERSION = '1.4'
 
 
 class AgentAPI(object):
@@ -63,29 +69,53 @@ class AgentAPI(object):
             return self.client.can_send_version(version)
         return self._prepare(host).can_send_version(version)
 
+    def can_send_locators(self, host=None):
+        """True if tasks may carry locators (1.4) to ``host`` (None: to
+        every host that is up), else legacy tasks."""
+        return self.can_send_version('1.4', host=host)
+
+    def _task_version(self, task):
+        return '1.0' if tasks.is_legacy(task) else '1.4'
+
     def create_snapshot(self, ctxt, host, task, expires_at=None):
         """Pause, pivot the disk onto ``task['new_image']``, resume.
 
         ``expires_at`` (UNIX time): an agent that receives the task later
         and never started it refuses it.
         """
-        self._prepare(host).cast(ctxt, 'create_snapshot', task=task,
-                                 expires_at=expires_at)
+        self._prepare(host, self._task_version(task)).cast(
+            ctxt, 'create_snapshot', task=task, expires_at=expires_at)
 
     def delete_snapshot(self, ctxt, host, task, expires_at=None):
         """Delete physically (``mode=physical``) or merge (``mode=merge``)."""
-        self._prepare(host).cast(ctxt, 'delete_snapshot', task=task,
-                                 expires_at=expires_at)
+        self._prepare(host, self._task_version(task)).cast(
+            ctxt, 'delete_snapshot', task=task, expires_at=expires_at)
 
     def revert_disk(self, ctxt, host, task, expires_at=None):
         """Put a new active image on top of a snapshot (server shut off)."""
-        self._prepare(host).cast(ctxt, 'revert_disk', task=task,
-                                 expires_at=expires_at)
+        self._prepare(host, self._task_version(task)).cast(
+            ctxt, 'revert_disk', task=task, expires_at=expires_at)
 
     def inspect_images(self, ctxt, host, paths, timeout=60):
         """For the audit: each image's state and the image dirs' files."""
         return self._prepare(host, timeout=timeout).call(
             ctxt, 'inspect_images', paths=paths)
+
+    def inspect_layers(self, ctxt, host, locators, timeout=60):
+        """For the audit: each disk's and snapshot's state (by locator)
+        and the files no locator names (1.4; ``Driver.inspect``)."""
+        return self._prepare(host, version='1.4', timeout=timeout).call(
+            ctxt, 'inspect_layers', locators=locators)
+
+    def disk_online(self, ctxt, host, disk, timeout=10):
+        """Whether a running VM uses ``disk``, a disk locator (1.4)."""
+        return self._prepare(host, version='1.4', timeout=timeout).call(
+            ctxt, 'disk_online', disk=disk)
+
+    def list_vms(self, ctxt, host, timeout=30):
+        """The VMs the host's driver sees (1.4; ``Driver.list_vms``)."""
+        return self._prepare(host, version='1.4', timeout=timeout).call(
+            ctxt, 'list_vms')
 
     def remove_image(self, ctxt, host, path, timeout=60):
         """For the audit's repair: remove an orphaned, unused image."""

@@ -15,7 +15,7 @@ import time
 
 from oslo_config import cfg
 
-from agent.driver import qemu
+from agent import driver as driver_mod
 from agent import exception
 from agent import journal as journal_mod
 from agent import manager
@@ -47,14 +47,15 @@ class AgentService(object):
     def __init__(self, host=None):
         self.host = host or CONF.agent.host
         self.conductor_api = conductor_rpcapi.ConductorAPI()
-        self.driver = qemu.QemuDriver(
-            CONF.agent.image_dirs,
+        self.driver = driver_mod.load(
+            CONF.agent.driver, CONF.agent.image_dirs,
             pause_deadline=CONF.agent.pause_deadline,
             resume_retries=CONF.agent.resume_retries,
             qmp_timeout=CONF.agent.qmp_timeout,
             job_timeout=CONF.agent.merge_timeout,
             merge_speed=CONF.agent.merge_rate_limit_mb * 1024 * 1024,
             reserved_bytes=CONF.agent.reserved_space_mb * 1024 * 1024)
+        self.driver.init_host(self.host)
         self.journal = journal_mod.Journal(CONF.agent.journal_dir)
         self.runner = tasks.TaskRunner(
             self.driver, self.journal, self.conductor_api, self.host,
@@ -100,13 +101,14 @@ class AgentService(object):
         self._journal_metrics = agent_metrics.register_journal(
             self.host, self.journal)
         self.metrics_server = metrics.serve(CONF.metrics.agent_port)
-        LOG.info('Agent for host %(host)s started; image dirs %(dirs)s',
-                 {'host': self.host, 'dirs': CONF.agent.image_dirs})
+        LOG.info('Agent for host %(host)s started; driver %(driver)s, '
+                 'image dirs %(dirs)s',
+                 {'host': self.host, 'driver': self.driver.name,
+                  'dirs': CONF.agent.image_dirs})
 
     def _recover(self):
         try:
-            resumed, replayed = recovery.recover(
-                self.runner, qmp_timeout=CONF.agent.qmp_timeout)
+            resumed, replayed = recovery.recover(self.runner)
         except Exception:
             LOG.exception('Journal replay failed')
             return
@@ -156,6 +158,7 @@ class AgentService(object):
         info = {'version': version.VERSION,
                 'rpc_version': self.rpc_version,
                 'image_dirs': list(CONF.agent.image_dirs),
+                'driver': self.driver.name,
                 'started_at': self.started_at}
         self.conductor_api.heartbeat(context.make(), self.host, info)
 

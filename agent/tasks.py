@@ -11,30 +11,19 @@ conductor that died applying it is applied by another one within seconds.
 
 import logging
 import os
-import stat
 import threading
 import time
 
 from agent import exception
 from agent import faults
-from agent import images
 from agent import metrics
-from agent import paths
 from agent import recovery
 from agent import steps as steps_mod
 from agent import validation
 from livesnap import context
+from livesnap import tasks as tasks_mod
 
 LOG = logging.getLogger(__name__)
-
-
-def _is_file(path):
-    """A regular file or a symbolic link (not a socket, fifo or device)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 class TaskRunner(object):
@@ -163,7 +152,13 @@ class TaskRunner(object):
                           completed=entry.get('step_done')):
                 pass
         try:
-            result = self._handlers[action](ctxt, task, rec)
+            # The journal keeps the task as received; the driver gets its
+            # locator form (a legacy task is answered in its own form).
+            work = validation.validate(action, task)
+            validation.check_locators(self.driver, work)
+            result = self._handlers[action](ctxt, work, rec)
+            if tasks_mod.is_legacy(task):
+                result = tasks_mod.legacy_result(action, result)
             report = {'status': 'succeeded', 'result': result}
         except exception.AgentError as exc:
             LOG.warning('Operation %(op)s failed: %(error)s',
@@ -388,7 +383,7 @@ class TaskRunner(object):
 
         def rerun():
             try:
-                recovery.resume_paused(self.journal, entry)
+                recovery.resume_paused(self.driver, self.journal, entry)
                 self.run(context.make(), entry['action'], entry['task'],
                          recovering=True)
             except Exception:
@@ -437,65 +432,74 @@ class TaskRunner(object):
                 faults.point(action, name, 'after')
         return listener
 
-    def inspect_images(self, image_paths):
-        """What the audit needs: for each path, whether it exists, its
-        backing file and whether ``qemu-img check`` passes; and every file
-        in the image directories (images and what image work can leave
-        behind: ``.deleted`` files a purge did not unlink, ``.tmp``
-        files of an interrupted create, partial overlays), sockets and the
-        agent's own journal aside.  Paths outside them are reported as
-        refused, never opened."""
-        result = {'images': {}, 'files': []}
-        if not isinstance(image_paths, list):
-            image_paths = []
-        for path in image_paths[:10000]:
-            info = {'exists': False}
-            try:
-                real = paths.confine(path, self.driver.image_dirs)
-                info['exists'] = os.path.exists(real)
-                if info['exists']:
-                    info['backing'] = images.backing_file(real)
-                    info['check'] = self._check(real)
-            except exception.AgentError as exc:
-                info['error'] = str(exc)
-            result['images'][path] = info
+    def inspect(self, locators):
+        """What the audit needs (``Driver.inspect``), the agent's journal
+        aside: a file under its directory is never reported."""
+        if not isinstance(locators, list):
+            locators = []
+        result = self.driver.inspect(locators)
         journal_dir = os.path.realpath(
             getattr(self.journal, 'directory', None) or '/nonexistent')
-        for directory in self.driver.image_dirs:
-            for root, dirs, files in os.walk(directory):
-                dirs[:] = [d for d in dirs if os.path.realpath(
-                    os.path.join(root, d)) != journal_dir]
-                result['files'].extend(
-                    os.path.join(root, f) for f in files
-                    if _is_file(os.path.join(root, f)))
+        named = {os.path.realpath(i['locator']['path'])
+                 for i in result.get('images', [])
+                 if isinstance(i.get('locator'), dict)
+                 and isinstance(i['locator'].get('path'), str)}
+        files = []
+        for found in result.get('files', []):
+            if isinstance(found, str):
+                # A driver written before files carried their locator
+                # lists every file: keep those no locator names.
+                if os.path.realpath(found) in named:
+                    continue
+                found = {'path': found, 'locator': None}
+            if os.path.commonpath([os.path.realpath(found['path']),
+                                   journal_dir]) != journal_dir:
+                files.append(found)
+        result['files'] = files
         return result
 
-    @staticmethod
-    def _check(path):
-        """``qemu-img check``, unless a process may be writing the image:
-        its metadata on disk is stale until QEMU flushes."""
-        try:
-            if images.is_locked(path):
-                return 'ok'  # in use for writing: QEMU checks it on open
-            images.check(path, force_share=True)
-            return 'ok'
-        except exception.ImageError as exc:
-            return str(exc)
+    def inspect_images(self, image_paths):
+        """``inspect`` for a conductor older than agent RPC 1.4 (QEMU
+        images by path): ``{"images": {path: info}, "files": [paths]}``."""
+        if not isinstance(image_paths, list):
+            image_paths = []
+        locators = [{'driver': self.driver.name, 'path': p}
+                    for p in image_paths if isinstance(p, str)]
+        result = self.inspect(locators)
+        images = {}
+        for info in result['images']:
+            out = {'exists': info['exists']}
+            if info.get('error'):
+                out['error'] = info['error']
+            elif info['exists']:
+                out['backing'] = (info['backing'] or {}).get('path')
+                out['check'] = info['check']
+            images[info['locator']['path']] = out
+        return {'images': images,
+                'files': [f['path'] for f in result['files']]}
 
     def remove_image(self, path):
-        """Remove an orphaned image (audit repair); refuses open ones."""
-        rec = steps_mod.StepRecorder()
+        """Remove an orphaned file (audit repair); refuses open ones."""
+        return self.driver.remove(path)
+
+    def disk_online(self, disk):
+        """True if a running VM uses ``disk`` (a disk locator)."""
         try:
-            self.driver.delete_image(path, rec)
-        except exception.AgentError as exc:
-            return {'removed': False, 'error': str(exc)}
-        return {'removed': True}
+            self.driver.check(disk, 'disk')
+        except exception.AgentError:
+            return False
+        return self.driver.is_online(disk)
 
     def server_running(self, qmp_socket):
+        """``disk_online`` for a conductor older than agent RPC 1.4."""
         if not isinstance(qmp_socket, str) or not qmp_socket:
             return False
-        return self.driver.is_online({'qmp_socket': qmp_socket,
-                                      'active_image': ''})
+        return self.driver.is_online({'driver': self.driver.name,
+                                      'qmp_socket': qmp_socket})
+
+    def list_vms(self):
+        """The host's VMs as the driver sees them (``Driver.list_vms``)."""
+        return self.driver.list_vms()
 
     def _progress_cb(self, ctxt, operation_id):
         def progress(percent):
@@ -507,27 +511,23 @@ class TaskRunner(object):
         return progress
 
     def _create_snapshot(self, ctxt, task, rec):
-        return self.driver.create_snapshot(task['disk'], task['new_image'],
+        return self.driver.create_snapshot(task['disk'], task['layer_name'],
                                            rec)
 
     def _delete_snapshot(self, ctxt, task, rec):
         if task['mode'] == 'physical':
-            self.driver.delete_image(task['snapshot_image'], rec)
-            return {}
+            return self.driver.delete_image(task['snapshot'], rec)
         cancel = self._cancel.setdefault(task['operation_id'],
                                          threading.Event())
         try:
-            result = self.driver.merge(
-                task['disk'], task['snapshot_image'],
-                task.get('parent_image'), task['child_image'], rec,
+            return self.driver.merge(
+                task['disk'], task['snapshot'], task.get('parent'),
+                task['child'], rec,
                 progress=self._progress_cb(ctxt, task['operation_id']),
                 child_is_leaf=task.get('child_is_leaf', False),
                 cancelled=cancel.is_set)
         finally:
             self._cancel.pop(task['operation_id'], None)
-        # the file that now holds the child (the snapshot's, if committed)
-        result['child_size_bytes'] = images.actual_size(result['child_image'])
-        return result
 
     def cancel(self, operation_id):
         """An administrator cancels ``operation_id``: a merge still copying
@@ -546,17 +546,17 @@ class TaskRunner(object):
         return {'cancelling': True}
 
     def _revert_disk(self, ctxt, task, rec):
-        discard = task.get('discard_image')
+        result = self.driver.revert(task['disk'], task['snapshot'],
+                                    task['layer_name'], rec)
+        discard = task.get('discard')
         if discard:
-            # Refuse a bad path before any I/O, not after the new image.
-            paths.confine(discard, self.driver.image_dirs)
-        result = self.driver.new_active_image(
-            task['disk'], task['snapshot_image'], task['new_image'], rec)
-        if discard and os.path.exists(discard):
             try:
                 self.driver.delete_image(discard, rec)
             except Exception:
-                # Leave the disk as it was: the old live image stays.
-                images.remove(task['new_image'])
+                # Leave the disk as it was: the old live layer stays.
+                self.driver.delete_image(
+                    self.driver.layer_locator(task['disk'],
+                                              task['layer_name']),
+                    steps_mod.StepRecorder())
                 raise
         return result

@@ -1,9 +1,10 @@
-"""Compare each disk's tree in the database with the real qcow2 chains.
+"""Compare each disk's tree in the database with the real layer chains.
 
-For every disk of a host the database says which files exist and what each
-one's backing file is (the live image sits on ``disk.snapshot_id``, each
-snapshot on its parent).  The host's agent reports what is really there.
-Drift found:
+For every disk of a host the database says which layers exist and what
+each one is built on (the live layer sits on ``disk.snapshot_id``, each
+snapshot on its parent), by locator.  The host's agent asks its driver
+what is really there (``Driver.inspect``); layers are compared by locator,
+and a finding shows a locator's ``path`` when it has one.  Drift found:
 
 * ``missing``: a record points to a file that does not exist;
 * ``backing``: a file's backing file is not the one its record implies;
@@ -24,6 +25,7 @@ and marks stuck snapshots ``error`` (creating) or back to ``available``
 (deleting, when its file is still in the chain).
 """
 
+import json
 import logging
 import os
 import re
@@ -35,6 +37,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import tree
 from livesnap import context
+from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
@@ -55,11 +58,21 @@ def _leftover(path):
     return 'a file'
 
 
+def _key(locator):
+    """A locator as a dictionary key (locators are compared whole)."""
+    return json.dumps(locator, sort_keys=True)
+
+
+def _shown(locator):
+    """How a finding names a layer: its path, else the locator."""
+    return (locator or {}).get('path') or _key(locator)
+
+
 def _expected(session, host):
-    """{path: (expected backing or None, description)}, the ids of the
-    operations that are still running and the disks they hold (their files
-    may not be recorded, or be on their way out), and the findings of the
-    database alone."""
+    """{locator key: (locator, expected backing locator or None,
+    description)}, the ids of the operations that are still running and
+    the disks and layers they hold (their files may not be recorded, or be
+    on their way out), and the findings of the database alone."""
     expected = {}
     busy = {'disks': set(), 'images': set()}
     findings = []
@@ -72,15 +85,17 @@ def _expected(session, host):
     for server in servers:
         for disk in server.disks:
             snaps = {x.id: x for x in db.snapshots_of_disk(session, disk.id)
-                     if x.status in tree.LIVE_STATUSES and x.image}
+                     if x.status in tree.LIVE_STATUSES and x.locator}
             base = snaps.get(disk.snapshot_id)
             where = '%s/%s' % (server.id, disk.name)
-            expected[disk.active_image] = (base.image if base else None,
-                                           '%s live image' % where)
+            expected[_key(disk.locator)] = (
+                disk.locator, base.locator if base else None,
+                '%s live image' % where)
             for snap in snaps.values():
                 parent = snaps.get(snap.parent_id)
-                expected[snap.image] = (parent.image if parent else None,
-                                        '%s snapshot %s' % (where, snap.id))
+                expected[_key(snap.locator)] = (
+                    snap.locator, parent.locator if parent else None,
+                    '%s snapshot %s' % (where, snap.id))
             if disk.operation_id:
                 op = session.get(models.Operation, disk.operation_id)
                 if op is not None and (op.status in ACTIVE_OPS
@@ -88,8 +103,9 @@ def _expected(session, host):
                     # Running, or in doubt (given up on, still locked):
                     # its files may be on their way in or out.
                     busy['disks'].add(disk.id)
-                    busy['images'].add(disk.active_image)
-                    busy['images'].update(x.image for x in snaps.values())
+                    busy['images'].add(_key(disk.locator))
+                    busy['images'].update(_key(x.locator)
+                                          for x in snaps.values())
                 else:
                     findings.append({
                         'kind': 'stale-lock', 'disk': disk.id,
@@ -110,14 +126,26 @@ def _expected(session, host):
     return expected, running_ops, busy, findings
 
 
-def _in_the_works(path, running_ops, busy):
+def _in_the_works(found, running_ops, busy):
     """True if a running (or in doubt) operation may be making or removing
-    ``path``."""
-    name = os.path.basename(path)
+    the file ``found`` (``{"path", "locator"}`` of ``Driver.inspect``):
+    layers are named by ids, and a leftover names its layer."""
+    name = os.path.basename(found['path'])
     if any(x in name for x in running_ops) or \
             any(x in name for x in busy['disks']):
         return True
-    return _WORK_SUFFIX.sub('', path) in busy['images']
+    return _key(found.get('locator')) in busy['images']
+
+
+def _inspect(ctxt, host, locators):
+    """``Driver.inspect`` on ``host``; through ``inspect_images`` for an
+    agent older than RPC 1.4 (QEMU layers only)."""
+    agent = agent_rpcapi.AgentAPI()
+    if agent.can_send_locators(host):
+        return agent.inspect_layers(ctxt, host, locators)
+    paths = tasks.legacy_paths(locators)
+    return tasks.locator_inspection(
+        locators, agent.inspect_images(ctxt, host, sorted(set(paths))))
 
 
 def audit_host(host, repair=False, ctxt=None):
@@ -129,11 +157,12 @@ def audit_host(host, repair=False, ctxt=None):
     ctxt = ctxt or context.make()
     with db.transaction() as s:
         expected, running_ops, busy, findings = _expected(s, host)
-    report = agent_rpcapi.AgentAPI().inspect_images(ctxt, host,
-                                                    sorted(expected))
-    seen = report.get('images', {})
-    for path, (backing, what) in sorted(expected.items()):
-        info = seen.get(path, {})
+    report = _inspect(ctxt, host, [x[0] for _, x in sorted(expected.items())])
+    seen = {_key(info.get('locator')): info
+            for info in report.get('images', [])}
+    for key, (locator, backing, what) in sorted(expected.items()):
+        info = seen.get(key, {})
+        path = _shown(locator)
         if info.get('error'):
             findings.append({'kind': 'refused', 'path': path,
                              'detail': '%s: %s' % (what, info['error'])})
@@ -146,14 +175,18 @@ def audit_host(host, repair=False, ctxt=None):
                 findings.append({
                     'kind': 'backing', 'path': path,
                     'detail': '%s: backing file is %s, the tree says %s'
-                              % (what, info.get('backing'), backing)})
+                              % (what, _shown(info.get('backing'))
+                                 if info.get('backing') else None,
+                                 _shown(backing) if backing else None)})
             if info.get('check') != 'ok':
                 findings.append({'kind': 'corrupt', 'path': path,
                                  'detail': '%s: %s' % (what,
                                                        info.get('check'))})
-    for path in sorted(set(report.get('files', [])) - set(expected)):
-        if _in_the_works(path, running_ops, busy):
+    for found in sorted(report.get('files', []),
+                        key=lambda f: f['path']):
+        if _in_the_works(found, running_ops, busy):
             continue
+        path = found['path']
         findings.append({'kind': 'orphan', 'path': path,
                          'detail': '%s (%s) is in an image directory but '
                                    'no record points to it'

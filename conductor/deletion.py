@@ -26,6 +26,7 @@ from conductor import snapshots
 from conductor import states
 from conductor import tree
 from livesnap import context
+from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
@@ -36,20 +37,17 @@ def _plan(session, snap, disk):
     kids = tree.children(session, snap, disk)
     if len(kids) >= 2:
         return 'logical', None, len(kids)
-    disk_spec = {'qmp_socket': disk.server.qmp_socket,
-                 'active_image': disk.active_image}
     if not kids:
-        return 'physical', {'mode': 'physical', 'disk': disk_spec,
-                            'snapshot_image': snap.image}, 0
+        return 'physical', tasks.delete_task(
+            'physical', disk.locator, snap.locator), 0
     parent = session.get(models.Snapshot, snap.parent_id) \
         if snap.parent_id else None
     child = kids[0]
     leaf = child.is_active or not tree.children(session, child.snapshot, disk)
-    return 'merge', {'mode': 'merge', 'disk': disk_spec,
-                     'snapshot_image': snap.image,
-                     'parent_image': parent.image if parent else None,
-                     'child_image': child.image,
-                     'child_is_leaf': leaf}, 1
+    return 'merge', tasks.delete_task(
+        'merge', disk.locator, snap.locator,
+        parent=parent.locator if parent else None, child=child.locator,
+        child_is_leaf=leaf), 1
 
 
 def delete(ctxt, snapshot_id, project_id=None):
@@ -170,25 +168,27 @@ def finish_deferred(ctxt, disk_id):
 
 
 def deleted(session, op, result):
+    result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     if op.mode == 'merge':
         # Redefine the child's parent: the snapshot's parent, or none.  A
-        # merge that committed the child into the snapshot's file (the
-        # cheaper way) leaves that file holding the child: its image moves.
-        survivor = result.get('child_image')
+        # merge that committed the child into the snapshot's layer (the
+        # cheaper way) leaves that layer holding the child: its locator
+        # moves.
+        survivor = result.get('child')
         moved = result.get('direction') == 'commit' and survivor
         if disk.snapshot_id == snap.id:
             disk.snapshot_id = snap.parent_id
-            if moved:
-                disk.active_image = survivor
+        if result.get('disk'):
+            disk.locator = result['disk']
         for child in db.snapshots_of_disk(session, disk.id):
             if child.parent_id == snap.id:
                 child.parent_id = snap.parent_id
                 if moved:
-                    child.image = survivor
+                    child.locator = survivor
                 if result.get('child_size_bytes') is not None and \
-                        child.image == result.get('child_image'):
+                        child.locator == survivor:
                     child.size_bytes = result['child_size_bytes']
     session.delete(snap)
 

@@ -29,6 +29,7 @@ from conductor.db import models
 from conductor import exception
 from conductor import notifications
 from conductor import states
+from livesnap import tasks as tasks_mod
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -133,6 +134,9 @@ def start(session, op, disk, task):
         raise exception.DiskBusy(disk=disk.name, server=disk.server_id,
                                  operation=disk.operation_id)
     task['operation_id'] = op.id
+    if not agent_rpcapi.AgentAPI().can_send_locators(op.host):
+        # An agent older than RPC 1.4 is still about: the legacy task.
+        task = tasks_mod.legacy_task(op.action, task)
     op.task = task
     op.deadline = first_deadline()
     set_status(op, states.RUNNING)
@@ -148,8 +152,7 @@ def step(name, **detail):
 
 
 # operation action -> AgentAPI method that performs it
-_AGENT_METHODS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
-                  'revert': 'revert_disk'}
+_AGENT_METHODS = tasks_mod.ACTIONS
 
 
 def first_deadline():

@@ -18,17 +18,24 @@ from conductor import hosts
 from conductor import operations
 from conductor import snapshots
 from conductor import states
+from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
 
-def server_running(ctxt, server):
-    """Ask the host's agent whether the server's QEMU answers."""
-    if not server.qmp_socket:
+def server_running(ctxt, server, disks):
+    """Ask the host's agent whether a running VM uses one of ``disks``
+    (the server's disk locators).  A QEMU server registered without a QMP
+    socket never runs as far as livesnap knows, and is not asked about."""
+    if server.driver == 'qemu' and not server.qmp_socket:
         return False
     try:
-        return bool(agent_rpcapi.AgentAPI().server_running(
-            ctxt, server.host, server.qmp_socket))
+        agent = agent_rpcapi.AgentAPI()
+        if not agent.can_send_locators(server.host):
+            return bool(agent.server_running(ctxt, server.host,
+                                             server.qmp_socket))
+        return any(agent.disk_online(ctxt, server.host, disk)
+                   for disk in disks)
     except Exception as exc:
         LOG.warning('Could not ask %(host)s about %(server)s: %(error)s',
                     {'host': server.host, 'server': server.id,
@@ -51,8 +58,9 @@ def revert(ctxt, snapshot_id, project_id=None):
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='revert')
         hosts.ensure_alive(s, server.host)
+        disks = [d.locator for d in server.disks]
     # Outside the transaction: an RPC round trip holds no database lock.
-    if server_running(ctxt, server):
+    if server_running(ctxt, server, disks):
         raise exception.ServerRunning(server=server.id)
     operation_id = operations.new_id()
     with db.transaction() as s:
@@ -92,18 +100,16 @@ def start_revert(session, op, server, disk, snap=None):
             status=snap.status if snap is not None else 'gone',
             action='revert')
     hosts.ensure_alive(session, server.host)
-    operations.start(session, op, disk, {
-        'disk': {'qmp_socket': server.qmp_socket,
-                 'active_image': disk.active_image},
-        'snapshot_image': snap.image,
-        'new_image': snapshots.layer_path(disk, op.id),
-        'discard_image': disk.active_image})
+    operations.start(session, op, disk, tasks.revert_task(
+        disk.locator, snap.locator, snapshots.layer_name(disk, op.id),
+        discard=disk.locator))
     return True
 
 
 def reverted(session, op, result):
+    result = tasks.locator_result(op.action, op.task, result)
     disk = session.get(models.Disk, op.disk_id)
-    disk.active_image = result['active_image']
+    disk.locator = result['disk']
     disk.snapshot_id = op.snapshot_id
 
 

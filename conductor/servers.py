@@ -72,7 +72,10 @@ def register(spec):
         s.add(server)
         for d in spec['disks']:
             s.add(models.Disk(id=operations.new_id(), server_id=server.id,
-                              name=d['name'], active_image=d['path']))
+                              name=d['name'],
+                              locator={'driver': 'qemu',
+                                       'qmp_socket': spec.get('qmp_socket'),
+                                       'path': d['path']}))
         s.flush()
         s.refresh(server)
         server.disks  # loaded now, to be read after the session ends

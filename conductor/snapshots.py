@@ -8,7 +8,6 @@ The agent pauses, pivots and resumes; its report makes the snapshot
 """
 
 import logging
-import os
 
 from conductor.db import api as db
 from conductor.db import models
@@ -16,14 +15,16 @@ from conductor import hosts
 from conductor import limits
 from conductor import operations
 from conductor import states
+from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
 
-def layer_path(disk, operation_id):
-    """Name of a new writable layer: beside the current one, by ids only."""
-    return os.path.join(os.path.dirname(disk.active_image),
-                        '%s-%s.qcow2' % (disk.id, operation_id))
+def layer_name(disk, operation_id):
+    """Name of a new writable layer, by ids only; the agent's driver
+    places it (the QEMU driver as ``<disk>-<operation>.qcow2`` beside the
+    live layer)."""
+    return '%s-%s' % (disk.id, operation_id)
 
 
 def claim_snapshot(session, snapshot_id, project_id):
@@ -105,21 +106,22 @@ def start_create(session, op, server, disk, snap=None):
     hosts.ensure_alive(session, server.host)
     limits.check_create(session, server, disk, snapshot_id=snap.id)
     snap.parent_id = disk.snapshot_id
-    snap.image = disk.active_image
-    operations.start(session, op, disk, {
-        'disk': {'qmp_socket': server.qmp_socket,
-                 'active_image': disk.active_image},
-        'new_image': layer_path(disk, op.id)})
+    # The live layer becomes the snapshot's; the driver says so in its
+    # result, which replaces this.
+    snap.locator = disk.locator
+    operations.start(session, op, disk, tasks.create_task(
+        disk.locator, layer_name(disk, op.id)))
     return True
 
 
 def created(session, op, result):
+    result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     states.check_snapshot(snap, states.AVAILABLE)
-    snap.image = result.get('snapshot_image', snap.image)
+    snap.locator = result.get('snapshot') or snap.locator
     snap.size_bytes = result.get('size_bytes')
-    disk.active_image = result['active_image']
+    disk.locator = result['disk']
     disk.snapshot_id = snap.id
     op.mode = 'online' if result.get('online') else 'offline'
 
@@ -129,4 +131,4 @@ def create_failed(session, op, report):
     if snap is not None:
         # Nothing was made on disk: the agent rolls a failed create back.
         states.check_snapshot(snap, states.ERROR)
-        snap.image = None
+        snap.locator = None

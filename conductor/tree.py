@@ -25,9 +25,10 @@ class Child(object):
         return self.snapshot is None
 
     @property
-    def image(self):
-        return self.disk.active_image if self.is_active else \
-            self.snapshot.image
+    def locator(self):
+        """The disk's locator for the live layer, else the snapshot's."""
+        return self.disk.locator if self.is_active else \
+            self.snapshot.locator
 
 
 def children(session, snap, disk, snaps=None):

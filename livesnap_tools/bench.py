@@ -188,7 +188,7 @@ def _start_vm(directory, disk_size, data, name='bench'):
 
 def _driver(directory):
     from agent.driver import qemu
-    return qemu.QemuDriver([directory])
+    return qemu.PathAPI(qemu.QemuDriver([directory]))
 
 
 # -- 1. online create -------------------------------------------------------

@@ -158,7 +158,7 @@ def bench_pause(opts, start_vm, summary, tmpdir, busy_threads=3):
         for key, what in VARIANTS:
             d = tmpdir()
             vm, base = start_vm(d)
-            driver = qemu.QemuDriver([d])
+            driver = qemu.PathAPI(qemu.QemuDriver([d]))
             disk = {'qmp_socket': vm.qmp_socket, 'active_image': base}
             state = {'node': 'disk0', 'image': base}
             qemu_ms, agent_ms = [], []

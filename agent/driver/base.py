@@ -31,6 +31,8 @@ point group (``[agent] driver``); see ``agent.driver.load``.
 
 import abc
 
+from agent import exception
+
 
 class Driver(metaclass=abc.ABCMeta):
     """One hypervisor backend on one host.
@@ -44,6 +46,22 @@ class Driver(metaclass=abc.ABCMeta):
 
     def __init__(self, image_dirs, **options):
         self.image_dirs = list(image_dirs)
+
+    # -- locators -----------------------------------------------------------
+    def check(self, locator, kind='image'):
+        """Refuse, before any I/O, a locator this driver did not make or
+        that names something it may not touch (``kind`` is ``disk`` or
+        ``image``).  Runs on every locator of a task before the work
+        starts.
+
+        :raises InvalidRequest: not a dict tagged with this driver's name.
+        :raises PathNotAllowed: names something outside ``image_dirs``.
+        """
+        if not isinstance(locator, dict) or \
+                locator.get('driver') != self.name:
+            raise exception.InvalidRequest(
+                'Not a %s locator of the %s driver: %r'
+                % (kind, self.name, locator))
 
     # -- the host ---------------------------------------------------------
     def init_host(self, host):
@@ -90,8 +108,10 @@ class Driver(metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def delete_image(self, image, rec):
-        """Delete a layer nothing is built on (no children).  Refuses an
-        image a process holds open (ImageInUse).  :returns: ``{}``."""
+        """Delete a layer nothing is built on (no children): an image
+        locator, or a disk locator for a disk's old live layer (what a
+        revert discards).  Refuses an image a process holds open
+        (ImageInUse); one already gone is no error.  :returns: ``{}``."""
 
     @abc.abstractmethod
     def merge(self, disk, snapshot, parent, child, rec, progress=None,
@@ -108,28 +128,39 @@ class Driver(metaclass=abc.ABCMeta):
         :returns: ``{"child": locator of the layer that now holds the
             child (image locator, or the disk's new locator when the child
             was live), "disk": the disk's locator after the merge,
-            "direction": "stream" or "commit", "online": bool}``.
+            "direction": "stream" or "commit", "online": bool,
+            "child_size_bytes": int, the size of the layer that now
+            holds the child}``.
         """
 
     @abc.abstractmethod
     def revert(self, disk, snapshot, layer_name, rec):
         """Put a new live layer on ``snapshot`` (the VM must be shut off:
         ServerRunning otherwise); the old live layer is left in place for
-        the caller to delete.  :returns: ``{"disk": new disk locator,
-        "online": False}``."""
+        the caller to delete (``delete_image`` with the old disk locator;
+        if that fails, the caller deletes the new layer,
+        ``layer_locator(disk, layer_name)``, and the disk stays as it
+        was).  :returns: ``{"disk": new disk locator, "online": False}``.
+        """
 
     # -- the audit --------------------------------------------------------
     @abc.abstractmethod
     def inspect(self, locators):
         """For the audit: for each locator (disk or image), whether it
-        exists, the image locator it is built on and whether a check
-        passes; and every file found in the image directories.
+        exists, the image locator it is built on (None: it stands alone)
+        and whether a check passes (``"ok"`` or the error); and every file
+        in the image directories that none of ``locators`` names, each
+        with the one of ``locators`` it is a leftover of, or None (what
+        image work adds to a layer's name stripped: ``x.qcow2.deleted``
+        is a leftover of the locator of ``x.qcow2``).  A locator the
+        driver refuses has ``error`` set and nothing else looked at.
 
         :returns: ``{"images": [{"locator", "exists", "backing",
-            "check", "error"}], "files": [paths]}``.
+            "check", "error"}], "files": [{"path", "locator"}]}``.
         """
 
     @abc.abstractmethod
     def remove(self, path):
-        """Remove an orphaned file found by the audit (refuses open ones).
-        :returns: ``{"removed": bool, "error": str}``."""
+        """Remove an orphaned file found by the audit (a ``path`` of
+        ``inspect``'s ``files``; refuses open ones and anything outside
+        ``image_dirs``).  :returns: ``{"removed": bool, "error": str}``."""

@@ -1,11 +1,18 @@
 """The QEMU/qcow2 backend: the patent's steps on a KVM host.
 
-A disk is ``{"qmp_socket": str or None, "active_image": str}``.  It is
-*online* when a QEMU answers on ``qmp_socket``; then the backend's I/O is
-paused with QMP ``stop`` and resumed with ``cont``, and the image graph is
-changed inside QEMU (``blockdev-add`` + ``blockdev-snapshot`` to create,
-``block-stream`` to merge).  Otherwise the disk is *offline* and ``qemu-img``
-does the work, after checking that no process holds the images.
+Locators (see ``agent.driver.base``)::
+
+    disk   {"driver": "qemu", "qmp_socket": str or None, "path": str}
+    image  {"driver": "qemu", "path": str}
+
+``path`` is a qcow2 file inside the image directories: for a disk, its live
+layer.  A disk is *online* when a QEMU answers on ``qmp_socket``; then the
+backend's I/O is paused with QMP ``stop`` and resumed with ``cont``, and the
+image graph is changed inside QEMU (``blockdev-add`` + ``blockdev-snapshot``
+to create, ``block-stream`` to merge).  Otherwise the disk is *offline* and
+``qemu-img`` does the work, after checking that no process holds the images.
+A new layer named ``L`` for a disk goes beside its live layer as
+``L.qcow2``.
 
 Every method records its steps on an :class:`agent.steps.StepRecorder` and is
 idempotent: calling it again after a success, or after a crash at any point,
@@ -22,14 +29,17 @@ import json
 import logging
 import os
 import re
+import stat
 import time
 
 import tenacity
 
+from agent.driver import base
 from agent import exception
 from agent import images
 from agent import paths
 from agent import qmp
+from agent import steps
 
 LOG = logging.getLogger(__name__)
 
@@ -38,6 +48,33 @@ _LAYER_BYTES = 1024 * 1024
 
 #: job states after which a job runs no more
 _JOB_DONE = ("concluded", "null")
+
+#: a layer's name, as the conductor chooses it (ids only)
+_LAYER_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\Z")
+
+#: what image work appends to a layer's file name while it works on it
+_WORK_SUFFIX = re.compile(r"(\.deleted|\.tmp(-[0-9]+)?)$")
+
+#: most locators one ``inspect`` looks at
+_INSPECT_MAX = 10000
+
+
+def _is_file(path):
+    """A regular file or a symbolic link (not a socket, fifo or device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
+
+
+def _qmp_socket_of(cmdline):
+    """The QMP unix socket a QEMU command line (argv list) opens with
+    ``-qmp unix:PATH,...``, or None."""
+    for flag, value in zip(cmdline, cmdline[1:]):
+        if flag in ("-qmp", "--qmp") and value.startswith("unix:"):
+            return value[len("unix:"):].split(",")[0] or None
+    return None
 
 
 def node_name_for(path):
@@ -155,7 +192,7 @@ class _Connection(object):
         self.invalidate()
 
 
-class QemuDriver(object):
+class QemuDriver(base.Driver):
     """Snapshot, merge and delete qcow2 images of QEMU disks.
 
     :param image_dirs: directories the agent may touch (see agent.paths).
@@ -171,10 +208,12 @@ class QemuDriver(object):
         (0: no limit).
     """
 
+    name = "qemu"
+
     def __init__(self, image_dirs, pause_deadline=0.5, resume_retries=5,
                  qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None,
-                 reserved_bytes=0, merge_speed=0):
-        self.image_dirs = list(image_dirs)
+                 reserved_bytes=0, merge_speed=0, **options):
+        super().__init__(image_dirs, **options)
         self.pause_deadline = pause_deadline
         self.resume_retries = max(1, int(resume_retries))
         self.qmp_timeout = qmp_timeout
@@ -182,6 +221,247 @@ class QemuDriver(object):
         self.job_timeout = job_timeout
         self.reserved_bytes = reserved_bytes
         self.merge_speed = merge_speed
+
+    # -- locators -----------------------------------------------------------
+    def image(self, path):
+        """The image locator of the qcow2 file ``path``."""
+        return {"driver": self.name, "path": path}
+
+    def check(self, locator, kind="image"):
+        """Refuse, before any I/O, a locator that is not this driver's or
+        whose file (or QMP socket) is not a plain absolute path; the file
+        must lie inside the image directories.
+
+        :raises InvalidRequest, PathNotAllowed:
+        """
+        super().check(locator, kind)
+        self._confine(locator.get("path"))
+        sock = locator.get("qmp_socket")
+        if kind == "disk" and sock is not None and (
+                not isinstance(sock, str) or not os.path.isabs(sock)
+                or "\0" in sock):
+            raise exception.InvalidRequest(
+                "A QMP socket must be an absolute path: %r" % (sock,))
+
+    @staticmethod
+    def _legacy(disk):
+        """The disk as the path-based methods below take it."""
+        return {"qmp_socket": disk.get("qmp_socket"),
+                "active_image": disk.get("path")}
+
+    def layer_locator(self, disk, layer_name):
+        """``<directory of the live layer>/<layer_name>.qcow2``.
+
+        :raises InvalidRequest: ``layer_name`` is not a plain name.
+        """
+        if not isinstance(layer_name, str) or \
+                not _LAYER_NAME.match(layer_name):
+            raise exception.InvalidRequest(
+                "Invalid layer name %r" % (layer_name,))
+        return self.image(os.path.join(os.path.dirname(disk["path"]),
+                                       "%s.qcow2" % layer_name))
+
+    # -- the host -------------------------------------------------------------
+    def list_vms(self):
+        """The QEMUs of this host that a QMP socket of theirs can be found
+        for: processes whose command line has ``-qmp unix:PATH`` and that
+        answer on it.  A QEMU whose monitor is reached otherwise (libvirt's,
+        a chardev) is not listed; the list may be empty.  Each disk is a
+        block device with a medium, named by its device; a QEMU without
+        devices (``-M none``) has one disk per top qcow2 node, named by
+        the node.  A disk's locator names its top image.
+        """
+        vms = []
+        for sock in sorted(set(self._qmp_sockets())):
+            try:
+                with qmp.QMPSession(sock, timeout=self.qmp_timeout) as s:
+                    running = s.status() == "running"
+                    name = (s.execute("query-name") or {}).get("name")
+                    uuid = (s.execute("query-uuid") or {}).get("UUID")
+                    block = s.execute("query-block") or []
+                    graph = _Graph(s)
+            except exception.AgentError as exc:
+                LOG.debug("No VM listed for %(sock)s: %(exc)s",
+                          {"sock": sock, "exc": exc})
+                continue
+            disks = []
+            for dev in block:
+                inserted = dev.get("inserted")
+                path = _Graph.filename(inserted) if inserted else None
+                if path:
+                    disks.append({
+                        "name": dev.get("qdev") or dev.get("device"),
+                        "locator": {"driver": self.name,
+                                    "qmp_socket": sock, "path": path}})
+            if not disks:
+                disks = [{"name": node.get("node-name"),
+                          "locator": {"driver": self.name,
+                                      "qmp_socket": sock,
+                                      "path": graph.filename(node)}}
+                         for node in graph.nodes if graph.is_top(node)]
+            vms.append({"name": name or sock, "uuid": uuid,
+                        "running": running, "disks": disks})
+        return vms
+
+    @staticmethod
+    def _qmp_sockets():
+        """QMP sockets named on the command lines of this host's
+        processes."""
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    argv = f.read().decode(errors="replace").split("\0")
+            except OSError:
+                continue
+            sock = _qmp_socket_of(argv)
+            if sock and os.path.isabs(sock):
+                yield sock
+
+    # -- the disk's state -------------------------------------------------------
+    def is_online(self, disk):
+        """True if a QEMU answers on the disk's QMP socket."""
+        return qmp.is_running(disk.get("qmp_socket"),
+                              timeout=self.qmp_timeout)
+
+    def resume(self, disk):
+        """``cont`` the QEMU of ``disk`` if it is paused (with retries).
+
+        :returns: True if it was paused and is resumed now.
+        :raises QMPError: after the last attempt.
+        """
+        sock = disk.get("qmp_socket")
+        if not sock or not self.is_online(disk):
+            return False
+        return self._resume_socket(sock)
+
+    @tenacity.retry(stop=tenacity.stop_after_attempt(5),
+                    wait=tenacity.wait_exponential(multiplier=0.1, max=2),
+                    reraise=True)
+    def _resume_socket(self, sock):
+        with qmp.QMPSession(sock, timeout=self.qmp_timeout) as session:
+            if session.status() == "paused":
+                session.execute("cont")
+                return True
+        return False
+
+    # -- the patent's methods -------------------------------------------------
+    def create_snapshot(self, disk, layer_name, rec):
+        """The live layer becomes the snapshot; a new layer
+        ``layer_locator(disk, layer_name)`` goes on top of it (see
+        base.Driver.create_snapshot).
+
+        :raises PathNotAllowed, ImageInUse, ImageError, QMPError,
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+        """
+        new = self.layer_locator(disk, layer_name)["path"]
+        result = self._create_snapshot(self._legacy(disk), new, rec)
+        return {"snapshot": self.image(disk["path"]),
+                "disk": dict(disk, path=new),
+                "size_bytes": result["size_bytes"],
+                "online": result["online"]}
+
+    def delete_image(self, image, rec):
+        """Delete the layer's file (see base.Driver.delete_image).
+
+        :raises PathNotAllowed, ImageInUse:
+        """
+        self._delete_path(image.get("path"), rec)
+        return {}
+
+    def merge(self, disk, snapshot, parent, child, rec, progress=None,
+              child_is_leaf=False, cancelled=None):
+        """See base.Driver.merge and ``_merge_paths`` for how.
+
+        ``child`` is the live layer when its file is the disk's.
+        :raises PathNotAllowed, ImageInUse, ImageError, QMPError,
+            InvalidRequest, NoSpace, Cancelled, PauseDeadlineExceeded,
+            ResumeFailed:
+        """
+        live = _same(self._confine(child.get("path")),
+                     self._confine(disk.get("path")))
+        result = self._merge_paths(
+            self._legacy(disk), snapshot.get("path"),
+            parent.get("path") if parent else None, child.get("path"), rec,
+            progress=progress, child_is_leaf=child_is_leaf,
+            cancelled=cancelled)
+        survivor = result["child_image"]
+        new_disk = dict(disk, path=survivor) if live else disk
+        return {"child": new_disk if live else self.image(survivor),
+                "disk": new_disk, "direction": result["direction"],
+                "online": result["online"],
+                "child_size_bytes": images.actual_size(
+                    self._confine(survivor))}
+
+    def revert(self, disk, snapshot, layer_name, rec):
+        """A new live layer ``layer_locator(disk, layer_name)`` on
+        ``snapshot`` (see base.Driver.revert).
+
+        :raises ServerRunning, PathNotAllowed, ImageError, InvalidRequest:
+        """
+        new = self.layer_locator(disk, layer_name)["path"]
+        self._new_active_image(self._legacy(disk), snapshot.get("path"),
+                               new, rec)
+        return {"disk": dict(disk, path=new), "online": False}
+
+    # -- the audit --------------------------------------------------------------
+    def inspect(self, locators):
+        """See base.Driver.inspect: ``backing`` from the qcow2 header,
+        ``check`` by ``qemu-img check`` (skipped for an image a process
+        holds for writing: its metadata on disk is stale until QEMU
+        flushes); ``files`` are the image directories' regular files and
+        symbolic links no locator names (a ``.deleted`` file a purge did
+        not unlink, the ``.tmp`` file of an interrupted create, a partial
+        overlay, anything else)."""
+        result = {"images": [], "files": []}
+        named = {}
+        for locator in list(locators or [])[:_INSPECT_MAX]:
+            info = {"locator": locator, "exists": False, "backing": None,
+                    "check": None, "error": None}
+            try:
+                self.check(locator)
+                real = self._confine(locator["path"])
+                named[real] = locator
+                info["exists"] = os.path.exists(real)
+                if info["exists"]:
+                    backing = images.backing_file(real)
+                    info["backing"] = self.image(backing) if backing \
+                        else None
+                    info["check"] = self._check(real)
+            except exception.AgentError as exc:
+                info["error"] = str(exc)
+            result["images"].append(info)
+        for directory in self.image_dirs:
+            for root, dirs, files in os.walk(directory):
+                for name in files:
+                    path = os.path.join(root, name)
+                    if not _is_file(path) or \
+                            os.path.realpath(path) in named:
+                        continue
+                    result["files"].append({
+                        "path": path,
+                        "locator": named.get(os.path.realpath(
+                            _WORK_SUFFIX.sub("", path)))})
+        return result
+
+    @staticmethod
+    def _check(path):
+        try:
+            if images.is_locked(path):
+                return "ok"  # in use for writing: QEMU checks it on open
+            images.check(path, force_share=True)
+            return "ok"
+        except exception.ImageError as exc:
+            return str(exc)
+
+    def remove(self, path):
+        """Remove an orphaned file (refuses open ones)."""
+        try:
+            self._delete_path(path, steps.StepRecorder())
+        except exception.AgentError as exc:
+            return {"removed": False, "error": str(exc)}
+        return {"removed": True}
 
     # -- helpers --------------------------------------------------------------
     def _ensure_space(self, target, needed, what):
@@ -204,11 +484,6 @@ class QemuDriver(object):
 
     def _connect(self, socket_path):
         return _Connection(socket_path, self.qmp_timeout)
-
-    def is_online(self, disk):
-        """True if a QEMU answers on the disk's QMP socket."""
-        return qmp.is_running(disk.get("qmp_socket"),
-                              timeout=self.qmp_timeout)
 
     @staticmethod
     def _refuse_if_locked(path):
@@ -374,7 +649,7 @@ class QemuDriver(object):
         self._resume(conn, rec, was_running)
 
     # -- create -------------------------------------------------------------
-    def create_snapshot(self, disk, new_image, rec):
+    def _create_snapshot(self, disk, new_image, rec):
         """Turn the disk's active image into a snapshot and put ``new_image``
         on top of it as the new active image.
 
@@ -501,7 +776,7 @@ class QemuDriver(object):
                           {"new": new, "exc": exc2})
 
     # -- delete -------------------------------------------------------------
-    def delete_image(self, image, rec):
+    def _delete_path(self, image, rec):
         """Physically delete a snapshot image that has no children.
 
         :raises ImageInUse: if a process holds the image open.
@@ -516,8 +791,9 @@ class QemuDriver(object):
         return {"image": image, "deleted": True}
 
     # -- merge --------------------------------------------------------------
-    def merge(self, disk, snapshot_image, parent_image, child_image, rec,
-              progress=None, child_is_leaf=False, cancelled=None):
+    def _merge_paths(self, disk, snapshot_image, parent_image, child_image,
+                     rec, progress=None, child_is_leaf=False,
+                     cancelled=None):
         """Merge ``snapshot_image`` with its only child so that one file
         holds what the child shows, on top of ``parent_image`` (None: the
         snapshot is the root and the result stands alone), and delete the
@@ -917,7 +1193,7 @@ class QemuDriver(object):
                  {"snap": snap, "child": child, "ms": rec.pause_ms})
 
     # -- revert -------------------------------------------------------------
-    def new_active_image(self, disk, snapshot_image, new_image, rec):
+    def _new_active_image(self, disk, snapshot_image, new_image, rec):
         """Create ``new_image`` as a new active image on ``snapshot_image``
         (revert: starts a new branch).  Only while the server is shut off.
 
@@ -936,3 +1212,76 @@ class QemuDriver(object):
             images.create_overlay(new, snap, exist_ok=True)
         return {"active_image": new_image, "snapshot_image": snapshot_image,
                 "online": False}
+
+
+class PathAPI(object):
+    """The driver's methods by file path, as agent RPC 1.3 spoke them, for
+    the benchmarks and tests that work with files: a disk is
+    ``{"qmp_socket", "active_image"}``, a new layer a ``.qcow2`` path
+    beside the live one.  Each call goes through the locator methods of
+    ``driver``; results are those of 1.3.  Not used by the agent.
+    """
+
+    def __init__(self, driver):
+        self.driver = driver
+
+    def __getattr__(self, name):
+        return getattr(self.driver, name)
+
+    @staticmethod
+    def _disk(disk):
+        return {"driver": QemuDriver.name,
+                "qmp_socket": disk.get("qmp_socket"),
+                "path": disk["active_image"]}
+
+    def _image(self, path):
+        return self.driver.image(path) if path else None
+
+    def _layer_name(self, disk, new_image):
+        name = os.path.basename(new_image)
+        if os.path.dirname(new_image) != \
+                os.path.dirname(disk["active_image"]) \
+                or not name.endswith(".qcow2"):
+            # confinement speaks first for a path elsewhere
+            self.driver._confine(new_image)
+            raise exception.InvalidRequest(
+                "%s is not a .qcow2 file beside %s"
+                % (new_image, disk["active_image"]))
+        return name[:-len(".qcow2")]
+
+    def is_online(self, disk):
+        return self.driver.is_online(self._disk(disk))
+
+    def create_snapshot(self, disk, new_image, rec):
+        loc = self._disk(disk)
+        self.driver.check(loc, "disk")
+        result = self.driver.create_snapshot(
+            loc, self._layer_name(disk, new_image), rec)
+        return {"snapshot_image": result["snapshot"]["path"],
+                "active_image": result["disk"]["path"],
+                "size_bytes": result["size_bytes"],
+                "online": result["online"]}
+
+    def delete_image(self, image, rec):
+        self.driver.delete_image(self._image(image), rec)
+        return {"image": image, "deleted": True}
+
+    def merge(self, disk, snapshot_image, parent_image, child_image, rec,
+              progress=None, child_is_leaf=False, cancelled=None):
+        loc = self._disk(disk)
+        child = loc if child_image == disk["active_image"] else \
+            self._image(child_image)
+        result = self.driver.merge(
+            loc, self._image(snapshot_image), self._image(parent_image),
+            child, rec, progress=progress, child_is_leaf=child_is_leaf,
+            cancelled=cancelled)
+        return {"child_image": result["child"]["path"],
+                "parent_image": parent_image, "online": result["online"],
+                "direction": result["direction"]}
+
+    def new_active_image(self, disk, snapshot_image, new_image, rec):
+        result = self.driver.revert(
+            self._disk(disk), self._image(snapshot_image),
+            self._layer_name(disk, new_image), rec)
+        return {"active_image": result["disk"]["path"],
+                "snapshot_image": snapshot_image, "online": False}

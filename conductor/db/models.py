@@ -3,6 +3,13 @@
 The database is the only place policy state lives, so several conductors
 can share it.  A disk's ``operation_id`` is its lock: it is taken with a
 compare-and-swap UPDATE and released when the operation ends.
+
+A disk and a snapshot are found on their host by a *locator*, the
+driver-tagged JSON object the agent's driver made (``agent.driver.base``):
+the conductor stores it as it comes and compares it whole.  The older
+columns ``disks.active_image`` and ``snapshots.image`` are kept as a copy
+of the locator's ``path`` (set when the locator is), for the admins' views
+and for tools that read the tables.
 """
 
 import datetime
@@ -36,6 +43,9 @@ class Server(Base):
     project_id = sa.Column(sa.String(64), nullable=False, index=True)
     host = sa.Column(sa.String(255), nullable=False, index=True)
     qmp_socket = sa.Column(sa.String(1024), nullable=True)
+    # The agent driver that runs it ("qemu"); its disks' locators say so.
+    driver = sa.Column(sa.String(32), nullable=False, default='qemu',
+                       server_default='qemu')
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
     disks = orm.relationship('Disk', back_populates='server',
@@ -53,12 +63,19 @@ class Disk(Base):
                           nullable=False)
     name = sa.Column(sa.String(64), nullable=False)
     active_image = sa.Column(sa.String(1024), nullable=False)
+    # The live layer, as the driver names it (see the module docstring).
+    locator = sa.Column(sa.JSON, nullable=True)
     # The snapshot the live image sits on (its backing file), or None.
     snapshot_id = sa.Column(sa.String(36), nullable=True)
     # The operation holding this disk's lock, or None.
     operation_id = sa.Column(sa.String(36), nullable=True)
 
     server = orm.relationship('Server', back_populates='disks')
+
+    @orm.validates('locator')
+    def _copy_path(self, key, locator):
+        self.active_image = (locator or {}).get('path') or ''
+        return locator
 
 
 class Snapshot(Base):
@@ -72,12 +89,19 @@ class Snapshot(Base):
     name = sa.Column(sa.String(255), nullable=False)
     status = sa.Column(sa.String(16), nullable=False)
     image = sa.Column(sa.String(1024), nullable=True)
+    # Its layer, as the driver names it; None when it holds none (error).
+    locator = sa.Column(sa.JSON, nullable=True)
     size_bytes = sa.Column(sa.BigInteger, nullable=True)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
                            onupdate=utcnow)
 
     disk = orm.relationship('Disk')
+
+    @orm.validates('locator')
+    def _copy_path(self, key, locator):
+        self.image = (locator or {}).get('path')
+        return locator
 
 
 class Operation(Base):

@@ -10,6 +10,12 @@ opts = [
                help='Name of this hypervisor host; the conductor sends the '
                     'host\'s tasks to it. Must match the "host" of the '
                     'servers registered for it.'),
+    cfg.StrOpt('driver', default='qemu',
+               help='The hypervisor driver: the name of an entry point of '
+                    'the livesnap.agent.drivers group. "qemu": VMs whose '
+                    'QEMU livesnap reaches on a QMP socket of its own '
+                    '(qcow2 images, qemu-img offline); "fake": in memory, '
+                    'for tests only.'),
     cfg.ListOpt('image_dirs', default=['/var/lib/livesnap/images'],
                 help='Directories holding VM disk images. The agent '
                      'refuses any path outside them.'),

@@ -27,6 +27,12 @@ SIZE = 16 * 1024 * 1024
 CHUNK = 64 * 1024
 
 
+def Qemu(*args, **kwargs):
+    """A QEMU driver, called by file path (``qemu.PathAPI``) through its
+    locator methods."""
+    return qemu.PathAPI(qemu.QemuDriver(*args, **kwargs))
+
+
 def names(rec):
     return [s["name"] for s in rec.steps]
 
@@ -76,7 +82,7 @@ def vms(sockdir):
 
 @pytest.fixture
 def driver(imgdir):
-    return qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=30.0,
+    return Qemu([imgdir], pause_deadline=30.0, qmp_timeout=30.0,
                            job_poll_interval=0.02)
 
 
@@ -197,7 +203,7 @@ def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
     """The paused section is queued in QEMU in one write, so a deadline
     that its replies miss cannot leave the VM paused: the agent still reads
     the queued cont's answer and keeps the pivot QEMU did."""
-    strict = qemu.QemuDriver([imgdir], pause_deadline=0, qmp_timeout=30.0)
+    strict = Qemu([imgdir], pause_deadline=0, qmp_timeout=30.0)
     vm = vms(base)
     vm.write(0xaa, 0, CHUNK)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
@@ -214,7 +220,7 @@ def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
     assert_content(base, [(0xaa, 0)])
 
     # the next snapshot on the same disk works
-    ok = qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
+    ok = Qemu([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
     newer = img(imgdir, "a2")
     snapshot(ok, {"qmp_socket": vm.qmp_socket, "active_image": new}, newer)
     assert vm.top_image() == newer
@@ -225,7 +231,7 @@ def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
     it, so the VM runs; the new node and file are removed afterwards."""
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
-    drv = qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
+    drv = Qemu([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
     new = img(imgdir, "bad")
     rec = StepRecorder()
     real = qmp.QMPSession.send
@@ -483,7 +489,7 @@ def test_new_active_image(driver, vms, base, imgdir):
 
 def test_resume_failed_when_qemu_dies_while_paused(vms, base, imgdir,
                                                    monkeypatch):
-    drv = qemu.QemuDriver([imgdir], pause_deadline=30.0, qmp_timeout=5.0,
+    drv = Qemu([imgdir], pause_deadline=30.0, qmp_timeout=5.0,
                           resume_retries=2)
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
@@ -685,7 +691,7 @@ def _fill_snapshot(vm, mib):
 def test_merge_refused_before_it_starts_without_room(vms, small_imgdir):
     base = img(small_imgdir, "base")
     images.create_base(base, 64 * 1024 * 1024)
-    drv = qemu.QemuDriver([small_imgdir], pause_deadline=30.0,
+    drv = Qemu([small_imgdir], pause_deadline=30.0,
                           qmp_timeout=30.0, reserved_bytes=4 * 1024 * 1024)
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
@@ -701,7 +707,7 @@ def test_merge_refused_before_it_starts_without_room(vms, small_imgdir):
     assert vm.qmp("query-jobs") == []
     assert vm.top_image() == img(small_imgdir, "a2")
     # a create that would leave less than the reserve is refused too
-    tight = qemu.QemuDriver([small_imgdir], reserved_bytes=64 * 1024 * 1024)
+    tight = Qemu([small_imgdir], reserved_bytes=64 * 1024 * 1024)
     with pytest.raises(exception.NoSpace):
         tight.create_snapshot(disk, img(small_imgdir, "a3"), StepRecorder())
     assert not os.path.exists(img(small_imgdir, "a3"))
@@ -714,7 +720,7 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
     succeeds once there is room again."""
     base = img(small_imgdir, "base")
     images.create_base(base, 64 * 1024 * 1024)
-    drv = qemu.QemuDriver([small_imgdir], pause_deadline=30.0,
+    drv = Qemu([small_imgdir], pause_deadline=30.0,
                           qmp_timeout=30.0)
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
@@ -727,7 +733,7 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
     ballast = os.path.join(small_imgdir, "ballast")
     with open(ballast, "wb") as f:   # leave about 4 MiB free
         f.write(b"\0" * (images.free_bytes(small_imgdir) - 4 * 1024 * 1024))
-    monkeypatch.setattr(drv, "_ensure_space", lambda *a: None)
+    monkeypatch.setattr(drv.driver, "_ensure_space", lambda *a: None)
     rec = StepRecorder()
     with pytest.raises(exception.NoSpace, match="No space left"):
         drv.merge(disk, a1, base, a2, rec)
@@ -747,3 +753,17 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
         assert read_pattern_ok(a2, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
     assert read_pattern_ok(a2, 0x33, 20 * 1024 * 1024, CHUNK)
 
+
+
+def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
+    vm = vms(base, name="listed")
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    snapshot(driver, disk, img(imgdir, "l1"))
+    found = [v for v in driver.list_vms()
+             if any(d["locator"]["qmp_socket"] == vm.qmp_socket
+                    for d in v["disks"])]
+    assert len(found) == 1, driver.list_vms()
+    assert found[0]["running"] is True
+    assert [d["locator"] for d in found[0]["disks"]] == [
+        {"driver": "qemu", "qmp_socket": vm.qmp_socket,
+         "path": img(imgdir, "l1")}]

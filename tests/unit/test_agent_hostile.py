@@ -89,17 +89,19 @@ def _disk(host, active=None):
 
 
 def test_create_traversal_refused(host):
+    """A legacy task names the new image; one that is not a file beside
+    the live image has no locator form and is refused as invalid."""
     new = host['images'] + '/../outside/new.qcow2'
     _refused(host, 'create_snapshot',
              {'operation_id': 'op-1', 'disk': _disk(host), 'new_image': new},
-             'path_not_allowed', "'..'")
+             'invalid_request', 'beside the active image')
     assert not os.path.exists(os.path.join(host['outside'], 'new.qcow2'))
 
 
 def test_create_absolute_path_elsewhere_refused(host):
     _refused(host, 'create_snapshot',
              {'operation_id': 'op-1', 'disk': _disk(host, host['victim']),
-              'new_image': os.path.join(host['images'], 'n.qcow2')},
+              'new_image': os.path.join(host['outside'], 'n.qcow2')},
              'path_not_allowed', 'outside the image directories')
 
 
@@ -107,7 +109,7 @@ def test_create_over_system_file_refused(host):
     _refused(host, 'create_snapshot',
              {'operation_id': 'op-1', 'disk': _disk(host),
               'new_image': '/etc/livesnap-pwned.qcow2'},
-             'path_not_allowed', 'outside')
+             'invalid_request', 'beside the active image')
     assert not os.path.exists('/etc/livesnap-pwned.qcow2')
 
 
@@ -172,9 +174,12 @@ def test_revert_with_a_path_elsewhere_refused(host, field):
             'snapshot_image': host['base'],
             'new_image': os.path.join(host['images'], 'r.qcow2'),
             'discard_image': None}
-    task[field] = host['victim'] if field == 'snapshot_image' else \
-        os.path.join(host['outside'], 'r.qcow2')
-    _refused(host, 'revert_disk', task, 'path_not_allowed', 'outside')
+    if field == 'snapshot_image':
+        task[field] = host['victim']
+        _refused(host, 'revert_disk', task, 'path_not_allowed', 'outside')
+    else:
+        task[field] = os.path.join(host['outside'], 'r.qcow2')
+        _refused(host, 'revert_disk', task, 'invalid_request', 'beside')
 
 
 def test_revert_discarding_a_file_elsewhere_refused(host):
@@ -262,3 +267,75 @@ def test_a_valid_task_still_works(host):
     assert images.backing_file(new) == host['top']
     mgr = manager.AgentManager(runner)
     assert mgr.get_operation({}, 'op-ok')['state'] == 'done'
+
+
+# -- locator tasks (agent RPC 1.4) --------------------------------------------
+def _loc(path, disk=False):
+    loc = {'driver': 'qemu', 'path': path}
+    if disk:
+        loc['qmp_socket'] = None
+    return loc
+
+
+def test_locator_disk_elsewhere_refused(host):
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _loc(host['victim'], True),
+              'layer_name': 'n'}, 'path_not_allowed', 'outside')
+
+
+def test_locator_symlink_escape_refused(host):
+    link = os.path.join(host['images'], 'innocent.qcow2')
+    os.symlink(host['victim'], link)
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _loc(link, True),
+              'layer_name': 'n'}, 'path_not_allowed', host['victim'])
+
+
+@pytest.mark.parametrize('name', ['../n', '.n', 'a/b', '', 'n\n', 5])
+def test_locator_layer_names_are_ids_only(host, name):
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': _loc(host['top'], True),
+              'layer_name': name}, 'invalid_request', 'layer_name')
+
+
+@pytest.mark.parametrize('field', ['snapshot', 'child', 'parent'])
+def test_locator_merge_elsewhere_refused(host, field):
+    task = {'operation_id': 'op-1', 'mode': 'merge',
+            'disk': _loc(host['top'], True), 'snapshot': _loc(host['base']),
+            'parent': None, 'child': _loc(host['top'], True)}
+    task[field] = _loc(host['victim'])
+    _refused(host, 'delete_snapshot', task, 'path_not_allowed', 'outside')
+
+
+def test_locator_revert_discarding_elsewhere_refused(host):
+    _refused(host, 'revert_disk',
+             {'operation_id': 'op-1', 'disk': _loc(host['top'], True),
+              'snapshot': _loc(host['base']), 'layer_name': 'r',
+              'discard': _loc(host['victim'])},
+             'path_not_allowed', 'outside')
+
+
+@pytest.mark.parametrize('locator,where', [
+    ({'driver': 'qemu', 'path': 5}, 'disk/path'),
+    ({'driver': 'Qemu;rm', 'path': '/a/b'}, 'disk/driver'),
+    ({'driver': 'qemu', 'path': '/a/b', 'x': ['y']}, 'disk/x'),
+    ({'driver': 'qemu', 'path': '/a/b\x00c'}, 'disk/path'),
+    ({'path': '/a/b'}, 'disk'),
+])
+def test_locator_shapes_refused(host, locator, where):
+    _refused(host, 'create_snapshot',
+             {'operation_id': 'op-1', 'disk': locator, 'layer_name': 'n'},
+             'invalid_request', where)
+
+
+def test_a_valid_locator_task_works(host):
+    runner = host['runner']
+    runner.run({}, 'create_snapshot', {'operation_id': 'op-ok',
+                                       'disk': _loc(host['top'], True),
+                                       'layer_name': 'd1-op-ok'})
+    (op_id, report), = runner.conductor_api.reports
+    assert report['status'] == 'succeeded', report
+    new = os.path.join(host['images'], 'd1-op-ok.qcow2')
+    assert report['result']['disk'] == _loc(new, True)
+    assert report['result']['snapshot'] == _loc(host['top'])
+    assert images.backing_file(new) == host['top']

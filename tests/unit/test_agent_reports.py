@@ -9,35 +9,29 @@ import time
 
 import pytest
 
+from agent.driver import fake
 from agent import journal as journal_mod
 from agent import manager
 from agent import tasks
 from livesnap_tools import fixtures
 
 
-class Driver(object):
-    """Counts creates; ``hook`` runs inside one (to fill the disk)."""
+class Driver(fake.FakeDriver):
+    """The fake driver; ``calls`` counts creates only."""
 
     def __init__(self):
-        self.calls = 0
-        self.hook = None
-        self.steps = True
+        super().__init__(['/i'])
+        self.add_disk('/i/a')
 
-    def create_snapshot(self, disk, new_image, rec):
-        self.calls += 1
-        if self.steps:
-            with rec.step('prepare'):
-                pass
-        if self.hook:
-            self.hook()
-        return {'snapshot_image': disk['active_image'],
-                'active_image': new_image, 'size_bytes': 1, 'online': False}
+    @property
+    def creates(self):
+        return self.calls['create_snapshot']
 
 
 def _task(op='op-1'):
     return {'operation_id': op,
-            'disk': {'qmp_socket': None, 'active_image': '/i/a.qcow2'},
-            'new_image': '/i/b.qcow2'}
+            'disk': {'driver': 'fake', 'vm': None, 'path': '/i/a'},
+            'layer_name': 'b'}
 
 
 @pytest.fixture
@@ -88,7 +82,7 @@ def test_report_carries_host_and_is_resent_until_acknowledged(runner):
     assert runner.journal.entries() == []
     # The archived entry still answers a duplicate task, without work.
     runner.run({}, 'create_snapshot', _task())
-    assert runner.driver.calls == 1
+    assert runner.driver.creates == 1
     assert mgr.get_operation({}, 'op-1')['state'] == 'done'
 
 
@@ -106,7 +100,7 @@ def test_abandoned_operation_is_refused_by_id(runner):
                                                  'report': None}
     # No expires_at: only the abandonment refuses it.
     runner.run({}, 'create_snapshot', _task())
-    assert runner.driver.calls == 0
+    assert runner.driver.creates == 0
     assert runner.conductor_api.reports == []
     assert mgr.get_operation({}, 'op-1')['state'] == 'abandoned'
     assert mgr.abandon_operation({}, '../x') is None
@@ -124,12 +118,12 @@ def test_abandon_answers_how_a_seen_operation_stands(runner):
         mgr.abandon_operation({}, 'op-2'))
     runner.run({}, 'create_snapshot', _task('op-2'))
     assert answers == [{'state': 'running', 'report': None}]
-    assert runner.driver.calls == 2
+    assert runner.driver.creates == 2
 
 
 def test_expires_at_still_refuses_a_late_task(runner):
     runner.run({}, 'create_snapshot', _task(), expires_at=time.time() - 1)
-    assert runner.driver.calls == 0
+    assert runner.driver.creates == 0
     (op_id, report), = runner.conductor_api.reports
     assert report['error_code'] == 'expired'
 
@@ -142,7 +136,7 @@ def test_task_that_died_is_run_again_when_asked(runner):
     mgr = manager.AgentManager(runner)
     assert mgr.get_operation({}, 'op-1')['state'] == 'running'
     _wait_reruns()
-    assert runner.driver.calls == 1
+    assert runner.driver.creates == 1
     assert _statuses(runner) == [('op-1', 'succeeded')]
     (_, report), = runner.conductor_api.reports
     assert report['steps'][0]['name'] == 'recover'
@@ -155,7 +149,7 @@ def test_no_rerun_before_the_start_up_replay(runner):
                           state='running')
     assert runner.operation_state('op-1')['state'] == 'running'
     _wait_reruns()
-    assert runner.driver.calls == 0
+    assert runner.driver.creates == 0
 
 
 @pytest.fixture
@@ -181,7 +175,7 @@ def disk_full(monkeypatch):
 def test_agent_that_cannot_journal_refuses_work(runner, disk_full):
     disk_full['on'] = True
     runner.run({}, 'create_snapshot', _task())
-    assert runner.driver.calls == 0
+    assert runner.driver.creates == 0
     (op_id, report), = runner.conductor_api.reports
     assert report['status'] == 'failed'
     assert report['error_code'] == 'journal_unavailable'
@@ -206,14 +200,14 @@ def test_agent_that_cannot_journal_refuses_work(runner, disk_full):
 def test_outcome_known_but_not_journaled_is_reported(runner, disk_full):
     """The work is done when the disk fills: the real outcome is reported,
     not "in progress" for ever, and not a made-up failure."""
-    runner.driver.steps = False
+    runner.driver.record_steps = False
     runner.driver.hook = lambda: disk_full.update(on=True)
     runner.run({}, 'create_snapshot', _task())
     assert _statuses(runner) == [('op-1', 'succeeded')]
     assert runner.journal.get('op-1')['state'] == 'running'
     assert runner.operation_state('op-1')['state'] == 'done'
     _wait_reruns()
-    assert runner.driver.calls == 1
+    assert runner.driver.creates == 1
     # Once the disk has room, the journal catches up.
     disk_full['on'] = False
     runner.resend_due({}, force=True)

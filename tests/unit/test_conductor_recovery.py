@@ -43,6 +43,9 @@ class ScriptedAgent(object):
     def ack_report(self, ctxt, host, operation_id):
         self.calls.append(('ack_report', host, operation_id))
 
+    def can_send_locators(self):
+        return True
+
     def create_snapshot(self, ctxt, host, task, expires_at=None):
         self.calls.append(('create_snapshot', host, task['operation_id']))
 

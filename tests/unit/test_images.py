@@ -191,7 +191,7 @@ def _corrupt(path):
 def test_corrupt_image_in_a_blockstore_is_not_locked(tmp_path):
     """A path containing "block" (and so "lock") must not pass for QEMU's
     lock error: the corruption is raised, and the audit's check fails."""
-    from agent import tasks
+    from agent.driver import qemu
     directory = tmp_path / "blockstore"
     directory.mkdir()
     path = str(directory / "vda-locked.qcow2")
@@ -199,7 +199,7 @@ def test_corrupt_image_in_a_blockstore_is_not_locked(tmp_path):
     with pytest.raises(exception.ImageError) as err:
         images.is_locked(path)
     assert "lock" in str(err.value)  # the path says so, QEMU does not
-    assert tasks.TaskRunner._check(path) != "ok"
+    assert qemu.QemuDriver._check(path) != "ok"
 
 
 def test_image_held_by_a_running_qemu_is_locked(tmp_path):

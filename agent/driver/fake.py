@@ -1,0 +1,193 @@
+"""An in-memory driver for unit tests: a tree of layers, no hypervisor.
+
+Like nova's ``nova/virt/fake.py``: the agent's task runner, journal and
+recovery run against it unchanged.  A layer is a name (a ``path`` that is
+never opened); each has the layer it is built on.  VMs are recorded with
+``add_vm``; a disk is online while its VM runs.  Locators::
+
+    disk   {"driver": "fake", "vm": str or None, "path": str}
+    image  {"driver": "fake", "path": str}
+
+Every method is idempotent, as the contract requires, and counts its calls
+in ``calls``; ``hook`` (a callable, or None) runs inside every method that
+changes layers, after its steps, to inject a failure or a wait.
+"""
+
+import collections
+import os
+import threading
+
+from agent.driver import base
+from agent import exception
+
+
+class FakeDriver(base.Driver):
+    """See the module's docstring.
+
+    :param record_steps: record the patent's steps on ``rec`` (off: the
+        methods record none, as a driver that fails before its first).
+    """
+
+    name = 'fake'
+
+    def __init__(self, image_dirs=('/fake',), record_steps=True,
+                 **options):
+        super().__init__(image_dirs, **options)
+        self.record_steps = record_steps
+        self.hook = None
+        self.calls = collections.Counter()
+        #: path -> the path it is built on, or None
+        self.layers = {}
+        #: name -> {"running": bool, "paused": bool}
+        self.vms = {}
+        self._lock = threading.Lock()
+
+    # -- setting up a test ---------------------------------------------------
+    def add_vm(self, name, running=True, paused=False):
+        self.vms[name] = {'running': running, 'paused': paused}
+
+    def add_disk(self, path, vm=None, backing=None):
+        """A disk whose live layer is ``path``: its disk locator."""
+        self.layers[path] = backing
+        return {'driver': self.name, 'vm': vm, 'path': path}
+
+    def image(self, path):
+        return {'driver': self.name, 'path': path}
+
+    # -- locators --------------------------------------------------------------
+    def check(self, locator, kind='image'):
+        super().check(locator, kind)
+        path = locator.get('path')
+        if not isinstance(path, str) or not any(
+                path.startswith(d.rstrip('/') + '/')
+                for d in self.image_dirs):
+            raise exception.PathNotAllowed(
+                '%r is outside the image directories' % (path,))
+
+    def layer_locator(self, disk, layer_name):
+        return self.image(os.path.join(os.path.dirname(disk['path']),
+                                       layer_name))
+
+    # -- the host ----------------------------------------------------------------
+    def list_vms(self):
+        return [{'name': name, 'uuid': None, 'running': vm['running'],
+                 'disks': []} for name, vm in sorted(self.vms.items())]
+
+    def is_online(self, disk):
+        vm = self.vms.get(disk.get('vm'))
+        return bool(vm and vm['running'])
+
+    def resume(self, disk):
+        self.calls['resume'] += 1
+        vm = self.vms.get(disk.get('vm'))
+        if vm and vm['running'] and vm['paused']:
+            vm['paused'] = False
+            return True
+        return False
+
+    # -- the patent's methods ---------------------------------------------------
+    def _step(self, rec, name, **detail):
+        if self.record_steps:
+            with rec.step(name, **detail):
+                pass
+
+    def _run_hook(self):
+        if self.hook is not None:
+            self.hook()
+
+    def create_snapshot(self, disk, layer_name, rec):
+        self.calls['create_snapshot'] += 1
+        new = self.layer_locator(disk, layer_name)['path']
+        online = self.is_online(disk)
+        with self._lock:
+            if disk['path'] not in self.layers:
+                raise exception.ImageError('%s is missing' % disk['path'])
+            self._step(rec, 'prepare', image=new)
+            self.layers[new] = disk['path']
+            self._step(rec, 'snapshot', snapshot=disk['path'], active=new)
+        self._run_hook()
+        return {'snapshot': self.image(disk['path']),
+                'disk': dict(disk, path=new), 'size_bytes': 1,
+                'online': online}
+
+    def delete_image(self, image, rec):
+        self.calls['delete_image'] += 1
+        with self._lock:
+            if any(b == image['path'] for b in self.layers.values()):
+                raise exception.ImageInUse(
+                    '%s has layers built on it' % image['path'])
+            self._step(rec, 'delete', image=image['path'])
+            self.layers.pop(image['path'], None)
+        self._run_hook()
+        return {}
+
+    def merge(self, disk, snapshot, parent, child, rec, progress=None,
+              child_is_leaf=False, cancelled=None):
+        """Always streams (the child's layer stays)."""
+        self.calls['merge'] += 1
+        with self._lock:
+            snap, kid = snapshot['path'], child['path']
+            above = parent['path'] if parent else None
+            if snap in self.layers:
+                if self.layers.get(kid) != snap:
+                    raise exception.ImageError(
+                        '%s is not built on %s' % (kid, snap))
+                if cancelled is not None and cancelled():
+                    raise exception.Cancelled()
+                self._step(rec, 'merge', image=kid)
+                self.layers[kid] = above
+                self._step(rec, 'reparent', image=kid, parent=above)
+                del self.layers[snap]
+                self._step(rec, 'delete', image=snap)
+            elif self.layers.get(kid) != above:
+                raise exception.ImageError('%s is missing' % snap)
+        if progress is not None:
+            progress(100.0)
+        self._run_hook()
+        return {'child': child, 'disk': disk, 'direction': 'stream',
+                'online': self.is_online(disk), 'child_size_bytes': 1}
+
+    def revert(self, disk, snapshot, layer_name, rec):
+        self.calls['revert'] += 1
+        if self.is_online(disk):
+            raise exception.ServerRunning(
+                'The server is running; shut it off before reverting')
+        new = self.layer_locator(disk, layer_name)['path']
+        with self._lock:
+            self._step(rec, 'prepare', image=new, backing=snapshot['path'])
+            self.layers[new] = snapshot['path']
+        self._run_hook()
+        return {'disk': dict(disk, path=new), 'online': False}
+
+    # -- the audit ----------------------------------------------------------------
+    def inspect(self, locators):
+        images, named = [], {}
+        for locator in locators:
+            info = {'locator': locator, 'exists': False, 'backing': None,
+                    'check': None, 'error': None}
+            try:
+                self.check(locator)
+            except exception.AgentError as exc:
+                info['error'] = str(exc)
+            else:
+                path = locator['path']
+                named[path] = locator
+                info['exists'] = path in self.layers
+                if info['exists']:
+                    backing = self.layers[path]
+                    info['backing'] = self.image(backing) if backing \
+                        else None
+                    info['check'] = 'ok'
+            images.append(info)
+        files = [{'path': p, 'locator': None}
+                 for p in sorted(self.layers) if p not in named]
+        return {'images': images, 'files': files}
+
+    def remove(self, path):
+        self.calls['remove'] += 1
+        with self._lock:
+            if any(b == path for b in self.layers.values()):
+                return {'removed': False,
+                        'error': '%s has layers built on it' % path}
+            self.layers.pop(path, None)
+        return {'removed': True}

@@ -1,0 +1,200 @@
+"""The driver interface: loading by name, the fake driver's tree, the task
+module both sides use (locator and legacy tasks), migration 0002."""
+
+import pytest
+import sqlalchemy as sa
+
+from agent import driver as driver_mod
+from agent.driver import base
+from agent.driver import fake
+from agent.driver import qemu
+from agent import exception
+from agent.steps import StepRecorder
+from conductor.db import migration
+from livesnap import tasks
+
+
+def test_drivers_load_by_name():
+    qemu_driver = driver_mod.load('qemu', ['/img'], pause_deadline=2.0,
+                                  unknown_option=1)
+    assert isinstance(qemu_driver, qemu.QemuDriver)
+    assert isinstance(qemu_driver, base.Driver)
+    assert qemu_driver.pause_deadline == 2.0
+    assert isinstance(driver_mod.load('fake', ['/f']), fake.FakeDriver)
+    with pytest.raises(exception.InvalidRequest):
+        driver_mod.load('no-such-driver', ['/img'])
+
+
+def test_qemu_layer_locator_keeps_the_old_file_names():
+    drv = qemu.QemuDriver(['/img'])
+    disk = {'driver': 'qemu', 'qmp_socket': None, 'path': '/img/a/vda.qcow2'}
+    assert drv.layer_locator(disk, 'd1-op1') == {
+        'driver': 'qemu', 'path': '/img/a/d1-op1.qcow2'}
+    with pytest.raises(exception.InvalidRequest):
+        drv.layer_locator(disk, '../x')
+    with pytest.raises(exception.InvalidRequest):
+        drv.check({'driver': 'libvirt', 'path': '/img/a/vda.qcow2'})
+    with pytest.raises(exception.PathNotAllowed):
+        drv.check({'driver': 'qemu', 'path': '/etc/passwd'})
+
+
+def test_fake_driver_keeps_a_tree():
+    drv = fake.FakeDriver(['/i'])
+    drv.add_vm('vm1', running=False)
+    disk = drv.add_disk('/i/base', vm='vm1')
+    first = drv.create_snapshot(disk, 'l1', StepRecorder())
+    disk = first['disk']
+    second = drv.create_snapshot(disk, 'l2', StepRecorder())
+    disk = second['disk']
+    assert drv.layers == {'/i/base': None, '/i/l1': '/i/base',
+                          '/i/l2': '/i/l1'}
+    # merge the middle layer into the live one
+    result = drv.merge(disk, second['snapshot'], first['snapshot'], disk,
+                       StepRecorder(), child_is_leaf=True)
+    assert result['child'] == disk and result['disk'] == disk
+    assert drv.layers == {'/i/base': None, '/i/l2': '/i/base'}
+    # idempotent
+    drv.merge(disk, second['snapshot'], first['snapshot'], disk,
+              StepRecorder())
+    with pytest.raises(exception.ImageInUse):
+        drv.delete_image(first['snapshot'], StepRecorder())
+    reverted = drv.revert(disk, first['snapshot'], 'r1', StepRecorder())
+    drv.delete_image(disk, StepRecorder())
+    assert drv.layers == {'/i/base': None, '/i/r1': '/i/base'}
+    seen = drv.inspect([reverted['disk'], {'driver': 'fake',
+                                           'path': '/etc/x'}])
+    assert seen['images'][0]['backing'] == drv.image('/i/base')
+    assert seen['images'][1]['error']
+    assert seen['files'] == [{'path': '/i/base', 'locator': None}]
+    drv.add_vm('vm1', running=True, paused=True)
+    with pytest.raises(exception.ServerRunning):
+        drv.revert(reverted['disk'], first['snapshot'], 'r2',
+                   StepRecorder())
+    assert drv.resume(reverted['disk']) is True
+    assert drv.resume(reverted['disk']) is False
+
+
+DISK = {'driver': 'qemu', 'qmp_socket': '/run/vm.qmp',
+        'path': '/img/vda.qcow2'}
+SNAP = {'driver': 'qemu', 'path': '/img/s1.qcow2'}
+PARENT = {'driver': 'qemu', 'path': '/img/s0.qcow2'}
+
+
+@pytest.mark.parametrize('action,task', [
+    ('create_snapshot', tasks.create_task(DISK, 'd1-op1')),
+    ('delete_snapshot', tasks.delete_task('physical', DISK, SNAP)),
+    ('delete_snapshot', tasks.delete_task('merge', DISK, SNAP,
+                                          parent=PARENT, child=DISK,
+                                          child_is_leaf=True)),
+    ('delete_snapshot', tasks.delete_task('merge', DISK, SNAP, parent=None,
+                                          child=PARENT)),
+    ('revert_disk', tasks.revert_task(DISK, SNAP, 'd1-op1', discard=DISK)),
+])
+def test_legacy_tasks_mean_the_same(action, task):
+    """A task built for an agent below RPC 1.4 and translated back at the
+    agent's edge is the locator task the conductor meant."""
+    task = dict(task, operation_id='op1')
+    assert tasks.validate(action, task) == task
+    legacy = tasks.legacy_task(action, task)
+    assert tasks.is_legacy(legacy)
+    assert tasks.validate(action, legacy) == task
+
+
+def test_legacy_create_names_the_same_file():
+    legacy = tasks.legacy_task('create', dict(
+        tasks.create_task(DISK, 'd1-op1'), operation_id='op1'))
+    assert legacy == {'operation_id': 'op1',
+                      'disk': {'qmp_socket': '/run/vm.qmp',
+                               'active_image': '/img/vda.qcow2'},
+                      'new_image': '/img/d1-op1.qcow2'}
+
+
+def test_legacy_tasks_only_for_qemu():
+    disk = {'driver': 'libvirt', 'domain': 'x', 'path': '/img/a'}
+    with pytest.raises(tasks.InvalidTask):
+        tasks.legacy_task('create', tasks.create_task(disk, 'l'))
+
+
+def test_legacy_results_translate_both_ways():
+    task = dict(tasks.create_task(DISK, 'd1-op1'), operation_id='op1')
+    result = {'snapshot': {'driver': 'qemu', 'path': DISK['path']},
+              'disk': dict(DISK, path='/img/d1-op1.qcow2'),
+              'size_bytes': 5, 'online': True}
+    legacy = tasks.legacy_result('create_snapshot', result)
+    assert legacy == {'snapshot_image': '/img/vda.qcow2',
+                      'active_image': '/img/d1-op1.qcow2',
+                      'size_bytes': 5, 'online': True}
+    assert tasks.locator_result('create', tasks.legacy_task('create', task),
+                                legacy) == result
+    assert tasks.locator_result('create', task, result) is result
+    # a merge that committed the live child into the snapshot's file
+    task = dict(tasks.delete_task('merge', DISK, SNAP, parent=PARENT,
+                                  child=DISK, child_is_leaf=True),
+                operation_id='op2')
+    legacy = {'child_image': SNAP['path'], 'parent_image': PARENT['path'],
+              'online': True, 'direction': 'commit',
+              'child_size_bytes': 7}
+    moved = dict(DISK, path=SNAP['path'])
+    assert tasks.locator_result('delete', tasks.legacy_task('delete', task),
+                                legacy) == {
+        'child': moved, 'disk': moved, 'direction': 'commit',
+        'online': True, 'child_size_bytes': 7}
+
+
+def test_migration_0002_carries_rows_over(tmp_path):
+    engine = sa.create_engine('sqlite:///%s' % (tmp_path / 'm.sqlite'))
+    migration.upgrade(engine, '0001')
+    with engine.begin() as c:
+        c.execute(sa.text(
+            "INSERT INTO servers (id, name, project_id, host, qmp_socket, "
+            "created_at) VALUES ('s1', 's1', 'p', 'h', '/run/s1.qmp', "
+            "'2026-01-01'), ('s2', 's2', 'p', 'h', NULL, '2026-01-01')"))
+        c.execute(sa.text(
+            "INSERT INTO disks (id, server_id, name, active_image) VALUES "
+            "('d1', 's1', 'vda', '/img/d1-op.qcow2'), "
+            "('d2', 's2', 'vda', '/img/b.qcow2')"))
+        c.execute(sa.text(
+            "INSERT INTO snapshots (id, disk_id, project_id, name, status, "
+            "image, created_at, updated_at) VALUES "
+            "('x1', 'd1', 'p', 'n', 'available', '/img/a.qcow2', "
+            "'2026-01-01', '2026-01-01'), "
+            "('x2', 'd1', 'p', 'n', 'error', NULL, '2026-01-01', "
+            "'2026-01-01')"))
+    migration.upgrade(engine)
+    from conductor.db import models
+    with sa.orm.Session(engine) as s:
+        assert s.get(models.Server, 's1').driver == 'qemu'
+        assert s.get(models.Disk, 'd1').locator == {
+            'driver': 'qemu', 'qmp_socket': '/run/s1.qmp',
+            'path': '/img/d1-op.qcow2'}
+        assert s.get(models.Disk, 'd2').locator == {
+            'driver': 'qemu', 'qmp_socket': None, 'path': '/img/b.qcow2'}
+        assert s.get(models.Snapshot, 'x1').locator == {
+            'driver': 'qemu', 'path': '/img/a.qcow2'}
+        assert s.get(models.Snapshot, 'x2').locator is None
+        # the old columns follow the locator
+        disk = s.get(models.Disk, 'd1')
+        disk.locator = dict(disk.locator, path='/img/new.qcow2')
+        assert disk.active_image == '/img/new.qcow2'
+
+
+def test_inspection_of_an_agent_below_1_4():
+    """The audit's answer from ``inspect_images`` (RPC 1.0) reads like
+    ``Driver.inspect``'s."""
+    report = {'images': {
+        '/img/vda.qcow2': {'exists': True, 'backing': '/img/s1.qcow2',
+                           'check': 'ok'},
+        '/img/s1.qcow2': {'exists': False}},
+        'files': ['/img/vda.qcow2', '/img/s1.qcow2', '/img/x.qcow2',
+                  '/img/vda.qcow2.deleted']}
+    out = tasks.locator_inspection([DISK, SNAP], report)
+    assert out['images'] == [
+        {'locator': DISK, 'exists': True, 'backing': SNAP, 'check': 'ok',
+         'error': None},
+        {'locator': SNAP, 'exists': False, 'backing': None, 'check': None,
+         'error': None}]
+    assert out['files'] == [
+        {'path': '/img/x.qcow2', 'locator': None},
+        {'path': '/img/vda.qcow2.deleted', 'locator': DISK}]
+    assert tasks.legacy_paths([DISK, SNAP, None]) == [
+        '/img/vda.qcow2', '/img/s1.qcow2']
