@@ -252,7 +252,7 @@ def test_agent_below_rpc_1_4_gets_legacy_tasks(offline, monkeypatch):
     from conductor.db import models
     dep, base = offline
     monkeypatch.setattr(agent_rpcapi.AgentAPI, 'can_send_locators',
-                        lambda self: False)
+                        lambda self, host=None: False)
     snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'old')
     assert op['status'] == 'succeeded', op
     second, op2 = scenarios.create_snapshot(dep, 'srv1', 'old2')

@@ -37,21 +37,27 @@ def sent(monkeypatch):
     return sent
 
 
+_DISK = {'driver': 'qemu', 'qmp_socket': None, 'path': '/i/b.qcow2'}
+
+
 def _running_op(op_id):
     with db.transaction() as s:
         s.add(models.Host(name='h1', last_heartbeat=models.utcnow()))
         s.add(models.Server(id='srv1', name='s', project_id='p1',
                             host='h1'))
         s.add(models.Disk(id='d1', server_id='srv1', name='vda',
-                          active_image='/i/b.qcow2', operation_id=op_id))
+                          locator=_DISK, operation_id=op_id))
         s.add(models.Snapshot(id='snap1', disk_id='d1', project_id='p1',
                               name='n', status='creating',
-                              image='/i/a.qcow2'))
+                              locator={'driver': 'qemu',
+                                       'path': '/i/a.qcow2'}))
         s.add(models.Operation(
             id=op_id, project_id='p1', server_id='srv1', disk_id='d1',
             snapshot_id='snap1', host='h1', action='create',
             status='running', mode='online', steps=[], attempts=0,
-            requested_by='tenant'))
+            requested_by='tenant', task={
+                'operation_id': op_id, 'disk': _DISK,
+                'layer_name': 'd1-%s' % op_id}))
 
 
 def test_notification_docs_are_current():
@@ -73,8 +79,10 @@ def test_events_by_status():
 def test_report_notified_once_after_commit(sqlite, sent):
     _running_op('op1')
     report = {'status': 'succeeded', 'pause_ms': 2.5, 'result': {
-        'snapshot_image': '/i/a.qcow2', 'active_image': '/i/b.qcow2',
-        'size_bytes': 4096}, 'steps': [
+        'snapshot': {'driver': 'qemu', 'path': '/i/b.qcow2'},
+        'disk': {'driver': 'qemu', 'qmp_socket': None,
+                 'path': '/i/d1-op1.qcow2'},
+        'size_bytes': 4096, 'online': False}, 'steps': [
         {'name': 'pause', 'status': 'done', 'duration_ms': 0.1},
         {'name': 'resume', 'status': 'done', 'duration_ms': 0.2,
          'detail': {'agent_pause_ms': 3.0, 'qemu_pause_ms': 2.5}}]}
@@ -224,10 +232,12 @@ def test_deferred_work_notified_as_the_conductors(sqlite, sent,
         s.add(models.Server(id='srv1', name='s', project_id='p1',
                             host='h1'))
         s.add(models.Disk(id='d1', server_id='srv1', name='vda',
-                          active_image='/i/b.qcow2'))
+                          locator=_DISK))
         s.add(models.Snapshot(id='snap0', disk_id='d1', project_id='p1',
                               name='old', status='deleted',
-                              image='/i/0.qcow2', size_bytes=512))
+                              locator={'driver': 'qemu',
+                                       'path': '/i/0.qcow2'},
+                              size_bytes=512))
     dispatched = []
     monkeypatch.setattr(operations, 'dispatch',
                         lambda ctxt, op_id: dispatched.append(op_id))
