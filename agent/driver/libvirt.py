@@ -714,6 +714,17 @@ class LibvirtDriver(base.Driver):
     # -- merge ----------------------------------------------------------------
     def merge(self, disk, snapshot, parent, child, rec, progress=None,
               child_is_leaf=False, cancelled=None):
+        """base.Driver.merge: ``_merge``, and the size of the file that
+        now holds the child."""
+        result = self._merge(disk, snapshot, parent, child, rec,
+                             progress=progress, child_is_leaf=child_is_leaf,
+                             cancelled=cancelled)
+        result['child_size_bytes'] = images.actual_size(
+            self._confine(result['child']['path']))
+        return result
+
+    def _merge(self, disk, snapshot, parent, child, rec, progress=None,
+               child_is_leaf=False, cancelled=None):
         """Merge layer ``snapshot`` with its only ``child`` (see
         base.Driver.merge).
 
@@ -1106,6 +1117,17 @@ class LibvirtDriver(base.Driver):
         return {'disk': disk_locator(disk['domain'], disk['target'],
                                      new_path),
                 'online': False}
+
+    def check(self, locator, kind='image'):
+        """base.Driver.check, and the path inside the image directories
+        (a disk locator also names its domain and target)."""
+        super().check(locator, kind)
+        self._confine(locator.get('path'))
+        if kind == 'disk' and not (isinstance(locator.get('domain'), str)
+                                   and isinstance(locator.get('target'), str)):
+            raise exception.InvalidRequest(
+                'A libvirt disk locator names its domain and target: %r'
+                % (locator,))
 
     # -- the audit ------------------------------------------------------------
     def inspect(self, locators):

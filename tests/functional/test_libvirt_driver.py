@@ -21,7 +21,7 @@ from agent import exception
 from agent import images
 from agent.steps import StepRecorder
 from livesnap_tools import libvirtd
-from livesnap.testvm import read_pattern_ok
+from livesnap_tools.testvm import read_pattern_ok
 
 pytestmark = pytest.mark.functional
 
@@ -347,6 +347,7 @@ def test_merge_intermediate_online_commits(driver, domain, imgdir):
     res = driver.merge(disk, s1_loc,
                        {'driver': 'libvirt', 'path': domain.vda},
                        {'driver': 'libvirt', 'path': s2}, StepRecorder())
+    assert res.pop('child_size_bytes') > 0
     assert res == {'child': s1_loc, 'disk': disk, 'direction': 'commit',
                    'online': True}
     assert not os.path.exists(s2)
