@@ -22,7 +22,7 @@ from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import operations
-from conductor import snapshots
+from conductor import creation
 from conductor import states
 from conductor import tree
 from livesnap import context
@@ -62,7 +62,7 @@ def delete(ctxt, snapshot_id, project_id=None):
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
-        snap, disk, server, free = snapshots.claim_snapshot(
+        snap, disk, server, free = creation.claim_snapshot(
             s, snapshot_id, project_id)
         if snap.status not in (states.AVAILABLE, states.ERROR):
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
@@ -70,14 +70,14 @@ def delete(ctxt, snapshot_id, project_id=None):
         if snap.status == states.ERROR:
             # A failed create left no file: only the record goes, and it is
             # nobody's parent, so this needs no lock.
-            operations.make(s, operation_id, 'delete', server, disk,
+            operations.record(s, operation_id, 'delete', server, disk,
                             snapshot_id=snap.id, mode='physical',
                             status=states.SUCCEEDED)
             s.get(models.Operation, operation_id).steps = [
                 operations.step('delete', detail='record only')]
             s.delete(snap)
             return operation_id
-        op = operations.make(s, operation_id, 'delete', server, disk,
+        op = operations.record(s, operation_id, 'delete', server, disk,
                              snapshot_id=snap.id,
                              prior_status=states.AVAILABLE)
         if free:
@@ -116,7 +116,7 @@ def start_delete(session, op, server, disk, snap=None):
         return False
     hosts.ensure_alive(session, server.host)
     states.check_snapshot(snap, states.DELETING)
-    operations.start(session, op, disk, task)
+    operations.lock_disk_and_start(session, op, disk, task)
     return True
 
 
@@ -153,12 +153,12 @@ def finish_deferred(ctxt, disk_id):
             return None
         snap = ready[0]
         mode, task, count = _plan(s, snap, disk)
-        op = operations.make(s, operation_id, 'delete', disk.server, disk,
+        op = operations.record(s, operation_id, 'delete', disk.server, disk,
                              snapshot_id=snap.id, mode=mode,
                              prior_status=states.DELETED,
                              requested_by='conductor')
         states.check_snapshot(snap, states.DELETING)
-        operations.start(s, op, disk, task)
+        operations.lock_disk_and_start(s, op, disk, task)
         op.steps = [operations.step('count-children', children=count)]
     LOG.info('Finishing deferred deletion of snapshot %(snap)s: %(mode)s, '
              'operation %(op)s', {'snap': snap.id, 'mode': mode,
@@ -167,7 +167,7 @@ def finish_deferred(ctxt, disk_id):
     return operation_id
 
 
-def deleted(session, op, result):
+def apply_deleted(session, op, result):
     result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
@@ -193,7 +193,7 @@ def deleted(session, op, result):
     session.delete(snap)
 
 
-def delete_failed(session, op, report):
+def apply_delete_failure(session, op, report):
     snap = session.get(models.Snapshot, op.snapshot_id)
     if snap is not None:
         states.check_snapshot(snap, op.prior_status or states.AVAILABLE)

@@ -2,7 +2,7 @@
 
 Each endpoint checks its arguments and calls the one module that does the
 work: ``reports`` (which applies a report through the explicit table in
-``operations.handler`` and acknowledges it), ``operations`` (progress),
+``operations.report_handlers`` and acknowledges it), ``operations`` (progress),
 ``hosts`` (heartbeats).  See ``conductor.rpcapi`` for the version history.
 """
 

@@ -18,7 +18,7 @@ The payload is versioned like nova's::
 
 A field added is a minor version, one removed or changed a major one.
 
-``operations.set_status`` (and ``operations.make``) call :func:`queue` in
+``operations.set_status`` (and ``operations.record``) call :func:`queue` in
 the transaction that changes the status; the notification is built from
 the session's objects just before it commits and sent only after it
 committed, so a rolled back change is never announced, and nothing is

@@ -34,7 +34,7 @@ from livesnap import tasks as tasks_mod
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
-def handler(action):
+def report_handlers(action):
     """``(on_success, on_failure)``: what applies a report of ``action``.
 
     An explicit table, read when a report arrives, so a process applies
@@ -43,11 +43,11 @@ def handler(action):
     """
     from conductor import deletion
     from conductor import revert
-    from conductor import snapshots
+    from conductor import creation
     return {
-        'create': (snapshots.created, snapshots.create_failed),
-        'delete': (deletion.deleted, deletion.delete_failed),
-        'revert': (revert.reverted, revert.revert_failed),
+        'create': (creation.apply_created, creation.apply_create_failure),
+        'delete': (deletion.apply_deleted, deletion.apply_delete_failure),
+        'revert': (revert.apply_reverted, revert.apply_revert_failure),
     }[action]
 
 
@@ -56,7 +56,7 @@ def _after_finish(ctxt, disk_id):
     request first, then the conductor's own deferred work)."""
     from conductor import waiting
     try:
-        waiting.disk_freed(ctxt, disk_id)
+        waiting.start_work_waiting_for_disk(ctxt, disk_id)
     except Exception:
         # The periodic task retries; a report is never lost over this.
         LOG.exception('Starting the work waiting for disk %(disk)s failed',
@@ -67,7 +67,7 @@ def new_id():
     return str(uuid.uuid4())
 
 
-def make(session, operation_id, action, server, disk, snapshot_id=None,
+def record(session, operation_id, action, server, disk, snapshot_id=None,
          mode=None, task=None, prior_status=None, requested_by='tenant',
          status=None):
     """Record an operation; ``pending`` unless a status is given.
@@ -101,7 +101,7 @@ def set_status(op, new):
     notifications.queue(op)
 
 
-def claim(session, server, disk):
+def may_start_now(session, server, disk):
     """May an operation of a tenant start on ``disk`` now?
 
     ``disk`` was read under its row lock (``db.disk_for_update``).
@@ -124,7 +124,7 @@ def claim(session, server, disk):
                              if (waiting or holder) else disk.operation_id)
 
 
-def start(session, op, disk, task):
+def lock_disk_and_start(session, op, disk, task):
     """Take the disk's lock for ``op`` and mark it running with ``task``.
 
     The caller holds the disk's row lock and has seen the disk free.
@@ -230,7 +230,7 @@ def _apply_report(operation_id, report):
         op.steps = (op.steps or []) + list(report.get('steps') or [])
         if report.get('pause_ms') is not None:
             op.pause_ms = (op.pause_ms or 0.0) + report['pause_ms']
-        on_success, on_failure = handler(op.action)
+        on_success, on_failure = report_handlers(op.action)
         if report.get('status') == 'succeeded':
             on_success(s, op, report.get('result') or {})
             set_status(op, states.SUCCEEDED)

@@ -16,7 +16,7 @@ from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import operations
-from conductor import snapshots
+from conductor import creation
 from conductor import states
 from livesnap import tasks
 
@@ -64,12 +64,12 @@ def revert(ctxt, snapshot_id, project_id=None):
         raise exception.ServerRunning(server=server.id)
     operation_id = operations.new_id()
     with db.transaction() as s:
-        snap, disk, server, free = snapshots.claim_snapshot(
+        snap, disk, server, free = creation.claim_snapshot(
             s, snapshot_id, project_id)
         if snap.status != states.AVAILABLE:
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='revert')
-        op = operations.make(s, operation_id, 'revert', server, disk,
+        op = operations.record(s, operation_id, 'revert', server, disk,
                              snapshot_id=snap.id, mode='offline')
         if free:
             start_revert(s, op, server, disk, snap)
@@ -100,18 +100,18 @@ def start_revert(session, op, server, disk, snap=None):
             status=snap.status if snap is not None else 'gone',
             action='revert')
     hosts.ensure_alive(session, server.host)
-    operations.start(session, op, disk, tasks.revert_task(
-        disk.locator, snap.locator, snapshots.layer_name(disk, op.id),
+    operations.lock_disk_and_start(session, op, disk, tasks.revert_task(
+        disk.locator, snap.locator, creation.layer_name(disk, op.id),
         discard=disk.locator))
     return True
 
 
-def reverted(session, op, result):
+def apply_reverted(session, op, result):
     result = tasks.locator_result(op.action, op.task, result)
     disk = session.get(models.Disk, op.disk_id)
     disk.locator = result['disk']
     disk.snapshot_id = op.snapshot_id
 
 
-def revert_failed(session, op, report):
+def apply_revert_failure(session, op, report):
     """The agent leaves the old live image in place on failure."""

@@ -27,14 +27,14 @@ from conductor import deletion
 from conductor import exception
 from conductor import operations
 from conductor import revert
-from conductor import snapshots
+from conductor import creation
 from conductor import states
 from livesnap import context
 
 LOG = logging.getLogger(__name__)
 
 _STARTERS = {
-    'create': snapshots.start_create,
+    'create': creation.start_create,
     'delete': deletion.start_delete,
     'revert': revert.start_revert,
 }
@@ -67,7 +67,7 @@ def start_next(ctxt, disk_id):
 
 def _refuse(session, op, exc):
     """End a waiting operation that can no longer be done, with why."""
-    on_failure = operations.handler(op.action)[1]
+    on_failure = operations.report_handlers(op.action)[1]
     op.error = '%s: %s' % (exc.code, exc)
     on_failure(session, op, {'status': 'failed', 'error': op.error,
                              'error_code': exc.code})
@@ -77,7 +77,7 @@ def _refuse(session, op, exc):
                                            'error': op.error})
 
 
-def disk_freed(ctxt, disk_id):
+def start_work_waiting_for_disk(ctxt, disk_id):
     """The disk's lock was released: start what waits for it, tenants
     first, then the conductor's own deferred deletions."""
     ctxt = ctxt or context.make()
@@ -102,7 +102,7 @@ def start_waiting():
         disk_ids = db.disks_with_queued_operations(s)
     for disk_id in disk_ids:
         try:
-            disk_freed(context.make(), disk_id)
+            start_work_waiting_for_disk(context.make(), disk_id)
         except Exception:
             LOG.exception('Could not start the operations waiting for disk '
                           '%(disk)s', {'disk': disk_id})

@@ -186,7 +186,7 @@ _LEGACY_KEYS = ('new_image', 'snapshot_image')
 # -- building (the conductor) -------------------------------------------------
 def create_task(disk, layer_name):
     """A create: ``disk``'s live layer becomes a snapshot under a new layer
-    named ``layer_name``.  (``operations.start`` adds the operation id.)"""
+    named ``layer_name``.  (``operations.lock_disk_and_start`` adds the operation id.)"""
     return {'disk': disk, 'layer_name': layer_name}
 
 

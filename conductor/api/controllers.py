@@ -32,7 +32,7 @@ from conductor import exception
 from conductor import policy
 from conductor import revert as revert_policy
 from conductor import servers
-from conductor import snapshots as snapshot_policy
+from conductor import creation
 from livesnap import context
 
 
@@ -161,7 +161,7 @@ class Snapshots(object):
         policy.authorize(creds, 'livesnap:snapshot:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            snapshot_id, operation_id = snapshot_policy.create(
+            snapshot_id, operation_id = creation.create(
                 _ctxt(creds, req_id), server_id, spec['disk'], spec['name'],
                 project_id=scope)
         snap, disk, op = db.snapshot_and_operation(snapshot_id,

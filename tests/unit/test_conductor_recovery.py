@@ -217,11 +217,11 @@ def test_reports_of_every_action_apply_whatever_was_imported():
     import sys
     code = ('import sys; from conductor import operations; '
             'assert "conductor.revert" not in sys.modules; '
-            'ok, failed = operations.handler("revert"); '
+            'ok, failed = operations.report_handlers("revert"); '
             'print(ok.__module__, ok.__name__, failed.__name__)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, check=True).stdout.split()
-    assert out == ['conductor.revert', 'reverted', 'revert_failed']
+    assert out == ['conductor.revert', 'apply_reverted', 'apply_revert_failure']
 
 
 def test_first_check_resends_a_lost_task_and_waits_for_a_silent_agent(

@@ -11,8 +11,8 @@ import sqlalchemy as sa
 
 from conductor.db import api as db
 from conductor.db import models
+from conductor import creation
 from conductor import operations
-from conductor import snapshots
 from conductor import states
 from livesnap_tools import fixtures
 from tests.functional import scenarios
@@ -86,7 +86,7 @@ def test_delete_during_create_report_counts_fresh_rows(offline,
     dep, _ = offline
     s1, op = scenarios.create_snapshot(dep, 'srv1', 's1')
     assert op['status'] == 'succeeded'
-    on_success, on_failure = operations.handler('create')
+    on_success, on_failure = operations.report_handlers('create')
     held, release = threading.Event(), threading.Event()
 
     def slow_created(session, op, result):
@@ -96,7 +96,7 @@ def test_delete_during_create_report_counts_fresh_rows(offline,
             held.set()
             release.wait(30)
 
-    monkeypatch.setattr(snapshots, 'created', slow_created)
+    monkeypatch.setattr(creation, 'apply_created', slow_created)
     body = dep.ok('POST', '/v1/servers/srv1/snapshots',
                   {'snapshot': {'name': 's2', 'disk': 'vda'}}, status=202)
     assert held.wait(30)
@@ -273,7 +273,7 @@ def test_quota_holds_across_disks(offline, conf):
     its last unit of quota (the project's rows are locked to decide)."""
     import os
     from conductor import exception
-    from conductor import snapshots
+    from conductor import creation
     from agent import images
     from livesnap import context
     dep, _ = offline
@@ -287,7 +287,7 @@ def test_quota_holds_across_disks(offline, conf):
     def create(server_id):
         barrier.wait()
         try:
-            results.append(snapshots.create(context.make(), server_id,
+            results.append(creation.create(context.make(), server_id,
                                             'vda', 'q', project_id='p1'))
         except exception.QuotaExceeded:
             results.append('quota')

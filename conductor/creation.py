@@ -33,7 +33,7 @@ def claim_snapshot(session, snapshot_id, project_id):
 
     :returns: (snapshot, disk, server, free): ``free`` is False when the
         disk is busy with the conductor's own work and the tenant's
-        operation is to wait for it (see ``operations.claim``).
+        operation is to wait for it (see ``operations.may_start_now``).
     :raises: NotFound, DiskBusy
     """
     snap = db.snapshot_get(session, snapshot_id, project_id,
@@ -43,7 +43,7 @@ def claim_snapshot(session, snapshot_id, project_id):
     snap = db.snapshot_get(session, snapshot_id, project_id,
                            include_deleted=False)
     server = disk.server
-    free = operations.claim(session, server, disk)
+    free = operations.may_start_now(session, server, disk)
     return snap, disk, server, free
 
 
@@ -64,14 +64,14 @@ def create(ctxt, server_id, disk_name, name, project_id=None):
         hosts.ensure_alive(s, server.host)
         disk = db.disk_for_update(s, disk.id)
         server = disk.server
-        free = operations.claim(s, server, disk)
+        free = operations.may_start_now(s, server, disk)
         # Its parent and layer are set when it starts (``start_create``).
         snap = models.Snapshot(
             id=snapshot_id, disk_id=disk.id, project_id=server.project_id,
             parent_id=None, name=name, status=states.CREATING, image=None)
         s.add(snap)
         s.flush()
-        op = operations.make(s, operation_id, 'create', server, disk,
+        op = operations.record(s, operation_id, 'create', server, disk,
                              snapshot_id=snapshot_id)
         if free:
             start_create(s, op, server, disk, snap)
@@ -109,12 +109,12 @@ def start_create(session, op, server, disk, snap=None):
     # The live layer becomes the snapshot's; the driver says so in its
     # result, which replaces this.
     snap.locator = disk.locator
-    operations.start(session, op, disk, tasks.create_task(
+    operations.lock_disk_and_start(session, op, disk, tasks.create_task(
         disk.locator, layer_name(disk, op.id)))
     return True
 
 
-def created(session, op, result):
+def apply_created(session, op, result):
     result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
@@ -126,7 +126,7 @@ def created(session, op, result):
     op.mode = 'online' if result.get('online') else 'offline'
 
 
-def create_failed(session, op, report):
+def apply_create_failure(session, op, report):
     snap = session.get(models.Snapshot, op.snapshot_id)
     if snap is not None:
         # Nothing was made on disk: the agent rolls a failed create back.
