@@ -122,45 +122,57 @@ def claim_due(now=None):
             .where(models.SnapshotPolicy.next_run <= now)).all()
     claimed = 0
     for policy_id, slot in due:
-        with db.transaction() as s:
-            policy = s.get(models.SnapshotPolicy, policy_id)
-            if policy is None:
-                continue
-            following = slots.next_for(policy, max(slot, now))
-            result = s.execute(
-                sa.update(models.SnapshotPolicy)
-                .where(models.SnapshotPolicy.id == policy_id)
-                .where(models.SnapshotPolicy.next_run == slot)
-                .where(models.SnapshotPolicy.enabled.is_(True))
-                .values(next_run=following, last_run=slot)
-                .execution_options(synchronize_session=False))
-            if result.rowcount != 1:
-                continue   # another conductor has it
-            server = s.get(models.Server, policy.server_id)
-            missed = now >= min(
-                slot + datetime.timedelta(
-                    seconds=CONF.conductor.policy_retry_window), following)
-            for name, disk in _disks(server, policy.disks):
-                run = models.PolicyRun(
-                    id=operations.new_id(), policy_id=policy.id,
-                    project_id=policy.project_id,
-                    disk_id=disk.id if disk is not None else None,
-                    disk_name=name, scheduled_for=slot, outcome=PENDING,
-                    attempts=0, next_attempt=now, prune_status='none',
-                    conductor=CONF.conductor.host)
-                if disk is None:
-                    _end(run, SKIPPED, 'not_found', 'Server %s has no disk '
-                         'named %s.' % (server.id, name))
-                elif missed:
-                    _end(run, SKIPPED, 'missed', 'No conductor ran the '
-                         'policy between the slot and the end of its '
-                         'window.')
-                s.add(run)
-            claimed += 1
-        LOG.info('Policy %(policy)s: claimed the slot of %(slot)s; next '
-                 '%(next)s', {'policy': policy_id, 'slot': slot,
-                              'next': following})
+        try:
+            claimed += _claim(policy_id, slot, now)
+        except Exception:
+            LOG.exception('Policy %(policy)s: claiming the slot of %(slot)s '
+                          'failed', {'policy': policy_id, 'slot': slot})
     return claimed
+
+
+def _claim(policy_id, slot, now):
+    """Claim one due slot and record its runs.
+
+    :returns: 1 if this conductor won the slot, else 0.
+    """
+    with db.transaction() as s:
+        policy = s.get(models.SnapshotPolicy, policy_id)
+        if policy is None:
+            return 0
+        following = slots.next_for(policy, max(slot, now))
+        result = s.execute(
+            sa.update(models.SnapshotPolicy)
+            .where(models.SnapshotPolicy.id == policy_id)
+            .where(models.SnapshotPolicy.next_run == slot)
+            .where(models.SnapshotPolicy.enabled.is_(True))
+            .values(next_run=following, last_run=slot)
+            .execution_options(synchronize_session=False))
+        if result.rowcount != 1:
+            return 0   # another conductor has it
+        server = s.get(models.Server, policy.server_id)
+        missed = now >= min(
+            slot + datetime.timedelta(
+                seconds=CONF.conductor.policy_retry_window), following)
+        for name, disk in _disks(server, policy.disks):
+            run = models.PolicyRun(
+                id=operations.new_id(), policy_id=policy.id,
+                project_id=policy.project_id,
+                disk_id=disk.id if disk is not None else None,
+                disk_name=name, scheduled_for=slot, outcome=PENDING,
+                attempts=0, next_attempt=now, prune_status='none',
+                conductor=CONF.conductor.host)
+            if disk is None:
+                _end(run, SKIPPED, 'not_found', 'Server %s has no disk '
+                     'named %s.' % (server.id, name))
+            elif missed:
+                _end(run, SKIPPED, 'missed', 'No conductor ran the '
+                     'policy between the slot and the end of its '
+                     'window.')
+            s.add(run)
+    LOG.info('Policy %(policy)s: claimed the slot of %(slot)s; next '
+             '%(next)s', {'policy': policy_id, 'slot': slot,
+                          'next': following})
+    return 1
 
 
 def _end(run, outcome, code=None, reason=None):
@@ -308,8 +320,12 @@ def start_pending(now=None):
                       models.PolicyRun.id)).all()
     made = 0
     for run_id, attempts in due:
-        if attempt(run_id, attempts, now) == CREATED:
-            made += 1
+        try:
+            if attempt(run_id, attempts, now) == CREATED:
+                made += 1
+        except Exception:
+            # The run stays pending; its hold ends and it is tried again.
+            LOG.exception('Run %(run)s: the attempt failed', {'run': run_id})
     return made
 
 
@@ -429,7 +445,11 @@ def prune_pending(now=None):
             .order_by(models.PolicyRun.scheduled_for)))
     pruned = []
     for run_id in run_ids:
-        pruned.extend(prune(run_id, now))
+        try:
+            pruned.extend(prune(run_id, now))
+        except Exception:
+            # Its hold ends and the next tick prunes again.
+            LOG.exception('Run %(run)s: pruning failed', {'run': run_id})
     return pruned
 
 

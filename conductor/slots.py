@@ -46,6 +46,12 @@ def check_cron(expression):
         raise exception.BadRequest(
             'Invalid cron expression %r: five fields are expected '
             '(minute hour day-of-month month day-of-week).' % expression)
+    try:
+        croniter.croniter(expression, datetime.datetime(
+            2000, 1, 1, tzinfo=UTC)).get_next(datetime.datetime)
+    except (croniter.CroniterError, ValueError, OverflowError):
+        raise exception.BadRequest('Cron expression %r never matches.'
+                                   % expression)
 
 
 def next_after(after, interval=None, cron=None, timezone='UTC', anchor=None):

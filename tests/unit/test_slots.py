@@ -76,7 +76,8 @@ def test_cron_across_daylight_saving_changes():
 
 
 @pytest.mark.parametrize('expression', [
-    '* * * *', '* * * * * *', '61 * * * *', 'nonsense x y z w', '0 25 * * *'])
+    '* * * *', '* * * * * *', '61 * * * *', 'nonsense x y z w', '0 25 * * *',
+    '0 0 31 2 *'])
 def test_invalid_cron(expression):
     with pytest.raises(exception.BadRequest):
         slots.check_cron(expression)
