@@ -88,7 +88,8 @@ def snapshot_name(policy, slot):
     return '%s-%s' % (policy.name[:230], slot.strftime('%Y%m%dT%H%M%SZ'))
 
 
-def _now():
+def utcnow_seconds():
+    """Now, naive UTC, whole seconds (the slots' precision)."""
     return models.utcnow().replace(microsecond=0)
 
 
@@ -113,7 +114,7 @@ def claim_due(now=None):
 
     :returns: the number of slots claimed here.
     """
-    now = now or _now()
+    now = now or utcnow_seconds()
     with db.transaction() as s:
         due = s.execute(
             sa.select(models.SnapshotPolicy.id,
@@ -267,7 +268,7 @@ def attempt(run_id, attempts, now=None):
 
     :returns: the run's outcome after it, or None if it was not ours.
     """
-    now = now or _now()
+    now = now or utcnow_seconds()
     claimed = _claim_attempt(run_id, attempts, now)
     if claimed is None:
         return None
@@ -310,7 +311,7 @@ def start_pending(now=None):
 
     :returns: the number of runs that made a snapshot here.
     """
-    now = now or _now()
+    now = now or utcnow_seconds()
     with db.transaction() as s:
         due = s.execute(
             sa.select(models.PolicyRun.id, models.PolicyRun.attempts)
@@ -394,7 +395,7 @@ def prune(run_id, now=None):
 
     :returns: the ids whose deletion was started here.
     """
-    now = now or _now()
+    now = now or utcnow_seconds()
     if not _claim_prune(run_id, now):
         return []
     with db.transaction() as s:
@@ -437,7 +438,7 @@ def prune(run_id, now=None):
 
 
 def prune_pending(now=None):
-    now = now or _now()
+    now = now or utcnow_seconds()
     with db.transaction() as s:
         run_ids = list(s.scalars(
             sa.select(models.PolicyRun.id)
@@ -456,7 +457,7 @@ def prune_pending(now=None):
 def run_periodic(now=None):
     """The periodic task: claim due slots, try pending runs, follow the
     snapshots made, prune."""
-    now = now or _now()
+    now = now or utcnow_seconds()
     claim_due(now)
     start_pending(now)
     check_created(now)
@@ -465,4 +466,4 @@ def run_periodic(now=None):
 
 def first_run(policy, now=None):
     """The first slot of a (re)enabled or rescheduled policy."""
-    return slots.next_for(policy, now or _now())
+    return slots.next_for(policy, now or utcnow_seconds())

@@ -47,7 +47,8 @@ def _policy(dep, token='p1-token', **fields):
 def _make_due(policy_id, ago=1):
     with db.transaction() as s:
         p = s.get(models.SnapshotPolicy, policy_id)
-        p.next_run = scheduler._now() - datetime.timedelta(seconds=ago)
+        p.next_run = (scheduler.utcnow_seconds()
+                      - datetime.timedelta(seconds=ago))
 
 
 def _settle(dep, timeout=60):
@@ -312,7 +313,7 @@ def test_unrecorded_snapshot_is_adopted(dep, monkeypatch):
     monkeypatch.setattr(scheduler, '_record_created', real)
     with db.transaction() as s:   # the attempt's lease runs out
         run = s.query(models.PolicyRun).one()
-        run.next_attempt = scheduler._now()
+        run.next_attempt = scheduler.utcnow_seconds()
     _settle(dep)
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'created' and run['attempts'] == 2

@@ -20,7 +20,7 @@ ROUNDS = 5
 
 
 def _world():
-    now = scheduler._now()
+    now = scheduler.utcnow_seconds()
     with db.transaction() as s:
         s.add(models.Server(id='srv1', name='srv1', project_id='p1',
                             host='hv1'))
