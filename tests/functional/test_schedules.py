@@ -4,6 +4,7 @@ periodic tasks run a policy with a short interval.  Each slot runs exactly
 once; pruning merges the policy's old snapshots away while the tenant's
 manual snapshot and the one it protected survive with their data."""
 
+import json
 import time
 
 import pytest
@@ -142,3 +143,53 @@ def _scenario(dep, vm, base, database_url):
     assert testvm.read_pattern_ok(disk.active_image, 0xcc, 8 * MiB, MiB)
     for path_ in list(image.values()) + [disk.active_image]:
         images.check(path_, force_share=True)
+
+
+@pytest.mark.parametrize('database', ['sqlite'], indirect=True)
+def test_livesnap_cli_against_the_conductor(inprocess):
+    """The ``livesnap`` client, as a process, manages a policy and pins a
+    snapshot on a live conductor (an offline disk)."""
+    from tests.functional.test_cli import livesnap
+    dep = inprocess
+    dep.register_server('srv1', scenarios.new_base_image(dep, 'srv1',
+                                                         4 * MiB))
+    snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'manual')
+    assert op['status'] == 'succeeded', op
+
+    rc, out, err = livesnap(dep, 'snapshot', 'protect', snap_id, '-f',
+                            'json')
+    assert rc == 0, err
+    assert json.loads(out)['protected'] is True
+    rc, out, err = livesnap(dep, 'snapshot', 'delete', snap_id)
+    assert rc == 1 and 'snapshot_protected' in err, (out, err)
+    rc, out, err = livesnap(dep, 'snapshot', 'unprotect', snap_id, '-f',
+                            'json')
+    assert rc == 0 and json.loads(out)['protected'] is False, err
+
+    rc, out, err = livesnap(dep, 'policy', 'create', 'srv1', '--name',
+                            'nightly', '--cron', '0 2 * * *', '--timezone',
+                            'Europe/Paris', '--keep-daily', '7',
+                            '--keep-weekly', '4', '-f', 'json')
+    assert rc == 0, err
+    policy = json.loads(out)
+    assert policy['cron'] == '0 2 * * *' and policy['next_run'], policy
+    assert policy['retention']['keep_daily'] == 7
+    rc, out, err = livesnap(dep, 'policy', 'list', '-f', 'json')
+    assert rc == 0 and len(json.loads(out)) == 1, err
+    assert policy['id'] in out
+    rc, out, err = livesnap(dep, 'policy', 'update', policy['id'],
+                            '--disable', '-f', 'json')
+    assert rc == 0, err
+    assert json.loads(out)['enabled'] is False
+    rc, out, err = livesnap(dep, 'policy', 'show', policy['id'])
+    assert rc == 0 and 'nightly' in out, err
+    rc, out, err = livesnap(dep, 'policy', 'runs', policy['id'], '-f',
+                            'json')
+    assert rc == 0 and json.loads(out) == [], err
+    rc, out, err = livesnap(dep, 'policy', 'create', 'srv1', '--name',
+                            'bad', '--cron', '0 2 31 2 *')
+    assert rc == 1 and 'bad_request' in err, (out, err)
+    rc, out, err = livesnap(dep, 'policy', 'delete', policy['id'])
+    assert rc == 0, err
+    rc, out, err = livesnap(dep, 'policy', 'show', policy['id'])
+    assert rc == 1 and 'not_found' in err, (out, err)
