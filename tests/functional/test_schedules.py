@@ -10,8 +10,8 @@ import time
 import pytest
 
 from agent import images
-from livesnap import testvm
-from tests import fixtures
+from livesnap_tools import fixtures
+from livesnap_tools import testvm
 from tests.functional import scenarios
 from tests.functional import tree_check
 

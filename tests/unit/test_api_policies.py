@@ -13,7 +13,7 @@ from agent import images
 from conductor.db import api as db
 from conductor.db import models
 from conductor import scheduler
-from tests import fixtures
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 _err = fixtures.api_error
