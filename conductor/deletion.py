@@ -58,12 +58,15 @@ def delete(ctxt, snapshot_id, project_id=None):
     operation is recorded ``pending`` (mode not yet decided, snapshot
     ``deleting``) and the count is made when it starts.
     :returns: the operation id.
-    :raises: NotFound, DiskBusy, InvalidState, HostDown
+    :raises: NotFound, DiskBusy, InvalidState, HostDown,
+        SnapshotProtected (its owner pinned it)
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
         snap, disk, server, free = creation.claim_snapshot(
             s, snapshot_id, project_id)
+        if snap.protected:
+            raise exception.SnapshotProtected(snapshot=snap.id)
         if snap.status not in (states.AVAILABLE, states.ERROR):
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='deletion')

@@ -94,6 +94,13 @@ class ChainTooDeep(Conflict):
                'every read. Delete older snapshots first.')
 
 
+class SnapshotProtected(Conflict):
+    code = 'snapshot_protected'
+    message = ('Snapshot %(snapshot)s is protected; unprotect it first '
+               '(PATCH /v1/snapshots/%(snapshot)s {"snapshot": '
+               '{"protected": false}}).')
+
+
 class ServerRunning(Conflict):
     code = 'server_running'
     message = ('Server %(server)s is running; shut it off before reverting '

@@ -8,7 +8,8 @@ The defaults are OpenStack's secure defaults (the personas of Keystone's
 default roles, as nova and cinder have them):
 
 * ``reader`` may read its own project's servers, snapshots and operations;
-* ``member`` may also create, delete and revert snapshots in its project;
+* ``member`` may also create, delete, revert and protect snapshots and
+  manage snapshot policies in its project;
 * ``admin`` may do everything: register servers, list hosts, act on every
   project, see host details, start operations without the rate limit.
 
@@ -55,6 +56,8 @@ _SNAPSHOTS = '/v1/servers/{server_id}/snapshots'
 _SNAPSHOT = '/v1/snapshots/{snapshot_id}'
 _OPERATIONS = '/v1/operations'
 _OPERATION = '/v1/operations/{operation_id}'
+_POLICIES = '/v1/policies'
+_POLICY = '/v1/policies/{policy_id}'
 
 rules = [
     policy.RuleDefault('admin_api', 'role:admin',
@@ -137,6 +140,37 @@ rules = [
         'Revert a disk of a shut-off server to a snapshot.',
         [{'method': 'POST', 'path': _SNAPSHOT + '/revert'}]),
     policy.DocumentedRuleDefault(
+        'livesnap:snapshot:update', MEMBER,
+        'Protect a snapshot (it cannot be deleted, and no snapshot policy '
+        'prunes it) or unprotect it.',
+        [{'method': 'PATCH', 'path': _SNAPSHOT}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:policy:list', READER,
+        'List snapshot policies (schedules with retention).',
+        [{'method': 'GET', 'path': _POLICIES}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:policy:get', READER,
+        'Show a snapshot policy with its last and next run.',
+        [{'method': 'GET', 'path': _POLICY}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:policy:create', MEMBER,
+        'Attach a snapshot policy to a server.',
+        [{'method': 'POST', 'path': _POLICIES}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:policy:update', MEMBER,
+        'Change, enable or disable a snapshot policy.',
+        [{'method': 'PATCH', 'path': _POLICY}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:policy:delete', MEMBER,
+        'Delete a snapshot policy (its snapshots stay, as the tenant\'s '
+        'own).',
+        [{'method': 'DELETE', 'path': _POLICY}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:policy:run:list', READER,
+        'List the runs of a snapshot policy: outcome, reason, snapshot '
+        'made, snapshots pruned.',
+        [{'method': 'GET', 'path': _POLICY + '/runs'}]),
+    policy.DocumentedRuleDefault(
         'livesnap:operation:list', READER,
         'List operations.', [{'method': 'GET', 'path': _OPERATIONS}]),
     policy.DocumentedRuleDefault(
@@ -169,6 +203,13 @@ ACTIONS = {
     'livesnap:snapshot:get': 'show snapshots',
     'livesnap:snapshot:delete': 'delete snapshots',
     'livesnap:snapshot:revert': 'revert disks to snapshots',
+    'livesnap:snapshot:update': 'protect or unprotect snapshots',
+    'livesnap:policy:list': 'list snapshot policies',
+    'livesnap:policy:get': 'show snapshot policies',
+    'livesnap:policy:create': 'create snapshot policies',
+    'livesnap:policy:update': 'change snapshot policies',
+    'livesnap:policy:delete': 'delete snapshot policies',
+    'livesnap:policy:run:list': 'list snapshot policy runs',
     'livesnap:operation:list': 'list operations',
     'livesnap:operation:get': 'show operations',
     'livesnap:operation:cancel': 'cancel operations',

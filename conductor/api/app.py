@@ -33,6 +33,7 @@ from conductor.api import auth
 from conductor.api import controllers
 from conductor.api import middleware
 from conductor.api import openapi
+from conductor.api import policies
 from conductor.api import schemas
 from conductor import exception
 from livesnap import context
@@ -53,11 +54,24 @@ ROUTES = [
     ('GET', '/v1/snapshots/{snapshot_id}', 'snapshots', 'show'),
     ('DELETE', '/v1/snapshots/{snapshot_id}', 'snapshots', 'delete'),
     ('POST', '/v1/snapshots/{snapshot_id}/revert', 'snapshots', 'revert'),
+    ('PATCH', '/v1/snapshots/{snapshot_id}', 'snapshot_protection',
+     'update'),
+    ('GET', '/v1/policies', 'policies', 'index'),
+    ('POST', '/v1/policies', 'policies', 'create'),
+    ('GET', '/v1/policies/{policy_id}', 'policies', 'show'),
+    ('PATCH', '/v1/policies/{policy_id}', 'policies', 'update'),
+    ('DELETE', '/v1/policies/{policy_id}', 'policies', 'delete'),
+    ('GET', '/v1/policies/{policy_id}/runs', 'policies', 'runs'),
     ('GET', '/v1/hosts', 'hosts', 'index'),
     ('GET', '/v1/operations', 'operations', 'index'),
     ('GET', '/v1/operations/{operation_id}', 'operations', 'show'),
     ('POST', '/v1/operations/{operation_id}/cancel', 'operations', 'cancel'),
 ]
+
+#: (controller, action) -> body schema / query string schema, of every
+#: controller.
+BODY_SCHEMAS = {**controllers.BODY_SCHEMAS, **policies.BODY_SCHEMAS}
+QUERY_SCHEMAS = {**controllers.QUERY_SCHEMAS, **policies.QUERY_SCHEMAS}
 
 
 def _routes():
@@ -161,6 +175,8 @@ class API(object):
             'snapshots': controllers.Snapshots(),
             'operations': controllers.Operations(),
             'hosts': controllers.Hosts(),
+            'policies': policies.Policies(),
+            'snapshot_protection': policies.SnapshotProtection(),
         }
         self.pipeline = middleware.wrap(auth.wrap(self.handle))
 
@@ -235,9 +251,9 @@ class API(object):
         creds = self.authenticator.from_request(req)
         _check_path_ids(match)
         controller = self.controllers[name]
-        params = _parse_query(req, controllers.QUERY_SCHEMAS.get(
+        params = _parse_query(req, QUERY_SCHEMAS.get(
             (name, action), schemas.no_query))
-        body = _parse_body(req, controllers.BODY_SCHEMAS.get((name, action)))
+        body = _parse_body(req, BODY_SCHEMAS.get((name, action)))
         status, payload = getattr(controller, action)(
             creds, req_id, body=body, params=params, **match)
         resp = webob.Response(status=status, content_type='application/json',

@@ -86,6 +86,73 @@ snapshot_create = {
     'additionalProperties': False,
 }
 
+_COUNT = {'type': 'integer', 'minimum': 0, 'maximum': 1000}
+_RETENTION = {
+    'type': 'object',
+    'properties': {'keep_last': _COUNT, 'keep_hourly': _COUNT,
+                   'keep_daily': _COUNT, 'keep_weekly': _COUNT,
+                   'keep_monthly': _COUNT, 'keep_yearly': _COUNT},
+    'additionalProperties': False,
+}
+_POLICY_FIELDS = {
+    'name': {'type': 'string', 'minLength': 1, 'maxLength': 200,
+             'pattern': r'^[^\x00-\x1f\x7f]+$'},
+    'disks': {'anyOf': [{'type': 'array', 'minItems': 1, 'maxItems': 16,
+                         'uniqueItems': True, 'items': _DISK_NAME},
+                        {'type': 'null'}]},
+    'interval': {'type': 'integer', 'minimum': 1, 'maximum': 31622400},
+    'cron': {'type': 'string', 'minLength': 9, 'maxLength': 255,
+             'pattern': r'^[0-9A-Za-z*/,? -]+$'},
+    'timezone': {'type': 'string', 'minLength': 1, 'maxLength': 64,
+                 'pattern': r'^[A-Za-z0-9_+/-]+$'},
+    'retention': _RETENTION,
+    'enabled': {'type': 'boolean'},
+}
+
+policy_create = {
+    'type': 'object',
+    'properties': {
+        'policy': {
+            'type': 'object',
+            'properties': dict(_POLICY_FIELDS, server_id=_ID),
+            'required': ['name', 'server_id', 'retention'],
+            'oneOf': [{'required': ['interval']}, {'required': ['cron']}],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['policy'],
+    'additionalProperties': False,
+}
+
+policy_update = {
+    'type': 'object',
+    'properties': {
+        'policy': {
+            'type': 'object',
+            'properties': _POLICY_FIELDS,
+            'minProperties': 1,
+            'not': {'required': ['interval', 'cron']},
+            'additionalProperties': False,
+        },
+    },
+    'required': ['policy'],
+    'additionalProperties': False,
+}
+
+snapshot_update = {
+    'type': 'object',
+    'properties': {
+        'snapshot': {
+            'type': 'object',
+            'properties': {'protected': {'type': 'boolean'}},
+            'required': ['protected'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['snapshot'],
+    'additionalProperties': False,
+}
+
 #: the body of an action that takes none: absent, ``{}`` or ``null``.
 empty_or_null = {'type': ['object', 'null'], 'maxProperties': 0}
 
@@ -102,6 +169,12 @@ snapshot_index_query = {
 }
 
 operation_index_query = {
+    'type': 'object',
+    'properties': {'server_id': _ID},
+    'additionalProperties': False,
+}
+
+policy_index_query = {
     'type': 'object',
     'properties': {'server_id': _ID},
     'additionalProperties': False,

@@ -76,7 +76,9 @@ def snapshot(snap, disk_record):
             'created_at': _iso(snap.created_at),
             'updated_at': _iso(snap.updated_at),
             'size_bytes': snap.size_bytes,
-            'current': disk_record.snapshot_id == snap.id}
+            'current': disk_record.snapshot_id == snap.id,
+            'policy_id': snap.policy_id,
+            'protected': bool(snap.protected)}
 
 
 def _agent_pause_ms(steps):
@@ -113,3 +115,36 @@ def operation(op, disk_name=None, details=False):
     if details:
         out['host'] = op.host
     return out
+
+
+def policy(p, last_outcome=None):
+    """A snapshot policy; ``last_outcome`` is its newest run's."""
+    return {'id': p.id, 'name': p.name, 'project_id': p.project_id,
+            'server_id': p.server_id, 'disks': p.disks,
+            'interval': p.interval, 'cron': p.cron, 'timezone': p.timezone,
+            'retention': {'keep_last': p.keep_last,
+                          'keep_hourly': p.keep_hourly,
+                          'keep_daily': p.keep_daily,
+                          'keep_weekly': p.keep_weekly,
+                          'keep_monthly': p.keep_monthly,
+                          'keep_yearly': p.keep_yearly},
+            'enabled': p.enabled, 'last_run': _iso(p.last_run),
+            'last_outcome': last_outcome, 'next_run': _iso(p.next_run),
+            'created_at': _iso(p.created_at),
+            'updated_at': _iso(p.updated_at)}
+
+
+def policy_run(run, details=False, host_name=None):
+    """One run of a policy; without host details, paths and the host's
+    name in its reason are redacted."""
+    reason = run.reason if details else redact(run.reason, host_name)
+    return {'id': run.id, 'policy_id': run.policy_id,
+            'disk': run.disk_name, 'scheduled_for': _iso(run.scheduled_for),
+            'outcome': run.outcome, 'reason_code': run.reason_code,
+            'reason': reason, 'attempts': run.attempts,
+            'snapshot_id': run.snapshot_id,
+            'operation_id': run.operation_id,
+            'prune_status': run.prune_status,
+            'pruned_ids': list(run.pruned_ids or []),
+            'created_at': _iso(run.created_at),
+            'updated_at': _iso(run.updated_at)}

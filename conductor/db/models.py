@@ -95,6 +95,12 @@ class Snapshot(Base):
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
                            onupdate=utcnow)
+    # The snapshot policy that made it (its pruning touches only these),
+    # or None for a tenant's own snapshot.
+    policy_id = sa.Column(sa.String(36), nullable=True, index=True)
+    # Pinned by its owner: it cannot be deleted, and no policy prunes it.
+    protected = sa.Column(sa.Boolean, nullable=False, default=False,
+                          server_default=sa.false())
 
     disk = orm.relationship('Disk')
 
@@ -133,5 +139,76 @@ class Operation(Base):
     deadline = sa.Column(sa.DateTime, nullable=True)
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
+                           onupdate=utcnow)
+
+
+class SnapshotPolicy(Base):
+    """A schedule with retention for one server (all or some disks).
+
+    ``next_run`` is the claim: the conductor that moves it forward with a
+    compare-and-set UPDATE owns that slot (``conductor.schedules``).
+    """
+    __tablename__ = 'snapshot_policies'
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    project_id = sa.Column(sa.String(64), nullable=False, index=True)
+    server_id = sa.Column(sa.String(64), sa.ForeignKey('servers.id'),
+                          nullable=False, index=True)
+    name = sa.Column(sa.String(255), nullable=False)
+    # Disk names, or None for every disk of the server.
+    disks = sa.Column(sa.JSON, nullable=True)
+    # Exactly one of interval (seconds) and cron is set.
+    interval = sa.Column(sa.Integer, nullable=True)
+    cron = sa.Column(sa.String(255), nullable=True)
+    timezone = sa.Column(sa.String(64), nullable=False, default='UTC')
+    keep_last = sa.Column(sa.Integer, nullable=False, default=0)
+    keep_hourly = sa.Column(sa.Integer, nullable=False, default=0)
+    keep_daily = sa.Column(sa.Integer, nullable=False, default=0)
+    keep_weekly = sa.Column(sa.Integer, nullable=False, default=0)
+    keep_monthly = sa.Column(sa.Integer, nullable=False, default=0)
+    keep_yearly = sa.Column(sa.Integer, nullable=False, default=0)
+    enabled = sa.Column(sa.Boolean, nullable=False, default=True)
+    # The slot of the last run claimed, and the next slot (None: disabled).
+    last_run = sa.Column(sa.DateTime, nullable=True)
+    next_run = sa.Column(sa.DateTime, nullable=True, index=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+    updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
+                           onupdate=utcnow)
+
+
+class PolicyRun(Base):
+    """One scheduled slot of one policy on one disk: its outcome, the
+    snapshot it made and the snapshots pruned after it."""
+    __tablename__ = 'policy_runs'
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    policy_id = sa.Column(sa.String(36),
+                          sa.ForeignKey('snapshot_policies.id',
+                                        ondelete='CASCADE'),
+                          nullable=False, index=True)
+    project_id = sa.Column(sa.String(64), nullable=False)
+    # None if the policy names a disk the server does not have.
+    disk_id = sa.Column(sa.String(36), nullable=True)
+    disk_name = sa.Column(sa.String(64), nullable=False)
+    # The slot's time (UTC).
+    scheduled_for = sa.Column(sa.DateTime, nullable=False)
+    # pending (claimed, to start or retry), created, failed, skipped.
+    outcome = sa.Column(sa.String(16), nullable=False)
+    # Why it was retried, skipped or failed: an error code and message.
+    reason_code = sa.Column(sa.String(64), nullable=True)
+    reason = sa.Column(sa.Text, nullable=True)
+    attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    # When a pending run may be tried (again); a claim moves it forward.
+    next_attempt = sa.Column(sa.DateTime, nullable=True)
+    snapshot_id = sa.Column(sa.String(36), nullable=True)
+    operation_id = sa.Column(sa.String(36), nullable=True)
+    # none, pending (after the snapshot is available), done.
+    prune_status = sa.Column(sa.String(16), nullable=False, default='none')
+    prune_claimed_until = sa.Column(sa.DateTime, nullable=True)
+    pruned_ids = sa.Column(sa.JSON, nullable=True)
+    conductor = sa.Column(sa.String(255), nullable=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
+                           index=True)
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
                            onupdate=utcnow)

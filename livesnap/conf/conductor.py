@@ -37,7 +37,20 @@ opts = [
     cfg.FloatOpt('periodic_interval', default=10.0, min=0.1,
                  help='Seconds between the conductor\'s periodic tasks: '
                       'finishing deferred deletions, checking overdue '
-                      'operations.'),
+                      'operations, running due snapshot policies.'),
+    cfg.IntOpt('policy_retry_window', default=900, min=0,
+               help='Seconds after its slot during which a snapshot '
+                    'policy\'s run that could not start for a passing '
+                    'reason (host down, disk busy, database unavailable) '
+                    'is tried again at every periodic tick; the policy\'s '
+                    'next slot ends the window earlier. Then the run is '
+                    'skipped. See docs/schedules.md.'),
+    cfg.IntOpt('policy_min_interval', default=300, min=1,
+               help='Fewest seconds between two runs of an interval '
+                    'snapshot policy a tenant may ask for.'),
+    cfg.IntOpt('policy_quota', default=10, min=-1,
+               help='Most snapshot policies one project may have. -1 means '
+                    'no limit.'),
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points where the conductor kills itself '
                      'with SIGKILL, to test recovery: report:apply:before '

@@ -50,7 +50,7 @@ def _state():
     out = {}
     with db.transaction() as s:
         for model in (models.Server, models.Disk, models.Snapshot,
-                      models.Operation):
+                      models.Operation, models.SnapshotPolicy):
             out[model.__tablename__] = sorted(
                 repr(sorted((c.name, repr(getattr(r, c.name)))
                             for c in model.__table__.columns))
@@ -78,10 +78,12 @@ def _settle(timeout=30):
 
 def _known_ids(dep):
     ids = {'server_id': ['srv1', 'srv2'], 'snapshot_id': [],
-           'operation_id': []}
+           'operation_id': [], 'policy_id': []}
     with db.transaction() as s:
         ids['snapshot_id'] = list(s.scalars(sa.select(models.Snapshot.id)))
         ids['operation_id'] = list(s.scalars(sa.select(models.Operation.id)))
+        ids['policy_id'] = list(s.scalars(
+            sa.select(models.SnapshotPolicy.id)))
     return ids
 
 
@@ -93,6 +95,10 @@ def test_fuzz_api(inprocess, capsys):
         dep.register_server(server, base, project=project)
     scenarios.create_snapshot(dep, 'srv1', 'first')
     scenarios.create_snapshot(dep, 'srv1', 'second')
+    for server, token in (('srv1', 'p1-token'), ('srv2', 'p2-token')):
+        dep.ok('POST', '/v1/policies', {'policy': {
+            'name': 'hourly', 'server_id': server, 'interval': 3600,
+            'retention': {'keep_last': 3}}}, token=token, status=201)
 
     schema = schemathesis.openapi.from_url(dep.base_url + '/v1/openapi.json')
     counts = {'cases': 0, 'refused': 0, 'accepted': 0}

@@ -382,6 +382,9 @@ def test_openapi_schemas_are_the_validated_ones():
     assert comp['SnapshotCreate'] == schemas.snapshot_create
     assert comp['Empty'] == schemas.empty_or_null
     assert comp['Id'] == schemas.path_id
+    assert comp['PolicyCreate'] == schemas.policy_create
+    assert comp['PolicyUpdate'] == schemas.policy_update
+    assert comp['SnapshotUpdate'] == schemas.snapshot_update
     bodies = {}
     queries = {}
     for path, item in doc['paths'].items():
@@ -397,13 +400,16 @@ def test_openapi_schemas_are_the_validated_ones():
                             if p.get('in') == 'query'}
     names = {id(v): k for k, v in comp.items()}
     for method, path, controller, action in api_app.ROUTES:
-        body = controllers.BODY_SCHEMAS.get((controller, action))
+        body = api_app.BODY_SCHEMAS.get((controller, action))
         expected = {'ServerCreate': schemas.server_create,
                     'SnapshotCreate': schemas.snapshot_create,
+                    'PolicyCreate': schemas.policy_create,
+                    'PolicyUpdate': schemas.policy_update,
+                    'SnapshotUpdate': schemas.snapshot_update,
                     'Empty': None}.get(bodies[(method, path)])
         assert body == expected, (method, path)
-        query = controllers.QUERY_SCHEMAS.get((controller, action),
-                                              schemas.no_query)
+        query = api_app.QUERY_SCHEMAS.get((controller, action),
+                                          schemas.no_query)
         assert set(query.get('properties', {})) == set(
             queries[(method, path)]), (method, path)
         for name, ref in queries[(method, path)].items():

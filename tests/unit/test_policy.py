@@ -19,9 +19,12 @@ READ_RULES = ['livesnap:server:list', 'livesnap:server:get',
               'livesnap:snapshot:list',
               'livesnap:snapshot:list:include_deleted',
               'livesnap:snapshot:get', 'livesnap:operation:list',
-              'livesnap:operation:get']
+              'livesnap:operation:get', 'livesnap:policy:list',
+              'livesnap:policy:get', 'livesnap:policy:run:list']
 WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
-               'livesnap:snapshot:revert']
+               'livesnap:snapshot:revert', 'livesnap:snapshot:update',
+               'livesnap:policy:create', 'livesnap:policy:update',
+               'livesnap:policy:delete']
 ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
                'livesnap:operation:unlimited', 'livesnap:host:list',
                'livesnap:host_details', 'livesnap:operation:cancel']
