@@ -12,7 +12,7 @@ the same transaction records the slot's runs, one per disk (``pending``).
 Each attempt at a pending run is claimed the same way (``WHERE attempts =
 <read>``), and holds the run for :data:`ATTEMPT_LEASE` seconds, so two
 conductors never try one run at once.  The snapshot is then made through
-``conductor.snapshots.create`` like a tenant's, with every limit, the disk
+``conductor.creation.create`` like a tenant's, with every limit, the disk
 lock and the child-count rule.  A conductor that dies between making the
 snapshot and recording it leaves the run pending; the next attempt adopts
 the snapshot (same disk, same name, made after the run was claimed, of no
@@ -49,12 +49,12 @@ import sqlalchemy.exc as sa_exc
 
 from conductor.db import api as db
 from conductor.db import models
+from conductor import creation
 from conductor import deletion
 from conductor import exception
 from conductor import operations
 from conductor import retention
 from conductor import slots
-from conductor import snapshots
 from conductor import states
 from livesnap import context
 
@@ -281,7 +281,7 @@ def attempt(run_id, attempts, now=None):
         _record_created(run.id, policy.id, adopted, None)
         return CREATED
     try:
-        snapshot_id, operation_id = snapshots.create(
+        snapshot_id, operation_id = creation.create(
             context.make(policy.project_id), server.id, run.disk_name,
             snapshot_name(policy, run.scheduled_for),
             project_id=policy.project_id)
