@@ -94,7 +94,7 @@ def test_an_attempt_is_made_exactly_once(database, monkeypatch):
             made.append(disk_name)
         return 'snap-' + disk_name, 'op-' + disk_name
 
-    monkeypatch.setattr(scheduler.snapshots, 'create', fake_create)
+    monkeypatch.setattr(scheduler.creation, 'create', fake_create)
     real = scheduler._claim_attempt
     barrier = threading.Barrier(RACERS, timeout=30)
 
