@@ -98,15 +98,16 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 exec </dev/console >/dev/console 2>&1
-for m in virtio virtio_ring virtio_pci_legacy_dev virtio_pci_modern_dev \
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
         virtio_pci virtio_console; do
-    insmod /modules/$m.ko 2>/dev/null
+    insmod /modules/$m.ko || echo "LSWARN insmod $m failed"
 done
 n=0
 while [ ! -b /dev/nvme0n1 ] || ! ls /dev/vport*p* >/dev/null 2>&1; do
     n=$((n + 1))
     if [ $n -gt 600 ]; then
-        echo "LSERROR no /dev/nvme0n1 or virtio port"; poweroff -f
+        echo "LSERROR no /dev/nvme0n1 or virtio port: $(ls /dev)"
+        poweroff -f
     fi
     sleep 0.1
 done
@@ -128,7 +129,7 @@ done
 """
 
 #: kernel modules the quiesce guest loads (virtio-serial)
-QGA_MODULES = ("virtio", "virtio_ring", "virtio_pci_legacy_dev",
+QGA_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev",
                "virtio_pci_modern_dev", "virtio_pci", "virtio_console")
 QGA_BINARY = "/usr/sbin/qemu-ga"
 
