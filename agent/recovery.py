@@ -14,8 +14,8 @@ Operations that ended but left a VM paused (resume failed after every
 retry) get step 1 too.  Then (a paused guest cannot answer) a guest the
 journal shows frozen (a ``freeze`` step begun, its ``thaw`` not ended: the
 agent died between the two, or the thaw failed) is thawed:
-``guest-fsfreeze-status``, then ``guest-fsfreeze-thaw``.  Last, every report the conductor has not yet
-acknowledged is sent again.
+``guest-fsfreeze-status``, then ``guest-fsfreeze-thaw``.  Last, every
+report the conductor has not yet acknowledged is sent again.
 """
 
 import logging
