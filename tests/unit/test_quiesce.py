@@ -236,3 +236,22 @@ def test_thaw_step_clears_frozen(tmp):
     with rec.step('thaw'):
         pass
     assert journal.get('op2')['frozen'] is False
+
+
+def test_driver_without_guest_agent_support():
+    """A driver with no ``thaw_guest`` (fake, libvirt): ``preferred`` is
+    crash-consistent with the reason, ``required`` fails before any work."""
+    from agent.driver import fake
+    from agent import tasks as agent_tasks
+    driver = fake.FakeDriver()
+    disk = driver.add_disk('/fake/d.qcow2')
+    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner.driver = driver
+    task = {'disk': disk, 'layer_name': 'n1', 'quiesce': 'preferred'}
+    result = runner._create_snapshot(None, task, steps.StepRecorder())
+    assert result['consistency'] == 'crash'
+    assert 'fake driver' in result['consistency_reason']
+    task = {'disk': disk, 'layer_name': 'n2', 'quiesce': 'required'}
+    with pytest.raises(exception.QuiesceFailed):
+        runner._create_snapshot(None, task, steps.StepRecorder())
+    assert driver.calls['create_snapshot'] == 1
