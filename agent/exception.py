@@ -67,3 +67,9 @@ class JournalUnavailable(AgentError):
     """The agent cannot write its journal (a full or failing disk); it
     refuses new work until it can, since it could not recover it."""
     code = "journal_unavailable"
+
+
+class QuiesceFailed(AgentError):
+    """``quiesce=required`` and the guest's filesystems could not be
+    frozen (no guest agent, no answer within the deadline, an error)."""
+    code = "quiesce_failed"

@@ -11,8 +11,11 @@ For every operation the journal shows as started and not ended:
    outcome is reported to the conductor as usual.
 
 Operations that ended but left a VM paused (resume failed after every
-retry) get step 1 too.  Last, every report the conductor has not yet
-acknowledged is sent again.
+retry) get step 1 too.  Then (a paused guest cannot answer) a guest the
+journal shows frozen (a ``freeze`` step begun, its ``thaw`` not ended: the
+agent died between the two, or the thaw failed) is thawed:
+``guest-fsfreeze-status``, then ``guest-fsfreeze-thaw``.  Last, every
+report the conductor has not yet acknowledged is sent again.
 """
 
 import logging
@@ -53,6 +56,27 @@ def resume_paused(driver, journal, entry):
     return resumed
 
 
+def thaw_frozen(driver, journal, entry):
+    """Thaw the guest an interrupted operation froze (``thaw_guest`` of
+    the driver).  :returns: bool (it was frozen and is thawed now)."""
+    if not entry.get('frozen') or not hasattr(driver, 'thaw_guest'):
+        return False
+    try:
+        disk = validation.validate(entry.get('action'),
+                                   entry.get('task'))['disk']
+        driver.check(disk, 'disk')
+        thawed = driver.thaw_guest(disk)
+    except Exception as exc:
+        LOG.error('Could not thaw the guest of operation %(op)s: %(exc)s',
+                  {'op': entry['operation_id'], 'exc': exc})
+        return False
+    journal.record(entry['operation_id'], frozen=False)
+    if thawed:
+        LOG.warning('Thawed the guest of %(disk)s, left frozen by operation '
+                    '%(op)s', {'disk': disk, 'op': entry['operation_id']})
+    return thawed
+
+
 def paused_entries(journal):
     return [e for e in journal.entries() if e.get('paused')]
 
@@ -71,6 +95,9 @@ def recover(runner):
     try:
         resumed = sum(1 for e in paused_entries(journal)
                       if resume_paused(runner.driver, journal, e))
+        # After the resume: a paused guest's agent cannot answer.
+        for entry in journal.entries():
+            thaw_frozen(runner.driver, journal, entry)
         replayed = 0
         for entry in journal.unfinished():
             if not entry.get('task') or not entry.get('action'):

@@ -23,12 +23,16 @@ API version history:
         livesnap.tasks); added disk_online, inspect_layers and list_vms.
         The conductor sends a locator task only when the version cap
         allows 1.4, else the legacy task of 1.0.
+* 1.7 - create_snapshot's task may carry ``quiesce`` (required, preferred
+        or off): the agent freezes the guest's filesystems around the
+        pause; its result says ``consistency`` and ``consistency_reason``.
+        A conductor sends the field only to an agent of 1.7 or later.
 """
 
 from livesnap import rpc
 from livesnap import tasks
 
-RPC_API_VERSION = '1.4'
+RPC_API_VERSION = '1.7'
 
 
 class AgentAPI(object):
@@ -74,8 +78,14 @@ class AgentAPI(object):
         every host that is up), else legacy tasks."""
         return self.can_send_version('1.4', host=host)
 
+    def can_send_quiesce(self, host):
+        """True if create tasks may carry ``quiesce`` (1.7) to ``host``."""
+        return self.can_send_version('1.7', host=host)
+
     def _task_version(self, task):
-        return '1.0' if tasks.is_legacy(task) else '1.4'
+        if tasks.is_legacy(task):
+            return '1.0'
+        return '1.7' if 'quiesce' in task else '1.4'
 
     def create_snapshot(self, ctxt, host, task, expires_at=None):
         """Pause, pivot the disk onto ``task['new_image']``, resume.

@@ -52,6 +52,7 @@ class AgentService(object):
             pause_deadline=CONF.agent.pause_deadline,
             resume_retries=CONF.agent.resume_retries,
             qmp_timeout=CONF.agent.qmp_timeout,
+            quiesce_timeout=CONF.agent.quiesce_timeout,
             job_timeout=CONF.agent.merge_timeout,
             merge_speed=CONF.agent.merge_rate_limit_mb * 1024 * 1024,
             reserved_bytes=CONF.agent.reserved_space_mb * 1024 * 1024)

@@ -422,13 +422,19 @@ class TaskRunner(object):
                         # durably: a restart after a host crash must know
                         fields['paused'] = bool(
                             detail.get('was_running', True))
-                    self.journal.record(operation_id,
-                                        durable=(name == 'pause'), **fields)
+                    elif name == 'freeze':
+                        # durably, before the freeze is sent: a restarted
+                        # agent thaws the guest (agent.recovery)
+                        fields['frozen'] = True
+                    self.journal.record(
+                        operation_id, durable=name in ('pause', 'freeze'),
+                        **fields)
                 faults.point(action, name, 'before')
             elif event == 'end':
                 if not state['paused']:
+                    fields = {'frozen': False} if name == 'thaw' else {}
                     self.journal.record(operation_id, durable=False,
-                                        step_done=name)
+                                        step_done=name, **fields)
                 faults.point(action, name, 'after')
         return listener
 
@@ -511,8 +517,24 @@ class TaskRunner(object):
         return progress
 
     def _create_snapshot(self, ctxt, task, rec):
+        quiesce = task.get('quiesce')
+        if quiesce is None:
+            return self.driver.create_snapshot(task['disk'],
+                                               task['layer_name'], rec)
+        if not hasattr(self.driver, 'thaw_guest'):
+            # A driver without a guest agent channel: crash-consistent.
+            if quiesce == 'required':
+                raise exception.QuiesceFailed(
+                    'Quiesce required but the %s driver cannot freeze a '
+                    'guest' % self.driver.name)
+            result = self.driver.create_snapshot(task['disk'],
+                                                 task['layer_name'], rec)
+            result.setdefault('consistency', 'crash')
+            result.setdefault('consistency_reason', 'the %s driver cannot '
+                              'freeze a guest' % self.driver.name)
+            return result
         return self.driver.create_snapshot(task['disk'], task['layer_name'],
-                                           rec)
+                                           rec, quiesce=quiesce)
 
     def _delete_snapshot(self, ctxt, task, rec):
         if task['mode'] == 'physical':

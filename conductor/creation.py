@@ -9,8 +9,10 @@ The agent pauses, pivots and resumes; its report makes the snapshot
 
 import logging
 
+from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
+from conductor import exception
 from conductor import hosts
 from conductor import limits
 from conductor import operations
@@ -47,8 +49,26 @@ def claim_snapshot(session, snapshot_id, project_id):
     return snap, disk, server, free
 
 
-def create(ctxt, server_id, disk_name, name, project_id=None):
+#: the quiesce modes a create may ask for
+QUIESCE_MODES = ('required', 'preferred', 'off')
+
+
+def quiesce_mode(requested, disk):
+    """The quiesce a create gets: what was asked, else ``preferred`` when
+    the disk's server has a guest agent channel (``qga_socket``), else
+    ``off``."""
+    if requested:
+        return requested
+    return 'preferred' if (disk.locator or {}).get('qga_socket') else 'off'
+
+
+def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
     """Start an online snapshot of one disk.
+
+    :param quiesce: ``required``, ``preferred`` or ``off`` (None: the
+        default of ``quiesce_mode``).  ``required`` is refused at once
+        (BadRequest) when the server has no guest agent channel or its
+        host's agent is older than RPC 1.7.
 
     If the disk is busy with the conductor's own deferred deletion, the
     operation is recorded ``pending`` and starts when the disk is free.
@@ -65,10 +85,13 @@ def create(ctxt, server_id, disk_name, name, project_id=None):
         disk = db.disk_for_update(s, disk.id)
         server = disk.server
         free = operations.may_start_now(s, server, disk)
+        if quiesce == 'required':
+            _check_quiesce(server, disk)
         # Its parent and layer are set when it starts (``start_create``).
         snap = models.Snapshot(
             id=snapshot_id, disk_id=disk.id, project_id=server.project_id,
-            parent_id=None, name=name, status=states.CREATING, image=None)
+            parent_id=None, name=name, status=states.CREATING, image=None,
+            quiesce=quiesce)
         s.add(snap)
         s.flush()
         op = operations.record(s, operation_id, 'create', server, disk,
@@ -94,6 +117,31 @@ def create(ctxt, server_id, disk_name, name, project_id=None):
     return snapshot_id, operation_id
 
 
+def _check_quiesce(server, disk):
+    """:raises: BadRequest if ``required`` quiesce cannot be had."""
+    if not (disk.locator or {}).get('qga_socket'):
+        raise exception.BadRequest(
+            'Quiesce required, but server %s has no guest agent channel '
+            '(qga_socket).' % server.id)
+    if not agent_rpcapi.AgentAPI().can_send_quiesce(server.host):
+        raise exception.BadRequest(
+            'Quiesce required, but the agent of the server\'s host is older '
+            'than RPC 1.7 and cannot quiesce.')
+
+
+def _quiesce_task(task, server, disk, snap):
+    """Add ``quiesce`` to a create task if the host's agent takes it
+    (RPC 1.7); else the snapshot is ``crash`` consistent, and says why."""
+    mode = quiesce_mode(snap.quiesce, disk)
+    if agent_rpcapi.AgentAPI().can_send_quiesce(server.host):
+        task['quiesce'] = mode
+    else:
+        snap.consistency = 'crash'
+        snap.consistency_reason = (
+            'the host\'s agent is older than RPC 1.7 and cannot quiesce')
+    return task
+
+
 def start_create(session, op, server, disk, snap=None):
     """Decide and start a create on a free disk whose row is locked: the
     limits, the parent (the live image's position) and the new layer's
@@ -109,8 +157,9 @@ def start_create(session, op, server, disk, snap=None):
     # The live layer becomes the snapshot's; the driver says so in its
     # result, which replaces this.
     snap.locator = disk.locator
-    operations.lock_disk_and_start(session, op, disk, tasks.create_task(
-        disk.locator, layer_name(disk, op.id)))
+    task = _quiesce_task(tasks.create_task(
+        disk.locator, layer_name(disk, op.id)), server, disk, snap)
+    operations.lock_disk_and_start(session, op, disk, task)
     return True
 
 
@@ -121,6 +170,15 @@ def apply_created(session, op, result):
     states.check_snapshot(snap, states.AVAILABLE)
     snap.locator = result.get('snapshot') or snap.locator
     snap.size_bytes = result.get('size_bytes')
+    # An agent is asked to quiesce (and says what it got) from RPC 1.7.
+    if 'quiesce' in (op.task or {}) and \
+            result.get('consistency') in ('application', 'crash'):
+        snap.consistency = result['consistency']
+        snap.consistency_reason = str(
+            result.get('consistency_reason') or '')[:255] or None
+    elif snap.consistency is None:
+        snap.consistency = 'crash'
+        snap.consistency_reason = 'the agent did not quiesce'
     disk.locator = result['disk']
     disk.snapshot_id = snap.id
     op.mode = 'online' if result.get('online') else 'offline'

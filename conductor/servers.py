@@ -50,7 +50,8 @@ def register(spec):
 
     :param spec: the request's ``server`` object, checked against
         ``conductor.api.schemas.server_create``: ``id``, ``name``,
-        ``project_id``, ``host``, optional ``qmp_socket``, and ``disks``
+        ``project_id``, ``host``, optional ``qmp_socket`` and ``qga_socket``,
+        and ``disks``
         (``[{'name', 'path'}]``).
     :returns: the server, with its disks loaded (detached from the
         session, ready to render).
@@ -71,11 +72,13 @@ def register(spec):
             qmp_socket=spec.get('qmp_socket'))
         s.add(server)
         for d in spec['disks']:
+            locator = {'driver': 'qemu', 'qmp_socket': spec.get('qmp_socket'),
+                       'path': d['path']}
+            if spec.get('qga_socket'):
+                # the guest agent's channel, for quiesce
+                locator['qga_socket'] = spec['qga_socket']
             s.add(models.Disk(id=operations.new_id(), server_id=server.id,
-                              name=d['name'],
-                              locator={'driver': 'qemu',
-                                       'qmp_socket': spec.get('qmp_socket'),
-                                       'path': d['path']}))
+                              name=d['name'], locator=locator))
         s.flush()
         s.refresh(server)
         server.disks  # loaded now, to be read after the session ends

@@ -12,7 +12,7 @@ Two forms, by agent RPC version (see ``agent.rpcapi``):
   JSON objects of ``agent.driver.base``; the conductor names a new layer
   (``layer_name``, ids only) and the driver places it::
 
-    create_snapshot {"operation_id", "disk", "layer_name"}
+    create_snapshot {"operation_id", "disk", "layer_name", "quiesce"?}
     delete_snapshot {"operation_id", "mode", "disk", "snapshot",
                      "parent": loc|null, "child": loc|null, "child_is_leaf"}
     revert_disk     {"operation_id", "disk", "snapshot", "layer_name",
@@ -90,6 +90,8 @@ SCHEMAS = {
             'operation_id': _ID,
             'disk': LOCATOR,
             'layer_name': _LAYER_NAME,
+            # agent RPC 1.7: freeze the guest's filesystems around the pause
+            'quiesce': {'enum': ['required', 'preferred', 'off']},
         },
         'required': ['operation_id', 'disk', 'layer_name'],
         'additionalProperties': False,

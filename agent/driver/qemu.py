@@ -24,6 +24,7 @@ Image files are never renamed: QEMU reopens images by name (e.g. when a block
 job starts), so the old active image keeps its name and becomes the snapshot.
 """
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -38,6 +39,7 @@ from agent.driver import base
 from agent import exception
 from agent import images
 from agent import paths
+from agent import qga
 from agent import qmp
 from agent import steps
 
@@ -206,13 +208,17 @@ class QemuDriver(base.Driver):
         would need more is refused with NoSpace before it starts.
     :param merge_speed: bytes per second a merge's block job may copy
         (0: no limit).
+    :param quiesce_timeout: seconds the guest agent has to freeze the
+        guest's filesystems; a freeze never outlives it (see
+        :meth:`_quiesced`).
     """
 
     name = "qemu"
 
     def __init__(self, image_dirs, pause_deadline=0.5, resume_retries=5,
                  qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None,
-                 reserved_bytes=0, merge_speed=0, **options):
+                 reserved_bytes=0, merge_speed=0, quiesce_timeout=10.0,
+                 **options):
         super().__init__(image_dirs, **options)
         self.pause_deadline = pause_deadline
         self.resume_retries = max(1, int(resume_retries))
@@ -221,6 +227,7 @@ class QemuDriver(base.Driver):
         self.job_timeout = job_timeout
         self.reserved_bytes = reserved_bytes
         self.merge_speed = merge_speed
+        self.quiesce_timeout = quiesce_timeout
 
     # -- locators -----------------------------------------------------------
     def image(self, path):
@@ -347,20 +354,30 @@ class QemuDriver(base.Driver):
         return False
 
     # -- the patent's methods -------------------------------------------------
-    def create_snapshot(self, disk, layer_name, rec):
+    def create_snapshot(self, disk, layer_name, rec, quiesce=None):
         """The live layer becomes the snapshot; a new layer
         ``layer_locator(disk, layer_name)`` goes on top of it (see
         base.Driver.create_snapshot).
 
+        :param quiesce: ``required``, ``preferred`` or ``off`` (None): freeze
+            the guest's filesystems around the pause through the guest
+            agent at the disk's ``qga_socket`` (:meth:`_quiesced`).  The
+            result says what the snapshot got: ``consistency``
+            (``application`` or ``crash``) and ``consistency_reason``.
         :raises PathNotAllowed, ImageInUse, ImageError, QMPError,
-            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace,
+            QuiesceFailed:
         """
         new = self.layer_locator(disk, layer_name)["path"]
-        result = self._create_snapshot(self._legacy(disk), new, rec)
+        legacy = self._legacy(disk)
+        legacy["quiesce"] = (quiesce or "off", disk.get("qga_socket"))
+        result = self._create_snapshot(legacy, new, rec)
         return {"snapshot": self.image(disk["path"]),
                 "disk": dict(disk, path=new),
                 "size_bytes": result["size_bytes"],
-                "online": result["online"]}
+                "online": result["online"],
+                "consistency": result["consistency"],
+                "consistency_reason": result["consistency_reason"]}
 
     def delete_image(self, image, rec):
         """Delete the layer's file (see base.Driver.delete_image).
@@ -666,14 +683,23 @@ class QemuDriver(base.Driver):
         if not os.path.exists(new):
             self._ensure_space(new, _LAYER_BYTES, "a new layer")
         online = self.is_online(disk)
+        mode, qga_socket = disk.get("quiesce") or ("off", None)
+        outcome = {"consistency": "crash",
+                   "consistency_reason": "quiesce off"}
         if online:
-            self._create_online(disk["qmp_socket"], active, new, rec)
+            self._create_online(disk["qmp_socket"], active, new, rec,
+                                quiesce=(mode, qga_socket, outcome))
         else:
+            outcome["consistency_reason"] = (
+                "offline: the server was not running; the disk is as the "
+                "guest left it")
             self._create_offline(active, new, rec)
         return {"snapshot_image": disk["active_image"],
                 "active_image": new_image,
                 "size_bytes": images.actual_size(active),
-                "online": online}
+                "online": online,
+                "consistency": outcome["consistency"],
+                "consistency_reason": outcome["consistency_reason"]}
 
     def _create_offline(self, active, new, rec):
         self._refuse_if_locked(active)
@@ -687,7 +713,8 @@ class QemuDriver(base.Driver):
         LOG.info("Created offline snapshot %(snap)s, new active %(new)s",
                  {"snap": active, "new": new})
 
-    def _create_online(self, sock, active, new, rec):
+    def _create_online(self, sock, active, new, rec, quiesce=None):
+        mode, qga_socket, outcome = quiesce or ("off", None, {})
         with self._connect(sock) as conn:
             session = conn.get()
             graph = _Graph(session)
@@ -697,6 +724,9 @@ class QemuDriver(base.Driver):
                     and graph.is_top(new_node)):
                 LOG.info("Snapshot of %(snap)s onto %(new)s already done",
                          {"snap": active, "new": new})
+                outcome["consistency_reason"] = (
+                    "the pivot was found done when the operation was run "
+                    "again; whether the guest was frozen is not known")
                 return
             cur = graph.node(active)
             if cur is None:
@@ -728,10 +758,11 @@ class QemuDriver(base.Driver):
                             "no-flush": cur["cache"]["no-flush"]}})
             was_running = session.status() == "running"
             try:
-                self._paused(conn, rec, was_running, "pivot", [
-                    ("blockdev-snapshot",
-                     {"node": cur["node-name"], "overlay": node_name})],
-                    node=cur["node-name"], overlay=node_name)
+                with self._quiesced(mode, qga_socket, rec, outcome):
+                    self._paused(conn, rec, was_running, "pivot", [
+                        ("blockdev-snapshot",
+                         {"node": cur["node-name"], "overlay": node_name})],
+                        node=cur["node-name"], overlay=node_name)
             except BaseException as exc:
                 pivoted = self._rollback_pivot(conn, active, new)
                 if not pivoted or isinstance(exc, exception.ResumeFailed):
@@ -742,6 +773,102 @@ class QemuDriver(base.Driver):
         LOG.info("Created online snapshot %(snap)s, new active %(new)s, "
                  "paused %(ms)s ms", {"snap": active, "new": new,
                                       "ms": rec.pause_ms})
+
+    @contextlib.contextmanager
+    def _quiesced(self, mode, qga_socket, rec, outcome):
+        """Freeze the guest's filesystems around the block (the pause),
+        thaw them after it in a ``finally``.
+
+        ``mode`` ``off``: nothing.  Otherwise the guest agent at
+        ``qga_socket`` gets ``guest-sync`` and ``guest-fsfreeze-freeze``
+        within ``quiesce_timeout`` (step ``freeze``, journaled durably
+        before it is sent, so a restarted agent thaws); if it does not
+        answer in time or fails, the guest is thawed at once and the
+        snapshot goes on crash-consistent (``preferred``) or the create
+        fails (``required``).  After the block: ``guest-fsfreeze-thaw``
+        (step ``thaw``).  ``outcome`` gets ``consistency`` and
+        ``consistency_reason``.
+
+        :raises QuiesceFailed: ``required`` and no freeze.
+        """
+        outcome.update(consistency="crash", consistency_reason="quiesce off")
+        if mode == "off":
+            yield
+            return
+        if not qga_socket:
+            reason = "no guest agent channel registered for the server"
+            if mode == "required":
+                raise exception.QuiesceFailed(
+                    "Quiesce required but %s" % reason)
+            outcome["consistency_reason"] = reason
+            yield
+            return
+        session = qga.QGASession(qga_socket, timeout=self.quiesce_timeout)
+        frozen_at = time.monotonic()
+        try:
+            with rec.step("freeze", qga_socket=qga_socket,
+                          timeout=self.quiesce_timeout) as entry:
+                session.open()
+                left = self.quiesce_timeout - (time.monotonic() - frozen_at)
+                if left <= 0:
+                    raise qga.QGATimeout("The guest agent at %s answered "
+                                         "guest-sync too late" % qga_socket)
+                entry.setdefault("detail", {})["filesystems"] = \
+                    session.freeze(timeout=left)
+        except exception.AgentError as exc:
+            session.close()
+            # It may have frozen after all, late: never leave it so.
+            self._thaw(qga_socket, rec)
+            if mode == "required":
+                raise exception.QuiesceFailed(
+                    "Quiesce required but the guest could not be frozen: "
+                    "%s" % exc)
+            LOG.warning("Snapshot goes on crash-consistent: no freeze of "
+                        "the guest at %(sock)s: %(exc)s",
+                        {"sock": qga_socket, "exc": exc})
+            outcome["consistency_reason"] = (
+                "the guest agent did not freeze the filesystems: %s" % exc)
+            yield
+            return
+        outcome.update(consistency="application",
+                       consistency_reason="filesystems frozen by the guest "
+                                          "agent during the pause")
+        try:
+            yield
+        finally:
+            self._thaw(qga_socket, rec, session)
+
+    def _thaw(self, qga_socket, rec, session=None):
+        """Step ``thaw``: ``guest-fsfreeze-thaw`` on ``session`` if it is
+        still usable, else on a new one after ``guest-fsfreeze-status``.
+        Logs, never raises: the journal keeps the guest marked frozen and
+        recovery thaws it."""
+        try:
+            with rec.step("thaw", qga_socket=qga_socket):
+                try:
+                    if session is None:
+                        raise qga.QGAError("no session")
+                    session.thaw(timeout=self.quiesce_timeout)
+                except qga.QGAError:
+                    if session is not None:
+                        session.close()
+                        session = None
+                    qga.thaw(qga_socket, timeout=self.quiesce_timeout)
+        except exception.AgentError as exc:
+            LOG.error("Could not thaw the guest at %(sock)s: %(exc)s",
+                      {"sock": qga_socket, "exc": exc})
+        finally:
+            if session is not None:
+                session.close()
+
+    def thaw_guest(self, disk):
+        """Thaw the guest of ``disk`` (its ``qga_socket``) if frozen; for
+        recovery.  :returns: True if it was frozen.
+        :raises QGAError:"""
+        sock = disk.get("qga_socket")
+        if not sock:
+            return False
+        return qga.thaw(sock, timeout=self.quiesce_timeout)
 
     def _rollback_pivot(self, conn, active, new):
         """Undo a pivot that did not complete: drop the added node and the

@@ -163,7 +163,7 @@ class Snapshots(object):
         with _host_hidden(creds, project_id):
             snapshot_id, operation_id = creation.create(
                 _ctxt(creds, req_id), server_id, spec['disk'], spec['name'],
-                project_id=scope)
+                project_id=scope, quiesce=spec.get('quiesce'))
         snap, disk, op = db.snapshot_and_operation(snapshot_id,
                                                    operation_id)
         return 202, {'snapshot': views.snapshot(snap, disk),

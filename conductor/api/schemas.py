@@ -54,6 +54,8 @@ server_create = {
                 'host': {'type': 'string', 'minLength': 1, 'maxLength': 255,
                          'pattern': r'^[A-Za-z0-9_.-]+$'},
                 'qmp_socket': {'anyOf': [_PATH, {'type': 'null'}]},
+                # the host end of the guest agent's virtio-serial channel
+                'qga_socket': {'anyOf': [_PATH, {'type': 'null'}]},
                 'disks': {
                     'type': 'array', 'minItems': 1, 'maxItems': 16,
                     'items': {
@@ -77,7 +79,9 @@ snapshot_create = {
     'properties': {
         'snapshot': {
             'type': 'object',
-            'properties': {'name': _NAME, 'disk': _DISK_NAME},
+            'properties': {'name': _NAME, 'disk': _DISK_NAME,
+                           'quiesce': {'enum': ['required', 'preferred',
+                                                'off']}},
             'required': ['name', 'disk'],
             'additionalProperties': False,
         },

@@ -78,7 +78,9 @@ def snapshot(snap, disk_record):
             'size_bytes': snap.size_bytes,
             'current': disk_record.snapshot_id == snap.id,
             'policy_id': snap.policy_id,
-            'protected': bool(snap.protected)}
+            'protected': bool(snap.protected),
+            'consistency': snap.consistency,
+            'consistency_reason': snap.consistency_reason}
 
 
 def _agent_pause_ms(steps):

@@ -101,6 +101,12 @@ class Snapshot(Base):
     # Pinned by its owner: it cannot be deleted, and no policy prunes it.
     protected = sa.Column(sa.Boolean, nullable=False, default=False,
                           server_default=sa.false())
+    # quiesce: what the tenant asked (required/preferred/off, None: the
+    # default), and what the snapshot got: ``application`` (the guest
+    # agent froze the filesystems) or ``crash``, and why.
+    quiesce = sa.Column(sa.String(16), nullable=True)
+    consistency = sa.Column(sa.String(16), nullable=True)
+    consistency_reason = sa.Column(sa.String(255), nullable=True)
 
     disk = orm.relationship('Disk')
 

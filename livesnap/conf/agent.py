@@ -31,6 +31,12 @@ opts = [
                       'is found done; the agent still waits up to '
                       'qmp_timeout for the queued cont, then resumes the VM '
                       'over a new connection.'),
+    cfg.FloatOpt('quiesce_timeout', default=10.0, min=0.1,
+                 help='Longest time in seconds the guest agent (qemu-ga) '
+                      'has to freeze the guest\'s filesystems before a '
+                      'snapshot\'s pause. Past it the guest is thawed and '
+                      'the snapshot fails (quiesce=required) or goes on '
+                      'crash-consistent (quiesce=preferred).'),
     cfg.IntOpt('resume_retries', default=5, min=1,
                help='Attempts to resume a paused VM before giving up.'),
     cfg.FloatOpt('qmp_timeout', default=5.0, min=0.1,

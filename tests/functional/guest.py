@@ -86,6 +86,105 @@ poweroff -f
 """
 
 
+#: the quiesce guest's /init: loads virtio-serial, mounts the ext4 file
+#: system on the NVMe disk, starts qemu-ga on the guest agent's port and
+#: keeps writing files (no fsync: dirty pages and journal commits are in
+#: flight whenever the host snapshots).  Prints ``LSREADY`` once qemu-ga
+#: runs and ``LSFILES n`` every 10 files.
+QGA_INIT_SCRIPT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+exec </dev/console >/dev/console 2>&1
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
+        virtio_pci virtio_console; do
+    insmod /modules/$m.ko || echo "LSWARN insmod $m failed"
+done
+n=0
+while [ ! -b /dev/nvme0n1 ] || ! ls /dev/vport*p* >/dev/null 2>&1; do
+    n=$((n + 1))
+    if [ $n -gt 600 ]; then
+        echo "LSERROR no /dev/nvme0n1 or virtio port: $(ls /dev)"
+        poweroff -f
+    fi
+    sleep 0.1
+done
+port=$(ls /dev/vport*p* | head -n 1)
+mkdir -p /mnt /run /var/run
+mount -t ext4 /dev/nvme0n1 /mnt || { echo "LSERROR mount"; poweroff -f; }
+/usr/sbin/qemu-ga -m virtio-serial -p "$port" -t /run -f /run/qga.pid \
+    >/tmp/qga.log 2>&1 &
+sleep 1
+echo "LSREADY port=$port"
+i=0
+while [ ! -e /tmp/stop ]; do
+    dd if=/dev/urandom of=/mnt/f$((i % 50)) bs=4096 count=8 2>/dev/null
+    mkdir -p /mnt/d$((i % 7)) && echo "$i" > /mnt/d$((i % 7))/n$i
+    rm -f /mnt/d$(((i + 3) % 7))/n$((i - 20))
+    i=$((i + 1))
+    if [ $((i % 10)) -eq 0 ]; then echo "LSFILES $i"; fi
+done
+"""
+
+#: kernel modules the quiesce guest loads (virtio-serial)
+QGA_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev",
+               "virtio_pci_modern_dev", "virtio_pci", "virtio_console")
+QGA_BINARY = "/usr/sbin/qemu-ga"
+
+
+def qga_missing():
+    """Why the quiesce guest cannot run here (a string), or None."""
+    why = missing()
+    if why:
+        return why
+    if not os.path.exists(QGA_BINARY):
+        return "no %s (apt-get install qemu-guest-agent)" % QGA_BINARY
+    for tool in ("mkfs.ext4", "dumpe2fs", "e2fsck"):
+        if shutil.which(tool) is None:
+            return "no %s (e2fsprogs)" % tool
+    if _module_paths() is None:
+        return "no virtio-serial modules for the cloud kernel"
+    return None
+
+
+def _module_paths():
+    kernel = find_kernel()
+    if kernel is None:
+        return None
+    release = os.path.basename(kernel)[len("vmlinuz-"):]
+    found = []
+    for name in QGA_MODULES:
+        hits = glob.glob("/lib/modules/%s/kernel/drivers/**/%s.ko"
+                         % (release, name), recursive=True)
+        if not hits:
+            return None
+        found.append(hits[0])
+    return found
+
+
+def _libraries(binary):
+    """The shared libraries ``binary`` loads (``ldd``), absolute paths."""
+    out = subprocess.run(["ldd", binary], capture_output=True, text=True,
+                         check=True).stdout
+    return sorted(set(re.findall(r"(/\S+\.so[.\d]*)", out)))
+
+
+def build_qga_initramfs(cache_dir=None):
+    """Build (once) the quiesce guest's initramfs: busybox, qemu-ga and
+    its libraries, the virtio-serial modules; returns its path."""
+    extra = [(QGA_BINARY, open(QGA_BINARY, "rb").read())]
+    for lib in _libraries(QGA_BINARY):
+        with open(os.path.realpath(lib), "rb") as f:
+            extra.append((lib, f.read()))
+    for mod in _module_paths():
+        with open(mod, "rb") as f:
+            extra.append(("/modules/" + os.path.basename(mod), f.read()))
+    return build_initramfs(cache_dir, init_script=QGA_INIT_SCRIPT,
+                           extra=extra, prefix="qga")
+
+
 class GuestError(testvm.TestVMError):
     pass
 
@@ -157,7 +256,8 @@ def _cpio_newc(entries):
     return bytes(out)
 
 
-def build_initramfs(cache_dir=None, busybox=None):
+def build_initramfs(cache_dir=None, busybox=None, init_script=INIT_SCRIPT,
+                    extra=(), prefix="writer"):
     """Build (once) the writer initramfs; returns its path.
 
     The archive is written in Python (no root, mknod or cpio binary
@@ -170,8 +270,11 @@ def build_initramfs(cache_dir=None, busybox=None):
     cache_dir = cache_dir or default_cache_dir()
     with open(busybox, "rb") as f:
         bb = f.read()
-    digest = hashlib.sha256(INIT_SCRIPT.encode() + bb).hexdigest()[:16]
-    path = os.path.join(cache_dir, "writer-%s.cpio.gz" % digest)
+    digest = hashlib.sha256(init_script.encode() + bb)
+    for name, data in extra:
+        digest.update(name.encode() + data)
+    digest = digest.hexdigest()[:16]
+    path = os.path.join(cache_dir, "%s-%s.cpio.gz" % (prefix, digest))
     if os.path.exists(path):
         return path
     os.makedirs(cache_dir, exist_ok=True)
@@ -183,8 +286,17 @@ def build_initramfs(cache_dir=None, busybox=None):
         ("dev/console", c, b"", (5, 1)), ("dev/null", 0o020666, b"", (1, 3)),
         ("bin/busybox", f, bb, (0, 0)),
         ("bin/sh", 0o120777, b"busybox", (0, 0)),
-        ("init", f, INIT_SCRIPT.encode(), (0, 0)),
+        ("init", f, init_script.encode(), (0, 0)),
     ]
+    dirs = {"bin", "sbin", "dev", "proc", "sys", "tmp"}
+    for name, data in extra:
+        parts = name.strip("/").split("/")
+        for i in range(1, len(parts)):
+            parent = "/".join(parts[:i])
+            if parent not in dirs:
+                dirs.add(parent)
+                entries.append((parent, d, b"", (0, 0)))
+        entries.append(("/".join(parts), f, data, (0, 0)))
     fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as out:
@@ -214,7 +326,7 @@ class LinuxGuest(testvm.TestVM):
     def __init__(self, image, qmp_socket, serial_log, max_blocks=200,
                  delay_ms=0, first=0, memory=256, kernel=None, initrd=None,
                  cache_dir=None, pidfile=None, control_socket=None,
-                 name="guest", timeout=30.0):
+                 name="guest", timeout=30.0, qga_socket=None):
         if len(qmp_socket.encode()) > testvm.MAX_SOCKET_PATH:
             raise GuestError("QMP socket path too long: %s" % qmp_socket)
         self.image = os.path.abspath(image)
@@ -234,6 +346,7 @@ class LinuxGuest(testvm.TestVM):
             raise GuestError("control socket path too long")
         self.name = name
         self.timeout = timeout
+        self.qga_socket = qga_socket
         self.pid = None
         self.started_at = None
 
@@ -256,11 +369,23 @@ class LinuxGuest(testvm.TestVM):
             "driver=qcow2,node-name=disk0,file.driver=file,"
             "file.filename=%s" % self.image.replace(",", ",,"),
             "-device", "nvme,drive=disk0,serial=d0",
-            "-no-reboot", "-daemonize", "-pidfile", self.pidfile]
+            "-no-reboot", "-daemonize", "-pidfile", self.pidfile] + (
+            self._qga_args() if self.qga_socket else [])
+
+    def _qga_args(self):
+        """A virtio-serial port ``org.qemu.guest_agent.0`` whose host end
+        is the unix socket ``qga_socket`` (as a cloud's VMs have it)."""
+        return [
+            "-device", "virtio-serial-pci,id=vser0",
+            "-chardev", "socket,id=qga0,path=%s,server=on,wait=off"
+            % self.qga_socket,
+            "-device", "virtserialport,bus=vser0.0,chardev=qga0,"
+            "name=org.qemu.guest_agent.0"]
 
     # -- life cycle (launch, kill, shutdown, QMP: see testvm.TestVM) --------
     def _files(self):
-        return super()._files() + [self.control_socket]
+        return super()._files() + [self.control_socket] + (
+            [self.qga_socket] if self.qga_socket else [])
 
     def start(self):
         """Launch QEMU (the guest boots in the background).  Returns self."""

@@ -1,0 +1,139 @@
+"""Quiesce with a real Linux guest: qemu-ga in the guest, an ext4 file
+system on its NVMe disk, files being written while livesnap snapshots.
+
+The guest (tests/functional/guest.py, ``build_qga_initramfs``: the cloud
+kernel, busybox, qemu-ga and its libraries, the virtio-serial modules)
+mounts the ext4 file system and keeps writing files (no fsync).  A mounted
+ext4 has ``needs_recovery`` set on disk; freezing it (``FIFREEZE``) flushes
+the journal and clears the flag until the thaw.  So:
+
+* a snapshot with ``quiesce=required`` is ``application`` consistent: its
+  file system has no ``needs_recovery`` and ``e2fsck -fn`` finds it clean,
+  with no journal to replay;
+* a snapshot with ``quiesce=off`` is ``crash`` consistent: the flag is set
+  (it would mount only after a journal replay).
+
+Steps ``freeze`` and ``thaw`` appear around the pause.  No timing is
+asserted.
+"""
+
+import os
+import subprocess
+import tempfile
+
+import pytest
+
+from agent import images
+from conductor.db import api as db
+from livesnap_tools import fixtures
+from tests.functional import guest
+from tests.functional import scenarios
+from tests.functional import tree_check
+
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.skipif(guest.qga_missing() is not None,
+                       reason='quiesce guest unavailable: %s'
+                       % guest.qga_missing()),
+]
+
+MiB = 1024 * 1024
+SERVER = 'qguest1'
+OP_TIMEOUT = 300
+
+
+def _ext4_image(dep):
+    """A qcow2 base holding a fresh ext4 file system (with journal)."""
+    base = os.path.join(dep.image_dir, '%s-vda.qcow2' % SERVER)
+    with tempfile.TemporaryDirectory(prefix='ls-ext4-') as tmp:
+        raw = os.path.join(tmp, 'fs.raw')
+        with open(raw, 'wb') as f:
+            f.truncate(64 * MiB)
+        subprocess.run(['mkfs.ext4', '-q', '-F', '-j', raw], check=True,
+                       stdin=subprocess.DEVNULL)
+        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
+                        raw, base], check=True, stdin=subprocess.DEVNULL)
+    return base
+
+
+def _fs_state(image):
+    """(dumpe2fs -h features, e2fsck -fn return code and output) of the
+    file system in ``image`` (its whole chain), read from a raw copy."""
+    with tempfile.TemporaryDirectory(prefix='ls-fsck-') as tmp:
+        raw = os.path.join(tmp, 'snap.raw')
+        subprocess.run(['qemu-img', 'convert', '-U', '-f', 'qcow2', '-O',
+                        'raw', image, raw], check=True,
+                       stdin=subprocess.DEVNULL)
+        head = subprocess.run(['dumpe2fs', '-h', raw], capture_output=True,
+                              text=True, check=True).stdout
+        features = [line for line in head.splitlines()
+                    if line.startswith('Filesystem features:')][0]
+        fsck = subprocess.run(['e2fsck', '-fn', raw], capture_output=True,
+                              text=True)
+        return features.split(), fsck.returncode, fsck.stdout + fsck.stderr
+
+
+def _create(dep, name, quiesce):
+    body = dep.ok('POST', '/v1/servers/%s/snapshots' % SERVER,
+                  {'snapshot': {'name': name, 'disk': 'vda',
+                                'quiesce': quiesce}}, status=202)
+    op = dep.wait_operation(body['operation']['id'], timeout=OP_TIMEOUT)
+    snap = dep.ok('GET', '/v1/snapshots/%s' % body['snapshot']['id'])
+    return snap['snapshot'], op
+
+
+def _image_of(database_url, snap_id):
+    _disk, snaps = tree_check.db_rows(database_url, SERVER)
+    return {s.id: s.image for s in snaps}[snap_id]
+
+
+@pytest.mark.parametrize('database', ['sqlite'], indirect=True)
+def test_quiesced_snapshot_is_clean(inprocess, tmp_path, conf):
+    dep = inprocess
+    database_url = db.CONF.database.connection
+    image = _ext4_image(dep)
+    sock = scenarios.short_socket_path(SERVER)
+    qga_sock = os.path.join(os.path.dirname(sock), 'qga.sock')
+    vm = guest.LinuxGuest(image, sock, str(tmp_path / 'serial.log'),
+                          name=SERVER, qga_socket=qga_sock,
+                          initrd=guest.build_qga_initramfs())
+    dep.ok('POST', '/v1/servers', {'server': {
+        'id': SERVER, 'name': SERVER, 'project_id': 'p1',
+        'host': fixtures.HOST, 'qmp_socket': sock, 'qga_socket': qga_sock,
+        'disks': [{'name': 'vda', 'path': image}]}},
+        token='admin-token', status=201)
+    try:
+        vm.start()
+        vm.wait_ready()
+        vm._wait_for('files being written',
+                     lambda: 'LSFILES 30' in vm.log(), 300)
+
+        snap, op = _create(dep, 'app', 'required')
+        assert op['status'] == 'succeeded', op
+        names = [s['name'] for s in op['steps']]
+        assert names == ['prepare', 'freeze', 'pause', 'pivot', 'resume',
+                         'thaw'], op
+        assert snap['consistency'] == 'application', snap
+        features, rc, out = _fs_state(_image_of(database_url, snap['id']))
+        assert 'needs_recovery' not in features, features
+        assert rc == 0, out
+
+        # The guest goes on writing after the thaw.
+        seen = vm.log().count('LSFILES')
+        vm._wait_for('writes after the thaw',
+                     lambda: vm.log().count('LSFILES') > seen + 2, 300)
+
+        crash, op2 = _create(dep, 'crash', 'off')
+        assert op2['status'] == 'succeeded', op2
+        assert 'freeze' not in [s['name'] for s in op2['steps']]
+        assert crash['consistency'] == 'crash', crash
+        features, _rc, _out = _fs_state(_image_of(database_url,
+                                                  crash['id']))
+        assert 'needs_recovery' in features, features
+        print('\nquiesce: %s' % ' '.join(
+            '%s:%.0f' % (s['name'], s['duration_ms'] or 0)
+            for s in op['steps']))
+    finally:
+        vm.kill()
+    for path in (image,):
+        images.check(path)

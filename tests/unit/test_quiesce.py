@@ -1,0 +1,257 @@
+"""Quiesce: the QGA client, the QEMU driver's freeze/thaw around the
+pause, the journal's ``frozen`` mark and recovery's thaw (a fake guest
+agent on a unix socket)."""
+
+import json
+import os
+import socket
+import tempfile
+import threading
+
+import pytest
+
+from agent.driver import qemu
+from agent import exception
+from agent import journal as journal_mod
+from agent import qga
+from agent import recovery
+from agent import steps
+
+
+class FakeGuestAgent(object):
+    """A qemu-ga on a unix socket: answers guest-sync, fsfreeze-*.
+
+    :param hang_freeze: never answer guest-fsfreeze-freeze (but freeze).
+    """
+
+    def __init__(self, path, hang_freeze=False):
+        self.path = path
+        self.hang_freeze = hang_freeze
+        self.state = 'thawed'
+        self.commands = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._client, args=(conn,),
+                             daemon=True).start()
+
+    def _client(self, conn):
+        # A stale reply of an earlier client, which guest-sync drops.
+        conn.sendall(b'{"return": 12}\n')
+        buf = b''
+        while True:
+            try:
+                data = conn.recv(4096)
+            except OSError:
+                return
+            if not data:
+                return
+            buf += data
+            while b'\n' in buf:
+                line, buf = buf.split(b'\n', 1)
+                msg = json.loads(line)
+                cmd = msg['execute']
+                self.commands.append(cmd)
+                if cmd == 'guest-sync':
+                    reply = {'return': msg['arguments']['id']}
+                elif cmd == 'guest-fsfreeze-freeze':
+                    self.state = 'frozen'
+                    if self.hang_freeze:
+                        continue
+                    reply = {'return': 1}
+                elif cmd == 'guest-fsfreeze-thaw':
+                    self.state = 'thawed'
+                    reply = {'return': 1}
+                elif cmd == 'guest-fsfreeze-status':
+                    reply = {'return': self.state}
+                else:
+                    reply = {'error': {'class': 'CommandNotFound',
+                                       'desc': cmd}}
+                conn.sendall(json.dumps(reply).encode() + b'\n')
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def tmp():
+    with tempfile.TemporaryDirectory() as d:
+        yield d
+
+
+def _agent(tmp, **kw):
+    return FakeGuestAgent(os.path.join(tmp, 'qga.sock'), **kw)
+
+
+def _driver(tmp, timeout=5.0):
+    return qemu.QemuDriver([tmp], quiesce_timeout=timeout)
+
+
+def test_client_sync_skips_stale_and_freezes(tmp):
+    ga = _agent(tmp)
+    with qga.QGASession(ga.path, timeout=2) as s:
+        assert s.freeze() == 1
+        assert s.status() == 'frozen'
+        assert s.thaw() == 1
+    assert ga.state == 'thawed'
+    assert qga.thaw(ga.path) is False
+
+
+def test_freeze_ok_thaws_after_pause(tmp):
+    ga = _agent(tmp)
+    rec = steps.StepRecorder()
+    outcome = {}
+    seen = []
+    with _driver(tmp)._quiesced('preferred', ga.path, rec, outcome):
+        seen.append(ga.state)
+    assert seen == ['frozen']
+    assert ga.state == 'thawed'
+    assert outcome['consistency'] == 'application'
+    assert [s['name'] for s in rec.steps] == ['freeze', 'thaw']
+    assert all(s['status'] == 'done' for s in rec.steps)
+    assert rec.steps[0]['duration_ms'] is not None
+
+
+def test_freeze_timeout_preferred_goes_on_crash(tmp):
+    ga = _agent(tmp, hang_freeze=True)
+    rec = steps.StepRecorder()
+    outcome = {}
+    ran = []
+    with _driver(tmp, timeout=0.3)._quiesced('preferred', ga.path, rec,
+                                             outcome):
+        ran.append(True)
+    assert ran == [True]
+    assert ga.state == 'thawed'
+    assert outcome['consistency'] == 'crash'
+    assert 'did not freeze' in outcome['consistency_reason']
+    assert [(s['name'], s['status']) for s in rec.steps] == [
+        ('freeze', 'failed'), ('thaw', 'done')]
+
+
+def test_freeze_timeout_required_fails_thawed(tmp):
+    ga = _agent(tmp, hang_freeze=True)
+    rec = steps.StepRecorder()
+    ran = []
+    with pytest.raises(exception.QuiesceFailed):
+        with _driver(tmp, timeout=0.3)._quiesced('required', ga.path, rec,
+                                                 {}):
+            ran.append(True)
+    assert ran == []
+    assert ga.state == 'thawed'
+
+
+def test_no_channel(tmp):
+    outcome = {}
+    with _driver(tmp)._quiesced('preferred', None, steps.StepRecorder(),
+                                outcome):
+        pass
+    assert outcome['consistency'] == 'crash'
+    assert 'no guest agent' in outcome['consistency_reason']
+    with pytest.raises(exception.QuiesceFailed):
+        with _driver(tmp)._quiesced('required', None, steps.StepRecorder(),
+                                    {}):
+            pass
+    outcome = {}
+    with _driver(tmp)._quiesced('off', '/nowhere', steps.StepRecorder(),
+                                outcome):
+        pass
+    assert outcome == {'consistency': 'crash',
+                       'consistency_reason': 'quiesce off'}
+
+
+def test_thaw_in_finally_on_pivot_failure(tmp):
+    ga = _agent(tmp)
+    rec = steps.StepRecorder()
+    with pytest.raises(exception.PauseDeadlineExceeded):
+        with _driver(tmp)._quiesced('required', ga.path, rec, {}):
+            assert ga.state == 'frozen'
+            raise exception.PauseDeadlineExceeded('pivot failed')
+    assert ga.state == 'thawed'
+    assert rec.steps[-1]['name'] == 'thaw'
+
+
+def test_journal_marks_frozen_and_recovery_thaws(tmp):
+    """The runner's listener journals ``frozen`` durably when the freeze
+    starts; an agent that dies before the thaw leaves it so, and
+    recovery thaws the guest."""
+    from agent import tasks as agent_tasks
+    ga = _agent(tmp)
+    jdir = os.path.join(tmp, 'journal')
+    os.mkdir(jdir)
+    journal = journal_mod.Journal(jdir)
+    driver = _driver(tmp)
+    disk = {'driver': 'qemu', 'path': os.path.join(tmp, 'd.qcow2'),
+            'qmp_socket': os.path.join(tmp, 'qmp.sock'),
+            'qga_socket': ga.path}
+    task = {'operation_id': 'op1', 'disk': disk, 'layer_name': 'd-op1',
+            'quiesce': 'required'}
+    journal.record('op1', action='create_snapshot', task=task,
+                   state='running', paused=False)
+    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner.journal = journal
+    rec = steps.StepRecorder(
+        listener=runner._journal_listener('create_snapshot', 'op1'))
+
+    class Died(BaseException):
+        pass
+
+    # The agent "dies" while frozen: no thaw step runs.
+    with pytest.raises(Died):
+        with rec.step('freeze'):
+            with qga.QGASession(ga.path) as s:
+                s.freeze()
+            raise Died()
+    assert journal.get('op1')['frozen'] is True
+    assert ga.state == 'frozen'
+
+    assert recovery.thaw_frozen(driver, journal, journal.get('op1'))
+    assert ga.state == 'thawed'
+    assert journal.get('op1')['frozen'] is False
+    assert ga.commands[-2:] == ['guest-fsfreeze-status',
+                                'guest-fsfreeze-thaw']
+
+
+def test_thaw_step_clears_frozen(tmp):
+    from agent import tasks as agent_tasks
+    jdir = os.path.join(tmp, 'journal')
+    os.mkdir(jdir)
+    journal = journal_mod.Journal(jdir)
+    journal.record('op2', state='running')
+    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner.journal = journal
+    rec = steps.StepRecorder(
+        listener=runner._journal_listener('create_snapshot', 'op2'))
+    with rec.step('freeze'):
+        pass
+    assert journal.get('op2')['frozen'] is True
+    with rec.step('thaw'):
+        pass
+    assert journal.get('op2')['frozen'] is False
+
+
+def test_driver_without_guest_agent_support():
+    """A driver with no ``thaw_guest`` (fake, libvirt): ``preferred`` is
+    crash-consistent with the reason, ``required`` fails before any work."""
+    from agent.driver import fake
+    from agent import tasks as agent_tasks
+    driver = fake.FakeDriver()
+    disk = driver.add_disk('/fake/d.qcow2')
+    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner.driver = driver
+    task = {'disk': disk, 'layer_name': 'n1', 'quiesce': 'preferred'}
+    result = runner._create_snapshot(None, task, steps.StepRecorder())
+    assert result['consistency'] == 'crash'
+    assert 'fake driver' in result['consistency_reason']
+    task = {'disk': disk, 'layer_name': 'n2', 'quiesce': 'required'}
+    with pytest.raises(exception.QuiesceFailed):
+        runner._create_snapshot(None, task, steps.StepRecorder())
+    assert driver.calls['create_snapshot'] == 1
