@@ -5,7 +5,8 @@ creates, the three delete modes (merge, logical with its deferred finish,
 physical), a revert of the shut-off domain, the data of every layer read
 with ``qemu-io -r -U``, and the agent SIGKILLed inside the pause.
 
-libvirtd is started by livesnap_tools/libvirtd.py if it does not run (root
+libvirtd is started for the run by the session fixture ``libvirt_up``
+(tests/conftest.py, livesnap_tools/libvirtd.py) if it does not run (root
 only); without libvirt the module is skipped.
 """
 
@@ -37,16 +38,6 @@ EXTRA = ('driver = libvirt\n'
          '[conductor]\nperiodic_interval = 0.5\nhost_down_time = 3\n'
          'agent_call_timeout = 5\n' % libvirtd.URI)
 ADMIN = 'admin-token'
-
-
-@pytest.fixture(scope='module')
-def libvirt_up():
-    reason = libvirtd.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    libvirtd.ensure_running()
-    yield
-    libvirtd.stop()
 
 
 @pytest.fixture
