@@ -173,8 +173,11 @@ def register_domain(ctxt, spec):
     if not vm:
         raise exception.BadRequest('Host %s has no domain %s.'
                                    % (host_name, spec['domain']))
-    disks = [d for d in vm.get('disks') or []
-             if (d.get('locator') or {}).get('driver') == 'libvirt']
+    disks = vm.get('disks') or []
+    if any((d.get('locator') or {}).get('driver') != 'libvirt'
+           for d in disks):
+        raise exception.BadRequest('The agent of host %s does not run the '
+                                   'libvirt driver.' % host_name)
     if not disks:
         raise exception.BadRequest('Domain %s has no file-backed disk.'
                                    % spec['domain'])

@@ -105,3 +105,13 @@ def test_older_agent_is_refused(dep, monkeypatch):
     status, payload = dep.api('POST', '/v1/servers', _spec('vm1'),
                               'admin-token')
     assert '1.5' in payload['error']['message']
+
+
+def test_a_qemu_agent_is_refused(dep):
+    dep.vms[0]['disks'][0]['locator'] = {
+        'driver': 'qemu', 'qmp_socket': None,
+        'path': dep.image_dir + '/a'}
+    status, payload = dep.api('POST', '/v1/servers', _spec('vm1'),
+                              'admin-token')
+    assert status == 400
+    assert 'libvirt driver' in payload['error']['message']
