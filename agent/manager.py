@@ -46,6 +46,10 @@ class AgentManager(object):
         """The VMs the driver sees on this host (1.4)."""
         return self.runner.list_vms()
 
+    def describe_vm(self, ctxt, domain):
+        """One VM the driver sees, by name or UUID, or None (1.5)."""
+        return self.runner.describe_vm(domain)
+
     def remove_image(self, ctxt, path):
         return self.runner.remove_image(path)
 

@@ -23,6 +23,8 @@ API version history:
         livesnap.tasks); added disk_online, inspect_layers and list_vms.
         The conductor sends a locator task only when the version cap
         allows 1.4, else the legacy task of 1.0.
+* 1.5 - Added describe_vm: one VM of the host's driver by name or UUID
+        (registration by domain).
 * 1.7 - create_snapshot's task may carry ``quiesce`` (required, preferred
         or off): the agent freezes the guest's filesystems around the
         pause; its result says ``consistency`` and ``consistency_reason``.
@@ -126,6 +128,12 @@ class AgentAPI(object):
         """The VMs the host's driver sees (1.4; ``Driver.list_vms``)."""
         return self._prepare(host, version='1.4', timeout=timeout).call(
             ctxt, 'list_vms')
+
+    def describe_vm(self, ctxt, host, domain, timeout=30):
+        """One VM the host's driver sees, by name or UUID (1.5): its
+        ``Driver.list_vms`` entry, or None."""
+        return self._prepare(host, version='1.5', timeout=timeout).call(
+            ctxt, 'describe_vm', domain=domain)
 
     def remove_image(self, ctxt, host, path, timeout=60):
         """For the audit's repair: remove an orphaned, unused image."""

@@ -507,6 +507,17 @@ class TaskRunner(object):
         """The host's VMs as the driver sees them (``Driver.list_vms``)."""
         return self.driver.list_vms()
 
+    def describe_vm(self, domain):
+        """The ``list_vms`` entry whose name or UUID is ``domain`` (a
+        UUID compared without case), or None."""
+        if not isinstance(domain, str) or not domain:
+            return None
+        for vm in self.driver.list_vms():
+            if vm.get('name') == domain or \
+                    str(vm.get('uuid', '')).lower() == domain.lower():
+                return vm
+        return None
+
     def _progress_cb(self, ctxt, operation_id):
         def progress(percent):
             try:

@@ -105,6 +105,11 @@ rules = [
         'List the hypervisor hosts with their agents\' liveness.',
         [{'method': 'GET', 'path': '/v1/hosts'}]),
     policy.DocumentedRuleDefault(
+        'livesnap:host:domain:list', ADMIN,
+        'List the libvirt domains a host\'s agent sees that no server is '
+        'registered for.',
+        [{'method': 'GET', 'path': '/v1/hosts/{host}/domains'}]),
+    policy.DocumentedRuleDefault(
         'livesnap:server:create', ADMIN,
         'Register a server and its disks with livesnap.',
         [{'method': 'POST', 'path': _SERVERS}]),
@@ -194,6 +199,7 @@ rules = [
 #: What each rule lets one do, for the message of a refusal.
 ACTIONS = {
     'livesnap:host:list': 'list hosts',
+    'livesnap:host:domain:list': 'list the domains of hosts',
     'livesnap:server:create': 'register servers',
     'livesnap:server:list': 'list servers',
     'livesnap:server:get': 'show servers',

@@ -12,10 +12,12 @@ operation later).
 import logging
 import os
 
+from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import operations
+from livesnap import rpc
 
 LOG = logging.getLogger(__name__)
 
@@ -84,4 +86,129 @@ def register(spec):
         server.disks  # loaded now, to be read after the session ends
     LOG.info('Registered server %(id)s on host %(host)s',
              {'id': server.id, 'host': server.host})
+    return server
+
+
+def _agent_call(host, what, call):
+    """Call ``host``'s agent; refuse an agent too old for it.
+
+    :raises: Conflict (the agent serves an RPC API below 1.5), HostDown
+        (it does not answer)
+    """
+    agent = agent_rpcapi.AgentAPI()
+    if not agent.can_send_version('1.5', host=host):
+        raise exception.Conflict(
+            'The agent of host %s is too old to %s (it needs agent RPC API '
+            '1.5); upgrade the agent first.' % (host, what))
+    try:
+        return call(agent)
+    except rpc.messaging.RPCVersionCapError:
+        raise exception.Conflict(
+            'The agent of host %s is too old to %s (it needs agent RPC API '
+            '1.5); upgrade the agent first.' % (host, what))
+    except rpc.messaging.RemoteError as exc:
+        raise exception.Conflict('The agent of host %s could not %s: %s'
+                                 % (host, what, exc.value))
+    except Exception as exc:
+        LOG.warning('Agent of %(host)s did not answer (%(what)s): %(error)s',
+                    {'host': host, 'what': what,
+                     'error': exc.__class__.__name__})
+        raise exception.HostDown(host=host)
+
+
+def _registered_domains(session, host_name):
+    """UUIDs (lower case) of the domains registered on ``host_name``."""
+    found = set()
+    rows = session.query(models.Disk).join(
+        models.Server, models.Disk.server_id == models.Server.id).filter(
+        models.Server.host == host_name,
+        models.Server.driver == 'libvirt')
+    for d in rows:
+        dom = (d.locator or {}).get('domain')
+        if dom:
+            found.add(str(dom).lower())
+    return found
+
+
+def _alive_host(host_name):
+    """:raises: NotFound (no such host), HostDown (not reporting)"""
+    with db.transaction() as s:
+        if s.get(models.Host, host_name) is None:
+            raise exception.NotFound('Host %s could not be found.'
+                                     % host_name)
+        if not db.host_is_alive(s, host_name):
+            raise exception.HostDown(host=host_name)
+
+
+def unregistered_domains(ctxt, host_name):
+    """The VMs ``host_name``'s agent sees (``Driver.list_vms``) that no
+    registered server is, by domain UUID.
+
+    :raises: NotFound, HostDown, Conflict (an agent older than 1.5)
+    """
+    _alive_host(host_name)
+    vms = _agent_call(host_name, 'list its domains',
+                      lambda agent: agent.list_vms(ctxt, host_name))
+    with db.transaction() as s:
+        taken = _registered_domains(s, host_name)
+    return [vm for vm in vms or []
+            if str(vm.get('uuid', '')).lower() not in taken]
+
+
+def register_domain(ctxt, spec):
+    """Record a server that libvirt runs, from its domain's definition:
+    one disk per file-backed disk of the domain, named by its target
+    (``vda``) and stored with the locator the host's agent made.
+
+    :param spec: the request's ``server`` object with ``driver``
+        ``libvirt`` and ``domain`` (a name or UUID on ``host``).
+    :returns: the server, with its disks loaded.
+    :raises: NotFound (no such host), HostDown, Conflict (the id or the
+        domain is taken, or the agent is older than RPC 1.5), BadRequest
+        (no such domain, no file disk, or a disk outside the host's image
+        directories)
+    """
+    host_name = spec['host']
+    _alive_host(host_name)
+    vm = _agent_call(host_name, 'describe domain %s' % spec['domain'],
+                     lambda agent: agent.describe_vm(ctxt, host_name,
+                                                     spec['domain']))
+    if not vm:
+        raise exception.BadRequest('Host %s has no domain %s.'
+                                   % (host_name, spec['domain']))
+    disks = vm.get('disks') or []
+    if any((d.get('locator') or {}).get('driver') != 'libvirt'
+           for d in disks):
+        raise exception.BadRequest('The agent of host %s does not run the '
+                                   'libvirt driver.' % host_name)
+    if not disks:
+        raise exception.BadRequest('Domain %s has no file-backed disk.'
+                                   % spec['domain'])
+    uuid = str(vm['uuid']).lower()
+    with db.transaction() as s:
+        check_disk_paths(s, host_name,
+                         [{'name': d['name'], 'path': d['locator']['path']}
+                          for d in disks])
+        if s.get(models.Server, spec['id']) is not None:
+            raise exception.Conflict('Server %s already exists.'
+                                     % spec['id'])
+        if uuid in _registered_domains(s, host_name):
+            raise exception.Conflict('Domain %s is already registered on '
+                                     'host %s.' % (spec['domain'],
+                                                   host_name))
+        server = models.Server(
+            id=spec['id'], name=spec['name'],
+            project_id=spec['project_id'], host=host_name,
+            qmp_socket=None, driver='libvirt')
+        s.add(server)
+        for d in disks:
+            s.add(models.Disk(id=operations.new_id(), server_id=server.id,
+                              name=d['name'], locator=d['locator']))
+        s.flush()
+        s.refresh(server)
+        server.disks
+    LOG.info('Registered server %(id)s on host %(host)s: domain %(dom)s '
+             '(%(uuid)s), disks %(disks)s',
+             {'id': server.id, 'host': host_name, 'dom': vm.get('name'),
+              'uuid': uuid, 'disks': ', '.join(d['name'] for d in disks)})
     return server

@@ -60,7 +60,7 @@ GiB = 1024 * MiB
 SECTIONS = ('pause', 'create', 'merge-online', 'merge-offline', 'e2e',
             'memory', 'api')
 #: sections run only when named with --only (they take minutes)
-OPT_IN_SECTIONS = ('load',)
+OPT_IN_SECTIONS = ('load', 'libvirt')
 
 #: extra configuration for the e2e deployments: no rate limit, no depth
 #: limit, no quota (the benchmark makes many operations in a row)
@@ -764,10 +764,25 @@ def bench_load(opts):
     return load.run(opts, JANITOR)
 
 
+def bench_libvirt(opts):
+    from livesnap_tools import bench_libvirt as lv
+    res = lv.measure(opts.n or (5 if opts.quick else 20))
+    for row in res['rows']:
+        row.pop('raw', None)
+    res['notes'] = [
+        'transaction: one snapshotCreateXML (QEMU transaction, vCPUs never '
+        'stopped); suspend: suspend, snapshotCreateXML, resume',
+        "merge: the flush pause before the dropped layer's deletion and "
+        'the pivot of an active commit',
+        'python -m livesnap_tools.bench_libvirt prints the same figures']
+    return res
+
+
 BENCHES = {'pause': bench_pause,
            'create': bench_create, 'merge-online': bench_merge_online,
            'merge-offline': bench_merge_offline, 'e2e': bench_e2e,
-           'memory': bench_memory, 'api': bench_api, 'load': bench_load}
+           'memory': bench_memory, 'api': bench_api, 'load': bench_load,
+           'libvirt': bench_libvirt}
 
 
 # -- output -----------------------------------------------------------------
@@ -872,6 +887,9 @@ def render(report):
     if 'load' in sec:
         from livesnap_tools import bench_load
         out += bench_load.render(sec['load'])
+    if 'libvirt' in sec:
+        from livesnap_tools import bench_libvirt
+        out += bench_libvirt.render(sec['libvirt'], _table, _trio)
     for name, err in report.get('errors', {}).items():
         out.append('%s: FAILED: %s' % (name, err))
     out.append('total run time %.0f s; load average at start %s, at end %s'

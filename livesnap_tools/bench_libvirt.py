@@ -42,10 +42,24 @@ def _stats(values):
         statistics.median(values), p95, values[-1], len(values))
 
 
-def run(n):
+def _summary(values):
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    p95 = values[min(len(values) - 1, int(round(0.95 * (len(values) - 1))))]
+    return {'p50': statistics.median(values), 'p95': p95,
+            'max': values[-1], 'n': len(values)}
+
+
+def measure(n):
+    """Take the figures; :returns: ``{"libvirt", "n", "rows": [{"name",
+    "stops", "qemu_ms", "agent_ms"}]}`` (``*_ms``: p50/p95/max/n or None).
+
+    :raises RuntimeError: libvirt cannot be used here (the reason).
+    """
     reason = libvirtd.why_unavailable()
     if reason:
-        raise SystemExit('bench_libvirt: %s' % reason)
+        raise RuntimeError(reason)
     import libvirt
     libvirtd.ensure_running()
     tmp = tempfile.mkdtemp(prefix='ls-bench-libvirt-')
@@ -75,8 +89,10 @@ def run(n):
                 detail = rec.steps[-1].get('detail', {})
                 qemu.append(detail.get('qemu_pause_ms'))
                 agent.append(rec.agent_pause_ms)
-            rows.append(('create, %s' % mode, _stats(qemu), _stats(agent),
-                         stops))
+            rows.append({'name': 'create, %s' % mode,
+                         'qemu_ms': _summary(qemu),
+                         'agent_ms': _summary(agent), 'stops': stops,
+                         'raw': (qemu, agent)})
         # Merge every layer away again, from the top: commit (live layer,
         # pivot) while it is the cheaper side, else stream.
         merge_qemu, merge_agent = [], []
@@ -93,14 +109,11 @@ def run(n):
             chain[-2:] = [disk['path']]
             merge_qemu.append(rec.pause_ms)
             merge_agent.append(rec.agent_pause_ms)
-        rows.append(('merge (pivot/flush)', _stats(merge_qemu),
-                     _stats(merge_agent), '-'))
-        print('libvirt %s, %d runs per row; times in ms'
-              % (conn.getLibVersion(), n))
-        for name, q, a, stops in rows:
-            print('%-22s STOP events: %s' % (name, stops))
-            print('    pause_ms (qemu)   %s' % q)
-            print('    agent_pause_ms    %s' % a)
+        rows.append({'name': 'merge (pivot/flush)',
+                     'qemu_ms': _summary(merge_qemu),
+                     'agent_ms': _summary(merge_agent), 'stops': None,
+                     'raw': (merge_qemu, merge_agent)})
+        return {'libvirt': conn.getLibVersion(), 'n': n, 'rows': rows}
     finally:
         if dom is not None:
             try:
@@ -110,6 +123,38 @@ def run(n):
         conn.close()
         shutil.rmtree(tmp, ignore_errors=True)
         libvirtd.stop()
+
+
+def run(n):
+    """Measure and print the figures (the command line)."""
+    try:
+        res = measure(n)
+    except RuntimeError as exc:
+        raise SystemExit('bench_libvirt: %s' % exc)
+    print('libvirt %s, %d runs per row; times in ms' % (res['libvirt'], n))
+    for row in res['rows']:
+        qemu, agent = row['raw']
+        print('%-22s STOP events: %s' % (row['name'], row['stops']
+                                         if row['stops'] is not None
+                                         else '-'))
+        print('    pause_ms (qemu)   %s' % _stats(qemu))
+        print('    agent_pause_ms    %s' % _stats(agent))
+
+
+def render(sec, table, trio):
+    """The ``libvirt`` section of ``tools/bench`` as text lines."""
+    out = ['L. libvirt driver, TCG domain, libvirt %s: pause per '
+           '[libvirt] snapshot_pause (ms, p50 / p95 / max)'
+           % sec.get('libvirt')]
+    out += table(['operation', 'n', 'vCPUs stopped (QEMU clock)',
+                  "agent's window", 'STOP events'],
+                 [[r['name'], (r['agent_ms'] or {}).get('n', 0),
+                   trio(r['qemu_ms'], 2) if r['qemu_ms'] else 'never',
+                   trio(r['agent_ms'], 2),
+                   '-' if r['stops'] is None else r['stops']]
+                  for r in sec['rows']])
+    out += ['  * ' + n for n in sec.get('notes', [])] + ['']
+    return out
 
 
 def main(argv=None):

@@ -538,6 +538,75 @@ def boot_vm_main(argv):
     return do_boot(st)
 
 
+# ------------------------------------------------------------- libvirt
+
+#: the libvirt name of the demo's domain (``tools/run --driver libvirt``)
+DOMAIN_PREFIX = "livesnap-"
+
+
+def domain_main(argv):
+    """Boot the demo VM as a libvirt domain and register it by domain
+    (``tools/run --driver libvirt``), or ``--stop``: destroy and undefine
+    it.  libvirtd is started if it does not run (and left running)."""
+    import uuid as uuidlib
+    p = argparse.ArgumentParser(prog="livesnap_tools.demo domain")
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--name", default="demo")
+    p.add_argument("--project", default="demo")
+    p.add_argument("--host")
+    p.add_argument("--size", type=parse_size, default=DEFAULT_SIZE)
+    p.add_argument("--stop", action="store_true")
+    args = p.parse_args(argv)
+    conf = read_config(args.config_file)
+    from livesnap_tools import libvirtd
+    reason = libvirtd.why_unavailable()
+    if reason:
+        raise DemoError("libvirt is not available: %s" % reason)
+    libvirtd.ensure_running()
+    import libvirt
+    # Not found is an answer here, not an error to print.
+    libvirt.registerErrorHandler(lambda ctx, err: None, None)
+    conn = libvirt.open(libvirtd.URI)
+    dom_name = DOMAIN_PREFIX + args.name
+    try:
+        dom = conn.lookupByName(dom_name)
+    except libvirt.libvirtError:
+        dom = None
+    if args.stop:
+        if dom is not None:
+            if dom.isActive():
+                dom.destroy()
+            dom.undefine()
+            say("domain %s destroyed and undefined" % dom_name)
+        return 0
+    if dom is None:
+        from agent import images
+        image = os.path.join(conf["image_dir"], "%s-%s.qcow2"
+                             % (args.name, DISK))
+        if not os.path.exists(image):
+            images.create_base(image, args.size)
+            say("created qcow2 disk %s (%s virtual)"
+                % (image, _human(args.size)))
+        dom = conn.defineXML(libvirtd.domain_xml(
+            dom_name, str(uuidlib.uuid4()), [(DISK, image)]))
+        say("defined libvirt domain %s (TCG) on %s" % (dom_name, image))
+    if not dom.isActive():
+        dom.create()
+    say("domain %s running (uuid %s)" % (dom_name, dom.UUIDString()))
+    api = API(conf["url"], admin_token_from(conf["token_file"] or ""))
+    if api.get_server(args.name) is not None:
+        say("server %s is already registered" % args.name)
+        return 0
+    server = api.register({
+        "id": args.name, "name": args.name, "project_id": args.project,
+        "host": args.host or conf["host"], "driver": "libvirt",
+        "domain": dom_name})
+    say("registered server %s by domain %s (disks %s)"
+        % (server["id"], dom_name,
+           ", ".join(d["name"] for d in server.get("disks", []))))
+    return 0
+
+
 # ------------------------------------------------------------- wait-ready
 
 def _host_alive(host):
@@ -590,7 +659,8 @@ def wait_ready_main(argv):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    commands = {"boot-vm": boot_vm_main, "wait-ready": wait_ready_main}
+    commands = {"boot-vm": boot_vm_main, "wait-ready": wait_ready_main,
+                "domain": domain_main}
     if not argv or argv[0] not in commands:
         print("usage: python -m livesnap_tools.demo {%s} ..."
               % ",".join(sorted(commands)), file=sys.stderr)

@@ -86,6 +86,20 @@ def rabbit_url():
     fixtures.rabbit_delete_vhost(vhost)
 
 
+@pytest.fixture(scope='session')
+def libvirt_up():
+    """libvirtd answering at qemu:///system for the libvirt tests:
+    started for this run if it does not run yet (root only) and stopped at
+    the end of the run if it was started here; skipped without libvirt."""
+    from livesnap_tools import libvirtd
+    reason = libvirtd.why_unavailable()
+    if reason:
+        pytest.skip(reason)
+    libvirtd.ensure_running()
+    yield
+    libvirtd.stop()
+
+
 @pytest.fixture
 def inprocess(conf, tmp_path, database):
     """Conductor, API and one agent in this process over kombu+memory."""

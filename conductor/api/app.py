@@ -63,6 +63,7 @@ ROUTES = [
     ('DELETE', '/v1/policies/{policy_id}', 'policies', 'delete'),
     ('GET', '/v1/policies/{policy_id}/runs', 'policies', 'runs'),
     ('GET', '/v1/hosts', 'hosts', 'index'),
+    ('GET', '/v1/hosts/{host}/domains', 'hosts', 'domains'),
     ('GET', '/v1/operations', 'operations', 'index'),
     ('GET', '/v1/operations/{operation_id}', 'operations', 'show'),
     ('POST', '/v1/operations/{operation_id}/cancel', 'operations', 'cancel'),

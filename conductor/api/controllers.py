@@ -109,6 +109,12 @@ class Hosts(object):
         return 200, {'hosts': [views.host(h, alive)
                                for h, alive in db.hosts_with_liveness()]}
 
+    def domains(self, creds, req_id, host, body=None, params=None):
+        """The libvirt domains ``host``'s agent sees, not registered."""
+        policy.authorize(creds, 'livesnap:host:domain:list')
+        found = servers.unregistered_domains(_ctxt(creds, req_id), host)
+        return 200, {'domains': [views.domain(d) for d in found]}
+
 
 class Servers(object):
 
@@ -131,7 +137,10 @@ class Servers(object):
                             spec['project_id']):
             raise exception.Forbidden(
                 policy.refusal(creds, 'livesnap:server:create'))
-        server = servers.register(spec)
+        if spec.get('driver') == 'libvirt':
+            server = servers.register_domain(_ctxt(creds, req_id), spec)
+        else:
+            server = servers.register(spec)
         return 201, {'server': views.server(
             server, _HostDetails(creds)(server.project_id))}
 

@@ -50,6 +50,15 @@ def host(h, alive):
             'version': info.get('version')}
 
 
+def domain(vm):
+    """A VM as an agent's driver lists it (``Driver.list_vms``)."""
+    return {'name': vm.get('name'), 'uuid': vm.get('uuid'),
+            'running': bool(vm.get('running')),
+            'disks': [{'name': d.get('name'),
+                       'path': (d.get('locator') or {}).get('path')}
+                      for d in vm.get('disks') or []]}
+
+
 def disk(d, details=False):
     out = {'name': d.name, 'snapshot_id': d.snapshot_id,
            'busy': d.operation_id is not None}

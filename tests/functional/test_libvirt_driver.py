@@ -6,8 +6,9 @@ temporary image directory, and drives the driver's methods directly.  The
 guest has nothing to boot and sits in its firmware, so it writes nothing:
 data is written with qemu-io while the domain is shut off and read back
 with ``qemu-io -r -U`` from every layer after each step.  libvirtd is
-started by livesnap_tools/libvirtd.py when it does not run yet (root only) and
-stopped at the end if this session started it.  No timing assertions.
+started for the run by the session fixture ``libvirt_up`` (tests/conftest.py,
+livesnap_tools/libvirtd.py) when it does not run yet (root only) and
+stopped at the end of the run if it started it.  No timing assertions.
 """
 
 import os
@@ -30,16 +31,6 @@ libvirt = pytest.importorskip('libvirt')
 SIZE = 16 * 1024 * 1024
 CHUNK = 64 * 1024
 MiB = 1024 * 1024
-
-@pytest.fixture(scope='module')
-def libvirt_up():
-    reason = libvirtd.why_unavailable()
-    if reason:
-        pytest.skip(reason)
-    libvirtd.ensure_running()
-    yield
-    libvirtd.stop()
-
 
 @pytest.fixture
 def imgdir(tmp_path):

@@ -257,3 +257,48 @@ def test_run_foreground_stops_everything_on_sigterm(state):
         output = f.read()
     assert 'run: stopped' in output, output
     assert _wait_no_processes(state) == [], output
+
+
+def test_run_driver_libvirt(state, libvirt_up):
+    """``tools/run --driver libvirt``: the demo VM is a libvirt domain,
+    registered by domain; ``--stop`` destroys and undefines it."""
+    import libvirt
+    from livesnap_tools import libvirtd
+    port = fixtures.free_port()
+    proc = _run([RUN, '--detach', '--driver', 'libvirt', '--state-dir',
+                 state, '--port', str(port)])
+    try:
+        output = _check(proc)
+        assert 'registered server demo by domain livesnap-demo' in output
+        url, token = _demo_credentials(state, output)
+        with open(os.path.join(state, 'livesnap.conf')) as f:
+            assert 'driver = libvirt' in f.read().split('[agent]')[1]
+        status, out, err = _livesnap(url, token, 'snapshot', 'create',
+                                     'demo', '--disk', 'vda', '--name', 's1',
+                                     '--wait', '--timeout', '300', '-f',
+                                     'json')
+        assert status == 0, (out, err)
+        op1 = json.loads(out)['operation']
+        assert op1['status'] == 'succeeded', op1
+        assert [x['name'] for x in op1['steps']] == [
+            'prepare', 'pause', 'snapshot', 'resume'], op1
+        conn = libvirt.open(libvirtd.URI)
+        try:
+            dom = conn.lookupByName('livesnap-demo')
+            assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        finally:
+            conn.close()
+    except Exception:
+        print('--- livesnap.log ---\n' + _log(state))
+        raise
+    finally:
+        stop, left = _stop(state)
+    _check(stop)
+    assert left == [], left
+    conn = libvirt.open(libvirtd.URI)
+    try:
+        assert 'livesnap-demo' not in conn.listDefinedDomains()
+        assert 'livesnap-demo' not in [d.name() for d in
+                                       conn.listAllDomains(0)]
+    finally:
+        conn.close()

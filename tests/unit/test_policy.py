@@ -27,7 +27,8 @@ WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
                'livesnap:policy:delete']
 ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
                'livesnap:operation:unlimited', 'livesnap:host:list',
-               'livesnap:host_details', 'livesnap:operation:cancel']
+               'livesnap:host_details', 'livesnap:operation:cancel',
+               'livesnap:host:domain:list']
 
 
 @pytest.fixture(autouse=True)
