@@ -23,12 +23,15 @@ API version history:
         livesnap.tasks); added disk_online, inspect_layers and list_vms.
         The conductor sends a locator task only when the version cap
         allows 1.4, else the legacy task of 1.0.
+* 1.6 - Added create_snapshots: several disks of one VM snapshotted under
+        one pause (one QMP transaction); the conductor refuses a snapshot
+        group (409) for a host whose agent is older.
 """
 
 from livesnap import rpc
 from livesnap import tasks
 
-RPC_API_VERSION = '1.4'
+RPC_API_VERSION = '1.6'
 
 
 class AgentAPI(object):
@@ -85,6 +88,16 @@ class AgentAPI(object):
         """
         self._prepare(host, self._task_version(task)).cast(
             ctxt, 'create_snapshot', task=task, expires_at=expires_at)
+
+    def can_create_groups(self, host):
+        """True if ``host``'s agent takes ``create_snapshots`` (1.6)."""
+        return self.can_send_version('1.6', host=host)
+
+    def create_snapshots(self, ctxt, host, task, expires_at=None):
+        """Pause once, pivot every disk of ``task['disks']`` in one QMP
+        transaction, resume (1.6)."""
+        self._prepare(host, '1.6').cast(
+            ctxt, 'create_snapshots', task=task, expires_at=expires_at)
 
     def delete_snapshot(self, ctxt, host, task, expires_at=None):
         """Delete physically (``mode=physical``) or merge (``mode=merge``)."""
