@@ -398,8 +398,17 @@ class QemuDriver(base.Driver):
         if online:
             self._create_group_online(socks.pop(), pairs, rec)
         else:
-            for active, new in pairs:
-                self._create_offline(active, new, rec)
+            made = []
+            try:
+                for active, new in pairs:
+                    if not os.path.exists(new):
+                        made.append(new)
+                    self._create_offline(active, new, rec)
+            except BaseException:
+                # All or none, as online: drop the layers made here.
+                for new in made:
+                    images.remove(new)
+                raise
         return {"online": online, "snapshots": [
             {"snapshot": self.image(disk["path"]),
              "disk": dict(disk, path=new),
