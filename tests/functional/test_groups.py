@@ -135,3 +135,68 @@ def test_group_online_revert_delete(inprocess, tmp_path, monkeypatch):
             images.check(live)
     finally:
         vm.kill()
+
+
+@pytest.fixture
+def two_disk_vm(tmp_path):
+    imgdir = tmp_path / 'images'
+    imgdir.mkdir()
+    paths = [str(imgdir / 'a.qcow2'), str(imgdir / 'b.qcow2')]
+    for path in paths:
+        images.create_base(path, 16 * MiB)
+    sock = '/tmp/ls-grpd-%d.sock' % os.getpid()
+    vm = TwoDiskVM(paths[0], paths[1], sock, name='grpd').start()
+    yield vm, str(imgdir), paths, sock
+    vm.kill()
+
+
+def test_driver_rerun_is_idempotent(two_disk_vm, monkeypatch):
+    from agent.driver import qemu
+    from agent.steps import StepRecorder
+    vm, imgdir, paths, sock = two_disk_vm
+    driver = qemu.QemuDriver([imgdir])
+    disks = [{'driver': 'qemu', 'qmp_socket': sock, 'path': p}
+             for p in paths]
+    first = driver.create_snapshots(disks, ['a-op', 'b-op'], StepRecorder())
+    assert [r['disk']['path'] for r in first['snapshots']] == [
+        os.path.join(imgdir, 'a-op.qcow2'), os.path.join(imgdir, 'b-op.qcow2')]
+    batches = []
+    real_send = qmp.QMPSession.send
+    monkeypatch.setattr(qmp.QMPSession, 'send', lambda self, c: (
+        batches.append(c), real_send(self, c))[1])
+    rec = StepRecorder()
+    again = driver.create_snapshots(disks, ['a-op', 'b-op'], rec)
+    assert [(r['snapshot'], r['disk']) for r in again['snapshots']] == \
+        [(r['snapshot'], r['disk']) for r in first['snapshots']]
+    # No second pause, no step.
+    assert not [b for b in batches if ('stop', None) in b]
+    assert rec.steps == []
+    assert vm.status() == 'running'
+
+
+def test_driver_failed_transaction_pivots_nothing(two_disk_vm, monkeypatch):
+    from agent import exception
+    from agent.driver import qemu
+    from agent.steps import StepRecorder
+    vm, imgdir, paths, sock = two_disk_vm
+    driver = qemu.QemuDriver([imgdir])
+    disks = [{'driver': 'qemu', 'qmp_socket': sock, 'path': p}
+             for p in paths]
+    real_paused = driver._paused
+
+    def paused(conn, rec, was_running, step, commands, **detail):
+        # A third action QEMU refuses: the whole transaction fails.
+        cmd, args = commands[0]
+        args = {'actions': args['actions'] + [{
+            'type': 'blockdev-snapshot',
+            'data': {'node': 'no-such-node', 'overlay': 'nor-this'}}]}
+        return real_paused(conn, rec, was_running, step, [(cmd, args)],
+                           **detail)
+
+    monkeypatch.setattr(driver, '_paused', paused)
+    with pytest.raises(exception.QMPError):
+        driver.create_snapshots(disks, ['a-x', 'b-x'], StepRecorder())
+    assert vm.status() == 'running'
+    files = {os.path.realpath(n['file']) for n in vm.nodes()}
+    assert files == {os.path.realpath(p) for p in paths}
+    assert sorted(os.listdir(imgdir)) == ['a.qcow2', 'b.qcow2']
