@@ -104,9 +104,10 @@ def create(ctxt, server_id, disk_names, name, project_id=None):
             if not db.lock_disk(s, disk.id, operation_id):
                 raise exception.DiskBusy(disk=disk.name, server=server.id,
                                          operation=disk.operation_id)
-        operations.lock_disk_and_start(s, op, disks[0], tasks.create_group_task(
+        task = tasks.create_group_task(
             [d.locator for d in disks],
-            [creation.layer_name(d, operation_id) for d in disks]))
+            [creation.layer_name(d, operation_id) for d in disks])
+        operations.lock_disk_and_start(s, op, disks[0], task)
     LOG.info('Snapshot group %(group)s of %(server)s (%(n)d disks): '
              'operation %(op)s sent to %(host)s',
              {'group': group_id, 'server': server_id, 'n': len(disks),
