@@ -187,13 +187,19 @@ def delete(ctxt, group_id, project_id=None):
     operation per disk.
 
     :returns: the operation ids.
-    :raises: NotFound, DiskBusy, InvalidState, HostDown, SnapshotProtected
-        (for the first member refused; the ones before it are under way)
+    :raises: NotFound, SnapshotProtected (a member is protected: nothing
+        is deleted); DiskBusy, InvalidState, HostDown (for the first
+        member refused; the ones before it are under way)
     """
     with db.transaction() as s:
         get(s, group_id, project_id)
-        ids = [snap.id for snap in members(s, group_id)
-               if snap.status not in (states.DELETED, states.DELETING)]
+        snaps = [snap for snap in members(s, group_id)
+                 if snap.status not in (states.DELETED, states.DELETING)]
+        for snap in snaps:
+            # Refused before any member is touched.
+            if snap.protected:
+                raise exception.SnapshotProtected(snapshot=snap.id)
+        ids = [snap.id for snap in snaps]
     return [deletion.delete(ctxt, snap_id, project_id) for snap_id in ids]
 
 
