@@ -181,3 +181,16 @@ def test_base_driver_refuses(tmp_path):
     with pytest.raises(exception.InvalidRequest):
         base.Driver.create_snapshots(qemu.QemuDriver([str(tmp_path)]),
                                      [], [], None)
+
+
+def test_group_delete_refused_when_a_member_is_protected(two_disks):
+    dep, _ = two_disks
+    group, _ = _create(dep)
+    member = group['snapshots'][1]['id']
+    dep.ok('PATCH', '/v1/snapshots/%s' % member,
+           {'snapshot': {'protected': True}})
+    assert _err(dep, 'DELETE', '/v1/snapshot-groups/%s' % group['id']) == \
+        (409, 'snapshot_protected')
+    shown = dep.ok('GET', '/v1/snapshot-groups/%s' % group['id'])
+    assert {s['status'] for s in shown['snapshot_group']['snapshots']} == \
+        {'available'}
