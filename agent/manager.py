@@ -18,6 +18,10 @@ class AgentManager(object):
     def create_snapshot(self, ctxt, task, expires_at=None):
         self.runner.run(ctxt, 'create_snapshot', task, expires_at)
 
+    def create_snapshots(self, ctxt, task, expires_at=None):
+        """Several disks of one VM under one pause (1.6)."""
+        self.runner.run(ctxt, 'create_snapshots', task, expires_at)
+
     def delete_snapshot(self, ctxt, task, expires_at=None):
         self.runner.run(ctxt, 'delete_snapshot', task, expires_at)
 

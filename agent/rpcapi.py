@@ -25,6 +25,9 @@ API version history:
         allows 1.4, else the legacy task of 1.0.
 * 1.5 - Added describe_vm: one VM of the host's driver by name or UUID
         (registration by domain).
+* 1.6 - Added create_snapshots: several disks of one VM snapshotted under
+        one pause (one QMP transaction); the conductor refuses a snapshot
+        group (409) for a host whose agent is older.
 * 1.7 - create_snapshot's task may carry ``quiesce`` (required, preferred
         or off): the agent freezes the guest's filesystems around the
         pause; its result says ``consistency`` and ``consistency_reason``.
@@ -97,6 +100,16 @@ class AgentAPI(object):
         """
         self._prepare(host, self._task_version(task)).cast(
             ctxt, 'create_snapshot', task=task, expires_at=expires_at)
+
+    def can_create_groups(self, host):
+        """True if ``host``'s agent takes ``create_snapshots`` (1.6)."""
+        return self.can_send_version('1.6', host=host)
+
+    def create_snapshots(self, ctxt, host, task, expires_at=None):
+        """Pause once, pivot every disk of ``task['disks']`` in one QMP
+        transaction, resume (1.6)."""
+        self._prepare(host, '1.6').cast(
+            ctxt, 'create_snapshots', task=task, expires_at=expires_at)
 
     def delete_snapshot(self, ctxt, host, task, expires_at=None):
         """Delete physically (``mode=physical``) or merge (``mode=merge``)."""

@@ -55,6 +55,7 @@ class TaskRunner(object):
         self.recovered = threading.Event()
         self._handlers = {
             'create_snapshot': self._create_snapshot,
+            'create_snapshots': self._create_snapshots,
             'delete_snapshot': self._delete_snapshot,
             'revert_disk': self._revert_disk,
         }
@@ -546,6 +547,10 @@ class TaskRunner(object):
             return result
         return self.driver.create_snapshot(task['disk'], task['layer_name'],
                                            rec, quiesce=quiesce)
+
+    def _create_snapshots(self, ctxt, task, rec):
+        return self.driver.create_snapshots(task['disks'],
+                                            task['layer_names'], rec)
 
     def _delete_snapshot(self, ctxt, task, rec):
         if task['mode'] == 'physical':

@@ -28,6 +28,8 @@ def check_locators(driver, task):
     :raises InvalidRequest, PathNotAllowed:
     """
     driver.check(task['disk'], 'disk')
+    for disk in task.get('disks') or ():
+        driver.check(disk, 'disk')
     for key in ('snapshot', 'parent', 'child', 'discard'):
         if task.get(key):
             driver.check(task[key])

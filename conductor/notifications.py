@@ -56,6 +56,7 @@ EVENT_PREFIXES = {
     'create': 'livesnap.snapshot.create',
     'delete': 'livesnap.snapshot.delete',
     'revert': 'livesnap.disk.revert',
+    'create_group': 'livesnap.snapshot_group.create',
 }
 
 _KEY = 'livesnap_notifications'

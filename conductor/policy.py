@@ -137,6 +137,24 @@ rules = [
         'livesnap:snapshot:get', READER,
         'Show a snapshot.', [{'method': 'GET', 'path': _SNAPSHOT}]),
     policy.DocumentedRuleDefault(
+        'livesnap:snapshot_group:create', MEMBER,
+        'Snapshot several disks of a server in one pause (a group).',
+        [{'method': 'POST', 'path': _SERVER + '/snapshot-groups'}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:snapshot_group:get', READER,
+        'List and show snapshot groups.',
+        [{'method': 'GET', 'path': _SERVER + '/snapshot-groups'},
+         {'method': 'GET', 'path': '/v1/snapshot-groups/{group_id}'}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:snapshot_group:delete', MEMBER,
+        'Delete every snapshot of a group.',
+        [{'method': 'DELETE', 'path': '/v1/snapshot-groups/{group_id}'}]),
+    policy.DocumentedRuleDefault(
+        'livesnap:snapshot_group:revert', MEMBER,
+        'Revert every disk of a shut-off server to a group.',
+        [{'method': 'POST',
+          'path': '/v1/snapshot-groups/{group_id}/revert'}]),
+    policy.DocumentedRuleDefault(
         'livesnap:snapshot:delete', MEMBER,
         'Delete a snapshot (physically, by merging, or logically).',
         [{'method': 'DELETE', 'path': _SNAPSHOT}]),
@@ -209,6 +227,10 @@ ACTIONS = {
     'livesnap:snapshot:get': 'show snapshots',
     'livesnap:snapshot:delete': 'delete snapshots',
     'livesnap:snapshot:revert': 'revert disks to snapshots',
+    'livesnap:snapshot_group:create': 'create snapshot groups',
+    'livesnap:snapshot_group:get': 'see snapshot groups',
+    'livesnap:snapshot_group:delete': 'delete snapshot groups',
+    'livesnap:snapshot_group:revert': 'revert disks to snapshot groups',
     'livesnap:snapshot:update': 'protect or unprotect snapshots',
     'livesnap:policy:list': 'list snapshot policies',
     'livesnap:policy:get': 'show snapshot policies',

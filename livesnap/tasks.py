@@ -13,6 +13,10 @@ Two forms, by agent RPC version (see ``agent.rpcapi``):
   (``layer_name``, ids only) and the driver places it::
 
     create_snapshot {"operation_id", "disk", "layer_name", "quiesce"?}
+                    (``quiesce``: 1.7)
+    create_snapshots {"operation_id", "disk", "disks": [loc, ...],
+                      "layer_names": [name, ...]}   (1.6; ``disk`` is
+                      ``disks[0]``, for the journal's resume)
     delete_snapshot {"operation_id", "mode", "disk", "snapshot",
                      "parent": loc|null, "child": loc|null, "child_is_leaf"}
     revert_disk     {"operation_id", "disk", "snapshot", "layer_name",
@@ -94,6 +98,19 @@ SCHEMAS = {
             'quiesce': {'enum': ['required', 'preferred', 'off']},
         },
         'required': ['operation_id', 'disk', 'layer_name'],
+        'additionalProperties': False,
+    },
+    'create_snapshots': {
+        'type': 'object',
+        'properties': {
+            'operation_id': _ID,
+            'disk': LOCATOR,
+            'disks': {'type': 'array', 'items': LOCATOR, 'minItems': 1,
+                      'maxItems': 64},
+            'layer_names': {'type': 'array', 'items': _LAYER_NAME,
+                            'minItems': 1, 'maxItems': 64},
+        },
+        'required': ['operation_id', 'disk', 'disks', 'layer_names'],
         'additionalProperties': False,
     },
     'delete_snapshot': {
@@ -179,7 +196,7 @@ LEGACY_SCHEMAS = {
 
 #: The conductor's operation actions and the agent's task for each.
 ACTIONS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
-           'revert': 'revert_disk'}
+           'revert': 'revert_disk', 'create_group': 'create_snapshots'}
 
 #: Keys only a legacy task has.
 _LEGACY_KEYS = ('new_image', 'snapshot_image')
@@ -190,6 +207,14 @@ def create_task(disk, layer_name):
     """A create: ``disk``'s live layer becomes a snapshot under a new layer
     named ``layer_name``.  (``operations.lock_disk_and_start`` adds the operation id.)"""
     return {'disk': disk, 'layer_name': layer_name}
+
+
+def create_group_task(disks, layer_names):
+    """A group create: every disk of ``disks`` (locators of one VM's
+    disks) becomes a snapshot under the new layer of the same index in
+    ``layer_names``, all in one pause."""
+    return {'disk': disks[0], 'disks': list(disks),
+            'layer_names': list(layer_names)}
 
 
 def delete_task(mode, disk, snapshot, parent=None, child=None,
@@ -272,12 +297,24 @@ def validate(action, task):
     if not isinstance(action, str) or action not in SCHEMAS:
         raise InvalidTask('Unknown action %r.' % (action,))
     legacy = is_legacy(task)
+    if legacy and action not in LEGACY_SCHEMAS:
+        raise InvalidTask('A %s task has no legacy form.' % action)
     _check((LEGACY_SCHEMAS if legacy else SCHEMAS)[action], action, task)
     task = _from_legacy(action, task) if legacy else copy.deepcopy(task)
     if action == 'delete_snapshot' and task['mode'] == 'merge' \
             and not task.get('child'):
         raise InvalidTask('A merge needs child_image.' if legacy
                           else 'A merge needs a child.')
+    if action == 'create_snapshots':
+        if len(task['disks']) != len(task['layer_names']):
+            raise InvalidTask('Invalid create_snapshots task: one layer '
+                              'name per disk.')
+        if task['disk'] != task['disks'][0]:
+            raise InvalidTask('Invalid create_snapshots task: disk is not '
+                              'disks[0].')
+        if len(set(task['layer_names'])) != len(task['layer_names']):
+            raise InvalidTask('Invalid create_snapshots task: layer names '
+                              'repeat.')
     return task
 
 

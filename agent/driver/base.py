@@ -106,6 +106,23 @@ class Driver(metaclass=abc.ABCMeta):
             "online": bool}``.
         """
 
+    def create_snapshots(self, disks, layer_names, rec):
+        """Snapshot several disks of one VM so they are consistent with
+        one another: every new layer is prepared first, then one pause
+        switches all of them (all or none), then the VM resumes.  Disk
+        ``i`` gets the new layer ``layer_names[i]``.  Idempotent like
+        ``create_snapshot``.  This default refuses: a driver that cannot
+        switch several disks atomically must not pretend to.
+
+        :returns: ``{"snapshots": [one create_snapshot result per disk, in
+            the order of disks], "online": bool}``.
+        :raises InvalidRequest: the driver does not support it, or the
+            disks are not of one VM.
+        """
+        raise exception.InvalidRequest(
+            'The %s driver cannot snapshot several disks in one pause'
+            % self.name)
+
     @abc.abstractmethod
     def delete_image(self, image, rec):
         """Delete a layer nothing is built on (no children): an image

@@ -110,6 +110,28 @@ class FakeDriver(base.Driver):
                 'disk': dict(disk, path=new), 'size_bytes': 1,
                 'online': online}
 
+    def create_snapshots(self, disks, layer_names, rec):
+        """All disks or none, in one step (like QEMU's transaction)."""
+        self.calls['create_snapshots'] += 1
+        news = [self.layer_locator(d, n)['path']
+                for d, n in zip(disks, layer_names)]
+        online = self.is_online(disks[0])
+        with self._lock:
+            for disk in disks:
+                if disk['path'] not in self.layers:
+                    raise exception.ImageError('%s is missing'
+                                               % disk['path'])
+            for disk, new in zip(disks, news):
+                self._step(rec, 'prepare', image=new)
+            for disk, new in zip(disks, news):
+                self.layers[new] = disk['path']
+            self._step(rec, 'snapshot', disks=len(disks))
+        self._run_hook()
+        return {'online': online, 'snapshots': [
+            {'snapshot': self.image(d['path']), 'disk': dict(d, path=new),
+             'size_bytes': 1, 'online': online}
+            for d, new in zip(disks, news)]}
+
     def delete_image(self, image, rec):
         self.calls['delete_image'] += 1
         with self._lock:

@@ -379,6 +379,131 @@ class QemuDriver(base.Driver):
                 "consistency": result["consistency"],
                 "consistency_reason": result["consistency_reason"]}
 
+    def create_snapshots(self, disks, layer_names, rec):
+        """Snapshot several disks of one QEMU in one pause: each live layer
+        becomes a snapshot under its new layer ``layer_locator(disks[i],
+        layer_names[i])``.  Online, every overlay is created and opened
+        before the pause, then ``stop``, one QMP ``transaction`` of
+        ``blockdev-snapshot`` actions (all disks or none) and ``cont`` go
+        out as one batch (see :meth:`_paused`).  Offline, the overlays are
+        created one by one (no guest writes meanwhile).
+
+        :returns: see base.Driver.create_snapshots.
+        :raises PathNotAllowed, ImageInUse, ImageError, QMPError,
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+        """
+        if len(disks) != len(layer_names) or not disks:
+            raise exception.InvalidRequest("One layer name per disk")
+        socks = set(d.get("qmp_socket") for d in disks)
+        if len(socks) != 1:
+            raise exception.InvalidRequest(
+                "The disks of a snapshot group must be of one VM")
+        pairs = []
+        for disk, layer_name in zip(disks, layer_names):
+            active = self._confine(disk["path"])
+            new = self._confine(self.layer_locator(disk, layer_name)["path"])
+            if active == new:
+                raise exception.InvalidRequest(
+                    "The new image must differ from the active image")
+            pairs.append((active, new))
+        if len(set(a for a, _ in pairs)) != len(pairs):
+            raise exception.InvalidRequest("A disk is named twice")
+        for _, new in pairs:
+            if not os.path.exists(new):
+                self._ensure_space(new, _LAYER_BYTES, "a new layer")
+        online = self.is_online(disks[0])
+        if online:
+            self._create_group_online(socks.pop(), pairs, rec)
+        else:
+            made = []
+            try:
+                for active, new in pairs:
+                    if not os.path.exists(new):
+                        made.append(new)
+                    self._create_offline(active, new, rec)
+            except BaseException:
+                # All or none, as online: drop the layers made here.
+                for new in made:
+                    images.remove(new)
+                raise
+        return {"online": online, "snapshots": [
+            {"snapshot": self.image(disk["path"]),
+             "disk": dict(disk, path=new),
+             "size_bytes": images.actual_size(active),
+             "online": online}
+            for disk, (active, new) in zip(disks, pairs)]}
+
+    def _create_group_online(self, sock, pairs, rec):
+        """Pivot every ``(active, new)`` of ``pairs`` in one transaction
+        inside one pause; on failure nothing stays pivoted (QEMU's
+        transaction is all or none) and the new nodes and files go."""
+        with self._connect(sock) as conn:
+            session = conn.get()
+            graph = _Graph(session)
+            done = []
+            for active, new in pairs:
+                node = graph.node(new)
+                done.append(node is not None
+                            and _same(graph.backing(node), active)
+                            and graph.is_top(node))
+            if all(done):
+                LOG.info("Group snapshot onto %(new)s already done",
+                         {"new": [n for _, n in pairs]})
+                return
+            if any(done):
+                # A transaction pivots all or none: this is not ours.
+                raise exception.InvalidRequest(
+                    "Only some disks of the group are pivoted at %s" % sock)
+            actions = []
+            for active, new in pairs:
+                cur = graph.node(active)
+                if cur is None:
+                    raise exception.InvalidRequest(
+                        "%s is not open by the QEMU at %s" % (active, sock))
+                if not graph.is_top(cur):
+                    raise exception.InvalidRequest(
+                        "%s is not the active layer of the QEMU at %s"
+                        % (active, sock))
+                stale = graph.node(new)
+                node_name = (stale["node-name"] if stale
+                             else node_name_for(new))
+                with rec.step("prepare", image=new, node=node_name):
+                    images.create_overlay(new, active, exist_ok=True)
+                    images.flush(new)
+                    images.flush(active)
+                    if stale is None:
+                        session.execute("blockdev-add", {
+                            "driver": "qcow2", "node-name": node_name,
+                            "file": {"driver": "file", "filename": new},
+                            "backing": None,
+                            "cache": {
+                                "direct": cur["cache"]["direct"],
+                                "no-flush": cur["cache"]["no-flush"]}})
+                actions.append({"type": "blockdev-snapshot",
+                                "data": {"node": cur["node-name"],
+                                         "overlay": node_name}})
+            was_running = session.status() == "running"
+            # Quiesce hook (guest-agent freeze) goes here: after every
+            # overlay is ready, right before the pause.
+            try:
+                self._paused(conn, rec, was_running, "pivot", [
+                    ("transaction", {"actions": actions})],
+                    disks=len(actions))
+            except BaseException as exc:
+                pivoted = [self._rollback_pivot(conn, active, new)
+                           for active, new in pairs]
+                if not all(pivoted) or isinstance(exc,
+                                                  exception.ResumeFailed):
+                    raise
+                LOG.warning("The group pivot happened although the paused "
+                            "section reported %(exc)s; keeping it",
+                            {"exc": exc})
+            # Quiesce hook (guest-agent thaw, in a finally) goes here:
+            # right after the resume.
+        LOG.info("Created online group snapshot of %(n)d disks at "
+                 "%(sock)s, paused %(ms)s ms",
+                 {"n": len(pairs), "sock": sock, "ms": rec.pause_ms})
+
     def delete_image(self, image, rec):
         """Delete the layer's file (see base.Driver.delete_image).
 

@@ -164,6 +164,31 @@ class Client:
         return self.request("POST", "/snapshots/%s/revert"
                             % _q(snapshot_id))["operation"]
 
+    def create_snapshot_group(self, server_id, name, disks=None):
+        """:returns: the ``(snapshot_group, operation)`` pair."""
+        spec = {"name": name}
+        if disks:
+            spec["disks"] = list(disks)
+        resp = self.request("POST", "/servers/%s/snapshot-groups"
+                            % _q(server_id), {"snapshot_group": spec})
+        return resp["snapshot_group"], resp["operation"]
+
+    def list_snapshot_groups(self, server_id):
+        return self.request("GET", "/servers/%s/snapshot-groups"
+                            % _q(server_id))["snapshot_groups"]
+
+    def get_snapshot_group(self, group_id):
+        return self.request("GET", "/snapshot-groups/%s"
+                            % _q(group_id))["snapshot_group"]
+
+    def delete_snapshot_group(self, group_id):
+        return self.request("DELETE", "/snapshot-groups/%s"
+                            % _q(group_id))["operations"]
+
+    def revert_snapshot_group(self, group_id):
+        return self.request("POST", "/snapshot-groups/%s/revert"
+                            % _q(group_id))["operations"]
+
     def protect_snapshot(self, snapshot_id, protected=True):
         return self.request("PATCH", "/snapshots/%s" % _q(snapshot_id),
                             {"snapshot": {"protected": protected}}

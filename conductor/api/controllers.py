@@ -29,6 +29,7 @@ from conductor.db import reads
 from conductor import cancellation
 from conductor import deletion
 from conductor import exception
+from conductor import groups
 from conductor import policy
 from conductor import revert as revert_policy
 from conductor import servers
@@ -214,6 +215,70 @@ class Snapshots(object):
         return 202, _operation(operation_id, _HostDetails(creds))
 
 
+class SnapshotGroups(object):
+    """Snapshots of several disks of a server taken in one pause
+    (``conductor.groups``)."""
+
+    @staticmethod
+    def _view(group_id, scope):
+        with db.transaction() as s:
+            group = groups.get(s, group_id, scope)
+            members = [(snap, snap.disk)
+                       for snap in groups.members(s, group.id)]
+            return group.project_id, views.snapshot_group(group, members)
+
+    def index(self, creds, req_id, server_id, body=None, params=None):
+        scope = policy.scope(creds)
+        with db.reader() as conn:
+            project_id = reads.server_project(conn, server_id, scope)
+        policy.authorize(creds, 'livesnap:snapshot_group:get', project_id)
+        with db.transaction() as s:
+            out = [views.snapshot_group(g, [
+                (snap, snap.disk) for snap in groups.members(s, g.id)])
+                for g in groups.list_for_server(s, server_id, scope)]
+        return 200, {'snapshot_groups': out}
+
+    def create(self, creds, req_id, server_id, body, params=None):
+        spec = body['snapshot_group']
+        scope = policy.scope(creds)
+        with db.reader() as conn:
+            project_id = reads.server_project(conn, server_id, scope)
+        policy.authorize(creds, 'livesnap:snapshot_group:create', project_id)
+        _limit(creds, project_id)
+        with _host_hidden(creds, project_id):
+            group_id, operation_id = groups.create(
+                _ctxt(creds, req_id), server_id, spec.get('disks'),
+                spec['name'], project_id=scope)
+        _, view = self._view(group_id, scope)
+        out = {'snapshot_group': view}
+        out.update(_operation(operation_id, _HostDetails(creds)))
+        return 202, out
+
+    def show(self, creds, req_id, group_id, body=None, params=None):
+        project_id, view = self._view(group_id, policy.scope(creds))
+        policy.authorize(creds, 'livesnap:snapshot_group:get', project_id)
+        return 200, {'snapshot_group': view}
+
+    def _each(self, creds, req_id, group_id, rule, work):
+        scope = policy.scope(creds)
+        project_id, _ = self._view(group_id, scope)
+        policy.authorize(creds, rule, project_id)
+        _limit(creds, project_id)
+        with _host_hidden(creds, project_id):
+            ids = work(_ctxt(creds, req_id), group_id, project_id=scope)
+        details = _HostDetails(creds)
+        return 202, {'operations': [_operation(i, details)['operation']
+                                    for i in ids]}
+
+    def delete(self, creds, req_id, group_id, body=None, params=None):
+        return self._each(creds, req_id, group_id,
+                          'livesnap:snapshot_group:delete', groups.delete)
+
+    def revert(self, creds, req_id, group_id, body=None, params=None):
+        return self._each(creds, req_id, group_id,
+                          'livesnap:snapshot_group:revert', groups.revert)
+
+
 class Operations(object):
 
     def index(self, creds, req_id, body=None, params=None):
@@ -244,6 +309,7 @@ class Operations(object):
 BODY_SCHEMAS = {
     ('servers', 'create'): schemas.server_create,
     ('snapshots', 'create'): schemas.snapshot_create,
+    ('snapshot_groups', 'create'): schemas.snapshot_group_create,
 }
 
 # (controller, action) -> query string schema; absent means none allowed.

@@ -103,6 +103,26 @@ snapshot_create = {
     'additionalProperties': False,
 }
 
+snapshot_group_create = {
+    'type': 'object',
+    'properties': {
+        'snapshot_group': {
+            'type': 'object',
+            'properties': {
+                'name': _NAME,
+                # absent: every disk of the server
+                'disks': {'type': 'array', 'items': _DISK_NAME,
+                          'minItems': 1, 'maxItems': 64,
+                          'uniqueItems': True},
+            },
+            'required': ['name'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['snapshot_group'],
+    'additionalProperties': False,
+}
+
 _COUNT = {'type': 'integer', 'minimum': 0, 'maximum': 1000}
 _RETENTION = {
     'type': 'object',

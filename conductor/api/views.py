@@ -92,6 +92,15 @@ def snapshot(snap, disk_record):
             'consistency_reason': snap.consistency_reason}
 
 
+def snapshot_group(group, members):
+    """A snapshot group; ``members`` are (snapshot, disk) pairs."""
+    return {'id': group.id, 'name': group.name,
+            'server_id': group.server_id, 'project_id': group.project_id,
+            'operation_id': group.operation_id,
+            'created_at': _iso(group.created_at),
+            'snapshots': [snapshot(snap, disk) for snap, disk in members]}
+
+
 def _agent_pause_ms(steps):
     """The agent's own figure of the pauses, beside QEMU's ``pause_ms``."""
     figures = [s['detail']['agent_pause_ms'] for s in steps

@@ -108,12 +108,31 @@ class Snapshot(Base):
     consistency = sa.Column(sa.String(16), nullable=True)
     consistency_reason = sa.Column(sa.String(255), nullable=True)
 
+    # The snapshot group it was taken in (several disks, one pause), or
+    # None for a snapshot of one disk.
+    group_id = sa.Column(sa.String(36), nullable=True, index=True)
+
     disk = orm.relationship('Disk')
 
     @orm.validates('locator')
     def _copy_path(self, key, locator):
         self.image = (locator or {}).get('path')
         return locator
+
+
+class SnapshotGroup(Base):
+    """Snapshots of several disks of one server taken in one pause, so the
+    disks are consistent with one another (``conductor.groups``)."""
+    __tablename__ = 'snapshot_groups'
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    project_id = sa.Column(sa.String(64), nullable=False, index=True)
+    server_id = sa.Column(sa.String(64), sa.ForeignKey('servers.id'),
+                          nullable=False, index=True)
+    name = sa.Column(sa.String(255), nullable=False)
+    # The create_group operation that made it.
+    operation_id = sa.Column(sa.String(36), nullable=True)
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
 
 class Operation(Base):

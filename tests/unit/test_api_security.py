@@ -406,6 +406,7 @@ def test_openapi_schemas_are_the_validated_ones():
                     'PolicyCreate': schemas.policy_create,
                     'PolicyUpdate': schemas.policy_update,
                     'SnapshotUpdate': schemas.snapshot_update,
+                    'SnapshotGroupCreate': schemas.snapshot_group_create,
                     'Empty': None}.get(bodies[(method, path)])
         assert body == expected, (method, path)
         query = api_app.QUERY_SCHEMAS.get((controller, action),

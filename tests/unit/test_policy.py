@@ -20,11 +20,14 @@ READ_RULES = ['livesnap:server:list', 'livesnap:server:get',
               'livesnap:snapshot:list:include_deleted',
               'livesnap:snapshot:get', 'livesnap:operation:list',
               'livesnap:operation:get', 'livesnap:policy:list',
-              'livesnap:policy:get', 'livesnap:policy:run:list']
+              'livesnap:policy:get', 'livesnap:policy:run:list',
+              'livesnap:snapshot_group:get']
 WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
                'livesnap:snapshot:revert', 'livesnap:snapshot:update',
                'livesnap:policy:create', 'livesnap:policy:update',
-               'livesnap:policy:delete']
+               'livesnap:policy:delete', 'livesnap:snapshot_group:create',
+               'livesnap:snapshot_group:delete',
+               'livesnap:snapshot_group:revert']
 ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
                'livesnap:operation:unlimited', 'livesnap:host:list',
                'livesnap:host_details', 'livesnap:operation:cancel',

@@ -1,0 +1,222 @@
+"""Snapshot groups: several disks of one server in one pause.
+
+One request names several (or all) disks of a server.  The conductor
+locks every disk of the group in one transaction, in the order of the
+disks' ids (so two conductors never wait on each other's locks), records
+one ``creating`` snapshot per disk sharing a ``group_id``, and one
+operation, ``create_group``, that holds every disk's lock.  The agent
+(RPC 1.6, ``create_snapshots``) prepares every new layer, then pauses the
+VM once and switches all disks in one QMP transaction: all or none, so
+the disks are consistent with one another.  A group is deleted and
+reverted as its members, one operation per disk.
+"""
+
+import logging
+
+from agent import rpcapi as agent_rpcapi
+from conductor.db import api as db
+from conductor.db import models
+from conductor import creation
+from conductor import deletion
+from conductor import exception
+from conductor import hosts
+from conductor import limits
+from conductor import operations
+from conductor import revert as revert_mod
+from conductor import states
+from livesnap import tasks
+
+LOG = logging.getLogger(__name__)
+
+#: The agent RPC version that takes ``create_snapshots``.
+GROUP_VERSION = '1.6'
+
+
+class AgentTooOld(exception.Conflict):
+    code = 'agent_too_old'
+    message = ('The agent of host %(host)s is older than RPC %(version)s '
+               'and cannot snapshot several disks in one pause; upgrade it '
+               'or snapshot the disks one by one.')
+
+
+def _pick_disks(server, disk_names):
+    """The server's disks named in ``disk_names`` (None: all of them),
+    sorted by id: the order their locks are taken in.
+
+    :raises: NotFound, BadRequest
+    """
+    if disk_names is None:
+        disks = list(server.disks)
+    else:
+        if len(set(disk_names)) != len(disk_names):
+            raise exception.BadRequest('A disk is named twice.')
+        disks = [db.disk_get_by_name(None, server, n) for n in disk_names]
+    if not disks:
+        raise exception.BadRequest('The server has no disks.')
+    return sorted(disks, key=lambda d: d.id)
+
+
+def create(ctxt, server_id, disk_names, name, project_id=None):
+    """Snapshot ``disk_names`` (None: every disk) of a server in one pause.
+
+    :returns: (group id, operation id).
+    :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded,
+        BadRequest, AgentTooOld
+    """
+    operation_id = operations.new_id()
+    group_id = operations.new_id()
+    with db.transaction() as s:
+        server = db.server_get(s, server_id, project_id)
+        hosts.ensure_alive(s, server.host)
+        if not agent_rpcapi.AgentAPI().can_send_version(
+                GROUP_VERSION, host=server.host):
+            raise AgentTooOld(host=server.host, version=GROUP_VERSION)
+        picked = _pick_disks(server, disk_names)
+        disks = []
+        for disk in picked:
+            # In the order of the ids: see the module docstring.
+            disks.append(db.disk_for_update(s, disk.id))
+        server = disks[0].server
+        for disk in disks:
+            if not operations.may_start_now(s, server, disk):
+                # The conductor's own deferred work holds it: a group
+                # does not wait (it would hold the other disks meanwhile).
+                raise exception.DiskBusy(disk=disk.name, server=server.id,
+                                         operation=disk.operation_id)
+        s.add(models.SnapshotGroup(id=group_id, project_id=server.project_id,
+                                   server_id=server.id, name=name,
+                                   operation_id=operation_id))
+        snaps = []
+        for disk in disks:
+            snap = models.Snapshot(
+                id=operations.new_id(), disk_id=disk.id,
+                project_id=server.project_id, parent_id=disk.snapshot_id,
+                name=name, status=states.CREATING, image=None,
+                group_id=group_id, locator=disk.locator)
+            s.add(snap)
+            snaps.append(snap)
+        s.flush()
+        for disk, snap in zip(disks, snaps):
+            limits.check_create(s, server, disk, snapshot_id=snap.id)
+        op = operations.record(s, operation_id, 'create_group', server,
+                               disks[0], snapshot_id=snaps[0].id)
+        for disk in disks[1:]:
+            if not db.lock_disk(s, disk.id, operation_id):
+                raise exception.DiskBusy(disk=disk.name, server=server.id,
+                                         operation=disk.operation_id)
+        task = tasks.create_group_task(
+            [d.locator for d in disks],
+            [creation.layer_name(d, operation_id) for d in disks])
+        operations.lock_disk_and_start(s, op, disks[0], task)
+    LOG.info('Snapshot group %(group)s of %(server)s (%(n)d disks): '
+             'operation %(op)s sent to %(host)s',
+             {'group': group_id, 'server': server_id, 'n': len(disks),
+              'op': operation_id, 'host': server.host})
+    operations.dispatch(ctxt, operation_id)
+    return group_id, operation_id
+
+
+def members(session, group_id):
+    """The group's snapshots, in the order of their disks' ids (the order
+    of the task's disks)."""
+    snaps = session.query(models.Snapshot).filter_by(
+        group_id=group_id).all()
+    return sorted(snaps, key=lambda snap: snap.disk_id)
+
+
+def _group_of(session, op):
+    snap = session.get(models.Snapshot, op.snapshot_id)
+    return members(session, snap.group_id) if snap is not None else []
+
+
+def apply_created(session, op, result):
+    """Every disk of the group moves onto its new layer."""
+    results = (result or {}).get('snapshots') or []
+    snaps = _group_of(session, op)
+    if len(results) != len(snaps):
+        raise exception.LivesnapException(
+            'Group operation %s: %d results for %d disks'
+            % (op.id, len(results), len(snaps)))
+    for snap, res in zip(snaps, results):
+        disk = session.get(models.Disk, snap.disk_id, with_for_update=True)
+        states.check_snapshot(snap, states.AVAILABLE)
+        snap.locator = res.get('snapshot') or snap.locator
+        snap.size_bytes = res.get('size_bytes')
+        disk.locator = res['disk']
+        disk.snapshot_id = snap.id
+    op.mode = 'online' if result.get('online') else 'offline'
+    unlock_others(session, op)
+
+
+def apply_create_failure(session, op, report):
+    """Nothing was pivoted (the transaction is all or none): every member
+    is ``error`` and holds no layer."""
+    for snap in _group_of(session, op):
+        states.check_snapshot(snap, states.ERROR)
+        snap.locator = None
+    unlock_others(session, op)
+
+
+def unlock_others(session, op):
+    """Release the locks ``op`` holds besides its own disk's (which
+    ``operations`` releases)."""
+    for disk in session.query(models.Disk).filter(
+            models.Disk.operation_id == op.id,
+            models.Disk.id != op.disk_id).all():
+        db.unlock_disk(session, disk.id, op.id)
+
+
+def get(session, group_id, project_id=None):
+    """:raises: NotFound"""
+    group = session.get(models.SnapshotGroup, group_id)
+    if group is None or (project_id is not None
+                         and group.project_id != project_id):
+        raise exception.NotFound('Snapshot group %s not found.' % group_id)
+    return group
+
+
+def list_for_server(session, server_id, project_id=None):
+    db.server_get(session, server_id, project_id)
+    return session.query(models.SnapshotGroup).filter_by(
+        server_id=server_id).order_by(models.SnapshotGroup.created_at,
+                                      models.SnapshotGroup.id).all()
+
+
+def delete(ctxt, group_id, project_id=None):
+    """Delete every member still there by the child-count rule, one
+    operation per disk.
+
+    :returns: the operation ids.
+    :raises: NotFound, SnapshotProtected (a member is protected: nothing
+        is deleted); DiskBusy, InvalidState, HostDown (for the first
+        member refused; the ones before it are under way)
+    """
+    with db.transaction() as s:
+        get(s, group_id, project_id)
+        snaps = [snap for snap in members(s, group_id)
+                 if snap.status not in (states.DELETED, states.DELETING)]
+        for snap in snaps:
+            # Refused before any member is touched.
+            if snap.protected:
+                raise exception.SnapshotProtected(snapshot=snap.id)
+        ids = [snap.id for snap in snaps]
+    return [deletion.delete(ctxt, snap_id, project_id) for snap_id in ids]
+
+
+def revert(ctxt, group_id, project_id=None):
+    """Revert every disk of the group to its member (server shut off),
+    one operation per disk.
+
+    :returns: the operation ids.
+    :raises: NotFound, InvalidState, ServerRunning, DiskBusy, HostDown
+    """
+    with db.transaction() as s:
+        get(s, group_id, project_id)
+        snaps = members(s, group_id)
+        for snap in snaps:
+            if snap.status != states.AVAILABLE:
+                raise exception.InvalidState(snapshot=snap.id,
+                                             status=snap.status,
+                                             action='revert')
+        ids = [snap.id for snap in snaps]
+    return [revert_mod.revert(ctxt, snap_id, project_id) for snap_id in ids]
