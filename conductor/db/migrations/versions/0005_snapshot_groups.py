@@ -1,7 +1,7 @@
 """snapshot groups: several disks of one server in one pause
 
-Revision ID: 0004
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-25 10:30:00
 """
 
