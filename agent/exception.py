@@ -67,3 +67,8 @@ class JournalUnavailable(AgentError):
     """The agent cannot write its journal (a full or failing disk); it
     refuses new work until it can, since it could not recover it."""
     code = "journal_unavailable"
+
+
+class NotSupported(AgentError):
+    """The agent's driver cannot do what the task asks."""
+    code = "not_supported"

@@ -44,7 +44,9 @@ def report_handlers(action):
     from conductor import deletion
     from conductor import revert
     from conductor import creation
+    from conductor import clones
     return {
+        'clone': (clones.apply_cloned, clones.apply_clone_failure),
         'create': (creation.apply_created, creation.apply_create_failure),
         'delete': (deletion.apply_deleted, deletion.apply_delete_failure),
         'revert': (revert.apply_reverted, revert.apply_revert_failure),

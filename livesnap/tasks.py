@@ -13,6 +13,8 @@ Two forms, by agent RPC version (see ``agent.rpcapi``):
   (``layer_name``, ids only) and the driver places it::
 
     create_snapshot {"operation_id", "disk", "layer_name"}
+    clone_snapshot  {"operation_id", "mode", "disk", "snapshot",
+                     "layer_name"}                        (1.8)
     delete_snapshot {"operation_id", "mode", "disk", "snapshot",
                      "parent": loc|null, "child": loc|null, "child_is_leaf"}
     revert_disk     {"operation_id", "disk", "snapshot", "layer_name",
@@ -122,6 +124,20 @@ SCHEMAS = {
         'required': ['operation_id', 'disk', 'snapshot', 'layer_name'],
         'additionalProperties': False,
     },
+    # agent RPC 1.8; no legacy form
+    'clone_snapshot': {
+        'type': 'object',
+        'properties': {
+            'operation_id': _ID,
+            'mode': {'enum': ['flat', 'linked']},
+            'disk': LOCATOR,
+            'snapshot': LOCATOR,
+            'layer_name': _LAYER_NAME,
+        },
+        'required': ['operation_id', 'mode', 'disk', 'snapshot',
+                     'layer_name'],
+        'additionalProperties': False,
+    },
 }
 
 _LEGACY_DISK = {
@@ -177,7 +193,7 @@ LEGACY_SCHEMAS = {
 
 #: The conductor's operation actions and the agent's task for each.
 ACTIONS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
-           'revert': 'revert_disk'}
+           'revert': 'revert_disk', 'clone': 'clone_snapshot'}
 
 #: Keys only a legacy task has.
 _LEGACY_KEYS = ('new_image', 'snapshot_image')
@@ -207,6 +223,14 @@ def revert_task(disk, snapshot, layer_name, discard=None):
             'discard': discard}
 
 
+def clone_task(mode, disk, snapshot, layer_name):
+    """A clone (agent RPC 1.8): a new image named ``layer_name`` beside
+    ``snapshot``, a copy (``flat``) or a layer on it (``linked``);
+    ``disk`` is the snapshot's disk (the operation's)."""
+    return {'mode': mode, 'disk': disk, 'snapshot': snapshot,
+            'layer_name': layer_name}
+
+
 def is_legacy(task):
     """True for a task of agent RPC 1.0 to 1.3."""
     return isinstance(task, dict) and any(k in task for k in _LEGACY_KEYS)
@@ -224,6 +248,8 @@ def legacy_task(action, task):
     :raises InvalidTask: a locator of another driver.
     """
     action = ACTIONS.get(action, action)
+    if action not in LEGACY_SCHEMAS:
+        raise InvalidTask('%s needs an agent of RPC 1.8 or later' % action)
     for value in task.values():
         if isinstance(value, dict) and value.get('driver') != 'qemu':
             raise InvalidTask('Only the qemu driver\'s tasks can be sent to '
