@@ -56,6 +56,7 @@ EVENT_PREFIXES = {
     'create': 'livesnap.snapshot.create',
     'delete': 'livesnap.snapshot.delete',
     'revert': 'livesnap.disk.revert',
+    'clone': 'livesnap.snapshot.clone',
 }
 
 _KEY = 'livesnap_notifications'

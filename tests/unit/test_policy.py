@@ -23,6 +23,7 @@ READ_RULES = ['livesnap:server:list', 'livesnap:server:get',
               'livesnap:policy:get', 'livesnap:policy:run:list']
 WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
                'livesnap:snapshot:revert', 'livesnap:snapshot:update',
+               'livesnap:snapshot:clone',
                'livesnap:policy:create', 'livesnap:policy:update',
                'livesnap:policy:delete']
 ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
