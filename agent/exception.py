@@ -73,3 +73,8 @@ class QuiesceFailed(AgentError):
     """``quiesce=required`` and the guest's filesystems could not be
     frozen (no guest agent, no answer within the deadline, an error)."""
     code = "quiesce_failed"
+
+
+class NotSupported(AgentError):
+    """The agent's driver cannot do what the task asks."""
+    code = "not_supported"

@@ -359,3 +359,95 @@ def trash(path):
 def purge(path):
     """Unlink what ``trash(path)`` left (idempotent)."""
     remove(path + TRASH_SUFFIX)
+
+
+#: ``qemu-img convert -p``'s progress lines: ``    (12.34/100%)``
+_PROGRESS = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
+
+
+def convert(src, dst, progress=None, timeout=COPY_TIMEOUT):
+    """Copy what ``src`` shows (its whole backing chain) into ``dst``, a
+    new qcow2 image with no backing file (``qemu-img convert -O qcow2``).
+
+    The copy is written under ``dst.tmp`` and renamed into place, so a
+    crash never leaves a half-written ``dst``; a ``dst`` already there is
+    the finished copy of an earlier attempt and is kept.
+
+    :param progress: optional callable(percent), fed from ``-p``.
+    :raises ImageError, NoSpace:
+    """
+    if os.path.lexists(dst):
+        LOG.debug("%(dst)s already copied", {"dst": dst})
+        return
+    tmp = "%s.tmp" % dst
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    cmd = [QEMU_IMG, "convert", "-p", "-f", "qcow2", "-O", "qcow2", src,
+           tmp]
+    LOG.debug("Running %(cmd)s", {"cmd": cmd})
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise exception.ImageError("Cannot run %s: %s" % (QEMU_IMG, exc))
+    try:
+        buf = b""
+        while True:
+            chunk = proc.stdout.read1(256)
+            if not chunk:
+                break
+            buf = (buf + chunk)[-256:]
+            found = _PROGRESS.findall(buf.decode("ascii", "replace"))
+            if found and progress is not None:
+                progress(min(float(found[-1]), 99.9))
+        stderr = proc.stderr.read().decode("utf-8", "replace")
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise exception.ImageError("qemu-img convert timed out after %s s"
+                                   % timeout)
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+    if proc.returncode != 0:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        if NO_SPACE in stderr:
+            raise exception.NoSpace("No space left for convert: %s"
+                                    % stderr.strip())
+        raise exception.ImageError(
+            "%s failed (exit %d): %s" % (" ".join(cmd), proc.returncode,
+                                         stderr.strip()),
+            returncode=proc.returncode, stderr=stderr)
+    os.rename(tmp, dst)
+    if progress is not None:
+        progress(100.0)
+    LOG.info("Copied %(src)s into %(dst)s (no backing)",
+             {"src": src, "dst": dst})
+
+
+def clone_layer(snap, new, mode, rec, progress=None):
+    """Make ``new`` from the layer ``snap`` (both confined paths), the
+    work of ``Driver.clone`` for the file-based drivers: ``flat`` copies
+    what ``snap`` shows into a standalone image (step ``copy``),
+    ``linked`` puts an empty overlay on it (step ``prepare``).
+    Idempotent.
+
+    :returns: the backing file of ``new`` (None for ``flat``).
+    :raises ImageError, NoSpace:
+    """
+    if mode == "linked":
+        with rec.step("prepare", image=new, backing=snap):
+            create_overlay(new, snap, exist_ok=True)
+        return snap
+    if mode != "flat":
+        raise exception.InvalidRequest("Unknown clone mode %r" % (mode,))
+    with rec.step("copy", image=new, source=snap):
+        convert(snap, new, progress=progress)
+    if backing_file(new) is not None:
+        raise exception.ImageError("%s is not standalone" % new)
+    return None

@@ -28,6 +28,10 @@ class AgentManager(object):
     def revert_disk(self, ctxt, task, expires_at=None):
         self.runner.run(ctxt, 'revert_disk', task, expires_at)
 
+    def clone_snapshot(self, ctxt, task, expires_at=None):
+        """A new image from a snapshot, flat or linked (1.8)."""
+        self.runner.run(ctxt, 'clone_snapshot', task, expires_at)
+
     def server_running(self, ctxt, qmp_socket):
         """True if a QEMU answers on ``qmp_socket`` (running or paused);
         for conductors older than 1.4 (see disk_online)."""

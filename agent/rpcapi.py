@@ -32,12 +32,15 @@ API version history:
         or off): the agent freezes the guest's filesystems around the
         pause; its result says ``consistency`` and ``consistency_reason``.
         A conductor sends the field only to an agent of 1.7 or later.
+* 1.8 - Added clone_snapshot: a new image from a snapshot, a full copy
+        (``flat``) or a layer on it (``linked``).  The conductor refuses a
+        clone (409) while the snapshot's host cannot take 1.8.
 """
 
 from livesnap import rpc
 from livesnap import tasks
 
-RPC_API_VERSION = '1.7'
+RPC_API_VERSION = '1.8'
 
 
 class AgentAPI(object):
@@ -120,6 +123,15 @@ class AgentAPI(object):
         """Put a new active image on top of a snapshot (server shut off)."""
         self._prepare(host, self._task_version(task)).cast(
             ctxt, 'revert_disk', task=task, expires_at=expires_at)
+
+    def can_clone(self, host):
+        """True if ``host``'s agent takes clone_snapshot (1.8)."""
+        return self.can_send_version('1.8', host=host)
+
+    def clone_snapshot(self, ctxt, host, task, expires_at=None):
+        """Make a new image from a snapshot (1.8)."""
+        self._prepare(host, '1.8').cast(
+            ctxt, 'clone_snapshot', task=task, expires_at=expires_at)
 
     def inspect_images(self, ctxt, host, paths, timeout=60):
         """For the audit: each image's state and the image dirs' files."""

@@ -58,6 +58,7 @@ class TaskRunner(object):
             'create_snapshots': self._create_snapshots,
             'delete_snapshot': self._delete_snapshot,
             'revert_disk': self._revert_disk,
+            'clone_snapshot': self._clone_snapshot,
         }
 
     def run(self, ctxt, action, task, expires_at=None, recovering=False):
@@ -582,6 +583,11 @@ class TaskRunner(object):
         LOG.warning('Operation %(op)s cancelled by an administrator',
                     {'op': operation_id})
         return {'cancelling': True}
+
+    def _clone_snapshot(self, ctxt, task, rec):
+        return self.driver.clone(
+            task['snapshot'], task['layer_name'], task['mode'], rec,
+            progress=self._progress_cb(ctxt, task['operation_id']))
 
     def _revert_disk(self, ctxt, task, rec):
         result = self.driver.revert(task['disk'], task['snapshot'],

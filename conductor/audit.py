@@ -87,14 +87,19 @@ def _expected(session, host):
             snaps = {x.id: x for x in db.snapshots_of_disk(session, disk.id)
                      if x.status in tree.LIVE_STATUSES and x.locator}
             base = snaps.get(disk.snapshot_id)
+            # A linked clone's lowest layer is built on another disk's
+            # snapshot.
+            origin = session.get(models.Snapshot, disk.clone_of) \
+                if disk.clone_mode == 'linked' and disk.clone_of else None
+            root = origin.locator if origin is not None else None
             where = '%s/%s' % (server.id, disk.name)
             expected[_key(disk.locator)] = (
-                disk.locator, base.locator if base else None,
+                disk.locator, base.locator if base else root,
                 '%s live image' % where)
             for snap in snaps.values():
                 parent = snaps.get(snap.parent_id)
                 expected[_key(snap.locator)] = (
-                    snap.locator, parent.locator if parent else None,
+                    snap.locator, parent.locator if parent else root,
                     '%s snapshot %s' % (where, snap.id))
             if disk.operation_id:
                 op = session.get(models.Operation, disk.operation_id)

@@ -9,6 +9,10 @@ when it sits on the node):
 * 1 child: **merge**; the agent pauses the VM's I/O, merges the snapshot
   into its child, points the child at the snapshot's parent, deletes the
   file and resumes.
+* a linked clone among them (``conductor.clones``): **logical** delete
+  whatever the count; the clone disk's data needs the snapshot's layer as
+  it is, so it is never merged into the clone, and is finished once no
+  linked clone is left.
 * 2 or more: **logical** delete; the snapshot becomes ``deleted``, hidden
   from its owner, and the data stays because the children need it.  When
   later changes leave it with one child or none, the conductor finishes it
@@ -35,7 +39,7 @@ def _plan(session, snap, disk):
     """Decide the mode and build the agent's task (step 1 and 3 of the
     patent's deletion method).  ``None`` task: nothing for the agent."""
     kids = tree.children(session, snap, disk)
-    if len(kids) >= 2:
+    if len(kids) >= 2 or tree.has_clones(kids):
         return 'logical', None, len(kids)
     if not kids:
         return 'physical', tasks.delete_task(
@@ -46,7 +50,8 @@ def _plan(session, snap, disk):
     leaf = child.is_active or not tree.children(session, child.snapshot, disk)
     return 'merge', tasks.delete_task(
         'merge', disk.locator, snap.locator,
-        parent=parent.locator if parent else None, child=child.locator,
+        parent=parent.locator if parent else tree.origin_locator(
+            session, disk), child=child.locator,
         child_is_leaf=leaf), 1
 
 

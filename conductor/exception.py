@@ -110,3 +110,8 @@ class ServerRunning(Conflict):
 class InvalidState(Conflict):
     code = 'invalid_state'
     message = 'Snapshot %(snapshot)s is %(status)s; %(action)s is not possible.'
+
+
+class CloneNotPossible(Conflict):
+    code = 'clone_not_possible'
+    message = 'The snapshot cannot be cloned: %(reason)s'

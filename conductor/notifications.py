@@ -57,6 +57,7 @@ EVENT_PREFIXES = {
     'delete': 'livesnap.snapshot.delete',
     'revert': 'livesnap.disk.revert',
     'create_group': 'livesnap.snapshot_group.create',
+    'clone': 'livesnap.snapshot.clone',
 }
 
 _KEY = 'livesnap_notifications'

@@ -41,11 +41,13 @@ def report_handlers(action):
     every action's reports whatever modules it happened to import.  The
     policy modules import this one, hence the imports here.
     """
-    from conductor import deletion
-    from conductor import revert
+    from conductor import clones
     from conductor import creation
+    from conductor import deletion
     from conductor import groups
+    from conductor import revert
     return {
+        'clone': (clones.apply_cloned, clones.apply_clone_failure),
         'create_group': (groups.apply_created, groups.apply_create_failure),
         'create': (creation.apply_created, creation.apply_create_failure),
         'delete': (deletion.apply_deleted, deletion.apply_delete_failure),

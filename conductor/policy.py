@@ -163,6 +163,11 @@ rules = [
         'Revert a disk of a shut-off server to a snapshot.',
         [{'method': 'POST', 'path': _SNAPSHOT + '/revert'}]),
     policy.DocumentedRuleDefault(
+        'livesnap:snapshot:clone', MEMBER,
+        'Make a new disk from a snapshot (a full copy, or a layer on it) '
+        'for a server of the same project.',
+        [{'method': 'POST', 'path': _SNAPSHOT + '/clone'}]),
+    policy.DocumentedRuleDefault(
         'livesnap:snapshot:update', MEMBER,
         'Protect a snapshot (it cannot be deleted, and no snapshot policy '
         'prunes it) or unprotect it.',
@@ -211,7 +216,8 @@ rules = [
         '([api] operations_per_minute).',
         [{'method': 'POST', 'path': _SNAPSHOTS},
          {'method': 'DELETE', 'path': _SNAPSHOT},
-         {'method': 'POST', 'path': _SNAPSHOT + '/revert'}]),
+         {'method': 'POST', 'path': _SNAPSHOT + '/revert'},
+         {'method': 'POST', 'path': _SNAPSHOT + '/clone'}]),
 ]
 
 #: What each rule lets one do, for the message of a refusal.
@@ -231,6 +237,7 @@ ACTIONS = {
     'livesnap:snapshot_group:get': 'see snapshot groups',
     'livesnap:snapshot_group:delete': 'delete snapshot groups',
     'livesnap:snapshot_group:revert': 'revert disks to snapshot groups',
+    'livesnap:snapshot:clone': 'clone snapshots into new disks',
     'livesnap:snapshot:update': 'protect or unprotect snapshots',
     'livesnap:policy:list': 'list snapshot policies',
     'livesnap:policy:get': 'show snapshot policies',

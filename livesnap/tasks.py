@@ -17,6 +17,8 @@ Two forms, by agent RPC version (see ``agent.rpcapi``):
     create_snapshots {"operation_id", "disk", "disks": [loc, ...],
                       "layer_names": [name, ...]}   (1.6; ``disk`` is
                       ``disks[0]``, for the journal's resume)
+    clone_snapshot  {"operation_id", "mode", "disk", "snapshot",
+                     "layer_name"}                        (1.8)
     delete_snapshot {"operation_id", "mode", "disk", "snapshot",
                      "parent": loc|null, "child": loc|null, "child_is_leaf"}
     revert_disk     {"operation_id", "disk", "snapshot", "layer_name",
@@ -141,6 +143,20 @@ SCHEMAS = {
         'required': ['operation_id', 'disk', 'snapshot', 'layer_name'],
         'additionalProperties': False,
     },
+    # agent RPC 1.8; no legacy form
+    'clone_snapshot': {
+        'type': 'object',
+        'properties': {
+            'operation_id': _ID,
+            'mode': {'enum': ['flat', 'linked']},
+            'disk': LOCATOR,
+            'snapshot': LOCATOR,
+            'layer_name': _LAYER_NAME,
+        },
+        'required': ['operation_id', 'mode', 'disk', 'snapshot',
+                     'layer_name'],
+        'additionalProperties': False,
+    },
 }
 
 _LEGACY_DISK = {
@@ -196,7 +212,8 @@ LEGACY_SCHEMAS = {
 
 #: The conductor's operation actions and the agent's task for each.
 ACTIONS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
-           'revert': 'revert_disk', 'create_group': 'create_snapshots'}
+           'revert': 'revert_disk', 'create_group': 'create_snapshots',
+           'clone': 'clone_snapshot'}
 
 #: Keys only a legacy task has.
 _LEGACY_KEYS = ('new_image', 'snapshot_image')
@@ -234,6 +251,14 @@ def revert_task(disk, snapshot, layer_name, discard=None):
             'discard': discard}
 
 
+def clone_task(mode, disk, snapshot, layer_name):
+    """A clone (agent RPC 1.8): a new image named ``layer_name`` beside
+    ``snapshot``, a copy (``flat``) or a layer on it (``linked``);
+    ``disk`` is the snapshot's disk (the operation's)."""
+    return {'mode': mode, 'disk': disk, 'snapshot': snapshot,
+            'layer_name': layer_name}
+
+
 def is_legacy(task):
     """True for a task of agent RPC 1.0 to 1.3."""
     return isinstance(task, dict) and any(k in task for k in _LEGACY_KEYS)
@@ -251,6 +276,8 @@ def legacy_task(action, task):
     :raises InvalidTask: a locator of another driver.
     """
     action = ACTIONS.get(action, action)
+    if action not in LEGACY_SCHEMAS:
+        raise InvalidTask('%s needs an agent of RPC 1.8 or later' % action)
     for value in task.values():
         if isinstance(value, dict) and value.get('driver') != 'qemu':
             raise InvalidTask('Only the qemu driver\'s tasks can be sent to '

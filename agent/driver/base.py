@@ -160,6 +160,24 @@ class Driver(metaclass=abc.ABCMeta):
         was).  :returns: ``{"disk": new disk locator, "online": False}``.
         """
 
+    # -- new disks from a snapshot ----------------------------------------
+    def clone(self, snapshot, layer_name, mode, rec, progress=None):
+        """Make a new image from the layer ``snapshot`` (an image
+        locator), named ``layer_name`` and placed beside it
+        (``layer_locator(snapshot, layer_name)``): ``flat`` is a full copy
+        of what the snapshot shows with no backing (step ``copy``, with
+        ``progress(percent)``), ``linked`` a new empty layer on the
+        snapshot (step ``prepare``), which then needs the snapshot's
+        layer for as long as it exists.  Idempotent.
+
+        :returns: ``{"image": image locator of the new layer,
+            "backing": the snapshot's locator or None, "size_bytes": int}``.
+        :raises NotSupported: this driver cannot (the default).
+        :raises InvalidRequest, PathNotAllowed, ImageError, NoSpace:
+        """
+        raise exception.NotSupported(
+            'The %s driver cannot clone snapshots' % (self.name,))
+
     # -- the audit --------------------------------------------------------
     @abc.abstractmethod
     def inspect(self, locators):

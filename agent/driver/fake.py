@@ -181,6 +181,30 @@ class FakeDriver(base.Driver):
         self._run_hook()
         return {'disk': dict(disk, path=new), 'online': False}
 
+    def clone(self, snapshot, layer_name, mode, rec, progress=None):
+        """A new layer beside ``snapshot``: on it (linked) or standalone
+        (flat)."""
+        self.calls['clone'] += 1
+        new = self.layer_locator(snapshot, layer_name)['path']
+        with self._lock:
+            if snapshot['path'] not in self.layers:
+                raise exception.ImageError('%s is missing' % snapshot['path'])
+            if mode == 'linked':
+                self._step(rec, 'prepare', image=new,
+                           backing=snapshot['path'])
+                self.layers[new] = snapshot['path']
+            elif mode == 'flat':
+                self._step(rec, 'copy', image=new, source=snapshot['path'])
+                self.layers[new] = None
+            else:
+                raise exception.InvalidRequest('Unknown mode %r' % (mode,))
+        if progress is not None:
+            progress(100.0)
+        self._run_hook()
+        return {'image': self.image(new),
+                'backing': snapshot if mode == 'linked' else None,
+                'size_bytes': 1}
+
     # -- the audit ----------------------------------------------------------------
     def inspect(self, locators):
         images, named = [], {}

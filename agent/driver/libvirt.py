@@ -1118,6 +1118,21 @@ class LibvirtDriver(base.Driver):
                                      new_path),
                 'online': False}
 
+    def clone(self, snapshot, layer_name, mode, rec, progress=None):
+        """See base.Driver.clone: image work only (``qemu-img``), as the
+        QEMU driver does it; no domain is touched.
+
+        :raises InvalidRequest, PathNotAllowed, ImageError, NoSpace:
+        """
+        snap = self._confine(snapshot.get('path'))
+        new = self._confine(self.layer_locator(snapshot, layer_name)['path'])
+        if mode == 'flat' and not os.path.lexists(new):
+            self._ensure_space(new, images.actual_size(snap), 'the copy')
+        backing = images.clone_layer(snap, new, mode, rec, progress)
+        return {'image': image_locator(new),
+                'backing': image_locator(snap) if backing else None,
+                'size_bytes': images.actual_size(new)}
+
     def check(self, locator, kind='image'):
         """base.Driver.check, and the path inside the image directories
         (a disk locator also names its domain and target)."""

@@ -547,6 +547,22 @@ class QemuDriver(base.Driver):
                                new, rec)
         return {"disk": dict(disk, path=new), "online": False}
 
+    # -- new disks from a snapshot ------------------------------------------------
+    def clone(self, snapshot, layer_name, mode, rec, progress=None):
+        """See base.Driver.clone: ``qemu-img convert -O qcow2`` (flat) or
+        a qcow2 overlay on the snapshot's file (linked), beside it.
+
+        :raises InvalidRequest, PathNotAllowed, ImageError, NoSpace:
+        """
+        snap = self._confine(snapshot.get("path"))
+        new = self._confine(self.layer_locator(snapshot, layer_name)["path"])
+        if mode == "flat" and not os.path.lexists(new):
+            self._ensure_space(new, images.actual_size(snap), "the copy")
+        backing = images.clone_layer(snap, new, mode, rec, progress)
+        return {"image": self.image(new),
+                "backing": self.image(snap) if backing else None,
+                "size_bytes": images.actual_size(new)}
+
     # -- the audit --------------------------------------------------------------
     def inspect(self, locators):
         """See base.Driver.inspect: ``backing`` from the qcow2 header,

@@ -189,6 +189,16 @@ class Client:
         return self.request("POST", "/snapshot-groups/%s/revert"
                             % _q(group_id))["operations"]
 
+    def clone_snapshot(self, snapshot_id, mode, disk, server_id=None,
+                       name=None):
+        spec = {"mode": mode, "disk": disk}
+        if server_id:
+            spec["server_id"] = server_id
+        if name:
+            spec["name"] = name
+        return self.request("POST", "/snapshots/%s/clone" % _q(snapshot_id),
+                            {"clone": spec})["operation"]
+
     def protect_snapshot(self, snapshot_id, protected=True):
         return self.request("PATCH", "/snapshots/%s" % _q(snapshot_id),
                             {"snapshot": {"protected": protected}}

@@ -54,6 +54,7 @@ ROUTES = [
     ('GET', '/v1/snapshots/{snapshot_id}', 'snapshots', 'show'),
     ('DELETE', '/v1/snapshots/{snapshot_id}', 'snapshots', 'delete'),
     ('POST', '/v1/snapshots/{snapshot_id}/revert', 'snapshots', 'revert'),
+    ('POST', '/v1/snapshots/{snapshot_id}/clone', 'snapshots', 'clone'),
     ('PATCH', '/v1/snapshots/{snapshot_id}', 'snapshot_protection',
      'update'),
     ('GET', '/v1/servers/{server_id}/snapshot-groups', 'snapshot_groups',

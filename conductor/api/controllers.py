@@ -32,6 +32,7 @@ from conductor import exception
 from conductor import groups
 from conductor import policy
 from conductor import revert as revert_policy
+from conductor import clones
 from conductor import servers
 from conductor import creation
 from livesnap import context
@@ -214,6 +215,19 @@ class Snapshots(object):
                                                 project_id=scope)
         return 202, _operation(operation_id, _HostDetails(creds))
 
+    def clone(self, creds, req_id, snapshot_id, body=None, params=None):
+        scope = policy.scope(creds)
+        project_id = _snapshot_project(creds, scope, snapshot_id,
+                                       'livesnap:snapshot:clone', 'clone')
+        _limit(creds, project_id)
+        spec = body['clone']
+        with _host_hidden(creds, project_id):
+            _, operation_id = clones.clone(
+                _ctxt(creds, req_id), snapshot_id, spec['mode'],
+                spec['disk'], server_id=spec.get('server_id'),
+                project_id=scope, name=spec.get('name'))
+        return 202, _operation(operation_id, _HostDetails(creds))
+
 
 class SnapshotGroups(object):
     """Snapshots of several disks of a server taken in one pause
@@ -310,6 +324,7 @@ BODY_SCHEMAS = {
     ('servers', 'create'): schemas.server_create,
     ('snapshots', 'create'): schemas.snapshot_create,
     ('snapshot_groups', 'create'): schemas.snapshot_group_create,
+    ('snapshots', 'clone'): schemas.snapshot_clone,
 }
 
 # (controller, action) -> query string schema; absent means none allowed.

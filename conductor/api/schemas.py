@@ -123,6 +123,26 @@ snapshot_group_create = {
     'additionalProperties': False,
 }
 
+snapshot_clone = {
+    'type': 'object',
+    'properties': {
+        'clone': {
+            'type': 'object',
+            'properties': {
+                'mode': {'enum': ['flat', 'linked']},
+                'name': _NAME,
+                'disk': _DISK_NAME,
+                'server_id': {'type': 'string', 'minLength': 1,
+                              'maxLength': 64},
+            },
+            'required': ['mode', 'disk'],
+            'additionalProperties': False,
+        },
+    },
+    'required': ['clone'],
+    'additionalProperties': False,
+}
+
 _COUNT = {'type': 'integer', 'minimum': 0, 'maximum': 1000}
 _RETENTION = {
     'type': 'object',

@@ -62,6 +62,9 @@ def domain(vm):
 def disk(d, details=False):
     out = {'name': d.name, 'snapshot_id': d.snapshot_id,
            'busy': d.operation_id is not None}
+    if getattr(d, 'clone_of', None):
+        out['clone_of'] = d.clone_of
+        out['clone_mode'] = d.clone_mode
     if details:
         out['active_image'] = d.active_image
     return out
@@ -132,6 +135,10 @@ def operation(op, disk_name=None, details=False):
            'requested_by': op.requested_by,
            'created_at': _iso(op.created_at),
            'updated_at': _iso(op.updated_at)}
+    if getattr(op, 'target', None):
+        out['target'] = {k: op.target.get(k)
+                         for k in ('server_id', 'disk', 'disk_id', 'mode',
+                                   'name')}
     if details:
         out['host'] = op.host
     return out

@@ -69,6 +69,11 @@ class Disk(Base):
     snapshot_id = sa.Column(sa.String(36), nullable=True)
     # The operation holding this disk's lock, or None.
     operation_id = sa.Column(sa.String(36), nullable=True)
+    # Made from a snapshot (``POST /v1/snapshots/{id}/clone``): which one,
+    # and how (``flat``: a standalone copy; ``linked``: a layer on the
+    # snapshot's, which is then one of the snapshot's children).
+    clone_of = sa.Column(sa.String(36), nullable=True, index=True)
+    clone_mode = sa.Column(sa.String(16), nullable=True)
 
     server = orm.relationship('Server', back_populates='disks')
 
@@ -163,6 +168,8 @@ class Operation(Base):
     # When the agent's report is due; past it the conductor asks the agent.
     deadline = sa.Column(sa.DateTime, nullable=True)
     attempts = sa.Column(sa.Integer, nullable=False, default=0)
+    # A clone's new disk: {"server_id", "disk", "mode"}.
+    target = sa.Column(sa.JSON, nullable=True)
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
                            onupdate=utcnow)

@@ -385,6 +385,7 @@ def test_openapi_schemas_are_the_validated_ones():
     assert comp['PolicyCreate'] == schemas.policy_create
     assert comp['PolicyUpdate'] == schemas.policy_update
     assert comp['SnapshotUpdate'] == schemas.snapshot_update
+    assert comp['SnapshotClone'] == schemas.snapshot_clone
     bodies = {}
     queries = {}
     for path, item in doc['paths'].items():
@@ -407,6 +408,7 @@ def test_openapi_schemas_are_the_validated_ones():
                     'PolicyUpdate': schemas.policy_update,
                     'SnapshotUpdate': schemas.snapshot_update,
                     'SnapshotGroupCreate': schemas.snapshot_group_create,
+                    'SnapshotClone': schemas.snapshot_clone,
                     'Empty': None}.get(bodies[(method, path)])
         assert body == expected, (method, path)
         query = api_app.QUERY_SCHEMAS.get((controller, action),

@@ -588,6 +588,21 @@ def test_snapshot_revert_conflict(api, capsys):
         "Error (HTTP 409 conflict): server srv1 is running"
 
 
+def test_snapshot_clone_wait(api, capsys):
+    api.add("POST", "/v1/snapshots/snap-1/clone",
+            (202, {"operation": op(action="clone")}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="clone", status="succeeded")}))
+    rc, out, err = run(capsys, "snapshot", "clone", "snap-1", "--disk",
+                       "vdb", "--mode", "linked", "--server", "srv2",
+                       "--wait")
+    assert rc == 0, err
+    assert api.requests[0]["path"] == "/v1/snapshots/snap-1/clone"
+    assert api.requests[0]["body"] == {"clone": {
+        "mode": "linked", "disk": "vdb", "server_id": "srv2"}}
+    assert "Cloning snapshot snap-1 into disk vdb: operation op-1" in out
+
+
 # ---------------------------------------------------------------- operations
 
 def test_operation_show_table_with_steps(api, capsys):

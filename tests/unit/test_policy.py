@@ -24,6 +24,7 @@ READ_RULES = ['livesnap:server:list', 'livesnap:server:get',
               'livesnap:snapshot_group:get']
 WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
                'livesnap:snapshot:revert', 'livesnap:snapshot:update',
+               'livesnap:snapshot:clone',
                'livesnap:policy:create', 'livesnap:policy:update',
                'livesnap:policy:delete', 'livesnap:snapshot_group:create',
                'livesnap:snapshot_group:delete',

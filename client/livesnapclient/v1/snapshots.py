@@ -1,4 +1,4 @@
-"""``snapshot create|list|show|delete|revert``: disk snapshots."""
+"""``snapshot create|list|show|delete|revert|clone``: disk snapshots."""
 
 from cliff import lister
 from cliff import show
@@ -173,5 +173,41 @@ class RevertSnapshot(wait.WaitMixin, show.ShowOne):
             self, parsed_args,
             "Reverting to snapshot %s: operation %s"
             % (parsed_args.snapshot_id, operation.get("id")))
+        return operations.operation_view(
+            self.finish(client, parsed_args, operation))
+
+
+class CloneSnapshot(wait.WaitMixin, show.ShowOne):
+    """Make a new disk from a snapshot: a full copy (flat) or a layer on
+    it (linked), for a server of the same project on the same host."""
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("snapshot_id", metavar="<snapshot>",
+                            help="snapshot id")
+        parser.add_argument("--disk", required=True, metavar="<name>",
+                            help="name of the new disk")
+        parser.add_argument("--mode", choices=("flat", "linked"),
+                            default="flat",
+                            help="flat: a standalone copy (default); "
+                                 "linked: a layer on the snapshot, which "
+                                 "then stays until the new disk goes")
+        parser.add_argument("--server", metavar="<server>",
+                            help="server that gets the new disk (default: "
+                                 "the snapshot's own)")
+        parser.add_argument("--name", metavar="<name>",
+                            help="a label kept with the operation")
+        return parser
+
+    def take_action(self, parsed_args):
+        client = self.app.client_manager.livesnap
+        operation = client.clone_snapshot(
+            parsed_args.snapshot_id, parsed_args.mode, parsed_args.disk,
+            server_id=parsed_args.server, name=parsed_args.name)
+        operations.note_on_stdout(
+            self, parsed_args,
+            "Cloning snapshot %s into disk %s: operation %s"
+            % (parsed_args.snapshot_id, parsed_args.disk,
+               operation.get("id")))
         return operations.operation_view(
             self.finish(client, parsed_args, operation))
