@@ -33,8 +33,10 @@ from conductor.api import auth
 from conductor.api import controllers
 from conductor.api import middleware
 from conductor.api import openapi
+from conductor.api import pagination
 from conductor.api import policies
 from conductor.api import schemas
+from conductor.api import versions
 from conductor import exception
 from livesnap import context
 
@@ -45,6 +47,8 @@ _CONTROL = re.compile('[\x00-\x1f\x7f]')
 
 #: (method, path, controller, action); ``None`` controller: public.
 ROUTES = [
+    ('GET', '/', None, 'versions'),
+    ('GET', '/v1', None, 'versions'),
     ('GET', '/v1/openapi.json', None, 'openapi'),
     ('GET', '/v1/servers', 'servers', 'index'),
     ('POST', '/v1/servers', 'servers', 'create'),
@@ -72,6 +76,10 @@ ROUTES = [
 #: controller.
 BODY_SCHEMAS = {**controllers.BODY_SCHEMAS, **policies.BODY_SCHEMAS}
 QUERY_SCHEMAS = {**controllers.QUERY_SCHEMAS, **policies.QUERY_SCHEMAS}
+# Every list in pagination.LISTS takes limit, marker, sort_key, sort_dir.
+QUERY_SCHEMAS.update({key: pagination.query_schema(
+    key, QUERY_SCHEMAS.get(key))
+                      for key in pagination.LISTS})
 
 
 def _routes():
@@ -196,8 +204,12 @@ class API(object):
         req_id, global_id = middleware.request_ids(req.environ)
         req_id = req_id or 'req-' + str(uuid.uuid4())
         context.set_current(req_id, global_id)
+        version = versions.MIN_VERSION
         try:
+            version = versions.negotiate(req.headers)
             resp = self._dispatch(req, req_id)
+        except versions.NotAcceptable as exc:
+            resp = error_response(406, 'version_not_acceptable', str(exc))
         except exception.LivesnapException as exc:
             resp = error_response(exc.status, exc.code, str(exc))
             retry_after = getattr(exc, 'retry_after', None)
@@ -222,6 +234,7 @@ class API(object):
                                   'An unexpected error occurred; the '
                                   'request id is %s.' % req_id)
         resp.headers['X-Request-Id'] = req_id
+        versions.set_headers(resp, version)
         LOG.info('%(method)s %(path)r -> %(status)s',
                  {'method': req.method, 'path': _raw_path(req),
                   'status': resp.status_int})
@@ -256,6 +269,9 @@ class API(object):
         body = _parse_body(req, BODY_SCHEMAS.get((name, action)))
         status, payload = getattr(controller, action)(
             creds, req_id, body=body, params=params, **match)
+        if (name, action) in pagination.LISTS:
+            payload = pagination.paginate(req, params, payload,
+                                          pagination.LISTS[(name, action)])
         resp = webob.Response(status=status, content_type='application/json',
                               charset='utf-8')
         resp.json_body = payload
@@ -265,5 +281,8 @@ class API(object):
         _read_body(req)
         resp = webob.Response(status=200, content_type='application/json',
                               charset='utf-8')
-        resp.json_body = openapi.document()
+        if action == 'versions':
+            resp.json_body = versions.document(req)
+        else:
+            resp.json_body = openapi.document()
         return resp
