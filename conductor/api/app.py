@@ -47,8 +47,6 @@ _CONTROL = re.compile('[\x00-\x1f\x7f]')
 
 #: (method, path, controller, action); ``None`` controller: public.
 ROUTES = [
-    ('GET', '/', None, 'versions'),
-    ('GET', '/v1', None, 'versions'),
     ('GET', '/v1/openapi.json', None, 'openapi'),
     ('GET', '/v1/servers', 'servers', 'index'),
     ('POST', '/v1/servers', 'servers', 'create'),
@@ -71,6 +69,10 @@ ROUTES = [
     ('GET', '/v1/operations/{operation_id}', 'operations', 'show'),
     ('POST', '/v1/operations/{operation_id}/cancel', 'operations', 'cancel'),
 ]
+
+#: Paths of the version document (no credentials, outside the OpenAPI
+#: document of /v1).
+VERSION_PATHS = ('/', '/v1', '/v1/')
 
 #: (controller, action) -> body schema / query string schema, of every
 #: controller.
@@ -245,6 +247,9 @@ class API(object):
             # No route has one; and the router's "$" would ignore a final
             # newline ("/v1/servers/srv1%0A" is not srv1).
             raise exception.NotFound('No such resource.')
+        if req.method in ('GET', 'HEAD') and \
+                req.environ.get('PATH_INFO') in VERSION_PATHS:
+            return self._public(req, 'versions')
         try:
             match = self.mapper.match(environ=req.environ)
         except UnicodeDecodeError:
