@@ -28,9 +28,10 @@ def prepare(prog, argv=None):
     oslo.log (``[DEFAULT] debug``, ``log_file``, ``log_dir``,
     ``use_syslog``, ``use_journal``, ``use_json``,
     ``logging_context_format_string``, ``default_log_levels``, ...;
-    standard error when no destination is named).  Every handler gets the ``%(request_ids)s``
-    of :class:`livesnap.context.RequestIdFilter` that livesnap's default
-    format strings (``livesnap.conf.LOG_FORMAT``) show."""
+    standard error when no destination is named).  Every handler gets
+    the ``%(request_ids)s`` of :class:`livesnap.context.RequestIdFilter`
+    that livesnap's default format strings (``livesnap.conf.LOG_FORMAT``)
+    show."""
     CONF(sys.argv[1:] if argv is None else argv, project='livesnap',
          prog=prog, version=version.VERSION)
     if not (CONF.log_file or CONF.log_dir or CONF.use_journal or
