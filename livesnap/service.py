@@ -6,6 +6,7 @@ import sys
 import threading
 
 from oslo_config import cfg
+from oslo_log import log as oslo_logging
 
 from livesnap import conf  # noqa: F401  (registers the options)
 from livesnap import context
@@ -23,13 +24,22 @@ class ConfigurationError(Exception):
 
 
 def prepare(prog, argv=None):
-    """Parse the command line and config files, set up logging."""
+    """Parse the command line and config files, set up logging with
+    oslo.log (``[DEFAULT] debug``, ``log_file``, ``log_dir``,
+    ``use_syslog``, ``use_journal``, ``use_json``,
+    ``logging_context_format_string``, ``default_log_levels``, ...;
+    standard error when no destination is named).  Every handler gets
+    the ``%(request_ids)s`` of :class:`livesnap.context.RequestIdFilter`
+    that livesnap's default format strings (``livesnap.conf.LOG_FORMAT``)
+    show."""
     CONF(sys.argv[1:] if argv is None else argv, project='livesnap',
          prog=prog, version=version.VERSION)
-    logging.basicConfig(
-        level=logging.DEBUG if CONF.debug else logging.INFO,
-        format='%(asctime)s %(process)d %(levelname)s %(name)s '
-               '[%(request_ids)s] %(message)s')
+    if not (CONF.log_file or CONF.log_dir or CONF.use_journal or
+            CONF.use_syslog):
+        # Nowhere named: standard error, as livesnap always logged (oslo.log
+        # would pick standard output).
+        CONF.set_default('use_stderr', True)
+    oslo_logging.setup(CONF, 'livesnap', version=version.VERSION)
     for handler in logging.getLogger().handlers:
         handler.addFilter(context.RequestIdFilter())
     for noisy in ('amqp', 'kombu', 'oslo_messaging', 'qemu.qmp',

@@ -127,13 +127,34 @@ class Client:
                 "Error: the API answered %s %s with a body that is not JSON"
                 % (method, path)) from None
 
+    def list_all(self, path, key, query=None):
+        """Every item of a list, following its ``next`` links.
+
+        The API answers at most a page (``[api] default_page_size``) and a
+        ``<key>_links`` ``next`` link when there may be more; the link's
+        query string (its ``marker``) is sent again on ``path``, so a proxy
+        that rewrites the host does not matter.
+
+        :raises ApiError, ConnectionFailed, ClientError: as :meth:`request`.
+        """
+        items = []
+        while True:
+            resp = self.request("GET", path, query=query)
+            items += resp[key]
+            nexts = [link["href"] for link in resp.get(key + "_links", [])
+                     if link.get("rel") == "next"]
+            if not nexts or not resp[key]:
+                return items
+            query = dict(urllib.parse.parse_qsl(
+                urllib.parse.urlsplit(nexts[0]).query))
+
     # Thin wrappers, one per REST resource call.
 
     def list_servers(self):
-        return self.request("GET", "/servers")["servers"]
+        return self.list_all("/servers", "servers")
 
     def list_hosts(self):
-        return self.request("GET", "/hosts")["hosts"]
+        return self.list_all("/hosts", "hosts")
 
     def get_server(self, server_id):
         return self.request("GET", "/servers/%s" % _q(server_id))["server"]
@@ -149,8 +170,8 @@ class Client:
 
     def list_snapshots(self, server_id, include_deleted=False):
         query = {"include_deleted": "true"} if include_deleted else None
-        return self.request("GET", "/servers/%s/snapshots" % _q(server_id),
-                            query=query)["snapshots"]
+        return self.list_all("/servers/%s/snapshots" % _q(server_id),
+                             "snapshots", query)
 
     def get_snapshot(self, snapshot_id):
         return self.request("GET",
@@ -206,7 +227,7 @@ class Client:
 
     def list_policies(self, server_id=None):
         query = {"server_id": server_id} if server_id else None
-        return self.request("GET", "/policies", query=query)["policies"]
+        return self.list_all("/policies", "policies", query)
 
     def get_policy(self, policy_id):
         return self.request("GET", "/policies/%s" % _q(policy_id))["policy"]
@@ -223,8 +244,7 @@ class Client:
                             "/policies/%s" % _q(policy_id))["policy"]
 
     def list_policy_runs(self, policy_id):
-        return self.request("GET",
-                            "/policies/%s/runs" % _q(policy_id))["runs"]
+        return self.list_all("/policies/%s/runs" % _q(policy_id), "runs")
 
     def get_operation(self, operation_id):
         return self.request("GET",
@@ -236,8 +256,7 @@ class Client:
 
     def list_operations(self, server_id=None):
         query = {"server_id": server_id} if server_id else None
-        return self.request("GET", "/operations",
-                            query=query)["operations"]
+        return self.list_all("/operations", "operations", query)
 
 
 def _q(value):

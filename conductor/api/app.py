@@ -33,8 +33,10 @@ from conductor.api import auth
 from conductor.api import controllers
 from conductor.api import middleware
 from conductor.api import openapi
+from conductor.api import pagination
 from conductor.api import policies
 from conductor.api import schemas
+from conductor.api import versions
 from conductor import exception
 from livesnap import context
 
@@ -79,10 +81,18 @@ ROUTES = [
     ('POST', '/v1/operations/{operation_id}/cancel', 'operations', 'cancel'),
 ]
 
+#: Paths of the version document (no credentials, outside the OpenAPI
+#: document of /v1).
+VERSION_PATHS = ('/', '/v1', '/v1/')
+
 #: (controller, action) -> body schema / query string schema, of every
 #: controller.
 BODY_SCHEMAS = {**controllers.BODY_SCHEMAS, **policies.BODY_SCHEMAS}
 QUERY_SCHEMAS = {**controllers.QUERY_SCHEMAS, **policies.QUERY_SCHEMAS}
+# Every list in pagination.LISTS takes limit, marker, sort_key, sort_dir.
+QUERY_SCHEMAS.update({key: pagination.query_schema(
+    key, QUERY_SCHEMAS.get(key))
+                      for key in pagination.LISTS})
 
 
 def _routes():
@@ -208,8 +218,12 @@ class API(object):
         req_id, global_id = middleware.request_ids(req.environ)
         req_id = req_id or 'req-' + str(uuid.uuid4())
         context.set_current(req_id, global_id)
+        version = versions.MIN_VERSION
         try:
+            version = versions.negotiate(req.headers)
             resp = self._dispatch(req, req_id)
+        except versions.NotAcceptable as exc:
+            resp = error_response(406, 'version_not_acceptable', str(exc))
         except exception.LivesnapException as exc:
             resp = error_response(exc.status, exc.code, str(exc))
             retry_after = getattr(exc, 'retry_after', None)
@@ -234,6 +248,7 @@ class API(object):
                                   'An unexpected error occurred; the '
                                   'request id is %s.' % req_id)
         resp.headers['X-Request-Id'] = req_id
+        versions.set_headers(resp, version)
         LOG.info('%(method)s %(path)r -> %(status)s',
                  {'method': req.method, 'path': _raw_path(req),
                   'status': resp.status_int})
@@ -244,6 +259,9 @@ class API(object):
             # No route has one; and the router's "$" would ignore a final
             # newline ("/v1/servers/srv1%0A" is not srv1).
             raise exception.NotFound('No such resource.')
+        if req.method in ('GET', 'HEAD') and \
+                req.environ.get('PATH_INFO') in VERSION_PATHS:
+            return self._public(req, 'versions')
         try:
             match = self.mapper.match(environ=req.environ)
         except UnicodeDecodeError:
@@ -268,6 +286,9 @@ class API(object):
         body = _parse_body(req, BODY_SCHEMAS.get((name, action)))
         status, payload = getattr(controller, action)(
             creds, req_id, body=body, params=params, **match)
+        if (name, action) in pagination.LISTS:
+            payload = pagination.paginate(req, params, payload,
+                                          pagination.LISTS[(name, action)])
         resp = webob.Response(status=status, content_type='application/json',
                               charset='utf-8')
         resp.json_body = payload
@@ -277,5 +298,8 @@ class API(object):
         _read_body(req)
         resp = webob.Response(status=200, content_type='application/json',
                               charset='utf-8')
-        resp.json_body = openapi.document()
+        if action == 'versions':
+            resp.json_body = versions.document(req)
+        else:
+            resp.json_body = openapi.document()
         return resp

@@ -1,4 +1,14 @@
-"""oslo.middleware around the REST API: request ids and ``/healthcheck``.
+"""oslo.middleware around the REST API, outermost first:
+
+* ``CORS`` answers preflight requests and adds the CORS headers for the
+  origins in ``[cors] allowed_origin`` (none by default: no CORS).
+* ``HTTPProxyToWSGI`` applies ``X-Forwarded-Proto``/``X-Forwarded-Host``
+  (or ``Forwarded``) of a TLS-terminating proxy, so that links (the
+  ``next`` links of lists, the version document) carry the client's scheme
+  and host; only with ``[oslo_middleware] enable_proxy_headers_parsing``.
+* ``RequestBodySizeLimiter`` refuses bodies above ``[oslo_middleware]
+  max_request_body_size`` (the outer bound; the API answers bodies above
+  ``[api] max_request_body_size`` with its own JSON 413).
 
 * ``RequestId`` gives every request an id (``req-<uuid>``), answered in
   ``x-openstack-request-id`` (and ``X-Request-Id``, as before); a valid
@@ -11,8 +21,11 @@
 """
 
 from oslo_config import cfg
+from oslo_middleware import cors
 from oslo_middleware import healthcheck
+from oslo_middleware import http_proxy_to_wsgi
 from oslo_middleware import request_id
+from oslo_middleware import sizelimit
 
 from conductor import healthcheck as livesnap_healthcheck
 
@@ -37,9 +50,29 @@ class _HealthcheckRoute(object):
         return self.application(environ, start_response)
 
 
+#: Headers a browser client may send and read, beyond the simple ones.
+CORS_ALLOW_HEADERS = ['X-Auth-Token', 'X-OpenStack-Request-ID',
+                      'OpenStack-API-Version', 'Content-Type']
+CORS_EXPOSE_HEADERS = ['X-OpenStack-Request-ID', 'X-Request-Id',
+                       'OpenStack-API-Version', 'Retry-After']
+
+
+def set_defaults():
+    """livesnap's defaults of the ``[cors]`` options."""
+    cors.set_defaults(
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        allow_methods=['GET', 'PUT', 'POST', 'DELETE', 'PATCH', 'HEAD'])
+
+
 def wrap(application):
-    """``application`` behind the healthcheck route and the request id."""
-    return request_id.RequestId(_HealthcheckRoute(application), CONF)
+    """``application`` behind CORS, the proxy headers, the body size limit,
+    the request id and the healthcheck route (outermost first)."""
+    set_defaults()
+    app = request_id.RequestId(_HealthcheckRoute(application), CONF)
+    app = sizelimit.RequestBodySizeLimiter(app, CONF)
+    app = http_proxy_to_wsgi.HTTPProxyToWSGI(app, CONF)
+    return cors.CORS(app, CONF)
 
 
 def request_ids(environ):

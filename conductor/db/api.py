@@ -411,9 +411,10 @@ def operation_with_disk_name(operation_id):
 
 def operations_with_disk_names(project_id=None, server_id=None):
     """``[(operation, its disk's name or None)]``, newest first (see
-    ``operation_list``), read in one transaction."""
+    ``operation_list``), read in one transaction; all of them (the API
+    pages them)."""
     with transaction() as s:
-        ops = operation_list(s, project_id, server_id)
+        ops = operation_list(s, project_id, server_id, limit=None)
         names = _disk_names(s, ops)
         return [(op, names.get(op.disk_id)) for op in ops]
 

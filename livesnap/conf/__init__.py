@@ -3,6 +3,7 @@ global ``oslo_config.cfg.CONF`` (oslo.messaging registers its own options
 there too, so a private ConfigOpts is not an option)."""
 
 from oslo_config import cfg
+from oslo_log import log as oslo_logging
 
 from livesnap.conf import agent
 from livesnap.conf import api
@@ -15,6 +16,17 @@ from livesnap.conf import libvirt
 CONF = cfg.CONF
 
 default.register_opts(CONF)
+# oslo.log's options: [DEFAULT] debug, log_file, log_dir, use_syslog,
+# use_journal, use_json, the format strings, default_log_levels, ...
+oslo_logging.register_options(CONF)
+
+#: livesnap's default log line: the thread's request id, then the caller's
+#: global request id (``[req-A req-B]``, ``[-]`` outside a request), from
+#: oslo.context through ``livesnap.context.RequestIdFilter``.
+LOG_FORMAT = ('%(asctime)s.%(msecs)03d %(process)d %(levelname)s %(name)s '
+              '[%(request_ids)s] %(message)s')
+oslo_logging.set_defaults(logging_context_format_string=LOG_FORMAT)
+CONF.set_default('logging_default_format_string', LOG_FORMAT)
 api.register_opts(CONF)
 agent.register_opts(CONF)
 conductor.register_opts(CONF)

@@ -43,6 +43,14 @@ opts = [
     cfg.IntOpt('max_request_body_size', default=65536, min=1024,
                help='Largest request body accepted, in bytes; a larger '
                     'one is answered 413.'),
+    cfg.IntOpt('default_page_size', default=1000, min=1,
+               help='Items a list (servers, snapshots, operations, hosts, '
+                    'policies, policy runs) returns when the request has '
+                    'no "limit"; a "next" link follows when there may be '
+                    'more.'),
+    cfg.IntOpt('max_page_size', default=1000, min=1,
+               help='Largest "limit" a list request may ask for; a larger '
+                    'one is lowered to it.'),
     cfg.IntOpt('operations_per_minute', default=60, min=0,
                help='Most snapshot operations (create, delete, revert) a '
                     'project may start in any 60 seconds, counted in the '

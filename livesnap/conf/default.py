@@ -5,8 +5,6 @@ opts = [
                default='/var/lib/livesnap',
                help='Top-level directory for livesnap state: the SQLite '
                     'database by default and the agent journal.'),
-    cfg.BoolOpt('debug', default=False,
-                help='Log at DEBUG level.'),
 ]
 
 

@@ -177,7 +177,8 @@ QUERIES = [
     '/v1/operations?server_id=a%20b',
     '/v1/operations?server_id=' + 'x' * 65,
     '/v1/operations?server_id=srv1%0A',
-    '/v1/operations?limit=5',
+    '/v1/operations?limit=five',      # limit is a page size (an integer)
+    '/v1/operations?page=2',
     '/v1/servers?all_tenants=1',
     '/v1/servers/srv1/snapshots?include_deleted=%ff',
 ]

@@ -170,6 +170,22 @@ def test_server_list_json(api, capsys):
                                 "Host": "hv1", "Disks": ["vda"]}]
 
 
+def test_server_list_follows_next_links(api, capsys):
+    second = dict(SERVER, id="srv2", name="db")
+    api.add("GET", "/v1/servers", (200, {
+        "servers": [SERVER], "servers_links": [{
+            "rel": "next",
+            "href": "https://proxy.example.org/v1/servers?limit=1"
+                    "&marker=srv1"}]}))
+    api.add("GET", "/v1/servers?limit=1&marker=srv1",
+            (200, {"servers": [second]}))
+    rc, out, _ = run(capsys, "-f", "json", "server", "list")
+    assert rc == 0
+    assert [s["ID"] for s in json.loads(out)] == ["srv1", "srv2"]
+    # The next page is asked of the same endpoint, not the link's host.
+    assert api.last()["path"] == "/v1/servers?limit=1&marker=srv1"
+
+
 def test_format_and_columns_after_the_command(api, capsys):
     api.add("GET", "/v1/servers", (200, {"servers": [SERVER]}))
     rc, out, _ = run(capsys, "server", "list", "-f", "json", "-c", "ID",
