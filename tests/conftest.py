@@ -1,6 +1,7 @@
 """Shared fixtures: configuration, databases (SQLite and the real
 PostgreSQL and MariaDB), and in-process or multi-process deployments."""
 
+import logging
 import os
 import uuid
 
@@ -14,6 +15,23 @@ def pytest_report_header(config):
         'available' if fixtures.postgres_available() else 'NOT available',
         'available' if fixtures.mariadb_available() else 'NOT available',
         'available' if fixtures.rabbit_available() else 'NOT available')]
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored():
+    """Leave the root logger as each test found it: a command run in
+    process (``livesnap-manage``, oslo.log's set-up) adds handlers bound to
+    the test's captured streams, which later tests would write to closed."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if handler not in handlers:
+            root.removeHandler(handler)
+    for handler in handlers:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture
