@@ -98,6 +98,7 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
                              snapshot_id=snapshot_id)
         if free:
             start_create(s, op, server, disk, snap)
+            sent = operations.outgoing(op)
         else:
             # The chain depth is checked when it starts: the conductor's
             # work in progress may shorten the chain.
@@ -113,7 +114,7 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
              'sent to %(host)s', {'snap': snapshot_id, 'server': server_id,
                                   'disk': disk_name, 'op': operation_id,
                                   'host': server.host})
-    operations.dispatch(ctxt, operation_id)
+    operations.dispatch(ctxt, sent)
     return snapshot_id, operation_id
 
 

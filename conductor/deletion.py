@@ -90,6 +90,7 @@ def delete(ctxt, snapshot_id, project_id=None):
                              prior_status=states.AVAILABLE)
         if free:
             send = start_delete(s, op, server, disk, snap)
+            sent = operations.outgoing(op) if send else None
         else:
             states.check_snapshot(snap, states.DELETING)
             send = False
@@ -99,7 +100,7 @@ def delete(ctxt, snapshot_id, project_id=None):
     if send:
         LOG.info('Deleting snapshot %(snap)s: %(mode)s, operation %(op)s',
                  {'snap': snapshot_id, 'mode': op.mode, 'op': operation_id})
-        operations.dispatch(ctxt, operation_id)
+        operations.dispatch(ctxt, sent)
     return operation_id
 
 
@@ -168,10 +169,11 @@ def finish_deferred(ctxt, disk_id):
         states.check_snapshot(snap, states.DELETING)
         operations.lock_disk_and_start(s, op, disk, task)
         op.steps = [operations.step('count-children', children=count)]
+        sent = operations.outgoing(op)
     LOG.info('Finishing deferred deletion of snapshot %(snap)s: %(mode)s, '
              'operation %(op)s', {'snap': snap.id, 'mode': mode,
                                   'op': operation_id})
-    operations.dispatch(ctxt or context.make(), operation_id)
+    operations.dispatch(ctxt or context.make(), sent)
     return operation_id
 
 

@@ -15,6 +15,8 @@ is free.
 """
 
 import calendar
+import collections
+import copy
 import datetime
 import logging
 import time
@@ -175,26 +177,48 @@ def _expires_at(op):
         seconds=CONF.conductor.operation_timeout)).timetuple())
 
 
+class Outgoing(collections.namedtuple('Outgoing',
+                                      'id host action task requested_by')):
+    """A started operation's task as read in the transaction that started
+    it (see :func:`outgoing`), to cast once that transaction committed
+    without reading the operation again."""
+
+
+def outgoing(op):
+    """What :func:`dispatch` casts for ``op``, which was just started
+    (``lock_disk_and_start``) in the caller's transaction."""
+    return Outgoing(op.id, op.host, op.action, copy.deepcopy(op.task),
+                    op.requested_by)
+
+
 def send_task(ctxt, op):
     """Cast the operation's task (as recorded) to its host's agent."""
     method = getattr(agent_rpcapi.AgentAPI(), _AGENT_METHODS[op.action])
     method(ctxt, op.host, op.task, expires_at=_expires_at(op))
 
 
-def dispatch(ctxt, operation_id):
+def dispatch(ctxt, operation):
     """Send a running operation's task; fail it if it cannot be sent.
 
     The operation was marked ``running`` when it took its disk's lock, so
     nothing here writes its status after the cast: the agent's report,
     however fast, is the next change.
+
+    :param operation: an :class:`Outgoing` read in the committed
+        transaction that started it, or an operation id (read again here,
+        and sent only if it is still ``running``).
     """
-    with db.transaction() as s:
-        op = s.get(models.Operation, operation_id)
-        s.expunge(op)
-    if op.status != states.RUNNING:
-        LOG.warning('Operation %(op)s is %(status)s; not sent',
-                    {'op': operation_id, 'status': op.status})
-        return
+    if isinstance(operation, Outgoing):
+        op = operation
+    else:
+        with db.transaction() as s:
+            op = s.get(models.Operation, operation)
+            s.expunge(op)
+        if op.status != states.RUNNING:
+            LOG.warning('Operation %(op)s is %(status)s; not sent',
+                        {'op': op.id, 'status': op.status})
+            return
+    operation_id = op.id
     try:
         send_task(ctxt, op)
     except Exception as exc:
@@ -207,8 +231,8 @@ def dispatch(ctxt, operation_id):
 
 def apply_report(operation_id, report, ctxt=None):
     """Apply an agent's final report once; later duplicates are ignored."""
-    disk_id = _apply_report(operation_id, report)
-    if disk_id is not None:
+    disk_id, waits = _apply_report(operation_id, report)
+    if waits:
         _after_finish(ctxt or {}, disk_id)
     return disk_id is not None
 
@@ -219,15 +243,15 @@ def _apply_report(operation_id, report):
         if op is None:
             LOG.warning('Report for unknown operation %(op)s ignored',
                         {'op': operation_id})
-            return None
+            return None, False
         if op.status in states.ENDED and not _in_doubt(s, op):
             LOG.info('Duplicate report for finished operation %(op)s '
                      'ignored', {'op': operation_id})
-            return None
+            return None, False
         if op.status == states.PENDING:
             LOG.warning('Report for operation %(op)s, which was never '
                         'started, ignored', {'op': operation_id})
-            return None
+            return None, False
         # Lock order: the operation, then its disk.  Reports change the
         # disk's tree; nobody else may while this row is held.
         db.disk_for_update(s, op.disk_id)
@@ -249,7 +273,9 @@ def _apply_report(operation_id, report):
         LOG.info('Operation %(op)s (%(action)s, %(mode)s) %(status)s',
                  {'op': op.id, 'action': op.action, 'mode': op.mode,
                   'status': op.status})
-        return op.disk_id
+        # Read under the disk's row lock: whatever starts waiting for the
+        # disk from now on finds it free (or waits for this commit).
+        return op.disk_id, db.work_waits_for_disk(s, op.disk_id)
 
 
 def _in_doubt(session, op):

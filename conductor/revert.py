@@ -73,6 +73,7 @@ def revert(ctxt, snapshot_id, project_id=None):
                              snapshot_id=snap.id, mode='offline')
         if free:
             start_revert(s, op, server, disk, snap)
+            sent = operations.outgoing(op)
     if not free:
         LOG.info('Reverting %(server)s/%(disk)s to snapshot %(snap)s: '
                  'operation %(op)s waits for the conductor\'s own work on '
@@ -82,7 +83,7 @@ def revert(ctxt, snapshot_id, project_id=None):
     LOG.info('Reverting %(server)s/%(disk)s to snapshot %(snap)s, '
              'operation %(op)s', {'server': server.id, 'disk': disk.name,
                                   'snap': snapshot_id, 'op': operation_id})
-    operations.dispatch(ctxt, operation_id)
+    operations.dispatch(ctxt, sent)
     return operation_id
 
 

@@ -43,9 +43,10 @@ _STARTERS = {
 def start_next(ctxt, disk_id):
     """Start the disk's oldest waiting operation if the disk is free.
 
-    :returns: (operation id, True) if its task is to be dispatched,
-        (operation id, False) if it ended at once (a logical delete, or
-        refused with its reason), or None if nothing started.
+    :returns: (operation id, the :class:`operations.Outgoing` to
+        dispatch) if its task is to be sent, (operation id, None) if it
+        ended at once (a logical delete, or refused with its reason), or
+        None if nothing started.
     """
     with db.transaction() as s:
         disk = db.disk_for_update(s, disk_id)
@@ -58,11 +59,11 @@ def start_next(ctxt, disk_id):
             send = _STARTERS[op.action](s, op, disk.server, disk)
         except exception.LivesnapException as exc:
             _refuse(s, op, exc)
-            return op.id, False
+            return op.id, None
         LOG.info('Operation %(op)s (%(action)s) waited for disk %(disk)s '
                  'and starts now', {'op': op.id, 'action': op.action,
                                     'disk': disk_id})
-        return op.id, send
+        return op.id, operations.outgoing(op) if send else None
 
 
 def _refuse(session, op, exc):
@@ -86,9 +87,9 @@ def start_work_waiting_for_disk(ctxt, disk_id):
         started = start_next(ctxt, disk_id)
         if started is None:
             break
-        op_id, send = started
-        if send:
-            operations.dispatch(ctxt, op_id)
+        sent = started[1]
+        if sent is not None:
+            operations.dispatch(ctxt, sent)
             return
     deletion.finish_deferred(ctxt, disk_id)
 

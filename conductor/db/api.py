@@ -448,6 +448,21 @@ def queued_operation(session, disk_id):
         .limit(1)).first()
 
 
+def work_waits_for_disk(session, disk_id):
+    """Does anything wait for the disk's lock: a ``pending`` operation, or
+    a logically deleted snapshot (the conductor's own deferred work)?
+    One query, so a report that frees a disk nobody waits for costs no
+    further transaction."""
+    pending = sa.select(models.Operation.id).where(
+        models.Operation.disk_id == disk_id,
+        models.Operation.status == states.PENDING)
+    deleted = sa.select(models.Snapshot.id).where(
+        models.Snapshot.disk_id == disk_id,
+        models.Snapshot.status == states.DELETED)
+    return bool(session.execute(
+        sa.select(sa.or_(sa.exists(pending), sa.exists(deleted)))).scalar())
+
+
 def disks_with_queued_operations(session):
     return list(session.scalars(
         sa.select(models.Operation.disk_id)

@@ -71,3 +71,28 @@ def test_host_liveness(database, conf):
             year=2000)
     with db.transaction() as s:
         assert not db.host_is_alive(s, 'h1')
+
+
+def test_work_waits_for_disk(database):
+    """What a report asks before it starts anything waiting for the disk
+    it frees: a pending operation, or a logically deleted snapshot."""
+    with db.transaction() as s:
+        _server(s)
+        s.add(models.Disk(id='d2', server_id='srv', name='vdb',
+                          active_image='/images/b.qcow2'))
+        s.add(models.Snapshot(id='s1', disk_id='d1', project_id='p1',
+                              name='s1', status='available'))
+    with db.transaction() as s:
+        assert not db.work_waits_for_disk(s, 'd1')
+        s.get(models.Snapshot, 's1').status = 'deleted'
+    with db.transaction() as s:
+        assert db.work_waits_for_disk(s, 'd1')
+        assert not db.work_waits_for_disk(s, 'd2')
+        s.add(models.Operation(
+            id='op1', project_id='p1', server_id='srv', disk_id='d2',
+            host='h', action='create', status='pending', steps=[]))
+    with db.transaction() as s:
+        assert db.work_waits_for_disk(s, 'd2')
+        s.get(models.Operation, 'op1').status = 'failed'
+    with db.transaction() as s:
+        assert not db.work_waits_for_disk(s, 'd2')

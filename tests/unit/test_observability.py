@@ -240,7 +240,7 @@ def test_deferred_work_notified_as_the_conductors(sqlite, sent,
                               size_bytes=512))
     dispatched = []
     monkeypatch.setattr(operations, 'dispatch',
-                        lambda ctxt, op_id: dispatched.append(op_id))
+                        lambda ctxt, sent: dispatched.append(sent.id))
     op_id = deletion.finish_deferred(context.make(), 'd1')
     assert dispatched == [op_id]
     assert [e for e, _ in sent] == ['livesnap.snapshot.delete.start']
