@@ -36,7 +36,7 @@ import copy
 import os
 import re
 
-import jsonschema
+from livesnap import schema as schema_check
 
 #: a QEMU layer's file name for a layer name (the qemu driver's rule, which
 #: legacy tasks spell out)
@@ -46,20 +46,6 @@ QEMU_LAYER = '%s.qcow2'
 class InvalidTask(ValueError):
     """A task does not fit its action's schema."""
 
-
-def _ecma_pattern(validator, pattern, instance, schema):
-    """``pattern`` as JSON Schema means it (ECMA-262): ``$`` is the end of
-    the string, not "before a final newline" as in Python's ``re``."""
-    if not validator.is_type(instance, 'string'):
-        return
-    if (re.search(pattern, instance) is None
-            or (pattern.endswith('$') and instance.endswith('\n'))):
-        yield jsonschema.ValidationError(
-            '%r does not match %r' % (instance[:80], pattern))
-
-
-_Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator, {'pattern': _ecma_pattern})
 
 # An operation id names the agent's journal file: no leading dot, so
 # neither "." nor ".." nor a hidden file.
@@ -306,8 +292,7 @@ def legacy_task(action, task):
 
 # -- validating (the agent) ------------------------------------------------
 def _check(schema, action, task):
-    error = jsonschema.exceptions.best_match(
-        _Validator(schema).iter_errors(task))
+    error = schema_check.first_error(task, schema)
     if error is not None:
         where = '/'.join(str(p) for p in error.absolute_path) or 'task'
         raise InvalidTask('Invalid %s task: %s: %s'

@@ -5,30 +5,12 @@ The OpenAPI document (``openapi.yaml``) holds the same schemas; a unit test
 keeps the two equal.
 """
 
-import re
-
-import jsonschema
-
-
-def _ecma_pattern(validator, pattern, instance, schema):
-    """``pattern`` as JSON Schema means it (ECMA-262): ``$`` is the end of
-    the string, not "before a final newline" as in Python's ``re``."""
-    if not validator.is_type(instance, 'string'):
-        return
-    if (re.search(pattern, instance) is None
-            or (pattern.endswith('$') and instance.endswith('\n'))):
-        yield jsonschema.ValidationError(
-            '%r does not match %r' % (instance[:80], pattern))
-
-
-Validator = jsonschema.validators.extend(
-    jsonschema.Draft202012Validator, {'pattern': _ecma_pattern})
+from livesnap import schema as _schema
 
 
 def validate(instance, schema):
     """:raises: jsonschema.ValidationError (the most relevant one)."""
-    error = jsonschema.exceptions.best_match(
-        Validator(schema).iter_errors(instance))
+    error = _schema.first_error(instance, schema)
     if error is not None:
         raise error
 
