@@ -60,7 +60,8 @@ class AgentService(object):
         self.journal = journal_mod.Journal(CONF.agent.journal_dir)
         self.runner = tasks.TaskRunner(
             self.driver, self.journal, self.conductor_api, self.host,
-            resend_interval=CONF.agent.report_resend_interval)
+            resend_interval=CONF.agent.report_resend_interval,
+            progress_interval=CONF.agent.progress_interval)
         self.manager = manager.AgentManager(self.runner)
         self.rpc_version = os.environ.get(TEST_RPC_VERSION_ENV)
         if self.rpc_version:

@@ -29,16 +29,20 @@ LOG = logging.getLogger(__name__)
 class TaskRunner(object):
 
     def __init__(self, driver, journal, conductor_api, host,
-                 resend_interval=5.0, resend_max_interval=60.0):
+                 resend_interval=5.0, resend_max_interval=60.0,
+                 progress_interval=1.0):
         """:param resend_interval: seconds a report waits for the
             conductor's acknowledgement before it is sent again; each
             further re-send waits twice as long, up to
-            ``resend_max_interval``."""
+            ``resend_max_interval``.
+        :param progress_interval: seconds between two progress messages
+            of one copy (see ``_progress_cb``)."""
         self.driver = driver
         self.journal = journal
         self.conductor_api = conductor_api
         self.host = host
         self.resend_interval = resend_interval
+        self.progress_interval = progress_interval
         self.resend_max_interval = max(resend_max_interval, resend_interval)
         self._running = set()
         self._running_lock = threading.Lock()
@@ -521,7 +525,20 @@ class TaskRunner(object):
         return None
 
     def _progress_cb(self, ctxt, operation_id):
+        """A copy's progress callback: one message per
+        ``progress_interval`` at most, none in a copy's first interval and
+        none at 100 (the report ends the operation at 100), so a short
+        merge costs no message and no database write."""
+        state = {'next': time.monotonic() + self.progress_interval,
+                 'sent': None}
+
         def progress(percent):
+            now = time.monotonic()
+            if percent >= 100.0 or percent == state['sent'] or \
+                    now < state['next']:
+                return
+            state['next'] = now + self.progress_interval
+            state['sent'] = percent
             try:
                 self.conductor_api.report_progress(ctxt, operation_id,
                                                    percent)

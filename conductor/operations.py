@@ -262,7 +262,8 @@ def _apply_report(operation_id, report):
         if report.get('status') == 'succeeded':
             on_success(s, op, report.get('result') or {})
             set_status(op, states.SUCCEEDED)
-            op.progress = 100.0 if op.progress is not None else None
+            if op.progress is not None or _copies(op):
+                op.progress = 100.0
             op.error = None
         else:
             op.error = report.get('error') or 'The operation failed.'
@@ -276,6 +277,12 @@ def _apply_report(operation_id, report):
         # Read under the disk's row lock: whatever starts waiting for the
         # disk from now on finds it free (or waits for this commit).
         return op.disk_id, db.work_waits_for_disk(s, op.disk_id)
+
+
+def _copies(op):
+    """Is ``op``'s work a copy whose progress the agent reports (a merge,
+    a clone)?  It ends at 100 even if it was too short to report any."""
+    return op.mode == 'merge' or op.action == 'clone'
 
 
 def _in_doubt(session, op):

@@ -54,6 +54,11 @@ opts = [
                  help='Longest time in seconds a merge\'s block job may '
                       'copy; a job that overruns it is cancelled and the '
                       'operation fails, leaving the images as they were.'),
+    cfg.FloatOpt('progress_interval', default=1.0, min=0.0,
+                 help='Seconds between two progress messages of a long '
+                      'copy (a merge, a clone) to the conductor; a copy '
+                      'that ends sooner sends none, its report says 100 '
+                      '(0: every poll of the job sends one).'),
     cfg.FloatOpt('report_resend_interval', default=5.0, min=0.1,
                  help='Seconds an operation\'s report waits for the '
                       'conductor\'s acknowledgement before the agent sends '

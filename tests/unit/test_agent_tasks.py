@@ -138,3 +138,29 @@ def test_inspect_takes_files_listed_as_plain_paths(runner, tmp_path):
         'files': ['/i/a', '/i/orphan']}
     result = runner.inspect([{'driver': 'fake', 'path': '/i/a'}])
     assert result['files'] == [{'path': '/i/orphan', 'locator': None}]
+
+
+def test_progress_is_throttled(runner, monkeypatch):
+    """A copy's progress: nothing in its first interval, at most one
+    message per interval after, never 100 (the report says it)."""
+    now = [1000.0]
+    monkeypatch.setattr(tasks.time, 'monotonic', lambda: now[0])
+    sent = []
+    runner.conductor_api.report_progress = \
+        lambda ctxt, op_id, percent: sent.append(percent)
+    progress = runner._progress_cb({}, 'op-1')
+    progress(10.0)
+    now[0] += 0.5
+    progress(40.0)
+    assert sent == []            # a copy shorter than the interval
+    now[0] += 0.6
+    progress(50.0)
+    progress(60.0)
+    assert sent == [50.0]
+    now[0] += 1.0
+    progress(50.0)               # the same figure again: nothing new
+    progress(100.0)
+    assert sent == [50.0]
+    now[0] += 0.1
+    progress(70.0)
+    assert sent == [50.0, 70.0]

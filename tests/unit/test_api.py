@@ -274,3 +274,16 @@ def test_agent_below_rpc_1_4_gets_legacy_tasks(offline, monkeypatch):
         disk = s.get(models.Disk, s.get(models.Snapshot, snap_id).disk_id)
         assert disk.snapshot_id == snap_id
         assert images.backing_file(disk.locator['path']) == base
+
+
+def test_merge_ends_at_full_progress(offline):
+    """A copy too short to report progress still ends at 100; an
+    operation that copies nothing has none."""
+    dep, _ = offline
+    old, op = scenarios.create_snapshot(dep, 'srv1', 'old')
+    assert op['progress'] is None
+    scenarios.create_snapshot(dep, 'srv1', 'new')
+    op_id = dep.ok('DELETE', '/v1/snapshots/%s' % old)['operation']['id']
+    op = dep.wait_operation(op_id)
+    assert op['status'] == 'succeeded' and op['mode'] == 'merge', op
+    assert op['progress'] == 100.0
