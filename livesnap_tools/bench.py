@@ -58,7 +58,7 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 SECTIONS = ('pause', 'create', 'merge-online', 'merge-offline', 'e2e',
-            'memory', 'api')
+            'memory', 'api', 'ceiling')
 #: sections run only when named with --only (they take minutes)
 OPT_IN_SECTIONS = ('load', 'libvirt')
 
@@ -759,6 +759,13 @@ def bench_pause(opts):
         summary, JANITOR.tmpdir)
 
 
+def bench_ceiling(opts):
+    from livesnap_tools import bench_ceiling as ceiling
+    return ceiling.run(opts, lambda d: _start_vm(d, 64 * MiB, 0,
+                                                 name='ceiling'),
+                       _driver, JANITOR.tmpdir)
+
+
 def bench_load(opts):
     from livesnap_tools import bench_load as load
     return load.run(opts, JANITOR)
@@ -781,7 +788,8 @@ def bench_libvirt(opts):
 BENCHES = {'pause': bench_pause,
            'create': bench_create, 'merge-online': bench_merge_online,
            'merge-offline': bench_merge_offline, 'e2e': bench_e2e,
-           'memory': bench_memory, 'api': bench_api, 'load': bench_load,
+           'memory': bench_memory, 'api': bench_api,
+           'ceiling': bench_ceiling, 'load': bench_load,
            'libvirt': bench_libvirt}
 
 
@@ -884,6 +892,9 @@ def render(report):
     if 'api' in sec:
         from livesnap_tools import bench_api
         out += bench_api.render(sec['api'])
+    if 'ceiling' in sec:
+        from livesnap_tools import bench_ceiling
+        out += bench_ceiling.render(sec['ceiling'], _table)
     if 'load' in sec:
         from livesnap_tools import bench_load
         out += bench_load.render(sec['load'])
