@@ -77,6 +77,12 @@ def add_arguments(parser):
     g.add_argument('--poll-interval', type=float, default=0.02,
                    help='seconds between a tenant\'s GETs of its operation '
                         '(default 0.02)')
+    g.add_argument('--rate', type=float, default=0.0,
+                   help='operations per second offered by all the tenants '
+                        'together, each VM\'s operations evenly spaced '
+                        '(a VM behind its schedule goes on at once); 0: '
+                        'each VM starts its next operation as soon as the '
+                        'last one ended (default)')
     g.add_argument('--write-kib', type=int, default=64,
                    help='guest data written into the live layer before '
                         'each create, KiB (default 64; 0: none)')
@@ -110,6 +116,8 @@ def finish_options(opts, error):
         error('--tenants cannot exceed --vms (a tenant owns VMs)')
     if opts.duration <= 0:
         error('--duration must be > 0')
+    if opts.rate < 0:
+        error('--rate must be >= 0')
 
 
 # -- one run ---------------------------------------------------------------
@@ -148,7 +156,7 @@ def run(opts, janitor):
         'duration_s': opts.duration, 'depth': opts.depth,
         'poll_interval_s': opts.poll_interval,
         'write_kib': opts.write_kib, 'baseline_n': opts.baseline_n,
-        'nice': opts.nice,
+        'nice': opts.nice, 'rate': opts.rate,
         'conductors': opts.conductor_counts}
     try:
         t0 = time.monotonic()
@@ -220,7 +228,8 @@ def _phase(opts, cl, observer, dbname, disk_size):
     workers = [tenants_mod.Worker(
         spec, cl.conductor_urls[i % n_cond], deadline, opts.depth,
         opts.poll_interval, write=observer.write,
-        write_bytes=opts.write_kib * 1024, disk_size=disk_size)
+        write_bytes=opts.write_kib * 1024, disk_size=disk_size,
+        interval=len(cl.vms) / opts.rate if opts.rate > 0 else 0.0)
         for i, spec in enumerate(cl.vms)]
     kinds = _kinds(cl, dbname)
     before = procstat.sample(kinds)
@@ -428,6 +437,12 @@ def render(res):
         for crash in p['crashes'][:3]:
             notes.append('%d conductor(s): a tenant stopped: %s'
                          % (p['conductors'], crash.strip().splitlines()[-1]))
+    if sh.get('rate'):
+        notes.insert(1, 'offered rate %g operations/s over all VMs: one '
+                        'VM\'s operations start %.2f s apart (a VM behind '
+                        'goes on at once); without it each VM goes as fast '
+                        'as its operations end' % (sh['rate'], sh['vms'] /
+                                                   sh['rate']))
     notes += res.get('notes', [])
     out += ['  * ' + n for n in notes]
     return out + ['']

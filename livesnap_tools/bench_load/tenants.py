@@ -17,6 +17,7 @@ waits until the disk is idle and reads its snapshot list again.
 
 import http.client
 import json
+import random
 import socket
 import time
 import traceback
@@ -134,10 +135,13 @@ class Worker(object):
 
     :param spec: the cluster's VM dict (``name``, ``token``).
     :param write: ``write(vm_name, pattern, offset, length)`` or None.
+    :param interval: seconds from one operation's start to the next's (an
+        offered rate; a worker behind it starts at once and does not catch
+        up), or 0 to start each as soon as the last one ended.
     """
 
     def __init__(self, spec, base_url, deadline, depth, poll_interval,
-                 write=None, write_bytes=0, disk_size=0):
+                 write=None, write_bytes=0, disk_size=0, interval=0.0):
         self.name = spec['name']
         self.client = Client(base_url, spec['token'])
         self.deadline = deadline
@@ -154,6 +158,9 @@ class Worker(object):
         self._snaps = []
         self._consecutive = 0
         self._counter = 0
+        self.interval = interval
+        # a random phase, so the workers' starts do not come in bursts
+        self._next_start = time.time() + random.uniform(0.0, interval)
 
     # -- the loop -------------------------------------------------------
     def run(self):
@@ -193,6 +200,12 @@ class Worker(object):
     def _operation(self, action, method, path, body=None):
         """Start one operation and wait for it; return its record (None if
         it could not start) and keep the worker in step on failures."""
+        if self.interval:
+            wait = self._next_start - time.time()
+            if wait > 0:
+                time.sleep(wait)
+            self._next_start = max(self._next_start,
+                                   time.time()) + self.interval
         t_post = time.time()
         try:
             status, payload = self.client.request(method, path, body,

@@ -90,7 +90,8 @@ def test_load_options_defaults_and_quick():
 
 @pytest.mark.parametrize('argv', [
     ['--conductors', '2,1'], ['--conductors', 'x'], ['--vms', '0'],
-    ['--tenants', '5', '--vms', '2'], ['--duration', '0']])
+    ['--tenants', '5', '--vms', '2'], ['--duration', '0'],
+    ['--rate', '-1']])
 def test_load_options_refused(argv):
     with pytest.raises(SystemExit):
         _opts(argv)
@@ -140,3 +141,34 @@ def test_stop_processes_kills_what_ignores_sigterm():
                 proc.kill()
                 proc.wait()
         stubborn.stdout.close()
+
+
+def test_an_offered_rate_spaces_a_workers_operations(monkeypatch):
+    """With ``interval`` a worker starts its operations that far apart;
+    one that fell behind starts at once and does not catch up."""
+    from livesnap_tools.bench_load import tenants
+    now = [100.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    monkeypatch.setattr(tenants.time, 'time', lambda: now[0])
+    monkeypatch.setattr(tenants.time, 'sleep', sleep)
+    monkeypatch.setattr(tenants.random, 'uniform', lambda a, b: 0.0)
+    worker = tenants.Worker({'name': 'vm1', 'token': 't'},
+                            'http://127.0.0.1:1', deadline=1e9, depth=1,
+                            poll_interval=0.01, interval=2.0)
+    starts = []
+    worker.client.request = lambda *a, **k: (
+        starts.append(now[0]), (500, {}))[1]
+    worker._failed = lambda action, why: None
+    worker._operation('create', 'POST', '/x')   # at once
+    now[0] += 0.5                               # it took 0.5 s
+    worker._operation('create', 'POST', '/x')   # waits 1.5 s
+    now[0] += 5.0                               # this one took 5 s
+    worker._operation('create', 'POST', '/x')   # behind: at once
+    worker._operation('create', 'POST', '/x')   # 2 s after that
+    assert starts == [100.0, 102.0, 107.0, 109.0]
+    assert slept == [1.5, 2.0]
