@@ -1,4 +1,4 @@
-"""``tools/bench --only load`` at a tiny size, so it cannot rot.
+"""``tools/bench --only load,ceiling`` at a tiny size, so it cannot rot.
 
 Two agents, two VMs, a few seconds per phase with one then two
 conductors, over the real RabbitMQ and PostgreSQL.  No figure is checked
@@ -49,10 +49,10 @@ def _processes_mentioning(text):
 def test_load_bench_tiny_run_cleans_up():
     _needs_services()
     proc = subprocess.run(
-        [sys.executable, '-m', 'livesnap_tools.bench', '--only', 'load',
-         '--json', '--agents', '2', '--vms', '2', '--tenants', '1',
-         '--duration', '3', '--depth', '2', '--baseline-n', '2',
-         '--conductors', '1,2'],
+        [sys.executable, '-m', 'livesnap_tools.bench', '--only',
+         'load,ceiling', '--json', '--agents', '2', '--vms', '2',
+         '--tenants', '1', '--duration', '3', '--depth', '2',
+         '--baseline-n', '2', '--conductors', '1,2', '--rate', '8'],
         cwd=TOP, capture_output=True, text=True, timeout=600,
         stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
@@ -73,6 +73,14 @@ def test_load_bench_tiny_run_cleans_up():
     # the table renders from the same data
     from livesnap_tools import bench_load
     assert 'operations/s' in '\n'.join(bench_load.render(load))
+    # the ceiling section: QEMU's and the driver's CPU per operation
+    ceiling = report['sections']['ceiling']
+    assert [r['kind'] for r in ceiling['rows']] == ['create', 'merge',
+                                                     'write']
+    assert ceiling['ops'] > 0 and ceiling['ceiling_qemu'] > 0
+    assert ceiling['ceiling_qemu_driver'] <= ceiling['ceiling_qemu']
+    from livesnap_tools import bench
+    assert 'ceiling op/s' in bench.render(report)
     # nothing left behind
     assert not os.path.exists(load['state_dir'])
     assert _processes_mentioning(load['state_dir']) == []
