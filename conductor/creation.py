@@ -79,11 +79,15 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
     operation_id = operations.new_id()
     snapshot_id = operations.new_id()
     with db.transaction() as s:
-        server = db.server_get(s, server_id, project_id)
-        disk = db.disk_get_by_name(s, server, disk_name)
-        hosts.ensure_alive(s, server.host)
-        disk = db.disk_for_update(s, disk.id)
+        # The disk's row is locked before anything else is read, so every
+        # row below is read once, fresh.
+        disk = db.disk_for_update(s, db.disk_id_by_name(
+            s, server_id, disk_name, project_id))
+        if disk is None:
+            raise exception.NotFound('Server %s has no disk named %s.'
+                                     % (server_id, disk_name))
         server = disk.server
+        hosts.ensure_alive(s, server.host)
         free = operations.may_start_now(s, server, disk)
         if quiesce == 'required':
             _check_quiesce(server, disk)
@@ -97,7 +101,7 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
         op = operations.record(s, operation_id, 'create', server, disk,
                              snapshot_id=snapshot_id)
         if free:
-            start_create(s, op, server, disk, snap)
+            start_create(s, op, server, disk, snap, host_checked=True)
             sent = operations.outgoing(op)
         else:
             # The chain depth is checked when it starts: the conductor's
@@ -143,16 +147,19 @@ def _quiesce_task(task, server, disk, snap):
     return task
 
 
-def start_create(session, op, server, disk, snap=None):
+def start_create(session, op, server, disk, snap=None, host_checked=False):
     """Decide and start a create on a free disk whose row is locked: the
     limits, the parent (the live image's position) and the new layer's
     name are all taken from rows read under that lock.
 
+    :param host_checked: the caller has checked the host's liveness in
+        this transaction.
     :returns: True (a task to dispatch).
     :raises: HostDown, ChainTooDeep, QuotaExceeded
     """
     snap = snap or session.get(models.Snapshot, op.snapshot_id)
-    hosts.ensure_alive(session, server.host)
+    if not host_checked:
+        hosts.ensure_alive(session, server.host)
     limits.check_create(session, server, disk, snapshot_id=snap.id)
     snap.parent_id = disk.snapshot_id
     # The live layer becomes the snapshot's; the driver says so in its

@@ -265,6 +265,27 @@ def server_with_disks(server_id, project_id=None):
         return server_get(s, server_id, project_id)
 
 
+def disk_id_by_name(session, server_id, name, project_id=None):
+    """The id of server ``server_id``'s disk ``name``, read without
+    loading either row (the caller then locks the disk's row and reads it
+    once, fresh).
+
+    :raises: NotFound for an unknown server (or another project's) or
+        disk, as ``server_get`` and ``disk_get_by_name`` would.
+    """
+    row = session.execute(
+        sa.select(models.Disk.id, models.Server.project_id)
+        .join(models.Server, models.Disk.server_id == models.Server.id)
+        .where(models.Server.id == server_id)
+        .where(models.Disk.name == name)).first()
+    if row is None or (project_id is not None
+                       and row.project_id != project_id):
+        server_get(session, server_id, project_id)
+        raise exception.NotFound('Server %s has no disk named %s.'
+                                 % (server_id, name))
+    return row.id
+
+
 def disk_get_by_name(session, server, name):
     for disk in server.disks:
         if disk.name == name:
