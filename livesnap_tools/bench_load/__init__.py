@@ -23,10 +23,17 @@ phase's start to its deadline): operations that ended in it, requests
 answered in it, CPU used in it.  After the deadline the tenants only finish
 the deletes of the cycle they are in; those are not counted.
 
-Everything (processes, VMs, vhost, database, files) is undone by the
-benchmark's janitor, also on an error, Ctrl-C or SIGTERM.
+With ``--hosts N`` the agents run on a host bed (``livesnap_tools/hostbed.py``,
+root only): N network namespaces, one agent and its VMs and image directory
+in each, and a private RabbitMQ and PostgreSQL on the bed's bridge that the
+agents reach over their veths and the conductors (in the root namespace)
+over the bridge address; the machine's shared services are not used.
+
+Everything (processes, VMs, vhost, database, the bed, files) is undone by
+the benchmark's janitor, also on an error, Ctrl-C or SIGTERM.
 """
 
+import collections
 import os
 import sys
 import time
@@ -47,6 +54,11 @@ DEFAULTS = {'agents': 20, 'vms': 40, 'tenants': 20, 'duration': 60.0,
 QUICK = {'agents': 20, 'vms': 40, 'tenants': 20, 'duration': 10.0,
          'depth': 2, 'baseline_n': 5}
 
+#: where the run's database and broker are: PostgreSQL's address, port and
+#: database name, and the RabbitMQ pids to charge (None: every beam.smp)
+Services = collections.namedtuple('Services', 'pg_host pg_port dbname '
+                                              'rabbit_pids')
+
 LIMITS = ('[api]\noperations_per_minute = 0\n'
           '[conductor]\nmax_chain_depth = 0\nsnapshot_quota = -1\n'
           'host_down_time = 120\n')
@@ -58,6 +70,13 @@ def add_arguments(parser):
     g.add_argument('--agents', type=int, default=None,
                    help='agent processes, one host each (default %d)'
                         % DEFAULTS['agents'])
+    g.add_argument('--hosts', type=int, default=0,
+                   help='run the agents on a host bed of this many network '
+                        'namespaces, one agent (and its VMs) in each, with '
+                        'a private RabbitMQ and PostgreSQL reached over the '
+                        'namespaces\' network (root only; sets --agents; '
+                        'see docs/hosts.md); 0: all on the loopback with '
+                        'the shared services (default)')
     g.add_argument('--vms', type=int, default=None,
                    help='QEMU VMs spread over the hosts (default %d)'
                         % DEFAULTS['vms'])
@@ -99,6 +118,13 @@ def add_arguments(parser):
 def finish_options(opts, error):
     """Fill the load options' defaults; ``error(msg)`` on a bad value."""
     base = QUICK if opts.quick else DEFAULTS
+    if opts.hosts < 0:
+        error('--hosts must be >= 0')
+    if opts.hosts:
+        if opts.agents is not None and opts.agents != opts.hosts:
+            error('--hosts runs one agent per host: --agents must be left '
+                  'out or equal --hosts')
+        opts.agents = opts.hosts
     for key in base:
         if getattr(opts, key, None) is None:
             setattr(opts, key, base[key])
@@ -124,30 +150,24 @@ def finish_options(opts, error):
 def run(opts, janitor):
     """The load section: returns its result dict (see :func:`render`)."""
     from livesnap_tools import fixtures
-    missing = [what for what, ok in (
-        ('RabbitMQ at 127.0.0.1:5672', fixtures.rabbit_available()),
-        ('PostgreSQL at 127.0.0.1:5432', fixtures.postgres_available()))
-        if not ok]
-    if missing:
-        return {'skipped': '%s not reachable' % ' and '.join(missing)}
     result = {'skipped': None, 'phases': [], 'notes': [], 'vm_status': {}}
-    vhost = fixtures.rabbit_add_vhost()
-    janitor.push('delete vhost %s' % vhost, fixtures.rabbit_delete_vhost,
-                 vhost)
-    dbname = 'livesnap_load_%s' % uuid.uuid4().hex[:12]
-    fixtures.pg_admin('CREATE DATABASE %s' % dbname)
-    janitor.push('drop database %s' % dbname, fixtures.pg_admin,
-                 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % dbname)
     root = janitor.tmpdir('lsl-')
-    result.update(vhost=vhost, database=dbname, state_dir=root)
-    print('bench: load uses RabbitMQ vhost %s, PostgreSQL database %s, '
-          'directory %s' % (vhost, dbname, root), file=sys.stderr)
     disk_size = 64 * MiB
+    if opts.hosts:
+        backing = _start_bed(opts, janitor, root, result)
+    else:
+        backing = _shared_services(janitor, result)
+    if backing is None:
+        return result
+    services, transport_url, database_url = backing
+    result.update(state_dir=root)
+    print('bench: load uses RabbitMQ %s, PostgreSQL database %s, '
+          'directory %s' % (transport_url, database_url, root),
+          file=sys.stderr)
     cl = cluster_mod.Cluster(
-        root, fixtures.RABBIT_URL + vhost,
-        'postgresql+psycopg2://postgres@127.0.0.1:5432/%s' % dbname,
-        opts.agents, opts.vms, opts.tenants, disk_size, extra=LIMITS,
-        nice=opts.nice)
+        root, transport_url, database_url, opts.agents, opts.vms,
+        opts.tenants, disk_size, extra=LIMITS, nice=opts.nice,
+        host_names=result.get('host_names'), netns=bool(opts.hosts))
     janitor.push('stop the load cluster', cl.stop)
     observer = monitor_mod.Observer()
     janitor.push('close the QMP observer', observer.close)
@@ -156,7 +176,7 @@ def run(opts, janitor):
         'duration_s': opts.duration, 'depth': opts.depth,
         'poll_interval_s': opts.poll_interval,
         'write_kib': opts.write_kib, 'baseline_n': opts.baseline_n,
-        'nice': opts.nice, 'rate': opts.rate,
+        'nice': opts.nice, 'rate': opts.rate, 'hosts': opts.hosts,
         'conductors': opts.conductor_counts}
     try:
         t0 = time.monotonic()
@@ -172,7 +192,7 @@ def run(opts, janitor):
             while len(cl.conductor_urls) < n:
                 cl.start_conductor(fixtures.free_port())
             result['phases'].append(
-                _phase(opts, cl, observer, dbname, disk_size))
+                _phase(opts, cl, observer, services, disk_size))
         for spec in cl.vms:
             result['vm_status'][spec['name']] = observer.status(
                 spec['name'])
@@ -192,11 +212,79 @@ def run(opts, janitor):
     return result
 
 
-def _pg_backends(dbname):
-    """Pids of the PostgreSQL backends serving ``dbname`` (not ours)."""
-    import psycopg2
+def _shared_services(janitor, result):
+    """A vhost of the shared RabbitMQ and a database of the shared
+    PostgreSQL (both on 127.0.0.1), removed by the janitor.  Returns
+    ``(Services, transport_url, database_url)``, or None (and
+    ``result['skipped']`` set) if they are not reachable."""
+    from livesnap_tools import fixtures
+    missing = [what for what, ok in (
+        ('RabbitMQ at 127.0.0.1:5672', fixtures.rabbit_available()),
+        ('PostgreSQL at 127.0.0.1:5432', fixtures.postgres_available()))
+        if not ok]
+    if missing:
+        result['skipped'] = '%s not reachable' % ' and '.join(missing)
+        return None
+    vhost = fixtures.rabbit_add_vhost()
+    janitor.push('delete vhost %s' % vhost, fixtures.rabbit_delete_vhost,
+                 vhost)
+    dbname = 'livesnap_load_%s' % uuid.uuid4().hex[:12]
+    fixtures.pg_admin('CREATE DATABASE %s' % dbname)
+    janitor.push('drop database %s' % dbname, fixtures.pg_admin,
+                 'DROP DATABASE IF EXISTS %s WITH (FORCE)' % dbname)
+    result.update(vhost=vhost, database=dbname)
+    return (Services('127.0.0.1', 5432, dbname, None),
+            fixtures.RABBIT_URL + vhost,
+            'postgresql+psycopg2://postgres@127.0.0.1:5432/%s' % dbname)
+
+
+def bed_host_names(tag, n):
+    """The hosts (and namespaces) of a load run's bed: ``TAG-hv01`` ..."""
+    return ['%s-hv%02d' % (tag, i + 1) for i in range(n)]
+
+
+def _start_bed(opts, janitor, root, result):
+    """The network and services of a host bed of ``opts.hosts`` hosts
+    (its agents and VMs are the cluster's), removed by the janitor.
+    Returns ``(Services, transport_url, database_url)``, or None (and
+    ``result['skipped']`` set) if the bed cannot run here."""
+    from livesnap_tools import hostbed
+    why = hostbed.unavailable()
+    if why:
+        result['skipped'] = 'host bed unavailable: %s' % why
+        return None
+    tag = 'l' + uuid.uuid4().hex[:5]
+    names = bed_host_names(tag, opts.hosts)
+    bed = hostbed.HostBed(os.path.join(root, 'bed'), hosts=opts.hosts,
+                          tag=tag, host_names=names)
+    janitor.push('remove the host bed %s' % tag, bed.stop)
+    bed.make_network()
+    bed.start_services()
+    result.update(host_names=names, bridge=bed.bridge,
+                  bed_address=bed.address, database=bed.database_url,
+                  vhost=None)
+    return (Services(bed.pg.host, bed.pg.port, 'livesnap',
+                     lambda: _pidfile_pids(bed.rabbit.pidfile)),
+            bed.rabbit.url, bed.database_url)
+
+
+def _pidfile_pids(path):
+    """``[pid]`` read from ``path`` (``[]`` if unreadable)."""
     try:
-        conn = psycopg2.connect(host='127.0.0.1', user='postgres',
+        with open(path) as f:
+            return [int(f.read().strip())]
+    except (OSError, ValueError):
+        return []
+
+
+def _pg_backends(services):
+    """Pids of the PostgreSQL backends serving the run's database (not
+    ours)."""
+    import psycopg2
+    dbname = services.dbname
+    try:
+        conn = psycopg2.connect(host=services.pg_host,
+                                port=services.pg_port, user='postgres',
                                 dbname=dbname)
     except psycopg2.Error:
         return []
@@ -209,15 +297,16 @@ def _pg_backends(dbname):
         conn.close()
 
 
-def _kinds(cl, dbname):
+def _kinds(cl, services):
     kinds = cl.pids()
-    kinds['postgres'] = _pg_backends(dbname)
-    kinds['rabbitmq'] = procstat.pids_by_comm('beam.smp')
+    kinds['postgres'] = _pg_backends(services)
+    kinds['rabbitmq'] = (services.rabbit_pids() if services.rabbit_pids
+                         else procstat.pids_by_comm('beam.smp'))
     kinds['clients'] = [os.getpid()]
     return kinds
 
 
-def _phase(opts, cl, observer, dbname, disk_size):
+def _phase(opts, cl, observer, services, disk_size):
     """Baseline, then ``opts.duration`` s of load with the conductors
     running now.  Returns the phase's figures."""
     names = [s['name'] for s in cl.vms]
@@ -231,7 +320,7 @@ def _phase(opts, cl, observer, dbname, disk_size):
         write_bytes=opts.write_kib * 1024, disk_size=disk_size,
         interval=len(cl.vms) / opts.rate if opts.rate > 0 else 0.0)
         for i, spec in enumerate(cl.vms)]
-    kinds = _kinds(cl, dbname)
+    kinds = _kinds(cl, services)
     before = procstat.sample(kinds)
     threads = [threading.Thread(target=w.run, name='tenant-' + w.name,
                                 daemon=True) for w in workers]
@@ -245,7 +334,7 @@ def _phase(opts, cl, observer, dbname, disk_size):
                                    % ', '.join(cl.dead()))
         requests = sum(w.client.requests for w in workers)
         conn_errors = sum(w.client.conn_errors for w in workers)
-        kinds_end = _kinds(cl, dbname)
+        kinds_end = _kinds(cl, services)
         after = procstat.sample(kinds_end)
         for t in threads:
             t.join(tenants_mod.OP_TIMEOUT * (opts.depth + 1))
@@ -403,13 +492,14 @@ def render(res):
                          _f((p['peak_rss_kib'][k]['mean'] or 0) / 1024.0))
             if p['peak_rss_kib'].get(k, {}).get('n') else '-'))
     out += _bench._table(heads, rows)
+    names = res.get('host_names') or ['hv01', 'hv%02d' % sh['agents']]
     notes = [
-        '%d agents (hosts hv01..hv%02d), %d VMs (-M none, 64 MiB qcow2), '
+        '%d agents (hosts %s..%s), %d VMs (-M none, 64 MiB qcow2), '
         '%d tenants; per VM: %d creates then %d deletes, oldest first '
         '(each a merge), %d KiB written before each create; GETs every '
         '%g s; %g s per phase; set-up %s s; livesnap processes at nice '
         '%d.'
-        % (sh['agents'], sh['agents'], sh['vms'], sh['tenants'],
+        % (sh['agents'], names[0], names[-1], sh['vms'], sh['tenants'],
            sh['depth'], sh['depth'], sh['write_kib'],
            sh['poll_interval_s'], sh['duration_s'], res.get('setup_s'),
            sh.get('nice', 0)),
@@ -424,9 +514,18 @@ def render(res):
         'write, %d per VM, before the phase, same VMs.' % sh['baseline_n'],
         'CPU from /proc/PID/stat (utime+stime; the agents\' children are '
         'the qemu-img processes they waited for); peak RSS = VmHWM.',
-        'RabbitMQ vhost %s and PostgreSQL database %s (both removed '
-        'afterwards).' % (res['vhost'], res['database']),
     ]
+    if sh.get('hosts'):
+        notes.append(
+            'on a host bed: each host a network namespace (bridge %s, '
+            '%s/24) running its agent and VMs; the conductors, a private '
+            'RabbitMQ and PostgreSQL (%s) in the root namespace, reached '
+            'over the bridge; the RabbitMQ row is that private broker '
+            '(all removed afterwards).'
+            % (res['bridge'], res['bed_address'], res['database']))
+    else:
+        notes.append('RabbitMQ vhost %s and PostgreSQL database %s (both '
+                     'removed afterwards).' % (res['vhost'], res['database']))
     for p in phases:
         if p['delete_modes'] and p['delete_modes'] != ['merge']:
             notes.append('%d conductor(s): delete modes %s'

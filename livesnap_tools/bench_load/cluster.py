@@ -6,6 +6,11 @@ one ``livesnap-agent`` process per hypervisor host, each with its own
 QEMU VMs spread over the hosts, every one registered through the REST API
 as a server of a tenant project.  Everything lives under one directory;
 :meth:`Cluster.stop` ends every process it started.
+
+With ``netns`` each host's agent and VMs run inside the network namespace
+named after the host (a host of ``livesnap_tools/hostbed.py``'s bed, made
+by the caller), through ``ip netns exec``, which execs the command: the
+pids are still the agents' and QEMUs' own.
 """
 
 import concurrent.futures
@@ -28,19 +33,27 @@ class ClusterError(Exception):
     pass
 
 
+def in_netns(netns, args):
+    """``args`` run inside network namespace ``netns`` (None: as is)."""
+    return ['ip', 'netns', 'exec', netns] + args if netns else args
+
+
 class LoadVM(testvm.TestVM):
     """A test VM with a second QMP monitor for the benchmark's observer
-    (the first one is the agent's; a QMP socket serves one client)."""
+    (the first one is the agent's; a QMP socket serves one client), run
+    inside network namespace ``netns`` if given."""
 
-    def __init__(self, image, qmp_socket, monitor_socket, name):
+    def __init__(self, image, qmp_socket, monitor_socket, name, netns=None):
         super().__init__(image, qmp_socket, name=name, timeout=30.0)
         self.monitor_socket = monitor_socket
+        self.netns = netns
 
     def command(self):
         cmd = super().command()
         at = cmd.index('-daemonize')
-        return cmd[:at] + ['-qmp', 'unix:%s,server=on,wait=off'
-                           % self.monitor_socket] + cmd[at:]
+        return in_netns(self.netns, cmd[:at] + [
+            '-qmp', 'unix:%s,server=on,wait=off' % self.monitor_socket]
+            + cmd[at:])
 
     def _files(self):
         return super()._files() + [self.monitor_socket]
@@ -57,14 +70,23 @@ class Cluster(object):
 
     :param root: a fresh directory for configs, images, journals, logs.
     :param extra: configuration appended to the shared config file.
+    :param host_names: the hosts' names (default hv01, hv02, ...).
+    :param netns: run each host's agent and VMs in the network namespace
+        named after the host.
     """
 
     def __init__(self, root, transport_url, database_url, agents, vms,
-                 tenants, disk_size, extra='', nice=0):
+                 tenants, disk_size, extra='', nice=0, host_names=None,
+                 netns=False):
         self.root = pathlib.Path(root)
         #: niceness of the conductor and agent processes
         self.nice = nice
-        self.hosts = ['hv%02d' % (i + 1) for i in range(agents)]
+        self.hosts = list(host_names or ['hv%02d' % (i + 1)
+                                         for i in range(agents)])
+        if len(self.hosts) != agents:
+            raise ClusterError('%d host names for %d agents'
+                               % (len(self.hosts), agents))
+        self.netns = netns
         self.tenants = ['tenant-%02d' % (i + 1) for i in range(tenants)]
         self.tokens = {ADMIN_TOKEN: {'project_id': 'admin',
                                      'roles': ['admin']}}
@@ -101,14 +123,15 @@ class Cluster(object):
                database_url) + extra)
 
     # -- processes ----------------------------------------------------------
-    def _spawn(self, name, module, override):
+    def _spawn(self, name, module, override, netns=None):
         conf = self.root / ('%s.conf' % name)
         conf.write_text(override)
         log = open(self.root / ('%s.log' % name), 'ab')
         try:
             proc = subprocess.Popen(
-                [sys.executable, '-m', module, '--config-file',
-                 str(self.config_file), '--config-file', str(conf)],
+                in_netns(netns, [sys.executable, '-m', module,
+                                 '--config-file', str(self.config_file),
+                                 '--config-file', str(conf)]),
                 stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 preexec_fn=(lambda: os.nice(self.nice)) if self.nice
@@ -116,7 +139,7 @@ class Cluster(object):
         finally:
             log.close()
         self.procs[name] = proc
-        self.spawned[name] = (module, override)
+        self.spawned[name] = (module, override, netns)
         return proc
 
     def respawn(self, name):
@@ -127,8 +150,8 @@ class Cluster(object):
             raise ClusterError('%s is still running' % name)
         if proc is not None:
             proc.wait()
-        module, override = self.spawned[name]
-        return self._spawn(name, module, override)
+        module, override, netns = self.spawned[name]
+        return self._spawn(name, module, override, netns)
 
     def log(self, name, tail=3000):
         try:
@@ -171,7 +194,8 @@ class Cluster(object):
                         '[agent]\nhost = %s\nimage_dirs = %s\n'
                         'journal_dir = %s\nheartbeat_interval = %s\n'
                         % (d / 'state', host, d / 'images', d / 'journal',
-                           heartbeat_interval))
+                           heartbeat_interval),
+                        netns=host if self.netns else None)
 
     def wait_hosts_up(self, timeout=180):
         """Block until every agent's host reads ``up`` in GET /v1/hosts."""
@@ -199,7 +223,8 @@ class Cluster(object):
         def boot(spec):
             images.create_base(spec['image'], self.disk_size)
             vm = LoadVM(spec['image'], spec['qmp_socket'],
-                        spec['monitor_socket'], name=spec['name'])
+                        spec['monitor_socket'], name=spec['name'],
+                        netns=spec['host'] if self.netns else None)
             spec['vm'] = vm
             vm.start()
         for spec in self.vms:

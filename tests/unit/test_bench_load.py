@@ -11,6 +11,8 @@ from livesnap_tools.bench_load import monitor
 from livesnap_tools.bench_load import procstat
 from livesnap_tools.bench_load import tenants
 
+MiB = 1024 * 1024
+
 
 def test_pause_windows_pair_stop_with_next_resume():
     events = [('RESUME', 0.5), ('STOP', 1.0), ('STOP', 1.1),
@@ -91,10 +93,40 @@ def test_load_options_defaults_and_quick():
 @pytest.mark.parametrize('argv', [
     ['--conductors', '2,1'], ['--conductors', 'x'], ['--vms', '0'],
     ['--tenants', '5', '--vms', '2'], ['--duration', '0'],
-    ['--rate', '-1']])
+    ['--rate', '-1'], ['--hosts', '-1'], ['--hosts', '3', '--agents', '2']])
 def test_load_options_refused(argv):
     with pytest.raises(SystemExit):
         _opts(argv)
+
+
+def test_load_hosts_option_sets_one_agent_per_host():
+    opts = _opts(['--hosts', '3', '--vms', '6', '--tenants', '3'])
+    assert (opts.hosts, opts.agents, opts.vms) == (3, 3, 6)
+    assert _opts(['--hosts', '3', '--agents', '3']).agents == 3
+    assert _opts([]).hosts == 0
+
+
+def test_cluster_on_a_host_bed_runs_agents_and_vms_in_namespaces(tmp_path):
+    from livesnap_tools.bench_load import cluster
+    names = bench_load.bed_host_names('labcde', 2)
+    assert names == ['labcde-hv01', 'labcde-hv02']
+    cl = cluster.Cluster(tmp_path, 'rabbit://x', 'sqlite://', 2, 3, 1,
+                         MiB, host_names=names, netns=True)
+    assert cl.hosts == names
+    assert [s['host'] for s in cl.vms] == names + names[:1]
+    spawned = []
+    cl._spawn = lambda name, module, override, netns=None: spawned.append(
+        (name, netns))
+    cl.start_agents(heartbeat_interval=2.0)
+    assert spawned == [('agent-' + n, n) for n in names]
+    vm = cluster.LoadVM('/i/a', '/r/a.qmp', '/r/a.mon', 'a', netns=names[1])
+    assert vm.command()[:4] == ['ip', 'netns', 'exec', names[1]]
+    assert '-qmp' in vm.command()
+    assert cluster.LoadVM('/i/a', '/r/a.qmp', '/r/a.mon',
+                          'a').command()[0] != 'ip'
+    with pytest.raises(cluster.ClusterError):
+        cluster.Cluster(tmp_path, 'rabbit://x', 'sqlite://', 3, 3, 1, MiB,
+                        host_names=names)
 
 
 def test_render_a_skipped_section():
