@@ -73,8 +73,9 @@ opts = [
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points ACTION:STEP:WHEN (WHEN is before '
                      'or after) where the agent kills itself with SIGKILL, '
-                     'to test recovery. See docs/faults.md. Never set in '
-                     'production.'),
+                     'to test recovery; ACTION:STEP:WHEN:SECONDS holds the '
+                     'operation there that many seconds instead. See '
+                     'docs/faults.md. Never set in production.'),
 ]
 
 
