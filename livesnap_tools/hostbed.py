@@ -337,9 +337,38 @@ class HostBed(fixtures.APIClientMixin):
                        self.host_dir(host, 'journal'))
                     + self.agent_extra.get(host, ''), netns=host)
 
-    def host_states(self):
+    def restart_agent(self, host, extra=None, timeout=120):
+        """Stop ``host``'s agent and start it again, from now on with
+        ``extra`` as its own configuration if given (as ``agent_extra``);
+        returns once the new agent's heartbeats reach the conductor."""
+        if extra is not None:
+            self.agent_extra[host] = extra
+        before = self.host_records()[host]['agent_started_at']
+        proc = self.procs.pop('agent-%s' % host, None)
+        if proc is not None:
+            fixtures.stop_processes([proc], timeout=30)
+        self.start_agent(host)
+        deadline = time.monotonic() + timeout
+        while True:
+            record = self.host_records().get(host, {})
+            if record.get('state') == 'up' and \
+                    record.get('agent_started_at') != before:
+                return
+            if self.procs['agent-%s' % host].poll() is not None:
+                raise BedError('agent %s exited: %s'
+                               % (host, self.log('agent-' + host)))
+            if time.monotonic() > deadline:
+                raise BedError('agent %s not back after %ss'
+                               % (host, timeout))
+            time.sleep(0.2)
+
+    def host_records(self):
+        """``{host: its GET /v1/hosts record}``."""
         hosts = self.ok('GET', '/v1/hosts', token=self.admin_token)['hosts']
-        return {h['name']: h['state'] for h in hosts}
+        return {h['name']: h for h in hosts}
+
+    def host_states(self):
+        return {name: h['state'] for name, h in self.host_records().items()}
 
     def wait_host(self, host, state='up', timeout=120):
         """Block until GET /v1/hosts shows ``host`` in ``state``."""

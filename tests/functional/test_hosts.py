@@ -16,6 +16,12 @@ Short heartbeat and host-down options (``hostbed.CONDUCTOR_FAST``,
   servers answer 202 and their operations succeed; once the link is up
   again the agent's journal settles the merge (the operation ends, the
   disk is free) and the host serves again.
+* One host's agent is held inside a create's paused section (a fault
+  point that holds it) and its link goes down there: the VM runs all
+  along (QEMU ran the section's queued ``cont``), the create ends
+  ``failed`` in doubt, the host's server answers 503 while another host's
+  server serves; once the link is up the journal's report settles the
+  create (``succeeded``, the disk free).
 * ``./tools/run --hosts 2 --detach`` serves a demo VM on each host, and
   ``--stop`` leaves no namespace, link or process behind.
 
@@ -214,6 +220,67 @@ def test_host_cut_off_mid_merge(bed):
     # And it serves again.
     snap_id, op_id = _create(bed, vm.name, 'after')
     _succeeds(bed, op_id)
+    assert vm.status() == 'running'
+
+
+#: seconds the agent is held inside a create's paused section: longer than
+#: the cut takes to show (host down, the operation failed in doubt)
+HOLD_S = 8
+
+
+def test_host_cut_while_a_create_is_paused(bed):
+    """The agent is held inside a create's paused section (a fault point
+    that holds it before ``pivot``, after ``stop`` went out with the rest
+    of the section), and its link goes down there."""
+    host = bed.hosts[0]
+    vm = bed.servers[host]
+    other = bed.servers[bed.hosts[1]]
+    name = 'agent-' + host
+    bed.restart_agent(host, '[agent]\nfault_points = '
+                            'create_snapshot:pivot:before:%d\n' % HOLD_S)
+    try:
+        vm.write(0xd1, 0, MiB)
+        snap_id, op_id = _create(bed, vm.name, 'held')
+        _wait(lambda: 'Fault injection: holding create_snapshot:pivot:before'
+              in bed.log(name, tail=20000), 'agent held in the pause')
+        bed.cut(host)
+        try:
+            # QEMU ran the section's queued cont: the VM runs while its
+            # agent is still inside the paused section, and stays running.
+            assert vm.status() == 'running'
+            _wait(lambda: bed.host_states()[host] == 'down', 'host down')
+            assert vm.status() == 'running'
+            # In doubt: failed with a reason, the disk still locked.
+            op = _wait(lambda: (lambda o: o if o['status'] != 'running'
+                                else None)(_op(bed, op_id)),
+                       'create ends while the host is cut off')
+            assert op['status'] == 'failed' and op['error'], op
+            assert _disk(bed, vm.name)['busy']
+            print('cut off in the pause: create %s failed in doubt: %s'
+                  % (op_id, op['error']))
+            # 503 for this host's server only.
+            status, body = bed.api(
+                'POST', '/v1/servers/%s/snapshots' % vm.name,
+                {'snapshot': {'name': 'x', 'disk': 'vda'}})
+            assert status == 503, body
+            _succeeds(bed, _create(bed, other.name, 'meanwhile')[1])
+            assert vm.status() == 'running'
+        finally:
+            bed.restore(host)
+        bed.wait_host(host, 'up', timeout=WAIT_S)
+        # The agent finished the create; its journal's report settles it.
+        _wait(lambda: not _disk(bed, vm.name)['busy'], 'disk released')
+        op = _op(bed, op_id)
+        assert op['status'] == 'succeeded', op
+        steps = [s['name'] for s in op['steps']]
+        assert 'pivot' in steps and 'resume' in steps, steps
+        print('link up: create %s %s, steps %s' % (op_id, op['status'],
+                                                   steps))
+        assert bed.api('GET', '/v1/snapshots/%s' % snap_id)[0] == 200
+        _check_disk(bed, host, [(0xd1, 0)])
+    finally:
+        bed.restart_agent(host, '')
+    _succeeds(bed, _create(bed, vm.name, 'after-hold')[1])
     assert vm.status() == 'running'
 
 
