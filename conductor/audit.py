@@ -28,7 +28,6 @@ and marks stuck snapshots ``error`` (creating) or back to ``available``
 import json
 import logging
 import os
-import re
 
 import sqlalchemy as sa
 
@@ -37,26 +36,12 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import tree
 from livesnap import context
+from livesnap import locators
 from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
 ACTIVE_OPS = ('pending', 'running')
-
-#: What image work appends to an image's name while it works on it.
-_WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
-
-
-def _leftover(path):
-    """What kind of file ``path`` is, for the audit's report."""
-    if path.endswith('.deleted'):
-        return 'the file of a deleted image that was never unlinked'
-    if _WORK_SUFFIX.search(path):
-        return 'a temporary file of an interrupted image creation'
-    if path.endswith('.qcow2'):
-        return 'an image'
-    return 'a file'
-
 
 def _key(locator):
     """A locator as a dictionary key (locators are compared whole)."""
@@ -142,15 +127,16 @@ def _in_the_works(found, running_ops, busy):
     return _key(found.get('locator')) in busy['images']
 
 
-def _inspect(ctxt, host, locators):
-    """``Driver.inspect`` on ``host``; through ``inspect_images`` for an
-    agent older than RPC 1.4 (QEMU layers only)."""
+def _inspect(ctxt, host, layers):
+    """``Driver.inspect`` of the locators ``layers`` on ``host``; through
+    ``inspect_images`` for an agent older than RPC 1.4 (QEMU layers
+    only)."""
     agent = agent_rpcapi.AgentAPI()
     if agent.can_send_locators(host):
-        return agent.inspect_layers(ctxt, host, locators)
-    paths = tasks.legacy_paths(locators)
+        return agent.inspect_layers(ctxt, host, layers)
+    paths = tasks.legacy_paths(layers)
     return tasks.locator_inspection(
-        locators, agent.inspect_images(ctxt, host, sorted(set(paths))))
+        layers, agent.inspect_images(ctxt, host, sorted(set(paths))))
 
 
 def audit_host(host, repair=False, ctxt=None):
@@ -195,7 +181,7 @@ def audit_host(host, repair=False, ctxt=None):
         findings.append({'kind': 'orphan', 'path': path,
                          'detail': '%s (%s) is in an image directory but '
                                    'no record points to it'
-                                   % (path, _leftover(path))})
+                                   % (path, locators.file_kind(path))})
     if repair:
         for finding in findings:
             _repair(ctxt, host, finding)

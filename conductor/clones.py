@@ -24,22 +24,12 @@ from conductor import exception
 from conductor import hosts
 from conductor import operations
 from conductor import states
+from livesnap import locators
 from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
 MODES = ('flat', 'linked')
-
-
-def _disk_locator(target, image):
-    """The new disk's locator from the agent's image locator: a QEMU disk
-    is reached on its server's QMP socket, as ``servers.register`` has
-    it; other drivers' disks keep the image's locator until attached."""
-    if image.get('driver') == 'qemu':
-        return dict(image, qmp_socket=target.qmp_socket)
-    if image.get('driver') == 'fake':
-        return dict(image, vm=None)
-    return dict(image)
 
 
 def clone(ctxt, snapshot_id, mode, disk_name, server_id=None,
@@ -120,10 +110,13 @@ def apply_cloned(session, op, result):
     name = target['disk']
     if any(d.name == name for d in server.disks):
         name = '%s-%s' % (name, op.id[:8])
+    siblings = [d.locator for d in server.disks]
     disk = models.Disk(id=target['disk_id'], server_id=server.id,
                        name=name, snapshot_id=None,
                        clone_of=op.snapshot_id, clone_mode=target['mode'])
-    disk.locator = _disk_locator(server, result['image'])
+    # The agent made an image locator; the driver's rule makes it a disk
+    # of the target server (QEMU: reached on the server's QMP socket).
+    disk.locator = locators.cloned_disk(result['image'], siblings)
     session.add(disk)
 
 

@@ -17,6 +17,7 @@ from conductor import hosts
 from conductor import limits
 from conductor import operations
 from conductor import states
+from livesnap import locators
 from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def quiesce_mode(requested, disk):
     ``off``."""
     if requested:
         return requested
-    return 'preferred' if (disk.locator or {}).get('qga_socket') else 'off'
+    return 'preferred' if locators.has_guest_agent(disk.locator) else 'off'
 
 
 def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
@@ -124,7 +125,7 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
 
 def _check_quiesce(server, disk):
     """:raises: BadRequest if ``required`` quiesce cannot be had."""
-    if not (disk.locator or {}).get('qga_socket'):
+    if not locators.has_guest_agent(disk.locator):
         raise exception.BadRequest(
             'Quiesce required, but server %s has no guest agent channel '
             '(qga_socket).' % server.id)

@@ -18,6 +18,7 @@ from conductor import hosts
 from conductor import operations
 from conductor import creation
 from conductor import states
+from livesnap import locators
 from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
@@ -25,15 +26,16 @@ LOG = logging.getLogger(__name__)
 
 def server_running(ctxt, server, disks):
     """Ask the host's agent whether a running VM uses one of ``disks``
-    (the server's disk locators).  A QEMU server registered without a QMP
-    socket never runs as far as livesnap knows, and is not asked about."""
-    if server.driver == 'qemu' and not server.qmp_socket:
+    (the server's disk locators).  A server that cannot be running as far
+    as livesnap knows (``livesnap.locators.may_run``: a QEMU server
+    registered without a QMP socket) is not asked about."""
+    if not locators.may_run(server.driver, disks):
         return False
     try:
         agent = agent_rpcapi.AgentAPI()
         if not agent.can_send_locators(server.host):
             return bool(agent.server_running(ctxt, server.host,
-                                             server.qmp_socket))
+                                             tasks.legacy_server(disks)))
         return any(agent.disk_online(ctxt, server.host, disk)
                    for disk in disks)
     except Exception as exc:

@@ -17,6 +17,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import operations
+from livesnap import locators
 from livesnap import rpc
 
 LOG = logging.getLogger(__name__)
@@ -52,9 +53,9 @@ def register(spec):
 
     :param spec: the request's ``server`` object, checked against
         ``conductor.api.schemas.server_create``: ``id``, ``name``,
-        ``project_id``, ``host``, optional ``qmp_socket`` and ``qga_socket``,
-        and ``disks``
-        (``[{'name', 'path'}]``).
+        ``project_id``, ``host``, ``disks`` (``[{'name', 'path'}]``) and
+        what the driver's registration takes besides (the QEMU driver's
+        sockets; see ``livesnap.locators.registered_disk``).
     :returns: the server, with its disks loaded (detached from the
         session, ready to render).
     :raises: BadRequest (disk names not unique, a path not normalised or
@@ -71,16 +72,12 @@ def register(spec):
         server = models.Server(
             id=spec['id'], name=spec['name'],
             project_id=spec['project_id'], host=spec['host'],
-            qmp_socket=spec.get('qmp_socket'))
+            **locators.server_columns(spec))
         s.add(server)
         for d in spec['disks']:
-            locator = {'driver': 'qemu', 'qmp_socket': spec.get('qmp_socket'),
-                       'path': d['path']}
-            if spec.get('qga_socket'):
-                # the guest agent's channel, for quiesce
-                locator['qga_socket'] = spec['qga_socket']
             s.add(models.Disk(id=operations.new_id(), server_id=server.id,
-                              name=d['name'], locator=locator))
+                              name=d['name'],
+                              locator=locators.registered_disk(spec, d)))
         s.flush()
         s.refresh(server)
         server.disks  # loaded now, to be read after the session ends
@@ -199,7 +196,7 @@ def register_domain(ctxt, spec):
         server = models.Server(
             id=spec['id'], name=spec['name'],
             project_id=spec['project_id'], host=host_name,
-            qmp_socket=None, driver='libvirt')
+            driver='libvirt')
         s.add(server)
         for d in disks:
             s.add(models.Disk(id=operations.new_id(), server_id=server.id,

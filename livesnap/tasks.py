@@ -36,11 +36,12 @@ import copy
 import os
 import re
 
+from livesnap import locators
 from livesnap import schema as schema_check
 
 #: a QEMU layer's file name for a layer name (the qemu driver's rule, which
 #: legacy tasks spell out)
-QEMU_LAYER = '%s.qcow2'
+QEMU_LAYER = locators.LAYER_FILE
 
 
 class InvalidTask(ValueError):
@@ -422,23 +423,32 @@ def locator_result(action, task, result):
 
 # -- the audit with an agent older than 1.4 ---------------------------------
 #: what the QEMU driver's image work appends to a file's name
-_QEMU_WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
+_QEMU_WORK_SUFFIX = locators.WORK_SUFFIX
 
 
-def legacy_paths(locators):
+def legacy_paths(layers):
     """The image paths ``inspect_images`` (RPC 1.0) takes for QEMU
-    ``locators``."""
-    return [loc['path'] for loc in locators
+    locators ``layers``."""
+    return [loc['path'] for loc in layers
             if loc and loc.get('driver') == 'qemu' and loc.get('path')]
 
 
-def locator_inspection(locators, report):
+def legacy_server(disks):
+    """What ``server_running`` (RPC 1.0) takes for the server whose disks
+    have the locators ``disks``: its QMP socket (None: none of its disks
+    is a QEMU disk with one)."""
+    sockets = [d['qmp_socket'] for d in disks
+               if d and d.get('driver') == 'qemu' and d.get('qmp_socket')]
+    return sockets[0] if sockets else None
+
+
+def locator_inspection(layers, report):
     """``Driver.inspect``'s answer from ``inspect_images``' (RPC 1.0)
-    ``report`` about ``locators``."""
+    ``report`` about the locators ``layers``."""
     seen = report.get('images') or {}
     by_path = {}
     images = []
-    for loc in locators:
+    for loc in layers:
         path = (loc or {}).get('path')
         info = seen.get(path) or {}
         by_path.setdefault(path, loc)

@@ -1,0 +1,64 @@
+"""livesnap.locators: the conductor's locator rules, by driver name."""
+
+import pytest
+
+from livesnap import locators
+from livesnap import tasks
+
+SERVER = {'id': 's1', 'name': 's1', 'project_id': 'p', 'host': 'h',
+          'qmp_socket': '/run/s1.qmp', 'disks': []}
+DISK = {'name': 'vda', 'path': '/i/vda.qcow2'}
+
+
+def test_registration_by_paths_is_the_qemu_drivers():
+    assert locators.server_columns(SERVER) == {'qmp_socket': '/run/s1.qmp'}
+    assert locators.registered_disk(SERVER, DISK) == {
+        'driver': 'qemu', 'qmp_socket': '/run/s1.qmp',
+        'path': '/i/vda.qcow2'}
+    with_qga = dict(SERVER, qga_socket='/run/s1.qga', driver='qemu')
+    assert locators.registered_disk(with_qga, DISK)['qga_socket'] == \
+        '/run/s1.qga'
+    assert 'qga_socket' not in locators.registered_disk(
+        dict(SERVER, qga_socket=None), DISK)
+
+
+def test_other_drivers_are_not_registered_by_paths():
+    assert locators.server_columns(dict(SERVER, driver='libvirt')) == {}
+    with pytest.raises(ValueError):
+        locators.registered_disk(dict(SERVER, driver='libvirt'), DISK)
+
+
+def test_a_cloned_disk_by_the_images_driver():
+    qemu = {'driver': 'qemu', 'qmp_socket': '/run/s1.qmp', 'path': '/i/a'}
+    image = {'driver': 'qemu', 'path': '/i/c.qcow2'}
+    assert locators.cloned_disk(image, [qemu]) == dict(
+        image, qmp_socket='/run/s1.qmp')
+    assert locators.cloned_disk(image, [dict(qemu, qmp_socket=None)]) == \
+        dict(image, qmp_socket=None)
+    fake = {'driver': 'fake', 'path': '/fake/c'}
+    assert locators.cloned_disk(fake, []) == dict(fake, vm=None)
+    libvirt = {'driver': 'libvirt', 'path': '/i/c.qcow2'}
+    assert locators.cloned_disk(libvirt, []) == libvirt
+
+
+def test_may_run_and_the_legacy_socket():
+    quiet = [{'driver': 'qemu', 'qmp_socket': None, 'path': '/i/a'}]
+    live = [dict(quiet[0], qmp_socket='/run/s1.qmp')]
+    assert not locators.may_run('qemu', quiet)
+    assert locators.may_run('qemu', live)
+    assert locators.may_run('libvirt', [{'driver': 'libvirt'}])
+    assert locators.may_run('fake', [])
+    assert tasks.legacy_server(live) == '/run/s1.qmp'
+    assert tasks.legacy_server(quiet) is None
+
+
+def test_guest_agent_and_file_kinds():
+    assert locators.has_guest_agent({'driver': 'qemu', 'qga_socket': '/q'})
+    assert not locators.has_guest_agent({'driver': 'qemu'})
+    assert not locators.has_guest_agent(None)
+    assert locators.file_kind('/i/a.qcow2') == 'an image'
+    assert locators.file_kind('/i/a.qcow2.deleted').startswith(
+        'the file of a deleted image')
+    assert locators.file_kind('/i/a.qcow2.tmp-3').startswith(
+        'a temporary file')
+    assert locators.file_kind('/i/notes.txt') == 'a file'
