@@ -427,7 +427,10 @@ class TaskRunner(object):
         until the guest is thawed or ``thaw_retry_timeout`` seconds have
         passed.  Every attempt is journaled (``thaw_attempts``,
         ``thaw_error``); a thaw clears ``frozen``.  Past the deadline the
-        entry stays ``frozen`` and the agent's next start thaws it.
+        entry stays ``frozen`` and the agent's next start thaws it.  No
+        attempt is made while another running operation has frozen the
+        same guest (its own thaw follows; a retry must not cut its freeze
+        short).
 
         :returns: the thread, or None if one already thaws that guest.
         """
@@ -453,6 +456,10 @@ class TaskRunner(object):
             while True:
                 time.sleep(max(0.0, min(delay,
                                         deadline - time.monotonic())))
+                if self._frozen_by_another(operation_id, disk):
+                    if time.monotonic() >= deadline:
+                        return
+                    continue
                 attempts += 1
                 try:
                     self.driver.thaw_guest(disk)
@@ -487,6 +494,25 @@ class TaskRunner(object):
         finally:
             with self._running_lock:
                 self._thawing.discard(operation_id)
+
+    @staticmethod
+    def _guest_of(disk):
+        """What names a disk's guest in its locator: the QEMU guest
+        agent's socket, the fake driver's VM or the libvirt domain."""
+        disk = disk if isinstance(disk, dict) else {}
+        return (disk.get('qga_socket'), disk.get('vm'), disk.get('domain'))
+
+    def _frozen_by_another(self, operation_id, disk):
+        """True if a running operation other than ``operation_id`` has
+        the guest of ``disk`` frozen now."""
+        guest = self._guest_of(disk)
+        for entry in self.journal.unfinished():
+            task = entry.get('task')
+            if entry.get('operation_id') != operation_id and \
+                    entry.get('frozen') and isinstance(task, dict) and \
+                    self._guest_of(task.get('disk')) == guest:
+                return True
+        return False
 
     def _journal_listener(self, action, operation_id):
         """Write ahead: the journal knows each step before it is taken.

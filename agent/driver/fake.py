@@ -143,6 +143,9 @@ class FakeDriver(base.Driver):
                     raise qga.QGAError('The fake guest agent did not freeze')
                 vm['frozen'] = True
         except qga.QGAError as exc:
+            # As QEMU's: a thaw at once (which clears the journal's mark).
+            with rec.step('thaw'):
+                self.thaw_guest(disk)
             if mode == 'required':
                 raise exception.QuiesceFailed(
                     'Quiesce required but the guest could not be frozen: '

@@ -398,3 +398,24 @@ def test_thaw_retries_end_at_the_deadline_and_the_journal_keeps_it(tmp):
     assert recovery.thaw_frozen(runner.driver, runner.journal,
                                 runner.journal.get('op1'))
     assert vm['frozen'] is False
+
+
+def test_thaw_retry_waits_while_another_operation_has_the_guest_frozen(tmp):
+    runner = _fake_runner(tmp, thaw_retry_interval=0.01,
+                          thaw_retry_timeout=0.2)
+    vm = runner.driver.vms['vm1']
+    disk = runner.driver.add_disk('/fake/d', vm='vm1')
+    vm['frozen'] = True
+    # op2 is between its freeze and its thaw on the same guest.
+    runner.journal.record('op2', action='create_snapshot', state='running',
+                          frozen=True, task={'operation_id': 'op2',
+                                             'disk': disk,
+                                             'layer_name': 'x'})
+    runner.journal.record('op1', action='create_snapshot', state='done',
+                          frozen=True, task={'operation_id': 'op1',
+                                             'disk': disk,
+                                             'layer_name': 'y'})
+    runner.retry_thaw(runner.journal.get('op1')).join(30)
+    assert vm['frozen'] is True
+    assert runner.driver.calls['thaw_guest'] == 0
+    assert runner.journal.get('op1')['frozen'] is True
