@@ -419,3 +419,19 @@ def test_thaw_retry_waits_while_another_operation_has_the_guest_frozen(tmp):
     assert vm['frozen'] is True
     assert runner.driver.calls['thaw_guest'] == 0
     assert runner.journal.get('op1')['frozen'] is True
+
+
+def test_recovery_retries_a_thaw_that_fails_at_start(tmp):
+    runner = _fake_runner(tmp, thaw_retry_interval=0.01)
+    vm = runner.driver.vms['vm1']
+    disk = runner.driver.add_disk('/fake/d', vm='vm1')
+    vm['frozen'], vm['thaw_failures'] = True, 1
+    runner.journal.record('op1', action='create_snapshot', state='done',
+                          frozen=True, report={'status': 'succeeded'},
+                          task={'operation_id': 'op1', 'disk': disk,
+                                'layer_name': 'y'})
+    recovery.recover(runner)
+    _wait_thaw_retries(runner, 'op1')
+    assert vm['frozen'] is False
+    assert runner.journal.get('op1')['frozen'] is False
+    assert runner.journal.get('op1')['thaw_attempts'] == 1
