@@ -9,8 +9,8 @@ work (``conductor.servers``, ``creation``, ``deletion``, ``revert``,
 and renders the result with ``conductor.api.views``.  Nothing here opens a
 database session or connection, writes to the database or decides
 policy.  An object's project is read before the caller is authorised on
-it (an unknown object is 404 for everyone).  A new resource is a class here, its
-routes in ``conductor.api.app.ROUTES`` and its instance in
+it (an unknown object is 404 for everyone).  A new resource is a class
+here, its routes in ``conductor.api.app.ROUTES`` and its instance in
 ``API.controllers``.  Lookups are filtered to the caller's project unless the
 policy grants ``livesnap:all_projects``, so another project's object
 answers 404, exactly like one that does not exist.  Snapshot operations
