@@ -6,6 +6,11 @@
   ``livesnap_tools``, which is not installed with them.
 - The ``livesnap`` command loads none of the server's libraries, so the
   client can be installed without them.
+- One SQLAlchemy style: the services build 2.0-style ``select()``
+  statements, never ``session.query()``.
+- The REST controllers (``conductor/api/controllers.py``,
+  ``policies.py``) open no database session or connection: they call
+  conductor functions.
 """
 
 import ast
@@ -104,3 +109,42 @@ def test_cli_loads_none_of_the_server_libraries():
 def test_the_server_side_does_load_them():
     """The check above can fail: livesnap.rpc brings oslo.messaging in."""
     assert 'oslo_messaging' in _modules_imported_by('livesnap.rpc')
+
+
+def _calls(path):
+    """``(line, dotted name)`` of every call in a file whose callee is a
+    name or an attribute (``db.reader``, ``s.query``)."""
+    with open(os.path.join(TOP, path), 'rb') as f:
+        tree = ast.parse(f.read(), filename=path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts, func = [], node.func
+            while isinstance(func, ast.Attribute):
+                parts.append(func.attr)
+                func = func.value
+            if isinstance(func, ast.Name):
+                parts.append(func.id)
+            yield node.lineno, '.'.join(reversed(parts))
+
+
+def test_the_services_use_no_session_query():
+    bad = ['%s:%d calls %s' % (path, line, name)
+           for path in _python_files() if _top(path) in SERVICE_PACKAGES
+           for line, name in _calls(path)
+           if name.endswith('.query')]
+    assert bad == []
+
+
+def test_the_controllers_open_no_database_session():
+    controllers = [os.path.join('conductor', 'api', name)
+                   for name in ('controllers.py', 'policies.py')]
+    bad = ['%s:%d calls %s' % (path, line, name)
+           for path in controllers
+           for line, name in _calls(path)
+           if name in ('db.transaction', 'db.reader',
+                       'db.read_never_waiting')]
+    bad += ['%s:%d imports %s' % (path, line, module)
+            for path in controllers
+            for line, module in _imported_modules(path)
+            if module in ('conductor.db.reads', 'conductor.db.models')]
+    assert bad == []
