@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
+from conductor import states
 from conductor import tree
 from livesnap import context
 from livesnap import locators
@@ -41,7 +42,7 @@ from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
-ACTIVE_OPS = ('pending', 'running')
+ACTIVE_OPS = states.ACTIVE
 
 def _key(locator):
     """A locator as a dictionary key (locators are compared whole)."""
@@ -89,7 +90,7 @@ def _expected(session, host):
             if disk.operation_id:
                 op = session.get(models.Operation, disk.operation_id)
                 if op is not None and (op.status in ACTIVE_OPS
-                                       or op.status == 'failed'):
+                                       or op.status == states.FAILED):
                     # Running, or in doubt (given up on, still locked):
                     # its files may be on their way in or out.
                     busy['disks'].add(disk.id)
@@ -101,13 +102,13 @@ def _expected(session, host):
                         'kind': 'stale-lock', 'disk': disk.id,
                         'detail': '%s locked by ended operation %s'
                                   % (where, disk.operation_id)})
-            elif any(x.status in ('creating', 'deleting')
+            elif any(x.status in (states.CREATING, states.DELETING)
                      for x in snaps.values()) and \
                     db.queued_operation(session, disk.id) is None:
                 # (A tenant's operation waiting for the disk has marked its
                 # snapshot already; it is not stuck.)
                 for x in snaps.values():
-                    if x.status in ('creating', 'deleting'):
+                    if x.status in (states.CREATING, states.DELETING):
                         findings.append({
                             'kind': 'stuck', 'snapshot': x.id,
                             'detail': '%s snapshot %s is %s with no '
@@ -210,8 +211,8 @@ def _repair(ctxt, host, finding):
     elif kind == 'stuck':
         with db.transaction() as s:
             snap = s.get(models.Snapshot, finding['snapshot'])
-            snap.status = 'error' if snap.status == 'creating' \
-                else 'available'
+            snap.status = states.ERROR \
+                if snap.status == states.CREATING else states.AVAILABLE
         finding['repaired'] = True
 
 

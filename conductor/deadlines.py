@@ -59,12 +59,12 @@ def _in_flight_ids(overdue_only=True):
     with db.transaction() as s:
         late = (sa.select(models.Operation.id, models.Operation.host,
                           models.Operation.created_at)
-                .where(models.Operation.status.in_(('pending', 'running'))))
+                .where(models.Operation.status.in_(states.ACTIVE)))
         in_doubt = (sa.select(models.Operation.id, models.Operation.host,
                               models.Operation.created_at)
                     .join(models.Disk,
                           models.Disk.operation_id == models.Operation.id)
-                    .where(models.Operation.status == 'failed'))
+                    .where(models.Operation.status == states.FAILED))
         if overdue_only:
             late = late.where(models.Operation.deadline < now)
             in_doubt = in_doubt.where(models.Operation.deadline < now)
@@ -113,10 +113,10 @@ def _load_open(op_id):
         op = s.get(models.Operation, op_id)
         if op is None:
             return None
-        if op.status not in ('pending', 'running') and \
+        if op.status not in states.ACTIVE and \
                 not _holds_lock(s, op):
             return None
-        if op.status == 'pending' and op.task is None:
+        if op.status == states.PENDING and op.task is None:
             # Waiting for its disk (conductor.waiting): no agent has it.
             return None
         host_alive = db.host_is_alive(s, op.host)
@@ -187,7 +187,7 @@ def check_one(op_id, at_deadline=True):
     if at_deadline is None:
         at_deadline = op.deadline is not None and \
             op.deadline < models.utcnow()
-    in_doubt = op.status == 'failed'
+    in_doubt = op.status == states.FAILED
     if in_doubt and not host_alive:
         # Asking a host that sends no heartbeat only costs a timeout.
         if at_deadline:
@@ -230,7 +230,7 @@ def check_one(op_id, at_deadline=True):
                     CONF.conductor.max_task_attempts):
         return give_up(ctxt, op)
     if at_deadline:
-        op = _extend(op.id, status='running', attempts=op.attempts + 1,
+        op = _extend(op.id, status=states.RUNNING, attempts=op.attempts + 1,
                      seconds=CONF.conductor.task_receipt_timeout)
         if op is None:
             return 'ended'
@@ -246,7 +246,7 @@ def check_one(op_id, at_deadline=True):
 
 
 def _mark_in_doubt(op):
-    _extend(op.id, status='failed', seconds=CONF.conductor.host_down_time,
+    _extend(op.id, status=states.FAILED, seconds=CONF.conductor.host_down_time,
             error=('The agent of host %s did not report this operation in '
                    'time and does not answer. The disk stays locked until '
                    'the agent reports what happened (it replays its journal '
@@ -297,7 +297,7 @@ def _fail_lost(ctxt, op):
     LOG.warning('Operation %(op)s abandoned: its task never reached '
                 '%(host)s', {'op': op.id, 'host': op.host})
     operations.apply_report(op.id, {
-        'status': 'failed', 'error_code': 'lost',
+        'status': states.FAILED, 'error_code': 'lost',
         'error': 'The task never reached the agent of host %s (%d '
                  'attempts); nothing was changed.'
                  % (op.host, op.attempts + 1)}, ctxt)

@@ -15,6 +15,8 @@ deleted and reverted as its members, one operation per disk.
 
 import logging
 
+import sqlalchemy as sa
+
 from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
@@ -159,8 +161,8 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
 def members(session, group_id):
     """The group's snapshots, in the order of their disks' ids (the order
     of the task's disks)."""
-    snaps = session.query(models.Snapshot).filter_by(
-        group_id=group_id).all()
+    snaps = session.scalars(sa.select(models.Snapshot).where(
+        models.Snapshot.group_id == group_id)).all()
     return sorted(snaps, key=lambda snap: snap.disk_id)
 
 
@@ -201,9 +203,9 @@ def apply_create_failure(session, op, report):
 def unlock_others(session, op):
     """Release the locks ``op`` holds besides its own disk's (which
     ``operations`` releases)."""
-    for disk in session.query(models.Disk).filter(
+    for disk in session.scalars(sa.select(models.Disk).where(
             models.Disk.operation_id == op.id,
-            models.Disk.id != op.disk_id).all():
+            models.Disk.id != op.disk_id)).all():
         db.unlock_disk(session, disk.id, op.id)
 
 
@@ -216,11 +218,47 @@ def get(session, group_id, project_id=None):
     return group
 
 
-def list_for_server(session, server_id, project_id=None):
-    db.server_get(session, server_id, project_id)
-    return session.query(models.SnapshotGroup).filter_by(
-        server_id=server_id).order_by(models.SnapshotGroup.created_at,
-                                      models.SnapshotGroup.id).all()
+def _with_members(session, group):
+    """``(group, [(member, its disk)])``, everything loaded to be read
+    after the session ends."""
+    return group, [(snap, snap.disk) for snap in members(session, group.id)]
+
+
+def show(group_id, project_id=None):
+    """The group and its members, read in a transaction of their own.
+
+    :returns: ``(group, [(snapshot, its disk)])``.
+    :raises: NotFound, also for another project's group.
+    """
+    with db.transaction() as s:
+        return _with_members(s, get(s, group_id, project_id))
+
+
+def project_of(group_id, project_id=None):
+    """The project owning the group.
+
+    :raises: NotFound, also for another project's group.
+    """
+    with db.transaction() as s:
+        return get(s, group_id, project_id).project_id
+
+
+def list_for_server(server_id, project_id=None):
+    """The server's groups with their members, oldest first, read in one
+    transaction; all of them (the API pages them).
+
+    :returns: ``(the project owning the server, [(group, [(snapshot, its
+        disk)])])``.
+    :raises: NotFound, also for another project's server.
+    """
+    with db.transaction() as s:
+        server = db.server_get(s, server_id, project_id)
+        found = s.scalars(
+            sa.select(models.SnapshotGroup)
+            .where(models.SnapshotGroup.server_id == server_id)
+            .order_by(models.SnapshotGroup.created_at,
+                      models.SnapshotGroup.id)).all()
+        return server.project_id, [_with_members(s, g) for g in found]
 
 
 def delete(ctxt, group_id, project_id=None):

@@ -11,6 +11,7 @@ from oslo_config import cfg
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
+from conductor import states
 from conductor import tree
 
 CONF = cfg.CONF
@@ -39,7 +40,8 @@ def check_create(session, server, disk, snapshot_id=None, depth=True):
         query = (sa.select(sa.func.count()).select_from(models.Snapshot)
                  .where(models.Snapshot.project_id == server.project_id)
                  .where(models.Snapshot.status.in_(
-                     ('creating', 'available', 'deleting'))))
+                     (states.CREATING, states.AVAILABLE,
+                      states.DELETING))))
         if snapshot_id is not None:
             query = query.where(models.Snapshot.id != snapshot_id)
         used = session.scalar(query)

@@ -11,6 +11,7 @@ import sys
 
 from conductor.db import models
 from conductor import notifications
+from conductor import states
 
 CREATED = datetime.datetime(2026, 11, 25, 9, 0, 0)
 OP_ID = '6f1c2a4e-2b1d-4c57-9a53-1d2f0e3b7c11'
@@ -41,32 +42,32 @@ def _paused(step, qemu_ms, agent_ms):
 #: (event type, what it shows, the operation as it stands then)
 SAMPLES = [
     ('livesnap.snapshot.create.start', 'a tenant\'s create starts',
-     _op('create', 'running', mode='online')),
+     _op('create', states.RUNNING, mode='online')),
     ('livesnap.snapshot.create.end', 'it ended: QEMU\'s pause window '
      '(`pause_ms`), the agent\'s view of it (`agent_pause_ms`), the steps',
-     _op('create', 'succeeded', mode='online', pause_ms=2.61, steps=[
+     _op('create', states.SUCCEEDED, mode='online', pause_ms=2.61, steps=[
          _step('prepare', 14.2), _step('pause', 0.4), _step('pivot', 1.9),
          _paused(_step('resume', 0.6), 2.61, 3.12)])),
     ('livesnap.snapshot.create.error', 'a create that failed',
-     _op('create', 'failed', mode='online', steps=[
+     _op('create', states.FAILED, mode='online', steps=[
          _step('prepare', 3.1, status='failed')],
          error='no_space: image directory /var/lib/livesnap/images would '
                'keep 12 MiB free, less than the 64 MiB reserved')),
     ('livesnap.snapshot.delete.start', 'a merge delete starts',
-     _op('delete', 'running', mode='merge')),
+     _op('delete', states.RUNNING, mode='merge')),
     ('livesnap.snapshot.delete.end', 'the merge ended (the snapshot\'s '
      'size is `snapshot_size_bytes`)',
-     _op('delete', 'succeeded', mode='merge', pause_ms=1.8, steps=[
+     _op('delete', states.SUCCEEDED, mode='merge', pause_ms=1.8, steps=[
          _step('prepare', 2.0), _step('merge', 812.5),
          _paused(_step('resume', 0.5), 1.8, 2.4), _step('delete', 0.3)])),
     ('livesnap.snapshot.delete.end', 'the conductor\'s own deferred work: '
      'finishing a logically deleted snapshot (`requested_by`: conductor)',
-     _op('delete', 'succeeded', mode='physical', requested_by='conductor',
+     _op('delete', states.SUCCEEDED, mode='physical', requested_by='conductor',
          steps=[_step('count-children', 0.0), _step('delete', 4.2)])),
     ('livesnap.disk.revert.start', 'a revert starts',
-     _op('revert', 'running', mode='offline')),
+     _op('revert', states.RUNNING, mode='offline')),
     ('livesnap.disk.revert.end', 'the revert ended',
-     _op('revert', 'succeeded', mode='offline', steps=[
+     _op('revert', states.SUCCEEDED, mode='offline', steps=[
          _step('prepare', 9.8)])),
 ]
 

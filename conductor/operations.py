@@ -224,7 +224,7 @@ def dispatch(ctxt, operation):
     except Exception as exc:
         LOG.exception('Could not send operation %(op)s', {'op': operation_id})
         apply_report(operation_id, {
-            'status': 'failed', 'error_code': 'rpc_error',
+            'status': states.FAILED, 'error_code': 'rpc_error',
             'error': 'The task could not be sent to the agent: %s'
                      % exc.__class__.__name__})
 
@@ -259,7 +259,7 @@ def _apply_report(operation_id, report):
         if report.get('pause_ms') is not None:
             op.pause_ms = (op.pause_ms or 0.0) + report['pause_ms']
         on_success, on_failure = report_handlers(op.action)
-        if report.get('status') == 'succeeded':
+        if report.get('status') == states.SUCCEEDED:
             on_success(s, op, report.get('result') or {})
             set_status(op, states.SUCCEEDED)
             if op.progress is not None or _copies(op):

@@ -16,6 +16,7 @@ from conductor.db import models
 from conductor import deadlines
 from conductor import deletion
 from conductor import scheduler
+from conductor import states
 from conductor import waiting
 from livesnap import context
 
@@ -28,7 +29,7 @@ def finish_deferred_deletions():
     with db.transaction() as s:
         disk_ids = list(s.scalars(
             sa.select(models.Snapshot.disk_id)
-            .where(models.Snapshot.status == 'deleted').distinct()))
+            .where(models.Snapshot.status == states.DELETED).distinct()))
     started = 0
     for disk_id in disk_ids:
         if deletion.finish_deferred(context.make(), disk_id):

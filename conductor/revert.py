@@ -56,7 +56,7 @@ def revert(ctxt, snapshot_id, project_id=None):
         snap = db.snapshot_get(s, snapshot_id, project_id,
                                include_deleted=False)
         server = snap.disk.server
-        if snap.status != 'available':
+        if snap.status != states.AVAILABLE:
             raise exception.InvalidState(snapshot=snap.id, status=snap.status,
                                          action='revert')
         hosts.ensure_alive(s, server.host)

@@ -12,6 +12,8 @@ operation later).
 import logging
 import os
 
+import sqlalchemy as sa
+
 from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
@@ -116,10 +118,10 @@ def _agent_call(host, what, call):
 def _registered_domains(session, host_name):
     """UUIDs (lower case) of the domains registered on ``host_name``."""
     found = set()
-    rows = session.query(models.Disk).join(
-        models.Server, models.Disk.server_id == models.Server.id).filter(
+    rows = session.scalars(sa.select(models.Disk).join(
+        models.Server, models.Disk.server_id == models.Server.id).where(
         models.Server.host == host_name,
-        models.Server.driver == 'libvirt')
+        models.Server.driver == 'libvirt'))
     for d in rows:
         dom = (d.locator or {}).get('domain')
         if dom:

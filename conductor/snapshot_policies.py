@@ -26,7 +26,8 @@ LOG = logging.getLogger(__name__)
 MAX_RUNS = 200
 
 #: Which outcome stands for a slot of several disks: the worst.
-_RANK = {'failed': 4, 'skipped': 3, 'pending': 2, 'created': 1}
+_RANK = {scheduler.FAILED: 4, scheduler.SKIPPED: 3, scheduler.PENDING: 2,
+         scheduler.CREATED: 1}
 
 
 def _get(session, policy_id, project_id=None, for_update=False):

@@ -12,10 +12,12 @@ import sqlalchemy as sa
 
 from conductor.db import api as db
 from conductor.db import models
+from conductor import states
 
 ACTIVE = 'active'
 #: statuses of snapshots that hold a layer of the disk
-LIVE_STATUSES = ('creating', 'available', 'deleting', 'deleted')
+LIVE_STATUSES = (states.CREATING, states.AVAILABLE, states.DELETING,
+                 states.DELETED)
 
 
 class Child(object):
@@ -98,7 +100,7 @@ def deferred(session, disk):
 
     ready = []
     for x in snaps:
-        if x.status == 'deleted':
+        if x.status == states.DELETED:
             kids = children(session, x, disk, snaps)
             if len(kids) <= 1 and not has_clones(kids):
                 ready.append(x)

@@ -70,7 +70,7 @@ def _refuse(session, op, exc):
     """End a waiting operation that can no longer be done, with why."""
     on_failure = operations.report_handlers(op.action)[1]
     op.error = '%s: %s' % (exc.code, exc)
-    on_failure(session, op, {'status': 'failed', 'error': op.error,
+    on_failure(session, op, {'status': states.FAILED, 'error': op.error,
                              'error_code': exc.code})
     operations.set_status(op, states.FAILED)
     LOG.warning('Waiting operation %(op)s (%(action)s) refused when it '

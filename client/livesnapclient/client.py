@@ -195,8 +195,8 @@ class Client:
         return resp["snapshot_group"], resp["operation"]
 
     def list_snapshot_groups(self, server_id):
-        return self.request("GET", "/servers/%s/snapshot-groups"
-                            % _q(server_id))["snapshot_groups"]
+        return self.list_all("/servers/%s/snapshot-groups" % _q(server_id),
+                             "snapshot_groups")
 
     def get_snapshot_group(self, group_id):
         return self.request("GET", "/snapshot-groups/%s"

@@ -4,11 +4,13 @@ Each method takes the request's credentials and its parameters, already
 parsed and checked against their schemas by ``conductor.api.app``
 (``BODY_SCHEMAS``, ``QUERY_SCHEMAS`` below), asks ``conductor.policy``
 whether the caller may act, calls the one conductor function that does the
-work (``conductor.servers``, ``snapshots``, ``deletion``, ``revert``,
-``cancellation``) or reads (``conductor.db.api``, ``conductor.db.reads``),
-and renders the result with ``conductor.api.views``.  Nothing here writes
-to the database or decides policy.  A new resource is a class here, its
-routes in ``conductor.api.app.ROUTES`` and its instance in
+work (``conductor.servers``, ``creation``, ``deletion``, ``revert``,
+``clones``, ``groups``, ``cancellation``) or reads (``conductor.db.api``),
+and renders the result with ``conductor.api.views``.  Nothing here opens a
+database session or connection, writes to the database or decides
+policy.  An object's project is read before the caller is authorised on
+it (an unknown object is 404 for everyone).  A new resource is a class
+here, its routes in ``conductor.api.app.ROUTES`` and its instance in
 ``API.controllers``.  Lookups are filtered to the caller's project unless the
 policy grants ``livesnap:all_projects``, so another project's object
 answers 404, exactly like one that does not exist.  Snapshot operations
@@ -25,7 +27,6 @@ from conductor.api import ratelimit
 from conductor.api import schemas
 from conductor.api import views
 from conductor.db import api as db
-from conductor.db import reads
 from conductor import cancellation
 from conductor import deletion
 from conductor import exception
@@ -34,6 +35,7 @@ from conductor import policy
 from conductor import revert as revert_policy
 from conductor import clones
 from conductor import servers
+from conductor import states
 from conductor import creation
 from livesnap import context
 
@@ -86,12 +88,12 @@ def _snapshot_project(creds, scope, snapshot_id, rule, action):
     :raises: NotFound, Forbidden, InvalidState
     """
     project_id, status = db.snapshot_project_and_status(snapshot_id, scope)
-    if status == 'deleted' and not policy.check(
+    if status == states.DELETED and not policy.check(
             creds, 'livesnap:snapshot:list:include_deleted', project_id):
         raise exception.NotFound('Snapshot %s could not be found.'
                                  % snapshot_id)
     policy.authorize(creds, rule, project_id)
-    if status == 'deleted':
+    if status == states.DELETED:
         raise exception.InvalidState(snapshot=snapshot_id, status=status,
                                      action=action)
     return project_id
@@ -152,23 +154,19 @@ class Snapshots(object):
     def index(self, creds, req_id, server_id, body=None, params=None):
         include_deleted = schemas.truthy(
             (params or {}).get('include_deleted'))
-        with db.reader() as conn:
-            project_id = reads.server_project(conn, server_id,
-                                              policy.scope(creds))
-            policy.authorize(creds, 'livesnap:snapshot:list', project_id)
-            if include_deleted:
-                policy.authorize(creds,
-                                 'livesnap:snapshot:list:include_deleted',
-                                 project_id)
-            tree = reads.snapshot_tree(conn, server_id, include_deleted)
+        project_id, tree = db.server_snapshot_tree(
+            server_id, policy.scope(creds), include_deleted)
+        policy.authorize(creds, 'livesnap:snapshot:list', project_id)
+        if include_deleted:
+            policy.authorize(creds, 'livesnap:snapshot:list:include_deleted',
+                             project_id)
         return 200, {'snapshots': [views.snapshot(snap, disk)
                                    for snap, disk in tree]}
 
     def create(self, creds, req_id, server_id, body, params=None):
         spec = body['snapshot']
         scope = policy.scope(creds)
-        with db.reader() as conn:
-            project_id = reads.server_project(conn, server_id, scope)
+        project_id = db.server_owner(server_id, scope)
         policy.authorize(creds, 'livesnap:snapshot:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
@@ -187,7 +185,7 @@ class Snapshots(object):
         does not exist."""
         snap, disk = db.snapshot_with_disk(snapshot_id, policy.scope(creds))
         policy.authorize(creds, 'livesnap:snapshot:get', snap.project_id)
-        if snap.status == 'deleted' and not policy.check(
+        if snap.status == states.DELETED and not policy.check(
                 creds, 'livesnap:snapshot:list:include_deleted',
                 snap.project_id):
             raise exception.NotFound('Snapshot %s could not be found.'
@@ -233,30 +231,18 @@ class SnapshotGroups(object):
     """Snapshots of several disks of a server taken in one pause
     (``conductor.groups``)."""
 
-    @staticmethod
-    def _view(group_id, scope):
-        with db.transaction() as s:
-            group = groups.get(s, group_id, scope)
-            members = [(snap, snap.disk)
-                       for snap in groups.members(s, group.id)]
-            return group.project_id, views.snapshot_group(group, members)
-
     def index(self, creds, req_id, server_id, body=None, params=None):
-        scope = policy.scope(creds)
-        with db.reader() as conn:
-            project_id = reads.server_project(conn, server_id, scope)
+        project_id, found = groups.list_for_server(server_id,
+                                                   policy.scope(creds))
         policy.authorize(creds, 'livesnap:snapshot_group:get', project_id)
-        with db.transaction() as s:
-            out = [views.snapshot_group(g, [
-                (snap, snap.disk) for snap in groups.members(s, g.id)])
-                for g in groups.list_for_server(s, server_id, scope)]
-        return 200, {'snapshot_groups': out}
+        return 200, {'snapshot_groups': [
+            views.snapshot_group(group, members)
+            for group, members in found]}
 
     def create(self, creds, req_id, server_id, body, params=None):
         spec = body['snapshot_group']
         scope = policy.scope(creds)
-        with db.reader() as conn:
-            project_id = reads.server_project(conn, server_id, scope)
+        project_id = db.server_owner(server_id, scope)
         policy.authorize(creds, 'livesnap:snapshot_group:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
@@ -264,19 +250,20 @@ class SnapshotGroups(object):
                 _ctxt(creds, req_id), server_id, spec.get('disks'),
                 spec['name'], project_id=scope,
                 quiesce=spec.get('quiesce'))
-        _, view = self._view(group_id, scope)
-        out = {'snapshot_group': view}
+        out = {'snapshot_group': views.snapshot_group(
+            *groups.show(group_id, scope))}
         out.update(_operation(operation_id, _HostDetails(creds)))
         return 202, out
 
     def show(self, creds, req_id, group_id, body=None, params=None):
-        project_id, view = self._view(group_id, policy.scope(creds))
-        policy.authorize(creds, 'livesnap:snapshot_group:get', project_id)
-        return 200, {'snapshot_group': view}
+        group, members = groups.show(group_id, policy.scope(creds))
+        policy.authorize(creds, 'livesnap:snapshot_group:get',
+                         group.project_id)
+        return 200, {'snapshot_group': views.snapshot_group(group, members)}
 
     def _each(self, creds, req_id, group_id, rule, work):
         scope = policy.scope(creds)
-        project_id, _ = self._view(group_id, scope)
+        project_id = groups.project_of(group_id, scope)
         policy.authorize(creds, rule, project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
@@ -306,15 +293,13 @@ class Operations(object):
                 policy.scope(creds), server_id)]}
 
     def show(self, creds, req_id, operation_id, body=None, params=None):
-        with db.reader() as conn:
-            op = reads.operation(conn, operation_id, policy.scope(creds))
+        op = db.operation_row(operation_id, policy.scope(creds))
         policy.authorize(creds, 'livesnap:operation:get', op.project_id)
         return 200, {'operation': views.operation(
             op, op.disk_name, _HostDetails(creds)(op.project_id))}
 
     def cancel(self, creds, req_id, operation_id, body=None, params=None):
-        with db.reader() as conn:
-            op = reads.operation(conn, operation_id, policy.scope(creds))
+        op = db.operation_row(operation_id, policy.scope(creds))
         policy.authorize(creds, 'livesnap:operation:cancel', op.project_id)
         cancellation.cancel(_ctxt(creds, req_id), operation_id)
         return 202, _operation(operation_id, _HostDetails(creds))

@@ -31,6 +31,10 @@ LISTS = {
     ('operations', 'index'): ('operations', 'id',
                               ('id', 'action', 'status', 'created_at')),
     ('hosts', 'index'): ('hosts', 'name', ('name', 'state')),
+    # What the host's agent lists (an RPC call), paged here like the rest.
+    ('hosts', 'domains'): ('domains', 'uuid', ('name', 'uuid', 'running')),
+    ('snapshot_groups', 'index'): ('snapshot_groups', 'id',
+                                   ('id', 'name', 'created_at')),
     ('policies', 'index'): ('policies', 'id', ('id', 'name', 'created_at')),
     ('policies', 'runs'): ('runs', 'id', ('id', 'status', 'created_at')),
 }

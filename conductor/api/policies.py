@@ -2,9 +2,11 @@
 snapshot's protection (``PATCH /v1/snapshots/{id}``).
 
 Like ``conductor.api.controllers``: the request is already checked against
-its schema (``BODY_SCHEMAS``, ``QUERY_SCHEMAS`` below); each method asks
-``conductor.policy`` whether the caller may act, calls
-``conductor.snapshot_policies`` and renders with ``conductor.api.views``.
+its schema (``BODY_SCHEMAS``, ``QUERY_SCHEMAS`` below); each method reads
+the object's project (``conductor.snapshot_policies``, ``conductor.db.api``),
+asks ``conductor.policy`` whether the caller may act, calls
+``conductor.snapshot_policies`` and renders with ``conductor.api.views``;
+nothing here opens a database session or connection.
 Lookups are filtered to the caller's project unless the policy grants
 ``livesnap:all_projects``, so another project's policy answers 404.
 """
@@ -12,10 +14,10 @@ Lookups are filtered to the caller's project unless the policy grants
 from conductor.api import schemas
 from conductor.api import views
 from conductor.db import api as db
-from conductor.db import reads
 from conductor import exception
 from conductor import policy
 from conductor import snapshot_policies
+from conductor import states
 
 
 class Policies(object):
@@ -34,9 +36,7 @@ class Policies(object):
 
     def create(self, creds, req_id, body, params=None):
         spec = body['policy']
-        with db.reader() as conn:
-            project_id = reads.server_project(conn, spec['server_id'],
-                                              policy.scope(creds))
+        project_id = db.server_owner(spec['server_id'], policy.scope(creds))
         policy.authorize(creds, 'livesnap:policy:create', project_id)
         found = snapshot_policies.create(spec['server_id'], spec)
         return 201, {'policy': views.policy(found)}
@@ -70,7 +70,7 @@ class SnapshotProtection(object):
 
     def update(self, creds, req_id, snapshot_id, body, params=None):
         snap, _ = db.snapshot_with_disk(snapshot_id, policy.scope(creds))
-        if snap.status == 'deleted' and not policy.check(
+        if snap.status == states.DELETED and not policy.check(
                 creds, 'livesnap:snapshot:list:include_deleted',
                 snap.project_id):
             raise exception.NotFound('Snapshot %s could not be found.'

@@ -37,6 +37,7 @@ from sqlalchemy import orm
 
 from conductor.db import migration
 from conductor.db import models
+from conductor.db import reads
 from conductor import exception
 from conductor import states
 
@@ -265,6 +266,27 @@ def server_with_disks(server_id, project_id=None):
         return server_get(s, server_id, project_id)
 
 
+def server_owner(server_id, project_id=None):
+    """The project owning the server, read on a ``reader()`` connection.
+
+    :raises: NotFound, also for another project's server.
+    """
+    with reader() as conn:
+        return reads.server_project(conn, server_id, project_id)
+
+
+def server_snapshot_tree(server_id, project_id=None, include_deleted=False):
+    """``(the project owning the server, [(snapshot row, DiskRef)])``: the
+    snapshots of every disk of the server, oldest first, read on one
+    ``reader()`` connection (``reads.snapshot_tree``).
+
+    :raises: NotFound, also for another project's server.
+    """
+    with reader() as conn:
+        owner = reads.server_project(conn, server_id, project_id)
+        return owner, reads.snapshot_tree(conn, server_id, include_deleted)
+
+
 def disk_id_by_name(session, server_id, name, project_id=None):
     """The id of server ``server_id``'s disk ``name``, read without
     loading either row (the caller then locks the disk's row and reads it
@@ -347,7 +369,7 @@ def snapshot_get(session, snapshot_id, project_id=None, include_deleted=True):
     snap = session.get(models.Snapshot, snapshot_id)
     if (snap is None
             or (project_id is not None and snap.project_id != project_id)
-            or (not include_deleted and snap.status == 'deleted')):
+            or (not include_deleted and snap.status == states.DELETED)):
         raise exception.NotFound('Snapshot %s could not be found.'
                                  % snapshot_id)
     return snap
@@ -396,7 +418,7 @@ def snapshots_of_server(session, server_id, include_deleted=False):
              .where(models.Disk.server_id == server_id)
              .order_by(models.Snapshot.created_at, models.Snapshot.id))
     if not include_deleted:
-        query = query.where(models.Snapshot.status != 'deleted')
+        query = query.where(models.Snapshot.status != states.DELETED)
     return list(session.scalars(query))
 
 
@@ -417,6 +439,16 @@ def _disk_names(session, ops):
     return dict(session.execute(
         sa.select(models.Disk.id, models.Disk.name)
         .where(models.Disk.id.in_(ids))).all())
+
+
+def operation_row(operation_id, project_id=None):
+    """The operation's row with ``disk_name`` (``reads.operation``), read
+    on a ``reader()`` connection.
+
+    :raises: NotFound, also for another project's operation.
+    """
+    with reader() as conn:
+        return reads.operation(conn, operation_id, project_id)
 
 
 def operation_with_disk_name(operation_id):

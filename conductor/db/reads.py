@@ -13,6 +13,7 @@ import sqlalchemy as sa
 
 from conductor.db import models
 from conductor import exception
+from conductor import states
 
 _OPS = models.Operation.__table__
 _DISKS = models.Disk.__table__
@@ -79,6 +80,6 @@ def snapshot_tree(conn, server_id, include_deleted=False):
     first, in one statement."""
     query = _TREE
     if not include_deleted:
-        query = query.where(_SNAPS.c.status != 'deleted')
+        query = query.where(_SNAPS.c.status != states.DELETED)
     return [(row, DiskRef(row))
             for row in conn.execute(query, {'server_id': server_id})]

@@ -13,6 +13,7 @@ from oslo_middleware import cors
 
 from agent import images
 from conductor.api import app as api_app
+from livesnap_tools import fixtures
 from tests.functional import scenarios
 
 CONF = cfg.CONF
@@ -100,6 +101,56 @@ def test_policies_and_runs_page(world):
     status, _, body = _call(dep, 'GET',
                             '/v1/policies/%s/runs?limit=1' % ids[0])
     assert status == 200 and body['runs'] == []
+
+
+@SQLITE
+def test_snapshot_groups_page(world):
+    dep = world
+    path = '/v1/servers/srv2/snapshot-groups'
+    for name in ('g1', 'g3', 'g2'):
+        out = dep.ok('POST', path, {'snapshot_group': {'name': name}},
+                     status=202)
+        op = dep.wait_operation(out['operation']['id'])
+        assert op['status'] == 'succeeded', op
+    whole = dep.ok('GET', path)
+    assert 'snapshot_groups_links' not in whole
+    ids = [g['id'] for g in whole['snapshot_groups']]
+    assert len(ids) == 3
+    for limit in (1, 2):
+        assert [g['id'] for g in _pages(
+            dep, path, 'snapshot_groups', limit)] == ids
+    names = [g['name'] for g in dep.ok(
+        'GET', path + '?sort_key=name&sort_dir=desc')['snapshot_groups']]
+    assert names == ['g3', 'g2', 'g1']
+    rest = dep.ok('GET', '%s?marker=%s' % (path, ids[0]))
+    assert [g['id'] for g in rest['snapshot_groups']] == ids[1:]
+    for query in ('marker=nosuch', 'sort_key=project_id', 'limit=0'):
+        status, _, body = _call(dep, 'GET', path + '?' + query)
+        assert status == 400, (query, body)
+
+
+@SQLITE
+def test_host_domains_page(world):
+    """The agent lists every domain (one RPC call); the API pages them."""
+    dep = world
+    vms = [{'name': 'vm%d' % i, 'uuid': '0b5ab3a1-0000-0000-0000-%012d' % i,
+            'running': bool(i % 2), 'disks': []} for i in (1, 3, 2)]
+    dep.agent.runner.driver.list_vms = lambda: vms
+    path = '/v1/hosts/%s/domains' % fixtures.HOST
+    whole = dep.ok('GET', path, token='admin-token')
+    assert [d['name'] for d in whole['domains']] == ['vm1', 'vm3', 'vm2']
+    assert 'domains_links' not in whole
+    for limit in (1, 2):
+        assert _pages(dep, path, 'domains', limit,
+                      token='admin-token') == whole['domains']
+    first = dep.ok('GET', path + '?sort_key=name&limit=2',
+                   token='admin-token')
+    assert [d['name'] for d in first['domains']] == ['vm1', 'vm2']
+    href = first['domains_links'][0]['href']
+    assert 'marker=%s' % vms[2]['uuid'] in href
+    status, _, body = _call(dep, 'GET', path + '?marker=nosuch',
+                            token='admin-token')
+    assert status == 400, body
 
 
 @SQLITE

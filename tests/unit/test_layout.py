@@ -9,6 +9,11 @@
 - The conductor stays driver-agnostic: what it knows of a driver's
   locators is in ``livesnap.locators`` (docs/drivers.md), not in its
   modules.
+- One SQLAlchemy style: the services build 2.0-style ``select()``
+  statements, never ``session.query()``.
+- The REST controllers (``conductor/api/controllers.py``,
+  ``policies.py``) open no database session or connection: they call
+  conductor functions.
 """
 
 import ast
@@ -148,3 +153,42 @@ def test_the_exemptions_are_real():
     hole unnoticed."""
     for x in DRIVER_DETAILS_ALLOWED:
         assert os.path.exists(os.path.join(TOP, x)), x
+
+
+def _calls(path):
+    """``(line, dotted name)`` of every call in a file whose callee is a
+    name or an attribute (``db.reader``, ``s.query``)."""
+    with open(os.path.join(TOP, path), 'rb') as f:
+        tree = ast.parse(f.read(), filename=path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            parts, func = [], node.func
+            while isinstance(func, ast.Attribute):
+                parts.append(func.attr)
+                func = func.value
+            if isinstance(func, ast.Name):
+                parts.append(func.id)
+            yield node.lineno, '.'.join(reversed(parts))
+
+
+def test_the_services_use_no_session_query():
+    bad = ['%s:%d calls %s' % (path, line, name)
+           for path in _python_files() if _top(path) in SERVICE_PACKAGES
+           for line, name in _calls(path)
+           if name.endswith('.query')]
+    assert bad == []
+
+
+def test_the_controllers_open_no_database_session():
+    controllers = [os.path.join('conductor', 'api', name)
+                   for name in ('controllers.py', 'policies.py')]
+    bad = ['%s:%d calls %s' % (path, line, name)
+           for path in controllers
+           for line, name in _calls(path)
+           if name in ('db.transaction', 'db.reader',
+                       'db.read_never_waiting')]
+    bad += ['%s:%d imports %s' % (path, line, module)
+            for path in controllers
+            for line, module in _imported_modules(path)
+            if module in ('conductor.db.reads', 'conductor.db.models')]
+    assert bad == []
