@@ -208,6 +208,67 @@ class _PauseClock(object):
                 self._cond.wait(left)
 
 
+class _PauseWatchdog(object):
+    """Resumes a domain the agent suspended once the pause outlives
+    ``[agent] pause_deadline``, whatever the thread that suspended it is
+    doing (stuck in a libvirt call, or not scheduled).
+
+    Armed right before ``suspend`` is sent; :meth:`disarm` runs first in
+    the ``finally`` that resumes, and waits for a resume the watchdog has
+    begun, so the two never race.  libvirt serializes the jobs of one
+    domain: a resume sent while ``snapshotCreateXML`` still holds the
+    domain's job waits for that job, so the bound is the deadline or the
+    end of libvirt's job, whichever is later.
+    """
+
+    def __init__(self, driver, dom, deadline):
+        self._driver = driver
+        self._dom = dom
+        self._uuid = dom.UUIDString()
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(deadline, self._fire)
+        self._timer.daemon = True
+        #: ``time.monotonic()`` when the watchdog's resume was answered
+        self.resumed_at = None
+        #: what the watchdog's resume failed with, if it did
+        self.error = None
+
+    def arm(self):
+        """Start counting the deadline."""
+        self._timer.start()
+
+    def _fire(self):
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            try:
+                if self._driver._resume_once(self._dom, self._uuid,
+                                             fresh=False):
+                    self.resumed_at = time.monotonic()
+                    LOG.warning('Domain %(dom)s stayed suspended past the '
+                                'pause deadline (%(ms).1f ms): resumed it',
+                                {'dom': self._uuid,
+                                 'ms': self.deadline * 1000.0})
+            except exception.AgentError as exc:
+                self.error = str(exc)
+                LOG.error('The pause watchdog could not resume domain '
+                          '%(dom)s: %(exc)s', {'dom': self._uuid,
+                                               'exc': exc})
+
+    def disarm(self):
+        """Stop the watchdog (waiting for a resume it has begun).
+
+        :returns: True if it resumed the domain.
+        """
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+        return self.resumed_at is not None
+
+
 def _as_in(chain, path):
     """``path`` spelled as libvirt has it in ``chain`` (libvirt looks
     layers up by the name it was given)."""
@@ -230,6 +291,9 @@ class LibvirtDriver(base.Driver):
         snapshot_pause``).
     :param resume_retries: attempts at resuming a suspended domain
         (``[agent] resume_retries``).
+    :param pause_deadline: seconds a domain the driver suspended may stay
+        so before a watchdog resumes it (``[agent] pause_deadline``; see
+        _PauseWatchdog).
     :param job_poll_interval: seconds between ``blockJobInfo`` polls.
     :param job_timeout: seconds a merge's block job may run (``[agent]
         merge_timeout``); past it the job is aborted and the merge fails.
@@ -244,7 +308,7 @@ class LibvirtDriver(base.Driver):
     def __init__(self, image_dirs, uri=None, snapshot_pause=None,
                  resume_retries=None, job_poll_interval=None,
                  job_timeout=None, reserved_bytes=None, merge_speed=None,
-                 **options):
+                 pause_deadline=None, **options):
         super().__init__(image_dirs, **options)
         # What is not given comes from the configuration, so the loader
         # may pass only the image directories.
@@ -257,6 +321,7 @@ class LibvirtDriver(base.Driver):
         uri = given(uri, lv.uri)
         snapshot_pause = given(snapshot_pause, lv.snapshot_pause)
         resume_retries = given(resume_retries, agent.resume_retries)
+        pause_deadline = given(pause_deadline, agent.pause_deadline)
         job_poll_interval = given(job_poll_interval, lv.job_poll_interval)
         job_timeout = given(job_timeout, agent.merge_timeout)
         reserved_bytes = given(reserved_bytes,
@@ -270,6 +335,7 @@ class LibvirtDriver(base.Driver):
         self.uri = uri
         self.snapshot_pause = snapshot_pause
         self.resume_retries = max(1, int(resume_retries))
+        self.pause_deadline = pause_deadline
         self.job_poll_interval = job_poll_interval
         self.job_timeout = job_timeout
         self.reserved_bytes = reserved_bytes
@@ -476,13 +542,18 @@ class LibvirtDriver(base.Driver):
 
     def _resume_once(self, dom, uuid, fresh):
         """One attempt; after a failure (``fresh``) the domain is looked
-        up again, over a new connection if libvirtd's was lost."""
+        up again, over a new connection if libvirtd's was lost.
+
+        :returns: True if the domain was paused and is resumed now.
+        """
         try:
             if fresh:
                 dom = self._connection().lookupByUUIDString(uuid)
             state, _reason = dom.state()
             if state == libvirt.VIR_DOMAIN_PAUSED:
                 dom.resume()
+                return True
+            return False
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot resume domain %s' % uuid, exc)
 
@@ -667,15 +738,13 @@ class LibvirtDriver(base.Driver):
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot get the state of %s' % dom.name(), exc)
         was_running = state == libvirt.VIR_DOMAIN_RUNNING
+        watchdog = None
         try:
             with rec.step('pause', was_running=was_running, by='suspend'):
                 self._clock.mark(dom.UUIDString())
                 rec.mark_paused()
                 if was_running:
-                    try:
-                        dom.suspend()
-                    except libvirt.libvirtError as exc:
-                        raise _wrap('Cannot suspend %s' % dom.name(), exc)
+                    watchdog = self._suspend(dom)
             with rec.step('snapshot', snapshot=active, active=new):
                 try:
                     dom.snapshotCreateXML(snap_xml, flags)
@@ -683,17 +752,56 @@ class LibvirtDriver(base.Driver):
                     raise _wrap('snapshotCreateXML onto %s failed' % new,
                                 exc)
         finally:
-            self._finish_suspend(dom, rec, was_running)
+            rescued = self._finish_suspend(dom, rec, was_running, watchdog)
+        if rescued:
+            # The caller keeps the switch if it happened (as the QEMU
+            # driver does past its deadline).
+            raise exception.PauseDeadlineExceeded(
+                'Domain %s stayed suspended past the pause deadline '
+                '(%.1f ms); the watchdog resumed it'
+                % (dom.name(), self.pause_deadline * 1000.0))
 
-    def _finish_suspend(self, dom, rec, was_running):
+    def _suspend(self, dom):
+        """``suspend`` ``dom`` under a watchdog armed first.
+
+        :returns: the armed _PauseWatchdog.
+        """
+        watchdog = _PauseWatchdog(self, dom, self.pause_deadline)
+        watchdog.arm()
+        try:
+            dom.suspend()
+        except libvirt.libvirtError as exc:
+            # The caller's finally resumes it if the suspend happened.
+            watchdog.disarm()
+            raise _wrap('Cannot suspend %s' % dom.name(), exc)
+        return watchdog
+
+    def _finish_suspend(self, dom, rec, was_running, watchdog=None):
         """The ``resume`` step after a ``suspend`` (with retries); the
-        pause on QEMU's clock when its events came."""
-        with rec.step('resume', left_paused=not was_running):
+        pause on QEMU's clock when its events came.  ``watchdog`` (the
+        one armed at the suspend) is stopped first; if it resumed the
+        domain, the step says so and the pause ends when it did.
+
+        :returns: True if the watchdog resumed the domain.
+        """
+        rescued = watchdog is not None and watchdog.disarm()
+        detail = {'left_paused': not was_running}
+        if rescued:
+            detail.update(by='watchdog',
+                          deadline_ms=self.pause_deadline * 1000.0)
+        elif watchdog is not None and watchdog.error:
+            detail['watchdog_error'] = watchdog.error
+        with rec.step('resume', **detail):
             qemu_ms = None
             if was_running:
+                # Also when the watchdog resumed it: a suspend that reached
+                # libvirt after the watchdog looked is undone here.
                 self._resume(dom)
                 qemu_ms = self._clock.window_ms(dom.UUIDString())
-            rec.mark_resumed(qemu_pause_ms=qemu_ms)
+            rec.mark_resumed(qemu_pause_ms=qemu_ms,
+                             resumed_at=watchdog.resumed_at
+                             if rescued else None)
+        return rescued
 
     # -- delete ---------------------------------------------------------------
     def delete_image(self, image, rec):
@@ -896,17 +1004,17 @@ class LibvirtDriver(base.Driver):
             raise _wrap('Cannot get the state of %s' % dom.name(), exc)
         if state != libvirt.VIR_DOMAIN_RUNNING:
             return
+        watchdog = None
         try:
             with rec.step('pause', was_running=True, by='suspend',
                           why='QEMU flushes its image metadata'):
                 self._clock.mark(dom.UUIDString())
                 rec.mark_paused()
-                try:
-                    dom.suspend()
-                except libvirt.libvirtError as exc:
-                    raise _wrap('Cannot suspend %s' % dom.name(), exc)
+                watchdog = self._suspend(dom)
         finally:
-            self._finish_suspend(dom, rec, True)
+            # A watchdog's resume is no failure here: the flush is done
+            # once suspend has returned.
+            self._finish_suspend(dom, rec, True, watchdog)
 
     def _delete_after_merge(self, rec, drop, dom=None):
         if dom is not None:

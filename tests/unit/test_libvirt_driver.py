@@ -7,6 +7,7 @@ uses real qemu-img in a temporary image directory.
 """
 
 import os
+import time
 import types
 from unittest import mock
 
@@ -104,7 +105,7 @@ def setup(imgdir):
         drv = lvdriver.LibvirtDriver([imgdir], uri='test:///x',
                                      snapshot_pause='suspend',
                                      job_poll_interval=0.01,
-                                     resume_retries=3)
+                                     resume_retries=3, pause_deadline=5.0)
         drv._conn = conn
         conn.isAlive.return_value = 1
         disk = lvdriver.disk_locator(UUID, 'vda', base)
@@ -223,3 +224,86 @@ def test_create_refuses_a_layer_not_live(setup):
     with pytest.raises(exception.InvalidRequest):
         drv.create_snapshot(disk, 's1', StepRecorder())
     assert dom.calls == []
+
+
+def _wait_for(what, timeout=10.0):
+    end = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < end, 'timed out'
+        time.sleep(0.005)
+
+
+def test_watchdog_resumes_a_pause_past_the_deadline(setup):
+    """snapshotCreateXML hangs with the domain suspended: the watchdog
+    resumes it at the deadline, the switch that happened is kept and the
+    resume step says who resumed."""
+    drv, dom, disk, imgdir = setup
+    drv.pause_deadline = 0.05
+    new = os.path.join(imgdir, 's1.qcow2')
+
+    def hang(d, xml):
+        _wait_for(lambda: d.state_value == FAKE.VIR_DOMAIN_RUNNING)
+        d.chain.insert(0, new)
+    dom.snapshot_effect = hang
+    rec = StepRecorder()
+    res = drv.create_snapshot(disk, 's1', rec)
+    assert res['disk']['path'] == new
+    # The watchdog's resume, while snapshotCreateXML hangs; the finally
+    # finds the domain running.
+    assert dom.calls == ['suspend', 'snapshot', 'resume']
+    assert dom.state_value == FAKE.VIR_DOMAIN_RUNNING
+    resume = rec.steps[-1]
+    assert resume['name'] == 'resume' and resume['status'] == 'done'
+    assert resume['detail']['by'] == 'watchdog'
+    assert resume['detail']['deadline_ms'] == 50.0
+    assert not rec.paused and rec.pause_ms is not None
+
+
+def test_watchdog_past_the_deadline_without_the_switch_fails(setup):
+    drv, dom, disk, imgdir = setup
+    drv.pause_deadline = 0.05
+
+    def hang(d, xml):
+        _wait_for(lambda: d.state_value == FAKE.VIR_DOMAIN_RUNNING)
+    dom.snapshot_effect = hang
+    rec = StepRecorder()
+    with pytest.raises(exception.PauseDeadlineExceeded):
+        drv.create_snapshot(disk, 's1', rec)
+    assert dom.state_value == FAKE.VIR_DOMAIN_RUNNING
+    assert not os.path.exists(os.path.join(imgdir, 's1.qcow2'))
+    assert rec.steps[-1]['detail']['by'] == 'watchdog'
+
+
+def test_watchdog_stays_quiet_within_the_deadline(setup):
+    drv, dom, disk, imgdir = setup
+    drv.pause_deadline = 0.5
+    dom.snapshot_effect = lambda d, xml: d.chain.insert(
+        0, os.path.join(imgdir, 's1.qcow2'))
+    rec = StepRecorder()
+    drv.create_snapshot(disk, 's1', rec)
+    assert dom.calls == ['suspend', 'snapshot', 'resume']
+    assert 'by' not in rec.steps[-1]['detail']
+    # Disarmed: nothing resumes the domain later.
+    dom.state_value = FAKE.VIR_DOMAIN_PAUSED
+    time.sleep(0.6)
+    assert dom.calls == ['suspend', 'snapshot', 'resume']
+
+
+def test_watchdog_bounds_the_flush_pause(setup):
+    """The suspend before a merge's delete (the flush) is bounded too: a
+    suspend call that returns late finds the domain resumed by the
+    watchdog, and the merge goes on."""
+    drv, dom, disk, _imgdir = setup
+    drv.pause_deadline = 0.05
+
+    def slow_suspend():
+        dom.calls.append('suspend')
+        dom.state_value = FAKE.VIR_DOMAIN_PAUSED
+        _wait_for(lambda: dom.state_value == FAKE.VIR_DOMAIN_RUNNING)
+    dom.suspend = slow_suspend
+    rec = StepRecorder()
+    drv._flush(dom, rec)
+    assert dom.calls == ['suspend', 'resume']
+    assert [s['name'] for s in rec.steps] == ['pause', 'resume']
+    assert rec.steps[-1]['detail']['by'] == 'watchdog'
+    assert dom.state_value == FAKE.VIR_DOMAIN_RUNNING
