@@ -375,8 +375,10 @@ class LibvirtDriver(base.Driver):
     def _domain(self, disk):
         """The domain of a disk locator.
 
-        :raises InvalidRequest: the locator names no domain.
-        :raises LibvirtError: libvirt does not know it.
+        :raises InvalidRequest: the locator names no domain, or one
+            libvirt does not know (as the QEMU driver refuses a disk its
+            QEMU does not have open).
+        :raises LibvirtError: libvirt cannot be asked.
         """
         uuid = disk.get('domain') if isinstance(disk, dict) else None
         if not isinstance(uuid, str) or not uuid:
@@ -385,7 +387,21 @@ class LibvirtDriver(base.Driver):
         try:
             return self._connection().lookupByUUIDString(uuid)
         except libvirt.libvirtError as exc:
-            raise _wrap('No libvirt domain %s' % uuid, exc)
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.InvalidRequest(
+                    'No libvirt domain %s on this host' % uuid)
+            raise _wrap('Cannot look up libvirt domain %s' % uuid, exc)
+
+    def _refuse_if_busy(self, dom, target, path, ours=()):
+        """:raises ImageInUse: a block job runs on ``target`` that is not
+        one of the job types ``ours`` (a job of an earlier attempt, which
+        the caller waits for)."""
+        job = self._job(dom, target)
+        if job and job.get('type') not in ours:
+            raise exception.ImageInUse(
+                'Disk %s of domain %s is busy with a block job (type %s) '
+                'that is not this operation\'s'
+                % (target, dom.name(), job.get('type')), image=path)
 
     @staticmethod
     def _xml(dom, inactive=False):
@@ -446,30 +462,46 @@ class LibvirtDriver(base.Driver):
 
     def _set_config_source(self, dom, target, path):
         """Point ``target`` of the domain's persistent definition at
-        ``path`` (its backing chain is probed from the image at start).
-        Does nothing for a transient domain or when it already does."""
+        ``path`` (see _set_config_sources)."""
+        self._set_config_sources(dom, {target: path})
+
+    def _set_config_sources(self, dom, paths_by_target):
+        """Point each target of the domain's persistent definition at its
+        path in ``paths_by_target`` (the backing chain is probed from the
+        image at start), in one ``defineXML``.  Does nothing for a
+        transient domain or when it already does."""
         try:
             if not dom.isPersistent():
                 return
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot read %s' % dom.name(), exc)
         root = self._xml(dom, inactive=True)
-        disk = self._disk(root, target)
-        source = disk.find('source')
-        if source is not None and _same(source.get('file'), path):
+        changed = False
+        for target, path in sorted(paths_by_target.items()):
+            disk = self._disk(root, target)
+            source = disk.find('source')
+            if source is not None and _same(source.get('file'), path):
+                continue
+            if source is None:
+                source = ET.SubElement(disk, 'source')
+            source.set('file', path)
+            for backing in disk.findall('backingStore'):
+                disk.remove(backing)
+            changed = True
+        if not changed:
             return
-        if source is None:
-            source = ET.SubElement(disk, 'source')
-        source.set('file', path)
-        for backing in disk.findall('backingStore'):
-            disk.remove(backing)
         try:
             self._connection().defineXML(ET.tostring(root, encoding='unicode'))
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot point %s of %s at %s'
-                        % (target, dom.name(), path), exc)
-        LOG.info('Pointed %(target)s of domain %(dom)s at %(path)s',
-                 {'target': target, 'dom': dom.name(), 'path': path})
+                        % (', '.join(sorted(paths_by_target)), dom.name(),
+                           ', '.join(paths_by_target[t]
+                                     for t in sorted(paths_by_target))), exc)
+        LOG.info('Pointed %(targets)s of domain %(dom)s at %(paths)s',
+                 {'targets': ', '.join(sorted(paths_by_target)),
+                  'dom': dom.name(),
+                  'paths': ', '.join(paths_by_target[t]
+                                     for t in sorted(paths_by_target))})
 
     def _config_source(self, dom, target):
         return _source_file(self._disk(self._xml(dom, inactive=True),
@@ -521,15 +553,25 @@ class LibvirtDriver(base.Driver):
 
     # -- the disk's state -----------------------------------------------------
     def is_online(self, disk):
-        """True if the disk's domain runs (paused included)."""
-        return self._active(self._domain(disk))
+        """True if the disk's domain runs (paused included); False for a
+        domain libvirt does not know (nothing runs it)."""
+        try:
+            dom = self._domain(disk)
+        except exception.InvalidRequest:
+            return False
+        return self._active(dom)
 
     def resume(self, disk):
         """Resume the disk's domain if it is paused.
 
-        :returns: True if it was resumed.
+        :returns: True if it was resumed (False for a domain libvirt no
+            longer knows: nothing is paused).
         """
-        dom = self._domain(disk)
+        try:
+            dom = self._domain(disk)
+        except exception.InvalidRequest as exc:
+            LOG.warning('Nothing to resume: %(exc)s', {'exc': exc})
+            return False
         try:
             state, _reason = dom.state()
         except libvirt.libvirtError as exc:
@@ -598,105 +640,187 @@ class LibvirtDriver(base.Driver):
 
         :returns: ``{"snapshot", "disk", "size_bytes", "online"}``.
         :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
-            ResumeFailed, InvalidRequest:
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
         """
-        active = self._confine(disk['path'])
-        new = self._confine(self.layer_locator(disk, layer_name)['path'])
-        if _same(active, new):
+        result = self.create_snapshots([disk], [layer_name], rec)
+        return result['snapshots'][0]
+
+    def create_snapshots(self, disks, layer_names, rec):
+        """Snapshot several disks of one domain in one pause: each live
+        layer becomes a snapshot under its new layer
+        ``layer_locator(disks[i], layer_names[i])``.  Online, every
+        overlay is made first (outside the pause), then ONE
+        ``snapshotCreateXML`` names every disk (disk-only, reusing the
+        files, no libvirt metadata): libvirt switches them all in one QEMU
+        ``transaction``, all or none.  Offline, the overlays are made, then
+        one ``defineXML`` points every disk at its new layer.
+
+        :returns: see base.Driver.create_snapshots.
+        :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+        """
+        if not disks or len(disks) != len(layer_names):
+            raise exception.InvalidRequest('One layer name per disk')
+        if len(set(d.get('domain') for d in disks)) != 1:
             raise exception.InvalidRequest(
-                'The new layer must differ from the live one')
-        dom = self._domain(disk)
-        target = disk.get('target')
-        if not os.path.exists(new):
-            self._ensure_space(new, _LAYER_BYTES, 'a new layer')
+                'The disks of a snapshot group must be of one VM')
+        group = []
+        for disk, layer_name in zip(disks, layer_names):
+            active = self._confine(disk['path'])
+            new = self._confine(self.layer_locator(disk, layer_name)['path'])
+            if _same(active, new):
+                raise exception.InvalidRequest(
+                    'The new layer must differ from the live one')
+            group.append((disk.get('target'), active, new))
+        if len(set(t for t, _, _ in group)) != len(group) or \
+                len(set(a for _, a, _ in group)) != len(group):
+            raise exception.InvalidRequest('A disk is named twice')
+        dom = self._domain(disks[0])
+        for _, _, new in group:
+            if not os.path.exists(new):
+                self._ensure_space(new, _LAYER_BYTES, 'a new layer')
         online = self._active(dom)
         if online:
-            self._create_online(dom, target, active, new, rec)
+            self._create_online(dom, group, rec)
         else:
-            self._create_offline(dom, target, active, new, rec)
-        return {'snapshot': image_locator(disk['path']),
-                'disk': disk_locator(disk['domain'], target, new),
-                'size_bytes': images.actual_size(active),
-                'online': online}
+            self._create_offline(dom, group, rec)
+        return {'online': online, 'snapshots': [
+            {'snapshot': image_locator(disk['path']),
+             'disk': disk_locator(disk['domain'], target, new),
+             'size_bytes': images.actual_size(active),
+             'online': online}
+            for disk, (target, active, new) in zip(disks, group)]}
 
-    def _create_offline(self, dom, target, active, new, rec):
-        current = self._config_source(dom, target)
-        if _same(current, new) and _same(images.backing_file(new), active):
-            LOG.info('Snapshot of %(snap)s onto %(new)s already done',
-                     {'snap': active, 'new': new})
-            return
-        if not _same(current, active):
+    @staticmethod
+    def _switch_detail(group):
+        """The ``snapshot`` step's detail for ``group``."""
+        if len(group) == 1:
+            _, active, new = group[0]
+            return {'snapshot': active, 'active': new}
+        return {'snapshots': [a for _, a, _ in group],
+                'actives': [n for _, _, n in group]}
+
+    @staticmethod
+    def _done_or_refuse(group, current, what):
+        """Whether every disk of ``group`` already runs on its new layer,
+        ``current(target, active, new)`` telling (True, False, or None for
+        neither layer: refused).
+
+        :raises InvalidRequest: a disk is on neither layer, or only some
+            are switched (libvirt switches a group all or none: that was
+            not this operation).
+        """
+        done = []
+        for target, active, new in group:
+            state = current(target, active, new)
+            if state is None:
+                raise exception.InvalidRequest(
+                    '%s is not the live layer of %s (%s)'
+                    % (active, target, what))
+            done.append(state)
+        if any(done) and not all(done):
             raise exception.InvalidRequest(
-                '%s is not the live layer of %s (%s is)'
-                % (active, target, current))
-        if images.is_locked(active):
-            raise exception.ImageInUse(
-                '%s is held open by a running process' % active,
-                image=active)
-        with rec.step('prepare', image=new):
-            images.create_overlay(new, active, exist_ok=True)
-        with rec.step('snapshot', snapshot=active, active=new):
-            self._set_config_source(dom, target, new)
-        LOG.info('Created offline snapshot %(snap)s, new live layer %(new)s',
-                 {'snap': active, 'new': new})
+                'Only some disks of the group are switched (%s)' % what)
+        return all(done)
 
-    def _snapshot_xml(self, dom, target, new):
-        """A disk-only snapshot of ``target`` onto the existing file
-        ``new``; every other disk is left out."""
+    def _create_offline(self, dom, group, rec):
+        def current(target, active, new):
+            path = self._config_source(dom, target)
+            if _same(path, new) and _same(images.backing_file(new), active):
+                return True
+            return False if _same(path, active) else None
+
+        if self._done_or_refuse(group, current, 'the definition'):
+            LOG.info('Snapshot onto %(new)s already done',
+                     {'new': [n for _, _, n in group]})
+            return
+        for _, active, _ in group:
+            if images.is_locked(active):
+                raise exception.ImageInUse(
+                    '%s is held open by a running process' % active,
+                    image=active)
+        for _, active, new in group:
+            with rec.step('prepare', image=new):
+                images.create_overlay(new, active, exist_ok=True)
+        with rec.step('snapshot', **self._switch_detail(group)):
+            self._set_config_sources(dom, {t: n for t, _, n in group})
+        LOG.info('Created offline snapshot of %(n)d disk(s), new live '
+                 'layers %(new)s', {'n': len(group),
+                                    'new': [n for _, _, n in group]})
+
+    def _snapshot_xml(self, dom, news):
+        """A disk-only snapshot of each target of ``news`` onto its
+        existing file (``{target: path}``); every other disk is left
+        out."""
         root = ET.Element('domainsnapshot')
         disks = ET.SubElement(root, 'disks')
         for elem in _disk_elements(self._xml(dom)):
             dev = elem.find('target').get('dev')
-            if dev == target:
+            if dev in news:
                 d = ET.SubElement(disks, 'disk', name=dev,
                                   snapshot='external', type='file')
                 ET.SubElement(d, 'driver', type='qcow2')
-                ET.SubElement(d, 'source', file=new)
+                ET.SubElement(d, 'source', file=news[dev])
             else:
                 ET.SubElement(disks, 'disk', name=dev, snapshot='no')
         return ET.tostring(root, encoding='unicode')
 
-    def _create_online(self, dom, target, active, new, rec):
-        chain = self._live_chain(dom, target)
-        if chain and _same(chain[0], new) and len(chain) > 1 \
-                and _same(chain[1], active):
-            LOG.info('Snapshot of %(snap)s onto %(new)s already done',
-                     {'snap': active, 'new': new})
-            self._set_config_source(dom, target, new)
+    def _switched(self, dom, group):
+        """For each disk of ``group``: True if its new layer is live."""
+        switched = []
+        for target, _, new in group:
+            chain = self._live_chain(dom, target)
+            switched.append(bool(chain) and _same(chain[0], new))
+        return switched
+
+    def _create_online(self, dom, group, rec):
+        def current(target, active, new):
+            chain = self._live_chain(dom, target)
+            if chain and _same(chain[0], new) and len(chain) > 1 \
+                    and _same(chain[1], active):
+                return True
+            return False if chain and _same(chain[0], active) else None
+
+        news = {t: n for t, _, n in group}
+        if self._done_or_refuse(group, current, 'the running domain'):
+            LOG.info('Snapshot onto %(new)s already done',
+                     {'new': list(news.values())})
+            self._set_config_sources(dom, news)
             return
-        if not chain or not _same(chain[0], active):
-            raise exception.InvalidRequest(
-                '%s is not the live layer of %s (%s is)'
-                % (active, target, chain[0] if chain else None))
-        with rec.step('prepare', image=new):
-            images.create_overlay(new, active, exist_ok=True)
-            images.flush(new)
-            images.flush(active)
-            snap_xml = self._snapshot_xml(dom, target, new)
+        for target, active, _ in group:
+            self._refuse_if_busy(dom, target, active)
+        for _, active, new in group:
+            with rec.step('prepare', image=new):
+                images.create_overlay(new, active, exist_ok=True)
+                images.flush(new)
+                images.flush(active)
+        snap_xml = self._snapshot_xml(dom, news)
         flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
                  | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
                  | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+        detail = self._switch_detail(group)
         try:
             if self.snapshot_pause == 'suspend':
-                self._snapshot_suspended(dom, snap_xml, flags, rec,
-                                         active, new)
+                self._snapshot_suspended(dom, snap_xml, flags, rec, detail)
             else:
                 self._snapshot_transaction(dom, snap_xml, flags, rec,
-                                           active, new)
+                                           detail)
         except BaseException as exc:
-            chain = self._live_chain(dom, target)
-            if not (chain and _same(chain[0], new)) \
-                    or isinstance(exc, exception.ResumeFailed):
-                if not (chain and _same(chain[0], new)):
-                    self._drop_overlay(new)
+            switched = self._switched(dom, group)
+            if not all(switched) or isinstance(exc, exception.ResumeFailed):
+                for (_, _, new), done in zip(group, switched):
+                    if not done:
+                        self._drop_overlay(new)
                 raise
             LOG.warning('The switch to %(new)s happened although %(exc)s; '
-                        'keeping it', {'new': new, 'exc': exc})
+                        'keeping it', {'new': list(news.values()),
+                                       'exc': exc})
         # libvirt updates the persistent definition as well; make sure.
-        self._set_config_source(dom, target, new)
-        LOG.info('Created online snapshot %(snap)s, new live layer %(new)s, '
-                 'paused %(ms)s ms', {'snap': active, 'new': new,
-                                      'ms': rec.pause_ms})
+        self._set_config_sources(dom, news)
+        LOG.info('Created online snapshot of %(n)d disk(s), new live '
+                 'layers %(new)s, paused %(ms)s ms',
+                 {'n': len(group), 'new': list(news.values()),
+                  'ms': rec.pause_ms})
 
     @staticmethod
     def _drop_overlay(new):
@@ -707,7 +831,7 @@ class LibvirtDriver(base.Driver):
             LOG.error('Cannot clean up %(new)s: %(exc)s',
                       {'new': new, 'exc': exc})
 
-    def _snapshot_transaction(self, dom, snap_xml, flags, rec, active, new):
+    def _snapshot_transaction(self, dom, snap_xml, flags, rec, detail):
         """One ``snapshotCreateXML``: libvirt adds the new layer's nodes
         and switches the disk in a QEMU ``transaction``, which drains the
         disk's I/O; the vCPUs are not stopped.  The pause recorded is the
@@ -718,17 +842,18 @@ class LibvirtDriver(base.Driver):
                       measured='agent, around snapshotCreateXML'):
             rec.mark_paused()
         try:
-            with rec.step('snapshot', snapshot=active, active=new):
+            with rec.step('snapshot', **detail):
                 try:
                     dom.snapshotCreateXML(snap_xml, flags)
                 except libvirt.libvirtError as exc:
-                    raise _wrap('snapshotCreateXML onto %s failed' % new,
-                                exc)
+                    raise _wrap('snapshotCreateXML onto %s failed'
+                                % detail.get('active',
+                                             detail.get('actives')), exc)
         finally:
             with rec.step('resume', by='libvirt (end of the transaction)'):
                 rec.mark_resumed()
 
-    def _snapshot_suspended(self, dom, snap_xml, flags, rec, active, new):
+    def _snapshot_suspended(self, dom, snap_xml, flags, rec, detail):
         """``suspend``, ``snapshotCreateXML``, ``resume`` (in a
         ``finally``, with retries).  ``pause_ms`` is QEMU's STOP to RESUME
         window (its own timestamps, see _PauseClock) when the events came,
@@ -745,12 +870,13 @@ class LibvirtDriver(base.Driver):
                 rec.mark_paused()
                 if was_running:
                     watchdog = self._suspend(dom)
-            with rec.step('snapshot', snapshot=active, active=new):
+            with rec.step('snapshot', **detail):
                 try:
                     dom.snapshotCreateXML(snap_xml, flags)
                 except libvirt.libvirtError as exc:
-                    raise _wrap('snapshotCreateXML onto %s failed' % new,
-                                exc)
+                    raise _wrap('snapshotCreateXML onto %s failed'
+                                % detail.get('active',
+                                             detail.get('actives')), exc)
         finally:
             rescued = self._finish_suspend(dom, rec, was_running, watchdog)
         if rescued:
@@ -890,6 +1016,10 @@ class LibvirtDriver(base.Driver):
 
         if online:
             chain = self._live_chain(dom, target)
+            self._refuse_if_busy(dom, target, disk['path'], ours=(
+                libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL,
+                libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT,
+                libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT))
             job = self._job(dom, target)
             in_chain = [c for c in chain if _same(c, child_path)]
             if job.get('type') == libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL:
