@@ -33,6 +33,8 @@ a previous attempt did; a pivot that happened is kept.
 
 import logging
 import os
+import re
+import stat
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -57,6 +59,13 @@ NAME = 'libvirt'
 #: room a new, empty layer takes (header, tables) with some margin
 _LAYER_BYTES = 1024 * 1024
 
+#: most locators one ``inspect`` looks at
+_INSPECT_MAX = 10000
+
+#: what image work appends to a layer's file name while it works on it
+#: (as in the QEMU driver: agent.images' trash and temporary files)
+_WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
+
 PAUSE_MODES = ('transaction', 'suspend')
 
 
@@ -71,6 +80,15 @@ def _wrap(what, exc):
     if images.NO_SPACE in str(exc):
         return exception.NoSpace(text)
     return LibvirtError(text)
+
+
+def _is_file(path):
+    """A regular file or a symbolic link (not a socket, fifo or device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def _same(a, b):
@@ -1384,16 +1402,21 @@ class LibvirtDriver(base.Driver):
 
     # -- the audit ------------------------------------------------------------
     def inspect(self, locators):
-        """Each locator's file: whether it exists, the image it is built
-        on, whether ``qemu-img check`` passes (skipped for an image a
-        running QEMU writes); and every file in the image directories."""
+        """See base.Driver.inspect, as the QEMU driver does it: each
+        locator's file (whether it exists, the image it is built on,
+        whether ``qemu-img check`` passes, skipped for an image a running
+        QEMU writes); ``files`` are the image directories' regular files
+        and symbolic links no locator names, each with the locator it is
+        a leftover of (``x.qcow2.deleted`` of ``x.qcow2``'s), or None."""
         result = {'images': [], 'files': []}
-        for loc in list(locators or [])[:10000]:
+        named = {}
+        for loc in list(locators or [])[:_INSPECT_MAX]:
             entry = {'locator': loc, 'exists': False, 'backing': None,
                      'check': None, 'error': None}
             try:
-                path = loc.get('path') if isinstance(loc, dict) else None
-                real = self._confine(path)
+                self.check(loc)
+                real = self._confine(loc['path'])
+                named[real] = loc
                 entry['exists'] = os.path.exists(real)
                 if entry['exists']:
                     backing = images.backing_file(real)
@@ -1407,8 +1430,12 @@ class LibvirtDriver(base.Driver):
             for root, _dirs, files in os.walk(directory):
                 for name in files:
                     path = os.path.join(root, name)
-                    if os.path.isfile(path) and not os.path.islink(path):
-                        result['files'].append(path)
+                    if not _is_file(path) or os.path.realpath(path) in named:
+                        continue
+                    result['files'].append({
+                        'path': path,
+                        'locator': named.get(os.path.realpath(
+                            _WORK_SUFFIX.sub('', path)))})
         return result
 
     @staticmethod

@@ -612,3 +612,29 @@ def test_group_offline_points_every_disk_in_one_define(two_disks):
                           'vdb': [os.path.join(imgdir, 'g2.qcow2')]}
     assert drv.create_snapshots(disks, ['g1', 'g2'], StepRecorder()) == res
     assert len(defined) == 1
+
+
+# -- the audit -----------------------------------------------------------------
+def test_inspect_lists_files_no_locator_names_with_their_leftovers(setup):
+    """As the QEMU driver: named files are not listed, a work file is the
+    leftover of its layer's locator, a socket is no file, a locator
+    elsewhere is an error."""
+    import socket
+    drv, _dom, disk, imgdir = setup
+    trashed = disk['path'] + images.TRASH_SUFFIX
+    stray = os.path.join(imgdir, 'stray.qcow2')
+    for path in (trashed, stray):
+        with open(path, 'wb') as f:
+            f.write(b'x')
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(os.path.join(imgdir, 'vm.sock'))
+    try:
+        out = drv.inspect([disk, _loc('/etc/passwd')])
+    finally:
+        sock.close()
+    live, bad = out['images']
+    assert live['exists'] and live['check'] == 'ok' and not live['error']
+    assert bad['error'] and not bad['exists']
+    assert sorted(out['files'], key=lambda f: f['path']) == [
+        {'path': trashed, 'locator': disk},
+        {'path': stray, 'locator': None}]
