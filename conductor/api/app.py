@@ -184,9 +184,33 @@ def _check_path_ids(match):
             raise exception.NotFound('The resource could not be found.')
 
 
+class FaultWrapper(object):
+    """The outermost filter of the pipeline (``faultwrap``): a failure in
+    the middleware itself (e.g. Keystone misconfigured) is still answered
+    in JSON, without its trace."""
+
+    def __init__(self, application):
+        self.application = application
+
+    @classmethod
+    def factory(cls, global_conf, **local_conf):
+        """Paste filter factory."""
+        return cls
+
+    def __call__(self, environ, start_response):
+        try:
+            return self.application(environ, start_response)
+        except Exception:
+            LOG.exception('Unexpected error in the API middleware')
+            resp = error_response(500, 'internal_error',
+                                  'An unexpected error occurred.')
+            return resp(environ, start_response)
+
+
 class API(object):
-    """The API as a WSGI application, behind the authentication middleware
-    of the configured ``[api] auth_strategy``."""
+    """The API as a WSGI application: the end of the pipeline of
+    ``api-paste.ini`` (``conductor.api.loader``), behind the authentication
+    middleware of the configured ``[api] auth_strategy``."""
 
     def __init__(self, authenticator=None):
         self.mapper = _routes()
@@ -200,18 +224,9 @@ class API(object):
             'policies': policies.Policies(),
             'snapshot_protection': policies.SnapshotProtection(),
         }
-        self.pipeline = middleware.wrap(auth.wrap(self.handle))
 
     def __call__(self, environ, start_response):
-        try:
-            return self.pipeline(environ, start_response)
-        except Exception:
-            # A failure in the middleware itself (e.g. Keystone
-            # misconfigured): still JSON, still no trace for the client.
-            LOG.exception('Unexpected error in the API middleware')
-            resp = error_response(500, 'internal_error',
-                                  'An unexpected error occurred.')
-            return resp(environ, start_response)
+        return self.handle(environ, start_response)
 
     @webob.dec.wsgify
     def handle(self, req):
@@ -303,3 +318,8 @@ class API(object):
         else:
             resp.json_body = openapi.document()
         return resp
+
+
+def app_factory(global_conf, **local_conf):
+    """Paste application factory: the API."""
+    return API()

@@ -5,7 +5,9 @@
 re-read when it changes.
 
 ``keystone``: keystonemiddleware's ``auth_token`` wraps the application
-(configured by ``[keystone_authtoken]``), as in every OpenStack service.  It
+(configured by ``[keystone_authtoken]``), as in every OpenStack service: it
+is the ``authtoken`` filter of the ``keystone`` pipeline in
+``api-paste.ini`` (``conductor.api.loader``).  It
 first strips any identity headers the client sent, validates the token with
 Keystone, and sets ``X-Identity-Status``, ``X-Project-Id`` and ``X-Roles``.
 It runs with ``delay_auth_decision`` so that the API itself answers the
@@ -155,16 +157,3 @@ def make_authenticator():
         return KeystoneHeaders()
     return TokenFile(CONF.api.token_file)
 
-
-def wrap(app):
-    """Put the authentication middleware of the configured mode around
-    ``app`` (a WSGI callable); ``tokens`` needs none.
-
-    :raises: livesnap.service.ConfigurationError (see :func:`check_config`).
-    """
-    if CONF.api.auth_strategy != 'keystone':
-        return app
-    check_config()
-    from keystonemiddleware import auth_token
-    return auth_token.AuthProtocol(app, {'oslo_config_config': CONF,
-                                         'delay_auth_decision': 'true'})

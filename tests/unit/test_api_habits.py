@@ -12,7 +12,7 @@ from oslo_config import cfg
 from oslo_middleware import cors
 
 from agent import images
-from conductor.api import app as api_app
+from conductor.api import loader as api_loader
 from tests.functional import scenarios
 
 CONF = cfg.CONF
@@ -208,10 +208,10 @@ def test_proxy_headers_ignored_unless_enabled(world):
 
 
 def _cors_app(conf):
-    """A new API (CORS reads its options when it is made)."""
+    """A new API pipeline (CORS reads its options when it is made)."""
     CONF.register_opts(cors.CORS_OPTS, 'cors')
     conf.set('allowed_origin', ['https://dash.example.org'], group='cors')
-    app = api_app.API()
+    app = api_loader.load_app()
 
     def call(method, path, headers):
         headers = dict(headers, **{'X-Auth-Token': 'p1-token'})

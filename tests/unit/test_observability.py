@@ -7,6 +7,8 @@ import prometheus_client
 import pytest
 import webob
 
+from conductor.api import app as api_app
+from conductor.api import loader
 from conductor.api import middleware
 from conductor.db import api as db
 from conductor.db import models
@@ -141,16 +143,19 @@ def test_chain_depths_survive_a_cycle():
                                 ['b', None, 'c', 'x']) == [2, 0, 1, 0]
 
 
-def _app(seen):
-    def app(environ, start_response):
-        seen.append(middleware.request_ids(environ))
-        return webob.Response('ok')(environ, start_response)
-    return middleware.wrap(app)
+def _app(seen, monkeypatch):
+    """The pipeline of api-paste.ini, its API answering every request with
+    what the middleware gave it."""
+    def dispatch(self, req, req_id):
+        seen.append(middleware.request_ids(req.environ))
+        return webob.Response('ok')
+    monkeypatch.setattr(api_app.API, '_dispatch', dispatch)
+    return loader.load_app()
 
 
-def test_request_id_and_global_request_id():
+def test_request_id_and_global_request_id(monkeypatch):
     seen = []
-    app = _app(seen)
+    app = _app(seen, monkeypatch)
     gid = 'req-5a1e5a1e-0000-4000-8000-000000000001'
     resp = webob.Request.blank(
         '/v1/servers', headers={'X-OpenStack-Request-ID': gid}).get_response(
@@ -176,9 +181,9 @@ def test_context_takes_the_current_global_request_id():
     assert record.request_ids == 'req-c req-h'
 
 
-def test_healthcheck(sqlite, conf):
+def test_healthcheck(sqlite, conf, monkeypatch):
     seen = []
-    app = _app(seen)
+    app = _app(seen, monkeypatch)
     resp = webob.Request.blank('/healthcheck').get_response(app)
     assert resp.status_int == 200, resp.text
     assert seen == []                  # not the API's business
@@ -191,9 +196,9 @@ def test_healthcheck(sqlite, conf):
     assert resp.status_int == 503
 
 
-def test_healthcheck_bus_down(sqlite, conf):
+def test_healthcheck_bus_down(sqlite, conf, monkeypatch):
     conf.set('transport_url', 'rabbit://guest:guest@127.0.0.1:1/')
-    app = _app([])
+    app = _app([], monkeypatch)
     resp = webob.Request.blank(
         '/healthcheck', headers={'Accept': 'application/json'}
     ).get_response(app)
