@@ -193,9 +193,7 @@ def emit(event_type, data):
         if not notifier.is_enabled():
             return
         current = oslo_context.get_current()
-        ctxt = {'request_id': current.request_id if current else None,
-                'global_request_id': current.global_request_id
-                if current else None}
+        ctxt = current.to_dict() if current is not None else {}
         if event_type.endswith('.error'):
             notifier.error(ctxt, event_type, data)
         else:

@@ -184,6 +184,17 @@ def _check_path_ids(match):
             raise exception.NotFound('The resource could not be found.')
 
 
+def _bind(creds, req, req_id):
+    """The caller's context (``auth.Credentials``) with the request's ids
+    and microversion (``creds.api_version``, what a controller branches
+    on), made the thread's current context (logs, RPC contexts)."""
+    creds.request_id = req_id
+    creds.global_request_id = middleware.request_ids(req.environ)[1]
+    creds.api_version = req.environ[versions.ENVIRON_KEY]
+    creds.update_store()
+    return creds
+
+
 class FaultWrapper(object):
     """The outermost filter of the pipeline (``faultwrap``): a failure in
     the middleware itself (e.g. Keystone misconfigured) is still answered
@@ -236,6 +247,7 @@ class API(object):
         version = versions.MIN_VERSION
         try:
             version = versions.negotiate(req.headers)
+            req.environ[versions.ENVIRON_KEY] = version
             resp = self._dispatch(req, req_id)
         except versions.NotAcceptable as exc:
             resp = error_response(406, 'version_not_acceptable', str(exc))
@@ -293,7 +305,7 @@ class API(object):
         action = match.pop('action')
         if name is None:
             return self._public(req, action)
-        creds = self.authenticator.from_request(req)
+        creds = _bind(self.authenticator.from_request(req), req, req_id)
         _check_path_ids(match)
         controller = self.controllers[name]
         params = _parse_query(req, QUERY_SCHEMAS.get(

@@ -170,15 +170,62 @@ def test_request_id_and_global_request_id(monkeypatch):
 
 def test_context_takes_the_current_global_request_id():
     context.set_current('req-a', 'req-g')
-    assert context.make('p1', request_id='req-a')['global_request_id'] == \
+    assert context.make('p1', request_id='req-a').global_request_id == \
         'req-g'
-    assert context.make('p1', request_id='req-b')['global_request_id'] is None
+    assert context.make('p1', request_id='req-b').global_request_id is None
     rpc.ContextSerializer().deserialize_context(
         {'request_id': 'req-c', 'global_request_id': 'req-h'})
     record = logging.LogRecord('x', logging.INFO, __file__, 1, 'm', None,
                                None)
     context.RequestIdFilter().filter(record)
     assert record.request_ids == 'req-c req-h'
+
+
+def test_rpc_context_is_oslo_contexts_to_dict_and_back():
+    from oslo_context import context as oslo_context
+    current = context.set_current('req-api', 'req-caller')
+    current.user_id = 'u1'
+    ctxt = context.make('p1', ['member'], request_id='req-api')
+    assert isinstance(ctxt, oslo_context.RequestContext)
+    assert oslo_context.get_current() is current   # made, not current
+    sent = rpc.ContextSerializer().serialize_context(ctxt)
+    assert sent == ctxt.to_dict() and sent['user'] == 'u1'
+    got = rpc.ContextSerializer().deserialize_context(sent)
+    assert isinstance(got, context.RequestContext)
+    assert (got.request_id, got.global_request_id, got.project_id,
+            got.user_id, got.roles, got.is_admin) == (
+        'req-api', 'req-caller', 'p1', 'u1', ['member'], False)
+    assert oslo_context.get_current() is got       # the endpoint's thread
+    # What an older process sends.
+    old = rpc.ContextSerializer().deserialize_context(
+        {'project_id': 'p2', 'roles': ['reader'], 'request_id': 'req-old',
+         'global_request_id': None})
+    assert (old.project_id, old.roles, old.request_id) == (
+        'p2', ['reader'], 'req-old')
+
+
+def test_background_contexts_do_not_become_current():
+    import threading
+    from oslo_context import context as oslo_context
+    seen = []
+
+    def work():
+        context.make('p1')
+        seen.append(oslo_context.get_current())
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert seen == [None]
+
+
+def test_credentials_are_the_request_context():
+    from conductor.api import auth
+    admin = auth.Credentials('admin', ['admin'], user_id='u0')
+    member = auth.Credentials('p1', ['member'])
+    assert isinstance(admin, context.RequestContext)
+    assert admin.is_admin is True and member.is_admin is False
+    assert member.roles == ['member', 'reader']
+    assert admin.to_dict()['user'] == 'u0'
 
 
 def test_healthcheck(sqlite, conf, monkeypatch):
