@@ -299,3 +299,128 @@ def test_deferred_work_notified_as_the_conductors(sqlite, sent,
     data = sent[0][1]['livesnap_object.data']
     assert data['requested_by'] == 'conductor'
     assert data['mode'] == 'physical' and data['snapshot_id'] == 'snap0'
+
+
+def _group_running(op_id):
+    """srv1 with vda and vdb, a group of both being created by op_id."""
+    with db.transaction() as s:
+        s.add(models.Host(name='h1', last_heartbeat=models.utcnow()))
+        s.add(models.Server(id='srv1', name='s', project_id='p1',
+                            host='h1'))
+        s.add(models.SnapshotGroup(id='g1', project_id='p1',
+                                   server_id='srv1', name='n',
+                                   operation_id=op_id))
+        for disk_id, name in (('d1', 'vda'), ('d2', 'vdb')):
+            s.add(models.Disk(id=disk_id, server_id='srv1', name=name,
+                              locator=_DISK, operation_id=op_id))
+            s.add(models.Snapshot(id='snap-' + disk_id, disk_id=disk_id,
+                                  project_id='p1', name='n', group_id='g1',
+                                  status='creating', locator=_DISK))
+        s.add(models.Operation(
+            id=op_id, project_id='p1', server_id='srv1', disk_id='d1',
+            snapshot_id='snap-d1', host='h1', action='create_group',
+            status='running', steps=[], attempts=0, requested_by='tenant'))
+
+
+def test_group_notification_names_the_group_and_every_member(sqlite, sent):
+    _group_running('op-g')
+    report = {'status': 'succeeded', 'pause_ms': 3.0, 'result': {
+        'online': True, 'snapshots': [
+            {'snapshot': _DISK, 'disk': dict(_DISK, path='/i/1.qcow2'),
+             'size_bytes': 512},
+            {'snapshot': _DISK, 'disk': dict(_DISK, path='/i/2.qcow2'),
+             'size_bytes': 1024}]},
+        'steps': [{'name': 'pause', 'status': 'done', 'duration_ms': 0.2},
+                  {'name': 'resume', 'status': 'done', 'duration_ms': 0.3,
+                   'detail': {'agent_pause_ms': 3.5}}]}
+    assert operations.apply_report('op-g', report)
+    assert [e for e, _ in sent] == ['livesnap.snapshot_group.create.end']
+    data = sent[0][1]['livesnap_object.data']
+    assert data['group_id'] == 'g1' and data['mode'] == 'online'
+    assert data['disks'] == [
+        notifications.member('d1', 'vda', 'snap-d1', 512),
+        notifications.member('d2', 'vdb', 'snap-d2', 1024)]
+    assert data['pause_ms'] == 3.0 and data['agent_pause_ms'] == 3.5
+    assert [s['duration_ms'] for s in data['steps']] == [0.2, 0.3]
+    assert (data['project_id'], data['server_id'], data['target']) == (
+        'p1', 'srv1', None)
+
+
+def test_clone_notification_names_the_new_disk(sqlite, sent):
+    _running_op('op-c')
+    with db.transaction() as s:
+        op = s.get(models.Operation, 'op-c')
+        op.action, op.mode = 'clone', 'linked'
+        op.target = {'server_id': 'srv1', 'disk': 'vdc', 'disk_id': 'd9',
+                     'mode': 'linked', 'name': None}
+    with db.transaction() as s:
+        operations.set_status(s.get(models.Operation, 'op-c'), 'failed')
+    assert [e for e, _ in sent] == ['livesnap.snapshot.clone.error']
+    data = sent[0][1]['livesnap_object.data']
+    assert data['target'] == {'server_id': 'srv1', 'disk': 'vdc',
+                              'disk_id': 'd9', 'mode': 'linked'}
+    assert data['mode'] == 'linked' and data['group_id'] is None
+    assert data['disks'] == [notifications.member('d1', 'vda', 'snap1',
+                                                  None)]
+
+
+def test_every_sample_has_the_same_fields():
+    keys = {frozenset(notification_samples.sample_payload(op)[
+        'livesnap_object.data']) for _, _, op in notification_samples.SAMPLES}
+    assert len(keys) == 1
+    events = {e for e, _, _ in notification_samples.SAMPLES}
+    for prefix in notifications.EVENT_PREFIXES.values():
+        assert {prefix + '.start', prefix + '.end',
+                prefix + '.error'} <= events, prefix
+
+
+@pytest.mark.parametrize('database', ['sqlite'], indirect=True)
+def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
+                                                 sent):
+    """A policy's snapshots and the deletions that prune them say
+    ``requested_by: policy``, not tenant (nor count in its rate)."""
+    import datetime
+    import time
+    from agent import images
+    from conductor import scheduler
+    from livesnap_tools import fixtures
+    from tests.functional import scenarios
+    conf.set('periodic_interval', 3600, group='conductor')
+    conf.set('policy_min_interval', 1, group='conductor')
+    dep = fixtures.InProcessDeployment(conf, tmp_path)
+    dep.start()
+    try:
+        base = os.path.join(dep.image_dir, 'srv1-vda.qcow2')
+        images.create_base(base, 4 * scenarios.MiB)
+        dep.register_server('srv1', base)
+        policy_id = dep.ok('POST', '/v1/policies', {'policy': {
+            'name': 'p', 'server_id': 'srv1', 'interval': 3600,
+            'retention': {'keep_last': 1}}}, status=201)['policy']['id']
+        for _ in range(2):
+            with db.transaction() as s:
+                s.get(models.SnapshotPolicy, policy_id).next_run = \
+                    scheduler.utcnow_seconds() - datetime.timedelta(seconds=1)
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                scheduler.run_periodic()
+                with db.transaction() as s:
+                    busy = s.query(models.Operation).filter(
+                        models.Operation.status.in_(
+                            ('pending', 'running'))).count()
+                    open_runs = s.query(models.PolicyRun).filter(
+                        (models.PolicyRun.outcome == 'pending')
+                        | models.PolicyRun.prune_status.in_(
+                            ('waiting', 'pending'))).count()
+                if not busy and not open_runs:
+                    break
+                time.sleep(0.1)
+            time.sleep(1.1)   # order the runs' times
+        with db.transaction() as s:
+            ops = {(o.action, o.requested_by) for o in
+                   s.query(models.Operation).all()}
+    finally:
+        dep.stop()
+    assert ops == {('create', 'policy'), ('delete', 'policy')}
+    ended = [d['livesnap_object.data'] for e, d in sent
+             if e.endswith('.end')]
+    assert ended and all(d['requested_by'] == 'policy' for d in ended)
