@@ -63,7 +63,8 @@ def quiesce_mode(requested, disk):
     return 'preferred' if locators.has_guest_agent(disk.locator) else 'off'
 
 
-def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
+def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None,
+           requested_by=operations.TENANT):
     """Start an online snapshot of one disk.
 
     :param quiesce: ``required``, ``preferred`` or ``off`` (None: the
@@ -74,6 +75,8 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
     If the disk is busy with the conductor's own deferred deletion, the
     operation is recorded ``pending`` and starts when the disk is free.
     :param project_id: the caller's project, or None for an admin.
+    :param requested_by: who asks (``operations.REQUESTERS``): a tenant,
+        or a snapshot policy's run.
     :returns: (snapshot, operation) records.
     :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded
     """
@@ -100,7 +103,8 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None):
         s.add(snap)
         s.flush()
         op = operations.record(s, operation_id, 'create', server, disk,
-                             snapshot_id=snapshot_id)
+                               snapshot_id=snapshot_id,
+                               requested_by=requested_by)
         if free:
             start_create(s, op, server, disk, snap, host_checked=True)
             sent = operations.outgoing(op)

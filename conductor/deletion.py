@@ -55,13 +55,16 @@ def _plan(session, snap, disk):
         child_is_leaf=leaf), 1
 
 
-def delete(ctxt, snapshot_id, project_id=None):
+def delete(ctxt, snapshot_id, project_id=None,
+           requested_by=operations.TENANT):
     """Delete a snapshot by the child-count rule.
 
     The children are counted on rows read under the disk's row lock.  If
     the disk is busy with the conductor's own deferred deletion, the
     operation is recorded ``pending`` (mode not yet decided, snapshot
     ``deleting``) and the count is made when it starts.
+    :param requested_by: who asks (``operations.REQUESTERS``): a tenant,
+        or a snapshot policy pruning its snapshots.
     :returns: the operation id.
     :raises: NotFound, DiskBusy, InvalidState, HostDown,
         SnapshotProtected (its owner pinned it)
@@ -79,15 +82,17 @@ def delete(ctxt, snapshot_id, project_id=None):
             # A failed create left no file: only the record goes, and it is
             # nobody's parent, so this needs no lock.
             operations.record(s, operation_id, 'delete', server, disk,
-                            snapshot_id=snap.id, mode='physical',
-                            status=states.SUCCEEDED)
+                              snapshot_id=snap.id, mode='physical',
+                              status=states.SUCCEEDED,
+                              requested_by=requested_by)
             s.get(models.Operation, operation_id).steps = [
                 operations.step('delete', detail='record only')]
             s.delete(snap)
             return operation_id
         op = operations.record(s, operation_id, 'delete', server, disk,
-                             snapshot_id=snap.id,
-                             prior_status=states.AVAILABLE)
+                               snapshot_id=snap.id,
+                               prior_status=states.AVAILABLE,
+                               requested_by=requested_by)
         if free:
             send = start_delete(s, op, server, disk, snap)
             sent = operations.outgoing(op) if send else None
@@ -165,7 +170,7 @@ def finish_deferred(ctxt, disk_id):
         op = operations.record(s, operation_id, 'delete', disk.server, disk,
                              snapshot_id=snap.id, mode=mode,
                              prior_status=states.DELETED,
-                             requested_by='conductor')
+                             requested_by=operations.CONDUCTOR)
         states.check_snapshot(snap, states.DELETING)
         operations.lock_disk_and_start(s, op, disk, task)
         op.steps = [operations.step('count-children', children=count)]

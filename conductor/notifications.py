@@ -3,8 +3,11 @@
 Every operation emits ``livesnap.<object>.<action>.start`` when it starts
 running (it holds its disk's lock and its task goes to the agent) and
 ``.end`` or ``.error`` when it ends: ``snapshot.create``,
-``snapshot.delete`` (a tenant's, or the conductor's own deferred work:
-``requested_by`` says which) and ``disk.revert``.  An operation decided and
+``snapshot.delete``, ``disk.revert``, ``snapshot_group.create`` (several
+disks in one pause: ``group_id`` and every member in ``disks``) and
+``snapshot.clone`` (the new disk in ``target``).  ``requested_by`` says
+who asked: a tenant, a snapshot policy (its runs and its pruning) or the
+conductor (its own deferred work).  An operation decided and
 finished in one go by the conductor (a logical delete) emits ``.start``
 and ``.end`` together; a waiting operation refused when it could start
 emits only ``.error``.
@@ -13,10 +16,11 @@ The payload is versioned like nova's::
 
     {"livesnap_object.name": "OperationPayload",
      "livesnap_object.namespace": "livesnap",
-     "livesnap_object.version": "1.0",
+     "livesnap_object.version": "1.1",
      "livesnap_object.data": {...}}
 
-A field added is a minor version, one removed or changed a major one.
+A field added is a minor version, one removed or changed a major one
+(1.1 added ``group_id``, ``disks`` and ``target``).
 
 ``operations.set_status`` (and ``operations.record``) call :func:`queue` in
 the transaction that changes the status; the notification is built from
@@ -48,7 +52,7 @@ CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
 PAYLOAD_NAME = 'OperationPayload'
-PAYLOAD_VERSION = '1.0'
+PAYLOAD_VERSION = '1.1'
 NAMESPACE = 'livesnap'
 
 #: operation action -> the object and verb in the event type
@@ -94,12 +98,15 @@ def queue(op, created=False):
         return
     pending = session.info.setdefault(_KEY, {})
     entry = pending.setdefault(op.id, {'op': op, 'created': created,
-                                       'snapshot_size': None})
+                                       'snapshot_size': None,
+                                       'group_id': None})
     # Read now: a merge's report deletes the snapshot before it commits.
     if op.snapshot_id is not None:
         snap = session.get(models.Snapshot, op.snapshot_id)
         if snap is not None and snap.size_bytes is not None:
             entry['snapshot_size'] = snap.size_bytes
+        if snap is not None and snap.group_id is not None:
+            entry['group_id'] = snap.group_id
 
 
 def events(status, created):
@@ -119,11 +126,34 @@ def _agent_pause_ms(steps):
     return round(sum(values), 3) if values else None
 
 
-def payload(op, disk_name=None, snapshot_size=None):
-    """The versioned payload of an operation as it stands."""
+def member(disk_id, disk_name, snapshot_id, snapshot_size):
+    """One entry of a payload's ``disks``."""
+    return {'disk_id': disk_id, 'disk': disk_name,
+            'snapshot_id': snapshot_id, 'snapshot_size_bytes': snapshot_size}
+
+
+def _target(op):
+    """A clone's new disk, or None."""
+    if op.action != 'clone' or not op.target:
+        return None
+    return {key: op.target.get(key)
+            for key in ('server_id', 'disk_id', 'disk', 'mode')}
+
+
+def payload(op, disk_name=None, snapshot_size=None, group_id=None,
+            members=None):
+    """The versioned payload of an operation as it stands.
+
+    :param group_id: the snapshot group of the operation's snapshot.
+    :param members: a group create's disks (:func:`member`, in the order
+        of the disks' ids); None: the operation's own disk.
+    """
     steps = [{'name': s.get('name'), 'status': s.get('status'),
               'duration_ms': s.get('duration_ms')}
              for s in op.steps or [] if isinstance(s, dict)]
+    if members is None:
+        members = [member(op.disk_id, disk_name, op.snapshot_id,
+                          snapshot_size)]
     return {
         'livesnap_object.name': PAYLOAD_NAME,
         'livesnap_object.namespace': NAMESPACE,
@@ -138,6 +168,9 @@ def payload(op, disk_name=None, snapshot_size=None):
             'disk': disk_name,
             'snapshot_id': op.snapshot_id,
             'snapshot_size_bytes': snapshot_size,
+            'group_id': group_id,
+            'disks': members,
+            'target': _target(op),
             'host': op.host,
             'mode': op.mode,
             'status': op.status,
@@ -163,12 +196,27 @@ def _build(session):
         if not suffixes:
             continue
         disk = session.get(models.Disk, op.disk_id)
+        members = _group_members(session, entry['group_id']) \
+            if op.action == 'create_group' else None
         data = payload(op, disk.name if disk is not None else None,
-                       entry['snapshot_size'])
+                       entry['snapshot_size'], entry['group_id'], members)
         ready.extend((EVENT_PREFIXES[op.action] + '.' + s, data)
                      for s in suffixes)
     if ready:
         session.info[_KEY + '.ready'] = ready
+
+
+def _group_members(session, group_id):
+    """Every disk of a group with its snapshot, in the disks' order."""
+    if group_id is None:
+        return None
+    rows = session.execute(
+        sa.select(models.Snapshot.disk_id, models.Disk.name,
+                  models.Snapshot.id, models.Snapshot.size_bytes)
+        .join(models.Disk, models.Disk.id == models.Snapshot.disk_id)
+        .where(models.Snapshot.group_id == group_id)
+        .order_by(models.Snapshot.disk_id)).all()
+    return [member(*row) for row in rows]
 
 
 def _send(session):
@@ -193,9 +241,7 @@ def emit(event_type, data):
         if not notifier.is_enabled():
             return
         current = oslo_context.get_current()
-        ctxt = {'request_id': current.request_id if current else None,
-                'global_request_id': current.global_request_id
-                if current else None}
+        ctxt = current.to_dict() if current is not None else {}
         if event_type.endswith('.error'):
             notifier.error(ctxt, event_type, data)
         else:

@@ -69,12 +69,23 @@ def _after_finish(ctxt, disk_id):
                       {'disk': disk_id})
 
 
+#: ``requested_by`` of an operation a tenant asked for through the API.
+TENANT = 'tenant'
+#: ... of one a snapshot policy's run started (``conductor.scheduler``:
+#: its snapshots, and the deletions that prune them).
+POLICY = 'policy'
+#: ... of the conductor's own deferred work (``conductor.deletion``).
+CONDUCTOR = 'conductor'
+#: Who may ask for an operation.
+REQUESTERS = (TENANT, POLICY, CONDUCTOR)
+
+
 def new_id():
     return str(uuid.uuid4())
 
 
 def record(session, operation_id, action, server, disk, snapshot_id=None,
-         mode=None, task=None, prior_status=None, requested_by='tenant',
+         mode=None, task=None, prior_status=None, requested_by=TENANT,
          status=None):
     """Record an operation; ``pending`` unless a status is given.
 
@@ -123,7 +134,7 @@ def may_start_now(session, server, disk):
     holder = session.get(models.Operation, disk.operation_id) \
         if disk.operation_id else None
     if waiting is None and holder is not None and \
-            holder.requested_by == 'conductor':
+            holder.requested_by == CONDUCTOR:
         return False
     raise exception.DiskBusy(disk=disk.name, server=server.id,
                              operation=(waiting or holder).id

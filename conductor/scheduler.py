@@ -299,7 +299,8 @@ def attempt(run_id, attempts, now=None):
         snapshot_id, operation_id = creation.create(
             context.make(policy.project_id), server.id, run.disk_name,
             snapshot_name(policy, run.scheduled_for),
-            project_id=policy.project_id)
+            project_id=policy.project_id,
+            requested_by=operations.POLICY)
     except exception.HostDown:
         return _record_refusal(run.id, 'host_down', 'The agent of the '
                                'server\'s host is not reporting.', now)
@@ -425,7 +426,8 @@ def prune(run_id, now=None):
     for snapshot_id in victims:
         try:
             deletion.delete(context.make(project_id), snapshot_id,
-                            project_id=project_id)
+                            project_id=project_id,
+                            requested_by=operations.POLICY)
         except (exception.DiskBusy, exception.HostDown) as exc:
             # The previous merge still runs, or the host is away: the next
             # tick goes on.

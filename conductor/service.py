@@ -15,8 +15,8 @@ import threading
 
 from oslo_config import cfg
 
-from conductor.api import app as api_app
 from conductor.api import auth as api_auth
+from conductor.api import loader as api_loader
 from conductor.api import server as api_server
 from conductor.db import api as db
 from conductor import deadlines
@@ -54,7 +54,7 @@ class ConductorService(object):
         self.rpc_server.start()
         if self.with_api and CONF.api.enabled:
             self.api_server = api_server.APIServer(
-                api_app.API(), CONF.api.host_ip, CONF.api.port,
+                api_loader.load_app(), CONF.api.host_ip, CONF.api.port,
                 threads=CONF.api.threads, backlog=CONF.api.backlog,
                 connection_limit=CONF.api.connection_limit,
                 client_timeout=CONF.api.client_timeout,

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from agent import rpcapi as agent_rpcapi
 from conductor.api import auth
+from conductor.api import loader as api_loader
 from conductor.db import api as db
 from conductor.db import migration
 from conductor.db import models
@@ -143,11 +144,25 @@ class Checks(upgradecheck.UpgradeCommands):
             upgradecheck.Code.SUCCESS,
             'auth_strategy = %s.' % CONF.api.auth_strategy)
 
+    def _check_api_pipeline(self):
+        """The API's paste file is found and its pipeline loads."""
+        try:
+            path = api_loader.paste_config_path()
+            api_loader.load_app(path)
+        except Exception as exc:
+            return upgradecheck.Result(
+                upgradecheck.Code.FAILURE,
+                'The API pipeline does not load: %s' % exc)
+        return upgradecheck.Result(
+            upgradecheck.Code.SUCCESS,
+            '%s, pipeline "%s".' % (path, CONF.api.auth_strategy))
+
     _upgrade_checks = (
         ('Database schema', _check_schema),
         ('Agent API versions', _check_agents),
         ('Operations in progress', _check_operations),
         ('API authentication', _check_auth),
+        ('API pipeline', _check_api_pipeline),
         ('Policy file', (common_checks.check_policy_json,
                          {'conf': CONF})),
     )

@@ -24,7 +24,7 @@ import os
 
 from oslo_config import cfg
 
-from conductor.api import app as api_app
+from conductor.api import loader as api_loader
 from livesnap import service
 
 CONF = cfg.CONF
@@ -47,9 +47,10 @@ def config_args(environ=None):
 
 
 def init_application(environ=None):
-    """Parse the configuration, set up logging, return the WSGI app."""
+    """Parse the configuration, set up logging, return the WSGI app (the
+    pipeline of ``[wsgi] api_paste_config``)."""
     service.prepare('livesnap-api', config_args(environ))
-    return api_app.API()
+    return api_loader.load_app()
 
 
 application = init_application()

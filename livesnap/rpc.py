@@ -91,19 +91,27 @@ def cleanup():
 
 def get_client(target, version_cap=None):
     return messaging.get_rpc_client(get_transport(), target,
-                                    version_cap=version_cap)
+                                    version_cap=version_cap,
+                                    serializer=ContextSerializer())
 
 
 class ContextSerializer(messaging.NoOpSerializer):
-    """Makes each message's request id the current one of the thread that
-    dispatches it, so the endpoint's log lines carry it
-    (``livesnap.context``)."""
+    """Sends a ``livesnap.context.RequestContext`` as its ``to_dict()``
+    and rebuilds it with ``from_dict()`` in the server, where it becomes
+    the current context of the thread that dispatches the message, so the
+    endpoint's log lines carry its request ids.  A message of an older
+    process (a dict of ``project_id``, ``roles``, ``request_id``,
+    ``global_request_id``) reads the same."""
+
+    def serialize_context(self, ctxt):
+        if isinstance(ctxt, context.RequestContext):
+            return ctxt.to_dict()
+        return ctxt
 
     def deserialize_context(self, ctxt):
-        if isinstance(ctxt, dict) and ctxt.get('request_id'):
-            context.set_current(ctxt['request_id'],
-                                ctxt.get('global_request_id'))
-        return ctxt
+        if not isinstance(ctxt, dict):
+            return ctxt
+        return context.RequestContext.from_dict(ctxt)
 
 
 def get_server(target, endpoints):

@@ -19,6 +19,11 @@ from livesnapclient import exceptions
 
 #: The service type of livesnap in the keystone service catalog.
 SERVICE_TYPE = "livesnap"
+#: The API microversion this client was written for (it follows the
+#: lists' ``next`` links of 1.1), sent in every request as
+#: ``OpenStack-API-Version: livesnap 1.1``: a newer API answers it as 1.1
+#: did, an older one refuses it (406) instead of answering otherwise.
+API_VERSION = "1.1"
 #: Socket timeout of a single HTTP request, in seconds.
 REQUEST_TIMEOUT = 30.0
 
@@ -44,13 +49,17 @@ class Client:
     :param interface: catalog interface (``public``, ``internal``, ``admin``).
     :param region_name: catalog region, or None.
     :param service_type: catalog service type.
+    :param api_version: the microversion asked for in every request
+        (``OpenStack-API-Version``, by keystoneauth1).
     """
 
     def __init__(self, session, endpoint_override=None, interface=None,
-                 region_name=None, service_type=SERVICE_TYPE):
+                 region_name=None, service_type=SERVICE_TYPE,
+                 api_version=API_VERSION):
         self.adapter = adapter.Adapter(
             session, service_type=service_type, interface=interface,
-            region_name=region_name, endpoint_override=endpoint_override)
+            region_name=region_name, endpoint_override=endpoint_override,
+            default_microversion=api_version)
         self._base_url = None
 
     @property

@@ -184,9 +184,44 @@ def _check_path_ids(match):
             raise exception.NotFound('The resource could not be found.')
 
 
+def _bind(creds, req, req_id):
+    """The caller's context (``auth.Credentials``) with the request's ids
+    and microversion (``creds.api_version``, what a controller branches
+    on), made the thread's current context (logs, RPC contexts)."""
+    creds.request_id = req_id
+    creds.global_request_id = middleware.request_ids(req.environ)[1]
+    creds.api_version = req.environ[versions.ENVIRON_KEY]
+    creds.update_store()
+    return creds
+
+
+class FaultWrapper(object):
+    """The outermost filter of the pipeline (``faultwrap``): a failure in
+    the middleware itself (e.g. Keystone misconfigured) is still answered
+    in JSON, without its trace."""
+
+    def __init__(self, application):
+        self.application = application
+
+    @classmethod
+    def factory(cls, global_conf, **local_conf):
+        """Paste filter factory."""
+        return cls
+
+    def __call__(self, environ, start_response):
+        try:
+            return self.application(environ, start_response)
+        except Exception:
+            LOG.exception('Unexpected error in the API middleware')
+            resp = error_response(500, 'internal_error',
+                                  'An unexpected error occurred.')
+            return resp(environ, start_response)
+
+
 class API(object):
-    """The API as a WSGI application, behind the authentication middleware
-    of the configured ``[api] auth_strategy``."""
+    """The API as a WSGI application: the end of the pipeline of
+    ``api-paste.ini`` (``conductor.api.loader``), behind the authentication
+    middleware of the configured ``[api] auth_strategy``."""
 
     def __init__(self, authenticator=None):
         self.mapper = _routes()
@@ -200,18 +235,9 @@ class API(object):
             'policies': policies.Policies(),
             'snapshot_protection': policies.SnapshotProtection(),
         }
-        self.pipeline = middleware.wrap(auth.wrap(self.handle))
 
     def __call__(self, environ, start_response):
-        try:
-            return self.pipeline(environ, start_response)
-        except Exception:
-            # A failure in the middleware itself (e.g. Keystone
-            # misconfigured): still JSON, still no trace for the client.
-            LOG.exception('Unexpected error in the API middleware')
-            resp = error_response(500, 'internal_error',
-                                  'An unexpected error occurred.')
-            return resp(environ, start_response)
+        return self.handle(environ, start_response)
 
     @webob.dec.wsgify
     def handle(self, req):
@@ -221,6 +247,7 @@ class API(object):
         version = versions.MIN_VERSION
         try:
             version = versions.negotiate(req.headers)
+            req.environ[versions.ENVIRON_KEY] = version
             resp = self._dispatch(req, req_id)
         except versions.NotAcceptable as exc:
             resp = error_response(406, 'version_not_acceptable', str(exc))
@@ -278,7 +305,7 @@ class API(object):
         action = match.pop('action')
         if name is None:
             return self._public(req, action)
-        creds = self.authenticator.from_request(req)
+        creds = _bind(self.authenticator.from_request(req), req, req_id)
         _check_path_ids(match)
         controller = self.controllers[name]
         params = _parse_query(req, QUERY_SCHEMAS.get(
@@ -303,3 +330,8 @@ class API(object):
         else:
             resp.json_body = openapi.document()
         return resp
+
+
+def app_factory(global_conf, **local_conf):
+    """Paste application factory: the API."""
+    return API()

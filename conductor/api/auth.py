@@ -5,7 +5,9 @@
 re-read when it changes.
 
 ``keystone``: keystonemiddleware's ``auth_token`` wraps the application
-(configured by ``[keystone_authtoken]``), as in every OpenStack service.  It
+(configured by ``[keystone_authtoken]``), as in every OpenStack service: it
+is the ``authtoken`` filter of the ``keystone`` pipeline in
+``api-paste.ini`` (``conductor.api.loader``).  It
 first strips any identity headers the client sent, validates the token with
 Keystone, and sets ``X-Identity-Status``, ``X-Project-Id`` and ``X-Roles``.
 It runs with ``delay_auth_decision`` so that the API itself answers the
@@ -33,6 +35,8 @@ import threading
 from oslo_config import cfg
 
 from conductor import exception
+from conductor import policy
+from livesnap import context
 from livesnap import service as common_service
 
 CONF = cfg.CONF
@@ -51,17 +55,25 @@ def with_implied_roles(roles):
     return out
 
 
-class Credentials(object):
-    """Who is asking: a project and its roles (implied ones included).
+class Credentials(context.RequestContext):
+    """Who is asking: a project, a user and their roles (implied ones
+    included), as the request's oslo.context context.
 
-    What the caller may do is the policy's to say (``conductor.policy``),
-    never a property of this object.
+    What the caller may do is the policy's to say (``conductor.policy``);
+    ``is_admin`` is its ``admin_api`` rule, asked when first read.  The API
+    gives the context the request's ids and microversion and makes it the
+    thread's current one (``conductor.api.app``); being made does not.
     """
 
-    def __init__(self, project_id, roles, user_id=None):
-        self.project_id = project_id
-        self.roles = with_implied_roles(roles)
-        self.user_id = user_id
+    def __init__(self, project_id, roles, user_id=None, **kwargs):
+        kwargs.setdefault('overwrite', False)
+        kwargs.setdefault('is_admin', None)
+        super().__init__(project_id=project_id,
+                         roles=with_implied_roles(roles), user_id=user_id,
+                         **kwargs)
+
+    def check_is_admin(self):
+        return policy.check(self, 'admin_api')
 
 
 class TokenFile(object):
@@ -155,16 +167,3 @@ def make_authenticator():
         return KeystoneHeaders()
     return TokenFile(CONF.api.token_file)
 
-
-def wrap(app):
-    """Put the authentication middleware of the configured mode around
-    ``app`` (a WSGI callable); ``tokens`` needs none.
-
-    :raises: livesnap.service.ConfigurationError (see :func:`check_config`).
-    """
-    if CONF.api.auth_strategy != 'keystone':
-        return app
-    check_config()
-    from keystonemiddleware import auth_token
-    return auth_token.AuthProtocol(app, {'oslo_config_config': CONF,
-                                         'delay_auth_decision': 'true'})

@@ -1,4 +1,8 @@
-"""oslo.middleware around the REST API, outermost first:
+"""oslo.middleware around the REST API.
+
+The pipeline is ``etc/livesnap/api-paste.ini`` (``conductor.api.loader``);
+its filters, outermost first (after ``faultwrap``, which answers a failure
+of any of them with a JSON 500):
 
 * ``CORS`` answers preflight requests and adds the CORS headers for the
   origins in ``[cors] allowed_origin`` (none by default: no CORS).
@@ -18,14 +22,20 @@
 * ``Healthcheck`` answers ``GET``/``HEAD /healthcheck`` without
   credentials, from the backends in ``[healthcheck] backends``
   (``conductor.healthcheck``): 200 when all pass, 503 otherwise.
+* keystonemiddleware's ``auth_token`` with ``[api] auth_strategy =
+  keystone`` (``conductor.api.auth``).
+
+The library's own paste factories serve the proxy headers, the size limit
+and the request id.  CORS and the healthcheck have livesnap's factories
+here: both read livesnap's configuration (the files the process parsed,
+``cfg.CONF``) with livesnap's defaults, and the healthcheck is a route in
+the pipeline rather than an application of its own.
 """
 
 from oslo_config import cfg
 from oslo_middleware import cors
 from oslo_middleware import healthcheck
-from oslo_middleware import http_proxy_to_wsgi
 from oslo_middleware import request_id
-from oslo_middleware import sizelimit
 
 from conductor import healthcheck as livesnap_healthcheck
 
@@ -65,14 +75,17 @@ def set_defaults():
         allow_methods=['GET', 'PUT', 'POST', 'DELETE', 'PATCH', 'HEAD'])
 
 
-def wrap(application):
-    """``application`` behind CORS, the proxy headers, the body size limit,
-    the request id and the healthcheck route (outermost first)."""
+def cors_factory(global_conf, **local_conf):
+    """Paste filter factory: CORS with the ``[cors]`` options of
+    ``cfg.CONF`` and livesnap's defaults (:func:`set_defaults`)."""
     set_defaults()
-    app = request_id.RequestId(_HealthcheckRoute(application), CONF)
-    app = sizelimit.RequestBodySizeLimiter(app, CONF)
-    app = http_proxy_to_wsgi.HTTPProxyToWSGI(app, CONF)
-    return cors.CORS(app, CONF)
+    return lambda app: cors.CORS(app, CONF)
+
+
+def healthcheck_factory(global_conf, **local_conf):
+    """Paste filter factory: ``/healthcheck`` answered by oslo.middleware's
+    healthcheck, every other request passed on."""
+    return _HealthcheckRoute
 
 
 def request_ids(environ):

@@ -4,9 +4,11 @@ The count comes from the operations table, not from a conductor's memory,
 so the limit holds however many conductors share the database.  It is a
 sliding window of 60 seconds over the operations a project's tenants
 started (``requested_by = tenant``; the conductor's own deferred deletions
-do not count).  Two requests racing on two conductors may both pass at the
-edge of the window, so the limit can be exceeded by at most the number of
-concurrent requests; it protects the hosts, it is not billing.
+and the runs of snapshot policies, ``requested_by = policy``, do not count:
+a policy's schedule is its own limit).  Two requests racing on two
+conductors may both pass at the edge of the window, so the limit can be
+exceeded by at most the number of concurrent requests; it protects the
+hosts, it is not billing.
 """
 
 import datetime

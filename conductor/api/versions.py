@@ -6,6 +6,11 @@ A request without the header gets the minimum version (the nova rule);
 response says the version it was served at, in ``OpenStack-API-Version``,
 with ``Vary: OpenStack-API-Version``.
 
+The version a request is served at is in its WSGI environ
+(:data:`ENVIRON_KEY`) and on the caller's context that every controller
+gets (``creds.api_version``, a ``(major, minor)`` tuple), so a controller
+answers by version with e.g. ``if creds.api_version >= (1, 2):``.
+
 History:
 
 * 1.0 — the API as it was before microversions.
@@ -21,6 +26,9 @@ SERVICE_TYPE = 'livesnap'
 HEADER = 'OpenStack-API-Version'
 MIN_VERSION = (1, 0)
 MAX_VERSION = (1, 1)
+
+#: The request's environ key of the ``(major, minor)`` it is served at.
+ENVIRON_KEY = 'livesnap.api_version'
 
 
 class NotAcceptable(Exception):

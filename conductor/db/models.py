@@ -161,8 +161,9 @@ class Operation(Base):
     conductor = sa.Column(sa.String(255), nullable=True)
     # The snapshot's status before the operation, restored if it fails.
     prior_status = sa.Column(sa.String(16), nullable=True)
-    # Who asked: "tenant", or "conductor" for deferred deletions it
-    # finishes by itself.
+    # Who asked: "tenant", "policy" for a snapshot policy's runs and
+    # pruning, or "conductor" for deferred deletions it finishes by itself
+    # (conductor.operations.REQUESTERS).
     requested_by = sa.Column(sa.String(16), nullable=False,
                              default='tenant')
     # When the agent's report is due; past it the conductor asks the agent.

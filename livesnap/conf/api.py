@@ -1,6 +1,10 @@
 from oslo_config import cfg
 
 api_group = cfg.OptGroup('api', title='REST API options')
+wsgi_group = cfg.OptGroup('wsgi', title='WSGI pipeline of the REST API')
+
+#: The default ``[wsgi] api_paste_config``.
+DEFAULT_API_PASTE_CONFIG = 'api-paste.ini'
 
 opts = [
     cfg.HostAddressOpt('host_ip', default='127.0.0.1',
@@ -59,11 +63,23 @@ opts = [
                     '0 disables the limit.'),
 ]
 
+wsgi_opts = [
+    cfg.StrOpt('api_paste_config', default=DEFAULT_API_PASTE_CONFIG,
+               help='The PasteDeploy file of the REST API\'s pipeline '
+                    '(middleware and application, composite '
+                    '"livesnap-api"): an absolute path, or a name looked '
+                    'for next to the configuration files and in '
+                    '/etc/livesnap. When the default name is found '
+                    'nowhere, the copy packaged with livesnap is used.'),
+]
+
 
 def register_opts(conf):
     conf.register_group(api_group)
     conf.register_opts(opts, group=api_group)
+    conf.register_group(wsgi_group)
+    conf.register_opts(wsgi_opts, group=wsgi_group)
 
 
 def list_opts():
-    return {api_group: opts}
+    return {api_group: opts, wsgi_group: wsgi_opts}

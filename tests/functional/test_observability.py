@@ -170,7 +170,8 @@ def _check(dep, collector, conductor_port, agent_port, tmp_path):
         notification_samples.SAMPLES[0][2])['livesnap_object.data'])
     for (event_type, op_id), payload in got.items():
         assert payload['livesnap_object.name'] == 'OperationPayload'
-        assert payload['livesnap_object.version'] == '1.0'
+        assert payload['livesnap_object.version'] == \
+            notification_samples.notifications.PAYLOAD_VERSION
         data = payload['livesnap_object.data']
         assert set(data) == sample_keys, event_type
         assert data['project_id'] == 'p1' and data['server_id'] == 'srv1'

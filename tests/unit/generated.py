@@ -15,7 +15,9 @@ def assert_current(tmp_path, generator, config, committed, regenerate):
     subprocess.run([os.path.join(os.path.dirname(sys.executable), generator),
                     '--config-file', os.path.join(TOP, 'tools', config),
                     '--output-file', str(out)],
-                   check=True, cwd=TOP, capture_output=True)
+                   check=True, cwd=TOP, capture_output=True,
+                   # This tree's code, not the one installed (editable).
+                   env=dict(os.environ, PYTHONPATH=TOP))
     with open(os.path.join(TOP, 'etc', 'livesnap', committed)) as f:
         assert out.read_text() == f.read(), (
             'etc/livesnap/%s is stale: run %s' % (committed, regenerate))

@@ -12,7 +12,7 @@ from oslo_config import cfg
 from oslo_middleware import cors
 
 from agent import images
-from conductor.api import app as api_app
+from conductor.api import loader as api_loader
 from livesnap_tools import fixtures
 from tests.functional import scenarios
 
@@ -259,10 +259,10 @@ def test_proxy_headers_ignored_unless_enabled(world):
 
 
 def _cors_app(conf):
-    """A new API (CORS reads its options when it is made)."""
+    """A new API pipeline (CORS reads its options when it is made)."""
     CONF.register_opts(cors.CORS_OPTS, 'cors')
     conf.set('allowed_origin', ['https://dash.example.org'], group='cors')
-    app = api_app.API()
+    app = api_loader.load_app()
 
     def call(method, path, headers):
         headers = dict(headers, **{'X-Auth-Token': 'p1-token'})
@@ -309,3 +309,35 @@ def test_body_size_limit_of_the_pipeline(inprocess, conf):
                          {'Content-Type': 'application/json'},
                          data=b' ' * 4096)
     assert status == 413
+
+
+def test_controllers_get_the_microversion(conf, tmp_path, monkeypatch):
+    """The version a request is served at reaches the controller on the
+    caller's context (``creds.api_version``), for it to branch on."""
+    from conductor.api import controllers
+    from conductor.api import versions
+    tokens = tmp_path / 'tokens.json'
+    tokens.write_text(json.dumps({'p1-token': {'project_id': 'p1',
+                                               'roles': ['member']}}))
+    conf.set('token_file', str(tokens), group='api')
+    seen = []
+
+    def domains(self, creds, req_id, host, body=None, params=None):
+        seen.append((creds.api_version, creds.project_id, creds.request_id))
+        return 200, {'domains': [], 'at': '%d.%d' % creds.api_version}
+    monkeypatch.setattr(controllers.Hosts, 'domains', domains)
+    app = api_loader.load_app()
+
+    def call(version=None):
+        headers = {'X-Auth-Token': 'p1-token'}
+        if version:
+            headers[versions.HEADER] = 'livesnap %s' % version
+        resp = webob.Request.blank('/v1/hosts/hv1/domains',
+                                   headers=headers).get_response(app)
+        return resp.status_int, resp.json_body
+    assert call() == (200, {'domains': [], 'at': '1.0'})
+    assert call('1.1') == (200, {'domains': [], 'at': '1.1'})
+    assert call('latest')[1]['at'] == '%d.%d' % versions.MAX_VERSION
+    assert call('9.0')[0] == 406
+    assert [s[0] for s in seen] == [(1, 0), (1, 1), versions.MAX_VERSION]
+    assert seen[0][1] == 'p1' and seen[0][2].startswith('req-')

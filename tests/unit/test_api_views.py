@@ -190,6 +190,7 @@ def test_keystone_refuses_to_start_without_www_authenticate_uri(
         conf, tmp_path, database):
     """Not a 500 on the first request: no start at all, and why."""
     from conductor.api import auth
+    from conductor.api import loader
     from conductor import service
     from livesnap import service as common_service
     conf.set('auth_strategy', 'keystone', group='api')
@@ -200,7 +201,7 @@ def test_keystone_refuses_to_start_without_www_authenticate_uri(
     assert 'www_authenticate_uri' in str(err.value)
     assert svc.rpc_server is None and svc.api_server is None
     with pytest.raises(common_service.ConfigurationError):
-        auth.wrap(lambda environ, start_response: [])
+        loader.load_app()
     conf.set('www_authenticate_uri', 'http://keystone.invalid/identity',
              group='keystone_authtoken')
     auth.check_config()

@@ -150,6 +150,15 @@ def test_server_list_table_sends_token(api, capsys):
     assert "| srv1 | web  | p1      | hv1  | vda   |" in out
 
 
+def test_client_sends_the_microversion_it_was_written_for(api, capsys):
+    from livesnapclient import client
+    api.add("GET", "/v1/servers", (200, {"servers": []}))
+    rc, _, err = run(capsys, "server", "list")
+    assert rc == 0, err
+    assert api.last()["headers"]["OpenStack-API-Version"] == \
+        "livesnap %s" % client.API_VERSION
+
+
 def test_host_list(api, capsys):
     host = {"name": "hv1", "state": "down",
             "last_heartbeat": "2026-11-25T00:00:00Z",

@@ -88,6 +88,13 @@ def test_keystone_without_its_public_endpoint_fails(conf):
     assert 'www_authenticate_uri' in result.details
 
 
+def test_a_missing_api_paste_file_fails(conf, tmp_path):
+    conf.set('api_paste_config', str(tmp_path / 'gone.ini'), group='wsgi')
+    result = status.Checks()._check_api_pipeline()
+    assert result.code == upgradecheck.Code.FAILURE
+    assert 'gone.ini' in result.details
+
+
 def test_the_command_line(tmp_path):
     config = tmp_path / 'livesnap.conf'
     config.write_text('[database]\nconnection = sqlite:///%s\n'

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 PROBE = textwrap.dedent('''
     import io, json, sys
     from conductor import wsgi
@@ -33,8 +35,13 @@ PROBE = textwrap.dedent('''
 ''')
 
 
+#: The tree under test first on the child's path (its cwd is elsewhere).
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+
+
 def _probe(tmp_path, env_extra):
-    env = dict(os.environ)
+    env = dict(os.environ, PYTHONPATH=TOP)
     env.pop('OS_LIVESNAP_CONFIG_FILES', None)
     env.pop('OS_LIVESNAP_CONFIG_DIR', None)
     env.update(env_extra)
@@ -69,3 +76,61 @@ def test_defaults_without_environment(tmp_path):
     got = _probe(tmp_path, {'HOME': str(tmp_path)})
     assert got['port'] == 8780
     assert got['openapi'] == 200
+
+
+def test_packaged_paste_file_is_the_one_in_etc():
+    from conductor.api import loader
+    with open(os.path.join(TOP, 'etc', 'livesnap',
+                           'api-paste.ini')) as f:
+        with open(loader.PACKAGED_PASTE_CONFIG) as packaged:
+            assert packaged.read() == f.read(), (
+                'conductor/api/api-paste.ini differs from etc/livesnap/'
+                'api-paste.ini: copy it')
+
+
+HEALTH_PROBE = textwrap.dedent('''
+    import io, json
+    from conductor import wsgi
+
+    env = {'REQUEST_METHOD': 'GET', 'PATH_INFO': '/healthcheck',
+           'QUERY_STRING': '', 'SERVER_NAME': 'x', 'SERVER_PORT': '80',
+           'SERVER_PROTOCOL': 'HTTP/1.1', 'wsgi.url_scheme': 'http',
+           'wsgi.input': io.BytesIO(b'')}
+    status = []
+    b''.join(wsgi.application(
+        env, lambda s, h, exc_info=None: status.append(s)))
+    print(json.dumps({'healthcheck': int(status[0].split()[0])}))
+''')
+
+
+def test_paste_file_next_to_the_config_file(tmp_path):
+    """An api-paste.ini beside livesnap.conf is the pipeline served: here
+    one without the healthcheck filter, so the API answers 404."""
+    from conductor.api import loader
+    with open(loader.PACKAGED_PASTE_CONFIG) as f:
+        paste = f.read()
+    (tmp_path / 'api-paste.ini').write_text(
+        paste.replace('request_id healthcheck livesnap',
+                      'request_id livesnap'))
+    config = tmp_path / 'livesnap.conf'
+    config.write_text('[api]\ntoken_file = %s\n' % (tmp_path / 't.json'))
+    env = dict(os.environ, OS_LIVESNAP_CONFIG_FILES=str(config),
+               PYTHONPATH=TOP)
+    env.pop('OS_LIVESNAP_CONFIG_DIR', None)
+    out = subprocess.run([sys.executable, '-c', HEALTH_PROBE], env=env,
+                         cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {
+        'healthcheck': 404}
+
+
+def test_missing_paste_file_refused(conf, tmp_path):
+    from conductor.api import loader
+    from livesnap import service
+    conf.set('api_paste_config', str(tmp_path / 'nope.ini'), group='wsgi')
+    with pytest.raises(service.ConfigurationError) as err:
+        loader.load_app()
+    assert 'nope.ini' in str(err.value)
+    conf.set('api_paste_config', 'api-paste.ini', group='wsgi')
+    assert loader.paste_config_path() == loader.PACKAGED_PASTE_CONFIG
