@@ -147,8 +147,9 @@ class Journal(object):
     def acknowledge(self, operation_id):
         """The conductor has applied the operation's report: archive it.
 
-        An entry that still marks a VM paused (its resume failed) stays
-        live, so the next start of the agent resumes that VM.
+        An entry that still marks a VM paused (its resume failed) or a
+        guest frozen (its thaw failed) stays live, so the next start of
+        the agent resumes that VM or thaws that guest.
         :returns: True if the entry is (now) acknowledged, False if it is
             unknown or not done.
         :raises: ValueError, JournalUnavailable
@@ -163,7 +164,7 @@ class Journal(object):
                 return False
             entry['acked'] = True
             entry['acked_at'] = time.time()
-            if entry.get('paused'):
+            if entry.get('paused') or entry.get('frozen'):
                 self._write(path, entry)
                 return True
             self._archive(path, entry)

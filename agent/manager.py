@@ -19,7 +19,8 @@ class AgentManager(object):
         self.runner.run(ctxt, 'create_snapshot', task, expires_at)
 
     def create_snapshots(self, ctxt, task, expires_at=None):
-        """Several disks of one VM under one pause (1.6)."""
+        """Several disks of one VM under one pause (1.6); ``quiesce`` in
+        the task (1.9)."""
         self.runner.run(ctxt, 'create_snapshots', task, expires_at)
 
     def delete_snapshot(self, ctxt, task, expires_at=None):

@@ -14,8 +14,10 @@ Operations that ended but left a VM paused (resume failed after every
 retry) get step 1 too.  Then (a paused guest cannot answer) a guest the
 journal shows frozen (a ``freeze`` step begun, its ``thaw`` not ended: the
 agent died between the two, or the thaw failed) is thawed:
-``guest-fsfreeze-status``, then ``guest-fsfreeze-thaw``.  Last, every
-report the conductor has not yet acknowledged is sent again.
+``guest-fsfreeze-status``, then ``guest-fsfreeze-thaw``; a guest of an
+ended operation that does not thaw is retried in the background
+(``TaskRunner.retry_thaw``).  Last, every report the conductor has not yet
+acknowledged is sent again.
 """
 
 import logging
@@ -59,7 +61,7 @@ def resume_paused(driver, journal, entry):
 def thaw_frozen(driver, journal, entry):
     """Thaw the guest an interrupted operation froze (``thaw_guest`` of
     the driver).  :returns: bool (it was frozen and is thawed now)."""
-    if not entry.get('frozen') or not hasattr(driver, 'thaw_guest'):
+    if not entry.get('frozen'):
         return False
     try:
         disk = validation.validate(entry.get('action'),
@@ -97,7 +99,12 @@ def recover(runner):
                       if resume_paused(runner.driver, journal, e))
         # After the resume: a paused guest's agent cannot answer.
         for entry in journal.entries():
-            thaw_frozen(runner.driver, journal, entry)
+            if entry.get('frozen') and not thaw_frozen(
+                    runner.driver, journal, entry) and \
+                    entry.get('state') == 'done' and \
+                    (journal.get(entry['operation_id']) or {}).get('frozen'):
+                # An unfinished one is run again below, thaw included.
+                runner.retry_thaw(entry)
         replayed = 0
         for entry in journal.unfinished():
             if not entry.get('task') or not entry.get('action'):

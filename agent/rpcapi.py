@@ -35,12 +35,18 @@ API version history:
 * 1.8 - Added clone_snapshot: a new image from a snapshot, a full copy
         (``flat``) or a layer on it (``linked``).  The conductor refuses a
         clone (409) while the snapshot's host cannot take 1.8.
+* 1.9 - create_snapshots's task may carry ``quiesce`` (required,
+        preferred or off): one freeze of the guest before the group's
+        pause, one thaw after it; every member's result says
+        ``consistency`` and ``consistency_reason``.  A conductor sends the
+        field only to an agent of 1.9 or later (an older one's group is
+        crash-consistent, and ``required`` is refused with 400).
 """
 
 from livesnap import rpc
 from livesnap import tasks
 
-RPC_API_VERSION = '1.8'
+RPC_API_VERSION = '1.9'
 
 
 class AgentAPI(object):
@@ -108,10 +114,15 @@ class AgentAPI(object):
         """True if ``host``'s agent takes ``create_snapshots`` (1.6)."""
         return self.can_send_version('1.6', host=host)
 
+    def can_send_group_quiesce(self, host):
+        """True if group tasks may carry ``quiesce`` (1.9) to ``host``."""
+        return self.can_send_version('1.9', host=host)
+
     def create_snapshots(self, ctxt, host, task, expires_at=None):
         """Pause once, pivot every disk of ``task['disks']`` in one QMP
-        transaction, resume (1.6)."""
-        self._prepare(host, '1.6').cast(
+        transaction, resume (1.6); with ``quiesce`` in the task, freeze
+        the guest once around it (1.9)."""
+        self._prepare(host, '1.9' if 'quiesce' in task else '1.6').cast(
             ctxt, 'create_snapshots', task=task, expires_at=expires_at)
 
     def delete_snapshot(self, ctxt, host, task, expires_at=None):

@@ -61,7 +61,8 @@ class AgentService(object):
         self.runner = tasks.TaskRunner(
             self.driver, self.journal, self.conductor_api, self.host,
             resend_interval=CONF.agent.report_resend_interval,
-            progress_interval=CONF.agent.progress_interval)
+            progress_interval=CONF.agent.progress_interval,
+            thaw_retry_timeout=CONF.agent.thaw_retry_timeout)
         self.manager = manager.AgentManager(self.runner)
         self.rpc_version = os.environ.get(TEST_RPC_VERSION_ENV)
         if self.rpc_version:

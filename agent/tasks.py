@@ -7,6 +7,9 @@ driver do the patent's steps, record the outcome, and cast the report to
 the conductor.  The report is cast again, less and less often, until the
 conductor acknowledges it (``acknowledge``), so a report lost with a
 conductor that died applying it is applied by another one within seconds.
+A guest an operation left frozen (its thaw failed) is thawed again in the
+background, with backoff, until it is thawed or the retry deadline passes
+(``retry_thaw``).
 """
 
 import logging
@@ -30,13 +33,18 @@ class TaskRunner(object):
 
     def __init__(self, driver, journal, conductor_api, host,
                  resend_interval=5.0, resend_max_interval=60.0,
-                 progress_interval=1.0):
+                 progress_interval=1.0, thaw_retry_interval=1.0,
+                 thaw_retry_timeout=300.0):
         """:param resend_interval: seconds a report waits for the
             conductor's acknowledgement before it is sent again; each
             further re-send waits twice as long, up to
             ``resend_max_interval``.
         :param progress_interval: seconds between two progress messages
-            of one copy (see ``_progress_cb``)."""
+            of one copy (see ``_progress_cb``).
+        :param thaw_retry_interval: seconds before the first retry of a
+            failed thaw; each further one waits twice as long.
+        :param thaw_retry_timeout: seconds a failed thaw is retried for
+            (see ``retry_thaw``)."""
         self.driver = driver
         self.journal = journal
         self.conductor_api = conductor_api
@@ -44,6 +52,10 @@ class TaskRunner(object):
         self.resend_interval = resend_interval
         self.progress_interval = progress_interval
         self.resend_max_interval = max(resend_max_interval, resend_interval)
+        self.thaw_retry_interval = thaw_retry_interval
+        self.thaw_retry_timeout = thaw_retry_timeout
+        # operation ids whose guest a thread is thawing
+        self._thawing = set()
         self._running = set()
         self._running_lock = threading.Lock()
         # operation id -> Event set when an administrator cancels it
@@ -183,8 +195,8 @@ class TaskRunner(object):
             # marked paused so the next start of the agent retries.
             report['vm_left_paused'] = True
         try:
-            self.journal.record(operation_id, state='done', report=report,
-                                paused=rec.paused)
+            entry = self.journal.record(operation_id, state='done',
+                                        report=report, paused=rec.paused)
         except exception.JournalUnavailable as exc:
             # The work is done and its outcome known: report it all the
             # same, from memory, rather than leave the conductor asking.
@@ -194,6 +206,10 @@ class TaskRunner(object):
                        'error': exc})
             self._keep_outcome(ctxt, operation_id, report)
             return
+        if entry.get('frozen'):
+            # The thaw failed (the listener clears ``frozen`` only when a
+            # thaw step ends well): try again while this agent lives.
+            self.retry_thaw(entry)
         faults.point(action, 'report', 'before')
         LOG.info('Operation %(op)s %(status)s (paused %(pause)s ms)',
                  {'op': operation_id, 'status': report['status'],
@@ -402,6 +418,102 @@ class TaskRunner(object):
                          daemon=True).start()
         return 1
 
+    # -- a guest left frozen ---------------------------------------------
+    def retry_thaw(self, entry):
+        """Thaw again, in a background thread, the guest of the journal's
+        ``entry`` that an operation left frozen (its ``thaw`` failed, or
+        recovery's did): ``Driver.thaw_guest`` after
+        ``thaw_retry_interval`` seconds, then twice as long each time,
+        until the guest is thawed or ``thaw_retry_timeout`` seconds have
+        passed.  Every attempt is journaled (``thaw_attempts``,
+        ``thaw_error``); a thaw clears ``frozen``.  Past the deadline the
+        entry stays ``frozen`` and the agent's next start thaws it.  No
+        attempt is made while another running operation has frozen the
+        same guest (its own thaw follows; a retry must not cut its freeze
+        short).
+
+        :returns: the thread, or None if one already thaws that guest.
+        """
+        operation_id = entry['operation_id']
+        with self._running_lock:
+            if operation_id in self._thawing:
+                return None
+            self._thawing.add(operation_id)
+        thread = threading.Thread(target=self._thaw_loop, args=(entry,),
+                                  name='thaw-%s' % operation_id,
+                                  daemon=True)
+        thread.start()
+        return thread
+
+    def _thaw_loop(self, entry):
+        operation_id = entry['operation_id']
+        deadline = time.monotonic() + self.thaw_retry_timeout
+        delay = self.thaw_retry_interval
+        attempts = entry.get('thaw_attempts') or 0
+        try:
+            disk = validation.validate(entry.get('action'),
+                                       entry.get('task'))['disk']
+            while True:
+                time.sleep(max(0.0, min(delay,
+                                        deadline - time.monotonic())))
+                if self._frozen_by_another(operation_id, disk):
+                    if time.monotonic() >= deadline:
+                        return
+                    continue
+                attempts += 1
+                try:
+                    self.driver.thaw_guest(disk)
+                except Exception as exc:
+                    LOG.warning('Thaw %(n)d of the guest of %(op)s failed: '
+                                '%(exc)s', {'n': attempts,
+                                            'op': operation_id, 'exc': exc})
+                    self.journal.record(operation_id, durable=False,
+                                        thaw_attempts=attempts,
+                                        thaw_error=str(exc)[:255])
+                else:
+                    done = self.journal.record(operation_id,
+                                               thaw_attempts=attempts,
+                                               thaw_error=None,
+                                               frozen=False)
+                    LOG.warning('Thawed the guest of %(op)s at retry '
+                                '%(n)d', {'op': operation_id, 'n': attempts})
+                    if done.get('acked'):
+                        # kept live only for the thaw: archive it now
+                        self.journal.acknowledge(operation_id)
+                    return
+                if time.monotonic() >= deadline:
+                    LOG.error('Gave up thawing the guest of %(op)s after '
+                              '%(n)d retries; the journal keeps it frozen '
+                              'and the agent\'s next start thaws it',
+                              {'op': operation_id, 'n': attempts})
+                    return
+                delay *= 2
+        except Exception:
+            LOG.exception('Thaw retries of %(op)s failed',
+                          {'op': operation_id})
+        finally:
+            with self._running_lock:
+                self._thawing.discard(operation_id)
+
+    @staticmethod
+    def _guest_of(disk):
+        """What names a disk's guest in its locator: the QEMU guest
+        agent's socket, the fake driver's VM or the libvirt domain."""
+        disk = disk if isinstance(disk, dict) else {}
+        return (disk.get('qga_socket'), disk.get('vm'), disk.get('domain'))
+
+    def _frozen_by_another(self, operation_id, disk):
+        """True if a running operation other than ``operation_id`` has
+        the guest of ``disk`` frozen now."""
+        guest = self._guest_of(disk)
+        for entry in self.journal.unfinished():
+            task = entry.get('task')
+            if entry.get('operation_id') != operation_id and \
+                    entry.get('frozen') and isinstance(task, dict) and \
+                    self._guest_of(task.get('disk')) == guest:
+                return True
+        return False
+
     def _journal_listener(self, action, operation_id):
         """Write ahead: the journal knows each step before it is taken.
 
@@ -546,29 +658,48 @@ class TaskRunner(object):
                 LOG.debug('Progress of %(op)s not sent', {'op': operation_id})
         return progress
 
-    def _create_snapshot(self, ctxt, task, rec):
+    def _quiesce(self, task):
+        """What a create task's ``quiesce`` (agent RPC 1.7; groups 1.9)
+        asks of the driver: ``{"quiesce": mode}`` when the driver takes
+        it for the (first) disk (``Driver.can_quiesce``), else nothing,
+        and the reason the snapshot is then crash-consistent.
+
+        :returns: (keyword arguments for the driver, reason or None)
+        :raises QuiesceFailed: ``required`` and the driver cannot.
+        """
         quiesce = task.get('quiesce')
         if quiesce is None:
-            return self.driver.create_snapshot(task['disk'],
-                                               task['layer_name'], rec)
-        if not hasattr(self.driver, 'thaw_guest'):
-            # A driver without a guest agent channel: crash-consistent.
-            if quiesce == 'required':
-                raise exception.QuiesceFailed(
-                    'Quiesce required but the %s driver cannot freeze a '
-                    'guest' % self.driver.name)
-            result = self.driver.create_snapshot(task['disk'],
-                                                 task['layer_name'], rec)
+            return {}, None
+        if self.driver.can_quiesce(task['disk']):
+            return {'quiesce': quiesce}, None
+        if quiesce == 'required':
+            raise exception.QuiesceFailed(
+                'Quiesce required but the %s driver cannot freeze this '
+                'guest' % self.driver.name)
+        if quiesce == 'off':
+            return {}, 'quiesce off'
+        return {}, 'the %s driver cannot freeze this guest' % self.driver.name
+
+    @staticmethod
+    def _crash(result, reason):
+        if reason is not None:
             result.setdefault('consistency', 'crash')
-            result.setdefault('consistency_reason', 'the %s driver cannot '
-                              'freeze a guest' % self.driver.name)
-            return result
-        return self.driver.create_snapshot(task['disk'], task['layer_name'],
-                                           rec, quiesce=quiesce)
+            result.setdefault('consistency_reason', reason)
+        return result
+
+    def _create_snapshot(self, ctxt, task, rec):
+        kwargs, reason = self._quiesce(task)
+        return self._crash(self.driver.create_snapshot(
+            task['disk'], task['layer_name'], rec, **kwargs), reason)
 
     def _create_snapshots(self, ctxt, task, rec):
-        return self.driver.create_snapshots(task['disks'],
-                                            task['layer_names'], rec)
+        kwargs, reason = self._quiesce(task)
+        result = self.driver.create_snapshots(task['disks'],
+                                              task['layer_names'], rec,
+                                              **kwargs)
+        for snapshot in result.get('snapshots') or []:
+            self._crash(snapshot, reason)
+        return result
 
     def _delete_snapshot(self, ctxt, task, rec):
         if task['mode'] == 'physical':

@@ -172,15 +172,12 @@ def start_create(session, op, server, disk, snap=None, host_checked=False):
     return True
 
 
-def apply_created(session, op, result):
-    result = tasks.locator_result(op.action, op.task, result)
-    snap = session.get(models.Snapshot, op.snapshot_id)
-    disk = session.get(models.Disk, op.disk_id)
-    states.check_snapshot(snap, states.AVAILABLE)
-    snap.locator = result.get('snapshot') or snap.locator
-    snap.size_bytes = result.get('size_bytes')
-    # An agent is asked to quiesce (and says what it got) from RPC 1.7.
-    if 'quiesce' in (op.task or {}) and \
+def record_consistency(snap, task, result):
+    """What the snapshot got, from the driver's ``result`` if the agent
+    was asked to quiesce (``quiesce`` in the ``task``: a create of RPC
+    1.7, a group of 1.9), else ``crash`` (the reason set when the task was
+    built, or that the agent did not quiesce)."""
+    if 'quiesce' in (task or {}) and \
             result.get('consistency') in ('application', 'crash'):
         snap.consistency = result['consistency']
         snap.consistency_reason = str(
@@ -188,6 +185,16 @@ def apply_created(session, op, result):
     elif snap.consistency is None:
         snap.consistency = 'crash'
         snap.consistency_reason = 'the agent did not quiesce'
+
+
+def apply_created(session, op, result):
+    result = tasks.locator_result(op.action, op.task, result)
+    snap = session.get(models.Snapshot, op.snapshot_id)
+    disk = session.get(models.Disk, op.disk_id)
+    states.check_snapshot(snap, states.AVAILABLE)
+    snap.locator = result.get('snapshot') or snap.locator
+    snap.size_bytes = result.get('size_bytes')
+    record_consistency(snap, op.task, result)
     disk.locator = result['disk']
     disk.snapshot_id = snap.id
     op.mode = 'online' if result.get('online') else 'offline'

@@ -7,8 +7,10 @@ one ``creating`` snapshot per disk sharing a ``group_id``, and one
 operation, ``create_group``, that holds every disk's lock.  The agent
 (RPC 1.6, ``create_snapshots``) prepares every new layer, then pauses the
 VM once and switches all disks in one QMP transaction: all or none, so
-the disks are consistent with one another.  A group is deleted and
-reverted as its members, one operation per disk.
+the disks are consistent with one another.  With ``quiesce`` (RPC 1.9)
+the agent freezes the guest once before that pause and thaws it once
+after; every member records what it got (``consistency``).  A group is
+deleted and reverted as its members, one operation per disk.
 """
 
 import logging
@@ -30,6 +32,8 @@ LOG = logging.getLogger(__name__)
 
 #: The agent RPC version that takes ``create_snapshots``.
 GROUP_VERSION = '1.6'
+#: The agent RPC version whose ``create_snapshots`` takes ``quiesce``.
+GROUP_QUIESCE_VERSION = '1.9'
 
 
 class AgentTooOld(exception.Conflict):
@@ -56,9 +60,42 @@ def _pick_disks(server, disk_names):
     return sorted(disks, key=lambda d: d.id)
 
 
-def create(ctxt, server_id, disk_names, name, project_id=None):
+def _check_quiesce(server, disk):
+    """:raises: BadRequest if ``required`` quiesce cannot be had."""
+    if not (disk.locator or {}).get('qga_socket'):
+        raise exception.BadRequest(
+            'Quiesce required, but server %s has no guest agent channel '
+            '(qga_socket).' % server.id)
+    if not agent_rpcapi.AgentAPI().can_send_group_quiesce(server.host):
+        raise exception.BadRequest(
+            'Quiesce required, but the agent of the server\'s host is older '
+            'than RPC %s and cannot quiesce a snapshot group.'
+            % GROUP_QUIESCE_VERSION)
+
+
+def _quiesce_task(task, server, disk, snaps, requested):
+    """Add ``quiesce`` to a group task if the host's agent takes it (RPC
+    1.9); else every member is ``crash`` consistent, and says why."""
+    mode = creation.quiesce_mode(requested, disk)
+    if agent_rpcapi.AgentAPI().can_send_group_quiesce(server.host):
+        task['quiesce'] = mode
+    else:
+        for snap in snaps:
+            snap.consistency = 'crash'
+            snap.consistency_reason = (
+                'the host\'s agent is older than RPC %s and cannot quiesce '
+                'a snapshot group' % GROUP_QUIESCE_VERSION)
+    return task
+
+
+def create(ctxt, server_id, disk_names, name, project_id=None,
+           quiesce=None):
     """Snapshot ``disk_names`` (None: every disk) of a server in one pause.
 
+    :param quiesce: ``required``, ``preferred`` or ``off`` (None: as for
+        a single snapshot, ``creation.quiesce_mode``); ``required`` is
+        refused at once (BadRequest) when the server has no guest agent
+        channel or its host's agent is older than RPC 1.9.
     :returns: (group id, operation id).
     :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded,
         BadRequest, AgentTooOld
@@ -83,6 +120,8 @@ def create(ctxt, server_id, disk_names, name, project_id=None):
                 # does not wait (it would hold the other disks meanwhile).
                 raise exception.DiskBusy(disk=disk.name, server=server.id,
                                          operation=disk.operation_id)
+        if quiesce == 'required':
+            _check_quiesce(server, disks[0])
         s.add(models.SnapshotGroup(id=group_id, project_id=server.project_id,
                                    server_id=server.id, name=name,
                                    operation_id=operation_id))
@@ -92,7 +131,7 @@ def create(ctxt, server_id, disk_names, name, project_id=None):
                 id=operations.new_id(), disk_id=disk.id,
                 project_id=server.project_id, parent_id=disk.snapshot_id,
                 name=name, status=states.CREATING, image=None,
-                group_id=group_id, locator=disk.locator)
+                group_id=group_id, locator=disk.locator, quiesce=quiesce)
             s.add(snap)
             snaps.append(snap)
         s.flush()
@@ -104,9 +143,10 @@ def create(ctxt, server_id, disk_names, name, project_id=None):
             if not db.lock_disk(s, disk.id, operation_id):
                 raise exception.DiskBusy(disk=disk.name, server=server.id,
                                          operation=disk.operation_id)
-        task = tasks.create_group_task(
+        task = _quiesce_task(tasks.create_group_task(
             [d.locator for d in disks],
-            [creation.layer_name(d, operation_id) for d in disks])
+            [creation.layer_name(d, operation_id) for d in disks]),
+            server, disks[0], snaps, quiesce)
         operations.lock_disk_and_start(s, op, disks[0], task)
     LOG.info('Snapshot group %(group)s of %(server)s (%(n)d disks): '
              'operation %(op)s sent to %(host)s',
@@ -142,6 +182,7 @@ def apply_created(session, op, result):
         states.check_snapshot(snap, states.AVAILABLE)
         snap.locator = res.get('snapshot') or snap.locator
         snap.size_bytes = res.get('size_bytes')
+        creation.record_consistency(snap, op.task, res)
         disk.locator = res['disk']
         disk.snapshot_id = snap.id
     op.mode = 'online' if result.get('online') else 'offline'

@@ -24,8 +24,8 @@ with its reason and is tried again at the next periodic tick, until its
 window closes: ``[conductor] policy_retry_window`` seconds after the slot,
 or the policy's next slot if that comes first.  Then it is ``skipped``
 with the last reason.  One that cannot start for a reason that waiting
-does not fix (``chain_too_deep``, ``quota_exceeded``, a disk that is gone)
-is ``skipped`` at once.  A slot first claimed after its window closed (no
+does not fix (``chain_too_deep``, ``quota_exceeded``, a disk or a server
+that is gone: ``not_found``) is ``skipped`` at once.  A slot first claimed after its window closed (no
 conductor ran meanwhile) is ``skipped`` with reason ``missed``; missed
 slots are not caught up one by one: the policy goes on from the next slot
 after now.
@@ -101,8 +101,16 @@ def _window_end(policy, run):
     return end
 
 
+#: The run's disk name when the policy's server is gone and the policy
+#: names no disks (it covered every disk of the server).
+ALL_DISKS = '*'
+
+
 def _disks(server, names):
-    """``[(disk name, disk or None)]`` of the policy's disks."""
+    """``[(disk name, disk or None)]`` of the policy's disks; all None if
+    the server is gone (one ``ALL_DISKS`` if the policy names none)."""
+    if server is None:
+        return [(n, None) for n in (names or [ALL_DISKS])]
     by_name = {d.name: d for d in server.disks}
     if names is None:
         return [(d.name, d) for d in server.disks]
@@ -162,7 +170,10 @@ def _claim(policy_id, slot, now):
                 disk_name=name, scheduled_for=slot, outcome=PENDING,
                 attempts=0, next_attempt=now, prune_status='none',
                 conductor=CONF.conductor.host)
-            if disk is None:
+            if server is None:
+                _end(run, SKIPPED, 'not_found', 'Server %s of the policy '
+                     'is gone.' % (policy.server_id,))
+            elif disk is None:
                 _end(run, SKIPPED, 'not_found', 'Server %s has no disk '
                      'named %s.' % (server.id, name))
             elif missed:
@@ -215,6 +226,10 @@ def _claim_attempt(run_id, attempts, now):
                      'before the end of its window.')
             return None
         server = s.get(models.Server, policy.server_id)
+        if server is None:
+            _end(run, SKIPPED, 'not_found', 'Server %s of the policy is '
+                 'gone.' % (policy.server_id,))
+            return None
         return run, policy, server
 
 

@@ -15,8 +15,9 @@ Two forms, by agent RPC version (see ``agent.rpcapi``):
     create_snapshot {"operation_id", "disk", "layer_name", "quiesce"?}
                     (``quiesce``: 1.7)
     create_snapshots {"operation_id", "disk", "disks": [loc, ...],
-                      "layer_names": [name, ...]}   (1.6; ``disk`` is
-                      ``disks[0]``, for the journal's resume)
+                      "layer_names": [name, ...], "quiesce"?}
+                      (1.6; ``disk`` is ``disks[0]``, for the journal's
+                      resume; ``quiesce``: 1.9)
     clone_snapshot  {"operation_id", "mode", "disk", "snapshot",
                      "layer_name"}                        (1.8)
     delete_snapshot {"operation_id", "mode", "disk", "snapshot",
@@ -98,6 +99,8 @@ SCHEMAS = {
                       'maxItems': 64},
             'layer_names': {'type': 'array', 'items': _LAYER_NAME,
                             'minItems': 1, 'maxItems': 64},
+            # agent RPC 1.9: one freeze of the guest around the pause
+            'quiesce': {'enum': ['required', 'preferred', 'off']},
         },
         'required': ['operation_id', 'disk', 'disks', 'layer_names'],
         'additionalProperties': False,

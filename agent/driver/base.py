@@ -96,17 +96,45 @@ class Driver(metaclass=abc.ABCMeta):
         conductor, unique) goes for ``disk``: an image locator.  Pure: the
         same arguments always give the same locator."""
 
+    # -- quiesce ------------------------------------------------------------
+    def can_quiesce(self, disk):
+        """True if this driver takes ``quiesce`` for ``disk``: it freezes
+        the guest's filesystems around the pause itself (steps ``freeze``
+        and ``thaw``) or says in its result why it could not, and thaws a
+        guest left frozen with :meth:`thaw_guest`.  False (this default):
+        the caller makes the snapshot crash-consistent, or refuses a
+        ``required`` quiesce, without asking the driver."""
+        return False
+
+    def thaw_guest(self, disk):
+        """Thaw the guest of ``disk`` if its filesystems are frozen (a
+        thaw that failed, or an agent that died between freeze and thaw).
+        This default has nothing to thaw.
+
+        :returns: True if it was frozen and is thawed now.
+        :raises AgentError: the guest could not be reached.
+        """
+        return False
+
+    # -- the patent's methods (continued) -----------------------------------
     @abc.abstractmethod
-    def create_snapshot(self, disk, layer_name, rec):
+    def create_snapshot(self, disk, layer_name, rec, quiesce=None):
         """Turn the disk's live layer into a snapshot and put a new layer
         on top of it as the live one (pause, switch, resume when online).
 
+        :param quiesce: ``required``, ``preferred`` or ``off``; given only
+            when :meth:`can_quiesce` says so (None: ``off``).  Frozen
+            around the pause, thawed in a ``finally``; ``required`` fails
+            with QuiesceFailed before the pause if the guest cannot be
+            frozen.
         :returns: ``{"snapshot": image locator of the frozen layer,
             "disk": the disk's new locator, "size_bytes": int,
-            "online": bool}``.
+            "online": bool}``, with ``consistency`` (``application`` or
+            ``crash``) and ``consistency_reason`` when ``quiesce`` was
+            given.
         """
 
-    def create_snapshots(self, disks, layer_names, rec):
+    def create_snapshots(self, disks, layer_names, rec, quiesce=None):
         """Snapshot several disks of one VM so they are consistent with
         one another: every new layer is prepared first, then one pause
         switches all of them (all or none), then the VM resumes.  Disk
@@ -114,8 +142,12 @@ class Driver(metaclass=abc.ABCMeta):
         ``create_snapshot``.  This default refuses: a driver that cannot
         switch several disks atomically must not pretend to.
 
+        :param quiesce: as for ``create_snapshot``: one freeze before the
+            group's single pause, one thaw after it.
         :returns: ``{"snapshots": [one create_snapshot result per disk, in
-            the order of disks], "online": bool}``.
+            the order of disks], "online": bool}``; with ``quiesce``, each
+            result has ``consistency`` and ``consistency_reason`` (the
+            same for every disk).
         :raises InvalidRequest: the driver does not support it, or the
             disks are not of one VM.
         """

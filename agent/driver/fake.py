@@ -3,7 +3,10 @@
 Like nova's ``nova/virt/fake.py``: the agent's task runner, journal and
 recovery run against it unchanged.  A layer is a name (a ``path`` that is
 never opened); each has the layer it is built on.  VMs are recorded with
-``add_vm``; a disk is online while its VM runs.  Locators::
+``add_vm``; a disk is online while its VM runs.  A VM added with
+``guest_agent`` can be quiesced: its ``frozen`` flag is set between the
+steps ``freeze`` and ``thaw`` (``freeze_fails`` makes its freezes fail,
+``thaw_failures`` its next thaws).  Locators::
 
     disk   {"driver": "fake", "vm": str or None, "path": str}
     image  {"driver": "fake", "path": str}
@@ -14,11 +17,16 @@ changes layers, after its steps, to inject a failure or a wait.
 """
 
 import collections
+import contextlib
+import logging
 import os
 import threading
 
 from agent.driver import base
 from agent import exception
+from agent import qga
+
+LOG = logging.getLogger(__name__)
 
 
 class FakeDriver(base.Driver):
@@ -43,8 +51,11 @@ class FakeDriver(base.Driver):
         self._lock = threading.Lock()
 
     # -- setting up a test ---------------------------------------------------
-    def add_vm(self, name, running=True, paused=False):
-        self.vms[name] = {'running': running, 'paused': paused}
+    def add_vm(self, name, running=True, paused=False, guest_agent=False):
+        """:param guest_agent: the VM answers freeze and thaw."""
+        self.vms[name] = {'running': running, 'paused': paused,
+                          'guest_agent': guest_agent, 'frozen': False,
+                          'freeze_fails': False, 'thaw_failures': 0}
 
     def add_disk(self, path, vm=None, backing=None):
         """A disk whose live layer is ``path``: its disk locator."""
@@ -95,27 +106,95 @@ class FakeDriver(base.Driver):
         if self.hook is not None:
             self.hook()
 
-    def create_snapshot(self, disk, layer_name, rec):
+    # -- quiesce -------------------------------------------------------------
+    def can_quiesce(self, disk):
+        """True if the disk's VM was added with a guest agent."""
+        vm = self.vms.get(disk.get('vm'))
+        return bool(vm and vm['guest_agent'])
+
+    def thaw_guest(self, disk):
+        """Thaw the disk's VM if frozen; fails while ``thaw_failures``
+        lasts.  :raises QGAError:"""
+        self.calls['thaw_guest'] += 1
+        vm = self.vms.get(disk.get('vm'))
+        if not vm or not vm['frozen']:
+            return False
+        if vm['thaw_failures'] > 0:
+            vm['thaw_failures'] -= 1
+            raise qga.QGAError('The fake guest agent did not thaw')
+        vm['frozen'] = False
+        return True
+
+    @contextlib.contextmanager
+    def _quiesced(self, disk, mode, rec, outcome):
+        """Like ``QemuDriver._quiesced``: freeze before the block, thaw
+        after it in a ``finally`` (a failed thaw is logged, and the guest
+        stays frozen)."""
+        vm = self.vms.get(disk.get('vm'))
+        if mode in (None, 'off') or not self.is_online(disk):
+            outcome.update(consistency='crash', consistency_reason=(
+                'quiesce off' if mode in (None, 'off') else
+                'offline: the server was not running'))
+            yield
+            return
+        try:
+            with rec.step('freeze'):
+                if not vm['guest_agent'] or vm['freeze_fails']:
+                    raise qga.QGAError('The fake guest agent did not freeze')
+                vm['frozen'] = True
+        except qga.QGAError as exc:
+            # As QEMU's: a thaw at once (which clears the journal's mark).
+            with rec.step('thaw'):
+                self.thaw_guest(disk)
+            if mode == 'required':
+                raise exception.QuiesceFailed(
+                    'Quiesce required but the guest could not be frozen: '
+                    '%s' % exc)
+            outcome.update(consistency='crash', consistency_reason=(
+                'the guest agent did not freeze the filesystems: %s' % exc))
+            yield
+            return
+        outcome.update(consistency='application',
+                       consistency_reason='filesystems frozen by the guest '
+                                          'agent during the pause')
+        try:
+            yield
+        finally:
+            try:
+                with rec.step('thaw'):
+                    self.thaw_guest(disk)
+            except qga.QGAError as exc:
+                LOG.error('Could not thaw the fake guest: %s', exc)
+
+    def create_snapshot(self, disk, layer_name, rec, quiesce=None):
         self.calls['create_snapshot'] += 1
         new = self.layer_locator(disk, layer_name)['path']
         online = self.is_online(disk)
+        outcome = {}
         with self._lock:
             if disk['path'] not in self.layers:
                 raise exception.ImageError('%s is missing' % disk['path'])
             self._step(rec, 'prepare', image=new)
-            self.layers[new] = disk['path']
-            self._step(rec, 'snapshot', snapshot=disk['path'], active=new)
+            with self._quiesced(disk, quiesce, rec, outcome):
+                self.layers[new] = disk['path']
+                self._step(rec, 'snapshot', snapshot=disk['path'],
+                           active=new)
         self._run_hook()
-        return {'snapshot': self.image(disk['path']),
-                'disk': dict(disk, path=new), 'size_bytes': 1,
-                'online': online}
+        result = {'snapshot': self.image(disk['path']),
+                  'disk': dict(disk, path=new), 'size_bytes': 1,
+                  'online': online}
+        if quiesce is not None:
+            result.update(outcome)
+        return result
 
-    def create_snapshots(self, disks, layer_names, rec):
-        """All disks or none, in one step (like QEMU's transaction)."""
+    def create_snapshots(self, disks, layer_names, rec, quiesce=None):
+        """All disks or none, in one step (like QEMU's transaction), in
+        one freeze of the first disk's VM."""
         self.calls['create_snapshots'] += 1
         news = [self.layer_locator(d, n)['path']
                 for d, n in zip(disks, layer_names)]
         online = self.is_online(disks[0])
+        outcome = {}
         with self._lock:
             for disk in disks:
                 if disk['path'] not in self.layers:
@@ -123,14 +202,20 @@ class FakeDriver(base.Driver):
                                                % disk['path'])
             for disk, new in zip(disks, news):
                 self._step(rec, 'prepare', image=new)
-            for disk, new in zip(disks, news):
-                self.layers[new] = disk['path']
-            self._step(rec, 'snapshot', disks=len(disks))
+            with self._quiesced(disks[0], quiesce, rec, outcome):
+                for disk, new in zip(disks, news):
+                    self.layers[new] = disk['path']
+                self._step(rec, 'snapshot', disks=len(disks))
         self._run_hook()
-        return {'online': online, 'snapshots': [
-            {'snapshot': self.image(d['path']), 'disk': dict(d, path=new),
-             'size_bytes': 1, 'online': online}
-            for d, new in zip(disks, news)]}
+        snapshots = []
+        for d, new in zip(disks, news):
+            result = {'snapshot': self.image(d['path']),
+                      'disk': dict(d, path=new), 'size_bytes': 1,
+                      'online': online}
+            if quiesce is not None:
+                result.update(outcome)
+            snapshots.append(result)
+        return {'online': online, 'snapshots': snapshots}
 
     def delete_image(self, image, rec):
         self.calls['delete_image'] += 1

@@ -522,8 +522,10 @@ class LibvirtDriver(base.Driver):
         return image_locator(os.path.join(os.path.dirname(disk['path']),
                                           '%s.qcow2' % layer_name))
 
-    def create_snapshot(self, disk, layer_name, rec):
+    def create_snapshot(self, disk, layer_name, rec, quiesce=None):
         """Freeze the disk's live layer and put a new one on top of it.
+        (``quiesce`` is never given: this driver keeps the default
+        ``can_quiesce``, so the caller makes the snapshot crash-consistent.)
 
         :returns: ``{"snapshot", "disk", "size_bytes", "online"}``.
         :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,

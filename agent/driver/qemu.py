@@ -379,7 +379,7 @@ class QemuDriver(base.Driver):
                 "consistency": result["consistency"],
                 "consistency_reason": result["consistency_reason"]}
 
-    def create_snapshots(self, disks, layer_names, rec):
+    def create_snapshots(self, disks, layer_names, rec, quiesce=None):
         """Snapshot several disks of one QEMU in one pause: each live layer
         becomes a snapshot under its new layer ``layer_locator(disks[i],
         layer_names[i])``.  Online, every overlay is created and opened
@@ -388,9 +388,16 @@ class QemuDriver(base.Driver):
         out as one batch (see :meth:`_paused`).  Offline, the overlays are
         created one by one (no guest writes meanwhile).
 
+        :param quiesce: ``required``, ``preferred`` or ``off`` (None): the
+            guest agent at the first disk's ``qga_socket`` freezes the
+            guest once, after every overlay is ready and right before the
+            pause, and thaws it once after the resume (:meth:`_quiesced`).
+            Every disk's result says the same ``consistency`` and
+            ``consistency_reason``.
         :returns: see base.Driver.create_snapshots.
         :raises PathNotAllowed, ImageInUse, ImageError, QMPError,
-            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace,
+            QuiesceFailed:
         """
         if len(disks) != len(layer_names) or not disks:
             raise exception.InvalidRequest("One layer name per disk")
@@ -412,9 +419,17 @@ class QemuDriver(base.Driver):
             if not os.path.exists(new):
                 self._ensure_space(new, _LAYER_BYTES, "a new layer")
         online = self.is_online(disks[0])
+        outcome = {"consistency": "crash",
+                   "consistency_reason": "quiesce off"}
         if online:
-            self._create_group_online(socks.pop(), pairs, rec)
+            self._create_group_online(
+                socks.pop(), pairs, rec,
+                quiesce=(quiesce or "off", disks[0].get("qga_socket"),
+                         outcome))
         else:
+            outcome["consistency_reason"] = (
+                "offline: the server was not running; the disks are as "
+                "the guest left them")
             made = []
             try:
                 for active, new in pairs:
@@ -430,13 +445,19 @@ class QemuDriver(base.Driver):
             {"snapshot": self.image(disk["path"]),
              "disk": dict(disk, path=new),
              "size_bytes": images.actual_size(active),
-             "online": online}
+             "online": online,
+             "consistency": outcome["consistency"],
+             "consistency_reason": outcome["consistency_reason"]}
             for disk, (active, new) in zip(disks, pairs)]}
 
-    def _create_group_online(self, sock, pairs, rec):
+    def _create_group_online(self, sock, pairs, rec, quiesce=None):
         """Pivot every ``(active, new)`` of ``pairs`` in one transaction
         inside one pause; on failure nothing stays pivoted (QEMU's
-        transaction is all or none) and the new nodes and files go."""
+        transaction is all or none) and the new nodes and files go.
+
+        :param quiesce: ``(mode, qga_socket, outcome)`` for
+            :meth:`_quiesced`, around the paused section only."""
+        mode, qga_socket, outcome = quiesce or ("off", None, {})
         with self._connect(sock) as conn:
             session = conn.get()
             graph = _Graph(session)
@@ -449,6 +470,9 @@ class QemuDriver(base.Driver):
             if all(done):
                 LOG.info("Group snapshot onto %(new)s already done",
                          {"new": [n for _, n in pairs]})
+                outcome["consistency_reason"] = (
+                    "the pivot was found done when the operation was run "
+                    "again; whether the guest was frozen is not known")
                 return
             if any(done):
                 # A transaction pivots all or none: this is not ours.
@@ -483,12 +507,13 @@ class QemuDriver(base.Driver):
                                 "data": {"node": cur["node-name"],
                                          "overlay": node_name}})
             was_running = session.status() == "running"
-            # Quiesce hook (guest-agent freeze) goes here: after every
-            # overlay is ready, right before the pause.
             try:
-                self._paused(conn, rec, was_running, "pivot", [
-                    ("transaction", {"actions": actions})],
-                    disks=len(actions))
+                # One freeze after every overlay is ready, right before
+                # the pause; one thaw after the resume, in a finally.
+                with self._quiesced(mode, qga_socket, rec, outcome):
+                    self._paused(conn, rec, was_running, "pivot", [
+                        ("transaction", {"actions": actions})],
+                        disks=len(actions))
             except BaseException as exc:
                 pivoted = [self._rollback_pivot(conn, active, new)
                            for active, new in pairs]
@@ -498,8 +523,6 @@ class QemuDriver(base.Driver):
                 LOG.warning("The group pivot happened although the paused "
                             "section reported %(exc)s; keeping it",
                             {"exc": exc})
-            # Quiesce hook (guest-agent thaw, in a finally) goes here:
-            # right after the resume.
         LOG.info("Created online group snapshot of %(n)d disks at "
                  "%(sock)s, paused %(ms)s ms",
                  {"n": len(pairs), "sock": sock, "ms": rec.pause_ms})
@@ -1002,9 +1025,14 @@ class QemuDriver(base.Driver):
             if session is not None:
                 session.close()
 
+    def can_quiesce(self, disk):
+        """Always: :meth:`_quiesced` freezes through the disk's
+        ``qga_socket``, or says why not (no channel, no answer)."""
+        return True
+
     def thaw_guest(self, disk):
         """Thaw the guest of ``disk`` (its ``qga_socket``) if frozen; for
-        recovery.  :returns: True if it was frozen.
+        recovery and the thaw retries.  :returns: True if it was frozen.
         :raises QGAError:"""
         sock = disk.get("qga_socket")
         if not sock:

@@ -262,7 +262,8 @@ class SnapshotGroups(object):
         with _host_hidden(creds, project_id):
             group_id, operation_id = groups.create(
                 _ctxt(creds, req_id), server_id, spec.get('disks'),
-                spec['name'], project_id=scope)
+                spec['name'], project_id=scope,
+                quiesce=spec.get('quiesce'))
         _, view = self._view(group_id, scope)
         out = {'snapshot_group': view}
         out.update(_operation(operation_id, _HostDetails(creds)))

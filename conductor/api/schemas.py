@@ -96,6 +96,7 @@ snapshot_group_create = {
                 'disks': {'type': 'array', 'items': _DISK_NAME,
                           'minItems': 1, 'maxItems': 64,
                           'uniqueItems': True},
+                'quiesce': {'enum': ['required', 'preferred', 'off']},
             },
             'required': ['name'],
             'additionalProperties': False,

@@ -37,6 +37,12 @@ opts = [
                       'snapshot\'s pause. Past it the guest is thawed and '
                       'the snapshot fails (quiesce=required) or goes on '
                       'crash-consistent (quiesce=preferred).'),
+    cfg.FloatOpt('thaw_retry_timeout', default=300.0, min=0.0,
+                 help='Seconds the agent keeps retrying a guest-fsfreeze-'
+                      'thaw that failed (after 1 s, then twice as long each '
+                      'time), until the guest is thawed. Past it the journal '
+                      'keeps the guest marked frozen and the agent thaws it '
+                      'when it starts again.'),
     cfg.IntOpt('resume_retries', default=5, min=1,
                help='Attempts to resume a paused VM before giving up.'),
     cfg.FloatOpt('qmp_timeout', default=5.0, min=0.1,

@@ -11,7 +11,10 @@ the journal and clears the flag until the thaw.  So:
   file system has no ``needs_recovery`` and ``e2fsck -fn`` finds it clean,
   with no journal to replay;
 * a snapshot with ``quiesce=off`` is ``crash`` consistent: the flag is set
-  (it would mount only after a journal replay).
+  (it would mount only after a journal replay);
+* a snapshot group with ``quiesce=required`` (here of the guest's one disk:
+  the group's own path, ``create_snapshots`` and its QMP transaction) is
+  frozen once around its one pause and clean like the first.
 
 Steps ``freeze`` and ``thaw`` appear around the pause.  No timing is
 asserted.
@@ -130,6 +133,23 @@ def test_quiesced_snapshot_is_clean(inprocess, tmp_path, conf):
         features, _rc, _out = _fs_state(_image_of(database_url,
                                                   crash['id']))
         assert 'needs_recovery' in features, features
+        # The same guest, a snapshot group: one freeze, one pause.
+        body = dep.ok('POST', '/v1/servers/%s/snapshot-groups' % SERVER,
+                      {'snapshot_group': {'name': 'grp',
+                                          'quiesce': 'required'}},
+                      status=202)
+        op3 = dep.wait_operation(body['operation']['id'],
+                                 timeout=OP_TIMEOUT)
+        assert op3['status'] == 'succeeded', op3
+        assert [s['name'] for s in op3['steps']] == [
+            'prepare', 'freeze', 'pause', 'pivot', 'resume', 'thaw'], op3
+        (member,) = dep.ok('GET', '/v1/snapshot-groups/%s'
+                           % body['snapshot_group']['id'])[
+                               'snapshot_group']['snapshots']
+        assert member['consistency'] == 'application', member
+        features, rc, out = _fs_state(_image_of(database_url, member['id']))
+        assert 'needs_recovery' not in features, features
+        assert rc == 0, out
         print('\nquiesce: %s' % ' '.join(
             '%s:%.0f' % (s['name'], s['duration_ms'] or 0)
             for s in op['steps']))

@@ -318,3 +318,46 @@ def test_unrecorded_snapshot_is_adopted(dep, monkeypatch):
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'created' and run['attempts'] == 2
     assert [s['id'] for s in _snapshots(dep)] == [run['snapshot_id']]
+
+
+def _remove_server(server_id):
+    """Remove a server's rows behind the conductor's back (as an operator
+    with foreign keys off would): its policies stay."""
+    raw = db.get_engine().raw_connection()
+    try:
+        cur = raw.cursor()
+        cur.execute('PRAGMA foreign_keys=OFF')
+        cur.execute('DELETE FROM disks WHERE server_id = ?', (server_id,))
+        cur.execute('DELETE FROM servers WHERE id = ?', (server_id,))
+        cur.execute('PRAGMA foreign_keys=ON')
+    finally:
+        raw.close()
+
+
+@SQLITE
+def test_runs_of_a_server_that_is_gone_are_skipped(dep):
+    base = os.path.join(dep.image_dir, 'gone1-vda.qcow2')
+    images.create_base(base, 4 * scenarios.MiB)
+    dep.register_server('gone1', base, host='ghost')
+    every = _policy(dep, server_id='gone1')
+    some = _policy(dep, name='some', server_id='gone1', disks=['vda'])
+    _make_due(every['id'])
+    scheduler.run_periodic()
+    (run,) = _runs(dep, every['id'])
+    assert run['outcome'] == 'pending' and run['reason_code'] == 'host_down'
+    _remove_server('gone1')
+    _make_due(some['id'])
+    scheduler.run_periodic()
+    with db.transaction() as s:
+        runs = {(r.policy_id, r.disk_name): r
+                for r in s.query(models.PolicyRun)}
+        assert set(runs) == {(every['id'], 'vda'), (some['id'], 'vda')}
+        for run in runs.values():
+            assert (run.outcome, run.reason_code) == ('skipped', 'not_found')
+            assert 'gone' in run.reason
+    _make_due(every['id'])
+    scheduler.run_periodic()
+    with db.transaction() as s:
+        (run,) = s.query(models.PolicyRun).filter_by(
+            policy_id=every['id'], disk_name=scheduler.ALL_DISKS).all()
+        assert (run.outcome, run.reason_code) == ('skipped', 'not_found')

@@ -194,3 +194,65 @@ def test_group_delete_refused_when_a_member_is_protected(two_disks):
     shown = dep.ok('GET', '/v1/snapshot-groups/%s' % group['id'])
     assert {s['status'] for s in shown['snapshot_group']['snapshots']} == \
         {'available'}
+
+
+def test_group_quiesce(two_disks, monkeypatch):
+    """``quiesce`` as for one snapshot: ``required`` needs a guest agent
+    channel, the default is ``preferred`` with one; offline, every member
+    is crash-consistent and says why."""
+    dep, _ = two_disks
+    code, body = dep.api('POST', '/v1/servers/srv2/snapshot-groups',
+                         {'snapshot_group': {'name': 'g', 'quiesce':
+                                             'required'}}, 'p1-token')
+    assert code == 400 and 'guest agent' in str(body), body
+    code, body = dep.api('POST', '/v1/servers/srv2/snapshot-groups',
+                         {'snapshot_group': {'name': 'g', 'quiesce':
+                                             'always'}}, 'p1-token')
+    assert code == 400, body
+    assert all(lock is None for _, _, lock in _disks().values())
+    with db.transaction() as s:
+        for disk in s.query(models.Disk).filter_by(server_id='srv2'):
+            disk.locator = dict(disk.locator, qga_socket='/run/qga2.sock')
+    group, op = _create(dep)
+    assert op['status'] == 'succeeded', op
+    with db.transaction() as s:
+        assert s.get(models.Operation, op['id']).task['quiesce'] == \
+            'preferred'
+    shown = dep.ok('GET', '/v1/snapshot-groups/%s' % group['id'])
+    for snap in shown['snapshot_group']['snapshots']:
+        assert snap['consistency'] == 'crash'
+        assert 'offline' in snap['consistency_reason']
+
+
+def test_group_quiesce_behind_rpc_1_9(two_disks, monkeypatch):
+    """An agent below RPC 1.9 gets no ``quiesce`` in a group task:
+    ``required`` is refused, the rest is crash-consistent and says why."""
+    dep, _ = two_disks
+    with db.transaction() as s:
+        for disk in s.query(models.Disk).filter_by(server_id='srv2'):
+            disk.locator = dict(disk.locator, qga_socket='/run/qga2.sock')
+    monkeypatch.setattr(agent_versions, 'version_cap',
+                        lambda host=None: '1.8')
+    code, body = dep.api('POST', '/v1/servers/srv2/snapshot-groups',
+                         {'snapshot_group': {'name': 'g', 'quiesce':
+                                             'required'}}, 'p1-token')
+    assert code == 400 and '1.9' in str(body), body
+    group, op = _create(dep, {'snapshot_group': {'name': 'g',
+                                                 'quiesce': 'preferred'}})
+    assert op['status'] == 'succeeded', op
+    with db.transaction() as s:
+        assert 'quiesce' not in s.get(models.Operation, op['id']).task
+        for snap in s.query(models.Snapshot).filter_by(group_id=group['id']):
+            assert snap.consistency == 'crash'
+            assert '1.9' in snap.consistency_reason
+            assert snap.quiesce == 'preferred'
+
+
+@pytest.mark.parametrize('mode', ['required', 'preferred', 'off'])
+def test_group_task_schema_takes_quiesce(mode):
+    loc = {'driver': 'qemu', 'path': '/x/a.qcow2', 'qmp_socket': '/s'}
+    task = tasks.create_group_task([loc], ['a-1'])
+    task.update(operation_id='op1', quiesce=mode)
+    assert tasks.validate('create_snapshots', task)['quiesce'] == mode
+    with pytest.raises(tasks.InvalidTask):
+        tasks.validate('create_snapshots', dict(task, quiesce='always'))

@@ -239,8 +239,9 @@ def test_thaw_step_clears_frozen(tmp):
 
 
 def test_driver_without_guest_agent_support():
-    """A driver with no ``thaw_guest`` (fake, libvirt): ``preferred`` is
-    crash-consistent with the reason, ``required`` fails before any work."""
+    """A driver whose ``can_quiesce`` says no (the fake driver for a VM
+    without a guest agent; libvirt): ``preferred`` is crash-consistent
+    with the reason, ``required`` fails before any work."""
     from agent.driver import fake
     from agent import tasks as agent_tasks
     driver = fake.FakeDriver()
@@ -255,3 +256,166 @@ def test_driver_without_guest_agent_support():
     with pytest.raises(exception.QuiesceFailed):
         runner._create_snapshot(None, task, steps.StepRecorder())
     assert driver.calls['create_snapshot'] == 1
+
+
+def test_quiesce_is_part_of_the_driver_contract(tmp):
+    from agent.driver import base
+    from agent.driver import fake
+    from agent.driver import libvirt
+    assert libvirt.LibvirtDriver.can_quiesce is base.Driver.can_quiesce
+    assert _driver(tmp).can_quiesce({'driver': 'qemu'})
+    driver = fake.FakeDriver()
+    driver.add_vm('plain')
+    driver.add_vm('agent', guest_agent=True)
+    assert not driver.can_quiesce(driver.add_disk('/fake/a', vm='plain'))
+    assert driver.can_quiesce(driver.add_disk('/fake/b', vm='agent'))
+
+
+def _fake_runner(tmp, **kw):
+    from agent.driver import fake
+    from agent import tasks as agent_tasks
+    from livesnap_tools import fixtures
+    driver = fake.FakeDriver()
+    driver.add_vm('vm1', guest_agent=True)
+    os.mkdir(os.path.join(tmp, 'journal'))
+    return agent_tasks.TaskRunner(
+        driver, journal_mod.Journal(os.path.join(tmp, 'journal')),
+        fixtures.FakeConductor(), 'hv1', **kw)
+
+
+def _group_task(driver, quiesce, op='g1'):
+    disks = [driver.add_disk('/fake/%s-%s' % (op, n), vm='vm1')
+             for n in ('vda', 'vdb')]
+    return {'operation_id': op, 'disk': disks[0], 'disks': disks,
+            'layer_names': ['%s-a' % op, '%s-b' % op], 'quiesce': quiesce}
+
+
+def test_group_is_frozen_once_around_its_one_snapshot_step(tmp):
+    runner = _fake_runner(tmp)
+    runner.run({}, 'create_snapshots', _group_task(runner.driver,
+                                                   'preferred'))
+    report = runner.conductor_api.reports[0][1]
+    assert report['status'] == 'succeeded', report
+    names = [s['name'] for s in report['steps']]
+    assert names == ['prepare', 'prepare', 'freeze', 'snapshot', 'thaw']
+    for snap in report['result']['snapshots']:
+        assert snap['consistency'] == 'application'
+        assert 'frozen' in snap['consistency_reason']
+    assert runner.driver.vms['vm1']['frozen'] is False
+    assert runner.journal.get('g1')['frozen'] is False
+
+
+def test_group_required_without_freeze_fails_and_pivots_nothing(tmp):
+    runner = _fake_runner(tmp)
+    runner.driver.vms['vm1']['freeze_fails'] = True
+    task = _group_task(runner.driver, 'required')
+    before = dict(runner.driver.layers)
+    runner.run({}, 'create_snapshots', task)
+    report = runner.conductor_api.reports[0][1]
+    assert report['status'] == 'failed'
+    assert report['error_code'] == 'quiesce_failed'
+    assert runner.driver.layers == before
+    # ``preferred``: crash-consistent, and every member says why.
+    runner.run({}, 'create_snapshots', dict(task, operation_id='g2',
+                                            quiesce='preferred'))
+    report = runner.conductor_api.reports[1][1]
+    assert report['status'] == 'succeeded', report
+    assert {s['consistency'] for s in report['result']['snapshots']} == \
+        {'crash'}
+    assert all('did not freeze' in s['consistency_reason']
+               for s in report['result']['snapshots'])
+
+
+def test_group_without_guest_agent_support():
+    from agent.driver import fake
+    from agent import tasks as agent_tasks
+    driver = fake.FakeDriver()
+    driver.add_vm('vm1')
+    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner.driver = driver
+    task = _group_task(driver, 'preferred')
+    result = runner._create_snapshots(None, task, steps.StepRecorder())
+    assert [s['consistency'] for s in result['snapshots']] == ['crash'] * 2
+    assert 'fake driver' in result['snapshots'][0]['consistency_reason']
+    with pytest.raises(exception.QuiesceFailed):
+        runner._create_snapshots(None, _group_task(driver, 'required', 'g2'),
+                                 steps.StepRecorder())
+    assert driver.calls['create_snapshots'] == 1
+
+
+def _wait_thaw_retries(runner, op):
+    """Until no thread retries the thaw of ``op`` (threads are daemons
+    that end by the retry deadline)."""
+    for thread in threading.enumerate():
+        if thread.name == 'thaw-%s' % op:
+            thread.join(30)
+
+
+def test_failed_thaw_is_retried_until_thawed(tmp):
+    runner = _fake_runner(tmp, thaw_retry_interval=0.01)
+    vm = runner.driver.vms['vm1']
+    # The thaw after the snapshot fails, and so does the first retry.
+    vm['thaw_failures'] = 2
+    disk = runner.driver.add_disk('/fake/d', vm='vm1')
+    runner.run({}, 'create_snapshot', {'operation_id': 'op1', 'disk': disk,
+                                       'layer_name': 'd2',
+                                       'quiesce': 'preferred'})
+    report = runner.conductor_api.reports[0][1]
+    assert report['status'] == 'succeeded', report
+    assert report['steps'][-1]['name'] == 'thaw'
+    assert report['steps'][-1]['status'] == 'failed'
+    _wait_thaw_retries(runner, 'op1')
+    entry = runner.journal.get('op1')
+    assert vm['frozen'] is False
+    assert entry['frozen'] is False
+    assert entry['thaw_attempts'] == 2
+    assert entry['thaw_error'] is None
+    # Thawed: the acknowledgement archives the entry as usual.
+    runner.acknowledge('op1')
+    assert runner.journal.entries() == []
+
+
+def test_thaw_retries_end_at_the_deadline_and_the_journal_keeps_it(tmp):
+    runner = _fake_runner(tmp, thaw_retry_interval=0.01,
+                          thaw_retry_timeout=0.05)
+    vm = runner.driver.vms['vm1']
+    vm['thaw_failures'] = 10 ** 6
+    disk = runner.driver.add_disk('/fake/d', vm='vm1')
+    runner.run({}, 'create_snapshot', {'operation_id': 'op1', 'disk': disk,
+                                       'layer_name': 'd2',
+                                       'quiesce': 'preferred'})
+    _wait_thaw_retries(runner, 'op1')
+    entry = runner.journal.get('op1')
+    assert vm['frozen'] is True
+    assert entry['frozen'] is True
+    assert entry['thaw_attempts'] >= 1
+    assert 'did not thaw' in entry['thaw_error']
+    # Acknowledged, it stays live for the next start's recovery, which
+    # thaws the guest once it answers.
+    runner.acknowledge('op1')
+    assert [e['operation_id'] for e in runner.journal.entries()] == ['op1']
+    vm['thaw_failures'] = 0
+    assert recovery.thaw_frozen(runner.driver, runner.journal,
+                                runner.journal.get('op1'))
+    assert vm['frozen'] is False
+
+
+def test_thaw_retry_waits_while_another_operation_has_the_guest_frozen(tmp):
+    runner = _fake_runner(tmp, thaw_retry_interval=0.01,
+                          thaw_retry_timeout=0.2)
+    vm = runner.driver.vms['vm1']
+    disk = runner.driver.add_disk('/fake/d', vm='vm1')
+    vm['frozen'] = True
+    # op2 is between its freeze and its thaw on the same guest.
+    runner.journal.record('op2', action='create_snapshot', state='running',
+                          frozen=True, task={'operation_id': 'op2',
+                                             'disk': disk,
+                                             'layer_name': 'x'})
+    runner.journal.record('op1', action='create_snapshot', state='done',
+                          frozen=True, task={'operation_id': 'op1',
+                                             'disk': disk,
+                                             'layer_name': 'y'})
+    runner.retry_thaw(runner.journal.get('op1')).join(30)
+    assert vm['frozen'] is True
+    assert runner.driver.calls['thaw_guest'] == 0
+    assert runner.journal.get('op1')['frozen'] is True

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 
 
 revision = '0006'
-# Other changes of this release add 0004; re-chain on merge.
 down_revision = '0005'
 branch_labels = None
 depends_on = None
