@@ -58,12 +58,15 @@ class StepRecorder(object):
         self._paused_at = time.monotonic()
         self._notify("paused", "pause")
 
-    def mark_resumed(self, qemu_pause_ms=None):
+    def mark_resumed(self, qemu_pause_ms=None, resumed_at=None):
         """Call right after the backend's I/O was resumed; adds to
         ``pause_ms`` (``qemu_pause_ms`` when the backend measured the
-        window itself) and to ``agent_pause_ms``."""
+        window itself) and to ``agent_pause_ms``.  ``resumed_at`` is the
+        ``time.monotonic()`` at which another thread saw the resume
+        answered (a watchdog), when it was not just now."""
         if self._paused_at is not None:
-            elapsed = (time.monotonic() - self._paused_at) * 1000.0
+            end = time.monotonic() if resumed_at is None else resumed_at
+            elapsed = (end - self._paused_at) * 1000.0
             paused = elapsed if qemu_pause_ms is None else qemu_pause_ms
             self.pause_ms = round((self.pause_ms or 0.0) + paused, 3)
             self.agent_pause_ms = round(

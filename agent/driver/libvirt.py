@@ -33,6 +33,8 @@ a previous attempt did; a pivot that happened is kept.
 
 import logging
 import os
+import re
+import stat
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -57,6 +59,13 @@ NAME = 'libvirt'
 #: room a new, empty layer takes (header, tables) with some margin
 _LAYER_BYTES = 1024 * 1024
 
+#: most locators one ``inspect`` looks at
+_INSPECT_MAX = 10000
+
+#: what image work appends to a layer's file name while it works on it
+#: (as in the QEMU driver: agent.images' trash and temporary files)
+_WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
+
 PAUSE_MODES = ('transaction', 'suspend')
 
 
@@ -71,6 +80,15 @@ def _wrap(what, exc):
     if images.NO_SPACE in str(exc):
         return exception.NoSpace(text)
     return LibvirtError(text)
+
+
+def _is_file(path):
+    """A regular file or a symbolic link (not a socket, fifo or device)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def _same(a, b):
@@ -208,6 +226,67 @@ class _PauseClock(object):
                 self._cond.wait(left)
 
 
+class _PauseWatchdog(object):
+    """Resumes a domain the agent suspended once the pause outlives
+    ``[agent] pause_deadline``, whatever the thread that suspended it is
+    doing (stuck in a libvirt call, or not scheduled).
+
+    Armed right before ``suspend`` is sent; :meth:`disarm` runs first in
+    the ``finally`` that resumes, and waits for a resume the watchdog has
+    begun, so the two never race.  libvirt serializes the jobs of one
+    domain: a resume sent while ``snapshotCreateXML`` still holds the
+    domain's job waits for that job, so the bound is the deadline or the
+    end of libvirt's job, whichever is later.
+    """
+
+    def __init__(self, driver, dom, deadline):
+        self._driver = driver
+        self._dom = dom
+        self._uuid = dom.UUIDString()
+        self.deadline = deadline
+        self._lock = threading.Lock()
+        self._done = False
+        self._timer = threading.Timer(deadline, self._fire)
+        self._timer.daemon = True
+        #: ``time.monotonic()`` when the watchdog's resume was answered
+        self.resumed_at = None
+        #: what the watchdog's resume failed with, if it did
+        self.error = None
+
+    def arm(self):
+        """Start counting the deadline."""
+        self._timer.start()
+
+    def _fire(self):
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+            try:
+                if self._driver._resume_once(self._dom, self._uuid,
+                                             fresh=False):
+                    self.resumed_at = time.monotonic()
+                    LOG.warning('Domain %(dom)s stayed suspended past the '
+                                'pause deadline (%(ms).1f ms): resumed it',
+                                {'dom': self._uuid,
+                                 'ms': self.deadline * 1000.0})
+            except exception.AgentError as exc:
+                self.error = str(exc)
+                LOG.error('The pause watchdog could not resume domain '
+                          '%(dom)s: %(exc)s', {'dom': self._uuid,
+                                               'exc': exc})
+
+    def disarm(self):
+        """Stop the watchdog (waiting for a resume it has begun).
+
+        :returns: True if it resumed the domain.
+        """
+        self._timer.cancel()
+        with self._lock:
+            self._done = True
+        return self.resumed_at is not None
+
+
 def _as_in(chain, path):
     """``path`` spelled as libvirt has it in ``chain`` (libvirt looks
     layers up by the name it was given)."""
@@ -230,6 +309,9 @@ class LibvirtDriver(base.Driver):
         snapshot_pause``).
     :param resume_retries: attempts at resuming a suspended domain
         (``[agent] resume_retries``).
+    :param pause_deadline: seconds a domain the driver suspended may stay
+        so before a watchdog resumes it (``[agent] pause_deadline``; see
+        _PauseWatchdog).
     :param job_poll_interval: seconds between ``blockJobInfo`` polls.
     :param job_timeout: seconds a merge's block job may run (``[agent]
         merge_timeout``); past it the job is aborted and the merge fails.
@@ -244,7 +326,7 @@ class LibvirtDriver(base.Driver):
     def __init__(self, image_dirs, uri=None, snapshot_pause=None,
                  resume_retries=None, job_poll_interval=None,
                  job_timeout=None, reserved_bytes=None, merge_speed=None,
-                 **options):
+                 pause_deadline=None, **options):
         super().__init__(image_dirs, **options)
         # What is not given comes from the configuration, so the loader
         # may pass only the image directories.
@@ -257,6 +339,7 @@ class LibvirtDriver(base.Driver):
         uri = given(uri, lv.uri)
         snapshot_pause = given(snapshot_pause, lv.snapshot_pause)
         resume_retries = given(resume_retries, agent.resume_retries)
+        pause_deadline = given(pause_deadline, agent.pause_deadline)
         job_poll_interval = given(job_poll_interval, lv.job_poll_interval)
         job_timeout = given(job_timeout, agent.merge_timeout)
         reserved_bytes = given(reserved_bytes,
@@ -270,6 +353,7 @@ class LibvirtDriver(base.Driver):
         self.uri = uri
         self.snapshot_pause = snapshot_pause
         self.resume_retries = max(1, int(resume_retries))
+        self.pause_deadline = pause_deadline
         self.job_poll_interval = job_poll_interval
         self.job_timeout = job_timeout
         self.reserved_bytes = reserved_bytes
@@ -309,8 +393,10 @@ class LibvirtDriver(base.Driver):
     def _domain(self, disk):
         """The domain of a disk locator.
 
-        :raises InvalidRequest: the locator names no domain.
-        :raises LibvirtError: libvirt does not know it.
+        :raises InvalidRequest: the locator names no domain, or one
+            libvirt does not know (as the QEMU driver refuses a disk its
+            QEMU does not have open).
+        :raises LibvirtError: libvirt cannot be asked.
         """
         uuid = disk.get('domain') if isinstance(disk, dict) else None
         if not isinstance(uuid, str) or not uuid:
@@ -319,7 +405,21 @@ class LibvirtDriver(base.Driver):
         try:
             return self._connection().lookupByUUIDString(uuid)
         except libvirt.libvirtError as exc:
-            raise _wrap('No libvirt domain %s' % uuid, exc)
+            if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                raise exception.InvalidRequest(
+                    'No libvirt domain %s on this host' % uuid)
+            raise _wrap('Cannot look up libvirt domain %s' % uuid, exc)
+
+    def _refuse_if_busy(self, dom, target, path, ours=()):
+        """:raises ImageInUse: a block job runs on ``target`` that is not
+        one of the job types ``ours`` (a job of an earlier attempt, which
+        the caller waits for)."""
+        job = self._job(dom, target)
+        if job and job.get('type') not in ours:
+            raise exception.ImageInUse(
+                'Disk %s of domain %s is busy with a block job (type %s) '
+                'that is not this operation\'s'
+                % (target, dom.name(), job.get('type')), image=path)
 
     @staticmethod
     def _xml(dom, inactive=False):
@@ -380,30 +480,46 @@ class LibvirtDriver(base.Driver):
 
     def _set_config_source(self, dom, target, path):
         """Point ``target`` of the domain's persistent definition at
-        ``path`` (its backing chain is probed from the image at start).
-        Does nothing for a transient domain or when it already does."""
+        ``path`` (see _set_config_sources)."""
+        self._set_config_sources(dom, {target: path})
+
+    def _set_config_sources(self, dom, paths_by_target):
+        """Point each target of the domain's persistent definition at its
+        path in ``paths_by_target`` (the backing chain is probed from the
+        image at start), in one ``defineXML``.  Does nothing for a
+        transient domain or when it already does."""
         try:
             if not dom.isPersistent():
                 return
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot read %s' % dom.name(), exc)
         root = self._xml(dom, inactive=True)
-        disk = self._disk(root, target)
-        source = disk.find('source')
-        if source is not None and _same(source.get('file'), path):
+        changed = False
+        for target, path in sorted(paths_by_target.items()):
+            disk = self._disk(root, target)
+            source = disk.find('source')
+            if source is not None and _same(source.get('file'), path):
+                continue
+            if source is None:
+                source = ET.SubElement(disk, 'source')
+            source.set('file', path)
+            for backing in disk.findall('backingStore'):
+                disk.remove(backing)
+            changed = True
+        if not changed:
             return
-        if source is None:
-            source = ET.SubElement(disk, 'source')
-        source.set('file', path)
-        for backing in disk.findall('backingStore'):
-            disk.remove(backing)
         try:
             self._connection().defineXML(ET.tostring(root, encoding='unicode'))
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot point %s of %s at %s'
-                        % (target, dom.name(), path), exc)
-        LOG.info('Pointed %(target)s of domain %(dom)s at %(path)s',
-                 {'target': target, 'dom': dom.name(), 'path': path})
+                        % (', '.join(sorted(paths_by_target)), dom.name(),
+                           ', '.join(paths_by_target[t]
+                                     for t in sorted(paths_by_target))), exc)
+        LOG.info('Pointed %(targets)s of domain %(dom)s at %(paths)s',
+                 {'targets': ', '.join(sorted(paths_by_target)),
+                  'dom': dom.name(),
+                  'paths': ', '.join(paths_by_target[t]
+                                     for t in sorted(paths_by_target))})
 
     def _config_source(self, dom, target):
         return _source_file(self._disk(self._xml(dom, inactive=True),
@@ -455,15 +571,25 @@ class LibvirtDriver(base.Driver):
 
     # -- the disk's state -----------------------------------------------------
     def is_online(self, disk):
-        """True if the disk's domain runs (paused included)."""
-        return self._active(self._domain(disk))
+        """True if the disk's domain runs (paused included); False for a
+        domain libvirt does not know (nothing runs it)."""
+        try:
+            dom = self._domain(disk)
+        except exception.InvalidRequest:
+            return False
+        return self._active(dom)
 
     def resume(self, disk):
         """Resume the disk's domain if it is paused.
 
-        :returns: True if it was resumed.
+        :returns: True if it was resumed (False for a domain libvirt no
+            longer knows: nothing is paused).
         """
-        dom = self._domain(disk)
+        try:
+            dom = self._domain(disk)
+        except exception.InvalidRequest as exc:
+            LOG.warning('Nothing to resume: %(exc)s', {'exc': exc})
+            return False
         try:
             state, _reason = dom.state()
         except libvirt.libvirtError as exc:
@@ -476,13 +602,18 @@ class LibvirtDriver(base.Driver):
 
     def _resume_once(self, dom, uuid, fresh):
         """One attempt; after a failure (``fresh``) the domain is looked
-        up again, over a new connection if libvirtd's was lost."""
+        up again, over a new connection if libvirtd's was lost.
+
+        :returns: True if the domain was paused and is resumed now.
+        """
         try:
             if fresh:
                 dom = self._connection().lookupByUUIDString(uuid)
             state, _reason = dom.state()
             if state == libvirt.VIR_DOMAIN_PAUSED:
                 dom.resume()
+                return True
+            return False
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot resume domain %s' % uuid, exc)
 
@@ -529,105 +660,187 @@ class LibvirtDriver(base.Driver):
 
         :returns: ``{"snapshot", "disk", "size_bytes", "online"}``.
         :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
-            ResumeFailed, InvalidRequest:
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
         """
-        active = self._confine(disk['path'])
-        new = self._confine(self.layer_locator(disk, layer_name)['path'])
-        if _same(active, new):
+        result = self.create_snapshots([disk], [layer_name], rec)
+        return result['snapshots'][0]
+
+    def create_snapshots(self, disks, layer_names, rec):
+        """Snapshot several disks of one domain in one pause: each live
+        layer becomes a snapshot under its new layer
+        ``layer_locator(disks[i], layer_names[i])``.  Online, every
+        overlay is made first (outside the pause), then ONE
+        ``snapshotCreateXML`` names every disk (disk-only, reusing the
+        files, no libvirt metadata): libvirt switches them all in one QEMU
+        ``transaction``, all or none.  Offline, the overlays are made, then
+        one ``defineXML`` points every disk at its new layer.
+
+        :returns: see base.Driver.create_snapshots.
+        :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+        """
+        if not disks or len(disks) != len(layer_names):
+            raise exception.InvalidRequest('One layer name per disk')
+        if len(set(d.get('domain') for d in disks)) != 1:
             raise exception.InvalidRequest(
-                'The new layer must differ from the live one')
-        dom = self._domain(disk)
-        target = disk.get('target')
-        if not os.path.exists(new):
-            self._ensure_space(new, _LAYER_BYTES, 'a new layer')
+                'The disks of a snapshot group must be of one VM')
+        group = []
+        for disk, layer_name in zip(disks, layer_names):
+            active = self._confine(disk['path'])
+            new = self._confine(self.layer_locator(disk, layer_name)['path'])
+            if _same(active, new):
+                raise exception.InvalidRequest(
+                    'The new layer must differ from the live one')
+            group.append((disk.get('target'), active, new))
+        if len(set(t for t, _, _ in group)) != len(group) or \
+                len(set(a for _, a, _ in group)) != len(group):
+            raise exception.InvalidRequest('A disk is named twice')
+        dom = self._domain(disks[0])
+        for _, _, new in group:
+            if not os.path.exists(new):
+                self._ensure_space(new, _LAYER_BYTES, 'a new layer')
         online = self._active(dom)
         if online:
-            self._create_online(dom, target, active, new, rec)
+            self._create_online(dom, group, rec)
         else:
-            self._create_offline(dom, target, active, new, rec)
-        return {'snapshot': image_locator(disk['path']),
-                'disk': disk_locator(disk['domain'], target, new),
-                'size_bytes': images.actual_size(active),
-                'online': online}
+            self._create_offline(dom, group, rec)
+        return {'online': online, 'snapshots': [
+            {'snapshot': image_locator(disk['path']),
+             'disk': disk_locator(disk['domain'], target, new),
+             'size_bytes': images.actual_size(active),
+             'online': online}
+            for disk, (target, active, new) in zip(disks, group)]}
 
-    def _create_offline(self, dom, target, active, new, rec):
-        current = self._config_source(dom, target)
-        if _same(current, new) and _same(images.backing_file(new), active):
-            LOG.info('Snapshot of %(snap)s onto %(new)s already done',
-                     {'snap': active, 'new': new})
-            return
-        if not _same(current, active):
+    @staticmethod
+    def _switch_detail(group):
+        """The ``snapshot`` step's detail for ``group``."""
+        if len(group) == 1:
+            _, active, new = group[0]
+            return {'snapshot': active, 'active': new}
+        return {'snapshots': [a for _, a, _ in group],
+                'actives': [n for _, _, n in group]}
+
+    @staticmethod
+    def _done_or_refuse(group, current, what):
+        """Whether every disk of ``group`` already runs on its new layer,
+        ``current(target, active, new)`` telling (True, False, or None for
+        neither layer: refused).
+
+        :raises InvalidRequest: a disk is on neither layer, or only some
+            are switched (libvirt switches a group all or none: that was
+            not this operation).
+        """
+        done = []
+        for target, active, new in group:
+            state = current(target, active, new)
+            if state is None:
+                raise exception.InvalidRequest(
+                    '%s is not the live layer of %s (%s)'
+                    % (active, target, what))
+            done.append(state)
+        if any(done) and not all(done):
             raise exception.InvalidRequest(
-                '%s is not the live layer of %s (%s is)'
-                % (active, target, current))
-        if images.is_locked(active):
-            raise exception.ImageInUse(
-                '%s is held open by a running process' % active,
-                image=active)
-        with rec.step('prepare', image=new):
-            images.create_overlay(new, active, exist_ok=True)
-        with rec.step('snapshot', snapshot=active, active=new):
-            self._set_config_source(dom, target, new)
-        LOG.info('Created offline snapshot %(snap)s, new live layer %(new)s',
-                 {'snap': active, 'new': new})
+                'Only some disks of the group are switched (%s)' % what)
+        return all(done)
 
-    def _snapshot_xml(self, dom, target, new):
-        """A disk-only snapshot of ``target`` onto the existing file
-        ``new``; every other disk is left out."""
+    def _create_offline(self, dom, group, rec):
+        def current(target, active, new):
+            path = self._config_source(dom, target)
+            if _same(path, new) and _same(images.backing_file(new), active):
+                return True
+            return False if _same(path, active) else None
+
+        if self._done_or_refuse(group, current, 'the definition'):
+            LOG.info('Snapshot onto %(new)s already done',
+                     {'new': [n for _, _, n in group]})
+            return
+        for _, active, _ in group:
+            if images.is_locked(active):
+                raise exception.ImageInUse(
+                    '%s is held open by a running process' % active,
+                    image=active)
+        for _, active, new in group:
+            with rec.step('prepare', image=new):
+                images.create_overlay(new, active, exist_ok=True)
+        with rec.step('snapshot', **self._switch_detail(group)):
+            self._set_config_sources(dom, {t: n for t, _, n in group})
+        LOG.info('Created offline snapshot of %(n)d disk(s), new live '
+                 'layers %(new)s', {'n': len(group),
+                                    'new': [n for _, _, n in group]})
+
+    def _snapshot_xml(self, dom, news):
+        """A disk-only snapshot of each target of ``news`` onto its
+        existing file (``{target: path}``); every other disk is left
+        out."""
         root = ET.Element('domainsnapshot')
         disks = ET.SubElement(root, 'disks')
         for elem in _disk_elements(self._xml(dom)):
             dev = elem.find('target').get('dev')
-            if dev == target:
+            if dev in news:
                 d = ET.SubElement(disks, 'disk', name=dev,
                                   snapshot='external', type='file')
                 ET.SubElement(d, 'driver', type='qcow2')
-                ET.SubElement(d, 'source', file=new)
+                ET.SubElement(d, 'source', file=news[dev])
             else:
                 ET.SubElement(disks, 'disk', name=dev, snapshot='no')
         return ET.tostring(root, encoding='unicode')
 
-    def _create_online(self, dom, target, active, new, rec):
-        chain = self._live_chain(dom, target)
-        if chain and _same(chain[0], new) and len(chain) > 1 \
-                and _same(chain[1], active):
-            LOG.info('Snapshot of %(snap)s onto %(new)s already done',
-                     {'snap': active, 'new': new})
-            self._set_config_source(dom, target, new)
+    def _switched(self, dom, group):
+        """For each disk of ``group``: True if its new layer is live."""
+        switched = []
+        for target, _, new in group:
+            chain = self._live_chain(dom, target)
+            switched.append(bool(chain) and _same(chain[0], new))
+        return switched
+
+    def _create_online(self, dom, group, rec):
+        def current(target, active, new):
+            chain = self._live_chain(dom, target)
+            if chain and _same(chain[0], new) and len(chain) > 1 \
+                    and _same(chain[1], active):
+                return True
+            return False if chain and _same(chain[0], active) else None
+
+        news = {t: n for t, _, n in group}
+        if self._done_or_refuse(group, current, 'the running domain'):
+            LOG.info('Snapshot onto %(new)s already done',
+                     {'new': list(news.values())})
+            self._set_config_sources(dom, news)
             return
-        if not chain or not _same(chain[0], active):
-            raise exception.InvalidRequest(
-                '%s is not the live layer of %s (%s is)'
-                % (active, target, chain[0] if chain else None))
-        with rec.step('prepare', image=new):
-            images.create_overlay(new, active, exist_ok=True)
-            images.flush(new)
-            images.flush(active)
-            snap_xml = self._snapshot_xml(dom, target, new)
+        for target, active, _ in group:
+            self._refuse_if_busy(dom, target, active)
+        for _, active, new in group:
+            with rec.step('prepare', image=new):
+                images.create_overlay(new, active, exist_ok=True)
+                images.flush(new)
+                images.flush(active)
+        snap_xml = self._snapshot_xml(dom, news)
         flags = (libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
                  | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
                  | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
+        detail = self._switch_detail(group)
         try:
             if self.snapshot_pause == 'suspend':
-                self._snapshot_suspended(dom, snap_xml, flags, rec,
-                                         active, new)
+                self._snapshot_suspended(dom, snap_xml, flags, rec, detail)
             else:
                 self._snapshot_transaction(dom, snap_xml, flags, rec,
-                                           active, new)
+                                           detail)
         except BaseException as exc:
-            chain = self._live_chain(dom, target)
-            if not (chain and _same(chain[0], new)) \
-                    or isinstance(exc, exception.ResumeFailed):
-                if not (chain and _same(chain[0], new)):
-                    self._drop_overlay(new)
+            switched = self._switched(dom, group)
+            if not all(switched) or isinstance(exc, exception.ResumeFailed):
+                for (_, _, new), done in zip(group, switched):
+                    if not done:
+                        self._drop_overlay(new)
                 raise
             LOG.warning('The switch to %(new)s happened although %(exc)s; '
-                        'keeping it', {'new': new, 'exc': exc})
+                        'keeping it', {'new': list(news.values()),
+                                       'exc': exc})
         # libvirt updates the persistent definition as well; make sure.
-        self._set_config_source(dom, target, new)
-        LOG.info('Created online snapshot %(snap)s, new live layer %(new)s, '
-                 'paused %(ms)s ms', {'snap': active, 'new': new,
-                                      'ms': rec.pause_ms})
+        self._set_config_sources(dom, news)
+        LOG.info('Created online snapshot of %(n)d disk(s), new live '
+                 'layers %(new)s, paused %(ms)s ms',
+                 {'n': len(group), 'new': list(news.values()),
+                  'ms': rec.pause_ms})
 
     @staticmethod
     def _drop_overlay(new):
@@ -638,7 +851,7 @@ class LibvirtDriver(base.Driver):
             LOG.error('Cannot clean up %(new)s: %(exc)s',
                       {'new': new, 'exc': exc})
 
-    def _snapshot_transaction(self, dom, snap_xml, flags, rec, active, new):
+    def _snapshot_transaction(self, dom, snap_xml, flags, rec, detail):
         """One ``snapshotCreateXML``: libvirt adds the new layer's nodes
         and switches the disk in a QEMU ``transaction``, which drains the
         disk's I/O; the vCPUs are not stopped.  The pause recorded is the
@@ -649,17 +862,18 @@ class LibvirtDriver(base.Driver):
                       measured='agent, around snapshotCreateXML'):
             rec.mark_paused()
         try:
-            with rec.step('snapshot', snapshot=active, active=new):
+            with rec.step('snapshot', **detail):
                 try:
                     dom.snapshotCreateXML(snap_xml, flags)
                 except libvirt.libvirtError as exc:
-                    raise _wrap('snapshotCreateXML onto %s failed' % new,
-                                exc)
+                    raise _wrap('snapshotCreateXML onto %s failed'
+                                % detail.get('active',
+                                             detail.get('actives')), exc)
         finally:
             with rec.step('resume', by='libvirt (end of the transaction)'):
                 rec.mark_resumed()
 
-    def _snapshot_suspended(self, dom, snap_xml, flags, rec, active, new):
+    def _snapshot_suspended(self, dom, snap_xml, flags, rec, detail):
         """``suspend``, ``snapshotCreateXML``, ``resume`` (in a
         ``finally``, with retries).  ``pause_ms`` is QEMU's STOP to RESUME
         window (its own timestamps, see _PauseClock) when the events came,
@@ -669,33 +883,71 @@ class LibvirtDriver(base.Driver):
         except libvirt.libvirtError as exc:
             raise _wrap('Cannot get the state of %s' % dom.name(), exc)
         was_running = state == libvirt.VIR_DOMAIN_RUNNING
+        watchdog = None
         try:
             with rec.step('pause', was_running=was_running, by='suspend'):
                 self._clock.mark(dom.UUIDString())
                 rec.mark_paused()
                 if was_running:
-                    try:
-                        dom.suspend()
-                    except libvirt.libvirtError as exc:
-                        raise _wrap('Cannot suspend %s' % dom.name(), exc)
-            with rec.step('snapshot', snapshot=active, active=new):
+                    watchdog = self._suspend(dom)
+            with rec.step('snapshot', **detail):
                 try:
                     dom.snapshotCreateXML(snap_xml, flags)
                 except libvirt.libvirtError as exc:
-                    raise _wrap('snapshotCreateXML onto %s failed' % new,
-                                exc)
+                    raise _wrap('snapshotCreateXML onto %s failed'
+                                % detail.get('active',
+                                             detail.get('actives')), exc)
         finally:
-            self._finish_suspend(dom, rec, was_running)
+            rescued = self._finish_suspend(dom, rec, was_running, watchdog)
+        if rescued:
+            # The caller keeps the switch if it happened (as the QEMU
+            # driver does past its deadline).
+            raise exception.PauseDeadlineExceeded(
+                'Domain %s stayed suspended past the pause deadline '
+                '(%.1f ms); the watchdog resumed it'
+                % (dom.name(), self.pause_deadline * 1000.0))
 
-    def _finish_suspend(self, dom, rec, was_running):
+    def _suspend(self, dom):
+        """``suspend`` ``dom`` under a watchdog armed first.
+
+        :returns: the armed _PauseWatchdog.
+        """
+        watchdog = _PauseWatchdog(self, dom, self.pause_deadline)
+        watchdog.arm()
+        try:
+            dom.suspend()
+        except libvirt.libvirtError as exc:
+            # The caller's finally resumes it if the suspend happened.
+            watchdog.disarm()
+            raise _wrap('Cannot suspend %s' % dom.name(), exc)
+        return watchdog
+
+    def _finish_suspend(self, dom, rec, was_running, watchdog=None):
         """The ``resume`` step after a ``suspend`` (with retries); the
-        pause on QEMU's clock when its events came."""
-        with rec.step('resume', left_paused=not was_running):
+        pause on QEMU's clock when its events came.  ``watchdog`` (the
+        one armed at the suspend) is stopped first; if it resumed the
+        domain, the step says so and the pause ends when it did.
+
+        :returns: True if the watchdog resumed the domain.
+        """
+        rescued = watchdog is not None and watchdog.disarm()
+        detail = {'left_paused': not was_running}
+        if rescued:
+            detail.update(by='watchdog',
+                          deadline_ms=self.pause_deadline * 1000.0)
+        elif watchdog is not None and watchdog.error:
+            detail['watchdog_error'] = watchdog.error
+        with rec.step('resume', **detail):
             qemu_ms = None
             if was_running:
+                # Also when the watchdog resumed it: a suspend that reached
+                # libvirt after the watchdog looked is undone here.
                 self._resume(dom)
                 qemu_ms = self._clock.window_ms(dom.UUIDString())
-            rec.mark_resumed(qemu_pause_ms=qemu_ms)
+            rec.mark_resumed(qemu_pause_ms=qemu_ms,
+                             resumed_at=watchdog.resumed_at
+                             if rescued else None)
+        return rescued
 
     # -- delete ---------------------------------------------------------------
     def delete_image(self, image, rec):
@@ -784,6 +1036,10 @@ class LibvirtDriver(base.Driver):
 
         if online:
             chain = self._live_chain(dom, target)
+            self._refuse_if_busy(dom, target, disk['path'], ours=(
+                libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL,
+                libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT,
+                libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT))
             job = self._job(dom, target)
             in_chain = [c for c in chain if _same(c, child_path)]
             if job.get('type') == libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_PULL:
@@ -898,17 +1154,17 @@ class LibvirtDriver(base.Driver):
             raise _wrap('Cannot get the state of %s' % dom.name(), exc)
         if state != libvirt.VIR_DOMAIN_RUNNING:
             return
+        watchdog = None
         try:
             with rec.step('pause', was_running=True, by='suspend',
                           why='QEMU flushes its image metadata'):
                 self._clock.mark(dom.UUIDString())
                 rec.mark_paused()
-                try:
-                    dom.suspend()
-                except libvirt.libvirtError as exc:
-                    raise _wrap('Cannot suspend %s' % dom.name(), exc)
+                watchdog = self._suspend(dom)
         finally:
-            self._finish_suspend(dom, rec, True)
+            # A watchdog's resume is no failure here: the flush is done
+            # once suspend has returned.
+            self._finish_suspend(dom, rec, True, watchdog)
 
     def _delete_after_merge(self, rec, drop, dom=None):
         if dom is not None:
@@ -1148,16 +1404,21 @@ class LibvirtDriver(base.Driver):
 
     # -- the audit ------------------------------------------------------------
     def inspect(self, locators):
-        """Each locator's file: whether it exists, the image it is built
-        on, whether ``qemu-img check`` passes (skipped for an image a
-        running QEMU writes); and every file in the image directories."""
+        """See base.Driver.inspect, as the QEMU driver does it: each
+        locator's file (whether it exists, the image it is built on,
+        whether ``qemu-img check`` passes, skipped for an image a running
+        QEMU writes); ``files`` are the image directories' regular files
+        and symbolic links no locator names, each with the locator it is
+        a leftover of (``x.qcow2.deleted`` of ``x.qcow2``'s), or None."""
         result = {'images': [], 'files': []}
-        for loc in list(locators or [])[:10000]:
+        named = {}
+        for loc in list(locators or [])[:_INSPECT_MAX]:
             entry = {'locator': loc, 'exists': False, 'backing': None,
                      'check': None, 'error': None}
             try:
-                path = loc.get('path') if isinstance(loc, dict) else None
-                real = self._confine(path)
+                self.check(loc)
+                real = self._confine(loc['path'])
+                named[real] = loc
                 entry['exists'] = os.path.exists(real)
                 if entry['exists']:
                     backing = images.backing_file(real)
@@ -1171,8 +1432,12 @@ class LibvirtDriver(base.Driver):
             for root, _dirs, files in os.walk(directory):
                 for name in files:
                     path = os.path.join(root, name)
-                    if os.path.isfile(path) and not os.path.islink(path):
-                        result['files'].append(path)
+                    if not _is_file(path) or os.path.realpath(path) in named:
+                        continue
+                    result['files'].append({
+                        'path': path,
+                        'locator': named.get(os.path.realpath(
+                            _WORK_SUFFIX.sub('', path)))})
         return result
 
     @staticmethod

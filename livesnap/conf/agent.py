@@ -30,7 +30,10 @@ opts = [
                       'with pause_deadline_exceeded unless the graph change '
                       'is found done; the agent still waits up to '
                       'qmp_timeout for the queued cont, then resumes the VM '
-                      'over a new connection.'),
+                      'over a new connection. With the libvirt driver, a '
+                      'watchdog resumes a domain the agent suspended once '
+                      'the pause outlives it (libvirt runs that resume '
+                      'after any job it still holds on the domain).'),
     cfg.FloatOpt('quiesce_timeout', default=10.0, min=0.1,
                  help='Longest time in seconds the guest agent (qemu-ga) '
                       'has to freeze the guest\'s filesystems before a '

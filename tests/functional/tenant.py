@@ -3,7 +3,9 @@ model of what every layer must contain (tests.functional.tree_check)."""
 
 import time
 
+from livesnap_tools import fixtures
 from livesnap_tools import testvm
+from tests.functional import libvirt_vm
 from tests.functional import scenarios
 from tests.functional import tree_check
 
@@ -11,23 +13,42 @@ MiB = tree_check.MiB
 
 
 class TenantDriver(object):
-    """Drives one server through the API and keeps the content model."""
+    """Drives one server through the API and keeps the content model.
 
-    def __init__(self, dep, tmp_path, database_url, online):
+    :param driver: ``qemu`` (a TestVM of its own, registered with its
+        QMP socket) or ``libvirt`` (a libvirt domain, registered by
+        domain; the deployment's agent runs ``libvirt_vm.EXTRA``).
+    """
+
+    def __init__(self, dep, tmp_path, database_url, online, driver='qemu'):
         self.dep = dep
         self.tmp_path = tmp_path
         self.database_url = database_url
         self.online = online
+        self.driver = driver
         self.model = tree_check.DiskModel()
         self.vm = None
         self.image = scenarios.new_base_image(dep, 'srv1')
         self.sock = scenarios.short_socket_path('srv1')
-        if online:
+        if driver == 'libvirt':
+            # Defined either way (the agent finds its disks by domain);
+            # running only when online.
+            self.domain = libvirt_vm.LibvirtVM(self.image, 'srv1')
+            if online:
+                self.vm = self.domain.start()
+        elif online:
             self.vm = testvm.TestVM(self.image, self.sock, name='srv1')
             self.vm.start()
         try:
-            dep.register_server('srv1', self.image,
-                                qmp_socket=self.sock if online else None)
+            if driver == 'libvirt':
+                dep.ok('POST', '/v1/servers', {'server': {
+                    'id': 'srv1', 'name': 'srv1', 'project_id': 'p1',
+                    'host': fixtures.HOST, 'driver': 'libvirt',
+                    'domain': self.domain.name}},
+                    token='admin-token', status=201)
+            else:
+                dep.register_server('srv1', self.image,
+                                    qmp_socket=self.sock if online else None)
         except BaseException:
             self.close()
             raise
@@ -71,7 +92,10 @@ class TenantDriver(object):
         op = self.dep.wait_operation(op['id'])
         assert op['status'] == 'succeeded', op
         self.model.revert(snap_id)
-        if self.vm is not None:
+        if self.vm is not None and self.driver == 'libvirt':
+            # The driver pointed the definition at the new live layer.
+            self.vm.start()
+        elif self.vm is not None:
             self.vm = testvm.TestVM(self.active_image(), self.sock,
                                     name='srv1')
             self.vm.start()
@@ -100,5 +124,7 @@ class TenantDriver(object):
                              % snap_id)
 
     def close(self):
-        if self.vm is not None:
+        if self.driver == 'libvirt':
+            self.domain.kill()
+        elif self.vm is not None:
             self.vm.kill()

@@ -13,14 +13,15 @@ import pytest
 
 from conductor.db import api as db
 from livesnap_tools import fixtures
+from tests.functional import libvirt_vm
 from tests.functional import tenant
 from tests.functional import tree_check
 
 pytestmark = pytest.mark.functional
 
 
-def run_every_branch(dep, tmp_path, database_url, online):
-    d = tenant.TenantDriver(dep, tmp_path, database_url, online)
+def run_every_branch(dep, tmp_path, database_url, online, driver='qemu'):
+    d = tenant.TenantDriver(dep, tmp_path, database_url, online, driver)
     try:
         d.write(0, 0xa1)
         s1 = d.snapshot('s1')
@@ -34,7 +35,13 @@ def run_every_branch(dep, tmp_path, database_url, online):
         # The newest snapshot: its only child is the live image.
         op = d.delete(s3, 'merge')
         names = [s['name'] for s in op['steps']]
-        if online:
+        if online and driver == 'libvirt':
+            # A stream or an active commit (whichever side holds less),
+            # then the flush pause before the delete.
+            assert names[-4:] == ['pause', 'resume', 'delete', 'purge']
+            assert 'merge' in names and 'reparent' in names
+            assert op['pause_ms'] is not None
+        elif online:
             assert names == ['prepare', 'pause', 'merge', 'resume', 'reparent',
                              'delete', 'purge']
             assert op['pause_ms'] is not None
@@ -90,6 +97,18 @@ def test_every_branch_over_rabbitmq(tmp_path, rabbit_url, postgres_url,
     with fixtures.running(fixtures.ProcessDeployment(
             tmp_path, rabbit_url, postgres_url)) as dep:
         run_every_branch(dep, tmp_path, postgres_url, online)
+
+
+def test_every_branch_on_libvirt(libvirt_up, tmp_path, rabbit_url,
+                                 postgres_url):
+    """The same branches on a running libvirt domain (``[agent] driver =
+    libvirt``, registered by domain)."""
+    pytest.importorskip('libvirt')
+    fixtures.pg_reset_schema(postgres_url)
+    with fixtures.running(fixtures.ProcessDeployment(
+            tmp_path, rabbit_url, postgres_url,
+            extra=libvirt_vm.EXTRA)) as dep:
+        run_every_branch(dep, tmp_path, postgres_url, True, 'libvirt')
 
 
 def test_every_branch_in_process(inprocess, tmp_path, conf):

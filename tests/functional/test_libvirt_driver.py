@@ -400,7 +400,10 @@ def test_inspect_and_remove(driver, domain, imgdir):
     assert top['backing'] == {'driver': 'libvirt', 'path': domain.vda}
     assert base['backing'] is None
     assert bad['exists'] is False and bad['error']
-    assert set(out['files']) == {domain.vda, domain.vdb, d1['path'], stray}
+    # The files no locator names, as the QEMU driver lists them.
+    assert sorted(out['files'], key=lambda f: f['path']) == [
+        {'path': stray, 'locator': None},
+        {'path': domain.vdb, 'locator': None}]
     assert driver.remove(stray) == {'removed': True, 'error': ''}
     assert not os.path.exists(stray)
     domain.start()
@@ -483,3 +486,34 @@ def test_merge_other_branch_while_running(driver, domain, imgdir):
     assert images.backing_file(old_live) == domain.vda
     assert_content(old_live, _shows(False))
     assert domain.chain() == [r1['path'], domain.vda]
+
+
+def test_create_group_online_one_call(driver, domain, imgdir):
+    """Two disks, one group: one snapshotCreateXML switches both under
+    one pause (``suspend``, so the pause is QEMU's STOP to RESUME)."""
+    driver.snapshot_pause = 'suspend'
+    _fill_base(domain)
+    write(domain.vdb, 0xc1, 0)
+    domain.start()
+    rec = StepRecorder()
+    res = driver.create_snapshots([domain.disk('vda'), domain.disk('vdb')],
+                                  ['g1', 'g2'], rec)
+    g1, g2 = layer(imgdir, 'g1'), layer(imgdir, 'g2')
+    assert res['online'] is True
+    assert [s['disk'] for s in res['snapshots']] == [
+        domain.disk('vda', g1), domain.disk('vdb', g2)]
+    assert names(rec) == ['prepare', 'prepare', 'pause', 'snapshot',
+                          'resume']
+    assert all(s['status'] == 'done' for s in rec.steps)
+    assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+    assert domain.chain('vda') == [g1, domain.vda]
+    assert domain.chain('vdb') == [g2, domain.vdb]
+    assert domain.chain('vda', inactive=True)[0] == g1
+    assert domain.chain('vdb', inactive=True)[0] == g2
+    # Run again: found done.
+    assert driver.create_snapshots(
+        [domain.disk('vda'), domain.disk('vdb')], ['g1', 'g2'],
+        StepRecorder()) == res
+    domain.stop()
+    assert_content(g1, BASE)
+    assert_content(g2, [(0xc1, 0, CHUNK)])

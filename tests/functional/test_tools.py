@@ -302,3 +302,16 @@ def test_run_driver_libvirt(state, libvirt_up):
                                        conn.listAllDomains(0)]
     finally:
         conn.close()
+
+
+def test_run_hosts_refuses_driver_libvirt(tmp_path):
+    """``--hosts N`` runs QEMU demo VMs; with ``--driver libvirt`` it says
+    so and starts nothing instead of ignoring the driver."""
+    state = str(tmp_path / 'state')
+    for args in (['--hosts', '2', '--driver', 'libvirt'],
+                 ['--driver=libvirt', '--hosts=3', '--detach']):
+        proc = _run([RUN, '--state-dir', state] + args)
+        assert proc.returncode != 0
+        assert '--driver libvirt is not supported with --hosts' in \
+            proc.stderr, proc.stderr
+    assert not os.path.exists(state)
