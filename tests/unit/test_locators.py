@@ -56,6 +56,8 @@ def test_guest_agent_and_file_kinds():
     assert locators.has_guest_agent({'driver': 'qemu', 'qga_socket': '/q'})
     assert not locators.has_guest_agent({'driver': 'qemu'})
     assert not locators.has_guest_agent(None)
+    # libvirt: the agent reads the domain's channel when it freezes.
+    assert locators.has_guest_agent({'driver': 'libvirt', 'domain': 'u'})
     assert locators.file_kind('/i/a.qcow2') == 'an image'
     assert locators.file_kind('/i/a.qcow2.deleted').startswith(
         'the file of a deleted image')
