@@ -11,6 +11,8 @@ monitor socket of its own.  It drives the domain through the libvirt API
   runs it as a QEMU ``transaction``, which drains the disk's I/O while the
   vCPUs go on) or ``suspend`` (``suspend``, the call, ``resume`` in a
   ``finally`` with retries).  See docs/libvirt.md.
+* quiesce: ``fsFreeze`` (the domain's guest agent channel) before the
+  pause and ``fsThaw`` after it in a ``finally`` (:meth:`_quiesced`).
 * merge, online: ``blockPull`` (with the parent as ``base``) streams the
   snapshot into the live layer; ``blockCommit`` commits the live layer
   into the snapshot (``VIR_DOMAIN_BLOCK_COMMIT_ACTIVE`` and a pivot with
