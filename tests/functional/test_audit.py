@@ -10,30 +10,68 @@ from conductor import audit
 from conductor.db import api as db
 from conductor.db import models
 from conductor import manage
+from livesnap_tools import fixtures
+from livesnap_tools import libvirtd
+from tests.functional import libvirt_vm
 from tests.functional import scenarios
 
 pytestmark = pytest.mark.functional
 
 
 @pytest.fixture
-def tree(inprocess):
-    """An offline server with two snapshots: base <- s1 <- s2 <- live."""
-    base = os.path.join(inprocess.image_dir, 'srv1-vda.qcow2')
+def tree(request, conf, tmp_path, database):
+    """An offline server with two snapshots: base <- s1 <- s2 <- live.
+
+    On the QEMU driver (a disk registered by path), or with
+    ``@pytest.mark.parametrize('tree', ['libvirt'], indirect=True)`` on
+    the libvirt driver (a shut-off domain registered by domain)."""
+    driver = getattr(request, 'param', 'qemu')
+    dep = fixtures.InProcessDeployment(conf, tmp_path)
+    base = os.path.join(dep.image_dir, 'srv1-vda.qcow2')
     images.create_base(base, 8 * scenarios.MiB)
-    inprocess.register_server('srv1', base)
-    s1, _ = scenarios.create_snapshot(inprocess, 'srv1', 's1')
-    s2, _ = scenarios.create_snapshot(inprocess, 'srv1', 's2')
-    return inprocess, s1, s2
+    domain = None
+    if driver == 'libvirt':
+        pytest.importorskip('libvirt')
+        request.getfixturevalue('libvirt_up')
+        conf.set('driver', 'libvirt', group='agent')
+        conf.set('uri', libvirtd.URI, group='libvirt')
+        domain = libvirt_vm.LibvirtVM(base, 'srv1')
+    try:
+        dep.start()
+        try:
+            if domain is not None:
+                dep.ok('POST', '/v1/servers', {'server': {
+                    'id': 'srv1', 'name': 'srv1', 'project_id': 'p1',
+                    'host': fixtures.HOST, 'driver': 'libvirt',
+                    'domain': domain.name}},
+                    token='admin-token', status=201)
+            else:
+                dep.register_server('srv1', base)
+            s1, _ = scenarios.create_snapshot(dep, 'srv1', 's1')
+            s2, _ = scenarios.create_snapshot(dep, 'srv1', 's2')
+            yield dep, s1, s2
+        finally:
+            dep.stop()
+    finally:
+        if domain is not None:
+            domain.kill()
+
+
+#: the tests that also run on the libvirt driver
+both_drivers = pytest.mark.parametrize('tree', ['qemu', 'libvirt'],
+                                       indirect=True)
 
 
 def _kinds(findings):
     return sorted(f['kind'] for f in findings['hv1'])
 
 
+@both_drivers
 def test_no_drift_on_a_clean_tree(tree):
     assert audit.audit() == {'hv1': []}
 
 
+@both_drivers
 def test_orphan_found_and_removed(tree):
     dep, _, _ = tree
     orphan = os.path.join(dep.image_dir, 'left-behind.qcow2')
@@ -78,6 +116,7 @@ def test_every_leftover_file_is_found_and_removed(tree):
         sock.close()
 
 
+@both_drivers
 def test_leftovers_of_a_running_operation_are_not_drift(tree):
     """A merge renames the snapshot's file to ``.deleted`` before it
     unlinks it: while its operation runs, that is not an orphan."""
@@ -100,6 +139,7 @@ def test_leftovers_of_a_running_operation_are_not_drift(tree):
     assert [f['path'] for f in audit.audit()['hv1']] == [trashed]
 
 
+@both_drivers
 def test_missing_file_and_wrong_backing_are_reported(tree):
     dep, s1, s2 = tree
     with db.transaction() as s:

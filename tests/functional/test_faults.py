@@ -37,6 +37,7 @@ from livesnap import context
 from livesnap import rpc
 from livesnap_tools import broker
 from livesnap_tools import fixtures
+from tests.functional import libvirt_vm
 from tests.functional import tenant
 
 pytestmark = pytest.mark.functional
@@ -62,6 +63,17 @@ def _points(action, steps):
 
 CREATE_POINTS = _points('create_snapshot', CREATE_STEPS)
 MERGE_POINTS = _points('delete_snapshot', MERGE_STEPS)
+
+#: The agent on libvirt (``snapshot_pause = suspend``, so a create's pause
+#: is a real suspend), with the conductor of EXTRA.
+LIBVIRT_EXTRA = libvirt_vm.EXTRA + 'snapshot_pause = suspend\n' + EXTRA
+#: Representative points on libvirt: inside a create's suspend, right
+#: after its switch, after a merge's block job, inside the flush pause
+#: before the delete (a pivot's marker when the merge commits).
+LIBVIRT_POINTS = ['create_snapshot:pause:after',
+                  'create_snapshot:snapshot:after',
+                  'delete_snapshot:merge:after',
+                  'delete_snapshot:pause:after']
 
 STATS = {'faults': 0, 'longest_pause_s': 0.0, 'recovery_s': {}}
 
@@ -99,10 +111,12 @@ def _dump(dep):
 
 
 @contextlib.contextmanager
-def _driving(dep, tmp_path):
-    """A tenant driving server srv1 on a running VM; on failure the
-    deployment's logs are printed; the VM is always killed."""
-    d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True)
+def _driving(dep, tmp_path, driver='qemu'):
+    """A tenant driving server srv1 on a running VM (a libvirt domain
+    with ``driver='libvirt'``); on failure the deployment's logs are
+    printed; the VM is always killed."""
+    d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True,
+                            driver=driver)
     try:
         yield d
     except BaseException:
@@ -203,6 +217,48 @@ def test_agent_killed_at_every_step(deployment, tmp_path):
             op = _inject(dep, d, point, delete)
             assert op['status'] == 'succeeded', (point, op)
             d.model.forget(snap)
+            d.check()
+            _no_drift()
+
+
+@pytest.mark.parametrize('deployment', [LIBVIRT_EXTRA], indirect=True)
+def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
+    """The agent SIGKILLed at representative steps of an online create
+    and merge on a libvirt domain: the journal replay resumes the domain
+    and finishes the operation, and the model, the images and the audit
+    agree."""
+    pytest.importorskip('libvirt')
+    dep = deployment
+    with _driving(dep, tmp_path, driver='libvirt') as d:
+        for slot, point in enumerate(LIBVIRT_POINTS):
+            d.write(slot % 8, 0x30 + slot)
+            if point.startswith('create_snapshot'):
+                holder = {}
+
+                def start():
+                    body = dep.ok('POST', '/v1/servers/srv1/snapshots',
+                                  {'snapshot': {'name': point,
+                                                'disk': 'vda'}},
+                                  status=202)
+                    holder['id'] = body['snapshot']['id']
+                    return body['operation']['id']
+            else:
+                snap = d.snapshot('m-' + point)
+                d.write((slot + 4) % 8, 0x40 + slot)
+
+                def start():
+                    op = dep.ok('DELETE', '/v1/snapshots/%s' % snap,
+                                status=202)['operation']
+                    assert op['mode'] == 'merge'
+                    return op['id']
+            op = _inject(dep, d, point, start)
+            assert op['status'] == 'succeeded', (point, op)
+            if point.startswith('create_snapshot'):
+                d.model.snapshot(holder['id'])
+                d.check()
+                d.delete(holder['id'], 'merge')
+            else:
+                d.model.forget(snap)
             d.check()
             _no_drift()
 

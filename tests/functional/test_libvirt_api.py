@@ -226,3 +226,55 @@ def test_agent_killed_inside_the_pause(dep, domain):
     # The disk is free again: a new snapshot goes through.
     _create(dep, 's2')
     assert domain.state() == libvirt.VIR_DOMAIN_RUNNING
+
+
+def test_snapshot_group_through_the_api(dep, libvirt_up):
+    """A two-disk domain: ``POST /v1/servers/{id}/snapshot-groups`` is one
+    operation whose one snapshotCreateXML switches both disks under one
+    suspend (before, the group was accepted and then failed on
+    libvirt)."""
+    conn = libvirt.open(libvirtd.URI)
+    dom_uuid = str(uuid.uuid4())
+    name = 'lsgrp-%s' % dom_uuid[:8]
+    paths = {}
+    for target in ('vda', 'vdb'):
+        paths[target] = os.path.join(dep.image_dir, '%s-base.qcow2' % target)
+        images.create_base(paths[target], SIZE)
+    write(paths['vda'], 0xa1, 0, MiB)
+    write(paths['vdb'], 0xb1, 0, MiB)
+    dom = conn.defineXML(libvirtd.domain_xml(
+        name, dom_uuid, sorted(paths.items())))
+    try:
+        dom.create()
+        server = dep.ok('POST', '/v1/servers', {'server': {
+            'id': 'srv2', 'name': 'srv2', 'project_id': 'p1',
+            'host': fixtures.HOST, 'driver': 'libvirt', 'domain': name}},
+            token=ADMIN, status=201)['server']
+        assert [x['name'] for x in server['disks']] == ['vda', 'vdb']
+        out = dep.ok('POST', '/v1/servers/srv2/snapshot-groups',
+                     {'snapshot_group': {'name': 'both'}}, status=202)
+        op = dep.wait_operation(out['operation']['id'], timeout=180)
+        assert op['status'] == 'succeeded', op
+        assert [s['name'] for s in op['steps']] == [
+            'prepare', 'prepare', 'pause', 'snapshot', 'resume']
+        assert op['pause_ms'] is not None
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        group = dep.ok('GET', '/v1/snapshot-groups/%s'
+                       % out['snapshot_group']['id'])['snapshot_group']
+        assert {s['status'] for s in group['snapshots']} == {'available'}
+        root = ET.fromstring(dom.XMLDesc(0))
+        from agent.driver import libvirt as lvdriver
+        chains = {d.find('target').get('dev'): lvdriver._chain(d)
+                  for d in root.findall('./devices/disk')}
+        for target in ('vda', 'vdb'):
+            live, base = chains[target]
+            assert base == paths[target] and live != base
+            assert _backing(live) == base
+        dom.destroy()
+        assert_content(chains['vda'][0], [(0xa1, 0, MiB)])
+        assert_content(chains['vdb'][0], [(0xb1, 0, MiB)])
+    finally:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+        conn.close()

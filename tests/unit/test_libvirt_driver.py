@@ -614,7 +614,7 @@ def test_group_offline_points_every_disk_in_one_define(two_disks):
     assert len(defined) == 1
 
 
-# -- the audit -----------------------------------------------------------------
+# -- the audit ----------------------------------------------------------------
 def test_inspect_lists_files_no_locator_names_with_their_leftovers(setup):
     """As the QEMU driver: named files are not listed, a work file is the
     leftover of its layer's locator, a socket is no file, a locator
