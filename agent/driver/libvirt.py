@@ -906,17 +906,20 @@ class LibvirtDriver(base.Driver):
         except exception.InvalidRequest as exc:
             LOG.warning('Nothing to thaw: %(exc)s', {'exc': exc})
             return False
-        if not self._active(dom) or not self._has_guest_agent(dom):
+        if not self._active(dom) or self._guest_agent_state(dom) is None:
             return False
         return self._fs_thaw(dom) > 0
 
-    def _has_guest_agent(self, dom):
-        """True if the running domain has the guest agent's virtio-serial
-        channel (``org.qemu.guest_agent.0``)."""
+    def _guest_agent_state(self, dom):
+        """The running domain's guest agent channel
+        (``org.qemu.guest_agent.0``): None if it has none, else its
+        ``state`` in the live XML (``connected`` while an agent in the
+        guest has the port open, ``disconnected``; ``''`` when libvirt
+        does not say)."""
         for target in self._xml(dom).findall('./devices/channel/target'):
             if target.get('name') == GUEST_AGENT_CHANNEL:
-                return True
-        return False
+                return target.get('state') or ''
+        return None
 
     def _agent_timeout(self, dom):
         """Bound libvirt's wait for the guest agent's answers to
@@ -946,8 +949,11 @@ class LibvirtDriver(base.Driver):
         """Freeze the guest's filesystems around the block (the pause),
         thaw them after it in a ``finally``.
 
-        ``mode`` ``off``: nothing.  Otherwise libvirt asks the domain's
-        guest agent to freeze (``fsFreeze``, step ``freeze``, journaled
+        ``mode`` ``off``: nothing.  A domain without the guest agent's
+        channel, or whose channel libvirt reports ``disconnected`` (no
+        qemu-ga in the guest), is not frozen: ``required`` fails,
+        ``preferred`` goes on crash-consistent.  Otherwise libvirt asks
+        the domain's guest agent to freeze (``fsFreeze``, step ``freeze``, journaled
         durably before it is sent, so a restarted agent thaws), its answer
         bounded by ``quiesce_timeout``; if the freeze fails or answers too
         late, the guest is thawed at once and the snapshot goes on
@@ -963,9 +969,14 @@ class LibvirtDriver(base.Driver):
             yield
             return
         failed = None
-        if not self._has_guest_agent(dom):
+        state = self._guest_agent_state(dom)
+        if state is None:
             failed = ('the domain has no guest agent channel (%s)'
                       % GUEST_AGENT_CHANNEL)
+        elif state == 'disconnected':
+            # No agent runs in the guest: nothing is sent, nothing frozen.
+            failed = ('the guest agent is not connected (no qemu-ga '
+                      'answers on %s)' % GUEST_AGENT_CHANNEL)
         else:
             started = time.monotonic()
             try:

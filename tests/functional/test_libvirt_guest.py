@@ -169,3 +169,57 @@ def test_real_guest_on_libvirt(libvirt_agent, inprocess, tmp_path):
               boot_s, k_app, k_crash, ' '.join(
                   '%s:%.0f' % (s['name'], s['duration_ms'] or 0)
                   for s in op['steps'])))
+
+
+def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
+    """A domain with the guest agent's channel but no agent in the guest
+    (it sits in its firmware): libvirt reports the channel disconnected,
+    so no freeze is sent; ``required`` fails before the pause and
+    switches nothing, ``preferred`` goes on crash-consistent with the
+    reason; ``thaw_guest`` cannot reach an agent (its retries go on)."""
+    import uuid
+
+    import libvirt
+
+    from agent import exception
+    from agent.driver import libvirt as lvdriver
+    from agent.steps import StepRecorder
+    imgdir = str(tmp_path / 'images')
+    os.mkdir(imgdir)
+    base = os.path.join(imgdir, 'vda-base.qcow2')
+    images.create_base(base, 16 * MiB)
+    conn = libvirt.open(libvirtd.URI)
+    dom_uuid = str(uuid.uuid4())
+    dom = conn.defineXML(libvirtd.domain_xml(
+        'lsqga-%s' % dom_uuid[:8], dom_uuid, [('vda', base)],
+        guest_agent=True))
+    drv = lvdriver.LibvirtDriver([imgdir], uri=libvirtd.URI,
+                                 snapshot_pause='suspend',
+                                 job_poll_interval=0.05,
+                                 quiesce_timeout=2.0)
+    try:
+        dom.create()
+        disk = lvdriver.disk_locator(dom_uuid, 'vda', base)
+        assert drv.can_quiesce(disk)
+        rec = StepRecorder()
+        with pytest.raises(exception.QuiesceFailed):
+            drv.create_snapshot(disk, 'r1', rec, quiesce='required')
+        assert [s['name'] for s in rec.steps] == ['prepare']
+        assert not os.path.exists(os.path.join(imgdir, 'r1.qcow2'))
+        rec = StepRecorder()
+        res = drv.create_snapshot(disk, 'p1', rec, quiesce='preferred')
+        assert [s['name'] for s in rec.steps] == [
+            'prepare', 'pause', 'snapshot', 'resume']
+        assert res['consistency'] == 'crash', res
+        assert 'not connected' in res['consistency_reason'], res
+        assert res['disk']['path'] == os.path.join(imgdir, 'p1.qcow2')
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        with pytest.raises(lvdriver.LibvirtError):
+            drv.thaw_guest(res['disk'])  # no agent to ask
+    finally:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+        conn.close()
+        if drv._conn is not None:
+            drv._conn.close()

@@ -25,18 +25,20 @@ from tests.unit.test_libvirt_driver import UUID
 from tests.unit.test_libvirt_driver import switch_all
 
 CHANNEL = ("<channel type='unix'><target type='virtio' "
-           "name='org.qemu.guest_agent.0' state='connected'/></channel>")
+           "name='org.qemu.guest_agent.0' state='%s'/></channel>")
 
 
 class AgentDomain(FakeDomain):
     """A running domain with the guest agent's channel (unless
-    ``channel`` is False) and a guest agent: ``frozen``, ``freeze_error``
+    ``channel`` is False; its ``agent_state`` as libvirt reports it) and a
+    guest agent: ``frozen``, ``freeze_error``
     (fsFreeze fails with it), ``freeze_takes`` (seconds the freeze
     answers after, frozen all the same), ``thaw_failures``."""
 
     def __init__(self, chain):
         super().__init__(chain)
         self.channel = True
+        self.agent_state = 'connected'
         self.frozen = False
         self.freeze_error = None
         self.freeze_takes = 0.0
@@ -47,7 +49,8 @@ class AgentDomain(FakeDomain):
     def XMLDesc(self, flags=0):
         xml = super().XMLDesc(flags)
         if self.channel:
-            xml = xml.replace('</devices>', CHANNEL + '</devices>')
+            xml = xml.replace('</devices>',
+                              CHANNEL % self.agent_state + '</devices>')
         return xml
 
     def agentSetResponseTimeout(self, timeout, flags):
@@ -192,6 +195,23 @@ def test_no_channel(agent_setup):
     assert 'no guest agent channel' in res['consistency_reason']
     assert 'freeze' not in _names(rec) and 'fsFreeze' not in dom.calls
     assert drv.thaw_guest(disk) is False
+
+
+def test_agent_not_connected_is_not_asked(agent_setup):
+    """libvirt says no agent has the port open: no freeze is sent (and
+    nothing journaled frozen)."""
+    drv, dom, disk, _ = agent_setup
+    dom.agent_state = 'disconnected'
+    rec = StepRecorder()
+    with pytest.raises(exception.QuiesceFailed) as err:
+        drv.create_snapshot(disk, 's1', rec, quiesce='required')
+    assert 'not connected' in str(err.value)
+    assert _names(rec) == ['prepare']
+    res = drv.create_snapshot(disk, 's1', StepRecorder(),
+                              quiesce='preferred')
+    assert res['consistency'] == 'crash'
+    assert 'not connected' in res['consistency_reason']
+    assert 'fsFreeze' not in dom.calls
 
 
 def test_thaw_in_finally_when_the_snapshot_fails(agent_setup):
