@@ -28,6 +28,7 @@ from conductor import limits
 from conductor import operations
 from conductor import revert as revert_mod
 from conductor import states
+from livesnap import locators
 from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _pick_disks(server, disk_names):
 
 def _check_quiesce(server, disk):
     """:raises: BadRequest if ``required`` quiesce cannot be had."""
-    if not (disk.locator or {}).get('qga_socket'):
+    if not locators.has_guest_agent(disk.locator):
         raise exception.BadRequest(
             'Quiesce required, but server %s has no guest agent channel '
             '(qga_socket).' % server.id)

@@ -131,6 +131,15 @@ class LibvirtLocators(Locators):
     name = 'libvirt'
     layer_suffix = '.qcow2'
 
+    def has_guest_agent(self, disk):
+        """True: whether the domain has the guest agent's channel is in
+        its definition, which may change at any time, so the agent's
+        driver reads it when it freezes (``quiesce`` then defaults to
+        ``preferred``, and a snapshot of a domain without the channel
+        says so in its ``consistency_reason``; ``required`` fails there
+        with ``quiesce_failed``)."""
+        return bool(disk)
+
 
 class FakeLocators(Locators):
     """``agent.driver.fake``: a disk locator names its VM (``vm``), None

@@ -121,7 +121,7 @@ DOMAIN_XML = """
   <on_poweroff>destroy</on_poweroff>
   <devices>
     <emulator>%(emulator)s</emulator>
-%(disks)s    <memballoon model='none'/>
+%(disks)s%(channel)s    <memballoon model='none'/>
   </devices>
   <seclabel type='static' model='dac' relabel='no'>
     <label>+0:+0</label>
@@ -137,12 +137,22 @@ DISK_XML = """    <disk type='file' device='disk'>
 """
 
 
-def domain_xml(name, uuid, disks):
+#: the guest agent's virtio-serial channel (libvirt makes its socket)
+GUEST_AGENT_XML = """    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+"""
+
+
+def domain_xml(name, uuid, disks, guest_agent=False):
     """A TCG domain (machine ``pc``, 64 MiB, no graphics) with the qcow2
     ``disks`` (``[(target, path)]``) on virtio.  It has nothing to boot
     and sits in its firmware: enough for disk snapshots.  QEMU runs as
-    root (a static DAC label), so the images may live anywhere."""
+    root (a static DAC label), so the images may live anywhere.  With
+    ``guest_agent`` it has the guest agent's channel, which no agent in
+    the guest ever answers on."""
     return DOMAIN_XML % {
+        'channel': GUEST_AGENT_XML if guest_agent else '',
         'name': name, 'uuid': uuid,
         'emulator': shutil.which('qemu-system-x86_64') or
         '/usr/bin/qemu-system-x86_64',

@@ -11,6 +11,8 @@ monitor socket of its own.  It drives the domain through the libvirt API
   runs it as a QEMU ``transaction``, which drains the disk's I/O while the
   vCPUs go on) or ``suspend`` (``suspend``, the call, ``resume`` in a
   ``finally`` with retries).  See docs/libvirt.md.
+* quiesce: ``fsFreeze`` (the domain's guest agent channel) before the
+  pause and ``fsThaw`` after it in a ``finally`` (:meth:`_quiesced`).
 * merge, online: ``blockPull`` (with the parent as ``base``) streams the
   snapshot into the live layer; ``blockCommit`` commits the live layer
   into the snapshot (``VIR_DOMAIN_BLOCK_COMMIT_ACTIVE`` and a pivot with
@@ -31,7 +33,9 @@ Every method is idempotent: the domain's backing chain (its XML) tells what
 a previous attempt did; a pivot that happened is kept.
 """
 
+import contextlib
 import logging
+import math
 import os
 import re
 import stat
@@ -67,6 +71,9 @@ _INSPECT_MAX = 10000
 _WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
 
 PAUSE_MODES = ('transaction', 'suspend')
+
+#: the name of the virtio-serial port qemu-ga listens on
+GUEST_AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 
 class LibvirtError(exception.AgentError):
@@ -319,6 +326,9 @@ class LibvirtDriver(base.Driver):
         (``[agent] reserved_space_mb``).
     :param merge_speed: bytes per second a block job may copy, 0: no
         limit (``[agent] merge_rate_limit_mb``).
+    :param quiesce_timeout: seconds the guest agent has to freeze the
+        guest's filesystems (``[agent] quiesce_timeout``; see
+        :meth:`_quiesced`).
     """
 
     name = NAME
@@ -326,7 +336,7 @@ class LibvirtDriver(base.Driver):
     def __init__(self, image_dirs, uri=None, snapshot_pause=None,
                  resume_retries=None, job_poll_interval=None,
                  job_timeout=None, reserved_bytes=None, merge_speed=None,
-                 pause_deadline=None, **options):
+                 pause_deadline=None, quiesce_timeout=None, **options):
         super().__init__(image_dirs, **options)
         # What is not given comes from the configuration, so the loader
         # may pass only the image directories.
@@ -340,6 +350,7 @@ class LibvirtDriver(base.Driver):
         snapshot_pause = given(snapshot_pause, lv.snapshot_pause)
         resume_retries = given(resume_retries, agent.resume_retries)
         pause_deadline = given(pause_deadline, agent.pause_deadline)
+        quiesce_timeout = given(quiesce_timeout, agent.quiesce_timeout)
         job_poll_interval = given(job_poll_interval, lv.job_poll_interval)
         job_timeout = given(job_timeout, agent.merge_timeout)
         reserved_bytes = given(reserved_bytes,
@@ -354,6 +365,7 @@ class LibvirtDriver(base.Driver):
         self.snapshot_pause = snapshot_pause
         self.resume_retries = max(1, int(resume_retries))
         self.pause_deadline = pause_deadline
+        self.quiesce_timeout = quiesce_timeout
         self.job_poll_interval = job_poll_interval
         self.job_timeout = job_timeout
         self.reserved_bytes = reserved_bytes
@@ -655,17 +667,22 @@ class LibvirtDriver(base.Driver):
 
     def create_snapshot(self, disk, layer_name, rec, quiesce=None):
         """Freeze the disk's live layer and put a new one on top of it.
-        (``quiesce`` is never given: this driver keeps the default
-        ``can_quiesce``, so the caller makes the snapshot crash-consistent.)
 
+        :param quiesce: ``required``, ``preferred`` or ``off`` (None):
+            freeze the guest's filesystems around the pause through
+            libvirt and the domain's guest agent (:meth:`_quiesced`).  The
+            result then says what the snapshot got: ``consistency``
+            (``application`` or ``crash``) and ``consistency_reason``.
         :returns: ``{"snapshot", "disk", "size_bytes", "online"}``.
         :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
-            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace,
+            QuiesceFailed:
         """
-        result = self.create_snapshots([disk], [layer_name], rec)
+        result = self.create_snapshots([disk], [layer_name], rec,
+                                       quiesce=quiesce)
         return result['snapshots'][0]
 
-    def create_snapshots(self, disks, layer_names, rec):
+    def create_snapshots(self, disks, layer_names, rec, quiesce=None):
         """Snapshot several disks of one domain in one pause: each live
         layer becomes a snapshot under its new layer
         ``layer_locator(disks[i], layer_names[i])``.  Online, every
@@ -675,9 +692,15 @@ class LibvirtDriver(base.Driver):
         ``transaction``, all or none.  Offline, the overlays are made, then
         one ``defineXML`` points every disk at its new layer.
 
+        :param quiesce: ``required``, ``preferred`` or ``off`` (None): one
+            freeze of the guest after every overlay is ready and right
+            before the pause, one thaw after it (:meth:`_quiesced`); every
+            disk's result then has the same ``consistency`` and
+            ``consistency_reason``.
         :returns: see base.Driver.create_snapshots.
         :raises PathNotAllowed, ImageInUse, ImageError, LibvirtError,
-            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace:
+            PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace,
+            QuiesceFailed:
         """
         if not disks or len(disks) != len(layer_names):
             raise exception.InvalidRequest('One layer name per disk')
@@ -700,15 +723,22 @@ class LibvirtDriver(base.Driver):
             if not os.path.exists(new):
                 self._ensure_space(new, _LAYER_BYTES, 'a new layer')
         online = self._active(dom)
+        outcome = {'consistency': 'crash',
+                   'consistency_reason': 'quiesce off'}
         if online:
-            self._create_online(dom, group, rec)
+            self._create_online(dom, group, rec,
+                                quiesce=(quiesce or 'off', outcome))
         else:
+            outcome['consistency_reason'] = (
+                'offline: the server was not running; the disks are as '
+                'the guest left them')
             self._create_offline(dom, group, rec)
+        consistency = outcome if quiesce is not None else {}
         return {'online': online, 'snapshots': [
-            {'snapshot': image_locator(disk['path']),
-             'disk': disk_locator(disk['domain'], target, new),
-             'size_bytes': images.actual_size(active),
-             'online': online}
+            dict({'snapshot': image_locator(disk['path']),
+                  'disk': disk_locator(disk['domain'], target, new),
+                  'size_bytes': images.actual_size(active),
+                  'online': online}, **consistency)
             for disk, (target, active, new) in zip(disks, group)]}
 
     @staticmethod
@@ -793,7 +823,13 @@ class LibvirtDriver(base.Driver):
             switched.append(bool(chain) and _same(chain[0], new))
         return switched
 
-    def _create_online(self, dom, group, rec):
+    def _create_online(self, dom, group, rec, quiesce=None):
+        """Switch every disk of ``group`` in one ``snapshotCreateXML``.
+
+        :param quiesce: ``(mode, outcome)`` for :meth:`_quiesced`, around
+            the paused section only."""
+        mode, outcome = quiesce or ('off', {})
+
         def current(target, active, new):
             chain = self._live_chain(dom, target)
             if chain and _same(chain[0], new) and len(chain) > 1 \
@@ -805,6 +841,9 @@ class LibvirtDriver(base.Driver):
         if self._done_or_refuse(group, current, 'the running domain'):
             LOG.info('Snapshot onto %(new)s already done',
                      {'new': list(news.values())})
+            outcome['consistency_reason'] = (
+                'the switch was found done when the operation was run '
+                'again; whether the guest was frozen is not known')
             self._set_config_sources(dom, news)
             return
         for target, active, _ in group:
@@ -820,11 +859,15 @@ class LibvirtDriver(base.Driver):
                  | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA)
         detail = self._switch_detail(group)
         try:
-            if self.snapshot_pause == 'suspend':
-                self._snapshot_suspended(dom, snap_xml, flags, rec, detail)
-            else:
-                self._snapshot_transaction(dom, snap_xml, flags, rec,
-                                           detail)
+            # The freeze after every overlay is ready, right before the
+            # pause; the thaw after the resume, in a finally.
+            with self._quiesced(dom, mode, rec, outcome):
+                if self.snapshot_pause == 'suspend':
+                    self._snapshot_suspended(dom, snap_xml, flags, rec,
+                                             detail)
+                else:
+                    self._snapshot_transaction(dom, snap_xml, flags, rec,
+                                               detail)
         except BaseException as exc:
             switched = self._switched(dom, group)
             if not all(switched) or isinstance(exc, exception.ResumeFailed):
@@ -841,6 +884,151 @@ class LibvirtDriver(base.Driver):
                  'layers %(new)s, paused %(ms)s ms',
                  {'n': len(group), 'new': list(news.values()),
                   'ms': rec.pause_ms})
+
+    # -- quiesce -------------------------------------------------------------
+    def can_quiesce(self, disk):
+        """Always: :meth:`_quiesced` freezes through libvirt
+        (``fsFreeze``, the domain's guest agent) or says why not (no
+        guest agent channel, an agent that does not answer)."""
+        return True
+
+    def thaw_guest(self, disk):
+        """Thaw the guest of ``disk`` (``fsThaw``) if it is frozen; for
+        recovery and the thaw retries.
+
+        :returns: True if filesystems were frozen and are thawed now
+            (False too for a domain that is gone, shut off or has no
+            guest agent channel: nothing of it is frozen).
+        :raises LibvirtError: the guest agent could not be reached.
+        """
+        try:
+            dom = self._domain(disk)
+        except exception.InvalidRequest as exc:
+            LOG.warning('Nothing to thaw: %(exc)s', {'exc': exc})
+            return False
+        if not self._active(dom) or self._guest_agent_state(dom) is None:
+            return False
+        return self._fs_thaw(dom) > 0
+
+    def _guest_agent_state(self, dom):
+        """The running domain's guest agent channel
+        (``org.qemu.guest_agent.0``): None if it has none, else its
+        ``state`` in the live XML (``connected`` while an agent in the
+        guest has the port open, ``disconnected``; ``''`` when libvirt
+        does not say)."""
+        for target in self._xml(dom).findall('./devices/channel/target'):
+            if target.get('name') == GUEST_AGENT_CHANNEL:
+                return target.get('state') or ''
+        return None
+
+    def _agent_timeout(self, dom):
+        """Bound libvirt's wait for the guest agent's answers to
+        ``quiesce_timeout`` (libvirt waits forever by default; it keeps
+        the bound for the domain while it runs)."""
+        try:
+            dom.agentSetResponseTimeout(
+                max(1, int(math.ceil(self.quiesce_timeout))), 0)
+        except AttributeError:
+            LOG.warning('libvirt-python has no agentSetResponseTimeout: '
+                        'the guest agent of %(dom)s is not bounded by the '
+                        'quiesce timeout', {'dom': dom.name()})
+        except libvirt.libvirtError as exc:
+            raise _wrap('Cannot set the guest agent timeout of %s'
+                        % dom.name(), exc)
+
+    def _fs_thaw(self, dom):
+        """``fsThaw``: :returns: the number of filesystems thawed."""
+        self._agent_timeout(dom)
+        try:
+            return dom.fsThaw()
+        except libvirt.libvirtError as exc:
+            raise _wrap('fsThaw of %s failed' % dom.name(), exc)
+
+    @contextlib.contextmanager
+    def _quiesced(self, dom, mode, rec, outcome):
+        """Freeze the guest's filesystems around the block (the pause),
+        thaw them after it in a ``finally``.
+
+        ``mode`` ``off``: nothing.  A domain without the guest agent's
+        channel, or whose channel libvirt reports ``disconnected`` (no
+        qemu-ga in the guest), is not frozen: ``required`` fails,
+        ``preferred`` goes on crash-consistent.  Otherwise libvirt asks
+        the domain's guest agent to freeze (``fsFreeze``, step ``freeze``, journaled
+        durably before it is sent, so a restarted agent thaws), its answer
+        bounded by ``quiesce_timeout``; if the freeze fails or answers too
+        late, the guest is thawed at once and the snapshot goes on
+        crash-consistent (``preferred``) or the create fails before the
+        pause (``required``).  After the block: ``fsThaw`` (step
+        ``thaw``).  ``outcome`` gets ``consistency`` and
+        ``consistency_reason``.
+
+        :raises QuiesceFailed: ``required`` and no freeze.
+        """
+        outcome.update(consistency='crash', consistency_reason='quiesce off')
+        if mode == 'off':
+            yield
+            return
+        failed = None
+        state = self._guest_agent_state(dom)
+        if state is None:
+            failed = ('the domain has no guest agent channel (%s)'
+                      % GUEST_AGENT_CHANNEL)
+        elif state == 'disconnected':
+            # No agent runs in the guest: nothing is sent, nothing frozen.
+            failed = ('the guest agent is not connected (no qemu-ga '
+                      'answers on %s)' % GUEST_AGENT_CHANNEL)
+        else:
+            started = time.monotonic()
+            try:
+                with rec.step('freeze', domain=dom.UUIDString(),
+                              timeout=self.quiesce_timeout) as entry:
+                    self._agent_timeout(dom)
+                    try:
+                        count = dom.fsFreeze()
+                    except libvirt.libvirtError as exc:
+                        raise _wrap('fsFreeze of %s failed' % dom.name(),
+                                    exc)
+                    entry.setdefault('detail', {})['filesystems'] = count
+                    took = time.monotonic() - started
+                    if took > self.quiesce_timeout:
+                        raise LibvirtError(
+                            'The guest agent of %s froze the filesystems '
+                            'after %.1f s, past the quiesce timeout of '
+                            '%.1f s' % (dom.name(), took,
+                                        self.quiesce_timeout))
+            except exception.AgentError as exc:
+                # It may have frozen after all, late: never leave it so.
+                self._thaw(dom, rec)
+                failed = ('the guest agent did not freeze the filesystems: '
+                          '%s' % exc)
+        if failed is not None:
+            if mode == 'required':
+                raise exception.QuiesceFailed(
+                    'Quiesce required but %s' % failed)
+            LOG.warning('Snapshot of %(dom)s goes on crash-consistent: '
+                        '%(why)s', {'dom': dom.name(), 'why': failed})
+            outcome['consistency_reason'] = failed
+            yield
+            return
+        outcome.update(consistency='application',
+                       consistency_reason='filesystems frozen by the guest '
+                                          'agent during the pause')
+        try:
+            yield
+        finally:
+            self._thaw(dom, rec)
+
+    def _thaw(self, dom, rec):
+        """Step ``thaw`` (``fsThaw``).  Logs, never raises: the journal
+        keeps the guest marked frozen and the agent retries (and its
+        recovery thaws)."""
+        try:
+            with rec.step('thaw', domain=dom.UUIDString()) as entry:
+                entry.setdefault('detail', {})['filesystems'] = \
+                    self._fs_thaw(dom)
+        except exception.AgentError as exc:
+            LOG.error('Could not thaw the guest of %(dom)s: %(exc)s',
+                      {'dom': dom.name(), 'exc': exc})
 
     @staticmethod
     def _drop_overlay(new):

@@ -128,34 +128,84 @@ while [ ! -e /tmp/stop ]; do
 done
 """
 
+#: the libvirt guest's /init: the quiesce guest's, on a virtio disk
+#: (``/dev/vda``: libvirt 9 has no emulated NVMe), appending to the file
+#: ``/seq`` one 15-byte line ``LSSEQ %08d`` per sequence number, each
+#: fsynced before the guest prints ``LSWROTE i``, and rewriting other files
+#: without fsync in between (dirty pages in flight).  Any point-in-time
+#: copy of the file system, once its journal is replayed (or without
+#: replay if it was frozen), holds a gap-free prefix of the sequence in
+#: ``/seq``: :func:`read_fs_sequence`.
+LIBVIRT_QGA_INIT_SCRIPT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/bin:/usr/sbin
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+exec </dev/console >/dev/console 2>&1
+for m in virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev \
+        virtio_pci virtio_console virtio_blk; do
+    insmod /modules/$m.ko || echo "LSWARN insmod $m failed"
+done
+n=0
+while [ ! -b /dev/vda ] || ! ls /dev/vport*p* >/dev/null 2>&1; do
+    n=$((n + 1))
+    if [ $n -gt 600 ]; then
+        echo "LSERROR no /dev/vda or virtio port: $(ls /dev)"
+        poweroff -f
+    fi
+    sleep 0.1
+done
+port=$(ls /dev/vport*p* | head -n 1)
+mkdir -p /mnt /run /var/run
+mount -t ext4 /dev/vda /mnt || { echo "LSERROR mount"; poweroff -f; }
+/usr/sbin/qemu-ga -m virtio-serial -p "$port" -t /run -f /run/qga.pid \
+    >/tmp/qga.log 2>&1 &
+sleep 1
+echo "LSREADY port=$port"
+i=0
+while [ ! -e /tmp/stop ]; do
+    if ! printf 'LSSEQ %08d\n' "$i" | dd of=/mnt/seq bs=15 seek="$i" \
+            count=1 conv=notrunc,fsync 2>/tmp/dd.err; then
+        echo "LSERROR dd $i: $(cat /tmp/dd.err)"
+        break
+    fi
+    echo "LSWROTE $i"
+    dd if=/dev/urandom of=/mnt/f$((i % 20)) bs=4096 count=4 2>/dev/null
+    i=$((i + 1))
+done
+"""
+
 #: kernel modules the quiesce guest loads (virtio-serial)
 QGA_MODULES = ("virtio_ring", "virtio", "virtio_pci_legacy_dev",
                "virtio_pci_modern_dev", "virtio_pci", "virtio_console")
+#: and the libvirt guest (its disk on virtio-blk too)
+LIBVIRT_QGA_MODULES = QGA_MODULES + ("virtio_blk",)
 QGA_BINARY = "/usr/sbin/qemu-ga"
 
 
-def qga_missing():
+def qga_missing(modules=QGA_MODULES):
     """Why the quiesce guest cannot run here (a string), or None."""
     why = missing()
     if why:
         return why
     if not os.path.exists(QGA_BINARY):
         return "no %s (apt-get install qemu-guest-agent)" % QGA_BINARY
-    for tool in ("mkfs.ext4", "dumpe2fs", "e2fsck"):
+    for tool in ("mkfs.ext4", "dumpe2fs", "e2fsck", "debugfs"):
         if shutil.which(tool) is None:
             return "no %s (e2fsprogs)" % tool
-    if _module_paths() is None:
-        return "no virtio-serial modules for the cloud kernel"
+    if _module_paths(modules) is None:
+        return "no virtio modules %s for the cloud kernel" % (modules,)
     return None
 
 
-def _module_paths():
+def _module_paths(modules=QGA_MODULES):
     kernel = find_kernel()
     if kernel is None:
         return None
     release = os.path.basename(kernel)[len("vmlinuz-"):]
     found = []
-    for name in QGA_MODULES:
+    for name in modules:
         hits = glob.glob("/lib/modules/%s/kernel/drivers/**/%s.ko"
                          % (release, name), recursive=True)
         if not hits:
@@ -171,18 +221,21 @@ def _libraries(binary):
     return sorted(set(re.findall(r"(/\S+\.so[.\d]*)", out)))
 
 
-def build_qga_initramfs(cache_dir=None):
+def build_qga_initramfs(cache_dir=None, init_script=QGA_INIT_SCRIPT,
+                        modules=QGA_MODULES, prefix="qga"):
     """Build (once) the quiesce guest's initramfs: busybox, qemu-ga and
-    its libraries, the virtio-serial modules; returns its path."""
+    its libraries, the virtio ``modules``; returns its path.  (The
+    libvirt guest's: ``init_script=LIBVIRT_QGA_INIT_SCRIPT,
+    modules=LIBVIRT_QGA_MODULES``.)"""
     extra = [(QGA_BINARY, open(QGA_BINARY, "rb").read())]
     for lib in _libraries(QGA_BINARY):
         with open(os.path.realpath(lib), "rb") as f:
             extra.append((lib, f.read()))
-    for mod in _module_paths():
+    for mod in _module_paths(modules):
         with open(mod, "rb") as f:
             extra.append(("/modules/" + os.path.basename(mod), f.read()))
-    return build_initramfs(cache_dir, init_script=QGA_INIT_SCRIPT,
-                           extra=extra, prefix="qga")
+    return build_initramfs(cache_dir, init_script=init_script,
+                           extra=extra, prefix=prefix)
 
 
 class GuestError(testvm.TestVMError):
@@ -469,6 +522,137 @@ class LinuxGuest(testvm.TestVM):
         """Stop the writer and wait for the power-off; returns LSDONE n."""
         self.tell_stop()
         return self.wait_poweroff(timeout)
+
+
+#: the libvirt guest's domain: TCG, the kernel and initramfs booted
+#: directly, the disk vda on virtio, the console in a file, the guest
+#: agent's virtio-serial channel (libvirt makes and connects its socket),
+#: QEMU as root (a static DAC label, as livesnap_tools.libvirtd's domains)
+LIBVIRT_DOMAIN_XML = """
+<domain type='qemu'>
+  <name>%(name)s</name>
+  <uuid>%(uuid)s</uuid>
+  <memory unit='MiB'>%(memory)d</memory>
+  <vcpu>1</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>%(kernel)s</kernel>
+    <initrd>%(initrd)s</initrd>
+    <cmdline>%(cmdline)s</cmdline>
+  </os>
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>destroy</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>%(emulator)s</emulator>
+    <disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file='%(image)s'/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <serial type='file'>
+      <source path='%(serial_log)s'/>
+      <target port='0'/>
+    </serial>
+    <channel type='unix'>
+      <target type='virtio' name='org.qemu.guest_agent.0'/>
+    </channel>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'>
+    <label>+0:+0</label>
+  </seclabel>
+</domain>
+"""
+
+
+class LibvirtGuest(LinuxGuest):
+    """The libvirt guest (``LIBVIRT_QGA_INIT_SCRIPT``) as a persistent
+    libvirt domain on ``image`` (disk ``vda``); the console helpers are
+    LinuxGuest's.  ``kill`` destroys and undefines the domain."""
+
+    def __init__(self, image, serial_log, uri, name="lvguest", memory=256,
+                 cache_dir=None, timeout=30.0):
+        import libvirt
+        import uuid as uuid_mod
+        self._libvirt = libvirt
+        self.image = os.path.abspath(image)
+        self.serial_log = os.path.abspath(serial_log)
+        self.first = 0
+        self.timeout = timeout
+        self.kernel = find_kernel()
+        if self.kernel is None:
+            raise GuestError(missing())
+        self.initrd = build_qga_initramfs(
+            cache_dir, init_script=LIBVIRT_QGA_INIT_SCRIPT,
+            modules=LIBVIRT_QGA_MODULES, prefix="lvqga")
+        self.uuid = str(uuid_mod.uuid4())
+        self.name = "%s-%s" % (name, self.uuid[:8])
+        self.started_at = None
+        self.conn = libvirt.open(uri)
+        self.dom = self.conn.defineXML(LIBVIRT_DOMAIN_XML % {
+            "name": self.name, "uuid": self.uuid, "memory": memory,
+            "kernel": self.kernel, "initrd": self.initrd,
+            "cmdline": "console=ttyS0 panic=-1 quiet loglevel=3 "
+                       "no_timer_check",
+            "emulator": shutil.which(QEMU) or "/usr/bin/" + QEMU,
+            "image": self.image, "serial_log": self.serial_log})
+
+    def start(self):
+        """Start the domain (the guest boots in the background)."""
+        if os.path.lexists(self.serial_log):
+            os.unlink(self.serial_log)
+        self.started_at = time.monotonic()
+        self.dom.create()
+        return self
+
+    def alive(self):
+        try:
+            return bool(self.dom.isActive())
+        except self._libvirt.libvirtError:
+            return False
+
+    def status(self):
+        state = self.dom.state()[0]
+        return {self._libvirt.VIR_DOMAIN_RUNNING: "running",
+                self._libvirt.VIR_DOMAIN_PAUSED: "paused"}.get(state, state)
+
+    def kill(self):
+        """Destroy (if it runs) and undefine the domain."""
+        try:
+            if self.alive():
+                self.dom.destroy()
+            self.dom.undefine()
+        except self._libvirt.libvirtError:
+            pass
+
+
+def read_fs_sequence(image, replay=False):
+    """The sequence numbers of the lines of ``/seq`` in the ext4 file
+    system of ``image`` (its whole chain), the libvirt guest's file, read
+    with ``debugfs`` from a raw copy; first the journal is replayed
+    (``e2fsck -fy``) if ``replay``.  Entry ``i`` is the number on line
+    ``i``, -1 for a line holding anything else."""
+    with tempfile.TemporaryDirectory(prefix="ls-fsseq-") as tmp:
+        raw = os.path.join(tmp, "fs.raw")
+        subprocess.run([QEMU_IMG, "convert", "-U", "-f", "qcow2", "-O",
+                        "raw", image, raw], check=True, timeout=300,
+                       stdin=subprocess.DEVNULL)
+        if replay:
+            fsck = subprocess.run(["e2fsck", "-fy", raw],
+                                  capture_output=True, text=True)
+            if fsck.returncode > 1:
+                raise GuestError("e2fsck -fy of %s: %d %s"
+                                 % (image, fsck.returncode, fsck.stdout))
+        out = subprocess.run(["debugfs", "-R", "cat /seq", raw],
+                             capture_output=True, check=True).stdout
+    seqs = []
+    for i in range(0, len(out) - len(out) % 15, 15):
+        m = re.match(rb"LSSEQ (\d{8})\n$", out[i:i + 15])
+        seqs.append(int(m.group(1)) if m else -1)
+    if len(out) % 15:
+        seqs.append(-1)
+    return seqs
 
 
 # -- checking images ----------------------------------------------------------

@@ -56,9 +56,25 @@ def test_guest_agent_and_file_kinds():
     assert locators.has_guest_agent({'driver': 'qemu', 'qga_socket': '/q'})
     assert not locators.has_guest_agent({'driver': 'qemu'})
     assert not locators.has_guest_agent(None)
+    # libvirt: the agent reads the domain's channel when it freezes.
+    assert locators.has_guest_agent({'driver': 'libvirt', 'domain': 'u'})
     assert locators.file_kind('/i/a.qcow2') == 'an image'
     assert locators.file_kind('/i/a.qcow2.deleted').startswith(
         'the file of a deleted image')
     assert locators.file_kind('/i/a.qcow2.tmp-3').startswith(
         'a temporary file')
     assert locators.file_kind('/i/notes.txt') == 'a file'
+
+
+def test_libvirt_quiesce_defaults_to_preferred():
+    """The conductor cannot see a domain's guest agent channel: a libvirt
+    disk gets ``preferred`` and the agent's driver says why a snapshot
+    stayed crash-consistent; a QEMU disk without ``qga_socket`` ``off``."""
+    import types
+    from conductor import creation
+    lv = types.SimpleNamespace(locator={'driver': 'libvirt', 'domain': 'u',
+                                        'target': 'vda', 'path': '/i/a'})
+    qemu = types.SimpleNamespace(locator={'driver': 'qemu', 'path': '/i/a'})
+    assert creation.quiesce_mode(None, lv) == 'preferred'
+    assert creation.quiesce_mode(None, qemu) == 'off'
+    assert creation.quiesce_mode('off', lv) == 'off'

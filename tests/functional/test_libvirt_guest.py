@@ -1,0 +1,225 @@
+"""The real Linux guest as a libvirt domain: quiesced and crash snapshots
+taken by the libvirt driver while the guest writes.
+
+ONE boot (TCG is slow): the guest (tests/functional/guest.py,
+``LibvirtGuest``: the cloud kernel, busybox, qemu-ga and the virtio
+modules, booted directly by libvirt) mounts the ext4 file system of its
+virtio disk ``vda`` and appends sequence-stamped lines to ``/seq``, each
+fsynced before it prints ``LSWROTE i``, rewriting other files without
+fsync in between.  libvirt connects the guest agent's channel
+(``org.qemu.guest_agent.0``).  The agent runs ``[agent] driver =
+libvirt`` in process; the domain is registered by domain.
+
+* A ``quiesce=required`` snapshot: ``fsFreeze`` before the pause,
+  ``fsThaw`` after it (steps ``freeze``/``thaw``), ``application``
+  consistency; its file system is clean without a journal replay
+  (``needs_recovery`` clear, ``e2fsck -fn`` passes) and ``/seq`` holds a
+  gap-free prefix ``0..k-1``, ``k`` at least what the guest had reported
+  before the request and at most one more than it had once it finished.
+* The guest keeps running and writing; a ``quiesce=off`` snapshot is
+  ``crash`` consistent (``needs_recovery`` set) and after a replay holds a
+  longer gap-free prefix.
+* The chain on disk is live -> crash -> quiesced -> base, and every layer
+  passes ``qemu-img check``.
+
+No timing is asserted.  Skipped without libvirt or the quiesce guest's
+parts (qemu-ga, e2fsprogs, the virtio modules).
+"""
+
+import os
+import subprocess
+
+import pytest
+
+from agent import images
+from conductor.db import api as db
+from livesnap_tools import fixtures
+from livesnap_tools import libvirtd
+from tests.functional import guest
+from tests.functional import tree_check
+from tests.functional.test_guest_quiesce import _fs_state
+
+_MISSING = guest.qga_missing(guest.LIBVIRT_QGA_MODULES)
+
+pytestmark = [
+    pytest.mark.functional,
+    pytest.mark.skipif(_MISSING is not None,
+                       reason='libvirt guest unavailable: %s' % _MISSING),
+]
+
+MiB = 1024 * 1024
+SERVER = 'lvguest1'
+OP_TIMEOUT = 300
+QUIESCED_STEPS = ['prepare', 'freeze', 'pause', 'snapshot', 'resume', 'thaw']
+CRASH_STEPS = ['prepare', 'pause', 'snapshot', 'resume']
+
+
+@pytest.fixture
+def libvirt_agent(libvirt_up, conf):
+    """The in-process agent's driver: libvirt (set before ``inprocess``
+    starts it)."""
+    conf.set('driver', 'libvirt', group='agent')
+    conf.set('uri', libvirtd.URI, group='libvirt')
+    conf.set('job_poll_interval', 0.05, group='libvirt')
+
+
+def _ext4_image(path):
+    """A qcow2 base at ``path`` holding a fresh ext4 file system (with
+    journal)."""
+    raw = path + '.raw'
+    with open(raw, 'wb') as f:
+        f.truncate(64 * MiB)
+    try:
+        subprocess.run(['mkfs.ext4', '-q', '-F', '-j', raw], check=True,
+                       stdin=subprocess.DEVNULL)
+        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
+                        raw, path], check=True, stdin=subprocess.DEVNULL)
+    finally:
+        os.unlink(raw)
+    return path
+
+
+def _create(dep, name, quiesce):
+    body = dep.ok('POST', '/v1/servers/%s/snapshots' % SERVER,
+                  {'snapshot': {'name': name, 'disk': 'vda',
+                                'quiesce': quiesce}}, status=202)
+    op = dep.wait_operation(body['operation']['id'], timeout=OP_TIMEOUT)
+    snap = dep.ok('GET', '/v1/snapshots/%s' % body['snapshot']['id'])
+    return snap['snapshot'], op
+
+
+def _prefix(image, what, replay=False):
+    seqs = guest.read_fs_sequence(image, replay=replay)
+    k = guest.gap_free_prefix(seqs)
+    assert k is not None, '%s: /seq is not a gap-free prefix: %s' % (
+        what, guest.describe(seqs))
+    return k
+
+
+@pytest.mark.parametrize('database', ['sqlite'], indirect=True)
+def test_real_guest_on_libvirt(libvirt_agent, inprocess, tmp_path):
+    dep = inprocess
+    database_url = db.CONF.database.connection
+    base = _ext4_image(os.path.join(dep.image_dir, '%s-vda.qcow2' % SERVER))
+    vm = guest.LibvirtGuest(base, str(tmp_path / 'serial.log'),
+                            libvirtd.URI, name=SERVER)
+    try:
+        vm.start()
+        boot_s = vm.wait_ready(timeout=300)
+        vm.wait_written(10, timeout=300)
+        server = dep.ok('POST', '/v1/servers', {'server': {
+            'id': SERVER, 'name': SERVER, 'project_id': 'p1',
+            'host': fixtures.HOST, 'driver': 'libvirt',
+            'domain': vm.name}}, token='admin-token', status=201)['server']
+        assert [d['name'] for d in server['disks']] == ['vda']
+
+        # Quiesced: frozen around the pause, clean without a replay.
+        before = vm.written()
+        app, op = _create(dep, 'app', 'required')
+        after = vm.written()
+        assert op['status'] == 'succeeded', op
+        assert op['mode'] == 'online', op
+        assert [s['name'] for s in op['steps']] == QUIESCED_STEPS, op
+        assert app['consistency'] == 'application', app
+        disk, snaps = tree_check.db_rows(database_url, SERVER)
+        app_image = {s.id: s.image for s in snaps}[app['id']]
+        assert app_image == base
+        features, rc, out = _fs_state(app_image)
+        assert 'needs_recovery' not in features, features
+        assert rc == 0, out
+        k_app = _prefix(app_image, 'quiesced snapshot')
+        assert before <= k_app <= after + 1, (before, k_app, after)
+
+        # The guest runs on and writes after the thaw.
+        assert vm.status() == 'running'
+        vm.wait_written(after + 10, timeout=300)
+
+        # Crash-consistent: needs a replay, then a longer prefix.
+        before = vm.written()
+        crash, op2 = _create(dep, 'crash', 'off')
+        after = vm.written()
+        assert op2['status'] == 'succeeded', op2
+        assert [s['name'] for s in op2['steps']] == CRASH_STEPS, op2
+        assert crash['consistency'] == 'crash', crash
+        disk, snaps = tree_check.db_rows(database_url, SERVER)
+        crash_image = {s.id: s.image for s in snaps}[crash['id']]
+        features, _rc, _out = _fs_state(crash_image)
+        assert 'needs_recovery' in features, features
+        k_crash = _prefix(crash_image, 'crash snapshot', replay=True)
+        assert before <= k_crash <= after + 1, (before, k_crash, after)
+        assert k_app < k_crash
+        assert vm.status() == 'running'
+        vm.wait_written(after + 5, timeout=300)
+        live = disk.active_image
+        assert vm.errors() == []
+    except Exception:
+        print('--- guest console ---\n' + vm.log()[-3000:])
+        raise
+    finally:
+        vm.kill()
+
+    # The chain on disk: live -> crash -> app (the base).
+    assert images.backing_file(live) == crash_image
+    assert images.backing_file(crash_image) == app_image
+    assert images.backing_file(app_image) is None
+    for path in (live, crash_image, app_image):
+        images.check(path)
+    print('\nlibvirt guest: ready %.1f s after start; quiesced prefix %d, '
+          'crash prefix %d; steps %s' % (
+              boot_s, k_app, k_crash, ' '.join(
+                  '%s:%.0f' % (s['name'], s['duration_ms'] or 0)
+                  for s in op['steps'])))
+
+
+def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
+    """A domain with the guest agent's channel but no agent in the guest
+    (it sits in its firmware): libvirt reports the channel disconnected,
+    so no freeze is sent; ``required`` fails before the pause and
+    switches nothing, ``preferred`` goes on crash-consistent with the
+    reason; ``thaw_guest`` cannot reach an agent (its retries go on)."""
+    import uuid
+
+    import libvirt
+
+    from agent import exception
+    from agent.driver import libvirt as lvdriver
+    from agent.steps import StepRecorder
+    imgdir = str(tmp_path / 'images')
+    os.mkdir(imgdir)
+    base = os.path.join(imgdir, 'vda-base.qcow2')
+    images.create_base(base, 16 * MiB)
+    conn = libvirt.open(libvirtd.URI)
+    dom_uuid = str(uuid.uuid4())
+    dom = conn.defineXML(libvirtd.domain_xml(
+        'lsqga-%s' % dom_uuid[:8], dom_uuid, [('vda', base)],
+        guest_agent=True))
+    drv = lvdriver.LibvirtDriver([imgdir], uri=libvirtd.URI,
+                                 snapshot_pause='suspend',
+                                 job_poll_interval=0.05,
+                                 quiesce_timeout=2.0)
+    try:
+        dom.create()
+        disk = lvdriver.disk_locator(dom_uuid, 'vda', base)
+        assert drv.can_quiesce(disk)
+        rec = StepRecorder()
+        with pytest.raises(exception.QuiesceFailed):
+            drv.create_snapshot(disk, 'r1', rec, quiesce='required')
+        assert [s['name'] for s in rec.steps] == ['prepare']
+        assert not os.path.exists(os.path.join(imgdir, 'r1.qcow2'))
+        rec = StepRecorder()
+        res = drv.create_snapshot(disk, 'p1', rec, quiesce='preferred')
+        assert [s['name'] for s in rec.steps] == [
+            'prepare', 'pause', 'snapshot', 'resume']
+        assert res['consistency'] == 'crash', res
+        assert 'not connected' in res['consistency_reason'], res
+        assert res['disk']['path'] == os.path.join(imgdir, 'p1.qcow2')
+        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
+        with pytest.raises(lvdriver.LibvirtError):
+            drv.thaw_guest(res['disk'])  # no agent to ask
+    finally:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+        conn.close()
+        if drv._conn is not None:
+            drv._conn.close()
