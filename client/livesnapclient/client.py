@@ -171,10 +171,15 @@ class Client:
     def create_server(self, server):
         return self.request("POST", "/servers", {"server": server})["server"]
 
-    def create_snapshot(self, server_id, disk, name):
-        """:returns: the ``(snapshot, operation)`` pair of the answer."""
+    def create_snapshot(self, server_id, disk, name, quiesce=None):
+        """:param quiesce: ``required``, ``preferred`` or ``off``; None
+            leaves the server's default (``preferred`` with a guest agent).
+        :returns: the ``(snapshot, operation)`` pair of the answer."""
+        spec = {"name": name, "disk": disk}
+        if quiesce:
+            spec["quiesce"] = quiesce
         resp = self.request("POST", "/servers/%s/snapshots" % _q(server_id),
-                            {"snapshot": {"name": name, "disk": disk}})
+                            {"snapshot": spec})
         return resp["snapshot"], resp["operation"]
 
     def list_snapshots(self, server_id, include_deleted=False):
@@ -194,11 +199,15 @@ class Client:
         return self.request("POST", "/snapshots/%s/revert"
                             % _q(snapshot_id))["operation"]
 
-    def create_snapshot_group(self, server_id, name, disks=None):
-        """:returns: the ``(snapshot_group, operation)`` pair."""
+    def create_snapshot_group(self, server_id, name, disks=None,
+                              quiesce=None):
+        """:param quiesce: as for :meth:`create_snapshot`, for the group.
+        :returns: the ``(snapshot_group, operation)`` pair."""
         spec = {"name": name}
         if disks:
             spec["disks"] = list(disks)
+        if quiesce:
+            spec["quiesce"] = quiesce
         resp = self.request("POST", "/servers/%s/snapshot-groups"
                             % _q(server_id), {"snapshot_group": spec})
         return resp["snapshot_group"], resp["operation"]

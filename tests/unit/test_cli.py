@@ -329,6 +329,25 @@ def test_snapshot_create_without_wait(api, capsys):
     assert "| operation  | op-1 (pending) " in out
 
 
+def test_snapshot_create_quiesce_shows_consistency(api, capsys):
+    created = dict(snap("snap-1", "s1", None, "creating", size=None),
+                   consistency="application",
+                   consistency_reason="frozen by the guest agent")
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": created, "operation": op()}))
+    rc, out, _ = run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+                     "--name", "s1", "--quiesce", "required")
+    assert rc == 0
+    assert api.last()["body"] == {"snapshot": {
+        "name": "s1", "disk": "vda", "quiesce": "required"}}
+    assert "| consistency " in out and "application" in out
+    with pytest.raises(SystemExit) as exc:
+        run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+            "--name", "s1", "--quiesce", "sometimes")
+    assert exc.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
 def test_snapshot_create_json(api, capsys):
     body = {"snapshot": snap("snap-1", "s1", None, "creating"),
             "operation": op()}

@@ -33,6 +33,17 @@ def test_group_create_all_disks_sends_no_list(api, capsys):  # noqa: F811
     assert api.last()["body"] == {"snapshot_group": {"name": "db"}}
 
 
+def test_group_create_quiesce(api, capsys):  # noqa: F811
+    api.add("POST", "/v1/servers/srv1/snapshot-groups",
+            (202, {"snapshot_group": GROUP,
+                   "operation": op(action="create_group")}))
+    rc, _, _ = run(capsys, "snapshot", "group", "create", "srv1",
+                   "--name", "db", "--quiesce", "required")
+    assert rc == 0
+    assert api.last()["body"] == {"snapshot_group": {
+        "name": "db", "quiesce": "required"}}
+
+
 def test_group_list_show_delete_revert(api, capsys):  # noqa: F811
     api.add("GET", "/v1/servers/srv1/snapshot-groups",
             (200, {"snapshot_groups": [GROUP]}))

@@ -38,12 +38,19 @@ class CreateSnapshotGroup(wait.WaitMixin, show.ShowOne):
         parser.add_argument("--disk", action="append", dest="disks",
                             help="a disk name (repeat; default: every "
                                  "disk of the server)")
+        parser.add_argument("--quiesce",
+                            choices=("required", "preferred", "off"),
+                            help="freeze the guest's filesystems through "
+                                 "its guest agent around the pause "
+                                 "(default: preferred when the server "
+                                 "has a guest agent, else off)")
         return parser
 
     def take_action(self, parsed_args):
         client = self.app.client_manager.livesnap
         group, operation = client.create_snapshot_group(
-            parsed_args.server_id, parsed_args.name, parsed_args.disks)
+            parsed_args.server_id, parsed_args.name, parsed_args.disks,
+            quiesce=parsed_args.quiesce)
         operation = self.finish(client, parsed_args, operation)
         if parsed_args.wait:
             try:

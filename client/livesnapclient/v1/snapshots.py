@@ -10,9 +10,10 @@ from livesnapclient import wait
 
 SNAPSHOT_FIELDS = ("id", "name", "server_id", "disk", "parent_id", "status",
                    "created_at", "size_bytes", "current", "protected",
-                   "policy_id")
+                   "policy_id", "consistency", "consistency_reason")
 #: Fields of newer API versions: shown when the API gives them.
-NEWER_FIELDS = ("protected", "policy_id")
+NEWER_FIELDS = ("protected", "policy_id", "consistency",
+                "consistency_reason")
 SNAPSHOT_FORMATTERS = {"size_bytes": fmt.SizeDetail,
                        "operation": fmt.Operation}
 
@@ -38,12 +39,19 @@ class CreateSnapshot(wait.WaitMixin, show.ShowOne):
         parser.add_argument("--disk", required=True,
                             help="disk name, e.g. vda")
         parser.add_argument("--name", required=True, help="snapshot name")
+        parser.add_argument("--quiesce",
+                            choices=("required", "preferred", "off"),
+                            help="freeze the guest's filesystems through "
+                                 "its guest agent around the pause "
+                                 "(default: preferred when the server "
+                                 "has a guest agent, else off)")
         return parser
 
     def take_action(self, parsed_args):
         client = self.app.client_manager.livesnap
         snapshot, operation = client.create_snapshot(
-            parsed_args.server_id, parsed_args.disk, parsed_args.name)
+            parsed_args.server_id, parsed_args.disk, parsed_args.name,
+            quiesce=parsed_args.quiesce)
         operation = self.finish(client, parsed_args, operation)
         if parsed_args.wait:
             # The creation ended: show the final status and size.
