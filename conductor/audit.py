@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
+from conductor import locking
 from conductor import states
 from conductor import tree
 from livesnap import context
@@ -206,7 +207,7 @@ def _repair(ctxt, host, finding):
     elif kind == 'stale-lock':
         with db.transaction() as s:
             disk = s.get(models.Disk, finding['disk'])
-            db.unlock_disk(s, disk.id, disk.operation_id)
+            locking.unlock_disk(s, disk.id, disk.operation_id)
         finding['repaired'] = True
     elif kind == 'stuck':
         with db.transaction() as s:

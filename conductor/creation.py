@@ -15,6 +15,7 @@ from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import limits
+from conductor import locking
 from conductor import operations
 from conductor import states
 from livesnap import locators
@@ -41,7 +42,7 @@ def claim_snapshot(session, snapshot_id, project_id):
     """
     snap = db.snapshot_get(session, snapshot_id, project_id,
                            include_deleted=False)
-    disk = db.disk_for_update(session, snap.disk_id)
+    disk = locking.disk_for_update(session, snap.disk_id)
     # Re-read under the lock: it may have changed, or gone, meanwhile.
     snap = db.snapshot_get(session, snapshot_id, project_id,
                            include_deleted=False)
@@ -85,7 +86,7 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None,
     with db.transaction() as s:
         # The disk's row is locked before anything else is read, so every
         # row below is read once, fresh.
-        disk = db.disk_for_update(s, db.disk_id_by_name(
+        disk = locking.disk_for_update(s, db.disk_id_by_name(
             s, server_id, disk_name, project_id))
         if disk is None:
             raise exception.NotFound('Server %s has no disk named %s.'

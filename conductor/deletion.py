@@ -25,6 +25,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
+from conductor import locking
 from conductor import operations
 from conductor import creation
 from conductor import states
@@ -157,7 +158,7 @@ def finish_deferred(ctxt, disk_id):
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
-        disk = db.disk_for_update(s, disk_id)
+        disk = locking.disk_for_update(s, disk_id)
         if disk is None or disk.operation_id is not None:
             return None
         if db.queued_operation(s, disk.id) is not None:

@@ -25,6 +25,7 @@ from conductor import deletion
 from conductor import exception
 from conductor import hosts
 from conductor import limits
+from conductor import locking
 from conductor import operations
 from conductor import revert as revert_mod
 from conductor import states
@@ -115,7 +116,7 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
         disks = []
         for disk in picked:
             # In the order of the ids: see the module docstring.
-            disks.append(db.disk_for_update(s, disk.id))
+            disks.append(locking.disk_for_update(s, disk.id))
         server = disks[0].server
         for disk in disks:
             if not operations.may_start_now(s, server, disk):
@@ -143,7 +144,7 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
         op = operations.record(s, operation_id, 'create_group', server,
                                disks[0], snapshot_id=snaps[0].id)
         for disk in disks[1:]:
-            if not db.lock_disk(s, disk.id, operation_id):
+            if not locking.lock_disk(s, disk.id, operation_id):
                 raise exception.DiskBusy(disk=disk.name, server=server.id,
                                          operation=disk.operation_id)
         task = _quiesce_task(tasks.create_group_task(
@@ -189,7 +190,7 @@ def apply_created(session, op, result):
         disk.locator = res['disk']
         disk.snapshot_id = snap.id
     op.mode = 'online' if result.get('online') else 'offline'
-    unlock_others(session, op)
+    locking.unlock_others(session, op)
 
 
 def apply_create_failure(session, op, report):
@@ -198,16 +199,9 @@ def apply_create_failure(session, op, report):
     for snap in _group_of(session, op):
         states.check_snapshot(snap, states.ERROR)
         snap.locator = None
-    unlock_others(session, op)
+    locking.unlock_others(session, op)
 
 
-def unlock_others(session, op):
-    """Release the locks ``op`` holds besides its own disk's (which
-    ``operations`` releases)."""
-    for disk in session.scalars(sa.select(models.Disk).where(
-            models.Disk.operation_id == op.id,
-            models.Disk.id != op.disk_id)).all():
-        db.unlock_disk(session, disk.id, op.id)
 
 
 def get(session, group_id, project_id=None):

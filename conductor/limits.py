@@ -8,9 +8,9 @@ snapshots is bounded by a quota.
 import sqlalchemy as sa
 from oslo_config import cfg
 
-from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
+from conductor import locking
 from conductor import states
 from conductor import tree
 
@@ -36,7 +36,7 @@ def check_create(session, server, disk, snapshot_id=None, depth=True):
                                          limit=limit)
     quota = CONF.conductor.snapshot_quota
     if quota >= 0:
-        db.lock_project(session, server.project_id)
+        locking.lock_project(session, server.project_id)
         query = (sa.select(sa.func.count()).select_from(models.Snapshot)
                  .where(models.Snapshot.project_id == server.project_id)
                  .where(models.Snapshot.status.in_(

@@ -29,6 +29,7 @@ from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
+from conductor import locking
 from conductor import notifications
 from conductor import states
 from livesnap import tasks as tasks_mod
@@ -121,7 +122,7 @@ def set_status(op, new):
 def may_start_now(session, server, disk):
     """May an operation of a tenant start on ``disk`` now?
 
-    ``disk`` was read under its row lock (``db.disk_for_update``).
+    ``disk`` was read under its row lock (``locking.disk_for_update``).
     :returns: True if the disk is free; False if it is busy with the
         conductor's own (deferred) work, and the tenant's operation is to
         wait for it as ``pending``.
@@ -147,7 +148,7 @@ def lock_disk_and_start(session, op, disk, task):
     The caller holds the disk's row lock and has seen the disk free.
     :raises: DiskBusy if the lock is held after all.
     """
-    if not db.lock_disk(session, disk.id, op.id):
+    if not locking.lock_disk(session, disk.id, op.id):
         raise exception.DiskBusy(disk=disk.name, server=disk.server_id,
                                  operation=disk.operation_id)
     task['operation_id'] = op.id
@@ -265,7 +266,7 @@ def _apply_report(operation_id, report):
             return None, False
         # Lock order: the operation, then its disk.  Reports change the
         # disk's tree; nobody else may while this row is held.
-        db.disk_for_update(s, op.disk_id)
+        locking.disk_for_update(s, op.disk_id)
         op.steps = (op.steps or []) + list(report.get('steps') or [])
         if report.get('pause_ms') is not None:
             op.pause_ms = (op.pause_ms or 0.0) + report['pause_ms']
@@ -280,7 +281,7 @@ def _apply_report(operation_id, report):
             op.error = report.get('error') or 'The operation failed.'
             on_failure(s, op, report)
             set_status(op, states.FAILED)
-        db.unlock_disk(s, op.disk_id, op.id)
+        locking.unlock_disk(s, op.disk_id, op.id)
         op.deadline = None
         LOG.info('Operation %(op)s (%(action)s, %(mode)s) %(status)s',
                  {'op': op.id, 'action': op.action, 'mode': op.mode,

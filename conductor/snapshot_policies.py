@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
+from conductor import locking
 from conductor import operations
 from conductor import scheduler
 from conductor import slots
@@ -138,7 +139,7 @@ def create(server_id, spec):
         _check_disks(server, spec.get('disks'))
         quota = CONF.conductor.policy_quota
         if quota >= 0:
-            db.lock_project(s, server.project_id)
+            locking.lock_project(s, server.project_id)
             used = s.scalar(
                 sa.select(sa.func.count())
                 .select_from(models.SnapshotPolicy)
@@ -235,7 +236,7 @@ def protect(snapshot_id, protected):
     """
     with db.transaction() as s:
         snap = db.snapshot_get(s, snapshot_id)
-        db.disk_for_update(s, snap.disk_id)
+        locking.disk_for_update(s, snap.disk_id)
         snap = db.snapshot_get(s, snapshot_id)
         if protected and snap.status not in (states.CREATING,
                                              states.AVAILABLE):

@@ -25,6 +25,7 @@ import logging
 from conductor.db import api as db
 from conductor import deletion
 from conductor import exception
+from conductor import locking
 from conductor import operations
 from conductor import revert
 from conductor import creation
@@ -49,7 +50,7 @@ def start_next(ctxt, disk_id):
         None if nothing started.
     """
     with db.transaction() as s:
-        disk = db.disk_for_update(s, disk_id)
+        disk = locking.disk_for_update(s, disk_id)
         if disk is None or disk.operation_id is not None:
             return None
         op = db.queued_operation(s, disk_id)

@@ -5,12 +5,8 @@ every transaction starts with ``BEGIN IMMEDIATE`` so that concurrent
 writers queue instead of failing on a lock upgrade; on PostgreSQL and
 MySQL/MariaDB every transaction runs at READ COMMITTED (MariaDB's default,
 REPEATABLE READ, would answer later reads from the snapshot of the first
-one) and the disk lock is a compare-and-swap UPDATE (see ``lock_disk``),
-safe with any number of conductors.
-
-Policy decisions are made on rows read *after* the disk's row is locked
-(``disk_for_update``): whoever changes a disk's tree holds that row, so
-what is read after it cannot change until the transaction ends.
+one) and the disk lock is a compare-and-swap UPDATE, safe with any number
+of conductors (``conductor.locking``).
 
 ``reader()`` yields a connection for the API's lean reads
 (``conductor.db.reads``): on PostgreSQL and MySQL from a second pool whose
@@ -314,53 +310,6 @@ def disk_get_by_name(session, server, name):
             return disk
     raise exception.NotFound('Server %s has no disk named %s.'
                              % (server.id, name))
-
-
-def lock_disk(session, disk_id, operation_id):
-    """Take the disk's lock for ``operation_id``; compare-and-swap.
-
-    :returns: True if the lock is now held by ``operation_id``.
-    """
-    result = session.execute(
-        sa.update(models.Disk)
-        .where(models.Disk.id == disk_id)
-        .where(sa.or_(models.Disk.operation_id.is_(None),
-                      models.Disk.operation_id == operation_id))
-        .values(operation_id=operation_id)
-        .execution_options(synchronize_session=False))
-    return result.rowcount == 1
-
-
-def disk_for_update(session, disk_id):
-    """Lock the disk's row (``SELECT ... FOR UPDATE``) and re-read it.
-
-    Every object this session loaded before is expired first, so what is
-    read from here on (the snapshots, the live image's position) is the
-    newest committed state, which nobody can change while the row is held.
-    :returns: the disk, or None if it does not exist.
-    """
-    session.expire_all()
-    return session.get(models.Disk, disk_id, with_for_update=True,
-                       populate_existing=True)
-
-
-def lock_project(session, project_id):
-    """Serialise the quota decisions of one project: lock its servers'
-    rows (in a fixed order) until the transaction ends."""
-    session.execute(
-        sa.select(models.Server.id)
-        .where(models.Server.project_id == project_id)
-        .order_by(models.Server.id).with_for_update())
-
-
-def unlock_disk(session, disk_id, operation_id):
-    """Release the disk's lock if ``operation_id`` still holds it."""
-    session.execute(
-        sa.update(models.Disk)
-        .where(models.Disk.id == disk_id)
-        .where(models.Disk.operation_id == operation_id)
-        .values(operation_id=None)
-        .execution_options(synchronize_session=False))
 
 
 # ------------------------------------------------------------ snapshots

@@ -9,6 +9,7 @@ import pytest
 
 from agent import images
 from conductor.db import api as db
+from conductor import locking
 from tests.functional import scenarios
 from livesnap_tools import fixtures
 
@@ -139,7 +140,7 @@ def test_busy_disk_is_409(offline):
     dep, _ = offline
     with db.transaction() as s:
         server = db.server_get(s, 'srv1')
-        assert db.lock_disk(s, server.disks[0].id, 'some-operation')
+        assert locking.lock_disk(s, server.disks[0].id, 'some-operation')
     assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
                 {'snapshot': {'name': 'x', 'disk': 'vda'}}) == (
         409, 'disk_busy')

@@ -9,6 +9,7 @@ from alembic import migration as alembic_migration
 from conductor.db import api as db
 from conductor.db import models
 from conductor import hosts
+from conductor import locking
 
 
 def _server(s, disk_id='d1'):
@@ -28,14 +29,14 @@ def test_disk_lock_is_exclusive(database):
     with db.transaction() as s:
         _server(s)
     with db.transaction() as s:
-        assert db.lock_disk(s, 'd1', 'op1')
+        assert locking.lock_disk(s, 'd1', 'op1')
     with db.transaction() as s:
-        assert not db.lock_disk(s, 'd1', 'op2')
-        assert db.lock_disk(s, 'd1', 'op1')  # re-entrant for its holder
+        assert not locking.lock_disk(s, 'd1', 'op2')
+        assert locking.lock_disk(s, 'd1', 'op1')  # re-entrant for its holder
     with db.transaction() as s:
-        db.unlock_disk(s, 'd1', 'op2')  # not the holder: no effect
+        locking.unlock_disk(s, 'd1', 'op2')  # not the holder: no effect
         assert s.get(models.Disk, 'd1').operation_id == 'op1'
-        db.unlock_disk(s, 'd1', 'op1')
+        locking.unlock_disk(s, 'd1', 'op1')
     with db.transaction() as s:
         assert s.get(models.Disk, 'd1').operation_id is None
 
@@ -50,7 +51,7 @@ def test_disk_lock_under_contention(database):
     def race(i):
         barrier.wait()
         with db.transaction() as s:
-            if db.lock_disk(s, 'd1', 'op%d' % i):
+            if locking.lock_disk(s, 'd1', 'op%d' % i):
                 winners.append(i)
 
     threads = [threading.Thread(target=race, args=(i,)) for i in range(8)]

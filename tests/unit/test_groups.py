@@ -11,6 +11,7 @@ import pytest
 from agent.driver import qemu
 from agent import images
 from conductor import agent_versions
+from conductor import locking
 from conductor.db import api as db
 from conductor.db import models
 from livesnap import tasks
@@ -90,13 +91,13 @@ def test_group_of_some_disks_and_bad_names(two_disks):
 def test_locks_taken_in_id_order(two_disks, monkeypatch):
     dep, _ = two_disks
     order = []
-    real = db.disk_for_update
+    real = locking.disk_for_update
 
     def spy(session, disk_id):
         order.append(disk_id)
         return real(session, disk_id)
 
-    monkeypatch.setattr(db, 'disk_for_update', spy)
+    monkeypatch.setattr(locking, 'disk_for_update', spy)
     _create(dep)
     with db.transaction() as s:
         ids = [d.id for d in s.query(models.Disk).filter_by(

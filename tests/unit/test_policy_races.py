@@ -89,7 +89,8 @@ def test_an_attempt_is_made_exactly_once(database, monkeypatch):
     made = []
     lock = threading.Lock()
 
-    def fake_create(ctxt, server_id, disk_name, name, project_id=None):
+    def fake_create(ctxt, server_id, disk_name, name, project_id=None,
+                    requested_by=None):
         with lock:
             made.append(disk_name)
         return 'snap-' + disk_name, 'op-' + disk_name
