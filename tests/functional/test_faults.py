@@ -6,7 +6,7 @@ On a running QEMU VM over RabbitMQ, with PostgreSQL:
 * the agent is killed with SIGKILL at every step of an online create and of
   an online merge-delete (through ``[agent] fault_points``, see
   docs/faults.md), then started again: its journal replay resumes the VM
-  and finishes the operation;
+  and finishes the operation; the same on a libvirt domain;
 * the broker (a private RabbitMQ node) is restarted in the middle of
   operations;
 * a conductor is killed mid-operation while a second one runs;
@@ -30,6 +30,7 @@ import time
 
 import pytest
 
+from agent import images
 from agent import rpcapi as agent_rpcapi
 from conductor import audit
 from conductor.db import api as db
@@ -39,6 +40,7 @@ from livesnap_tools import broker
 from livesnap_tools import fixtures
 from tests.functional import libvirt_vm
 from tests.functional import tenant
+from tests.functional import tree_check
 
 pytestmark = pytest.mark.functional
 
@@ -67,13 +69,26 @@ MERGE_POINTS = _points('delete_snapshot', MERGE_STEPS)
 #: The agent on libvirt (``snapshot_pause = suspend``, so a create's pause
 #: is a real suspend), with the conductor of EXTRA.
 LIBVIRT_EXTRA = libvirt_vm.EXTRA + 'snapshot_pause = suspend\n' + EXTRA
-#: Representative points on libvirt: inside a create's suspend, right
-#: after its switch, after a merge's block job, inside the flush pause
-#: before the delete (a pivot's marker when the merge commits).
-LIBVIRT_POINTS = ['create_snapshot:pause:after',
-                  'create_snapshot:snapshot:after',
-                  'delete_snapshot:merge:after',
-                  'delete_snapshot:pause:after']
+#: The libvirt driver's online create has the steps of CREATE_STEPS but
+#: names its switch ``snapshot`` (one ``snapshotCreateXML`` under the
+#: suspend), not ``pivot``: create_snapshot:pivot:before and :after are
+#: never reached on libvirt, its ``snapshot`` points stand in for them.
+LIBVIRT_CREATE_STEPS = ('prepare', 'pause', 'snapshot', 'resume')
+#: A libvirt merge into the live layer has every step of MERGE_STEPS
+#: whichever way it goes: a blockPull, then the flush pause (suspend and
+#: resume) before the delete; or, when the live layer holds less than the
+#: snapshot (always here: the test writes one slot after the snapshot,
+#: the snapshot's layer holds everything written before it), an active
+#: blockCommit whose pivot is recorded as ``pause``, ``snapshot``
+#: (blockJobAbort(PIVOT)) and ``resume`` before the reparent and the
+#: flush pause.  A point fires the first time its step is reached, so on
+#: the commit path the pause and resume points are the pivot's; the
+#: pivot's own ``snapshot`` points are added.
+LIBVIRT_MERGE_POINTS = MERGE_POINTS + ['delete_snapshot:snapshot:before',
+                                       'delete_snapshot:snapshot:after']
+#: Every point of an online create and of an online merge on libvirt.
+LIBVIRT_POINTS = (_points('create_snapshot', LIBVIRT_CREATE_STEPS)
+                  + LIBVIRT_MERGE_POINTS)
 
 STATS = {'faults': 0, 'longest_pause_s': 0.0, 'recovery_s': {}}
 
@@ -223,10 +238,10 @@ def test_agent_killed_at_every_step(deployment, tmp_path):
 
 @pytest.mark.parametrize('deployment', [LIBVIRT_EXTRA], indirect=True)
 def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
-    """The agent SIGKILLed at representative steps of an online create
-    and merge on a libvirt domain: the journal replay resumes the domain
-    and finishes the operation, and the model, the images and the audit
-    agree."""
+    """The agent SIGKILLed at every step of an online create and of an
+    online merge on a libvirt domain (LIBVIRT_POINTS): the journal replay
+    resumes the domain and finishes the operation, and the model, the
+    images and the audit agree."""
     pytest.importorskip('libvirt')
     dep = deployment
     with _driving(dep, tmp_path, driver='libvirt') as d:
@@ -245,6 +260,8 @@ def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
             else:
                 snap = d.snapshot('m-' + point)
                 d.write((slot + 4) % 8, 0x40 + slot)
+                # The commit path, that LIBVIRT_MERGE_POINTS counts on.
+                assert _commits(dep, snap, d.active_image()), point
 
                 def start():
                     op = dep.ok('DELETE', '/v1/snapshots/%s' % snap,
@@ -253,6 +270,8 @@ def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
                     return op['id']
             op = _inject(dep, d, point, start)
             assert op['status'] == 'succeeded', (point, op)
+            assert op['steps'][0]['name'] == 'recover' or \
+                point.endswith('report:before'), (point, op['steps'])
             if point.startswith('create_snapshot'):
                 d.model.snapshot(holder['id'])
                 d.check()
@@ -261,6 +280,15 @@ def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
                 d.model.forget(snap)
             d.check()
             _no_drift()
+
+
+def _commits(dep, snap_id, live):
+    """True if the libvirt driver merges snapshot ``snap_id`` by
+    committing the live layer ``live`` into it (the live layer holds
+    less, see ``LibvirtDriver._cheaper_to_commit``)."""
+    _disk, snaps = tree_check.db_rows(dep.database_url, 'srv1')
+    snap = {s.id: s.image for s in snaps}[snap_id]
+    return images.actual_size(live) < images.actual_size(snap)
 
 
 def _disks_free():

@@ -19,8 +19,17 @@ libvirt`` in process; the domain is registered by domain.
 * The guest keeps running and writing; a ``quiesce=off`` snapshot is
   ``crash`` consistent (``needs_recovery`` set) and after a replay holds a
   longer gap-free prefix.
-* The chain on disk is live -> crash -> quiesced -> base, and every layer
-  passes ``qemu-img check``.
+* The guest keeps writing; the crash snapshot is deleted: it has one
+  child, the live layer, so it is merged online (``blockPull``, or
+  ``blockCommit`` and a pivot when the live layer holds less), its steps
+  recorded; the guest runs on, the chain is live -> quiesced, every layer
+  passes ``qemu-img check``, the quiesced snapshot still holds its prefix
+  and the live layer (replayed, once the domain is shut off) every line
+  the guest had reported.
+* A revert through the REST API is refused (409 ``server_running``)
+  while the domain runs; once it is shut off, the disk's new live layer
+  sits on the quiesced snapshot, the domain's definition names it, and it
+  shows the snapshot's prefix.
 
 No timing is asserted.  Skipped without libvirt or the quiesce guest's
 parts (qemu-ga, e2fsprogs, the virtio modules).
@@ -52,6 +61,13 @@ SERVER = 'lvguest1'
 OP_TIMEOUT = 300
 QUIESCED_STEPS = ['prepare', 'freeze', 'pause', 'snapshot', 'resume', 'thaw']
 CRASH_STEPS = ['prepare', 'pause', 'snapshot', 'resume']
+#: An online merge into the live layer: streamed (blockPull), then the
+#: flush pause before the delete ...
+STREAM_STEPS = ['prepare', 'merge', 'reparent', 'pause', 'resume', 'delete',
+                'purge']
+#: ... or the live layer committed into the snapshot, and the pivot.
+COMMIT_STEPS = ['prepare', 'merge', 'pause', 'snapshot', 'resume',
+                'reparent', 'pause', 'resume', 'delete', 'purge']
 
 
 @pytest.fixture
@@ -86,6 +102,24 @@ def _create(dep, name, quiesce):
     op = dep.wait_operation(body['operation']['id'], timeout=OP_TIMEOUT)
     snap = dep.ok('GET', '/v1/snapshots/%s' % body['snapshot']['id'])
     return snap['snapshot'], op
+
+
+def _delete(dep, snap_id):
+    op = dep.ok('DELETE', '/v1/snapshots/%s' % snap_id,
+                status=202)['operation']
+    return dep.wait_operation(op['id'], timeout=OP_TIMEOUT)
+
+
+def _definition_chain(dom):
+    """The chain of ``vda`` in the domain's definition, top first."""
+    import xml.etree.ElementTree as ET
+
+    from agent.driver import libvirt as lvdriver
+    root = ET.fromstring(dom.XMLDesc(0))
+    for elem in root.findall('./devices/disk'):
+        if elem.find('target').get('dev') == 'vda':
+            return lvdriver._chain(elem)
+    raise AssertionError('no vda in %s' % dom.name())
 
 
 def _prefix(image, what, replay=False):
@@ -151,24 +185,66 @@ def test_real_guest_on_libvirt(libvirt_agent, inprocess, tmp_path):
         assert vm.status() == 'running'
         vm.wait_written(after + 5, timeout=300)
         live = disk.active_image
+        # The chain on disk: live -> crash -> app (the base).
+        assert images.backing_file(live) == crash_image
+        assert images.backing_file(crash_image) == app_image
+        assert images.backing_file(app_image) is None
+
+        # The crash snapshot has one child, the live layer: merged
+        # online while the guest writes.
+        op3 = _delete(dep, crash['id'])
+        assert (op3['status'], op3['mode']) == ('succeeded', 'merge'), op3
+        merge_steps = [s['name'] for s in op3['steps']]
+        assert merge_steps in (STREAM_STEPS, COMMIT_STEPS), op3
+        assert vm.status() == 'running'
+        vm.wait_written(vm.written() + 5, timeout=300)
+        disk, snaps = tree_check.db_rows(database_url, SERVER)
+        assert [s.id for s in snaps if s.status == 'available'] == [
+            app['id']]
+        merged = disk.active_image
+        assert _definition_chain(vm.dom) == [merged, app_image]
+        assert images.backing_file(merged) == app_image
+        assert not os.path.exists(
+            live if merged == crash_image else crash_image)
+        assert _prefix(app_image, 'quiesced snapshot after the merge') \
+            == k_app
         assert vm.errors() == []
+
+        # Revert through the API: refused while the domain runs, then
+        # (shut off, definition kept) a new live layer on the snapshot.
+        status, body = dep.api('POST', '/v1/snapshots/%s/revert' % app['id'])
+        assert status == 409, body
+        assert body['error']['code'] == 'server_running', body
+        reported = vm.written()
+        vm.dom.destroy()
+        for path in (merged, app_image):
+            images.check(path)
+        # Every line the guest had reported is in the merged live layer.
+        k_live = _prefix(merged, 'live layer after the merge', replay=True)
+        assert k_live >= reported, (k_live, reported)
+        body = dep.ok('POST', '/v1/snapshots/%s/revert' % app['id'],
+                      status=202)
+        op4 = dep.wait_operation(body['operation']['id'], timeout=OP_TIMEOUT)
+        assert op4['status'] == 'succeeded', op4
+        disk, snaps = tree_check.db_rows(database_url, SERVER)
+        reverted = disk.active_image
+        assert reverted not in (merged, app_image)
+        assert _definition_chain(vm.dom) == [reverted]  # shut off: the top
+        assert images.backing_file(reverted) == app_image
+        images.check(reverted)
+        assert _prefix(reverted, 'reverted live layer') == k_app
     except Exception:
         print('--- guest console ---\n' + vm.log()[-3000:])
         raise
     finally:
         vm.kill()
 
-    # The chain on disk: live -> crash -> app (the base).
-    assert images.backing_file(live) == crash_image
-    assert images.backing_file(crash_image) == app_image
-    assert images.backing_file(app_image) is None
-    for path in (live, crash_image, app_image):
-        images.check(path)
     print('\nlibvirt guest: ready %.1f s after start; quiesced prefix %d, '
-          'crash prefix %d; steps %s' % (
-              boot_s, k_app, k_crash, ' '.join(
-                  '%s:%.0f' % (s['name'], s['duration_ms'] or 0)
-                  for s in op['steps'])))
+          'crash prefix %d, live prefix %d after the merge; steps %s' % (
+              boot_s, k_app, k_crash, k_live, '; '.join(
+                  ' '.join('%s:%.0f' % (s['name'], s['duration_ms'] or 0)
+                           for s in o['steps'])
+                  for o in (op, op3, op4))))
 
 
 def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
