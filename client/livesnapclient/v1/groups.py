@@ -6,6 +6,7 @@ from cliff import show
 
 from livesnapclient import exceptions
 from livesnapclient import format as fmt
+from livesnapclient.v1 import snapshots
 from livesnapclient import wait
 
 GROUP_FIELDS = ("id", "name", "server_id", "created_at", "snapshots",
@@ -38,12 +39,7 @@ class CreateSnapshotGroup(wait.WaitMixin, show.ShowOne):
         parser.add_argument("--disk", action="append", dest="disks",
                             help="a disk name (repeat; default: every "
                                  "disk of the server)")
-        parser.add_argument("--quiesce",
-                            choices=("required", "preferred", "off"),
-                            help="freeze the guest's filesystems through "
-                                 "its guest agent around the pause "
-                                 "(default: preferred when the server "
-                                 "has a guest agent, else off)")
+        snapshots.add_quiesce_argument(parser)
         return parser
 
     def take_action(self, parsed_args):

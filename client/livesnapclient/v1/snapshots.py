@@ -29,6 +29,15 @@ def snapshot_view(snapshot, operation=None):
     return fmt.show(obj, fields, SNAPSHOT_FORMATTERS, optional=NEWER_FIELDS)
 
 
+def add_quiesce_argument(parser):
+    """``--quiesce``, for the commands that take snapshots."""
+    parser.add_argument("--quiesce", choices=("required", "preferred", "off"),
+                        help="freeze the guest's filesystems through its "
+                             "guest agent around the pause (default: "
+                             "preferred when the server has a guest agent, "
+                             "else off)")
+
+
 class CreateSnapshot(wait.WaitMixin, show.ShowOne):
     """Take an online snapshot of a disk of a server."""
 
@@ -39,12 +48,7 @@ class CreateSnapshot(wait.WaitMixin, show.ShowOne):
         parser.add_argument("--disk", required=True,
                             help="disk name, e.g. vda")
         parser.add_argument("--name", required=True, help="snapshot name")
-        parser.add_argument("--quiesce",
-                            choices=("required", "preferred", "off"),
-                            help="freeze the guest's filesystems through "
-                                 "its guest agent around the pause "
-                                 "(default: preferred when the server "
-                                 "has a guest agent, else off)")
+        add_quiesce_argument(parser)
         return parser
 
     def take_action(self, parsed_args):
