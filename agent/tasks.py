@@ -12,6 +12,7 @@ background, with backoff, until it is thawed or the retry deadline passes
 (``retry_thaw``).
 """
 
+import contextlib
 import logging
 import os
 import threading
@@ -56,6 +57,9 @@ class TaskRunner(object):
         self.thaw_retry_timeout = thaw_retry_timeout
         # operation ids whose guest a thread is thawing
         self._thawing = set()
+        # guest (``_guest_of``) -> Lock held from a freeze to its thaw,
+        # and by a thaw retry from its check to its thaw
+        self._guest_locks = {}
         self._running = set()
         self._running_lock = threading.Lock()
         # operation id -> Event set when an administrator cancels it
@@ -453,47 +457,71 @@ class TaskRunner(object):
         try:
             disk = validation.validate(entry.get('action'),
                                        entry.get('task'))['disk']
+            lock = self._guest_lock(disk)
             while True:
                 time.sleep(max(0.0, min(delay,
                                         deadline - time.monotonic())))
-                if self._frozen_by_another(operation_id, disk):
-                    if time.monotonic() >= deadline:
-                        return
-                    continue
-                attempts += 1
-                try:
-                    self.driver.thaw_guest(disk)
-                except Exception as exc:
-                    LOG.warning('Thaw %(n)d of the guest of %(op)s failed: '
-                                '%(exc)s', {'n': attempts,
-                                            'op': operation_id, 'exc': exc})
-                    self.journal.record(operation_id, durable=False,
-                                        thaw_attempts=attempts,
-                                        thaw_error=str(exc)[:255])
-                else:
-                    done = self.journal.record(operation_id,
-                                               thaw_attempts=attempts,
-                                               thaw_error=None,
-                                               frozen=False)
-                    LOG.warning('Thawed the guest of %(op)s at retry '
-                                '%(n)d', {'op': operation_id, 'n': attempts})
-                    if done.get('acked'):
-                        # kept live only for the thaw: archive it now
-                        self.journal.acknowledge(operation_id)
+                thawed = None
+                if lock.acquire(
+                        timeout=max(0.0, deadline - time.monotonic())):
+                    try:
+                        thawed = self._thaw_once(operation_id, disk,
+                                                 attempts + 1)
+                    finally:
+                        lock.release()
+                if thawed:
                     return
+                if thawed is False:
+                    attempts += 1
                 if time.monotonic() >= deadline:
                     LOG.error('Gave up thawing the guest of %(op)s after '
                               '%(n)d retries; the journal keeps it frozen '
                               'and the agent\'s next start thaws it',
                               {'op': operation_id, 'n': attempts})
                     return
-                delay *= 2
+                if thawed is False:
+                    delay *= 2
         except Exception:
             LOG.exception('Thaw retries of %(op)s failed',
                           {'op': operation_id})
         finally:
             with self._running_lock:
                 self._thawing.discard(operation_id)
+
+    def _thaw_once(self, operation_id, disk, attempt):
+        """Attempt ``attempt`` at thawing the guest of ``operation_id``,
+        with the guest's lock held.
+
+        :returns: True if thawed, False if the thaw failed, None if no
+            attempt was made (another running operation has the guest
+            frozen: its own thaw follows).
+        """
+        if self._frozen_by_another(operation_id, disk):
+            return None
+        try:
+            self.driver.thaw_guest(disk)
+        except Exception as exc:
+            LOG.warning('Thaw %(n)d of the guest of %(op)s failed: '
+                        '%(exc)s', {'n': attempt, 'op': operation_id,
+                                    'exc': exc})
+            self.journal.record(operation_id, durable=False,
+                                thaw_attempts=attempt,
+                                thaw_error=str(exc)[:255])
+            return False
+        done = self.journal.record(operation_id, thaw_attempts=attempt,
+                                   thaw_error=None, frozen=False)
+        LOG.warning('Thawed the guest of %(op)s at retry %(n)d',
+                    {'op': operation_id, 'n': attempt})
+        if done.get('acked'):
+            # kept live only for the thaw: archive it now
+            self.journal.acknowledge(operation_id)
+        return True
+
+    def _guest_lock(self, disk):
+        """The lock of the guest of ``disk`` (see ``_guest_locks``)."""
+        with self._running_lock:
+            return self._guest_locks.setdefault(self._guest_of(disk),
+                                                threading.Lock())
 
     @staticmethod
     def _guest_of(disk):
@@ -506,9 +534,12 @@ class TaskRunner(object):
         """True if a running operation other than ``operation_id`` has
         the guest of ``disk`` frozen now."""
         guest = self._guest_of(disk)
+        with self._running_lock:
+            running = set(self._running)
         for entry in self.journal.unfinished():
             task = entry.get('task')
             if entry.get('operation_id') != operation_id and \
+                    entry.get('operation_id') in running and \
                     entry.get('frozen') and isinstance(task, dict) and \
                     self._guest_of(task.get('disk')) == guest:
                 return True
@@ -687,16 +718,27 @@ class TaskRunner(object):
             result.setdefault('consistency_reason', reason)
         return result
 
+    def _frozen_guest(self, disk, kwargs):
+        """The guest's lock while a freeze may be in force (``quiesce``
+        other than ``off``), so no thaw retry cuts it short; else a
+        context that holds nothing."""
+        if kwargs.get('quiesce') in (None, 'off'):
+            return contextlib.nullcontext()
+        return self._guest_lock(disk)
+
     def _create_snapshot(self, ctxt, task, rec):
         kwargs, reason = self._quiesce(task)
-        return self._crash(self.driver.create_snapshot(
-            task['disk'], task['layer_name'], rec, **kwargs), reason)
+        with self._frozen_guest(task['disk'], kwargs):
+            result = self.driver.create_snapshot(
+                task['disk'], task['layer_name'], rec, **kwargs)
+        return self._crash(result, reason)
 
     def _create_snapshots(self, ctxt, task, rec):
         kwargs, reason = self._quiesce(task)
-        result = self.driver.create_snapshots(task['disks'],
-                                              task['layer_names'], rec,
-                                              **kwargs)
+        with self._frozen_guest(task['disks'][0], kwargs):
+            result = self.driver.create_snapshots(task['disks'],
+                                                  task['layer_names'], rec,
+                                                  **kwargs)
         for snapshot in result.get('snapshots') or []:
             self._crash(snapshot, reason)
         return result

@@ -10,6 +10,7 @@ import threading
 import warnings
 
 from oslo_config import cfg
+from oslo_context import context as oslo_context
 
 # Importing oslo.messaging pulls in eventlet, which warns that it is
 # deprecated; livesnap does not use eventlet (threading executor).
@@ -104,7 +105,7 @@ class ContextSerializer(messaging.NoOpSerializer):
     ``global_request_id``) reads the same."""
 
     def serialize_context(self, ctxt):
-        if isinstance(ctxt, context.RequestContext):
+        if isinstance(ctxt, oslo_context.RequestContext):
             return ctxt.to_dict()
         return ctxt
 

@@ -233,18 +233,32 @@ class _PauseClock(object):
                 self._cond.wait(left)
 
 
+#: ``VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT``: libvirt's own choice
+AGENT_RESPONSE_TIMEOUT_DEFAULT = -1
+
+
 class _PauseWatchdog(object):
     """Resumes a domain the agent suspended once the pause outlives
     ``[agent] pause_deadline``, whatever the thread that suspended it is
     doing (stuck in a libvirt call, or not scheduled).
 
-    Armed right before ``suspend`` is sent; :meth:`disarm` runs first in
-    the ``finally`` that resumes, and waits for a resume the watchdog has
-    begun, so the two never race.  libvirt serializes the jobs of one
-    domain: a resume sent while ``snapshotCreateXML`` still holds the
-    domain's job waits for that job, so the bound is the deadline or the
-    end of libvirt's job, whichever is later.
+    Armed right before ``suspend`` is sent.  From the deadline on, its
+    thread tries to resume the domain until it has or :meth:`disarm`
+    runs: a domain not yet paused (a ``suspend`` slower than the
+    deadline) is looked at again every :attr:`POLL` seconds, and a resume
+    that fails (libvirt serializes the jobs of one domain, so a resume
+    sent while ``snapshotCreateXML`` holds the domain's job waits for it,
+    and fails once libvirt's job wait times out) is tried again over a
+    fresh lookup.  :meth:`disarm` runs first in the ``finally`` that
+    resumes, and waits for an attempt under way, so the two never race.
+    The bound is the deadline, or the end of libvirt's job on the domain
+    when that comes later.
     """
+
+    #: seconds between two looks at a domain not yet paused
+    POLL = 0.05
+    #: seconds between two failed resumes
+    RETRY = 0.2
 
     def __init__(self, driver, dom, deadline):
         self._driver = driver
@@ -252,45 +266,57 @@ class _PauseWatchdog(object):
         self._uuid = dom.UUIDString()
         self.deadline = deadline
         self._lock = threading.Lock()
-        self._done = False
-        self._timer = threading.Timer(deadline, self._fire)
-        self._timer.daemon = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, name='pause-watchdog-%s' % self._uuid,
+            daemon=True)
         #: ``time.monotonic()`` when the watchdog's resume was answered
         self.resumed_at = None
-        #: what the watchdog's resume failed with, if it did
+        #: what the watchdog's last resume failed with, if one did
         self.error = None
 
     def arm(self):
         """Start counting the deadline."""
-        self._timer.start()
+        self._thread.start()
 
-    def _fire(self):
-        with self._lock:
-            if self._done:
+    def _watch(self):
+        if self._stop.wait(self.deadline):
+            return
+        fresh = False
+        while True:
+            with self._lock:
+                if self._stop.is_set():
+                    return
+                try:
+                    if self._driver._resume_once(self._dom, self._uuid,
+                                                 fresh=fresh):
+                        self.resumed_at = time.monotonic()
+                        self._stop.set()
+                        LOG.warning('Domain %(dom)s stayed suspended past '
+                                    'the pause deadline (%(ms).1f ms): '
+                                    'resumed it',
+                                    {'dom': self._uuid,
+                                     'ms': self.deadline * 1000.0})
+                        return
+                    wait = self.POLL
+                except exception.AgentError as exc:
+                    self.error = str(exc)
+                    fresh = True
+                    wait = self.RETRY
+                    LOG.error('The pause watchdog could not resume domain '
+                              '%(dom)s (trying again): %(exc)s',
+                              {'dom': self._uuid, 'exc': exc})
+            if self._stop.wait(wait):
                 return
-            self._done = True
-            try:
-                if self._driver._resume_once(self._dom, self._uuid,
-                                             fresh=False):
-                    self.resumed_at = time.monotonic()
-                    LOG.warning('Domain %(dom)s stayed suspended past the '
-                                'pause deadline (%(ms).1f ms): resumed it',
-                                {'dom': self._uuid,
-                                 'ms': self.deadline * 1000.0})
-            except exception.AgentError as exc:
-                self.error = str(exc)
-                LOG.error('The pause watchdog could not resume domain '
-                          '%(dom)s: %(exc)s', {'dom': self._uuid,
-                                               'exc': exc})
 
     def disarm(self):
         """Stop the watchdog (waiting for a resume it has begun).
 
         :returns: True if it resumed the domain.
         """
-        self._timer.cancel()
+        self._stop.set()
         with self._lock:
-            self._done = True
+            pass
         return self.resumed_at is not None
 
 
@@ -921,13 +947,17 @@ class LibvirtDriver(base.Driver):
                 return target.get('state') or ''
         return None
 
-    def _agent_timeout(self, dom):
+    def _agent_timeout(self, dom, default=False):
         """Bound libvirt's wait for the guest agent's answers to
-        ``quiesce_timeout`` (libvirt waits forever by default; it keeps
-        the bound for the domain while it runs)."""
+        ``quiesce_timeout`` (libvirt waits forever by default, and keeps
+        a bound for the domain while it runs); with ``default``, give the
+        domain back libvirt's default (libvirt has no getter for what was
+        set before), so other users of the guest agent (nova's password
+        set, ``guest-sync``) do not keep livesnap's bound."""
+        timeout = AGENT_RESPONSE_TIMEOUT_DEFAULT if default else max(
+            1, int(math.ceil(self.quiesce_timeout)))
         try:
-            dom.agentSetResponseTimeout(
-                max(1, int(math.ceil(self.quiesce_timeout))), 0)
+            dom.agentSetResponseTimeout(timeout, 0)
         except AttributeError:
             LOG.warning('libvirt-python has no agentSetResponseTimeout: '
                         'the guest agent of %(dom)s is not bounded by the '
@@ -940,9 +970,11 @@ class LibvirtDriver(base.Driver):
         """``fsThaw``: :returns: the number of filesystems thawed."""
         self._agent_timeout(dom)
         try:
-            return dom.fsThaw()
+            thawed = dom.fsThaw()
         except libvirt.libvirtError as exc:
             raise _wrap('fsThaw of %s failed' % dom.name(), exc)
+        self._agent_timeout(dom, default=True)
+        return thawed
 
     @contextlib.contextmanager
     def _quiesced(self, dom, mode, rec, outcome):

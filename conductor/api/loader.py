@@ -77,8 +77,11 @@ def pipeline_factory(loader, global_conf, **local_conf):
     auth_strategy`` (a space-separated list of filters, then the app).
 
     :raises: livesnap.service.ConfigurationError when the file has no
-        pipeline for the strategy, or Keystone's is not configured
-        (``conductor.api.auth.check_config``).
+        pipeline for the strategy, Keystone's is not configured
+        (``conductor.api.auth.check_config``), or the ``keystone``
+        pipeline has no keystonemiddleware ``auth_token`` filter: the API
+        trusts the identity headers that filter sets, so without it any
+        client could claim any project and role.
     """
     strategy = CONF.api.auth_strategy
     if strategy not in local_conf:
@@ -88,6 +91,20 @@ def pipeline_factory(loader, global_conf, **local_conf):
     auth.check_config()
     names = local_conf[strategy].split()
     app = loader.get_app(names[-1], global_conf=global_conf)
+    validated = False
     for name in reversed(names[:-1]):
         app = loader.get_filter(name, global_conf=global_conf)(app)
+        if strategy == 'keystone':
+            validated = validated or _validates_tokens(app)
+    if strategy == 'keystone' and not validated:
+        raise common_service.ConfigurationError(
+            'The "keystone" pipeline of %s has no keystonemiddleware '
+            'auth_token filter: the API would trust identity headers any '
+            'client can send.' % APP_NAME)
     return app
+
+
+def _validates_tokens(app):
+    """True if ``app`` is keystonemiddleware's auth_token middleware."""
+    from keystonemiddleware import auth_token
+    return isinstance(app, auth_token.AuthProtocol)

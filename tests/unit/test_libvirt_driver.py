@@ -294,6 +294,49 @@ def test_watchdog_resumes_a_pause_past_the_deadline(setup):
     assert not rec.paused and rec.pause_ms is not None
 
 
+def test_watchdog_waits_for_a_suspend_slower_than_the_deadline(setup):
+    """The deadline passes before the suspend took effect: the watchdog
+    keeps looking and resumes the domain once it is paused (it does not
+    spend its one chance on a running domain)."""
+    drv, dom, disk, imgdir = setup
+    drv.pause_deadline = 0.02
+    new = os.path.join(imgdir, 's1.qcow2')
+
+    def late_suspend():
+        time.sleep(0.1)
+        dom.calls.append('suspend')
+        dom.state_value = FAKE.VIR_DOMAIN_PAUSED
+    dom.suspend = late_suspend
+
+    def hang(d, xml):
+        _wait_for(lambda: d.state_value == FAKE.VIR_DOMAIN_RUNNING)
+        d.chain.insert(0, new)
+    dom.snapshot_effect = hang
+    rec = StepRecorder()
+    drv.create_snapshot(disk, 's1', rec)
+    assert dom.calls == ['suspend', SNAP, 'resume']
+    assert rec.steps[-1]['detail']['by'] == 'watchdog'
+
+
+def test_watchdog_tries_again_after_a_failed_resume(setup):
+    """A resume refused (libvirt's job wait timed out) is tried again,
+    over a fresh lookup, until the domain runs."""
+    drv, dom, disk, imgdir = setup
+    drv.pause_deadline = 0.02
+    dom.resume_failures = 2
+    new = os.path.join(imgdir, 's1.qcow2')
+
+    def hang(d, xml):
+        _wait_for(lambda: d.state_value == FAKE.VIR_DOMAIN_RUNNING)
+        d.chain.insert(0, new)
+    dom.snapshot_effect = hang
+    rec = StepRecorder()
+    drv.create_snapshot(disk, 's1', rec)
+    assert dom.calls == ['suspend', SNAP, 'resume', 'resume', 'resume']
+    assert dom.state_value == FAKE.VIR_DOMAIN_RUNNING
+    assert rec.steps[-1]['detail']['by'] == 'watchdog'
+
+
 def test_watchdog_past_the_deadline_without_the_switch_fails(setup):
     drv, dom, disk, imgdir = setup
     drv.pause_deadline = 0.05

@@ -44,6 +44,7 @@ class AgentDomain(FakeDomain):
         self.freeze_takes = 0.0
         self.thaw_failures = 0
         self.agent_timeout = None
+        self.agent_timeouts = []
         self.clock = None
 
     def XMLDesc(self, flags=0):
@@ -55,6 +56,7 @@ class AgentDomain(FakeDomain):
 
     def agentSetResponseTimeout(self, timeout, flags):
         self.agent_timeout = timeout
+        self.agent_timeouts.append(timeout)
 
     def fsFreeze(self, mountpoints=None, flags=0):
         self.calls.append('fsFreeze')
@@ -123,8 +125,9 @@ def test_freeze_before_the_pause_thaw_after(agent_setup, mode):
     snapshot_calls = [c for c in dom.calls if c not in ('suspend', 'resume')]
     assert snapshot_calls[0] == 'fsFreeze' and \
         snapshot_calls[-1] == 'fsThaw'
-    # libvirt's wait for the agent is bounded by the quiesce timeout.
-    assert dom.agent_timeout == 3
+    # libvirt's wait for the agent is bounded by the quiesce timeout, and
+    # given back to libvirt's default once thawed.
+    assert dom.agent_timeouts == [3, 3, -1]
     assert rec.steps[1]['detail']['filesystems'] == 2
 
 

@@ -408,6 +408,7 @@ def test_thaw_retry_waits_while_another_operation_has_the_guest_frozen(tmp):
     disk = runner.driver.add_disk('/fake/d', vm='vm1')
     vm['frozen'] = True
     # op2 is between its freeze and its thaw on the same guest.
+    runner._running.add('op2')
     runner.journal.record('op2', action='create_snapshot', state='running',
                           frozen=True, task={'operation_id': 'op2',
                                              'disk': disk,
@@ -420,6 +421,43 @@ def test_thaw_retry_waits_while_another_operation_has_the_guest_frozen(tmp):
     assert vm['frozen'] is True
     assert runner.driver.calls['thaw_guest'] == 0
     assert runner.journal.get('op1')['frozen'] is True
+
+
+def test_thaw_retry_is_not_held_up_by_a_stale_frozen_entry(tmp):
+    """An unfinished journal entry marked frozen whose operation does not
+    run in this agent (a leftover) does not stop the retries."""
+    runner = _fake_runner(tmp, thaw_retry_interval=0.01,
+                          thaw_retry_timeout=5)
+    vm = runner.driver.vms['vm1']
+    disk = runner.driver.add_disk('/fake/d', vm='vm1')
+    vm['frozen'] = True
+    runner.journal.record('op2', action='create_snapshot', state='running',
+                          frozen=True, task={'operation_id': 'op2',
+                                             'disk': disk,
+                                             'layer_name': 'x'})
+    runner.journal.record('op1', action='create_snapshot', state='done',
+                          frozen=True, task={'operation_id': 'op1',
+                                             'disk': disk,
+                                             'layer_name': 'y'})
+    runner.retry_thaw(runner.journal.get('op1')).join(30)
+    assert vm['frozen'] is False
+    assert runner.journal.get('op1')['frozen'] is False
+
+
+def test_thaw_retry_waits_for_a_quiesced_create_on_the_guest(tmp):
+    """A quiesced create holds its guest's lock from before its freeze to
+    after its thaw: a retry for the same guest cannot thaw in between."""
+    runner = _fake_runner(tmp, thaw_retry_interval=0.01,
+                          thaw_retry_timeout=5)
+    disk = runner.driver.add_disk('/fake/d', vm='vm1')
+    lock = runner._guest_lock(disk)
+    with runner._frozen_guest(disk, {'quiesce': 'required'}):
+        assert not lock.acquire(blocking=False)
+    assert lock.acquire(blocking=False)
+    lock.release()
+    with runner._frozen_guest(disk, {}):
+        assert lock.acquire(blocking=False)
+        lock.release()
 
 
 def test_recovery_retries_a_thaw_that_fails_at_start(tmp):

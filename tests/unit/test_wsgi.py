@@ -134,3 +134,27 @@ def test_missing_paste_file_refused(conf, tmp_path):
     assert 'nope.ini' in str(err.value)
     conf.set('api_paste_config', 'api-paste.ini', group='wsgi')
     assert loader.paste_config_path() == loader.PACKAGED_PASTE_CONFIG
+
+
+def test_keystone_pipeline_without_auth_token_refused(conf, tmp_path):
+    """The API trusts the identity headers auth_token sets: a ``keystone``
+    pipeline that leaves it out would let any client claim any project
+    and role, so it is refused at load."""
+    from keystonemiddleware import auth_token
+    from conductor.api import loader
+    from livesnap import service
+    from livesnap_tools import fixtures as ls_fixtures
+    for group, opts in auth_token.list_opts():
+        ls_fixtures.CONF.register_opts(opts, group=group)
+    conf.set('auth_strategy', 'keystone', group='api')
+    conf.set('www_authenticate_uri', 'http://keystone.invalid/identity',
+             group='keystone_authtoken')
+    with open(loader.PACKAGED_PASTE_CONFIG) as f:
+        paste = f.read()
+    path = tmp_path / 'api-paste.ini'
+    path.write_text(paste.replace('healthcheck authtoken livesnap',
+                                  'healthcheck livesnap'))
+    with pytest.raises(service.ConfigurationError) as err:
+        loader.load_app(str(path))
+    assert 'auth_token' in str(err.value)
+    assert loader.load_app(loader.PACKAGED_PASTE_CONFIG) is not None
