@@ -89,6 +89,11 @@ LIBVIRT_MERGE_POINTS = MERGE_POINTS + ['delete_snapshot:snapshot:before',
 #: Every point of an online create and of an online merge on libvirt.
 LIBVIRT_POINTS = (_points('create_snapshot', LIBVIRT_CREATE_STEPS)
                   + LIBVIRT_MERGE_POINTS)
+#: The points of a merge by blockPull that the commit path does not reach
+#: first: its flush pause (suspend and resume before the delete).
+LIBVIRT_STREAM_POINTS = ['delete_snapshot:%s:%s' % (step, when)
+                         for step in ('pause', 'resume')
+                         for when in ('before', 'after')]
 
 STATS = {'faults': 0, 'longest_pause_s': 0.0, 'recovery_s': {}}
 
@@ -239,13 +244,15 @@ def test_agent_killed_at_every_step(deployment, tmp_path):
 @pytest.mark.parametrize('deployment', [LIBVIRT_EXTRA], indirect=True)
 def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
     """The agent SIGKILLed at every step of an online create and of an
-    online merge on a libvirt domain (LIBVIRT_POINTS): the journal replay
+    online merge on a libvirt domain (LIBVIRT_POINTS, then the flush
+    pause of a merge by blockPull, LIBVIRT_STREAM_POINTS): the journal replay
     resumes the domain and finishes the operation, and the model, the
     images and the audit agree."""
     pytest.importorskip('libvirt')
     dep = deployment
     with _driving(dep, tmp_path, driver='libvirt') as d:
-        for slot, point in enumerate(LIBVIRT_POINTS):
+        for slot, point in enumerate(LIBVIRT_POINTS
+                                     + LIBVIRT_STREAM_POINTS):
             d.write(slot % 8, 0x30 + slot)
             if point.startswith('create_snapshot'):
                 holder = {}
@@ -257,12 +264,20 @@ def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
                                   status=202)
                     holder['id'] = body['snapshot']['id']
                     return body['operation']['id']
-            else:
+            elif point in LIBVIRT_MERGE_POINTS:
                 snap = d.snapshot('m-' + point)
                 d.write((slot + 4) % 8, 0x40 + slot)
                 # The commit path, that LIBVIRT_MERGE_POINTS counts on.
                 assert _commits(dep, snap, d.active_image()), point
-
+            else:
+                snap = d.snapshot('s-' + point)
+                # The live layer holds more than the snapshot: blockPull.
+                for extra in range(8):
+                    if not _commits(dep, snap, d.active_image()):
+                        break
+                    d.write(extra, 0x50 + slot)
+                assert not _commits(dep, snap, d.active_image()), point
+            if not point.startswith('create_snapshot'):
                 def start():
                     op = dep.ok('DELETE', '/v1/snapshots/%s' % snap,
                                 status=202)['operation']
