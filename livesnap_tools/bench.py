@@ -187,7 +187,7 @@ def _start_vm(directory, disk_size, data, name='bench'):
 
 
 def _driver(directory):
-    from agent.driver import qemu
+    from agent.driver.qemu import driver as qemu
     return qemu.PathAPI(qemu.QemuDriver([directory]))
 
 
@@ -219,7 +219,7 @@ def _create_inside_pause(session, state, new):
     """The naive order: stop, qemu-img create, blockdev-add,
     blockdev-snapshot, cont.  ``state`` carries the current top node."""
     from agent import images
-    from agent.driver import qemu
+    from agent.driver.qemu import driver as qemu
     node = qemu.node_name_for(new)
     t0 = time.monotonic()
     session.execute('stop')

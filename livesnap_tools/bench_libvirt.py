@@ -26,7 +26,7 @@ import tempfile
 import uuid as uuidlib
 
 from agent import images
-from agent.driver import libvirt as lvdriver
+from agent.driver.libvirt import driver as lvdriver
 from agent.steps import StepRecorder
 from livesnap_tools import libvirtd
 

@@ -25,9 +25,9 @@ import threading
 import time
 
 from agent import images
-from agent import qmp
+from agent.driver.qemu import qmp
 from agent import steps
-from agent.driver import qemu
+from agent.driver.qemu import driver as qemu
 
 MiB = 1024 * 1024
 

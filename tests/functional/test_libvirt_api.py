@@ -72,7 +72,7 @@ class Domain(object):
 
     def chain(self):
         """The vda chain, live layer first (paths)."""
-        from agent.driver import libvirt as lvdriver
+        from agent.driver.libvirt import driver as lvdriver
         root = ET.fromstring(self.dom.XMLDesc(0))
         for d in root.findall('./devices/disk'):
             if d.find('target').get('dev') == 'vda':
@@ -263,7 +263,7 @@ def test_snapshot_group_through_the_api(dep, libvirt_up):
                        % out['snapshot_group']['id'])['snapshot_group']
         assert {s['status'] for s in group['snapshots']} == {'available'}
         root = ET.fromstring(dom.XMLDesc(0))
-        from agent.driver import libvirt as lvdriver
+        from agent.driver.libvirt import driver as lvdriver
         chains = {d.find('target').get('dev'): lvdriver._chain(d)
                   for d in root.findall('./devices/disk')}
         for target in ('vda', 'vdb'):

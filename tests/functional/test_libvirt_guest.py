@@ -114,7 +114,7 @@ def _definition_chain(dom):
     """The chain of ``vda`` in the domain's definition, top first."""
     import xml.etree.ElementTree as ET
 
-    from agent.driver import libvirt as lvdriver
+    from agent.driver.libvirt import driver as lvdriver
     root = ET.fromstring(dom.XMLDesc(0))
     for elem in root.findall('./devices/disk'):
         if elem.find('target').get('dev') == 'vda':
@@ -258,7 +258,7 @@ def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
     import libvirt
 
     from agent import exception
-    from agent.driver import libvirt as lvdriver
+    from agent.driver.libvirt import driver as lvdriver
     from agent.steps import StepRecorder
     imgdir = str(tmp_path / 'images')
     os.mkdir(imgdir)

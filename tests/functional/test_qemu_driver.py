@@ -16,8 +16,8 @@ import pytest
 
 from agent import exception
 from agent import images
-from agent import qmp
-from agent.driver import qemu
+from agent.driver.qemu import qmp
+from agent.driver.qemu import driver as qemu
 from agent.steps import StepRecorder
 from livesnap_tools.testvm import TestVM, read_pattern_ok
 

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from agent import driver as driver_mod
 from agent.driver import base
 from agent.driver import fake
-from agent.driver import qemu
+from agent.driver.qemu import driver as qemu
 from agent import exception
 from agent.steps import StepRecorder
 from conductor.db import migration

@@ -18,7 +18,7 @@ from agent import exception
 from agent import images
 from agent import journal as journal_mod
 from agent import tasks
-from agent.driver import libvirt as lvdriver
+from agent.driver.libvirt import driver as lvdriver
 from agent.steps import StepRecorder
 from livesnap_tools import fixtures
 

@@ -15,7 +15,7 @@ from agent import images
 from agent import journal as journal_mod
 from agent import recovery
 from agent import tasks
-from agent.driver import libvirt as lvdriver
+from agent.driver.libvirt import driver as lvdriver
 from agent.steps import StepRecorder
 from livesnap_tools import fixtures
 from tests.unit.test_libvirt_driver import FAKE

@@ -36,11 +36,11 @@ import time
 import tenacity
 
 from agent.driver import base
+from agent.driver.qemu import qga
+from agent.driver.qemu import qmp
 from agent import exception
 from agent import images
 from agent import paths
-from agent import qga
-from agent import qmp
 from agent import steps
 
 LOG = logging.getLogger(__name__)
