@@ -257,9 +257,9 @@ def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
 
     import libvirt
 
-    from agent import exception
     from agent.driver.libvirt import driver as lvdriver
     from agent.driver.libvirt import guest as lvguest
+    from agent import exception
     from agent.steps import StepRecorder
     imgdir = str(tmp_path / 'images')
     os.mkdir(imgdir)

@@ -14,11 +14,11 @@ from unittest import mock
 
 import pytest
 
-from agent import exception
-from agent import images
 from agent.driver.qemu import driver as qemu
 from agent.driver.qemu import graph
 from agent.driver.qemu import qmp
+from agent import exception
+from agent import images
 from agent.steps import StepRecorder
 from livesnap_tools.testvm import TestVM, read_pattern_ok
 

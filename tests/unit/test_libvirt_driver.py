@@ -14,14 +14,14 @@ from unittest import mock
 
 import pytest
 
-from agent import exception
-from agent import images
-from agent import journal as journal_mod
-from agent import tasks
 from agent.driver.libvirt import driver as lvdriver
 from agent.driver.libvirt import guest as lvguest
 from agent.driver.libvirt import pause as lvpause
+from agent import exception
+from agent import images
+from agent import journal as journal_mod
 from agent.steps import StepRecorder
+from agent import tasks
 from livesnap_tools import fixtures
 
 UUID = '7b0e2a0c-8d8e-4c39-9d54-0d5e6f7a8b9c'

@@ -11,9 +11,9 @@ import threading
 import pytest
 
 from agent.driver.qemu import driver as qemu
+from agent.driver.qemu import qga
 from agent import exception
 from agent import journal as journal_mod
-from agent.driver.qemu import qga
 from agent import recovery
 from agent import steps
 
