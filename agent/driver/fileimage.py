@@ -34,6 +34,9 @@ LOG = logging.getLogger(__name__)
 #: room a new, empty layer takes (header, tables) with some margin
 LAYER_BYTES = 1024 * 1024
 
+#: a layer's file name, beside the disk's live layer, for a layer name
+LAYER_FILE = '%s.qcow2'
+
 #: most locators one ``inspect`` looks at
 INSPECT_MAX = 10000
 
@@ -135,7 +138,7 @@ class FileImageDriver(base.Driver):
         """
         self._check_layer_name(layer_name)
         return self.image(os.path.join(os.path.dirname(disk['path']),
-                                       locators.LAYER_FILE % layer_name))
+                                       LAYER_FILE % layer_name))
 
     # -- delete -------------------------------------------------------------
     def delete_image(self, image, rec):
