@@ -48,14 +48,7 @@ class AgentService(object):
         self.host = host or CONF.agent.host
         self.conductor_api = conductor_rpcapi.ConductorAPI()
         self.driver = driver_mod.load(
-            CONF.agent.driver, CONF.agent.image_dirs,
-            pause_deadline=CONF.agent.pause_deadline,
-            resume_retries=CONF.agent.resume_retries,
-            qmp_timeout=CONF.agent.qmp_timeout,
-            quiesce_timeout=CONF.agent.quiesce_timeout,
-            job_timeout=CONF.agent.merge_timeout,
-            merge_speed=CONF.agent.merge_rate_limit_mb * 1024 * 1024,
-            reserved_bytes=CONF.agent.reserved_space_mb * 1024 * 1024)
+            CONF.agent.driver, CONF.agent.image_dirs, conf=CONF)
         self.driver.init_host(self.host)
         self.journal = journal_mod.Journal(CONF.agent.journal_dir)
         self.runner = tasks.TaskRunner(

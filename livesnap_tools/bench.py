@@ -187,8 +187,18 @@ def _start_vm(directory, disk_size, data, name='bench'):
 
 
 def _driver(directory):
-    from agent.driver import qemu
-    return qemu.PathAPI(qemu.QemuDriver([directory]))
+    from agent.driver.qemu import driver as qemu
+    return qemu.QemuDriver([directory])
+
+
+def _disk(qmp_socket, path):
+    """The QEMU driver's disk locator of ``path``."""
+    return {'driver': 'qemu', 'qmp_socket': qmp_socket, 'path': path}
+
+
+def _layer_name(path):
+    """The layer name whose file (beside the live one) is ``path``."""
+    return os.path.basename(path)[:-len('.qcow2')]
 
 
 # -- 1. online create -------------------------------------------------------
@@ -207,7 +217,7 @@ def _create_by_design(driver, disk, new, listener=None):
     from agent import steps
     rec = steps.StepRecorder(listener=listener)
     t0 = time.monotonic()
-    driver.create_snapshot(disk, new, rec)
+    driver.create_snapshot(disk, _layer_name(new), rec)
     total = time.monotonic() - t0
     return {'pause_ms': rec.pause_ms, 'total_ms': _ms(total),
             'prepare_ms': _step_ms(rec, 'prepare'),
@@ -218,9 +228,9 @@ def _create_by_design(driver, disk, new, listener=None):
 def _create_inside_pause(session, state, new):
     """The naive order: stop, qemu-img create, blockdev-add,
     blockdev-snapshot, cont.  ``state`` carries the current top node."""
+    from agent.driver.qemu import graph
     from agent import images
-    from agent.driver import qemu
-    node = qemu.node_name_for(new)
+    node = graph.node_name_for(new)
     t0 = time.monotonic()
     session.execute('stop')
     stopped = time.monotonic()
@@ -270,7 +280,7 @@ def bench_create(opts):
         d = JANITOR.tmpdir()
         vm, base = _start_vm(d, opts.disk_size, opts.create_data)
         driver = _driver(d)
-        disk = {'qmp_socket': vm.qmp_socket, 'active_image': base}
+        disk = _disk(vm.qmp_socket, base)
         samples = []
         session = None
         state = {'node': 'disk0', 'image': base}
@@ -284,7 +294,7 @@ def bench_create(opts):
                                                   'op-%03d' % i)
                                 if variant == 'journal' else None)
                     s = _create_by_design(driver, disk, new, listener)
-                    disk['active_image'] = new
+                    disk['path'] = new
                 elif variant == 'floor':
                     s = _empty_pause(session)
                 else:
@@ -338,15 +348,15 @@ def bench_merge_online(opts):
     vm, base = _start_vm(d, opts.disk_size, 16 * MiB if not opts.quick
                          else 4 * MiB)
     driver = _driver(d)
-    disk = {'qmp_socket': vm.qmp_socket, 'active_image': base}
+    disk = _disk(vm.qmp_socket, base)
     rows = []
     counter = [0]
 
     def snapshot():
         new = os.path.join(d, 'l%03d.qcow2' % counter[0])
         counter[0] += 1
-        driver.create_snapshot(disk, new, steps.StepRecorder())
-        disk['active_image'] = new
+        driver.create_snapshot(disk, _layer_name(new), steps.StepRecorder())
+        disk['path'] = new
 
     try:
         snapshot()  # base <- L0 (live)
@@ -357,7 +367,7 @@ def bench_merge_online(opts):
                 # with one child (the new live layer) and parent ``base``.
                 _write(vm, 0xa0 + rep, 0, size)
                 vm.flush()  # else the next create's stop flushes it
-                snap = disk['active_image']
+                snap = disk['path']
                 snapshot()
                 vm.write(0xee, 0, 65536)  # a little data in the live layer
                 # the same data copied by a plain qemu-img convert
@@ -372,12 +382,13 @@ def bench_merge_online(opts):
                 t0 = time.monotonic()
                 # child_is_leaf lets the driver commit the small live layer
                 # into the snapshot instead of streaming the snapshot
-                res = driver.merge(disk, snap, base, disk['active_image'],
-                                   rec, child_is_leaf=leaf)
+                res = driver.merge(disk, driver.image(snap),
+                                   driver.image(base), disk, rec,
+                                   child_is_leaf=leaf)
                 total = time.monotonic() - t0
                 if not res['online']:
                     raise RuntimeError('merge did not run online')
-                disk['active_image'] = res['child_image']
+                disk['path'] = res['disk']['path']
                 stop = _step_ms(rec, 'pause')
                 samples.append({'total_ms': _ms(total),
                                 'prepare_ms': _step_ms(rec, 'prepare'),
@@ -458,9 +469,9 @@ def bench_merge_offline(opts):
                 driver = _driver(d)
                 rec = steps.StepRecorder()
                 t0 = time.monotonic()
-                res = driver.merge({'qmp_socket': None,
-                                    'active_image': child},
-                                   snap, base, child, rec)
+                disk = _disk(None, child)
+                res = driver.merge(disk, driver.image(snap),
+                                   driver.image(base), disk, rec)
                 total = time.monotonic() - t0
                 if res['online']:
                     raise RuntimeError('offline merge ran online?')

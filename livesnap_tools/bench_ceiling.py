@@ -56,7 +56,7 @@ def run(opts, start_vm, make_driver, tmpdir):
     """Run ``cycles`` create/delete cycles on one VM.
 
     :param start_vm: callable(directory) -> (VM, base image path).
-    :param make_driver: callable(directory) -> the QEMU driver's path API.
+    :param make_driver: callable(directory) -> the QEMU driver.
     """
     from agent import steps
     depth = opts.depth
@@ -65,36 +65,39 @@ def run(opts, start_vm, make_driver, tmpdir):
     d = tmpdir()
     vm, base = start_vm(d)
     driver = make_driver(d)
-    disk = {'qmp_socket': vm.qmp_socket, 'active_image': base}
+    disk = {'driver': driver.name, 'qmp_socket': vm.qmp_socket,
+            'path': base}
     meter = _Meter(vm.pid)
     k = 0
     started = time.monotonic()
     try:
         for _ in range(cycles):
-            chain = [disk['active_image']]
+            chain = [disk['path']]
             for _ in range(depth):
                 if write:
                     meter.measure('write', vm.write, k & 0xff,
                                   (k % 32) * MiB, write)
                 new = os.path.join(d, 'layer-%05d.qcow2' % k)
                 k += 1
-                meter.measure('create', driver.create_snapshot, disk, new,
+                meter.measure('create', driver.create_snapshot, disk,
+                              os.path.basename(new)[:-len('.qcow2')],
                               steps.StepRecorder())
-                disk['active_image'] = new
+                disk['path'] = new
                 chain.append(new)
             # Oldest first, as the load section's tenants delete: each has
             # one child, so each is a merge; the first has no parent.
             while len(chain) > 1:
                 snap, child = chain[0], chain[1]
+                live = child == disk['path']
                 res = meter.measure(
-                    'merge', driver.merge, disk, snap, None, child,
-                    steps.StepRecorder(),
-                    child_is_leaf=child == disk['active_image'])
+                    'merge', driver.merge, disk, driver.image(snap), None,
+                    disk if live else driver.image(child),
+                    steps.StepRecorder(), child_is_leaf=live)
                 if not res['online']:
                     raise RuntimeError('merge did not run online')
-                if child == disk['active_image']:
-                    disk['active_image'] = res['child_image']
-                chain = [res['child_image']] + chain[2:]
+                if live:
+                    disk['path'] = res['disk']['path']
+                chain = [res['child']['path']] + chain[2:]
         if vm.status() != 'running':
             raise RuntimeError('VM not running after the cycles')
     finally:

@@ -25,8 +25,8 @@ import statistics
 import tempfile
 import uuid as uuidlib
 
+from agent.driver.libvirt import driver as lvdriver
 from agent import images
-from agent.driver import libvirt as lvdriver
 from agent.steps import StepRecorder
 from livesnap_tools import libvirtd
 

@@ -24,10 +24,11 @@ import os
 import threading
 import time
 
+from agent.driver.qemu import driver as qemu
+from agent.driver.qemu import graph
+from agent.driver.qemu import qmp
 from agent import images
-from agent import qmp
 from agent import steps
-from agent.driver import qemu
 
 MiB = 1024 * 1024
 
@@ -75,7 +76,7 @@ def _open_overlay(session, top_image, new, node):
 
 
 def _awaited(session, state, new):
-    node = qemu.node_name_for(new)
+    node = graph.node_name_for(new)
     _open_overlay(session, state['image'], new, node)
     session.events.clear()
     t0 = time.monotonic()
@@ -106,7 +107,7 @@ def _floor_awaited(session, state, new):
 
 
 def _transaction(session, state, new):
-    node = qemu.node_name_for(new)
+    node = graph.node_name_for(new)
     _open_overlay(session, state['image'], new, node)
     t0 = time.monotonic()
     session.execute('transaction', {'actions': [
@@ -119,8 +120,9 @@ def _transaction(session, state, new):
 
 def _driver_create(driver, disk, new):
     rec = steps.StepRecorder()
-    driver.create_snapshot(disk, new, rec)
-    disk['active_image'] = new
+    driver.create_snapshot(disk, os.path.basename(new)[:-len('.qcow2')],
+                           rec)
+    disk['path'] = new
     return rec.pause_ms, rec.agent_pause_ms
 
 
@@ -128,12 +130,13 @@ def _driver_merge(driver, disk, vm, directory, i):
     """Snapshot twice, then merge the middle layer into the live one."""
     mid = os.path.join(directory, 'm%03d-a.qcow2' % i)
     top = os.path.join(directory, 'm%03d-b.qcow2' % i)
-    below = disk['active_image']
+    below = disk['path']
     _driver_create(driver, disk, mid)
     vm.write(i & 0xff, (i % 64) * MiB, 65536)
     _driver_create(driver, disk, top)
     rec = steps.StepRecorder()
-    driver.merge(disk, mid, below, top, rec)
+    # ``top`` is the live layer: the child is the disk
+    driver.merge(disk, driver.image(mid), driver.image(below), disk, rec)
     return rec.pause_ms, rec.agent_pause_ms
 
 
@@ -158,8 +161,9 @@ def bench_pause(opts, start_vm, summary, tmpdir, busy_threads=3):
         for key, what in VARIANTS:
             d = tmpdir()
             vm, base = start_vm(d)
-            driver = qemu.PathAPI(qemu.QemuDriver([d]))
-            disk = {'qmp_socket': vm.qmp_socket, 'active_image': base}
+            driver = qemu.QemuDriver([d])
+            disk = {'driver': driver.name, 'qmp_socket': vm.qmp_socket,
+                    'path': base}
             state = {'node': 'disk0', 'image': base}
             qemu_ms, agent_ms = [], []
             session = None

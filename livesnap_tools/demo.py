@@ -193,7 +193,7 @@ def _qemu_pid_alive(pid):
 def vm_running(qmp_socket):
     """The pid of the QEMU serving ``qmp_socket`` (or True if it answers
     without a pidfile), else None."""
-    from agent import qmp
+    from agent.driver.qemu import qmp
     pid = _pid_from(qmp_socket + ".pid")
     if qmp.is_running(qmp_socket, timeout=5.0):
         return pid if pid is not None else True

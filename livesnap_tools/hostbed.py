@@ -139,7 +139,7 @@ class HostVM(testvm.TestVM):
         return super()._files() + [self.monitor_socket]
 
     def session(self):
-        from agent import qmp
+        from agent.driver.qemu import qmp
         return qmp.QMPSession(self.monitor_socket, timeout=self.timeout)
 
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import time
 
-from agent import qmp
+from agent.driver.qemu import qmp
 
 QEMU = "qemu-system-x86_64"
 QEMU_IO = "qemu-io"

@@ -47,6 +47,14 @@ class Driver(metaclass=abc.ABCMeta):
     def __init__(self, image_dirs, **options):
         self.image_dirs = list(image_dirs)
 
+    @classmethod
+    def conf_options(cls, conf):
+        """The constructor's keyword arguments as the configuration
+        ``conf`` sets them: the one way a driver gets its settings (the
+        loader, ``agent.driver.load``, passes them; a driver never reads
+        the configuration itself).  None here."""
+        return {}
+
     # -- locators -----------------------------------------------------------
     def check(self, locator, kind='image'):
         """Refuse, before any I/O, a locator this driver did not make or

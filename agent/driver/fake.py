@@ -23,8 +23,8 @@ import os
 import threading
 
 from agent.driver import base
+from agent.driver.qemu import qga
 from agent import exception
-from agent import qga
 
 LOG = logging.getLogger(__name__)
 

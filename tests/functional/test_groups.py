@@ -10,8 +10,8 @@ import os
 
 import pytest
 
+from agent.driver.qemu import qmp
 from agent import images
-from agent import qmp
 from livesnap_tools import fixtures
 from livesnap_tools import testvm
 from tests.functional import scenarios
@@ -151,7 +151,7 @@ def two_disk_vm(tmp_path):
 
 
 def test_driver_rerun_is_idempotent(two_disk_vm, monkeypatch):
-    from agent.driver import qemu
+    from agent.driver.qemu import driver as qemu
     from agent.steps import StepRecorder
     vm, imgdir, paths, sock = two_disk_vm
     driver = qemu.QemuDriver([imgdir])
@@ -175,8 +175,8 @@ def test_driver_rerun_is_idempotent(two_disk_vm, monkeypatch):
 
 
 def test_driver_failed_transaction_pivots_nothing(two_disk_vm, monkeypatch):
+    from agent.driver.qemu import driver as qemu
     from agent import exception
-    from agent.driver import qemu
     from agent.steps import StepRecorder
     vm, imgdir, paths, sock = two_disk_vm
     driver = qemu.QemuDriver([imgdir])

@@ -72,11 +72,11 @@ class Domain(object):
 
     def chain(self):
         """The vda chain, live layer first (paths)."""
-        from agent.driver import libvirt as lvdriver
+        from agent.driver.libvirt import guest as lvguest
         root = ET.fromstring(self.dom.XMLDesc(0))
         for d in root.findall('./devices/disk'):
             if d.find('target').get('dev') == 'vda':
-                return lvdriver._chain(d)
+                return lvguest.chain(d)
         raise AssertionError('no vda')
 
     def state(self):
@@ -263,8 +263,8 @@ def test_snapshot_group_through_the_api(dep, libvirt_up):
                        % out['snapshot_group']['id'])['snapshot_group']
         assert {s['status'] for s in group['snapshots']} == {'available'}
         root = ET.fromstring(dom.XMLDesc(0))
-        from agent.driver import libvirt as lvdriver
-        chains = {d.find('target').get('dev'): lvdriver._chain(d)
+        from agent.driver.libvirt import guest as lvguest
+        chains = {d.find('target').get('dev'): lvguest.chain(d)
                   for d in root.findall('./devices/disk')}
         for target in ('vda', 'vdb'):
             live, base = chains[target]

@@ -41,7 +41,7 @@ def imgdir(tmp_path):
 
 @pytest.fixture
 def driver(libvirt_up, imgdir):
-    from agent.driver import libvirt as lvdriver
+    from agent.driver.libvirt import driver as lvdriver
     drv = lvdriver.LibvirtDriver([imgdir], uri=libvirtd.URI,
                                  snapshot_pause='transaction',
                                  job_poll_interval=0.05, job_timeout=600)
@@ -76,13 +76,13 @@ class Domain(object):
             self.dom.destroy()
 
     def chain(self, target='vda', inactive=False):
-        from agent.driver import libvirt as lvdriver
+        from agent.driver.libvirt import guest as lvguest
         flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
         import xml.etree.ElementTree as ET
         root = ET.fromstring(self.dom.XMLDesc(flags))
         for d in root.findall('./devices/disk'):
             if d.find('target').get('dev') == target:
-                return lvdriver._chain(d)
+                return lvguest.chain(d)
         raise AssertionError('no disk %s' % target)
 
     def cleanup(self):

@@ -114,11 +114,11 @@ def _definition_chain(dom):
     """The chain of ``vda`` in the domain's definition, top first."""
     import xml.etree.ElementTree as ET
 
-    from agent.driver import libvirt as lvdriver
+    from agent.driver.libvirt import guest as lvguest
     root = ET.fromstring(dom.XMLDesc(0))
     for elem in root.findall('./devices/disk'):
         if elem.find('target').get('dev') == 'vda':
-            return lvdriver._chain(elem)
+            return lvguest.chain(elem)
     raise AssertionError('no vda in %s' % dom.name())
 
 
@@ -257,8 +257,9 @@ def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
 
     import libvirt
 
+    from agent.driver.libvirt import driver as lvdriver
+    from agent.driver.libvirt import guest as lvguest
     from agent import exception
-    from agent.driver import libvirt as lvdriver
     from agent.steps import StepRecorder
     imgdir = str(tmp_path / 'images')
     os.mkdir(imgdir)
@@ -290,7 +291,7 @@ def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
         assert 'not connected' in res['consistency_reason'], res
         assert res['disk']['path'] == os.path.join(imgdir, 'p1.qcow2')
         assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        with pytest.raises(lvdriver.LibvirtError):
+        with pytest.raises(lvguest.LibvirtError):
             drv.thaw_guest(res['disk'])  # no agent to ask
     finally:
         if dom.isActive():

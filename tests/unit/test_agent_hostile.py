@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from agent.driver import qemu
+from agent.driver.qemu import driver as qemu
 from agent import images
 from agent import journal as journal_mod
 from agent import manager

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from agent import driver as driver_mod
 from agent.driver import base
 from agent.driver import fake
-from agent.driver import qemu
+from agent.driver.qemu import driver as qemu
 from agent import exception
 from agent.steps import StepRecorder
 from conductor.db import migration
@@ -23,6 +23,33 @@ def test_drivers_load_by_name():
     assert isinstance(driver_mod.load('fake', ['/f']), fake.FakeDriver)
     with pytest.raises(exception.InvalidRequest):
         driver_mod.load('no-such-driver', ['/img'])
+
+
+def test_the_loader_fills_the_constructor_from_the_configuration():
+    """One configuration path: the drivers never read CONF; the loader
+    gives them what their ``conf_options`` reads from it."""
+    from oslo_config import cfg
+
+    from livesnap.conf import agent as agent_conf
+    from livesnap.conf import libvirt as libvirt_conf
+    conf = cfg.ConfigOpts()
+    agent_conf.register_opts(conf)
+    libvirt_conf.register_opts(conf)
+    conf([])
+    conf.set_override('qmp_timeout', 7.0, 'agent')
+    conf.set_override('reserved_space_mb', 3, 'agent')
+    conf.set_override('merge_timeout', 42.0, 'agent')
+    conf.set_override('uri', 'test:///x', 'libvirt')
+    conf.set_override('snapshot_pause', 'suspend', 'libvirt')
+    qemu_driver = driver_mod.load('qemu', ['/img'], conf=conf)
+    assert (qemu_driver.qmp_timeout, qemu_driver.reserved_bytes,
+            qemu_driver.job_timeout) == (7.0, 3 * 1024 * 1024, 42.0)
+    lv = driver_mod.load('libvirt', ['/img'], conf=conf,
+                         pause_deadline=1.5)
+    assert (lv.uri, lv.snapshot_pause, lv.job_timeout,
+            lv.pause_deadline) == ('test:///x', 'suspend', 42.0, 1.5)
+    assert isinstance(driver_mod.load('fake', ['/f'], conf=conf),
+                      fake.FakeDriver)
 
 
 def test_qemu_layer_locator_keeps_the_old_file_names():

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from agent.driver import qemu
+from agent.driver.qemu import driver as qemu
 from agent import images
 from conductor import agent_versions
 from conductor import locking

@@ -191,7 +191,7 @@ def _corrupt(path):
 def test_corrupt_image_in_a_blockstore_is_not_locked(tmp_path):
     """A path containing "block" (and so "lock") must not pass for QEMU's
     lock error: the corruption is raised, and the audit's check fails."""
-    from agent.driver import qemu
+    from agent.driver.qemu import driver as qemu
     directory = tmp_path / "blockstore"
     directory.mkdir()
     path = str(directory / "vda-locked.qcow2")

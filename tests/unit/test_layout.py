@@ -14,6 +14,9 @@
 - The REST controllers (``conductor/api/controllers.py``,
   ``policies.py``) open no database session or connection: they call
   conductor functions.
+- Each driver keeps its hypervisor to itself: in the services, only
+  ``agent/driver/qemu/`` imports the QMP client, and only
+  ``agent/driver/libvirt/`` imports libvirt-python (docs/drivers.md).
 """
 
 import ast
@@ -192,3 +195,32 @@ def test_the_controllers_open_no_database_session():
             for line, module in _imported_modules(path)
             if module in ('conductor.db.reads', 'conductor.db.models')]
     assert bad == []
+
+
+#: What only one driver's package may import in the services, by module.
+DRIVER_ONLY = {
+    'agent.driver.qemu.qmp': 'agent/driver/qemu/',
+    'libvirt': 'agent/driver/libvirt/',
+    'libvirt_qemu': 'agent/driver/libvirt/',
+}
+
+
+def test_each_driver_keeps_its_hypervisor_to_itself():
+    bad = []
+    for path in _python_files():
+        if _top(path) not in SERVICE_PACKAGES:
+            continue
+        where = path.replace(os.sep, '/')
+        for line, module in _imported_modules(path):
+            home = DRIVER_ONLY.get(module)
+            if home is not None and not where.startswith(home):
+                bad.append('%s:%d imports %s' % (path, line, module))
+    assert bad == []
+
+
+def test_the_driver_rule_sees_the_drivers():
+    """The rule above can fail: the drivers do import what it guards."""
+    seen = {module for path in _python_files()
+            if path.replace(os.sep, '/').startswith('agent/driver/')
+            for _line, module in _imported_modules(path)}
+    assert set(DRIVER_ONLY) <= seen

@@ -14,12 +14,14 @@ from unittest import mock
 
 import pytest
 
+from agent.driver.libvirt import driver as lvdriver
+from agent.driver.libvirt import guest as lvguest
+from agent.driver.libvirt import pause as lvpause
 from agent import exception
 from agent import images
 from agent import journal as journal_mod
-from agent import tasks
-from agent.driver import libvirt as lvdriver
 from agent.steps import StepRecorder
+from agent import tasks
 from livesnap_tools import fixtures
 
 UUID = '7b0e2a0c-8d8e-4c39-9d54-0d5e6f7a8b9c'
@@ -136,7 +138,9 @@ def setup(imgdir):
     dom = FakeDomain([base])
     conn = mock.Mock()
     conn.lookupByUUIDString.return_value = dom
-    with mock.patch.object(lvdriver, 'libvirt', FAKE):
+    with mock.patch.object(lvdriver, 'libvirt', FAKE), \
+            mock.patch.object(lvguest, 'libvirt', FAKE), \
+            mock.patch.object(lvpause, 'libvirt', FAKE):
         drv = lvdriver.LibvirtDriver([imgdir], uri='test:///x',
                                      snapshot_pause='suspend',
                                      job_poll_interval=0.01,
@@ -193,7 +197,7 @@ def test_failed_snapshot_resumes_and_drops_overlay(setup):
         raise FakeError('no')
     dom.snapshot_effect = fail
     rec = StepRecorder()
-    with pytest.raises(lvdriver.LibvirtError):
+    with pytest.raises(lvguest.LibvirtError):
         drv.create_snapshot(disk, 's1', rec)
     assert dom.calls == ['suspend', SNAP, 'resume']
     assert dom.state_value == FAKE.VIR_DOMAIN_RUNNING
@@ -380,7 +384,7 @@ def test_watchdog_bounds_the_flush_pause(setup):
         _wait_for(lambda: dom.state_value == FAKE.VIR_DOMAIN_RUNNING)
     dom.suspend = slow_suspend
     rec = StepRecorder()
-    drv._flush(dom, rec)
+    drv._flush(lvguest.Guest(dom), rec)
     assert dom.calls == ['suspend', 'resume']
     assert [s['name'] for s in rec.steps] == ['pause', 'resume']
     assert rec.steps[-1]['detail']['by'] == 'watchdog'
@@ -524,7 +528,7 @@ def test_refuses_a_domain_libvirt_does_not_know(setup):
 def test_other_libvirt_errors_stay_libvirt_errors(setup):
     drv, _dom, disk, _imgdir = setup
     drv._conn.lookupByUUIDString.side_effect = FakeError('connection reset')
-    with pytest.raises(lvdriver.LibvirtError):
+    with pytest.raises(lvguest.LibvirtError):
         drv.is_online(disk)
 
 
@@ -598,7 +602,7 @@ def test_group_failure_switches_none_and_drops_the_layers(two_disks):
     def fail(d, xml):
         raise FakeError('transaction failed')
     dom.snapshot_effect = fail
-    with pytest.raises(lvdriver.LibvirtError):
+    with pytest.raises(lvguest.LibvirtError):
         drv.create_snapshots(disks, ['g1', 'g2'], StepRecorder())
     assert dom.state_value == FAKE.VIR_DOMAIN_RUNNING
     assert not os.path.exists(os.path.join(imgdir, 'g1.qcow2'))

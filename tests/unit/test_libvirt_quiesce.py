@@ -10,19 +10,21 @@ from unittest import mock
 
 import pytest
 
+from agent.driver.libvirt import driver as lvdriver
+from agent.driver.libvirt import guest as lvguest
+from agent.driver.libvirt import pause as lvpause
 from agent import exception
 from agent import images
 from agent import journal as journal_mod
 from agent import recovery
-from agent import tasks
-from agent.driver import libvirt as lvdriver
 from agent.steps import StepRecorder
+from agent import tasks
 from livesnap_tools import fixtures
 from tests.unit.test_libvirt_driver import FAKE
 from tests.unit.test_libvirt_driver import FakeDomain
 from tests.unit.test_libvirt_driver import FakeError
-from tests.unit.test_libvirt_driver import UUID
 from tests.unit.test_libvirt_driver import switch_all
+from tests.unit.test_libvirt_driver import UUID
 
 CHANNEL = ("<channel type='unix'><target type='virtio' "
            "name='org.qemu.guest_agent.0' state='%s'/></channel>")
@@ -89,6 +91,8 @@ def agent_setup(tmp_path):
     conn.lookupByUUIDString.return_value = dom
     conn.isAlive.return_value = 1
     with mock.patch.object(lvdriver, 'libvirt', FAKE), \
+            mock.patch.object(lvguest, 'libvirt', FAKE), \
+            mock.patch.object(lvpause, 'libvirt', FAKE), \
             mock.patch.object(lvdriver.time, 'monotonic',
                               side_effect=lambda: clock[0]):
         drv = lvdriver.LibvirtDriver([imgdir], uri='test:///x',
@@ -224,7 +228,7 @@ def test_thaw_in_finally_when_the_snapshot_fails(agent_setup):
         raise FakeError('no')
     dom.snapshot_effect = fail
     rec = StepRecorder()
-    with pytest.raises(lvdriver.LibvirtError):
+    with pytest.raises(lvguest.LibvirtError):
         drv.create_snapshot(disk, 's1', rec, quiesce='required')
     assert _names(rec) == ['prepare', 'freeze', 'pause', 'snapshot',
                            'resume', 'thaw']

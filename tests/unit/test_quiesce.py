@@ -10,10 +10,10 @@ import threading
 
 import pytest
 
-from agent.driver import qemu
+from agent.driver.qemu import driver as qemu
+from agent.driver.qemu import qga
 from agent import exception
 from agent import journal as journal_mod
-from agent import qga
 from agent import recovery
 from agent import steps
 
@@ -261,7 +261,7 @@ def test_driver_without_guest_agent_support():
 def test_quiesce_is_part_of_the_driver_contract(tmp):
     from agent.driver import base
     from agent.driver import fake
-    from agent.driver import libvirt
+    from agent.driver.libvirt import driver as libvirt
     # Both real drivers freeze (or say why not) themselves.
     assert libvirt.LibvirtDriver.can_quiesce is not base.Driver.can_quiesce
     assert _driver(tmp).can_quiesce({'driver': 'qemu'})

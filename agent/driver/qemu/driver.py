@@ -25,49 +25,24 @@ job starts), so the old active image keeps its name and becomes the snapshot.
 """
 
 import contextlib
-import hashlib
-import json
 import logging
 import os
 import re
-import stat
 import time
 
 import tenacity
 
-from agent.driver import base
+from agent.driver import fileimage
+from agent.driver.qemu import graph as blockgraph
+from agent.driver.qemu import qga
+from agent.driver.qemu import qmp
 from agent import exception
 from agent import images
-from agent import paths
-from agent import qga
-from agent import qmp
-from agent import steps
 
 LOG = logging.getLogger(__name__)
 
-#: room a new, empty layer takes (header, tables) with some margin
-_LAYER_BYTES = 1024 * 1024
-
-#: job states after which a job runs no more
-_JOB_DONE = ("concluded", "null")
-
 #: a layer's name, as the conductor chooses it (ids only)
 _LAYER_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\Z")
-
-#: what image work appends to a layer's file name while it works on it
-_WORK_SUFFIX = re.compile(r"(\.deleted|\.tmp(-[0-9]+)?)$")
-
-#: most locators one ``inspect`` looks at
-_INSPECT_MAX = 10000
-
-
-def _is_file(path):
-    """A regular file or a symbolic link (not a socket, fifo or device)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except OSError:
-        return False
-    return stat.S_ISREG(mode) or stat.S_ISLNK(mode)
 
 
 def _qmp_socket_of(cmdline):
@@ -79,90 +54,12 @@ def _qmp_socket_of(cmdline):
     return None
 
 
-def node_name_for(path):
-    """A stable QEMU node name for image ``path`` (at most 31 characters)."""
-    base = re.sub(r"[^A-Za-z0-9_-]", "-", os.path.basename(path))[:20]
-    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:6]
-    return "ls-%s-%s" % (base, digest)
-
-
-def job_id_for(path):
-    """A stable block-job id for merging into image ``path``."""
-    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
-    return "ls-merge-%s" % digest
-
-
-def commit_job_id_for(path):
-    """A stable block-job id for committing image ``path`` into its
-    backing file (the cheaper direction of a merge)."""
-    digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
-    return "ls-commit-%s" % digest
-
-
 def _job_failed(job_id, how, error):
     """The error to raise for a block job that did not succeed: NoSpace
     when the image directory filled up, else QMPError."""
     cls = exception.NoSpace if images.NO_SPACE in error else \
         exception.QMPError
     return cls("Block job %s %s: %s" % (job_id, how, error))
-
-
-def _same(a, b):
-    if a is None or b is None:
-        return a is None and b is None
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-class _Graph(object):
-    """The qcow2 nodes of a QEMU, looked up by image file."""
-
-    def __init__(self, session):
-        # QEMU 7.2 crashes (SIGSEGV) answering query-named-block-nodes while
-        # a finalized stream job waits to be dismissed, which is what an
-        # agent killed inside a merge's pause leaves behind (the finalize
-        # was queued in the same write as stop and cont).  Its outcome
-        # shows in the graph, so dismiss such a job of ours first.
-        for job in session.jobs():
-            if (job.get("id", "").startswith("ls-merge-")
-                    and job.get("status") in _JOB_DONE):
-                session.execute("job-dismiss", {"id": job["id"]})
-        self.nodes = [n for n in session.named_nodes()
-                      if n.get("drv") == "qcow2"]
-
-    @staticmethod
-    def filename(node):
-        """The image file of ``node``.  QEMU names a node opened with
-        ``"backing": null`` (a new layer not yet pivoted to) by its options
-        as ``json:{...}``; the file is inside."""
-        name = node.get("file")
-        if isinstance(name, str) and name.startswith("json:"):
-            try:
-                return json.loads(name[5:])["file"]["filename"]
-            except (ValueError, KeyError, TypeError):
-                return None
-        return name
-
-    def node(self, path):
-        """The qcow2 node whose image file is ``path``, or None."""
-        for n in self.nodes:
-            if _same(self.filename(n), path):
-                return n
-        return None
-
-    @staticmethod
-    def backing(node):
-        """Real path of ``node``'s backing file, or None."""
-        name = node.get("backing_file")
-        if not name:
-            return None
-        if not os.path.isabs(name):
-            name = os.path.join(os.path.dirname(_Graph.filename(node)), name)
-        return os.path.realpath(name)
-
-    def is_top(self, node):
-        """True if no other node has ``node``'s image as its backing."""
-        return not any(_same(self.backing(n), self.filename(node))
-                       for n in self.nodes if n is not node)
 
 
 class _Connection(object):
@@ -194,46 +91,38 @@ class _Connection(object):
         self.invalidate()
 
 
-class QemuDriver(base.Driver):
+class QemuDriver(fileimage.FileImageDriver):
     """Snapshot, merge and delete qcow2 images of QEMU disks.
 
-    :param image_dirs: directories the agent may touch (see agent.paths).
-    :param pause_deadline: seconds the backend may stay paused for a
-        snapshot pivot before it is aborted and rolled back.
-    :param resume_retries: attempts at ``cont`` before ResumeFailed.
-    :param qmp_timeout: seconds for connecting and for each QMP command.
-    :param job_poll_interval: seconds between ``query-jobs`` polls.
-    :param job_timeout: seconds a merge job may run (None: no limit).
-    :param reserved_bytes: free space an image directory keeps; work that
-        would need more is refused with NoSpace before it starts.
-    :param merge_speed: bytes per second a merge's block job may copy
-        (0: no limit).
-    :param quiesce_timeout: seconds the guest agent has to freeze the
-        guest's filesystems; a freeze never outlives it (see
+    Overrides of :class:`agent.driver.fileimage.FileImageDriver`: the VM is
+    reached on the disk locator's ``qmp_socket`` (``list_vms``,
+    ``is_online``, ``resume``), the online halves of create and merge are
+    QMP (``_create_online``, ``_merge_online``, ``_commit_online``), the
+    guest is quiesced through ``qga_socket``, a layer name is ids only,
+    and a disk locator's ``qmp_socket`` is checked.
+
+    :param image_dirs, pause_deadline, resume_retries, job_poll_interval,
+        job_timeout, reserved_bytes, merge_speed, quiesce_timeout: see
+        FileImageDriver; an online pivot that overruns ``pause_deadline``
+        is aborted and rolled back, ``resume_retries`` counts attempts at
+        ``cont``, a freeze never outlives ``quiesce_timeout`` (see
         :meth:`_quiesced`).
+    :param qmp_timeout: seconds for connecting and for each QMP command
+        (``[agent] qmp_timeout``).
     """
 
     name = "qemu"
 
-    def __init__(self, image_dirs, pause_deadline=0.5, resume_retries=5,
-                 qmp_timeout=5.0, job_poll_interval=0.05, job_timeout=None,
-                 reserved_bytes=0, merge_speed=0, quiesce_timeout=10.0,
-                 **options):
+    def __init__(self, image_dirs, qmp_timeout=5.0, **options):
         super().__init__(image_dirs, **options)
-        self.pause_deadline = pause_deadline
-        self.resume_retries = max(1, int(resume_retries))
         self.qmp_timeout = qmp_timeout
-        self.job_poll_interval = job_poll_interval
-        self.job_timeout = job_timeout
-        self.reserved_bytes = reserved_bytes
-        self.merge_speed = merge_speed
-        self.quiesce_timeout = quiesce_timeout
+
+    @classmethod
+    def conf_options(cls, conf):
+        return dict(super().conf_options(conf),
+                    qmp_timeout=conf.agent.qmp_timeout)
 
     # -- locators -----------------------------------------------------------
-    def image(self, path):
-        """The image locator of the qcow2 file ``path``."""
-        return {"driver": self.name, "path": path}
-
     def check(self, locator, kind="image"):
         """Refuse, before any I/O, a locator that is not this driver's or
         whose file (or QMP socket) is not a plain absolute path; the file
@@ -242,7 +131,6 @@ class QemuDriver(base.Driver):
         :raises InvalidRequest, PathNotAllowed:
         """
         super().check(locator, kind)
-        self._confine(locator.get("path"))
         sock = locator.get("qmp_socket")
         if kind == "disk" and sock is not None and (
                 not isinstance(sock, str) or not os.path.isabs(sock)
@@ -250,23 +138,12 @@ class QemuDriver(base.Driver):
             raise exception.InvalidRequest(
                 "A QMP socket must be an absolute path: %r" % (sock,))
 
-    @staticmethod
-    def _legacy(disk):
-        """The disk as the path-based methods below take it."""
-        return {"qmp_socket": disk.get("qmp_socket"),
-                "active_image": disk.get("path")}
-
-    def layer_locator(self, disk, layer_name):
-        """``<directory of the live layer>/<layer_name>.qcow2``.
-
-        :raises InvalidRequest: ``layer_name`` is not a plain name.
-        """
+    def _check_layer_name(self, layer_name):
+        """:raises InvalidRequest: ``layer_name`` is not ids only."""
         if not isinstance(layer_name, str) or \
                 not _LAYER_NAME.match(layer_name):
             raise exception.InvalidRequest(
                 "Invalid layer name %r" % (layer_name,))
-        return self.image(os.path.join(os.path.dirname(disk["path"]),
-                                       "%s.qcow2" % layer_name))
 
     # -- the host -------------------------------------------------------------
     def list_vms(self):
@@ -286,7 +163,7 @@ class QemuDriver(base.Driver):
                     name = (s.execute("query-name") or {}).get("name")
                     uuid = (s.execute("query-uuid") or {}).get("UUID")
                     block = s.execute("query-block") or []
-                    graph = _Graph(s)
+                    graph = blockgraph.Graph(s)
             except exception.AgentError as exc:
                 LOG.debug("No VM listed for %(sock)s: %(exc)s",
                           {"sock": sock, "exc": exc})
@@ -294,7 +171,8 @@ class QemuDriver(base.Driver):
             disks = []
             for dev in block:
                 inserted = dev.get("inserted")
-                path = _Graph.filename(inserted) if inserted else None
+                path = (blockgraph.Graph.filename(inserted) if inserted
+                        else None)
                 if path:
                     disks.append({
                         "name": dev.get("qdev") or dev.get("device"),
@@ -326,7 +204,7 @@ class QemuDriver(base.Driver):
             if sock and os.path.isabs(sock):
                 yield sock
 
-    # -- the disk's state -------------------------------------------------------
+    # -- the disk's state --------------------------------------------------
     def is_online(self, disk):
         """True if a QEMU answers on the disk's QMP socket."""
         return qmp.is_running(disk.get("qmp_socket"),
@@ -368,16 +246,32 @@ class QemuDriver(base.Driver):
             PauseDeadlineExceeded, ResumeFailed, InvalidRequest, NoSpace,
             QuiesceFailed:
         """
-        new = self.layer_locator(disk, layer_name)["path"]
-        legacy = self._legacy(disk)
-        legacy["quiesce"] = (quiesce or "off", disk.get("qga_socket"))
-        result = self._create_snapshot(legacy, new, rec)
+        new_path = self.layer_locator(disk, layer_name)["path"]
+        active = self._confine(disk["path"])
+        new = self._confine(new_path)
+        if active == new:
+            raise exception.InvalidRequest(
+                "The new image must differ from the active image")
+        if not os.path.exists(new):
+            self._ensure_space(new, fileimage.LAYER_BYTES, "a new layer")
+        online = self.is_online(disk)
+        outcome = {"consistency": "crash",
+                   "consistency_reason": "quiesce off"}
+        if online:
+            self._create_online(
+                disk["qmp_socket"], active, new, rec,
+                quiesce=(quiesce or "off", disk.get("qga_socket"), outcome))
+        else:
+            outcome["consistency_reason"] = (
+                "offline: the server was not running; the disk is as the "
+                "guest left it")
+            self._create_offline(active, new, rec)
         return {"snapshot": self.image(disk["path"]),
-                "disk": dict(disk, path=new),
-                "size_bytes": result["size_bytes"],
-                "online": result["online"],
-                "consistency": result["consistency"],
-                "consistency_reason": result["consistency_reason"]}
+                "disk": dict(disk, path=new_path),
+                "size_bytes": images.actual_size(active),
+                "online": online,
+                "consistency": outcome["consistency"],
+                "consistency_reason": outcome["consistency_reason"]}
 
     def create_snapshots(self, disks, layer_names, rec, quiesce=None):
         """Snapshot several disks of one QEMU in one pause: each live layer
@@ -417,7 +311,7 @@ class QemuDriver(base.Driver):
             raise exception.InvalidRequest("A disk is named twice")
         for _, new in pairs:
             if not os.path.exists(new):
-                self._ensure_space(new, _LAYER_BYTES, "a new layer")
+                self._ensure_space(new, fileimage.LAYER_BYTES, "a new layer")
         online = self.is_online(disks[0])
         outcome = {"consistency": "crash",
                    "consistency_reason": "quiesce off"}
@@ -460,12 +354,12 @@ class QemuDriver(base.Driver):
         mode, qga_socket, outcome = quiesce or ("off", None, {})
         with self._connect(sock) as conn:
             session = conn.get()
-            graph = _Graph(session)
+            graph = blockgraph.Graph(session)
             done = []
             for active, new in pairs:
                 node = graph.node(new)
                 done.append(node is not None
-                            and _same(graph.backing(node), active)
+                            and fileimage.same(graph.backing(node), active)
                             and graph.is_top(node))
             if all(done):
                 LOG.info("Group snapshot onto %(new)s already done",
@@ -490,7 +384,7 @@ class QemuDriver(base.Driver):
                         % (active, sock))
                 stale = graph.node(new)
                 node_name = (stale["node-name"] if stale
-                             else node_name_for(new))
+                             else blockgraph.node_name_for(new))
                 with rec.step("prepare", image=new, node=node_name):
                     images.create_overlay(new, active, exist_ok=True)
                     images.flush(new)
@@ -527,14 +421,6 @@ class QemuDriver(base.Driver):
                  "%(sock)s, paused %(ms)s ms",
                  {"n": len(pairs), "sock": sock, "ms": rec.pause_ms})
 
-    def delete_image(self, image, rec):
-        """Delete the layer's file (see base.Driver.delete_image).
-
-        :raises PathNotAllowed, ImageInUse:
-        """
-        self._delete_path(image.get("path"), rec)
-        return {}
-
     def merge(self, disk, snapshot, parent, child, rec, progress=None,
               child_is_leaf=False, cancelled=None):
         """See base.Driver.merge and ``_merge_paths`` for how.
@@ -544,10 +430,10 @@ class QemuDriver(base.Driver):
             InvalidRequest, NoSpace, Cancelled, PauseDeadlineExceeded,
             ResumeFailed:
         """
-        live = _same(self._confine(child.get("path")),
-                     self._confine(disk.get("path")))
+        live = fileimage.same(self._confine(child.get("path")),
+                              self._confine(disk.get("path")))
         result = self._merge_paths(
-            self._legacy(disk), snapshot.get("path"),
+            disk, snapshot.get("path"),
             parent.get("path") if parent else None, child.get("path"), rec,
             progress=progress, child_is_leaf=child_is_leaf,
             cancelled=cancelled)
@@ -565,104 +451,18 @@ class QemuDriver(base.Driver):
 
         :raises ServerRunning, PathNotAllowed, ImageError, InvalidRequest:
         """
-        new = self.layer_locator(disk, layer_name)["path"]
-        self._new_active_image(self._legacy(disk), snapshot.get("path"),
-                               new, rec)
-        return {"disk": dict(disk, path=new), "online": False}
-
-    # -- new disks from a snapshot ------------------------------------------------
-    def clone(self, snapshot, layer_name, mode, rec, progress=None):
-        """See base.Driver.clone: ``qemu-img convert -O qcow2`` (flat) or
-        a qcow2 overlay on the snapshot's file (linked), beside it.
-
-        :raises InvalidRequest, PathNotAllowed, ImageError, NoSpace:
-        """
+        new_path = self.layer_locator(disk, layer_name)["path"]
         snap = self._confine(snapshot.get("path"))
-        new = self._confine(self.layer_locator(snapshot, layer_name)["path"])
-        if mode == "flat" and not os.path.lexists(new):
-            self._ensure_space(new, images.actual_size(snap), "the copy")
-        backing = images.clone_layer(snap, new, mode, rec, progress)
-        return {"image": self.image(new),
-                "backing": self.image(snap) if backing else None,
-                "size_bytes": images.actual_size(new)}
-
-    # -- the audit --------------------------------------------------------------
-    def inspect(self, locators):
-        """See base.Driver.inspect: ``backing`` from the qcow2 header,
-        ``check`` by ``qemu-img check`` (skipped for an image a process
-        holds for writing: its metadata on disk is stale until QEMU
-        flushes); ``files`` are the image directories' regular files and
-        symbolic links no locator names (a ``.deleted`` file a purge did
-        not unlink, the ``.tmp`` file of an interrupted create, a partial
-        overlay, anything else)."""
-        result = {"images": [], "files": []}
-        named = {}
-        for locator in list(locators or [])[:_INSPECT_MAX]:
-            info = {"locator": locator, "exists": False, "backing": None,
-                    "check": None, "error": None}
-            try:
-                self.check(locator)
-                real = self._confine(locator["path"])
-                named[real] = locator
-                info["exists"] = os.path.exists(real)
-                if info["exists"]:
-                    backing = images.backing_file(real)
-                    info["backing"] = self.image(backing) if backing \
-                        else None
-                    info["check"] = self._check(real)
-            except exception.AgentError as exc:
-                info["error"] = str(exc)
-            result["images"].append(info)
-        for directory in self.image_dirs:
-            for root, dirs, files in os.walk(directory):
-                for name in files:
-                    path = os.path.join(root, name)
-                    if not _is_file(path) or \
-                            os.path.realpath(path) in named:
-                        continue
-                    result["files"].append({
-                        "path": path,
-                        "locator": named.get(os.path.realpath(
-                            _WORK_SUFFIX.sub("", path)))})
-        return result
-
-    @staticmethod
-    def _check(path):
-        try:
-            if images.is_locked(path):
-                return "ok"  # in use for writing: QEMU checks it on open
-            images.check(path, force_share=True)
-            return "ok"
-        except exception.ImageError as exc:
-            return str(exc)
-
-    def remove(self, path):
-        """Remove an orphaned file (refuses open ones)."""
-        try:
-            self._delete_path(path, steps.StepRecorder())
-        except exception.AgentError as exc:
-            return {"removed": False, "error": str(exc)}
-        return {"removed": True}
+        new = self._confine(new_path)
+        if self.is_online(disk):
+            raise exception.ServerRunning(
+                "The server is running; shut it off before reverting")
+        active = disk.get("path")
+        self._prepare_revert(snap, new, active and self._confine(active),
+                             rec)
+        return {"disk": dict(disk, path=new_path), "online": False}
 
     # -- helpers --------------------------------------------------------------
-    def _ensure_space(self, target, needed, what):
-        """Refuse ``what`` before it starts unless ``target``'s directory
-        keeps ``reserved_bytes`` free after writing ``needed`` bytes.
-
-        :raises NoSpace:
-        """
-        free = images.free_bytes(target)
-        if free - needed < self.reserved_bytes:
-            MiB = 1024.0 * 1024.0
-            raise exception.NoSpace(
-                "Not enough space for %s in %s: it needs %.1f MiB, %.1f MiB "
-                "are free and %.1f MiB are kept in reserve"
-                % (what, os.path.dirname(target), needed / MiB, free / MiB,
-                   self.reserved_bytes / MiB))
-
-    def _confine(self, path):
-        return paths.confine(path, self.image_dirs)
-
     def _connect(self, socket_path):
         return _Connection(socket_path, self.qmp_timeout)
 
@@ -672,22 +472,6 @@ class QemuDriver(base.Driver):
             raise exception.ImageInUse(
                 "%s is held open by a running process; refusing to touch it "
                 "without QMP" % path, image=path)
-
-    @staticmethod
-    def _refuse_if_open(path):
-        try:
-            locked = images.is_locked(path)
-        except exception.ImageError:
-            # Not an image QEMU can open (a corrupt or partial leftover):
-            # no QEMU holds it; any other opener is found below.
-            locked = False
-        if locked:
-            raise exception.ImageInUse("%s is locked by a running process"
-                                       % path, image=path)
-        pids = images.open_by(path)
-        if pids:
-            raise exception.ImageInUse(
-                "%s is open by process(es) %s" % (path, pids), image=path)
 
     @tenacity.retry(stop=tenacity.stop_after_attempt(5),
                     wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
@@ -830,48 +614,13 @@ class QemuDriver(base.Driver):
         self._resume(conn, rec, was_running)
 
     # -- create -------------------------------------------------------------
-    def _create_snapshot(self, disk, new_image, rec):
-        """Turn the disk's active image into a snapshot and put ``new_image``
-        on top of it as the new active image.
-
-        :returns: ``{"snapshot_image", "active_image", "size_bytes",
-            "online"}``.
-        :raises PathNotAllowed, ImageInUse, ImageError, QMPError,
-            PauseDeadlineExceeded, ResumeFailed, InvalidRequest:
-        """
-        active = self._confine(disk["active_image"])
-        new = self._confine(new_image)
-        if active == new:
-            raise exception.InvalidRequest(
-                "The new image must differ from the active image")
-        if not os.path.exists(new):
-            self._ensure_space(new, _LAYER_BYTES, "a new layer")
-        online = self.is_online(disk)
-        mode, qga_socket = disk.get("quiesce") or ("off", None)
-        outcome = {"consistency": "crash",
-                   "consistency_reason": "quiesce off"}
-        if online:
-            self._create_online(disk["qmp_socket"], active, new, rec,
-                                quiesce=(mode, qga_socket, outcome))
-        else:
-            outcome["consistency_reason"] = (
-                "offline: the server was not running; the disk is as the "
-                "guest left it")
-            self._create_offline(active, new, rec)
-        return {"snapshot_image": disk["active_image"],
-                "active_image": new_image,
-                "size_bytes": images.actual_size(active),
-                "online": online,
-                "consistency": outcome["consistency"],
-                "consistency_reason": outcome["consistency_reason"]}
-
     def _create_offline(self, active, new, rec):
         self._refuse_if_locked(active)
         with rec.step("prepare", image=new):
             images.create_overlay(new, active, exist_ok=True)
         with rec.step("snapshot", snapshot=active, active=new):
             backing = images.backing_file(new)
-            if not _same(backing, active):
+            if not fileimage.same(backing, active):
                 raise exception.ImageError(
                     "%s has backing %s, expected %s" % (new, backing, active))
         LOG.info("Created offline snapshot %(snap)s, new active %(new)s",
@@ -881,10 +630,10 @@ class QemuDriver(base.Driver):
         mode, qga_socket, outcome = quiesce or ("off", None, {})
         with self._connect(sock) as conn:
             session = conn.get()
-            graph = _Graph(session)
+            graph = blockgraph.Graph(session)
             new_node = graph.node(new)
             if (new_node is not None
-                    and _same(graph.backing(new_node), active)
+                    and fileimage.same(graph.backing(new_node), active)
                     and graph.is_top(new_node)):
                 LOG.info("Snapshot of %(snap)s onto %(new)s already done",
                          {"snap": active, "new": new})
@@ -903,7 +652,8 @@ class QemuDriver(base.Driver):
             # A node left by an interrupted attempt (added, never pivoted).
             stale = new_node
 
-            node_name = stale["node-name"] if stale else node_name_for(new)
+            node_name = (stale["node-name"] if stale
+                         else blockgraph.node_name_for(new))
             # The new layer is created and opened in QEMU before the pause
             # (opening it does not touch the running disk).  Dirty pages of
             # both files are written back now: ``stop`` flushes every node
@@ -1048,10 +798,10 @@ class QemuDriver(base.Driver):
         """
         try:
             session = conn.get()
-            graph = _Graph(session)
+            graph = blockgraph.Graph(session)
             node = graph.node(new)
             if node is not None:
-                if _same(graph.backing(node), active):
+                if fileimage.same(graph.backing(node), active):
                     LOG.warning("Pivot onto %(new)s happened; not rolling "
                                 "back", {"new": new})
                     return True
@@ -1064,36 +814,16 @@ class QemuDriver(base.Driver):
             LOG.error("Rollback of the pivot onto %(new)s failed: %(exc)s",
                       {"new": new, "exc": exc})
             # QEMU is unreachable; the file may go only if nobody holds it.
-            try:
-                if not images.open_by(new) and not images.is_locked(new):
-                    images.remove(new)
-            except exception.AgentError as exc2:
-                LOG.error("Cannot clean up %(new)s: %(exc)s",
-                          {"new": new, "exc": exc2})
-
-    # -- delete -------------------------------------------------------------
-    def _delete_path(self, image, rec):
-        """Physically delete a snapshot image that has no children.
-
-        :raises ImageInUse: if a process holds the image open.
-        """
-        path = self._confine(image)
-        with rec.step("delete", image=path):
-            if not os.path.lexists(path):
-                LOG.info("Image %(path)s already gone", {"path": path})
-            else:
-                self._refuse_if_open(path)
-                images.remove(path)
-        return {"image": image, "deleted": True}
+            self._drop_file(new)
 
     # -- merge --------------------------------------------------------------
     def _merge_paths(self, disk, snapshot_image, parent_image, child_image,
                      rec, progress=None, child_is_leaf=False,
                      cancelled=None):
-        """Merge ``snapshot_image`` with its only child so that one file
-        holds what the child shows, on top of ``parent_image`` (None: the
-        snapshot is the root and the result stands alone), and delete the
-        other file.
+        """Merge, for the disk (locator) ``disk``, ``snapshot_image`` with
+        its only child so that one file holds what the child shows, on top
+        of ``parent_image`` (None: the snapshot is the root and the result
+        stands alone), and delete the other file.
 
         The copy costs the smaller side.  By default the snapshot's data is
         streamed into the child (``block-stream`` online, ``qemu-img
@@ -1115,28 +845,16 @@ class QemuDriver(base.Driver):
         :returns: ``{"child_image", "parent_image", "online", "direction"}``
             with ``direction`` ``stream`` or ``commit``.
         """
-        snap = self._confine(snapshot_image)
-        child = self._confine(child_image)
-        parent = self._confine(parent_image) if parent_image else None
-        if len({snap, child, parent}) != 3:
-            raise exception.InvalidRequest(
-                "snapshot, parent and child must be three different images")
+        snap, parent, child = self._merge_operands(
+            snapshot_image, parent_image, child_image)
         online = self.is_online(disk)
         result = {"child_image": child_image, "parent_image": parent_image,
                   "online": online, "direction": "stream"}
         committed = dict(result, child_image=snapshot_image,
                          direction="commit")
 
-        if not os.path.lexists(snap):
-            backing = images.backing_file(child)
-            if _same(backing, parent):
-                LOG.info("Merge of %(snap)s into %(child)s already done",
-                         {"snap": snap, "child": child})
-                images.purge(snap)
-                return result
-            raise exception.ImageError(
-                "%s is missing but %s still has backing %s"
-                % (snap, child, backing))
+        if self._streamed_already(snap, parent, child):
+            return result
         if child_is_leaf and not os.path.lexists(child):
             LOG.info("Commit of %(child)s into %(snap)s already done",
                      {"snap": snap, "child": child})
@@ -1146,11 +864,12 @@ class QemuDriver(base.Driver):
         if online:
             with self._connect(disk["qmp_socket"]) as conn:
                 session = conn.get()
-                if session.job(commit_job_id_for(child)) is not None:
+                commit_job = blockgraph.commit_job_id_for(child)
+                if session.job(commit_job) is not None:
                     self._commit_online(conn, snap, parent, child, rec,
                                         progress, cancelled)
                     return committed
-                graph = _Graph(session)
+                graph = blockgraph.Graph(session)
                 child_node = graph.node(child)
                 if child_node is None and child_is_leaf \
                         and graph.node(snap) is not None \
@@ -1169,37 +888,10 @@ class QemuDriver(base.Driver):
                                        progress, cancelled)
                     return result
         result["online"] = committed["online"] = False
-        if child_is_leaf and self._cheaper_to_commit(snap, child):
-            self._commit_offline(snap, parent, child, rec)
+        if self._merge_files(snap, parent, child, rec,
+                             child_is_leaf) == "commit":
             return committed
-        self._merge_offline(snap, parent, child, rec)
         return result
-
-    @staticmethod
-    def _cheaper_to_commit(snap, child):
-        """True if the child holds less data than the snapshot."""
-        return images.actual_size(child) < images.actual_size(snap)
-
-    def _commit_offline(self, snap, parent, child, rec):
-        self._refuse_if_open(child)
-        self._refuse_if_open(snap)
-        with rec.step("merge", image=snap, source=child,
-                      direction="commit"):
-            backing = images.backing_file(child)
-            if not _same(backing, snap):
-                raise exception.ImageError(
-                    "%s has backing %s, expected %s" % (child, backing, snap))
-            self._ensure_space(snap, images.actual_size(child), "the merge")
-            images.commit(child)
-        with rec.step("reparent", image=snap, parent=parent):
-            backing = images.backing_file(snap)
-            if not _same(backing, parent):
-                raise exception.ImageError(
-                    "%s has backing %s, expected %s" % (snap, backing, parent))
-        with rec.step("delete", image=child):
-            images.remove(child)
-        LOG.info("Committed %(child)s into %(snap)s offline",
-                 {"snap": snap, "child": child})
 
     def _finish_online_merge(self, conn, rec, keep, parent, drop,
                              job_id=None):
@@ -1210,10 +902,10 @@ class QemuDriver(base.Driver):
         unlink it last."""
         session = conn.get()
         with rec.step("reparent", image=keep, parent=parent):
-            graph = _Graph(session)
+            graph = blockgraph.Graph(session)
             node = graph.node(keep)
             backing = graph.backing(node) if node else None
-            if node is None or not _same(backing, parent):
+            if node is None or not fileimage.same(backing, parent):
                 raise exception.QMPError(
                     "%s has backing %s after the merge, expected %s"
                     % (keep, backing, parent))
@@ -1241,16 +933,16 @@ class QemuDriver(base.Driver):
         whether the pivot happened; once it is dismissed the graph does.
         """
         session = conn.get()
-        job_id = commit_job_id_for(child)
+        job_id = blockgraph.commit_job_id_for(child)
         job = session.job(job_id)
         pivoted = False
-        if job is not None and job["status"] in _JOB_DONE:
+        if job is not None and job["status"] in blockgraph.JOB_DONE:
             if job.get("error"):
                 session.execute("job-dismiss", {"id": job_id})
                 job = None
             else:
                 pivoted = True
-        graph = _Graph(session)
+        graph = blockgraph.Graph(session)
         if job is None and not pivoted:
             child_node = graph.node(child)
             snap_node = graph.node(snap)
@@ -1260,7 +952,7 @@ class QemuDriver(base.Driver):
                     raise exception.InvalidRequest(
                         "%s is not open by the QEMU at %s"
                         % (child, conn.socket_path))
-            elif not _same(graph.backing(child_node), snap):
+            elif not fileimage.same(graph.backing(child_node), snap):
                 raise exception.ImageError(
                     "%s has backing %s, expected %s"
                     % (child, graph.backing(child_node), snap))
@@ -1297,7 +989,7 @@ class QemuDriver(base.Driver):
                     sent = time.time()
                     session.execute("job-complete", {"id": job_id})
                 with rec.step("merge", job=job_id, direction="commit"):
-                    job = self._wait_job(session, job_id, _JOB_DONE)
+                    job = self._wait_job(session, job_id, blockgraph.JOB_DONE)
                     if job.get("error"):
                         raise _job_failed(job_id, "failed", job["error"])
             except BaseException:
@@ -1317,32 +1009,6 @@ class QemuDriver(base.Driver):
         LOG.info("Committed %(child)s into %(snap)s online, I/O drained "
                  "%(ms)s ms", {"snap": snap, "child": child,
                                "ms": rec.pause_ms})
-
-    def _merge_offline(self, snap, parent, child, rec):
-        self._refuse_if_open(child)
-        with rec.step("merge", image=child, onto=parent):
-            backing = images.backing_file(child)
-            if _same(backing, parent):
-                LOG.info("%(child)s already rebased onto %(parent)s",
-                         {"child": child, "parent": parent})
-            elif _same(backing, snap):
-                self._ensure_space(child, images.actual_size(snap),
-                                   "the merge")
-                images.rebase(child, parent, safe=True)
-            else:
-                raise exception.ImageError(
-                    "%s has backing %s, expected %s" % (child, backing, snap))
-        with rec.step("reparent", image=child, parent=parent):
-            backing = images.backing_file(child)
-            if not _same(backing, parent):
-                raise exception.ImageError(
-                    "%s has backing %s after rebase, expected %s"
-                    % (child, backing, parent))
-        with rec.step("delete", image=snap):
-            self._refuse_if_open(snap)
-            images.remove(snap)
-        LOG.info("Merged %(snap)s into %(child)s offline",
-                 {"snap": snap, "child": child})
 
     def _wait_job(self, session, job_id, want, progress=None,
                   cancelled=None):
@@ -1366,7 +1032,8 @@ class QemuDriver(base.Driver):
                     LOG.exception("Progress callback failed")
             if job["status"] in want:
                 return job
-            if job["status"] in _JOB_DONE or job["status"] == "aborting":
+            if job["status"] in blockgraph.JOB_DONE \
+                    or job["status"] == "aborting":
                 raise _job_failed(job_id, "ended (%s)" % job["status"],
                                   job.get("error", "no error"))
             if cancelled is not None and cancelled():
@@ -1385,9 +1052,9 @@ class QemuDriver(base.Driver):
             job = session.job(job_id)
             if job is None:
                 return
-            if job["status"] not in _JOB_DONE:
+            if job["status"] not in blockgraph.JOB_DONE:
                 session.execute("job-cancel", {"id": job_id})
-                job = self._wait_job(session, job_id, _JOB_DONE)
+                job = self._wait_job(session, job_id, blockgraph.JOB_DONE)
             session.execute("job-dismiss", {"id": job_id})
         except Exception as exc:
             conn.invalidate()
@@ -1405,7 +1072,7 @@ class QemuDriver(base.Driver):
 
         :raises ImageInUse: if the node is still in use.
         """
-        node = _Graph(session).node(path)
+        node = blockgraph.Graph(session).node(path)
         if node is None:
             return
         try:
@@ -1415,22 +1082,22 @@ class QemuDriver(base.Driver):
                 raise
             LOG.debug("blockdev-del %(node)s: %(exc)s",
                       {"node": node["node-name"], "exc": exc})
-        if _Graph(session).node(path) is not None:
+        if blockgraph.Graph(session).node(path) is not None:
             raise exception.ImageInUse("%s is still open by QEMU" % path,
                                        image=path)
 
     def _merge_online(self, conn, snap, parent, child, rec, progress,
                       cancelled=None):
         session = conn.get()
-        job_id = job_id_for(child)
+        job_id = blockgraph.job_id_for(child)
         # A job left finished by an interrupted attempt is dismissed here;
         # the graph tells what it did.
-        graph = _Graph(session)
+        graph = blockgraph.Graph(session)
         job = session.job(job_id)
         child_node = graph.node(child)
         backing = graph.backing(child_node)
 
-        if job is None and _same(backing, parent):
+        if job is None and fileimage.same(backing, parent):
             # Streamed already; only the file is left to delete.
             with rec.step("reparent", image=child, parent=parent):
                 pass
@@ -1439,7 +1106,7 @@ class QemuDriver(base.Driver):
                 images.remove(snap)
                 images.purge(snap)
             return
-        if job is None and not _same(backing, snap):
+        if job is None and not fileimage.same(backing, snap):
             raise exception.ImageError(
                 "%s has backing %s, expected %s" % (child, backing, snap))
 
@@ -1479,7 +1146,7 @@ class QemuDriver(base.Driver):
             # re-parent) and the snapshot's node leaves the chain.
             self._paused(conn, rec, was_running, "merge",
                          [("job-finalize", {"id": job_id})], job=job_id)
-            job = self._wait_job(conn.get(), job_id, _JOB_DONE)
+            job = self._wait_job(conn.get(), job_id, blockgraph.JOB_DONE)
             if job.get("error"):
                 raise _job_failed(job_id, "failed", job["error"])
         finally:
@@ -1487,97 +1154,3 @@ class QemuDriver(base.Driver):
         self._finish_online_merge(conn, rec, child, parent, snap)
         LOG.info("Merged %(snap)s into %(child)s online, paused %(ms)s ms",
                  {"snap": snap, "child": child, "ms": rec.pause_ms})
-
-    # -- revert -------------------------------------------------------------
-    def _new_active_image(self, disk, snapshot_image, new_image, rec):
-        """Create ``new_image`` as a new active image on ``snapshot_image``
-        (revert: starts a new branch).  Only while the server is shut off.
-
-        :raises ServerRunning: if the disk is online or its image is locked.
-        """
-        snap = self._confine(snapshot_image)
-        new = self._confine(new_image)
-        if self.is_online(disk):
-            raise exception.ServerRunning(
-                "The server is running; shut it off before reverting")
-        active = disk.get("active_image")
-        if active and images.is_locked(self._confine(active)):
-            raise exception.ServerRunning(
-                "%s is in use by a running process" % active)
-        with rec.step("prepare", image=new, backing=snap):
-            images.create_overlay(new, snap, exist_ok=True)
-        return {"active_image": new_image, "snapshot_image": snapshot_image,
-                "online": False}
-
-
-class PathAPI(object):
-    """The driver's methods by file path, as agent RPC 1.3 spoke them, for
-    the benchmarks and tests that work with files: a disk is
-    ``{"qmp_socket", "active_image"}``, a new layer a ``.qcow2`` path
-    beside the live one.  Each call goes through the locator methods of
-    ``driver``; results are those of 1.3.  Not used by the agent.
-    """
-
-    def __init__(self, driver):
-        self.driver = driver
-
-    def __getattr__(self, name):
-        return getattr(self.driver, name)
-
-    @staticmethod
-    def _disk(disk):
-        return {"driver": QemuDriver.name,
-                "qmp_socket": disk.get("qmp_socket"),
-                "path": disk["active_image"]}
-
-    def _image(self, path):
-        return self.driver.image(path) if path else None
-
-    def _layer_name(self, disk, new_image):
-        name = os.path.basename(new_image)
-        if os.path.dirname(new_image) != \
-                os.path.dirname(disk["active_image"]) \
-                or not name.endswith(".qcow2"):
-            # confinement speaks first for a path elsewhere
-            self.driver._confine(new_image)
-            raise exception.InvalidRequest(
-                "%s is not a .qcow2 file beside %s"
-                % (new_image, disk["active_image"]))
-        return name[:-len(".qcow2")]
-
-    def is_online(self, disk):
-        return self.driver.is_online(self._disk(disk))
-
-    def create_snapshot(self, disk, new_image, rec):
-        loc = self._disk(disk)
-        self.driver.check(loc, "disk")
-        result = self.driver.create_snapshot(
-            loc, self._layer_name(disk, new_image), rec)
-        return {"snapshot_image": result["snapshot"]["path"],
-                "active_image": result["disk"]["path"],
-                "size_bytes": result["size_bytes"],
-                "online": result["online"]}
-
-    def delete_image(self, image, rec):
-        self.driver.delete_image(self._image(image), rec)
-        return {"image": image, "deleted": True}
-
-    def merge(self, disk, snapshot_image, parent_image, child_image, rec,
-              progress=None, child_is_leaf=False, cancelled=None):
-        loc = self._disk(disk)
-        child = loc if child_image == disk["active_image"] else \
-            self._image(child_image)
-        result = self.driver.merge(
-            loc, self._image(snapshot_image), self._image(parent_image),
-            child, rec, progress=progress, child_is_leaf=child_is_leaf,
-            cancelled=cancelled)
-        return {"child_image": result["child"]["path"],
-                "parent_image": parent_image, "online": result["online"],
-                "direction": result["direction"]}
-
-    def new_active_image(self, disk, snapshot_image, new_image, rec):
-        result = self.driver.revert(
-            self._disk(disk), self._image(snapshot_image),
-            self._layer_name(disk, new_image), rec)
-        return {"active_image": result["disk"]["path"],
-                "snapshot_image": snapshot_image, "online": False}
