@@ -48,6 +48,10 @@ class Harness(object):
     #: steps of an online create, and of an offline one
     online_create_steps = None
     offline_create_steps = ['prepare', 'snapshot']
+    #: steps of a create run again once done
+    rerun_create_steps = []
+    #: the pause step's detail says whether the VM was running
+    records_was_running = False
     revert_steps = ['prepare']
     #: steps of an online group create of two disks
     group_steps = None
@@ -55,6 +59,10 @@ class Harness(object):
     #: None: the driver's steps vary with what it finds, only ``merge``
     #: and ``delete`` are required
     merge_steps = {}
+    #: a merge of a snapshot into an intermediate child, by online: its
+    #: direction and steps (None: only ``merge`` and ``delete`` required)
+    intermediate_direction = {True: 'stream', False: 'stream'}
+    intermediate_steps = {True: None, False: None}
     #: True: a merge into a live layer that holds less than the snapshot
     #: commits it (the cheaper way); False: it always streams
     commits = True
@@ -139,6 +147,10 @@ class Harness(object):
         """``thaw_guest`` of a guest with no agent that answers."""
         assert self.driver.thaw_guest(disk) is False
 
+    def check_idle(self, disk):
+        """After a merge of the running VM: no block job is left, and
+        the VM holds no layer but its chain."""
+
     # -- data ------------------------------------------------------------
     def write(self, disk, pattern, offset, length=CHUNK):
         """Write into the disk's live layer: through the VM while it
@@ -185,6 +197,9 @@ class FakeHarness(Harness):
                    (False, 'stream'): ['merge', 'reparent', 'delete']}
     commits = False
     has_data = False
+    rerun_create_steps = ['prepare', 'snapshot']
+    intermediate_steps = {True: ['merge', 'reparent', 'delete'],
+                          False: ['merge', 'reparent', 'delete']}
     create_crash_steps = ('prepare', 'snapshot')
     merge_crash_steps = ('merge', 'reparent', 'delete')
     kill_for_crash = False
@@ -281,6 +296,9 @@ class QemuHarness(Harness):
                            'reparent', 'delete', 'purge'],
         (False, 'stream'): ['merge', 'reparent', 'delete'],
         (False, 'commit'): ['merge', 'reparent', 'delete']}
+    intermediate_steps = {True: ['prepare', 'pause', 'merge', 'resume',
+                                 'reparent', 'delete', 'purge'],
+                          False: ['merge', 'reparent', 'delete']}
     create_crash_steps = ('prepare', 'pause', 'pivot', 'resume')
     merge_crash_steps = ('prepare', 'pause', 'merge', 'resume', 'reparent',
                          'delete', 'purge')
@@ -328,6 +346,12 @@ class QemuHarness(Harness):
             path = nodes[os.path.realpath(path)].get('backing_file')
         return chain
 
+    def check_idle(self, disk):
+        assert self.vm.qmp('query-jobs') == []
+        assert sorted(os.path.realpath(n['file']) for n in self.vm.nodes()
+                      ) == sorted(os.path.realpath(p)
+                                  for p in self.live_chain(disk))
+
     def _write_online(self, disk, pattern, offset, length):
         self.vm.write(pattern, offset, length,
                       node=self.vm.node_of(disk['path']))
@@ -367,6 +391,10 @@ class LibvirtHarness(Harness):
                            'delete', 'purge'],
         (False, 'stream'): None,
         (False, 'commit'): None}
+    records_was_running = True
+    #: libvirt streams only into the live layer: an intermediate child is
+    #: committed into the snapshot while the domain runs
+    intermediate_direction = {True: 'commit', False: 'stream'}
     create_crash_steps = ('prepare', 'pause', 'snapshot', 'resume')
     merge_crash_steps = ('prepare', 'merge', 'pause', 'snapshot', 'resume',
                          'reparent', 'delete', 'purge')
@@ -423,6 +451,9 @@ class LibvirtHarness(Harness):
 
     def check_no_agent_reason(self, reason):
         assert 'not connected' in reason, reason
+
+    def check_idle(self, disk):
+        assert self.dom.blockJobInfo(disk['target'], 0) == {}
 
     def check_thaw_without_agent(self, disk):
         # No agent to ask: the driver's LibvirtError.

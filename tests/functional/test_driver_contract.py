@@ -103,6 +103,7 @@ def test_create_online(h):
     rec2 = StepRecorder()
     _same(h.driver.create_snapshot(vda, 's1', rec2), res)
     assert 'pause' not in names(rec2)
+    assert names(rec2) == h.rerun_create_steps
     assert h.live_chain(res['disk']) == [new, base]
 
     # The VM writes into the new layer only.
@@ -137,9 +138,8 @@ def test_create_online_paused_vm_stays_paused(h):
     assert names(rec) == h.online_create_steps
     assert h.status() == 'paused'
     assert not rec.paused
-    if 'pause' in names(rec):
-        assert rec.steps[1].get('detail', {}).get(
-            'was_running', False) is False
+    if h.records_was_running:
+        assert rec.steps[1]['detail']['was_running'] is False
     assert h.live_chain(res['disk']) == [res['disk']['path'], disk['path']]
     # What the journal replay does for a VM left paused.
     assert h.driver.resume(res['disk']) is True
@@ -148,7 +148,7 @@ def test_create_online_paused_vm_stays_paused(h):
 
 
 def test_create_offline(h):
-    (disk,) = h.make_vm()
+    disk, vdb = h.make_vm(('vda', 'vdb'))
     base = disk['path']
     h.write(disk, 0xaa, 0)
     rec = StepRecorder()
@@ -166,9 +166,10 @@ def test_create_offline(h):
     h.write(res['disk'], 0xbb, 0)
     h.assert_content(base, [(0xaa, 0, CHUNK)])
     h.assert_content(new, [(0xbb, 0, CHUNK)])
-    # The VM starts on the new layer.
-    h.start([res['disk']])
+    # The VM starts on the new layer; the other disk was left alone.
+    h.start([res['disk'], vdb])
     assert h.live_chain(res['disk']) == [new, base]
+    assert h.live_chain(vdb) == [vdb['path']]
 
 
 def test_create_group_online_one_pause(h):
@@ -391,9 +392,13 @@ def test_merge_stream_into_the_live_layer(h, online):
     assert not h.exists(s1)
     assert h.backing(live['path']) == base
     # Again: done already.
-    again = h.driver.merge(live, h.image(s1), h.image(base), live,
-                           StepRecorder(), child_is_leaf=True)
+    rec2 = StepRecorder()
+    again = h.driver.merge(live, h.image(s1), h.image(base), live, rec2,
+                           child_is_leaf=True)
     assert dict(again, child_size_bytes=0) == dict(res, child_size_bytes=0)
+    assert rec2.steps == []
+    if online:
+        h.check_idle(live)
     if online:
         h.write(live, 0x77, 10 * CHUNK)   # the VM keeps working
         h.stop()
@@ -414,7 +419,7 @@ def test_merge_commit_into_a_big_snapshot(h, online):
     if online:
         h.start([disk])
     live, s1, (shows_base, _s1, shows_live) = _two_layers(h, disk, True)
-    assert h.size(live['path']) <= h.size(s1)
+    assert h.size(live['path']) < h.size(s1) or not h.has_data
     rec = StepRecorder()
     res = h.driver.merge(live, h.image(s1), h.image(base), live, rec,
                          child_is_leaf=True)
@@ -433,10 +438,14 @@ def test_merge_commit_into_a_big_snapshot(h, online):
         assert h.status() == 'running'
         if h.commits:
             assert 'pause' in names(rec) and 'resume' in names(rec)
+            assert rec.pause_ms is not None
+        h.check_idle(res['disk'])
     again = h.driver.merge(live, h.image(s1), h.image(base), live,
                            StepRecorder(), child_is_leaf=True)
     assert again['disk'] == res['disk']
     assert again['direction'] == direction
+    if online:
+        assert h.live_chain(res['disk']) == [holder, base]
     if online:
         h.write(res['disk'], 0x99, 3 * MiB)   # the VM writes on
         h.settle([res['disk']])
@@ -489,40 +498,52 @@ def test_merge_root(h, online):
     h.check(live['path'])
 
 
-def test_merge_intermediate_online(h):
-    """base <- s1 <- s2 <- live, s1 merged with s2 while the VM runs: one
-    layer (the driver's choice, ``child``) holds what s2 showed, on the
+@pytest.mark.parametrize('online', [True, False], ids=['online', 'offline'])
+def test_merge_intermediate(h, online):
+    """base <- s1 <- s2 <- live, s1 merged with s2: one layer (s2 when
+    the driver streams, s1 when it commits) holds what s2 showed, on the
     base, under the live layer."""
     (disk,) = h.make_vm()
     base = disk['path']
-    live, s1, (_b, shows_s2, _live) = _two_layers(h, disk, False)
+    if online:
+        h.start([disk])
+    live, s1, (shows_base, _s1, shows_s2) = _two_layers(h, disk, False)
     s2 = live['path']
     live = h.driver.create_snapshot(live, 's3', StepRecorder())['disk']
-    h.start([live])
+    h.write(live, 0xd1, 6 * MiB)
+    h.settle([live])
+    shows_live = shows_s2 + [(0xd1, 6 * MiB, CHUNK)]
     rec = StepRecorder()
     res = h.driver.merge(live, h.image(s1), h.image(base), h.image(s2), rec)
-    holder = res['child']['path']
-    assert holder in (s1, s2)
-    assert res['online'] is True
-    assert res['disk'] == live
-    assert 'merge' in names(rec) and 'delete' in names(rec)
+    direction = h.intermediate_direction[online]
+    holder, gone = (s1, s2) if direction == 'commit' else (s2, s1)
+    assert res.pop('child_size_bytes') > 0
+    assert res == {'child': h.image(holder), 'disk': live,
+                   'direction': direction, 'online': online}
+    expected = h.intermediate_steps[online]
+    if expected is None:
+        assert 'merge' in names(rec) and 'delete' in names(rec), rec.steps
+    else:
+        assert names(rec) == expected, rec.steps
+    if not online:
+        assert rec.pause_ms is None
     assert not rec.paused
-    assert not h.exists(s2 if holder == s1 else s1)
-    assert h.status() == 'running'
-    assert h.live_chain(live) == [live['path'], holder, base]
+    assert not h.exists(gone)
+    if online:
+        assert h.status() == 'running'
+        assert h.live_chain(live) == [live['path'], holder, base]
+        h.check_idle(live)
     assert h.backing(live['path']) == holder
     assert h.backing(holder) == base
+    rec2 = StepRecorder()
+    h.driver.merge(live, h.image(s1), h.image(base), h.image(s2), rec2)
+    assert rec2.steps == []
     h.stop()
-    s2_shows = _two_layers_live(shows_s2)
-    h.assert_content(holder, s2_shows)
-    h.assert_content(live['path'], s2_shows)
+    h.assert_content(holder, shows_s2)
+    h.assert_content(live['path'], shows_live)
+    h.assert_content(base, shows_base)
     for path in (base, holder, live['path']):
         h.check(path)
-
-
-def _two_layers_live(shows_s1):
-    """What s2 of ``_two_layers(big_snapshot=False)`` shows."""
-    return shows_s1[:-1] + [(0xc1, 4 * MiB, MiB)]
 
 
 # -- crash points ----------------------------------------------------------------
