@@ -83,6 +83,10 @@ class Harness(object):
     knows_open_layers = True
     #: True: a guest agent answers without a real guest (the fake's)
     can_freeze_without_guest = False
+    #: steps of a ``required`` quiesce refused before the pause
+    quiesce_refused_steps = ['prepare']
+    #: steps a freeze that failed leaves (besides the create's)
+    failed_freeze_steps = ()
 
     def __init__(self, tmp_path):
         self.tmp_path = tmp_path
@@ -205,6 +209,8 @@ class FakeHarness(Harness):
     kill_for_crash = False
     knows_open_layers = False
     can_freeze_without_guest = True
+    quiesce_refused_steps = ['prepare', 'freeze', 'thaw']
+    failed_freeze_steps = ('freeze', 'thaw')
 
     VM = 'vm1'
 
