@@ -15,6 +15,7 @@ kill (its ``finally`` blocks run, which a kill would skip).
 """
 
 import json
+import os
 import subprocess
 import sys
 
@@ -25,6 +26,9 @@ from agent import tasks
 from livesnap import context
 
 HOST = 'hv1'
+#: the repository's root, where ``-m tests.functional.driver_crash`` runs
+TOP = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 
 
 class Conductor(object):
@@ -59,7 +63,7 @@ def run_killed(harness, journal_dir, action, task, point):
                        'task': task, 'point': point})
     proc = subprocess.run([sys.executable, '-m', __name__, args],
                           capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, cwd=TOP)
     if proc.returncode != -9:
         print(proc.stdout[-3000:], proc.stderr[-3000:])
     return proc.returncode

@@ -671,7 +671,7 @@ def test_agent_killed_at_every_step(h, tmp_path, action):
                                                     StepRecorder()))
             model.write()
             h.settle([model.disk])
-            # Not a leaf, as the conductor may say: a stream.
+            # The stream points: a child said not to be a leaf.
             result = _crash_and_recover(
                 h, journal_dir, action,
                 model.merge_task('op-%d' % i, child_is_leaf=commit), point)
