@@ -7,7 +7,9 @@ and its disk locators are made, step names, what a driver supports) is in
 its harness (tests/functional/driver_harness.py).  Every case checks the
 result the driver returns, the steps it records, the chain the VM runs
 on, what each layer shows (``qemu-io -r -U``; the fake holds no data) and
-that running the same call again gives the same result.  The crash-point
+that running the same call again gives the same result (and a task sent
+twice to the agent's task runner is answered from its journal).  The
+crash-point
 cases kill the agent's task runner at every step of an online create and
 of an online merge and check that the restarted agent's journal replay
 finishes the operation (tests/functional/driver_crash.py).
@@ -20,6 +22,7 @@ import pytest
 
 from agent import exception
 from agent.steps import StepRecorder
+from livesnap import context
 from tests.functional import driver_crash
 from tests.functional import driver_harness
 from tests.functional.driver_harness import CHUNK
@@ -545,6 +548,35 @@ def test_merge_intermediate(h, online):
 
 
 # -- crash points -------------------------------------------------------------
+
+def test_same_task_twice(h, tmp_path):
+    """A task sent twice (the conductor re-sends after a lost report) is
+    answered from the agent's journal: the same report, nothing done
+    again; the same work under another operation id finds it done and
+    answers the same result."""
+    (disk,) = h.make_vm()
+    h.start([disk])
+    conductor = driver_crash.Conductor()
+    runner = driver_crash.runner(h.driver, str(tmp_path / 'journal'),
+                                 conductor)
+    task = {'operation_id': 'op-1', 'disk': disk, 'layer_name': 's1'}
+    runner.run(context.make(), 'create_snapshot', task)
+    runner.run(context.make(), 'create_snapshot', task)
+    first, second = conductor.reports['op-1']
+    assert first['status'] == 'succeeded', first
+    assert second == first
+    new = h.new_path(disk, 's1')
+    assert first['result']['disk'] == dict(disk, path=new)
+    assert h.live_chain(first['result']['disk']) == [new, disk['path']]
+    runner.run(context.make(), 'create_snapshot',
+               dict(task, operation_id='op-2'))
+    (again,) = conductor.reports['op-2']
+    assert again['status'] == 'succeeded', again
+    _same(again['result'], first['result'])
+    assert 'pause' not in [s['name'] for s in again['steps']]
+    assert h.live_chain(first['result']['disk']) == [new, disk['path']]
+    assert h.status() == 'running'
+
 
 SLOTS = 8
 
