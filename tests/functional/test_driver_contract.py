@@ -9,10 +9,9 @@ result the driver returns, the steps it records, the chain the VM runs
 on, what each layer shows (``qemu-io -r -U``; the fake holds no data) and
 that running the same call again gives the same result (and a task sent
 twice to the agent's task runner is answered from its journal).  The
-crash-point
-cases kill the agent's task runner at every step of an online create and
-of an online merge and check that the restarted agent's journal replay
-finishes the operation (tests/functional/driver_crash.py).
+crash-point cases kill the agent's task runner at every step of an online
+create and of an online merge and check that the restarted agent's
+journal replay finishes the operation (tests/functional/driver_crash.py).
 
 The libvirt cases are skipped without libvirt (libvirtd is started for the
 run by the ``libvirt_up`` fixture).  No timing assertions.
