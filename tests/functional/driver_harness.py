@@ -23,6 +23,7 @@ class attributes; the cases are written once.
 
 import os
 import shutil
+import subprocess
 import tempfile
 import uuid
 import xml.etree.ElementTree as ET
@@ -187,7 +188,8 @@ class Harness(object):
 
 
 def write_offline(image, pattern, offset, length=CHUNK):
-    import subprocess
+    """Write ``pattern`` into ``image`` with qemu-io (no QEMU has it
+    open)."""
     subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
                     'write -P 0x%02x %d %d' % (pattern, offset, length),
                     image], check=True, capture_output=True)
