@@ -235,7 +235,11 @@ class FakeDriver(base.Driver):
         with self._lock:
             snap, kid = snapshot['path'], child['path']
             above = parent['path'] if parent else None
-            if snap in self.layers:
+            if snap in self.layers and self.layers.get(kid) == above:
+                # Stopped after the reparent: only the delete is left.
+                del self.layers[snap]
+                self._step(rec, 'delete', image=snap)
+            elif snap in self.layers:
                 if self.layers.get(kid) != snap:
                     raise exception.ImageError(
                         '%s is not built on %s' % (kid, snap))

@@ -627,6 +627,50 @@ class LibvirtGuest(LinuxGuest):
             pass
 
 
+# -- the quiesce guests' set-up (test_guest_quiesce.py, test_libvirt_guest.py)
+def ext4_image(path, size=64 * 1024 * 1024):
+    """A qcow2 base at ``path`` holding a fresh ext4 file system (with
+    journal).  :returns: ``path``."""
+    with tempfile.TemporaryDirectory(prefix="ls-ext4-") as tmp:
+        raw = os.path.join(tmp, "fs.raw")
+        with open(raw, "wb") as f:
+            f.truncate(size)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-j", raw], check=True,
+                       stdin=subprocess.DEVNULL)
+        subprocess.run([QEMU_IMG, "convert", "-f", "raw", "-O", "qcow2",
+                        raw, path], check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+def fs_state(image):
+    """(dumpe2fs -h features, e2fsck -fn return code and output) of the
+    file system in ``image`` (its whole chain), read from a raw copy."""
+    with tempfile.TemporaryDirectory(prefix="ls-fsck-") as tmp:
+        raw = os.path.join(tmp, "snap.raw")
+        subprocess.run([QEMU_IMG, "convert", "-U", "-f", "qcow2", "-O",
+                        "raw", image, raw], check=True,
+                       stdin=subprocess.DEVNULL)
+        head = subprocess.run(["dumpe2fs", "-h", raw], capture_output=True,
+                              text=True, check=True).stdout
+        features = [line for line in head.splitlines()
+                    if line.startswith("Filesystem features:")][0]
+        fsck = subprocess.run(["e2fsck", "-fn", raw], capture_output=True,
+                              text=True)
+        return features.split(), fsck.returncode, fsck.stdout + fsck.stderr
+
+
+def create_snapshot(dep, server, name, quiesce, timeout=300):
+    """A snapshot of ``server``'s disk ``vda`` through the REST API of
+    the deployment ``dep``, waited for.  :returns: (the snapshot, its
+    operation)."""
+    body = dep.ok("POST", "/v1/servers/%s/snapshots" % server,
+                  {"snapshot": {"name": name, "disk": "vda",
+                                "quiesce": quiesce}}, status=202)
+    op = dep.wait_operation(body["operation"]["id"], timeout=timeout)
+    snap = dep.ok("GET", "/v1/snapshots/%s" % body["snapshot"]["id"])
+    return snap["snapshot"], op
+
+
 def read_fs_sequence(image, replay=False):
     """The sequence numbers of the lines of ``/seq`` in the ext4 file
     system of ``image`` (its whole chain), the libvirt guest's file, read
