@@ -193,14 +193,14 @@ def _driver(directory):
 
 # -- 1. online create -------------------------------------------------------
 def _journal_listener(directory, op_id):
-    """The agent's own write-ahead journal listener (agent.tasks), on a
+    """The agent's own write-ahead journal listener (agent.task_runner), on
     journal in ``directory``: what the agent adds around each step."""
     import types
     from agent import journal
-    from agent import tasks
+    from agent import task_runner
     from livesnap import conf  # noqa: F401  (registers [agent] options)
     runner = types.SimpleNamespace(journal=journal.Journal(directory))
-    return tasks.TaskRunner._journal_listener(runner, 'create', op_id)
+    return task_runner.TaskRunner._journal_listener(runner, 'create', op_id)
 
 
 def _create_by_design(driver, disk, new, listener=None):

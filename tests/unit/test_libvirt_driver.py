@@ -17,7 +17,7 @@ import pytest
 from agent import exception
 from agent import images
 from agent import journal as journal_mod
-from agent import tasks
+from agent import task_runner
 from agent.driver import libvirt as lvdriver
 from agent.steps import StepRecorder
 from livesnap_tools import fixtures
@@ -406,9 +406,9 @@ def hostile(setup, tmp_path):
     outside.mkdir()
     victim = str(outside / 'victim.qcow2')
     images.create_base(victim, 1024 * 1024)
-    runner = tasks.TaskRunner(drv,
-                              journal_mod.Journal(str(tmp_path / 'journal')),
-                              fixtures.FakeConductor(), 'hv1')
+    runner = task_runner.TaskRunner(
+        drv, journal_mod.Journal(str(tmp_path / 'journal')),
+        fixtures.FakeConductor(), 'hv1')
     return {'drv': drv, 'dom': dom, 'disk': disk, 'images': imgdir,
             'victim': victim, 'runner': runner, 'tmp': str(tmp_path)}
 

@@ -14,7 +14,7 @@ from agent import exception
 from agent import images
 from agent import journal as journal_mod
 from agent import recovery
-from agent import tasks
+from agent import task_runner
 from agent.driver import libvirt as lvdriver
 from agent.steps import StepRecorder
 from livesnap_tools import fixtures
@@ -298,7 +298,8 @@ def test_runner_journals_frozen_and_recovery_thaws(agent_setup, tmp_path):
     it, and recovery thaws the domain with ``thaw_guest``."""
     drv, dom, disk, _ = agent_setup
     journal = journal_mod.Journal(str(tmp_path / 'journal'))
-    runner = tasks.TaskRunner(drv, journal, fixtures.FakeConductor(), 'hv1')
+    runner = task_runner.TaskRunner(drv, journal, fixtures.FakeConductor(),
+                                    'hv1')
     task = {'operation_id': 'op-1', 'disk': disk, 'layer_name': 's1',
             'quiesce': 'required'}
     seen = []
