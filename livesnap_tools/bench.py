@@ -323,9 +323,10 @@ def bench_create(opts):
                  'pause (writing the batch, reading stop\'s answer); pivot = '
                  'the step pivot (reading blockdev-snapshot\'s answer); '
                  'overlay create = step prepare (qemu-img create, fsyncs, '
-                 'blockdev-add); the journal row adds agent.tasks\' '
-                 'write-ahead journal listener (nothing written inside the '
-                 'pause). The inside-pause and floor rows are by hand, '
+                 'blockdev-add); the journal row adds '
+                 'agent.task_runner\'s write-ahead journal listener '
+                 '(nothing written inside the pause). The inside-pause and '
+                 'floor rows are by hand, '
                  'each reply awaited, timed by the client (stop sent .. '
                  'cont answered).')
     return {'rows': rows, 'notes': notes}
