@@ -1,6 +1,6 @@
 """Server side of the agent RPC API: thin endpoints.
 
-Each endpoint only hands its task to ``agent.tasks.TaskRunner``, which
+Each endpoint only hands its task to ``agent.task_runner.TaskRunner``, which
 validates it and does the work.  See ``agent.rpcapi`` for the versions.
 """
 

@@ -13,7 +13,7 @@ nothing should wait for ``[conductor] operation_timeout`` for that.
   acknowledge it.
 * **running**: the agent is still at it (a long merge); at the deadline,
   extend it.  (An agent whose journal says running but that no longer
-  runs the task runs it again by itself, see ``agent.tasks``.)
+  runs the task runs it again by itself, see ``agent.task_runner``.)
 * **never seen**: the task was lost (a broker restart, a conductor that
   died before sending it); send it again, at the deadline with a new
   one, up to ``[conductor] max_task_attempts`` times.  Then give up: the

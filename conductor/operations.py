@@ -72,7 +72,7 @@ def _after_finish(ctxt, disk_id):
 
 #: ``requested_by`` of an operation a tenant asked for through the API.
 TENANT = 'tenant'
-#: ... of one a snapshot policy's run started (``conductor.scheduler``:
+#: ... of one a snapshot policy's run started (``conductor.schedule_runner``:
 #: its snapshots, and the deletions that prune them).
 POLICY = 'policy'
 #: ... of the conductor's own deferred work (``conductor.deletion``).

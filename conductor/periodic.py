@@ -15,7 +15,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import deadlines
 from conductor import deletion
-from conductor import scheduler
+from conductor import schedule_runner
 from conductor import states
 from conductor import waiting
 from livesnap import context
@@ -38,7 +38,7 @@ def finish_deferred_deletions():
 
 
 TASKS = [deadlines.check_overdue, waiting.start_waiting,
-         finish_deferred_deletions, scheduler.run_periodic]
+         finish_deferred_deletions, schedule_runner.run_periodic]
 
 
 class PeriodicRunner(object):

@@ -203,14 +203,14 @@ def _layer_name(path):
 
 # -- 1. online create -------------------------------------------------------
 def _journal_listener(directory, op_id):
-    """The agent's own write-ahead journal listener (agent.tasks), on a
+    """The agent's own write-ahead journal listener (agent.task_runner), on
     journal in ``directory``: what the agent adds around each step."""
     import types
     from agent import journal
-    from agent import tasks
+    from agent import task_runner
     from livesnap import conf  # noqa: F401  (registers [agent] options)
     runner = types.SimpleNamespace(journal=journal.Journal(directory))
-    return tasks.TaskRunner._journal_listener(runner, 'create', op_id)
+    return task_runner.TaskRunner._journal_listener(runner, 'create', op_id)
 
 
 def _create_by_design(driver, disk, new, listener=None):
@@ -333,9 +333,10 @@ def bench_create(opts):
                  'pause (writing the batch, reading stop\'s answer); pivot = '
                  'the step pivot (reading blockdev-snapshot\'s answer); '
                  'overlay create = step prepare (qemu-img create, fsyncs, '
-                 'blockdev-add); the journal row adds agent.tasks\' '
-                 'write-ahead journal listener (nothing written inside the '
-                 'pause). The inside-pause and floor rows are by hand, '
+                 'blockdev-add); the journal row adds '
+                 'agent.task_runner\'s write-ahead journal listener '
+                 '(nothing written inside the pause). The inside-pause and '
+                 'floor rows are by hand, '
                  'each reply awaited, timed by the client (stop sent .. '
                  'cont answered).')
     return {'rows': rows, 'notes': notes}

@@ -34,7 +34,7 @@ from conductor.api import controllers
 from conductor.api import middleware
 from conductor.api import openapi
 from conductor.api import pagination
-from conductor.api import policies
+from conductor.api import schedules
 from conductor.api import schemas
 from conductor.api import versions
 from conductor import exception
@@ -87,8 +87,8 @@ VERSION_PATHS = ('/', '/v1', '/v1/')
 
 #: (controller, action) -> body schema / query string schema, of every
 #: controller.
-BODY_SCHEMAS = {**controllers.BODY_SCHEMAS, **policies.BODY_SCHEMAS}
-QUERY_SCHEMAS = {**controllers.QUERY_SCHEMAS, **policies.QUERY_SCHEMAS}
+BODY_SCHEMAS = {**controllers.BODY_SCHEMAS, **schedules.BODY_SCHEMAS}
+QUERY_SCHEMAS = {**controllers.QUERY_SCHEMAS, **schedules.QUERY_SCHEMAS}
 # Every list in pagination.LISTS takes limit, marker, sort_key, sort_dir.
 QUERY_SCHEMAS.update({key: pagination.query_schema(
     key, QUERY_SCHEMAS.get(key))
@@ -232,8 +232,8 @@ class API(object):
             'snapshot_groups': controllers.SnapshotGroups(),
             'operations': controllers.Operations(),
             'hosts': controllers.Hosts(),
-            'policies': policies.Policies(),
-            'snapshot_protection': policies.SnapshotProtection(),
+            'policies': schedules.Policies(),
+            'snapshot_protection': schedules.SnapshotProtection(),
         }
 
     def __call__(self, environ, start_response):

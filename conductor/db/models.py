@@ -180,7 +180,7 @@ class SnapshotPolicy(Base):
     """A schedule with retention for one server (all or some disks).
 
     ``next_run`` is the claim: the conductor that moves it forward with a
-    compare-and-set UPDATE owns that slot (``conductor.schedules``).
+    compare-and-set UPDATE owns that slot (``conductor.schedule_runner``).
     """
     __tablename__ = 'snapshot_policies'
 

@@ -1,8 +1,8 @@
 """The agent dies at a fault point and starts again: the crash-point case
 of the driver contract suite (tests/functional/test_driver_contract.py).
 
-An operation is run by the agent's own task runner (``agent.tasks``: the
-journal written ahead of each step, ``agent.faults`` points fired from its
+An operation is run by the agent's own task runner
+(``agent.task_runner``: the journal written ahead of each step, ``agent.faults`` points fired from its
 step listener) in a child process, ``python -m
 tests.functional.driver_crash``, with one point armed in ``[agent]
 fault_points``: the child sends itself SIGKILL there, as the agent does in
@@ -22,7 +22,7 @@ import sys
 from agent import driver as driver_loader
 from agent import journal as journal_mod
 from agent import recovery
-from agent import tasks
+from agent import task_runner
 from livesnap import context
 
 HOST = 'hv1'
@@ -46,7 +46,7 @@ class Crash(BaseException):
 
 
 def runner(driver, journal_dir, conductor):
-    return tasks.TaskRunner(driver, journal_mod.Journal(journal_dir),
+    return task_runner.TaskRunner(driver, journal_mod.Journal(journal_dir),
                             conductor, HOST)
 
 

@@ -16,7 +16,7 @@ from agent.driver.qemu import driver as qemu
 from agent import images
 from agent import journal as journal_mod
 from agent import manager
-from agent import tasks
+from agent import task_runner
 from livesnap_tools import fixtures
 
 MiB = 1024 * 1024
@@ -38,9 +38,9 @@ def host(tmp_path):
     images.create_base(victim, MiB)
     (outside / 'secret').write_text('do not touch')
     driver = qemu.QemuDriver([str(images_dir)])
-    runner = tasks.TaskRunner(driver,
-                              journal_mod.Journal(str(tmp_path / 'journal')),
-                              fixtures.FakeConductor(), 'hv1')
+    runner = task_runner.TaskRunner(
+        driver, journal_mod.Journal(str(tmp_path / 'journal')),
+        fixtures.FakeConductor(), 'hv1')
     return {'tmp': tmp_path, 'images': str(images_dir),
             'outside': str(outside), 'base': base, 'top': top,
             'victim': victim, 'runner': runner}

@@ -12,7 +12,7 @@ import pytest
 from agent.driver import fake
 from agent import journal as journal_mod
 from agent import manager
-from agent import tasks
+from agent import task_runner
 from livesnap_tools import fixtures
 
 
@@ -36,9 +36,10 @@ def _task(op='op-1'):
 
 @pytest.fixture
 def runner(tmp_path):
-    r = tasks.TaskRunner(Driver(), journal_mod.Journal(str(tmp_path / 'j')),
-                         fixtures.FakeConductor(), 'hv1',
-                         resend_interval=0.01, resend_max_interval=0.04)
+    r = task_runner.TaskRunner(Driver(),
+                               journal_mod.Journal(str(tmp_path / 'j')),
+                               fixtures.FakeConductor(), 'hv1',
+                               resend_interval=0.01, resend_max_interval=0.04)
     r.recovered.set()
     return r
 
@@ -246,7 +247,7 @@ def _run_that_dies(self, ctxt, action, task, operation_id, expires_at,
 def test_task_that_died_is_noticed_without_being_asked(runner, monkeypatch):
     """A task ends on an unexpected error with the journal at running;
     the agent's own periodic check runs it again."""
-    monkeypatch.setattr(tasks.TaskRunner, '_run', _run_that_dies)
+    monkeypatch.setattr(task_runner.TaskRunner, '_run', _run_that_dies)
     with pytest.raises(SystemError):
         runner.run({}, 'create_snapshot', _task())
     assert runner.journal.get('op-1')['state'] == 'running'

@@ -257,7 +257,7 @@ def test_a_logically_deleted_snapshot_is_shown_to_its_owner(
         world, conf, tmp_path):
     """Listed with include_deleted=true, shown by GET (status "deleted"),
     409 to a delete or revert (the conductor finishes it itself)."""
-    from conductor import policy
+    from conductor import rbac
     dep, ids = world
     path = '/v1/snapshots/%s' % ids['deleted']
     listed = {s['id']: s for s in dep.ok(
@@ -284,7 +284,7 @@ def test_a_logically_deleted_snapshot_is_shown_to_its_owner(
     policy_file.write_text(
         '"livesnap:snapshot:list:include_deleted": "rule:admin_api"\n')
     conf.set('policy_file', str(policy_file), group='oslo_policy')
-    policy.reset()
+    rbac.reset()
     try:
         for method, action in (('GET', path), ('DELETE', path),
                                ('POST', path + '/revert')):
@@ -293,4 +293,4 @@ def test_a_logically_deleted_snapshot_is_shown_to_its_owner(
         assert dep.ok('GET', path, token='admin-token')['snapshot'][
             'status'] == 'deleted'
     finally:
-        policy.reset()
+        rbac.reset()

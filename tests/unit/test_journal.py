@@ -11,7 +11,7 @@ import pytest
 from agent import exception
 from agent import journal as journal_mod
 from agent import recovery
-from agent import tasks
+from agent import task_runner
 from livesnap_tools import fixtures
 
 
@@ -139,8 +139,8 @@ def test_start_up_reads_only_the_live_entries(tmp_path, monkeypatch):
     _fast_entries(j.archive, count, acked=True, acked_at=2.0)
     _done(j, 'unacked')
     conductor = fixtures.FakeConductor()
-    runner = tasks.TaskRunner(driver=None, journal=j,
-                              conductor_api=conductor, host='hv1')
+    runner = task_runner.TaskRunner(driver=None, journal=j,
+                                    conductor_api=conductor, host='hv1')
 
     opened, listed = [], []
     real_open, real_listdir, real_scandir = open, os.listdir, os.scandir

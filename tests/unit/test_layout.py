@@ -12,7 +12,7 @@
 - One SQLAlchemy style: the services build 2.0-style ``select()``
   statements, never ``session.query()``.
 - The REST controllers (``conductor/api/controllers.py``,
-  ``policies.py``) open no database session or connection: they call
+  ``schedules.py``) open no database session or connection: they call
   conductor functions.
 - Each driver keeps its hypervisor to itself: in the services, only
   ``agent/driver/qemu/`` imports the QMP client, and only
@@ -184,7 +184,7 @@ def test_the_services_use_no_session_query():
 
 def test_the_controllers_open_no_database_session():
     controllers = [os.path.join('conductor', 'api', name)
-                   for name in ('controllers.py', 'policies.py')]
+                   for name in ('controllers.py', 'schedules.py')]
     bad = ['%s:%d calls %s' % (path, line, name)
            for path in controllers
            for line, name in _calls(path)

@@ -20,8 +20,8 @@ from agent.driver.libvirt import pause as lvpause
 from agent import exception
 from agent import images
 from agent import journal as journal_mod
+from agent import task_runner
 from agent.steps import StepRecorder
-from agent import tasks
 from livesnap_tools import fixtures
 
 UUID = '7b0e2a0c-8d8e-4c39-9d54-0d5e6f7a8b9c'
@@ -410,9 +410,9 @@ def hostile(setup, tmp_path):
     outside.mkdir()
     victim = str(outside / 'victim.qcow2')
     images.create_base(victim, 1024 * 1024)
-    runner = tasks.TaskRunner(drv,
-                              journal_mod.Journal(str(tmp_path / 'journal')),
-                              fixtures.FakeConductor(), 'hv1')
+    runner = task_runner.TaskRunner(
+        drv, journal_mod.Journal(str(tmp_path / 'journal')),
+        fixtures.FakeConductor(), 'hv1')
     return {'drv': drv, 'dom': dom, 'disk': disk, 'images': imgdir,
             'victim': victim, 'runner': runner, 'tmp': str(tmp_path)}
 

@@ -17,8 +17,8 @@ from agent import exception
 from agent import images
 from agent import journal as journal_mod
 from agent import recovery
+from agent import task_runner
 from agent.steps import StepRecorder
-from agent import tasks
 from livesnap_tools import fixtures
 from tests.unit.test_libvirt_driver import FAKE
 from tests.unit.test_libvirt_driver import FakeDomain
@@ -302,7 +302,8 @@ def test_runner_journals_frozen_and_recovery_thaws(agent_setup, tmp_path):
     it, and recovery thaws the domain with ``thaw_guest``."""
     drv, dom, disk, _ = agent_setup
     journal = journal_mod.Journal(str(tmp_path / 'journal'))
-    runner = tasks.TaskRunner(drv, journal, fixtures.FakeConductor(), 'hv1')
+    runner = task_runner.TaskRunner(drv, journal, fixtures.FakeConductor(),
+                                    'hv1')
     task = {'operation_id': 'op-1', 'disk': disk, 'layer_name': 's1',
             'quiesce': 'required'}
     seen = []

@@ -382,7 +382,7 @@ def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
     import datetime
     import time
     from agent import images
-    from conductor import scheduler
+    from conductor import schedule_runner
     from livesnap_tools import fixtures
     from tests.functional import scenarios
     conf.set('periodic_interval', 3600, group='conductor')
@@ -398,11 +398,12 @@ def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
             'retention': {'keep_last': 1}}}, status=201)['policy']['id']
         for _ in range(2):
             with db.transaction() as s:
-                s.get(models.SnapshotPolicy, policy_id).next_run = \
-                    scheduler.utcnow_seconds() - datetime.timedelta(seconds=1)
+                s.get(models.SnapshotPolicy, policy_id).next_run = (
+                    schedule_runner.utcnow_seconds()
+                    - datetime.timedelta(seconds=1))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                scheduler.run_periodic()
+                schedule_runner.run_periodic()
                 with db.transaction() as s:
                     busy = s.query(models.Operation).filter(
                         models.Operation.status.in_(

@@ -8,7 +8,7 @@ import pytest
 from agent.driver import fake
 from agent import exception
 from agent import journal as journal_mod
-from agent import tasks
+from agent import task_runner
 from agent import validation
 from livesnap_tools import fixtures
 
@@ -23,9 +23,9 @@ def _task(op='op-1'):
 def runner(tmp_path):
     driver = fake.FakeDriver(['/i'])
     driver.add_disk('/i/a')
-    return tasks.TaskRunner(driver,
-                            journal_mod.Journal(str(tmp_path / 'j')),
-                            fixtures.FakeConductor(), 'hv1')
+    return task_runner.TaskRunner(driver,
+                                  journal_mod.Journal(str(tmp_path / 'j')),
+                                  fixtures.FakeConductor(), 'hv1')
 
 
 def test_same_task_twice_runs_once(runner):
@@ -144,7 +144,7 @@ def test_progress_is_throttled(runner, monkeypatch):
     """A copy's progress: nothing in its first interval, at most one
     message per interval after, never 100 (the report says it)."""
     now = [1000.0]
-    monkeypatch.setattr(tasks.time, 'monotonic', lambda: now[0])
+    monkeypatch.setattr(task_runner.time, 'monotonic', lambda: now[0])
     sent = []
     runner.conductor_api.report_progress = \
         lambda ctxt, op_id, percent: sent.append(percent)
