@@ -232,6 +232,14 @@ class _PauseClock(object):
                     return None
                 self._cond.wait(left)
 
+    def stopped_at(self, uuid):
+        """QEMU's time of ``uuid``'s first STOP since ``mark`` (UNIX
+        time), or None."""
+        with self._cond:
+            stops = [t for e, t in self._events.get(uuid, [])
+                     if e == 'STOP']
+        return stops[0] if stops else None
+
 
 #: ``VIR_DOMAIN_AGENT_RESPONSE_TIMEOUT_DEFAULT``: libvirt's own choice
 AGENT_RESPONSE_TIMEOUT_DEFAULT = -1
@@ -1165,6 +1173,8 @@ class LibvirtDriver(base.Driver):
                 self._resume(dom)
                 qemu_ms = self._clock.window_ms(dom.UUIDString())
             rec.mark_resumed(qemu_pause_ms=qemu_ms,
+                             qemu_paused_at=self._clock.stopped_at(
+                                 dom.UUIDString()),
                              resumed_at=watchdog.resumed_at
                              if rescued else None)
         return rescued
