@@ -31,6 +31,7 @@ import sqlalchemy.exc as sa_exc
 
 from oslo_config import cfg
 
+from agent import faults
 from conductor.api import auth
 from conductor.api import controllers
 from conductor.api import middleware
@@ -243,6 +244,8 @@ def _idempotent(req, key, creds, req_id, route, body, call):
     except BaseException:
         idempotency.release(found)
         raise
+    # The work is recorded (and sent), its answer neither stored nor given.
+    faults.point('api', 'answer', 'before', CONF.conductor.fault_points)
     idempotency.finish(found.id, status, payload)
     return _json_response(status, payload)
 

@@ -56,7 +56,9 @@ opts = [
                      'with SIGKILL, to test recovery: report:apply:before '
                      '(a report received, not yet applied) and '
                      'report:apply:after (applied and committed, not yet '
-                     'acknowledged to the agent). See docs/faults.md. '
+                     'acknowledged to the agent), api:answer:before (a '
+                     'write with an Idempotency-Key recorded and sent, its '
+                     'answer neither stored nor given). See docs/faults.md. '
                      'Never set in production.'),
 ]
 
