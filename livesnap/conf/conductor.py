@@ -54,7 +54,7 @@ opts = [
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points where the conductor kills itself '
                      'with SIGKILL, to test recovery: report:apply:before '
-                     '(a report received, not yet applied) and '
+                     '(a report received, not yet applied), '
                      'report:apply:after (applied and committed, not yet '
                      'acknowledged to the agent), api:answer:before (a '
                      'write with an Idempotency-Key recorded and sent, its '

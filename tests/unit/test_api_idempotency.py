@@ -7,6 +7,7 @@ in-process (offline disks) on SQLite, PostgreSQL and MariaDB."""
 import datetime
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -15,9 +16,10 @@ import pytest
 import sqlalchemy as sa
 
 from agent import images
+from agent import steps
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import idempotency
 from livesnap import context
 from tests.functional import scenarios
@@ -201,3 +203,33 @@ def test_expired_keys_are_forgotten(offline, conf):
     assert _count(models.IdempotencyKey) == 0
     conf.set('idempotency_window', 60, group='api')
     assert idempotency.purge_expired() == 0
+
+
+def _time(text):
+    return datetime.datetime.fromisoformat(text.rstrip('Z'))
+
+
+def test_taken_at_lies_between_request_and_end(offline):
+    """An offline create (no pause): the moment the agent began."""
+    dep = offline
+    snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'when')
+    snap = dep.ok('GET', '/v1/snapshots/%s' % snap_id)['snapshot']
+    assert _time(snap['created_at']) <= _time(snap['taken_at']) <= \
+        _time(op['updated_at'])
+    listed = dep.ok('GET', PATH)['snapshots']
+    assert [s['taken_at'] for s in listed] == [snap['taken_at']]
+
+
+def test_recorder_takes_the_first_pause_on_qemus_clock():
+    rec = steps.StepRecorder()
+    assert rec.taken_at is None
+    rec.mark_paused()
+    rec.mark_resumed(qemu_pause_ms=2.0, qemu_paused_at=1700000000.25)
+    rec.mark_paused()
+    rec.mark_resumed(qemu_pause_ms=2.0, qemu_paused_at=1700000009.0)
+    assert rec.taken_at == 1700000000.25
+    # Without QEMU's events: the agent's clock at the pause.
+    rec = steps.StepRecorder()
+    rec.mark_paused()
+    rec.mark_resumed()
+    assert abs(rec.taken_at - time.time()) < 5
