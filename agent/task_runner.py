@@ -179,6 +179,8 @@ class TaskRunner(object):
             work = validation.validate(action, task)
             validation.check_locators(self.driver, work)
             result = self._handlers[action](ctxt, work, rec)
+            if isinstance(result, dict) and rec.taken_at is not None:
+                result['taken_at'] = rec.taken_at  # a snapshot's moment
             if tasks_mod.is_legacy(task):
                 result = tasks_mod.legacy_result(action, result)
             report = {'status': 'succeeded', 'result': result}

@@ -7,6 +7,7 @@ The agent pauses, pivots and resumes; its report makes the snapshot
 ``available`` (or ``error`` with the reason).
 """
 
+import datetime
 import logging
 
 from agent import rpcapi as agent_rpcapi
@@ -192,6 +193,25 @@ def record_consistency(snap, task, result):
         snap.consistency_reason = 'the agent did not quiesce'
 
 
+def taken_at(op, result):
+    """When the snapshot was taken: the driver's ``taken_at`` (the start
+    of its pause, on QEMU's clock where the driver has it), else, for an
+    offline create (no pause), the start of the agent's first step.
+
+    :returns: a naive UTC datetime, or None.
+    """
+    when = result.get('taken_at')
+    if when is None:
+        when = min((s['started_at'] for s in op.steps or []
+                    if isinstance(s, dict) and s.get('started_at')),
+                   default=None)
+    try:
+        return datetime.datetime.fromtimestamp(
+            float(when), datetime.timezone.utc).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
 def apply_created(session, op, result):
     result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
@@ -199,6 +219,7 @@ def apply_created(session, op, result):
     states.check_snapshot(snap, states.AVAILABLE)
     snap.locator = result.get('snapshot') or snap.locator
     snap.size_bytes = result.get('size_bytes')
+    snap.taken_at = taken_at(op, result)
     record_consistency(snap, op.task, result)
     disk.locator = result['disk']
     disk.snapshot_id = snap.id

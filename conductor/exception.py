@@ -115,3 +115,22 @@ class InvalidState(Conflict):
 class CloneNotPossible(Conflict):
     code = 'clone_not_possible'
     message = 'The snapshot cannot be cloned: %(reason)s'
+
+
+class IdempotencyKeyInUse(Conflict):
+    code = 'idempotency_key_in_use'
+    message = ('A request with Idempotency-Key %(key)s is still being '
+               'processed; send it again once that one has been answered.')
+
+    def __init__(self, message=None, retry_after=1, **kwargs):
+        super().__init__(message, **kwargs)
+        #: seconds, sent as the Retry-After header
+        self.retry_after = int(retry_after)
+
+
+class IdempotencyKeyReused(LivesnapException):
+    status = 422
+    code = 'idempotency_key_reused'
+    message = ('Idempotency-Key %(key)s was used by a different request '
+               '(%(first)s) %(seconds)d s ago; a repeat must be the same '
+               'method, path and body. Use a new key for a new request.')

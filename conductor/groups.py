@@ -177,6 +177,7 @@ def apply_created(session, op, result):
     """Every disk of the group moves onto its new layer."""
     results = (result or {}).get('snapshots') or []
     snaps = _group_of(session, op)
+    moment = creation.taken_at(op, result or {})
     if len(results) != len(snaps):
         raise exception.LivesnapException(
             'Group operation %s: %d results for %d disks'
@@ -186,6 +187,7 @@ def apply_created(session, op, result):
         states.check_snapshot(snap, states.AVAILABLE)
         snap.locator = res.get('snapshot') or snap.locator
         snap.size_bytes = res.get('size_bytes')
+        snap.taken_at = moment
         creation.record_consistency(snap, op.task, res)
         disk.locator = res['disk']
         disk.snapshot_id = snap.id

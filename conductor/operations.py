@@ -29,6 +29,7 @@ from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
+from conductor import idempotency
 from conductor import locking
 from conductor import notifications
 from conductor import states
@@ -103,6 +104,7 @@ def record(session, operation_id, action, server, disk, snapshot_id=None,
     if task is not None:
         op.deadline = first_deadline()
     session.add(op)
+    idempotency.attach(session, operation_id)
     notifications.queue(op, created=True)
     return op
 

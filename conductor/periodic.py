@@ -15,6 +15,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import deadlines
 from conductor import deletion
+from conductor import idempotency
 from conductor import schedule_runner
 from conductor import states
 from conductor import waiting
@@ -38,7 +39,8 @@ def finish_deferred_deletions():
 
 
 TASKS = [deadlines.check_overdue, waiting.start_waiting,
-         finish_deferred_deletions, schedule_runner.run_periodic]
+         finish_deferred_deletions, schedule_runner.run_periodic,
+         idempotency.purge_expired]
 
 
 class PeriodicRunner(object):

@@ -305,6 +305,31 @@ class Operations(object):
         return 202, _operation(operation_id, _HostDetails(creds))
 
 
+def replay(creds, req_id, route, operation_ids):
+    """The answer of a write whose conductor recorded ``operation_ids``
+    under its ``Idempotency-Key`` but died (or lost the connection) before
+    answering (``conductor.idempotency``): what the controller of
+    ``route`` answers, with the objects as they are now.
+
+    :param route: (controller, action) of the request.
+    """
+    details = _HostDetails(creds)
+    ops = [_operation(i, details)['operation'] for i in operation_ids]
+    if route == ('snapshots', 'create'):
+        op = db.operation_row(operation_ids[0])
+        snap, disk = db.snapshot_with_disk(op.snapshot_id)
+        return 202, {'snapshot': views.snapshot(snap, disk),
+                     'operation': ops[0]}
+    if route == ('snapshot_groups', 'create'):
+        op = db.operation_row(operation_ids[0])
+        snap, _ = db.snapshot_with_disk(op.snapshot_id)
+        return 202, {'snapshot_group': views.snapshot_group(
+            *groups.show(snap.group_id)), 'operation': ops[0]}
+    if route[0] == 'snapshot_groups':
+        return 202, {'operations': ops}
+    return 202, {'operation': ops[0]}
+
+
 # (controller, action) -> body schema; None means "no body expected".
 BODY_SCHEMAS = {
     ('servers', 'create'): schemas.server_create,

@@ -62,9 +62,11 @@ class _HealthcheckRoute(object):
 
 #: Headers a browser client may send and read, beyond the simple ones.
 CORS_ALLOW_HEADERS = ['X-Auth-Token', 'X-OpenStack-Request-ID',
-                      'OpenStack-API-Version', 'Content-Type']
+                      'OpenStack-API-Version', 'Content-Type',
+                      'Idempotency-Key']
 CORS_EXPOSE_HEADERS = ['X-OpenStack-Request-ID', 'X-Request-Id',
-                       'OpenStack-API-Version', 'Retry-After']
+                       'OpenStack-API-Version', 'Retry-After',
+                       'Idempotent-Replayed']
 
 
 def set_defaults():

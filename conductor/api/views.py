@@ -86,6 +86,7 @@ def snapshot(snap, disk_record):
             'server_id': disk_record.server_id, 'disk': disk_record.name,
             'parent_id': snap.parent_id, 'status': snap.status,
             'created_at': _iso(snap.created_at),
+            'taken_at': _iso(snap.taken_at),
             'updated_at': _iso(snap.updated_at),
             'size_bytes': snap.size_bytes,
             'current': disk_record.snapshot_id == snap.id,

@@ -116,6 +116,10 @@ class Snapshot(Base):
     # The snapshot group it was taken in (several disks, one pause), or
     # None for a snapshot of one disk.
     group_id = sa.Column(sa.String(36), nullable=True, index=True)
+    # When the guest was paused for it, on QEMU's clock (the driver's
+    # ``taken_at``); ``created_at`` is when it was asked for.  None until
+    # it is taken, and for an offline snapshot (no pause).
+    taken_at = sa.Column(sa.DateTime, nullable=True)
 
     disk = orm.relationship('Disk')
 
@@ -174,6 +178,41 @@ class Operation(Base):
     created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
     updated_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
                            onupdate=utcnow)
+
+
+class IdempotencyKey(Base):
+    """A write request's ``Idempotency-Key`` and its answer
+    (``conductor.idempotency``): a repeat within ``[api]
+    idempotency_window`` is answered from here, on any conductor.
+
+    ``status`` is ``in_progress`` from the first request's claim until its
+    answer is stored (``done``).  ``operation_ids`` are the operations the
+    request recorded, written in the same transaction as each of them: a
+    request whose conductor died before answering is answered from them.
+    """
+    __tablename__ = 'idempotency_keys'
+    __table_args__ = (
+        sa.UniqueConstraint('project_id', 'key',
+                            name='uniq_idempotency_keys0project_key'),
+    )
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    project_id = sa.Column(sa.String(64), nullable=False)
+    key = sa.Column(sa.String(255), nullable=False)
+    method = sa.Column(sa.String(16), nullable=False)
+    path = sa.Column(sa.String(1024), nullable=False)
+    # SHA-256 of the request's body as parsed (canonical JSON).
+    fingerprint = sa.Column(sa.String(64), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False)
+    response_status = sa.Column(sa.Integer, nullable=True)
+    response_body = sa.Column(sa.JSON, nullable=True)
+    operation_ids = sa.Column(sa.JSON, nullable=True)
+    conductor = sa.Column(sa.String(255), nullable=True)
+    # When the key was first seen (its window starts), and when the
+    # request now processing it claimed it.
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
+                           index=True)
+    claimed_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
 
 
 class SnapshotPolicy(Base):

@@ -94,11 +94,11 @@ def _definition_chain(dom):
     """The chain of ``vda`` in the domain's definition, top first."""
     import xml.etree.ElementTree as ET
 
-    from agent.driver import libvirt as lvdriver
+    from agent.driver.libvirt import guest as lvguest
     root = ET.fromstring(dom.XMLDesc(0))
     for elem in root.findall('./devices/disk'):
         if elem.find('target').get('dev') == 'vda':
-            return lvdriver._chain(elem)
+            return lvguest.chain(elem)
     raise AssertionError('no vda in %s' % dom.name())
 
 

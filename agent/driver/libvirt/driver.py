@@ -781,6 +781,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
                 self._resume(guest)
                 qemu_ms = self._clock.window_ms(guest.uuid)
             rec.mark_resumed(qemu_pause_ms=qemu_ms,
+                             qemu_paused_at=self._clock.stopped_at(
+                                 guest.uuid),
                              resumed_at=watchdog.resumed_at
                              if rescued else None)
         return rescued

@@ -107,6 +107,14 @@ class PauseClock(object):
                     return None
                 self._cond.wait(left)
 
+    def stopped_at(self, uuid):
+        """QEMU's time of ``uuid``'s first STOP since ``mark`` (UNIX
+        time), or None."""
+        with self._cond:
+            stops = [t for e, t in self._events.get(uuid, [])
+                     if e == 'STOP']
+        return stops[0] if stops else None
+
 
 class PauseWatchdog(object):
     """Resumes a domain the agent suspended once the pause outlives

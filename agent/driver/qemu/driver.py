@@ -605,11 +605,13 @@ class QemuDriver(fileimage.FileImageDriver):
             else:
                 stop = session.last_event("STOP")
                 resume = session.last_event("RESUME")
-                qemu_ms = None
+                qemu_ms = stopped_at = None
                 if stop is not None and resume is not None:
+                    stopped_at = qmp.event_time(stop)
                     qemu_ms = (qmp.event_time(resume)
-                               - qmp.event_time(stop)) * 1000.0
-                rec.mark_resumed(qemu_pause_ms=qemu_ms)
+                               - stopped_at) * 1000.0
+                rec.mark_resumed(qemu_pause_ms=qemu_ms,
+                                 qemu_paused_at=stopped_at)
                 return
         self._resume(conn, rec, was_running)
 

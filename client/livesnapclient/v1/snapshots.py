@@ -9,11 +9,12 @@ from livesnapclient.v1 import operations
 from livesnapclient import wait
 
 SNAPSHOT_FIELDS = ("id", "name", "server_id", "disk", "parent_id", "status",
-                   "created_at", "size_bytes", "current", "protected",
-                   "policy_id", "consistency", "consistency_reason")
+                   "created_at", "taken_at", "size_bytes", "current",
+                   "protected", "policy_id", "consistency",
+                   "consistency_reason")
 #: Fields of newer API versions: shown when the API gives them.
 NEWER_FIELDS = ("protected", "policy_id", "consistency",
-                "consistency_reason")
+                "consistency_reason", "taken_at")
 SNAPSHOT_FORMATTERS = {"size_bytes": fmt.SizeDetail,
                        "operation": fmt.Operation}
 
@@ -90,11 +91,15 @@ class ListSnapshot(lister.Lister):
         self._snapshots = snapshots
         ordered = sorted(snapshots, key=lambda s: (
             (s.get("disk") or "",) + fmt.creation_order(s)))
-        return (("ID", "Name", "Disk", "Parent", "Status", "Size",
-                 "Created", "Current"),
-                fmt.rows(ordered, ("id", "name", "disk", "parent_id",
-                                   "status", "size_bytes", "created_at",
-                                   "current"),
+        columns = [("ID", "id"), ("Name", "name"), ("Disk", "disk"),
+                   ("Parent", "parent_id"), ("Status", "status"),
+                   ("Size", "size_bytes"), ("Created", "created_at"),
+                   ("Taken", "taken_at"), ("Current", "current")]
+        if not any("taken_at" in s for s in snapshots):
+            # An API older than taken_at.
+            columns.remove(("Taken", "taken_at"))
+        return (tuple(c for c, _ in columns),
+                fmt.rows(ordered, tuple(f for _, f in columns),
                          {"size_bytes": fmt.Size, "current": fmt.Current}))
 
     def produce_output(self, parsed_args, column_names, data):
