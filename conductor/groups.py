@@ -17,7 +17,7 @@ import logging
 
 import sqlalchemy as sa
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import creation
@@ -70,7 +70,8 @@ def _check_quiesce(server, disk):
         raise exception.BadRequest(
             'Quiesce required, but server %s has no guest agent channel '
             '(qga_socket).' % server.id)
-    if not agent_rpcapi.AgentAPI().can_send_group_quiesce(server.host):
+    if agent_versions.GROUP_QUIESCE not in \
+            agent_versions.capabilities(server.host):
         raise exception.BadRequest(
             'Quiesce required, but the agent of the server\'s host is older '
             'than RPC %s and cannot quiesce a snapshot group.'
@@ -81,7 +82,8 @@ def _quiesce_task(task, server, disk, snaps, requested):
     """Add ``quiesce`` to a group task if the host's agent takes it (RPC
     1.9); else every member is ``crash`` consistent, and says why."""
     mode = creation.quiesce_mode(requested, disk)
-    if agent_rpcapi.AgentAPI().can_send_group_quiesce(server.host):
+    if agent_versions.GROUP_QUIESCE in \
+            agent_versions.capabilities(server.host):
         task['quiesce'] = mode
     else:
         for snap in snaps:
@@ -100,7 +102,8 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
         a single snapshot, ``creation.quiesce_mode``); ``required`` is
         refused at once (BadRequest) when the server has no guest agent
         channel or its host's agent is older than RPC 1.9.
-    :returns: (group id, operation id).
+    :returns: (group id, operation id, the operation id to send:
+        ``conductor.dispatch.send`` casts it if it is still running).
     :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded,
         BadRequest, AgentTooOld
     """
@@ -109,8 +112,8 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
     with db.transaction() as s:
         server = db.server_get(s, server_id, project_id)
         hosts.ensure_alive(s, server.host)
-        if not agent_rpcapi.AgentAPI().can_send_version(
-                GROUP_VERSION, host=server.host):
+        if agent_versions.GROUPS not in \
+                agent_versions.capabilities(server.host):
             raise AgentTooOld(host=server.host, version=GROUP_VERSION)
         picked = _pick_disks(server, disk_names)
         disks = []
@@ -156,8 +159,7 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
              'operation %(op)s sent to %(host)s',
              {'group': group_id, 'server': server_id, 'n': len(disks),
               'op': operation_id, 'host': server.host})
-    operations.dispatch(ctxt, operation_id)
-    return group_id, operation_id
+    return group_id, operation_id, operation_id
 
 
 def members(session, group_id):
