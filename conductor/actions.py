@@ -14,27 +14,31 @@ from conductor import deletion
 from conductor import groups
 from conductor import revert
 
-#: action -> ``(on_success, on_failure)``: what applies its report.
-_REPORT_HANDLERS = {
-    'clone': (clones.apply_cloned, clones.apply_clone_failure),
-    'create_group': (groups.apply_created, groups.apply_create_failure),
-    'create': (creation.apply_created, creation.apply_create_failure),
-    'delete': (deletion.apply_deleted, deletion.apply_delete_failure),
-    'revert': (revert.apply_reverted, revert.apply_revert_failure),
-}
-
-#: action -> what starts an operation of it that waited for its disk
-#: (``session, op, server, disk``; True if it has a task to send).
-STARTERS = {
-    'create': creation.start_create,
-    'delete': deletion.start_delete,
-    'revert': revert.start_revert,
-}
 
 
 def report_handlers(action):
-    """``(on_success, on_failure)``: what applies a report of ``action``.
+    """``(on_success, on_failure)``: what applies a report of ``action``
+    (read from the flows' modules at each call).
 
     :raises: KeyError for an unknown action.
     """
-    return _REPORT_HANDLERS[action]
+    return {
+        'clone': (clones.apply_cloned, clones.apply_clone_failure),
+        'create_group': (groups.apply_created, groups.apply_create_failure),
+        'create': (creation.apply_created, creation.apply_create_failure),
+        'delete': (deletion.apply_deleted, deletion.apply_delete_failure),
+        'revert': (revert.apply_reverted, revert.apply_revert_failure),
+    }[action]
+
+
+def starter(action):
+    """What starts an operation of ``action`` that waited for its disk:
+    ``(session, op, server, disk) -> True`` if it has a task to send.
+
+    :raises: KeyError for an action that never waits.
+    """
+    return {
+        'create': creation.start_create,
+        'delete': deletion.start_delete,
+        'revert': revert.start_revert,
+    }[action]

@@ -49,7 +49,7 @@ def start_next(disk_id):
         if op is None:
             return None
         try:
-            send = actions.STARTERS[op.action](s, op, disk.server, disk)
+            send = actions.starter(op.action)(s, op, disk.server, disk)
         except exception.LivesnapException as exc:
             _refuse(s, op, exc)
             return op.id, None
