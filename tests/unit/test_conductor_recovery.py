@@ -77,8 +77,9 @@ def _op(op_id, host='h1', status='running', attempts=0, overdue=False,
             id=op_id, project_id='p1', server_id='srv-' + op_id,
             disk_id='disk-' + op_id, snapshot_id='snap-' + op_id, host=host,
             action='create', status='failed' if in_doubt else status,
-            task={'operation_id': op_id, 'new_image': '/i/b.qcow2',
-                  'disk': {'qmp_socket': None, 'active_image': '/i/a.qcow2'}},
+            task={'operation_id': op_id, 'layer_name': 'b',
+                  'disk': {'driver': 'qemu', 'qmp_socket': None,
+                           'path': '/i/a.qcow2'}},
             steps=[], attempts=attempts, requested_by='tenant',
             deadline=deadline))
 
@@ -103,8 +104,10 @@ def _row(op_id):
 REPORT = {'status': 'succeeded', 'pause_ms': 1.0,
           'steps': [{'name': 'pivot', 'started_at': 1.0,
                      'duration_ms': 1.0, 'status': 'done'}],
-          'result': {'snapshot_image': '/i/a.qcow2',
-                     'active_image': '/i/b.qcow2', 'size_bytes': 1}}
+          'result': {'snapshot': {'driver': 'qemu', 'path': '/i/a.qcow2'},
+                     'disk': {'driver': 'qemu', 'qmp_socket': None,
+                              'path': '/i/b.qcow2'},
+                     'size_bytes': 1}}
 
 
 def test_report_is_acknowledged_once_committed(database, agent):
