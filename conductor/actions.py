@@ -15,7 +15,6 @@ from conductor import groups
 from conductor import revert
 
 
-
 def report_handlers(action):
     """``(on_success, on_failure)``: what applies a report of ``action``
     (read from the flows' modules at each call).

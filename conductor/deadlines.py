@@ -42,7 +42,6 @@ from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import dispatch
-from conductor import operations
 from conductor import reports
 from conductor import states
 from livesnap import context

@@ -41,7 +41,6 @@ def _expires_at(op):
         seconds=CONF.conductor.operation_timeout)).timetuple())
 
 
-
 def send_task(ctxt, op):
     """Cast the operation's task (as recorded) to its host's agent."""
     method = getattr(agent_versions.client(), tasks.ACTIONS[op.action])

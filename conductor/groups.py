@@ -35,9 +35,10 @@ from livesnap import tasks
 LOG = logging.getLogger(__name__)
 
 #: The agent RPC version that takes ``create_snapshots``.
-GROUP_VERSION = '1.6'
+GROUP_VERSION = agent_versions.CAPABILITY_VERSIONS[agent_versions.GROUPS]
 #: The agent RPC version whose ``create_snapshots`` takes ``quiesce``.
-GROUP_QUIESCE_VERSION = '1.9'
+GROUP_QUIESCE_VERSION = agent_versions.CAPABILITY_VERSIONS[
+    agent_versions.GROUP_QUIESCE]
 
 
 class AgentTooOld(exception.Conflict):

@@ -3,7 +3,8 @@
 Each endpoint checks its arguments and calls the one module that does the
 work: ``reports`` (which applies a report through ``dispatch`` and the
 explicit table in ``actions`` and acknowledges it), ``operations``
-(progress), ``hosts`` (heartbeats).  See ``conductor.rpcapi`` for the version history.
+(progress), ``hosts`` (heartbeats).  See ``conductor.rpcapi`` for the
+version history.
 """
 
 import logging

@@ -216,5 +216,3 @@ def validate(action, task):
             raise InvalidTask('Invalid create_snapshots task: layer names '
                               'repeat.')
     return task
-
-

@@ -9,8 +9,8 @@ import sys
 from oslo_config import cfg
 
 from conductor.db import api as db
-from conductor import dispatch
 from conductor.db import models
+from conductor import dispatch
 from livesnap import context
 from livesnap import service as common_service
 

@@ -9,9 +9,9 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from conductor import actions
 from conductor.db import api as db
 from conductor.db import models
-from conductor import actions
 from conductor import creation
 from conductor import dispatch
 from conductor import operations
