@@ -263,7 +263,9 @@ def delete(ctxt, group_id, project_id=None):
     """Delete every member still there by the child-count rule, one
     operation per disk.
 
-    :returns: the operation ids.
+    :returns: an iterator of ``(operation id, what to send)``, one per
+        member, each member started only when the one before it was
+        taken (and sent, by ``conductor.dispatch.send``).
     :raises: NotFound, SnapshotProtected (a member is protected: nothing
         is deleted); DiskBusy, InvalidState, HostDown (for the first
         member refused; the ones before it are under way)
@@ -277,14 +279,16 @@ def delete(ctxt, group_id, project_id=None):
             if snap.protected:
                 raise exception.SnapshotProtected(snapshot=snap.id)
         ids = [snap.id for snap in snaps]
-    return [deletion.delete(ctxt, snap_id, project_id) for snap_id in ids]
+    for snap_id in ids:
+        yield deletion.delete(ctxt, snap_id, project_id)
 
 
 def revert(ctxt, group_id, project_id=None):
     """Revert every disk of the group to its member (server shut off),
     one operation per disk.
 
-    :returns: the operation ids.
+    :returns: an iterator of ``(operation id, what to send)``, as
+        :func:`delete`.
     :raises: NotFound, InvalidState, ServerRunning, DiskBusy, HostDown
     """
     with db.transaction() as s:
@@ -296,4 +300,5 @@ def revert(ctxt, group_id, project_id=None):
                                              status=snap.status,
                                              action='revert')
         ids = [snap.id for snap in snaps]
-    return [revert_mod.revert(ctxt, snap_id, project_id) for snap_id in ids]
+    for snap_id in ids:
+        yield revert_mod.revert(ctxt, snap_id, project_id)

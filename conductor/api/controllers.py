@@ -277,7 +277,12 @@ class SnapshotGroups(object):
         policy.authorize(creds, rule, project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            ids = work(_ctxt(creds, req_id), group_id, project_id=scope)
+            ctxt = _ctxt(creds, req_id)
+            ids = []
+            for operation_id, sent in work(ctxt, group_id,
+                                           project_id=scope):
+                dispatch.send(ctxt, sent)
+                ids.append(operation_id)
         details = _HostDetails(creds)
         return 202, {'operations': [_operation(i, details)['operation']
                                     for i in ids]}

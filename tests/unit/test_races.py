@@ -289,8 +289,11 @@ def test_quota_holds_across_disks(offline, conf):
     def create(server_id):
         barrier.wait()
         try:
-            results.append(creation.create(context.make(), server_id,
-                                            'vda', 'q', project_id='p1'))
+            ctxt = context.make()
+            snapshot_id, operation_id, sent = creation.create(
+                ctxt, server_id, 'vda', 'q', project_id='p1')
+            dispatch.send(ctxt, sent)
+            results.append((snapshot_id, operation_id))
         except exception.QuotaExceeded:
             results.append('quota')
 
