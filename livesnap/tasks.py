@@ -145,7 +145,8 @@ ACTIONS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
 # -- building (the conductor) -------------------------------------------------
 def create_task(disk, layer_name):
     """A create: ``disk``'s live layer becomes a snapshot under a new layer
-    named ``layer_name``.  (``operations.lock_disk_and_start`` adds the operation id.)"""
+    named ``layer_name``.  (``operations.lock_disk_and_start`` adds the
+    operation id.)"""
     return {'disk': disk, 'layer_name': layer_name}
 
 

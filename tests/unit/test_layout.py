@@ -359,3 +359,14 @@ def test_the_layout_exemptions_are_real():
             assert os.path.exists(os.path.join(
                 TOP, *prefix.split('.'))) or os.path.exists(os.path.join(
                     TOP, *prefix.split('.')) + '.py'), prefix
+
+
+def test_the_conductor_builds_its_agent_client_in_one_place():
+    """``agent_versions.client()`` pins the agent RPC client to what each
+    host reported; an ``AgentAPI()`` built elsewhere would not be."""
+    bad = ['%s:%d calls %s' % (path, line, name)
+           for path in _python_files() if _top(path) == 'conductor'
+           and path != os.path.join('conductor', 'agent_versions.py')
+           for line, name in _calls(path)
+           if name.split('.')[-1] == 'AgentAPI']
+    assert bad == []
