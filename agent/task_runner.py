@@ -19,13 +19,12 @@ import threading
 import time
 
 from agent import exception
-from agent import faults
 from agent import metrics
 from agent import recovery
 from agent import steps as steps_mod
 from agent import validation
 from livesnap import context
-from livesnap import tasks as tasks_mod
+from livesnap import faults
 
 LOG = logging.getLogger(__name__)
 
@@ -174,15 +173,13 @@ class TaskRunner(object):
                           completed=entry.get('step_done')):
                 pass
         try:
-            # The journal keeps the task as received; the driver gets its
-            # locator form (a legacy task is answered in its own form).
+            # The journal keeps the task as received; the driver gets a
+            # checked copy.
             work = validation.validate(action, task)
             validation.check_locators(self.driver, work)
             result = self._handlers[action](ctxt, work, rec)
             if isinstance(result, dict) and rec.taken_at is not None:
                 result['taken_at'] = rec.taken_at  # a snapshot's moment
-            if tasks_mod.is_legacy(task):
-                result = tasks_mod.legacy_result(action, result)
             report = {'status': 'succeeded', 'result': result}
         except exception.AgentError as exc:
             LOG.warning('Operation %(op)s failed: %(error)s',

@@ -31,7 +31,7 @@ import os
 
 import sqlalchemy as sa
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import locking
@@ -39,7 +39,6 @@ from conductor import states
 from conductor import tree
 from livesnap import context
 from livesnap import locators
-from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
@@ -130,15 +129,8 @@ def _in_the_works(found, running_ops, busy):
 
 
 def _inspect(ctxt, host, layers):
-    """``Driver.inspect`` of the locators ``layers`` on ``host``; through
-    ``inspect_images`` for an agent older than RPC 1.4 (QEMU layers
-    only)."""
-    agent = agent_rpcapi.AgentAPI()
-    if agent.can_send_locators(host):
-        return agent.inspect_layers(ctxt, host, layers)
-    paths = tasks.legacy_paths(layers)
-    return tasks.locator_inspection(
-        layers, agent.inspect_images(ctxt, host, sorted(set(paths))))
+    """``Driver.inspect`` of the locators ``layers`` on ``host``."""
+    return agent_versions.client().inspect_layers(ctxt, host, layers)
 
 
 def audit_host(host, repair=False, ctxt=None):
@@ -199,7 +191,7 @@ def audit_host(host, repair=False, ctxt=None):
 def _repair(ctxt, host, finding):
     kind = finding['kind']
     if kind == 'orphan':
-        result = agent_rpcapi.AgentAPI().remove_image(ctxt, host,
+        result = agent_versions.client().remove_image(ctxt, host,
                                                       finding['path'])
         finding['repaired'] = bool(result.get('removed'))
         if not finding['repaired']:

@@ -10,7 +10,7 @@ The agent pauses, pivots and resumes; its report makes the snapshot
 import datetime
 import logging
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
@@ -79,7 +79,8 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None,
     :param project_id: the caller's project, or None for an admin.
     :param requested_by: who asks (``operations.REQUESTERS``): a tenant,
         or a snapshot policy's run.
-    :returns: (snapshot, operation) records.
+    :returns: (snapshot id, operation id, the
+        :class:`operations.Outgoing` to send, or None if it waits).
     :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded
     """
     operation_id = operations.new_id()
@@ -120,13 +121,12 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None,
                  '%(op)s waits for the conductor\'s own work on the disk',
                  {'snap': snapshot_id, 'server': server_id,
                   'disk': disk_name, 'op': operation_id})
-        return snapshot_id, operation_id
+        return snapshot_id, operation_id, None
     LOG.info('Snapshot %(snap)s of %(server)s/%(disk)s: operation %(op)s '
              'sent to %(host)s', {'snap': snapshot_id, 'server': server_id,
                                   'disk': disk_name, 'op': operation_id,
                                   'host': server.host})
-    operations.dispatch(ctxt, sent)
-    return snapshot_id, operation_id
+    return snapshot_id, operation_id, sent
 
 
 def _check_quiesce(server, disk):
@@ -135,7 +135,8 @@ def _check_quiesce(server, disk):
         raise exception.BadRequest(
             'Quiesce required, but server %s has no guest agent channel '
             '(qga_socket).' % server.id)
-    if not agent_rpcapi.AgentAPI().can_send_quiesce(server.host):
+    if agent_versions.QUIESCE not in \
+            agent_versions.capabilities(server.host):
         raise exception.BadRequest(
             'Quiesce required, but the agent of the server\'s host is older '
             'than RPC 1.7 and cannot quiesce.')
@@ -145,7 +146,7 @@ def _quiesce_task(task, server, disk, snap):
     """Add ``quiesce`` to a create task if the host's agent takes it
     (RPC 1.7); else the snapshot is ``crash`` consistent, and says why."""
     mode = quiesce_mode(snap.quiesce, disk)
-    if agent_rpcapi.AgentAPI().can_send_quiesce(server.host):
+    if agent_versions.QUIESCE in agent_versions.capabilities(server.host):
         task['quiesce'] = mode
     else:
         snap.consistency = 'crash'
@@ -213,7 +214,6 @@ def taken_at(op, result):
 
 
 def apply_created(session, op, result):
-    result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     states.check_snapshot(snap, states.AVAILABLE)

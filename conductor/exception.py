@@ -82,6 +82,14 @@ class HostDown(LivesnapException):
                'sent to it now.')
 
 
+class AgentUnsupported(HostDown):
+    code = 'agent_unsupported'
+    message = ('The agent of host %(host)s serves agent RPC API '
+               '%(version)s, older than %(minimum)s, the oldest this '
+               'conductor serves; no work can be sent to it until it is '
+               'upgraded.')
+
+
 class NotCancellable(Conflict):
     code = 'not_cancellable'
     message = ('Operation %(operation)s cannot be cancelled: %(reason)s')

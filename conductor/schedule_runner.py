@@ -51,6 +51,7 @@ from conductor.db import api as db
 from conductor.db import models
 from conductor import creation
 from conductor import deletion
+from conductor import dispatch
 from conductor import exception
 from conductor import operations
 from conductor import retention
@@ -296,11 +297,13 @@ def attempt(run_id, attempts, now=None):
         _record_created(run.id, policy.id, adopted, None)
         return CREATED
     try:
-        snapshot_id, operation_id = creation.create(
-            context.make(policy.project_id), server.id, run.disk_name,
+        ctxt = context.make(policy.project_id)
+        snapshot_id, operation_id, sent = creation.create(
+            ctxt, server.id, run.disk_name,
             snapshot_name(policy, run.scheduled_for),
             project_id=policy.project_id,
             requested_by=operations.POLICY)
+        dispatch.send(ctxt, sent)
     except exception.HostDown:
         return _record_refusal(run.id, 'host_down', 'The agent of the '
                                'server\'s host is not reporting.', now)
@@ -425,9 +428,11 @@ def prune(run_id, now=None):
     started, finished = [], True
     for snapshot_id in victims:
         try:
-            deletion.delete(context.make(project_id), snapshot_id,
-                            project_id=project_id,
-                            requested_by=operations.POLICY)
+            ctxt = context.make(project_id)
+            _, sent = deletion.delete(ctxt, snapshot_id,
+                                      project_id=project_id,
+                                      requested_by=operations.POLICY)
+            dispatch.send(ctxt, sent)
         except (exception.DiskBusy, exception.HostDown) as exc:
             # The previous merge still runs, or the host is away: the next
             # tick goes on.

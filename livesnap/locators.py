@@ -18,8 +18,8 @@ the conductor:
   default quiesce);
 * ``file_kind``: what a file the audit found in the image directories
   is, by its name;
-* ``LAYER_FILE`` and ``WORK_SUFFIX``: the file names the QEMU driver gives
-  its layers, which the tasks of agent RPC 1.3 spell out.
+* ``WORK_SUFFIX``: what the drivers' image work appends to a file's
+  name.
 
 The agent's side of the same knowledge (where a new layer goes, what a
 locator may name, what a chain really is) is the driver's:
@@ -31,10 +31,6 @@ import re
 #: the driver of a server registered without one (``servers.driver``'s
 #: default)
 DEFAULT_DRIVER = 'qemu'
-
-#: a QEMU (and libvirt) layer's file name for a layer name: the qemu
-#: driver's ``layer_locator`` rule, which legacy tasks spell out
-LAYER_FILE = '%s.qcow2'
 
 #: what the drivers' image work appends to a layer's file name while it
 #: works on it (``agent.images``): a purge's ``.deleted``, a copy's

@@ -31,7 +31,7 @@ import sqlalchemy.exc as sa_exc
 
 from oslo_config import cfg
 
-from agent import faults
+from livesnap import faults
 from conductor.api import auth
 from conductor.api import controllers
 from conductor.api import middleware

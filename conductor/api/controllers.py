@@ -29,6 +29,7 @@ from conductor.api import views
 from conductor.db import api as db
 from conductor import cancellation
 from conductor import deletion
+from conductor import dispatch
 from conductor import exception
 from conductor import groups
 from conductor import rbac
@@ -170,9 +171,11 @@ class Snapshots(object):
         rbac.authorize(creds, 'livesnap:snapshot:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            snapshot_id, operation_id = creation.create(
-                _ctxt(creds, req_id), server_id, spec['disk'], spec['name'],
+            ctxt = _ctxt(creds, req_id)
+            snapshot_id, operation_id, sent = creation.create(
+                ctxt, server_id, spec['disk'], spec['name'],
                 project_id=scope, quiesce=spec.get('quiesce'))
+            dispatch.send(ctxt, sent)
         snap, disk, op = db.snapshot_and_operation(snapshot_id,
                                                    operation_id)
         return 202, {'snapshot': views.snapshot(snap, disk),
@@ -198,8 +201,10 @@ class Snapshots(object):
                                        'livesnap:snapshot:delete', 'deletion')
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            operation_id = deletion.delete(_ctxt(creds, req_id), snapshot_id,
-                                           project_id=scope)
+            ctxt = _ctxt(creds, req_id)
+            operation_id, sent = deletion.delete(ctxt, snapshot_id,
+                                                 project_id=scope)
+            dispatch.send(ctxt, sent)
         return 202, _operation(operation_id, _HostDetails(creds))
 
     def revert(self, creds, req_id, snapshot_id, body=None, params=None):
@@ -208,9 +213,10 @@ class Snapshots(object):
                                        'livesnap:snapshot:revert', 'revert')
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            operation_id = revert_policy.revert(_ctxt(creds, req_id),
-                                                snapshot_id,
-                                                project_id=scope)
+            ctxt = _ctxt(creds, req_id)
+            operation_id, sent = revert_policy.revert(ctxt, snapshot_id,
+                                                      project_id=scope)
+            dispatch.send(ctxt, sent)
         return 202, _operation(operation_id, _HostDetails(creds))
 
     def clone(self, creds, req_id, snapshot_id, body=None, params=None):
@@ -220,10 +226,12 @@ class Snapshots(object):
         _limit(creds, project_id)
         spec = body['clone']
         with _host_hidden(creds, project_id):
-            _, operation_id = clones.clone(
-                _ctxt(creds, req_id), snapshot_id, spec['mode'],
+            ctxt = _ctxt(creds, req_id)
+            _, operation_id, sent = clones.clone(
+                ctxt, snapshot_id, spec['mode'],
                 spec['disk'], server_id=spec.get('server_id'),
                 project_id=scope, name=spec.get('name'))
+            dispatch.send(ctxt, sent)
         return 202, _operation(operation_id, _HostDetails(creds))
 
 
@@ -246,10 +254,12 @@ class SnapshotGroups(object):
         rbac.authorize(creds, 'livesnap:snapshot_group:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            group_id, operation_id = groups.create(
-                _ctxt(creds, req_id), server_id, spec.get('disks'),
+            ctxt = _ctxt(creds, req_id)
+            group_id, operation_id, sent = groups.create(
+                ctxt, server_id, spec.get('disks'),
                 spec['name'], project_id=scope,
                 quiesce=spec.get('quiesce'))
+            dispatch.send(ctxt, sent)
         out = {'snapshot_group': views.snapshot_group(
             *groups.show(group_id, scope))}
         out.update(_operation(operation_id, _HostDetails(creds)))
@@ -267,7 +277,12 @@ class SnapshotGroups(object):
         rbac.authorize(creds, rule, project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            ids = work(_ctxt(creds, req_id), group_id, project_id=scope)
+            ctxt = _ctxt(creds, req_id)
+            ids = []
+            for operation_id, sent in work(ctxt, group_id,
+                                           project_id=scope):
+                dispatch.send(ctxt, sent)
+                ids.append(operation_id)
         details = _HostDetails(creds)
         return 202, {'operations': [_operation(i, details)['operation']
                                     for i in ids]}

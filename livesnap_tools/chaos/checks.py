@@ -124,7 +124,7 @@ def invariants(env, result):
         if op.status == 'running' and (steps or op.error):
             why = ('its record holds the agent\'s report (%s): the report '
                    'was applied, then the status set back to running (lost '
-                   'update, operations.dispatch)' % (
+                   'update, dispatch.send)' % (
                        'error: %s' % op.error[:80] if op.error
                        else '%d steps' % len(steps)))
         else:

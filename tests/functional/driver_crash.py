@@ -2,9 +2,9 @@
 of the driver contract suite (tests/functional/test_driver_contract.py).
 
 An operation is run by the agent's own task runner
-(``agent.task_runner``: the journal written ahead of each step, ``agent.faults`` points fired from its
-step listener) in a child process, ``python -m
-tests.functional.driver_crash``, with one point armed in ``[agent]
+(``agent.task_runner``: the journal written ahead of each step,
+``livesnap.faults`` points fired from its step listener) in a child
+process, ``python -m tests.functional.driver_crash``, with one point armed in ``[agent]
 fault_points``: the child sends itself SIGKILL there, as the agent does in
 test_faults.py's deployments.  The test process then does what a restarted
 agent does, ``agent.recovery.recover`` on the same journal (resume a VM
@@ -70,7 +70,7 @@ def run_killed(harness, journal_dir, action, task, point):
 
 
 def _run_raising(harness, journal_dir, action, task, point):
-    from agent import faults
+    from livesnap import faults
     real = faults.point
 
     def point_or_crash(action_, step, when, armed=None):

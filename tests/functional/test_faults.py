@@ -263,8 +263,9 @@ def test_same_task_twice_and_host_down(deployment, tmp_path):
         # A task the conductor gave up on is refused by its operation id,
         # even without an expires_at: the agent journaled the abandonment.
         agent = agent_rpcapi.AgentAPI()
-        late = dict(task, operation_id='abandoned-1',
-                    new_image=os.path.join(dep.image_dir, 'late.qcow2'))
+        late = dict(task, operation_id='abandoned-1', layer_name='late')
+        late_image = os.path.join(
+            os.path.dirname(task['disk']['path']), 'late.qcow2')
         assert agent.abandon_operation(context.make(), fixtures.HOST,
                                        'abandoned-1')['state'] == 'abandoned'
         agent.create_snapshot(context.make(), fixtures.HOST, late)
@@ -272,7 +273,7 @@ def test_same_task_twice_and_host_down(deployment, tmp_path):
         time.sleep(2)  # time to (not) act on it
         assert agent.get_operation(context.make(), fixtures.HOST,
                                    'abandoned-1')['state'] == 'abandoned'
-        assert not os.path.exists(late['new_image'])
+        assert not os.path.exists(late_image)
         # ... while an operation it has seen is not abandoned.
         assert agent.abandon_operation(context.make(), fixtures.HOST,
                                        op['id'])['state'] == 'done'

@@ -245,38 +245,6 @@ def test_concurrent_deletes_decide_once(offline):
     assert sorted(results) in ([202, 409], [202, 404])
 
 
-def test_agent_below_rpc_1_4_gets_legacy_tasks(offline, monkeypatch):
-    """Rolling upgrade: while the agent RPC version is capped below 1.4
-    the conductor sends the path-based tasks of 1.3 and reads their
-    results; the snapshot tree comes out the same."""
-    from agent import rpcapi as agent_rpcapi
-    from conductor.db import models
-    dep, base = offline
-    monkeypatch.setattr(agent_rpcapi.AgentAPI, 'can_send_locators',
-                        lambda self, host=None: False)
-    snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'old')
-    assert op['status'] == 'succeeded', op
-    second, op2 = scenarios.create_snapshot(dep, 'srv1', 'old2')
-    assert op2['status'] == 'succeeded', op2
-    with db.transaction() as s:
-        task = s.get(models.Operation, op['id']).task
-        snap = s.get(models.Snapshot, snap_id)
-        disk = s.get(models.Disk, snap.disk_id)
-        assert set(task) == {'operation_id', 'disk', 'new_image'}
-        assert task['new_image'] == os.path.join(
-            os.path.dirname(base), '%s-%s.qcow2' % (disk.id, op['id']))
-        assert snap.locator == {'driver': 'qemu', 'path': base}
-        assert disk.locator['path'] == disk.active_image
-    # a merge of the newest snapshot into the live image, by 1.3 tasks
-    op_id = dep.ok('DELETE', '/v1/snapshots/%s' % second)['operation']['id']
-    op3 = dep.wait_operation(op_id)
-    assert op3['status'] == 'succeeded' and op3['mode'] == 'merge', op3
-    with db.transaction() as s:
-        disk = s.get(models.Disk, s.get(models.Snapshot, snap_id).disk_id)
-        assert disk.snapshot_id == snap_id
-        assert images.backing_file(disk.locator['path']) == base
-
-
 def test_merge_ends_at_full_progress(offline):
     """A copy too short to report progress still ends at 100; an
     operation that copies nothing has none."""

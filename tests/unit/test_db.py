@@ -65,7 +65,8 @@ def test_disk_lock_under_contention(database):
 def test_host_liveness(database, conf):
     with db.transaction() as s:
         assert not db.host_is_alive(s, 'h1')
-    hosts.record_heartbeat('h1', {'image_dirs': ['/x'], 'started_at': 1.0})
+    hosts.record_heartbeat('h1', {'image_dirs': ['/x'], 'started_at': 1.0,
+                                  'rpc_version': '1.4'})
     with db.transaction() as s:
         assert db.host_is_alive(s, 'h1')
         s.get(models.Host, 'h1').last_heartbeat = models.utcnow().replace(

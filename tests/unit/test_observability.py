@@ -12,6 +12,7 @@ from conductor.api import loader
 from conductor.api import middleware
 from conductor.db import api as db
 from conductor.db import models
+from conductor import dispatch
 from conductor import metrics
 from conductor import notification_samples
 from conductor import notifications
@@ -92,8 +93,8 @@ def test_report_notified_once_after_commit(sqlite, sent):
               'requested_by': 'tenant'}
     before = prometheus_client.REGISTRY.get_sample_value(
         'livesnap_operations_total', labels) or 0
-    assert operations.apply_report('op1', report)
-    assert not operations.apply_report('op1', report)   # a duplicate
+    assert dispatch.apply_report('op1', report)
+    assert not dispatch.apply_report('op1', report)   # a duplicate
     assert [e for e, _ in sent] == ['livesnap.snapshot.create.end']
     data = sent[0][1]['livesnap_object.data']
     assert data['operation_id'] == 'op1' and data['disk'] == 'vda'
@@ -278,7 +279,6 @@ def test_grafana_dashboard_uses_livesnap_series():
 
 def test_deferred_work_notified_as_the_conductors(sqlite, sent,
                                                   monkeypatch):
-    from conductor import deletion
     with db.transaction() as s:
         s.add(models.Host(name='h1', last_heartbeat=models.utcnow()))
         s.add(models.Server(id='srv1', name='s', project_id='p1',
@@ -291,9 +291,9 @@ def test_deferred_work_notified_as_the_conductors(sqlite, sent,
                                        'path': '/i/0.qcow2'},
                               size_bytes=512))
     dispatched = []
-    monkeypatch.setattr(operations, 'dispatch',
+    monkeypatch.setattr(dispatch, 'send',
                         lambda ctxt, sent: dispatched.append(sent.id))
-    op_id = deletion.finish_deferred(context.make(), 'd1')
+    op_id = dispatch.finish_deferred(context.make(), 'd1')
     assert dispatched == [op_id]
     assert [e for e, _ in sent] == ['livesnap.snapshot.delete.start']
     data = sent[0][1]['livesnap_object.data']
@@ -333,7 +333,7 @@ def test_group_notification_names_the_group_and_every_member(sqlite, sent):
         'steps': [{'name': 'pause', 'status': 'done', 'duration_ms': 0.2},
                   {'name': 'resume', 'status': 'done', 'duration_ms': 0.3,
                    'detail': {'agent_pause_ms': 3.5}}]}
-    assert operations.apply_report('op-g', report)
+    assert dispatch.apply_report('op-g', report)
     assert [e for e, _ in sent] == ['livesnap.snapshot_group.create.end']
     data = sent[0][1]['livesnap_object.data']
     assert data['group_id'] == 'g1' and data['mode'] == 'online'

@@ -9,9 +9,11 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from conductor import actions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import creation
+from conductor import dispatch
 from conductor import operations
 from conductor import states
 from livesnap_tools import fixtures
@@ -43,7 +45,7 @@ def test_compare_and_set(offline):
         with db.transaction() as s:
             db.operation_transition(s, op['id'], ['succeeded'], 'running')
     # A late duplicate or progress report never regresses it.
-    assert not operations.apply_report(op['id'], {'status': 'failed'})
+    assert not dispatch.apply_report(op['id'], {'status': 'failed'})
     operations.apply_progress(op['id'], 3.0)
     after = dep.ok('GET', '/v1/operations/%s' % op['id'])['operation']
     assert after['status'] == 'succeeded' and after['progress'] != 3.0
@@ -52,7 +54,7 @@ def test_compare_and_set(offline):
 def test_running_before_the_task_is_cast(offline, monkeypatch):
     """A fast agent's report can only follow a recorded ``running``."""
     dep, _ = offline
-    real = operations.send_task
+    real = dispatch.send_task
     seen = []
 
     def send(ctxt, op):
@@ -67,7 +69,7 @@ def test_running_before_the_task_is_cast(offline, monkeypatch):
                     break
             time.sleep(0.01)
 
-    monkeypatch.setattr(operations, 'send_task', send)
+    monkeypatch.setattr(dispatch, 'send_task', send)
     body = dep.ok('POST', '/v1/servers/srv1/snapshots',
                   {'snapshot': {'name': 'a', 'disk': 'vda'}}, status=202)
     assert seen == ['running']
@@ -86,7 +88,7 @@ def test_delete_during_create_report_counts_fresh_rows(offline,
     dep, _ = offline
     s1, op = scenarios.create_snapshot(dep, 'srv1', 's1')
     assert op['status'] == 'succeeded'
-    on_success, on_failure = operations.report_handlers('create')
+    on_success, on_failure = actions.report_handlers('create')
     held, release = threading.Event(), threading.Event()
 
     def slow_created(session, op, result):
@@ -123,10 +125,10 @@ class HoldConductorWork(object):
     so a tenant's request finds its disk busy with them."""
 
     def __init__(self, monkeypatch):
-        self.real = operations.send_task
+        self.real = dispatch.send_task
         self.held = []
         self.hold = True
-        monkeypatch.setattr(operations, 'send_task', self.send)
+        monkeypatch.setattr(dispatch, 'send_task', self.send)
 
     def send(self, ctxt, op):
         if self.hold and op.requested_by == 'conductor':
@@ -287,8 +289,11 @@ def test_quota_holds_across_disks(offline, conf):
     def create(server_id):
         barrier.wait()
         try:
-            results.append(creation.create(context.make(), server_id,
-                                            'vda', 'q', project_id='p1'))
+            ctxt = context.make()
+            snapshot_id, operation_id, sent = creation.create(
+                ctxt, server_id, 'vda', 'q', project_id='p1')
+            dispatch.send(ctxt, sent)
+            results.append((snapshot_id, operation_id))
         except exception.QuotaExceeded:
             results.append('quota')
 

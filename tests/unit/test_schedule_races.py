@@ -93,7 +93,7 @@ def test_an_attempt_is_made_exactly_once(database, monkeypatch):
                     requested_by=None):
         with lock:
             made.append(disk_name)
-        return 'snap-' + disk_name, 'op-' + disk_name
+        return 'snap-' + disk_name, 'op-' + disk_name, None
 
     monkeypatch.setattr(schedule_runner.creation, 'create', fake_create)
     real = schedule_runner._claim_attempt

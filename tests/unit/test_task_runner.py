@@ -46,7 +46,7 @@ def test_same_task_twice_runs_once(runner):
     dict(_task(), disk={'driver': 'fake', 'path': ['x']}),
     dict(_task(), disk={'driver': 'fake', 'path': 'relative'}),
     dict(_task(), disk={'path': '/i/a'}),
-    # legacy (RPC 1.3) tasks are checked as strictly
+    # the path tasks of RPC 1.3 fit no schema
     {'operation_id': 'op-3', 'disk': {'active_image': ['x']},
      'new_image': '/i/b.qcow2'},
     {'operation_id': 'op-4', 'disk': {'active_image': '/i/a.qcow2'},
