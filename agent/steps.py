@@ -15,7 +15,8 @@ import time
 
 
 class StepRecorder(object):
-    """Collects ``{"name", "started_at", "duration_ms", "status", "detail"}``."""
+    """Collects each step's ``{"name", "started_at", "duration_ms",
+    "status", "detail"}``."""
 
     def __init__(self, listener=None):
         """:param listener: called as ``listener(event, name, detail)`` with
@@ -50,7 +51,8 @@ class StepRecorder(object):
         else:
             entry["status"] = "done"
         finally:
-            entry["duration_ms"] = round((time.monotonic() - start) * 1000.0, 3)
+            entry["duration_ms"] = round(
+                (time.monotonic() - start) * 1000.0, 3)
         self._notify("end", name, detail)
 
     def mark_paused(self):

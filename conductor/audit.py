@@ -45,6 +45,7 @@ LOG = logging.getLogger(__name__)
 
 ACTIVE_OPS = states.ACTIVE
 
+
 def _key(locator):
     """A locator as a dictionary key (locators are compared whole)."""
     return json.dumps(locator, sort_keys=True)

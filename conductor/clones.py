@@ -17,9 +17,9 @@ change); its deletion is logical until the clone disk goes.
 import logging
 
 from agent import rpcapi as agent_rpcapi
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import exception
 from conductor import hosts
 from conductor import operations

@@ -21,13 +21,13 @@ when it sits on the node):
 
 import logging
 
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import locking
 from conductor import operations
-from conductor import creation
 from conductor import states
 from conductor import tree
 from livesnap import context

@@ -18,9 +18,9 @@ import logging
 import sqlalchemy as sa
 
 from agent import rpcapi as agent_rpcapi
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import deletion
 from conductor import exception
 from conductor import hosts
@@ -200,8 +200,6 @@ def apply_create_failure(session, op, report):
         states.check_snapshot(snap, states.ERROR)
         snap.locator = None
     locking.unlock_others(session, op)
-
-
 
 
 def get(session, group_id, project_id=None):

@@ -65,8 +65,6 @@ def lock_project(session, project_id):
         .order_by(models.Server.id).with_for_update())
 
 
-
-
 def unlock_others(session, op):
     """Release the locks ``op`` holds besides its own disk's (which
     ``operations`` releases)."""

@@ -37,6 +37,7 @@ from livesnap import tasks as tasks_mod
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
+
 def report_handlers(action):
     """``(on_success, on_failure)``: what applies a report of ``action``.
 

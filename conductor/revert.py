@@ -11,12 +11,12 @@ child, which may let a logically deleted snapshot be finished.
 import logging
 
 from agent import rpcapi as agent_rpcapi
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import operations
-from conductor import creation
 from conductor import states
 from livesnap import locators
 from livesnap import tasks

@@ -25,10 +25,10 @@ window closes: ``[conductor] policy_retry_window`` seconds after the slot,
 or the policy's next slot if that comes first.  Then it is ``skipped``
 with the last reason.  One that cannot start for a reason that waiting
 does not fix (``chain_too_deep``, ``quota_exceeded``, a disk or a server
-that is gone: ``not_found``) is ``skipped`` at once.  A slot first claimed after its window closed (no
-conductor ran meanwhile) is ``skipped`` with reason ``missed``; missed
-slots are not caught up one by one: the policy goes on from the next slot
-after now.
+that is gone: ``not_found``) is ``skipped`` at once.  A slot first claimed
+after its window closed (no conductor ran meanwhile) is ``skipped`` with
+reason ``missed``; missed slots are not caught up one by one: the policy
+goes on from the next slot after now.
 
 **Pruning.**  Once a run's snapshot is ``available``, the policy's
 snapshots of that disk are judged by ``conductor.retention`` and the ones
@@ -47,9 +47,9 @@ from oslo_config import cfg
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import deletion
 from conductor import exception
 from conductor import operations

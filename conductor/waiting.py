@@ -22,13 +22,13 @@ backstop, by the periodic task.
 
 import logging
 
+from conductor import creation
 from conductor.db import api as db
 from conductor import deletion
 from conductor import exception
 from conductor import locking
 from conductor import operations
 from conductor import revert
-from conductor import creation
 from conductor import states
 from livesnap import context
 

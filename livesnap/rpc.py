@@ -18,8 +18,8 @@ with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     import oslo_messaging as messaging
     from oslo_messaging.notify import notifier as messaging_notifier
-    from oslo_messaging import transport as messaging_transport
     from oslo_messaging.rpc import dispatcher as rpc_dispatcher
+    from oslo_messaging import transport as messaging_transport
 
 from kombu.transport import memory as kombu_memory
 

@@ -212,7 +212,8 @@ _LEGACY_KEYS = ('new_image', 'snapshot_image')
 # -- building (the conductor) -------------------------------------------------
 def create_task(disk, layer_name):
     """A create: ``disk``'s live layer becomes a snapshot under a new layer
-    named ``layer_name``.  (``operations.lock_disk_and_start`` adds the operation id.)"""
+    named ``layer_name``.  (``operations.lock_disk_and_start`` adds the
+    operation id.)"""
     return {'disk': disk, 'layer_name': layer_name}
 
 
@@ -375,7 +376,7 @@ def _from_legacy(action, task):
     return out
 
 
-# -- results -------------------------------------------------------------------
+# -- results ------------------------------------------------------------------
 def legacy_result(action, result):
     """The result an agent of RPC 1.3 gave, from a driver's result (the
     agent answers a legacy task with it)."""

@@ -196,6 +196,7 @@ def _journal_listener(directory, op_id):
     """The agent's own write-ahead journal listener (agent.tasks), on a
     journal in ``directory``: what the agent adds around each step."""
     import types
+
     from agent import journal
     from agent import tasks
     from livesnap import conf  # noqa: F401  (registers [agent] options)
@@ -218,8 +219,8 @@ def _create_by_design(driver, disk, new, listener=None):
 def _create_inside_pause(session, state, new):
     """The naive order: stop, qemu-img create, blockdev-add,
     blockdev-snapshot, cont.  ``state`` carries the current top node."""
-    from agent import images
     from agent.driver import qemu
+    from agent import images
     node = qemu.node_name_for(new)
     t0 = time.monotonic()
     session.execute('stop')
@@ -417,7 +418,8 @@ def bench_merge_online(opts):
         'copy = step prepare (the block job copying while the VM runs, '
         'then an fsync); merge = step merge (reading job-finalize\'s '
         'answer, or waiting for the commit job to end); delete = step '
-        'delete, after the resume (blockdev-del, rename); stream: block-stream of the snapshot into the live layer, then '
+        'delete, after the resume (blockdev-del, rename); stream: '
+        'block-stream of the snapshot into the live layer, then '
         'stop, job-finalize, cont in one write; pause_ms = QEMU\'s '
         'STOP..RESUME; commit: the live layer (64 KiB) is committed into the '
         'snapshot (block-commit, job-complete: QEMU drains the disk\'s I/O '
@@ -558,9 +560,9 @@ def _drive(dep, n, data, vm_dir, rss_probe=None):
 
 
 def run_inprocess(opts):
-    from livesnap_tools import fixtures
     from conductor.db import api as db
     from livesnap import rpc
+    from livesnap_tools import fixtures
     tmp = pathlib.Path(JANITOR.tmpdir())
     conf = fixtures.ConfFixture()
     dep = None

@@ -24,10 +24,10 @@ import os
 import threading
 import time
 
+from agent.driver import qemu
 from agent import images
 from agent import qmp
 from agent import steps
-from agent.driver import qemu
 
 MiB = 1024 * 1024
 

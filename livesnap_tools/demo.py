@@ -647,6 +647,7 @@ def wait_ready_main(argv):
         time.sleep(0.3)
     # The agent's first heartbeat: read it as the conductor does.
     from oslo_config import cfg
+
     from livesnap import conf as _conf  # noqa: F401
     cfg.CONF(["--config-file", args.config_file], project="livesnap",
              default_config_files=[], default_config_dirs=[])

@@ -38,10 +38,10 @@ import sys
 import time
 import uuid
 
-from livesnap_tools.chaos import services
-from livesnap_tools import testvm
 from livesnap_tools import broker
+from livesnap_tools.chaos import services
 from livesnap_tools import fixtures
+from livesnap_tools import testvm
 
 #: options that make host failures show within seconds
 CONDUCTOR_FAST = ('[conductor]\nhost_down_time = 3\nperiodic_interval = 0.5\n'

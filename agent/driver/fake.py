@@ -65,7 +65,7 @@ class FakeDriver(base.Driver):
     def image(self, path):
         return {'driver': self.name, 'path': path}
 
-    # -- locators --------------------------------------------------------------
+    # -- locators -------------------------------------------------------------
     def check(self, locator, kind='image'):
         super().check(locator, kind)
         path = locator.get('path')
@@ -79,7 +79,7 @@ class FakeDriver(base.Driver):
         return self.image(os.path.join(os.path.dirname(disk['path']),
                                        layer_name))
 
-    # -- the host ----------------------------------------------------------------
+    # -- the host -------------------------------------------------------------
     def list_vms(self):
         return [{'name': name, 'uuid': None, 'running': vm['running'],
                  'disks': []} for name, vm in sorted(self.vms.items())]
@@ -96,7 +96,7 @@ class FakeDriver(base.Driver):
             return True
         return False
 
-    # -- the patent's methods ---------------------------------------------------
+    # -- the patent's methods -------------------------------------------------
     def _step(self, rec, name, **detail):
         if self.record_steps:
             with rec.step(name, **detail):
@@ -290,7 +290,7 @@ class FakeDriver(base.Driver):
                 'backing': snapshot if mode == 'linked' else None,
                 'size_bytes': 1}
 
-    # -- the audit ----------------------------------------------------------------
+    # -- the audit ------------------------------------------------------------
     def inspect(self, locators):
         images, named = [], {}
         for locator in locators:

@@ -45,10 +45,10 @@ import xml.etree.ElementTree as ET
 
 import tenacity
 
+from agent.driver import base
 from agent import exception
 from agent import images
 from agent import paths
-from agent.driver import base
 
 try:
     import libvirt
@@ -985,11 +985,11 @@ class LibvirtDriver(base.Driver):
         channel, or whose channel libvirt reports ``disconnected`` (no
         qemu-ga in the guest), is not frozen: ``required`` fails,
         ``preferred`` goes on crash-consistent.  Otherwise libvirt asks
-        the domain's guest agent to freeze (``fsFreeze``, step ``freeze``, journaled
-        durably before it is sent, so a restarted agent thaws), its answer
-        bounded by ``quiesce_timeout``; if the freeze fails or answers too
-        late, the guest is thawed at once and the snapshot goes on
-        crash-consistent (``preferred``) or the create fails before the
+        the domain's guest agent to freeze (``fsFreeze``, step ``freeze``,
+        journaled durably before it is sent, so a restarted agent thaws),
+        its answer bounded by ``quiesce_timeout``; if the freeze fails or
+        answers too late, the guest is thawed at once and the snapshot goes
+        on crash-consistent (``preferred``) or the create fails before the
         pause (``required``).  After the block: ``fsThaw`` (step
         ``thaw``).  ``outcome`` gets ``consistency`` and
         ``consistency_reason``.

@@ -326,7 +326,7 @@ class QemuDriver(base.Driver):
             if sock and os.path.isabs(sock):
                 yield sock
 
-    # -- the disk's state -------------------------------------------------------
+    # -- the disk's state -----------------------------------------------------
     def is_online(self, disk):
         """True if a QEMU answers on the disk's QMP socket."""
         return qmp.is_running(disk.get("qmp_socket"),
@@ -570,7 +570,7 @@ class QemuDriver(base.Driver):
                                new, rec)
         return {"disk": dict(disk, path=new), "online": False}
 
-    # -- new disks from a snapshot ------------------------------------------------
+    # -- new disks from a snapshot --------------------------------------------
     def clone(self, snapshot, layer_name, mode, rec, progress=None):
         """See base.Driver.clone: ``qemu-img convert -O qcow2`` (flat) or
         a qcow2 overlay on the snapshot's file (linked), beside it.
@@ -586,7 +586,7 @@ class QemuDriver(base.Driver):
                 "backing": self.image(snap) if backing else None,
                 "size_bytes": images.actual_size(new)}
 
-    # -- the audit --------------------------------------------------------------
+    # -- the audit ------------------------------------------------------------
     def inspect(self, locators):
         """See base.Driver.inspect: ``backing`` from the qcow2 header,
         ``check`` by ``qemu-img check`` (skipped for an image a process

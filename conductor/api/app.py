@@ -6,8 +6,8 @@ bad query strings are 400, a missing or bad token 401, a policy refusal on
 one's own object 403, an unknown or foreign object 404, a busy disk 409, a
 too-large body 413, too many operations 429 (with ``Retry-After``), a down
 host 503, a database that cannot be reached (or is full) 503 with
-``Retry-After``.  Unexpected errors are logged with their trace and answered 500
-without it.
+``Retry-After``.  Unexpected errors are logged with their trace and
+answered 500 without it.
 
 Everything a request carries is checked before a controller runs: path
 parameters (an id that cannot exist is 404), the query string and the body
@@ -22,10 +22,10 @@ import uuid
 
 import jsonschema
 import routes
+import sqlalchemy.exc as sa_exc
 import webob
 import webob.dec
 import webob.exc
-import sqlalchemy.exc as sa_exc
 
 from oslo_config import cfg
 

@@ -166,4 +166,3 @@ def make_authenticator():
     if CONF.api.auth_strategy == 'keystone':
         return KeystoneHeaders()
     return TokenFile(CONF.api.token_file)
-

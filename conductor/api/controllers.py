@@ -26,17 +26,17 @@ import contextlib
 from conductor.api import ratelimit
 from conductor.api import schemas
 from conductor.api import views
-from conductor.db import api as db
 from conductor import cancellation
+from conductor import clones
+from conductor import creation
+from conductor.db import api as db
 from conductor import deletion
 from conductor import exception
 from conductor import groups
 from conductor import policy
 from conductor import revert as revert_policy
-from conductor import clones
 from conductor import servers
 from conductor import states
-from conductor import creation
 from livesnap import context
 
 

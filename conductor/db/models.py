@@ -55,7 +55,8 @@ class Server(Base):
 class Disk(Base):
     __tablename__ = 'disks'
     __table_args__ = (
-        sa.UniqueConstraint('server_id', 'name', name='uniq_disks0server_name'),
+        sa.UniqueConstraint('server_id', 'name',
+                            name='uniq_disks0server_name'),
     )
 
     id = sa.Column(sa.String(36), primary_key=True)

@@ -36,8 +36,8 @@ the benchmark's janitor, also on an error, Ctrl-C or SIGTERM.
 import collections
 import os
 import sys
-import time
 import threading
+import time
 import uuid
 
 from livesnap_tools import bench as _bench

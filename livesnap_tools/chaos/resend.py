@@ -8,9 +8,9 @@ import sys
 
 from oslo_config import cfg
 
-from conductor import operations
 from conductor.db import api as db
 from conductor.db import models
+from conductor import operations
 from livesnap import context
 from livesnap import service as common_service
 

@@ -12,8 +12,8 @@ import time
 
 import sqlalchemy as sa
 
-from livesnap_tools.bench_load import LIMITS
 from livesnap_tools.bench_load import cluster as cluster_mod
+from livesnap_tools.bench_load import LIMITS
 from livesnap_tools.bench_load import monitor as monitor_mod
 from livesnap_tools.chaos import faults
 from livesnap_tools.chaos import services

@@ -278,7 +278,7 @@ def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
                     d.write(extra, 0x50 + slot)
                 assert not _commits(dep, snap, d.active_image()), point
             if not point.startswith('create_snapshot'):
-                def start():
+                def start():  # noqa: F811  (one start per point)
                     op = dep.ok('DELETE', '/v1/snapshots/%s' % snap,
                                 status=202)['operation']
                     assert op['mode'] == 'merge'

@@ -175,8 +175,8 @@ def test_driver_rerun_is_idempotent(two_disk_vm, monkeypatch):
 
 
 def test_driver_failed_transaction_pivots_nothing(two_disk_vm, monkeypatch):
-    from agent import exception
     from agent.driver import qemu
+    from agent import exception
     from agent.steps import StepRecorder
     vm, imgdir, paths, sock = two_disk_vm
     driver = qemu.QemuDriver([imgdir])

@@ -38,9 +38,9 @@ import urllib.request
 
 import pytest
 
-from livesnap_tools import testvm
 from livesnap_tools import fixtures
 from livesnap_tools import hostbed
+from livesnap_tools import testvm
 
 pytestmark = pytest.mark.functional
 

@@ -32,6 +32,7 @@ SIZE = 16 * 1024 * 1024
 CHUNK = 64 * 1024
 MiB = 1024 * 1024
 
+
 @pytest.fixture
 def imgdir(tmp_path):
     d = tmp_path / 'images'

@@ -45,8 +45,8 @@ from conductor.db import api as db
 from livesnap_tools import fixtures
 from livesnap_tools import libvirtd
 from tests.functional import guest
-from tests.functional import tree_check
 from tests.functional.test_guest_quiesce import _fs_state
+from tests.functional import tree_check
 
 _MISSING = guest.qga_missing(guest.LIBVIRT_QGA_MODULES)
 
@@ -257,8 +257,8 @@ def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
 
     import libvirt
 
-    from agent import exception
     from agent.driver import libvirt as lvdriver
+    from agent import exception
     from agent.steps import StepRecorder
     imgdir = str(tmp_path / 'images')
     os.mkdir(imgdir)

@@ -14,12 +14,13 @@ from unittest import mock
 
 import pytest
 
+from agent.driver import qemu
 from agent import exception
 from agent import images
 from agent import qmp
-from agent.driver import qemu
 from agent.steps import StepRecorder
-from livesnap_tools.testvm import TestVM, read_pattern_ok
+from livesnap_tools.testvm import read_pattern_ok
+from livesnap_tools.testvm import TestVM
 
 pytestmark = pytest.mark.functional
 
@@ -752,7 +753,6 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
     for i in range(9):
         assert read_pattern_ok(a2, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
     assert read_pattern_ok(a2, 0x33, 20 * 1024 * 1024, CHUNK)
-
 
 
 def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):

@@ -12,7 +12,9 @@ import os
 import time
 import uuid
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
 from hypothesis import strategies as st
 import pytest
 

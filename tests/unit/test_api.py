@@ -10,8 +10,8 @@ import pytest
 from agent import images
 from conductor.db import api as db
 from conductor import locking
-from tests.functional import scenarios
 from livesnap_tools import fixtures
+from tests.functional import scenarios
 
 _err = fixtures.api_error
 

@@ -221,7 +221,8 @@ def test_reports_of_every_action_apply_whatever_was_imported():
             'print(ok.__module__, ok.__name__, failed.__name__)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, check=True).stdout.split()
-    assert out == ['conductor.revert', 'apply_reverted', 'apply_revert_failure']
+    assert out == ['conductor.revert', 'apply_reverted',
+                   'apply_revert_failure']
 
 
 def test_first_check_resends_a_lost_task_and_waits_for_a_silent_agent(

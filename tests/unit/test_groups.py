@@ -11,9 +11,9 @@ import pytest
 from agent.driver import qemu
 from agent import images
 from conductor import agent_versions
-from conductor import locking
 from conductor.db import api as db
 from conductor.db import models
+from conductor import locking
 from livesnap import tasks
 from livesnap_tools import fixtures
 from tests.functional import scenarios
@@ -176,8 +176,8 @@ def test_group_task_schema():
 
 
 def test_base_driver_refuses(tmp_path):
-    from agent import exception
     from agent.driver import base
+    from agent import exception
 
     with pytest.raises(exception.InvalidRequest):
         base.Driver.create_snapshots(qemu.QemuDriver([str(tmp_path)]),

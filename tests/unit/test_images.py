@@ -206,6 +206,7 @@ def test_image_held_by_a_running_qemu_is_locked(tmp_path):
     """QEMU's real lock message, from a ``-M none`` QEMU holding the image
     with ``-blockdev`` (as the agent's VMs do)."""
     import tempfile
+
     from livesnap_tools import testvm
     directory = tmp_path / "blockstore"
     directory.mkdir()

@@ -9,17 +9,17 @@ uses real qemu-img in a temporary image directory.
 import os
 import time
 import types
-import xml.etree.ElementTree as ET
 from unittest import mock
+import xml.etree.ElementTree as ET
 
 import pytest
 
+from agent.driver import libvirt as lvdriver
 from agent import exception
 from agent import images
 from agent import journal as journal_mod
-from agent import tasks
-from agent.driver import libvirt as lvdriver
 from agent.steps import StepRecorder
+from agent import tasks
 from livesnap_tools import fixtures
 
 UUID = '7b0e2a0c-8d8e-4c39-9d54-0d5e6f7a8b9c'

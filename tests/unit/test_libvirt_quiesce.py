@@ -10,19 +10,19 @@ from unittest import mock
 
 import pytest
 
+from agent.driver import libvirt as lvdriver
 from agent import exception
 from agent import images
 from agent import journal as journal_mod
 from agent import recovery
-from agent import tasks
-from agent.driver import libvirt as lvdriver
 from agent.steps import StepRecorder
+from agent import tasks
 from livesnap_tools import fixtures
 from tests.unit.test_libvirt_driver import FAKE
 from tests.unit.test_libvirt_driver import FakeDomain
 from tests.unit.test_libvirt_driver import FakeError
-from tests.unit.test_libvirt_driver import UUID
 from tests.unit.test_libvirt_driver import switch_all
+from tests.unit.test_libvirt_driver import UUID
 
 CHANNEL = ("<channel type='unix'><target type='virtio' "
            "name='org.qemu.guest_agent.0' state='%s'/></channel>")

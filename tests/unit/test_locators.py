@@ -71,6 +71,7 @@ def test_libvirt_quiesce_defaults_to_preferred():
     disk gets ``preferred`` and the agent's driver says why a snapshot
     stayed crash-consistent; a QEMU disk without ``qga_socket`` ``off``."""
     import types
+
     from conductor import creation
     lv = types.SimpleNamespace(locator={'driver': 'libvirt', 'domain': 'u',
                                         'target': 'vda', 'path': '/i/a'})

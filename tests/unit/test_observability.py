@@ -126,8 +126,11 @@ def test_database_gauges(sqlite):
         s.get(models.Snapshot, 'snap1').parent_id = 'snap0'
         s.get(models.Disk, 'd1').snapshot_id = 'snap1'
     families = {f.name: f for f in metrics.DatabaseCollector().collect()}
-    samples = lambda name: {tuple(sorted(s.labels.items())): s.value
-                            for s in families[name].samples}
+
+    def samples(name):
+        return {tuple(sorted(s.labels.items())): s.value
+                for s in families[name].samples}
+
     assert samples('livesnap_chain_depth_max') == {
         (('project_id', 'p1'),): 2}
     assert samples('livesnap_deferred_deletions') == {(): 1}
@@ -206,6 +209,7 @@ def test_rpc_context_is_oslo_contexts_to_dict_and_back():
 
 def test_background_contexts_do_not_become_current():
     import threading
+
     from oslo_context import context as oslo_context
     seen = []
 
@@ -256,6 +260,7 @@ def test_healthcheck_bus_down(sqlite, conf, monkeypatch):
 def test_grafana_dashboard_uses_livesnap_series():
     import json
     import re
+
     from agent import metrics as agent_metrics  # noqa: F401  (defines them)
     with open(os.path.join(generated.TOP, 'etc', 'grafana',
                            'livesnap.json')) as f:
@@ -381,6 +386,7 @@ def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
     ``requested_by: policy``, not tenant (nor count in its rate)."""
     import datetime
     import time
+
     from agent import images
     from conductor import scheduler
     from livesnap_tools import fixtures

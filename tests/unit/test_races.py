@@ -9,14 +9,18 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import operations
 from conductor import states
 from livesnap_tools import fixtures
 from tests.functional import scenarios
-from tests.unit.test_api import offline  # noqa: F401  (fixture)
+from tests.unit import test_api
+
+#: test_api's fixture, bound by assignment: the tests' argument of the same
+#: name then does not redefine an import (flake8 F811).
+offline = test_api.offline
 
 
 def test_state_machine():
@@ -272,9 +276,10 @@ def test_quota_holds_across_disks(offline, conf):
     """Two creates of one project on two disks at once cannot both take
     its last unit of quota (the project's rows are locked to decide)."""
     import os
-    from conductor import exception
-    from conductor import creation
+
     from agent import images
+    from conductor import creation
+    from conductor import exception
     from livesnap import context
     dep, _ = offline
     base2 = os.path.join(dep.image_dir, 'srv2-vda.qcow2')

@@ -141,6 +141,7 @@ def test_keystone_pipeline_without_auth_token_refused(conf, tmp_path):
     pipeline that leaves it out would let any client claim any project
     and role, so it is refused at load."""
     from keystonemiddleware import auth_token
+
     from conductor.api import loader
     from livesnap import service
     from livesnap_tools import fixtures as ls_fixtures
