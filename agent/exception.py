@@ -10,7 +10,9 @@ class AgentError(Exception):
 
     def __init__(self, message=None, **kwargs):
         self.kwargs = kwargs
-        super().__init__(message or self.__class__.__doc__ or self.code)
+        # The class's docstring without the line its closing quotes are on.
+        doc = (self.__class__.__doc__ or '').rstrip()
+        super().__init__(message or doc or self.code)
 
 
 class PathNotAllowed(AgentError):
