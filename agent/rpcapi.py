@@ -84,7 +84,8 @@ class AgentAPI(object):
 
     def can_send_version(self, version, host=None):
         """Whether a message of ``version`` may be sent now: to ``host``
-        (by what it reported), or to every host that is up (None)."""
+        (by what it reported), or to every host that is up (None).
+        """
         if host is None:
             return self.client.can_send_version(version)
         return self._prepare(host).can_send_version(version)
@@ -105,7 +106,8 @@ class AgentAPI(object):
     def create_snapshots(self, ctxt, host, task, expires_at=None):
         """Pause once, pivot every disk of ``task['disks']`` in one QMP
         transaction, resume (1.6); with ``quiesce`` in the task, freeze
-        the guest once around it (1.9)."""
+        the guest once around it (1.9).
+        """
         self._prepare(host, '1.9' if 'quiesce' in task else '1.6').cast(
             ctxt, 'create_snapshots', task=task, expires_at=expires_at)
 
@@ -126,7 +128,8 @@ class AgentAPI(object):
 
     def inspect_layers(self, ctxt, host, locators, timeout=60):
         """For the audit: each disk's and snapshot's state (by locator)
-        and the files no locator names (1.4; ``Driver.inspect``)."""
+        and the files no locator names (1.4; ``Driver.inspect``).
+        """
         return self._prepare(host, version='1.4', timeout=timeout).call(
             ctxt, 'inspect_layers', locators=locators)
 
@@ -142,7 +145,8 @@ class AgentAPI(object):
 
     def describe_vm(self, ctxt, host, domain, timeout=30):
         """One VM the host's driver sees, by name or UUID (1.5): its
-        ``Driver.list_vms`` entry, or None."""
+        ``Driver.list_vms`` entry, or None.
+        """
         return self._prepare(host, version='1.5', timeout=timeout).call(
             ctxt, 'describe_vm', domain=domain)
 
@@ -158,7 +162,8 @@ class AgentAPI(object):
 
     def ack_report(self, ctxt, host, operation_id):
         """The conductor has committed the operation's report: the agent
-        stops re-sending it and prunes it from its journal."""
+        stops re-sending it and prunes it from its journal.
+        """
         self._prepare(host, version='1.1').cast(
             ctxt, 'ack_report', operation_id=operation_id)
 

@@ -115,7 +115,8 @@ class AgentService(object):
 
     def _reports_loop(self):
         """Re-send the reports the conductor has not acknowledged; run
-        again an operation whose task died."""
+        again an operation whose task died.
+        """
         while not self._stop.wait(CONF.agent.report_resend_interval):
             if not self.runner.recovered.is_set():
                 continue  # the start-up replay does both first
@@ -128,7 +129,8 @@ class AgentService(object):
     def _prune_loop(self):
         """Remove expired archived entries, now and then (it may take a
         while on a host with a long history: never in the way of the
-        replay or the re-sends)."""
+        replay or the re-sends).
+        """
         self.runner.recovered.wait()
         while not self._stop.is_set():
             self.prune()

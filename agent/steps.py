@@ -18,12 +18,15 @@ import time
 
 
 class StepRecorder(object):
-    """Collects ``{"name", "started_at", "duration_ms", "status", "detail"}``."""
+    """Collects each step's ``{"name", "started_at", "duration_ms",
+    "status", "detail"}``.
+    """
 
     def __init__(self, listener=None):
         """:param listener: called as ``listener(event, name, detail)`` with
             event ``start``/``end`` around each step and ``paused``/
-            ``resumed``; the agent journals from it (write-ahead)."""
+            ``resumed``; the agent journals from it (write-ahead).
+        """
         self.steps = []
         self._paused_at = None
         self.pause_ms = None
@@ -55,7 +58,8 @@ class StepRecorder(object):
         else:
             entry["status"] = "done"
         finally:
-            entry["duration_ms"] = round((time.monotonic() - start) * 1000.0, 3)
+            entry["duration_ms"] = round(
+                (time.monotonic() - start) * 1000.0, 3)
         self._notify("end", name, detail)
 
     def mark_paused(self):
@@ -72,7 +76,8 @@ class StepRecorder(object):
         ``time.monotonic()`` at which another thread saw the resume
         answered (a watchdog), when it was not just now.
         ``qemu_paused_at``: the UNIX time QEMU stamped on the pause's
-        STOP, which the first pause makes ``taken_at``."""
+        STOP, which the first pause makes ``taken_at``.
+        """
         if self._paused_at is not None:
             if self.taken_at is None:
                 self.taken_at = (self._wall_paused_at if qemu_paused_at

@@ -141,7 +141,8 @@ def _log_change(host, version):
 
 def heard_from(host, info):
     """A heartbeat from ``host`` was recorded: use its version at once in
-    this process (other conductors read it within REFRESH_INTERVAL)."""
+    this process (other conductors read it within REFRESH_INTERVAL).
+    """
     version = reported_version(info)
     with _LOCK:
         if _HOSTS is None:
@@ -163,7 +164,8 @@ def forget():
 
 def _hosts():
     """The versions read, read again first if they are older than
-    REFRESH_INTERVAL; None if they were never read and cannot be."""
+    REFRESH_INTERVAL; None if they were never read and cannot be.
+    """
     try:
         if _HOSTS is None or db.get_engine() is not _READ_FROM or \
                 time.monotonic() - _READ_AT > REFRESH_INTERVAL:
@@ -213,7 +215,8 @@ def capabilities(host):
     """What the agent of ``host`` can be asked to do, by the version it
     reported (:func:`version_cap`): a frozenset of the names in
     :data:`CAPABILITY_VERSIONS` (:data:`QUIESCE`, :data:`CLONE`, ...).
-    Empty for an agent older than :data:`MINIMUM`."""
+    Empty for an agent older than :data:`MINIMUM`.
+    """
     cap = parse(version_cap(host))
     if cap < parse(MINIMUM):
         return frozenset()
@@ -224,6 +227,7 @@ def capabilities(host):
 def client():
     """The conductor's client of the agents, pinned as above: a message
     to a host never carries a version above the one that host reported,
-    and the client's ``version_cap`` is :func:`version_cap`."""
+    and the client's ``version_cap`` is :func:`version_cap`.
+    """
     return agent_rpcapi.AgentAPI(version_cap=version_cap(),
                                  host_cap=version_cap)

@@ -44,6 +44,7 @@ LOG = logging.getLogger(__name__)
 
 ACTIVE_OPS = states.ACTIVE
 
+
 def _key(locator):
     """A locator as a dictionary key (locators are compared whole)."""
     return json.dumps(locator, sort_keys=True)
@@ -58,7 +59,8 @@ def _expected(session, host):
     """{locator key: (locator, expected backing locator or None,
     description)}, the ids of the operations that are still running and
     the disks and layers they hold (their files may not be recorded, or be
-    on their way out), and the findings of the database alone."""
+    on their way out), and the findings of the database alone.
+    """
     expected = {}
     busy = {'disks': set(), 'images': set()}
     findings = []
@@ -120,7 +122,8 @@ def _expected(session, host):
 def _in_the_works(found, running_ops, busy):
     """True if a running (or in doubt) operation may be making or removing
     the file ``found`` (``{"path", "locator"}`` of ``Driver.inspect``):
-    layers are named by ids, and a leftover names its layer."""
+    layers are named by ids, and a leftover names its layer.
+    """
     name = os.path.basename(found['path'])
     if any(x in name for x in running_ops) or \
             any(x in name for x in busy['disks']):

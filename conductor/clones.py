@@ -17,9 +17,9 @@ change); its deletion is logical until the clone disk goes.
 import logging
 
 from conductor import agent_versions
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import exception
 from conductor import hosts
 from conductor import operations
@@ -98,7 +98,8 @@ def clone(ctxt, snapshot_id, mode, disk_name, server_id=None,
 def apply_cloned(session, op, result):
     """Register the new image as a disk of the target server.  Should a
     disk of that name have appeared meanwhile, the new one is named
-    ``<name>-<operation id's first 8 characters>``."""
+    ``<name>-<operation id's first 8 characters>``.
+    """
     target = op.target or {}
     server = session.get(models.Server, target.get('server_id'))
     if server is None:

@@ -28,7 +28,8 @@ LOG = logging.getLogger(__name__)
 def layer_name(disk, operation_id):
     """Name of a new writable layer, by ids only; the agent's driver
     places it (the QEMU driver as ``<disk>-<operation>.qcow2`` beside the
-    live layer)."""
+    live layer).
+    """
     return '%s-%s' % (disk.id, operation_id)
 
 
@@ -59,7 +60,8 @@ QUIESCE_MODES = ('required', 'preferred', 'off')
 def quiesce_mode(requested, disk):
     """The quiesce a create gets: what was asked, else ``preferred`` when
     the disk's server has a guest agent channel (``qga_socket``), else
-    ``off``."""
+    ``off``.
+    """
     if requested:
         return requested
     return 'preferred' if locators.has_guest_agent(disk.locator) else 'off'
@@ -144,7 +146,8 @@ def _check_quiesce(server, disk):
 
 def _quiesce_task(task, server, disk, snap):
     """Add ``quiesce`` to a create task if the host's agent takes it
-    (RPC 1.7); else the snapshot is ``crash`` consistent, and says why."""
+    (RPC 1.7); else the snapshot is ``crash`` consistent, and says why.
+    """
     mode = quiesce_mode(snap.quiesce, disk)
     if agent_versions.QUIESCE in agent_versions.capabilities(server.host):
         task['quiesce'] = mode
@@ -183,7 +186,8 @@ def record_consistency(snap, task, result):
     """What the snapshot got, from the driver's ``result`` if the agent
     was asked to quiesce (``quiesce`` in the ``task``: a create of RPC
     1.7, a group of 1.9), else ``crash`` (the reason set when the task was
-    built, or that the agent did not quiesce)."""
+    built, or that the agent did not quiesce).
+    """
     if 'quiesce' in (task or {}) and \
             result.get('consistency') in ('application', 'crash'):
         snap.consistency = result['consistency']

@@ -54,7 +54,8 @@ LOG = logging.getLogger(__name__)
 def _in_flight_ids(overdue_only=True):
     """Operations pending or running, and failed ones still holding their
     disk's lock (in doubt); with ``overdue_only``, those past their
-    deadline.  :returns: [(operation id, host)], oldest first."""
+    deadline.  :returns: [(operation id, host)], oldest first.
+    """
     now = models.utcnow()
     with db.transaction() as s:
         late = (sa.select(models.Operation.id, models.Operation.host,

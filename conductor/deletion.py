@@ -21,13 +21,13 @@ when it sits on the node):
 
 import logging
 
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import locking
 from conductor import operations
-from conductor import creation
 from conductor import states
 from conductor import tree
 from livesnap import tasks
@@ -37,7 +37,8 @@ LOG = logging.getLogger(__name__)
 
 def _plan(session, snap, disk):
     """Decide the mode and build the agent's task (step 1 and 3 of the
-    patent's deletion method).  ``None`` task: nothing for the agent."""
+    patent's deletion method).  ``None`` task: nothing for the agent.
+    """
     kids = tree.children(session, snap, disk)
     if len(kids) >= 2 or tree.has_clones(kids):
         return 'logical', None, len(kids)

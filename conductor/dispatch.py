@@ -36,7 +36,8 @@ def _expires_at(op):
     """UNIX time after which an agent that never started the task refuses
     it: ``operation_timeout`` from the moment it is sent, whatever the
     operation's next check (the abandonment, recorded by the agent, is the
-    first guard against a late task; this is the second)."""
+    first guard against a late task; this is the second).
+    """
     return calendar.timegm((models.utcnow() + datetime.timedelta(
         seconds=CONF.conductor.operation_timeout)).timetuple())
 
@@ -135,14 +136,16 @@ def _apply_report(operation_id, report):
 
 def _copies(op):
     """Is ``op``'s work a copy whose progress the agent reports (a merge,
-    a clone)?  It ends at 100 even if it was too short to report any."""
+    a clone)?  It ends at 100 even if it was too short to report any.
+    """
     return op.mode == 'merge' or op.action == 'clone'
 
 
 def in_doubt(session, op):
     """A failed operation that still holds its disk's lock: it was given
     up on while its agent could not be asked, and the agent's late report
-    decides what really happened."""
+    decides what really happened.
+    """
     if op.status != states.FAILED:
         return False
     disk = session.get(models.Disk, op.disk_id)
@@ -151,7 +154,8 @@ def in_doubt(session, op):
 
 def _after_finish(ctxt, disk_id):
     """The disk's lock is free again: start what waits for it (a tenant's
-    request first, then the conductor's own deferred work)."""
+    request first, then the conductor's own deferred work).
+    """
     try:
         start_work_waiting_for_disk(ctxt, disk_id)
     except Exception:
@@ -175,7 +179,8 @@ def finish_deferred(ctxt, disk_id):
 
 def start_work_waiting_for_disk(ctxt, disk_id):
     """The disk's lock was released: start what waits for it, tenants
-    first, then the conductor's own deferred deletions."""
+    first, then the conductor's own deferred deletions.
+    """
     ctxt = ctxt or context.make()
     # Bounded: each round ends one waiting operation or returns.
     for _ in range(100):

@@ -117,7 +117,8 @@ class ServerRunning(Conflict):
 
 class InvalidState(Conflict):
     code = 'invalid_state'
-    message = 'Snapshot %(snapshot)s is %(status)s; %(action)s is not possible.'
+    message = ('Snapshot %(snapshot)s is %(status)s; %(action)s is not '
+               'possible.')
 
 
 class CloneNotPossible(Conflict):

@@ -18,9 +18,9 @@ import logging
 import sqlalchemy as sa
 
 from conductor import agent_versions
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import deletion
 from conductor import exception
 from conductor import hosts
@@ -81,7 +81,8 @@ def _check_quiesce(server, disk):
 
 def _quiesce_task(task, server, disk, snaps, requested):
     """Add ``quiesce`` to a group task if the host's agent takes it (RPC
-    1.9); else every member is ``crash`` consistent, and says why."""
+    1.9); else every member is ``crash`` consistent, and says why.
+    """
     mode = creation.quiesce_mode(requested, disk)
     if agent_versions.GROUP_QUIESCE in \
             agent_versions.capabilities(server.host):
@@ -165,7 +166,8 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
 
 def members(session, group_id):
     """The group's snapshots, in the order of their disks' ids (the order
-    of the task's disks)."""
+    of the task's disks).
+    """
     snaps = session.scalars(sa.select(models.Snapshot).where(
         models.Snapshot.group_id == group_id)).all()
     return sorted(snaps, key=lambda snap: snap.disk_id)
@@ -200,13 +202,12 @@ def apply_created(session, op, result):
 
 def apply_create_failure(session, op, report):
     """Nothing was pivoted (the transaction is all or none): every member
-    is ``error`` and holds no layer."""
+    is ``error`` and holds no layer.
+    """
     for snap in _group_of(session, op):
         states.check_snapshot(snap, states.ERROR)
         snap.locator = None
     locking.unlock_others(session, op)
-
-
 
 
 def get(session, group_id, project_id=None):
@@ -220,7 +221,8 @@ def get(session, group_id, project_id=None):
 
 def _with_members(session, group):
     """``(group, [(member, its disk)])``, everything loaded to be read
-    after the session ends."""
+    after the session ends.
+    """
     return group, [(snap, snap.disk) for snap in members(session, group.id)]
 
 

@@ -50,7 +50,8 @@ class DatabaseCheck(pluginbase.HealthcheckBaseExtension):
 
 def broker_urls(conf=CONF):
     """kombu URLs of the brokers in ``[DEFAULT] transport_url``; none for
-    the in-memory bus (it lives in the process: always there)."""
+    the in-memory bus (it lives in the process: always there).
+    """
     url = rpc.messaging.TransportURL.parse(conf, conf.transport_url)
     if url.transport.startswith('kombu+memory'):
         return []

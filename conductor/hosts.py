@@ -49,7 +49,8 @@ def record_heartbeat(host, info):
 def ensure_alive(session, host):
     """:raises: HostDown if ``host``'s agent has not reported lately
         (AgentUnsupported, a HostDown, if the last version it reported is
-        older than ``agent_versions.MINIMUM``)."""
+        older than ``agent_versions.MINIMUM``).
+    """
     if not db.host_is_alive(session, host):
         found = session.get(models.Host, host)
         if found is not None:

@@ -61,7 +61,8 @@ class Replay(collections.namedtuple('Replay',
                                     'id status body operation_ids')):
     """A key already used by the same request: answer ``status`` and
     ``body``, or, if ``status`` is None, the answer of the operations
-    ``operation_ids`` (its first conductor did not answer)."""
+    ``operation_ids`` (its first conductor did not answer).
+    """
 
 
 def fingerprint(body):
@@ -140,7 +141,8 @@ def _found(row, now, key, method, path, body_fingerprint):
 @contextlib.contextmanager
 def claimed(claim):
     """Within it, the operations recorded in this thread are the claim's
-    (:func:`attach`)."""
+    (:func:`attach`).
+    """
     _CURRENT.claim = claim
     try:
         yield
@@ -150,7 +152,8 @@ def claimed(claim):
 
 def attach(session, operation_id):
     """Note ``operation_id`` on the key this thread's request holds, in
-    the caller's transaction (the one that records the operation)."""
+    the caller's transaction (the one that records the operation).
+    """
     claim = getattr(_CURRENT, 'claim', None)
     if claim is None:
         return
@@ -179,7 +182,8 @@ def finish(key_id, status, body):
 
 def release(claim):
     """Give the key up after a request failed, unless it recorded an
-    operation (then a repeat is answered from it)."""
+    operation (then a repeat is answered from it).
+    """
     try:
         with db.transaction() as s:
             row = s.get(models.IdempotencyKey, claim.id)
@@ -192,7 +196,8 @@ def release(claim):
 
 def purge_expired():
     """Forget the keys older than ``[api] idempotency_window`` (a periodic
-    task of every conductor)."""
+    task of every conductor).
+    """
     table = models.IdempotencyKey
     with db.transaction() as s:
         gone = s.execute(sa.delete(table).where(

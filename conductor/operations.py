@@ -137,7 +137,8 @@ def step(name, **detail):
 
 def first_deadline():
     """When to first ask the agent about a task just sent: soon, so a task
-    lost on the way is sent again in seconds (see ``deadlines``)."""
+    lost on the way is sent again in seconds (see ``deadlines``).
+    """
     return models.utcnow() + datetime.timedelta(
         seconds=CONF.conductor.task_receipt_timeout)
 
@@ -146,13 +147,15 @@ class Outgoing(collections.namedtuple('Outgoing',
                                       'id host action task requested_by')):
     """A started operation's task as read in the transaction that started
     it (see :func:`outgoing`), to cast once that transaction committed
-    without reading the operation again."""
+    without reading the operation again.
+    """
 
 
 def outgoing(op):
     """What ``conductor.dispatch.send`` casts for ``op``, which was just
     started
-    (``lock_disk_and_start``) in the caller's transaction."""
+    (``lock_disk_and_start``) in the caller's transaction.
+    """
     return Outgoing(op.id, op.host, op.action, copy.deepcopy(op.task),
                     op.requested_by)
 

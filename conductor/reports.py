@@ -42,7 +42,8 @@ def apply_and_acknowledge(ctxt, operation_id, report, host=None):
 
 def acknowledge(ctxt, host, operation_id):
     """Tell the agent on ``host`` that the report is applied; a lost
-    acknowledgement only means the report comes once more."""
+    acknowledgement only means the report comes once more.
+    """
     try:
         agent_versions.client().ack_report(ctxt, host, operation_id)
     except Exception as exc:

@@ -11,12 +11,12 @@ child, which may let a logically deleted snapshot be finished.
 import logging
 
 from conductor import agent_versions
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import operations
-from conductor import creation
 from conductor import states
 from livesnap import locators
 from livesnap import tasks
@@ -28,7 +28,8 @@ def server_running(ctxt, server, disks):
     """Ask the host's agent whether a running VM uses one of ``disks``
     (the server's disk locators).  A server that cannot be running as far
     as livesnap knows (``livesnap.locators.may_run``: a QEMU server
-    registered without a QMP socket) is not asked about."""
+    registered without a QMP socket) is not asked about.
+    """
     if not locators.may_run(server.driver, disks):
         return False
     try:

@@ -64,7 +64,8 @@ def _last_outcomes(session, policy_ids):
 
 def check_schedule(spec):
     """:raises: BadRequest for an interval below ``[conductor]
-    policy_min_interval``, a bad cron expression or an unknown zone."""
+    policy_min_interval``, a bad cron expression or an unknown zone.
+    """
     if spec.get('interval') is not None and \
             spec['interval'] < CONF.conductor.policy_min_interval:
         raise exception.BadRequest(
@@ -104,7 +105,8 @@ def _apply(found, spec):
 
 def get(policy_id, project_id=None):
     """:returns: (policy, its last slot's outcome or None).
-    :raises: NotFound (also for another project's)."""
+    :raises: NotFound (also for another project's).
+    """
     with db.transaction() as s:
         found = _get(s, policy_id, project_id)
         return found, _last_outcomes(s, [found.id]).get(found.id)

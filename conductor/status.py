@@ -75,7 +75,8 @@ class Checks(upgradecheck.UpgradeCommands):
         their version takes until upgraded).  A host whose agent last
         reported a version older than ``agent_versions.MINIMUM`` (or none),
         up or not, is a failure: this conductor ignores its heartbeats and
-        sends it nothing."""
+        sends it nothing.
+        """
         ours = _version_tuple(agent_rpcapi.RPC_API_VERSION)
         try:
             with db.transaction() as s:
@@ -128,7 +129,8 @@ class Checks(upgradecheck.UpgradeCommands):
     def _check_operations(self):
         """No operation has been running for hours (restarting the
         conductors does not lose one, but one stuck that long wants an
-        operator's look first: ``livesnap-manage audit``)."""
+        operator's look first: ``livesnap-manage audit``).
+        """
         cutoff = models.utcnow() - STUCK_AFTER
         try:
             with db.transaction() as s:

@@ -146,14 +146,16 @@ ACTIONS = {'create': 'create_snapshot', 'delete': 'delete_snapshot',
 def create_task(disk, layer_name):
     """A create: ``disk``'s live layer becomes a snapshot under a new layer
     named ``layer_name``.  (``operations.lock_disk_and_start`` adds the
-    operation id.)"""
+    operation id.)
+    """
     return {'disk': disk, 'layer_name': layer_name}
 
 
 def create_group_task(disks, layer_names):
     """A group create: every disk of ``disks`` (locators of one VM's
     disks) becomes a snapshot under the new layer of the same index in
-    ``layer_names``, all in one pause."""
+    ``layer_names``, all in one pause.
+    """
     return {'disk': disks[0], 'disks': list(disks),
             'layer_names': list(layer_names)}
 
@@ -161,7 +163,8 @@ def create_group_task(disks, layer_names):
 def delete_task(mode, disk, snapshot, parent=None, child=None,
                 child_is_leaf=False):
     """A delete: ``physical`` (no children) or ``merge`` into ``child``
-    (the disk's locator when the child is the live layer)."""
+    (the disk's locator when the child is the live layer).
+    """
     task = {'mode': mode, 'disk': disk, 'snapshot': snapshot}
     if mode == 'merge':
         task.update(parent=parent, child=child, child_is_leaf=child_is_leaf)
@@ -170,7 +173,8 @@ def delete_task(mode, disk, snapshot, parent=None, child=None,
 
 def revert_task(disk, snapshot, layer_name, discard=None):
     """A revert: a new live layer named ``layer_name`` on ``snapshot``;
-    ``discard`` (the disk's old live layer) goes once it is in place."""
+    ``discard`` (the disk's old live layer) goes once it is in place.
+    """
     return {'disk': disk, 'snapshot': snapshot, 'layer_name': layer_name,
             'discard': discard}
 
@@ -178,7 +182,8 @@ def revert_task(disk, snapshot, layer_name, discard=None):
 def clone_task(mode, disk, snapshot, layer_name):
     """A clone (agent RPC 1.8): a new image named ``layer_name`` beside
     ``snapshot``, a copy (``flat``) or a layer on it (``linked``);
-    ``disk`` is the snapshot's disk (the operation's)."""
+    ``disk`` is the snapshot's disk (the operation's).
+    """
     return {'mode': mode, 'disk': disk, 'snapshot': snapshot,
             'layer_name': layer_name}
 

@@ -199,7 +199,8 @@ class Client:
     def create_snapshot(self, server_id, disk, name, quiesce=None):
         """:param quiesce: ``required``, ``preferred`` or ``off``; None
             leaves the server's default (``preferred`` with a guest agent).
-        :returns: the ``(snapshot, operation)`` pair of the answer."""
+        :returns: the ``(snapshot, operation)`` pair of the answer.
+        """
         spec = {"name": name, "disk": disk}
         if quiesce:
             spec["quiesce"] = quiesce
@@ -227,7 +228,8 @@ class Client:
     def create_snapshot_group(self, server_id, name, disks=None,
                               quiesce=None):
         """:param quiesce: as for :meth:`create_snapshot`, for the group.
-        :returns: the ``(snapshot_group, operation)`` pair."""
+        :returns: the ``(snapshot_group, operation)`` pair.
+        """
         spec = {"name": name}
         if disks:
             spec["disks"] = list(disks)
@@ -309,7 +311,8 @@ def _q(value):
 
 def _reason(exc):
     """The system's reason for a connection failure (``[Errno 111]
-    Connection refused``) rather than the layers of wrappers around it."""
+    Connection refused``) rather than the layers of wrappers around it.
+    """
     seen = set()
     cause = exc
     while cause is not None and id(cause) not in seen:

@@ -8,8 +8,8 @@ too-large body 413, an ``Idempotency-Key`` reused for another request 422
 (``conductor.idempotency``; its repeat while the first is processed is 409),
 too many operations 429 (with ``Retry-After``), a down
 host 503, a database that cannot be reached (or is full) 503 with
-``Retry-After``.  Unexpected errors are logged with their trace and answered 500
-without it.
+``Retry-After``.  Unexpected errors are logged with their trace and
+answered 500 without it.
 
 Everything a request carries is checked before a controller runs: path
 parameters (an id that cannot exist is 404), the query string and the body
@@ -24,14 +24,13 @@ import uuid
 
 import jsonschema
 import routes
+import sqlalchemy.exc as sa_exc
 import webob
 import webob.dec
 import webob.exc
-import sqlalchemy.exc as sa_exc
 
 from oslo_config import cfg
 
-from livesnap import faults
 from conductor.api import auth
 from conductor.api import controllers
 from conductor.api import middleware
@@ -43,6 +42,7 @@ from conductor.api import versions
 from conductor import exception
 from conductor import idempotency
 from livesnap import context
+from livesnap import faults
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -222,7 +222,8 @@ def _json_response(status, payload):
 def _idempotent(req, key, creds, req_id, route, body, call):
     """Run ``call`` (the controller) once per key of the caller's project
     (``conductor.idempotency``); a repeat gets the first answer, with
-    ``Idempotent-Replayed: true``."""
+    ``Idempotent-Replayed: true``.
+    """
     found = idempotency.begin(creds.project_id or '', key, req.method,
                               req.environ.get('PATH_INFO', ''),
                               idempotency.fingerprint(body))
@@ -253,7 +254,8 @@ def _idempotent(req, key, creds, req_id, route, body, call):
 def _bind(creds, req, req_id):
     """The caller's context (``auth.Credentials``) with the request's ids
     and microversion (``creds.api_version``, what a controller branches
-    on), made the thread's current context (logs, RPC contexts)."""
+    on), made the thread's current context (logs, RPC contexts).
+    """
     creds.request_id = req_id
     creds.global_request_id = middleware.request_ids(req.environ)[1]
     creds.api_version = req.environ[versions.ENVIRON_KEY]
@@ -264,7 +266,8 @@ def _bind(creds, req, req_id):
 class FaultWrapper(object):
     """The outermost filter of the pipeline (``faultwrap``): a failure in
     the middleware itself (e.g. Keystone misconfigured) is still answered
-    in JSON, without its trace."""
+    in JSON, without its trace.
+    """
 
     def __init__(self, application):
         self.application = application
@@ -287,7 +290,8 @@ class FaultWrapper(object):
 class API(object):
     """The API as a WSGI application: the end of the pipeline of
     ``api-paste.ini`` (``conductor.api.loader``), behind the authentication
-    middleware of the configured ``[api] auth_strategy``."""
+    middleware of the configured ``[api] auth_strategy``.
+    """
 
     def __init__(self, authenticator=None):
         self.mapper = _routes()

@@ -121,7 +121,8 @@ class KeystoneHeaders(object):
 
     def from_request(self, req):
         """:raises: Unauthorized unless the token was confirmed and is
-            scoped to a project."""
+            scoped to a project.
+        """
         env = req.environ
         if env.get('HTTP_X_IDENTITY_STATUS') != 'Confirmed':
             raise exception.Unauthorized(
@@ -166,4 +167,3 @@ def make_authenticator():
     if CONF.api.auth_strategy == 'keystone':
         return KeystoneHeaders()
     return TokenFile(CONF.api.token_file)
-

@@ -26,18 +26,18 @@ import contextlib
 from conductor.api import ratelimit
 from conductor.api import schemas
 from conductor.api import views
-from conductor.db import api as db
 from conductor import cancellation
+from conductor import clones
+from conductor import creation
+from conductor.db import api as db
 from conductor import deletion
 from conductor import dispatch
 from conductor import exception
 from conductor import groups
 from conductor import rbac
 from conductor import revert as revert_policy
-from conductor import clones
 from conductor import servers
 from conductor import states
-from conductor import creation
 from livesnap import context
 
 
@@ -53,7 +53,8 @@ def _limit(creds, project_id):
 
 class _HostDetails(object):
     """Whether the caller may see host details of a project's objects
-    (``livesnap:host_details``), asked once per project per request."""
+    (``livesnap:host_details``), asked once per project per request.
+    """
 
     def __init__(self, creds):
         self.creds = creds
@@ -185,7 +186,8 @@ class Snapshots(object):
     def show(self, creds, req_id, snapshot_id, body=None, params=None):
         """A logically deleted snapshot is shown (status ``deleted``) to
         whoever may list it (``include_deleted=true``); to anyone else it
-        does not exist."""
+        does not exist.
+        """
         snap, disk = db.snapshot_with_disk(snapshot_id, rbac.scope(creds))
         rbac.authorize(creds, 'livesnap:snapshot:get', snap.project_id)
         if snap.status == states.DELETED and not rbac.check(
@@ -237,7 +239,8 @@ class Snapshots(object):
 
 class SnapshotGroups(object):
     """Snapshots of several disks of a server taken in one pause
-    (``conductor.groups``)."""
+    (``conductor.groups``).
+    """
 
     def index(self, creds, req_id, server_id, body=None, params=None):
         project_id, found = groups.list_for_server(server_id,

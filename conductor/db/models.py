@@ -55,7 +55,8 @@ class Server(Base):
 class Disk(Base):
     __tablename__ = 'disks'
     __table_args__ = (
-        sa.UniqueConstraint('server_id', 'name', name='uniq_disks0server_name'),
+        sa.UniqueConstraint('server_id', 'name',
+                            name='uniq_disks0server_name'),
     )
 
     id = sa.Column(sa.String(36), primary_key=True)
@@ -131,7 +132,8 @@ class Snapshot(Base):
 
 class SnapshotGroup(Base):
     """Snapshots of several disks of one server taken in one pause, so the
-    disks are consistent with one another (``conductor.groups``)."""
+    disks are consistent with one another (``conductor.groups``).
+    """
     __tablename__ = 'snapshot_groups'
 
     id = sa.Column(sa.String(36), primary_key=True)
@@ -251,7 +253,8 @@ class SnapshotPolicy(Base):
 
 class PolicyRun(Base):
     """One scheduled slot of one policy on one disk: its outcome, the
-    snapshot it made and the snapshots pruned after it."""
+    snapshot it made and the snapshots pruned after it.
+    """
     __tablename__ = 'policy_runs'
 
     id = sa.Column(sa.String(36), primary_key=True)

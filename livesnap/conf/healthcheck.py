@@ -17,6 +17,7 @@ DEFAULT_BACKENDS = ['livesnap_database', 'livesnap_bus']
 
 def set_defaults(conf=CONF):
     """Register ``[healthcheck]`` and check the database and the bus
-    unless the operator lists other backends."""
+    unless the operator lists other backends.
+    """
     conf.register_opts(healthcheck_opts.HEALTHCHECK_OPTS, group='healthcheck')
     conf.set_default('backends', DEFAULT_BACKENDS, group='healthcheck')

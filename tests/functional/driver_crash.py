@@ -1,10 +1,10 @@
 """The agent dies at a fault point and starts again: the crash-point case
 of the driver contract suite (tests/functional/test_driver_contract.py).
 
-An operation is run by the agent's own task runner
-(``agent.task_runner``: the journal written ahead of each step,
-``livesnap.faults`` points fired from its step listener) in a child
-process, ``python -m tests.functional.driver_crash``, with one point armed in ``[agent]
+An operation is run by the agent's own task runner (``agent.task_runner``:
+the journal written ahead of each step, ``livesnap.faults`` points fired
+from its step listener) in a child process, ``python -m
+tests.functional.driver_crash``, with one point armed in ``[agent]
 fault_points``: the child sends itself SIGKILL there, as the agent does in
 test_faults.py's deployments.  The test process then does what a restarted
 agent does, ``agent.recovery.recover`` on the same journal (resume a VM

@@ -107,7 +107,8 @@ class Harness(object):
     # -- the VM --------------------------------------------------------------
     def make_vm(self, targets=('vda',), guest_agent=False):
         """A shut-off VM whose disks ``targets`` sit on fresh bases.
-        :returns: their disk locators, in order."""
+        :returns: their disk locators, in order.
+        """
         raise NotImplementedError
 
     def start(self, disks):
@@ -126,12 +127,14 @@ class Harness(object):
 
     def live_chain(self, disk):
         """The files the running VM reads for ``disk``, live layer
-        first."""
+        first.
+        """
         raise NotImplementedError
 
     def defined_chain(self, disk):
         """The live layer the VM's definition names for ``disk`` (what it
-        boots on next), or None when the driver keeps no definition."""
+        boots on next), or None when the driver keeps no definition.
+        """
         return None
 
     def online_disk(self, disk):
@@ -154,12 +157,14 @@ class Harness(object):
 
     def check_idle(self, disk):
         """After a merge of the running VM: no block job is left, and
-        the VM holds no layer but its chain."""
+        the VM holds no layer but its chain.
+        """
 
     # -- data ------------------------------------------------------------
     def write(self, disk, pattern, offset, length=CHUNK):
         """Write into the disk's live layer: through the VM while it
-        runs, with qemu-io while it is shut off."""
+        runs, with qemu-io while it is shut off.
+        """
         if self.status() == 'shut off':
             write_offline(disk['path'], pattern, offset, length)
         else:
@@ -189,7 +194,8 @@ class Harness(object):
 
 def write_offline(image, pattern, offset, length=CHUNK):
     """Write ``pattern`` into ``image`` with qemu-io (no QEMU has it
-    open)."""
+    open).
+    """
     subprocess.run(['qemu-io', '-f', 'qcow2', '-c',
                     'write -P 0x%02x %d %d' % (pattern, offset, length),
                     image], check=True, capture_output=True)
@@ -269,7 +275,8 @@ class FakeHarness(Harness):
 
 class _QemuVM(testvm.TestVM):
     """A ``-M none`` QEMU with one qcow2 ``-blockdev`` per disk
-    (``disk0``, ``disk1``...)."""
+    (``disk0``, ``disk1``...).
+    """
 
     def __init__(self, paths, qmp_socket, name):
         super().__init__(paths[0], qmp_socket, name=name)

@@ -50,7 +50,8 @@ def names(rec):
 def _same(again, first):
     """A re-run's result against the first run's: the same, but for why
     its consistency is what it is (a re-run cannot know a freeze it did
-    not see)."""
+    not see).
+    """
     def strip(result):
         if isinstance(result, dict):
             return {k: strip(v) for k, v in result.items()
@@ -174,7 +175,8 @@ def test_create_offline(h):
 
 def test_create_group_online_one_pause(h):
     """Two disks, one group: every new layer prepared, then one pause
-    switches both."""
+    switches both.
+    """
     vda, vdb = h.make_vm(('vda', 'vdb'))
     h.write(vda, 0xa1, 0)
     h.write(vdb, 0xc1, 0)
@@ -210,7 +212,8 @@ def test_quiesce_without_a_guest_agent(h):
     """``off`` takes a crash-consistent snapshot without asking the
     guest; ``required`` with no guest agent to answer fails before the
     pause and switches nothing; ``preferred`` goes on crash-consistent,
-    saying why."""
+    saying why.
+    """
     (disk,) = h.make_vm(guest_agent=True)
     h.start([disk])
     base = disk['path']
@@ -246,7 +249,8 @@ def test_quiesce_without_a_guest_agent(h):
 def test_quiesce_with_a_guest_agent(h):
     """Only the fake has a guest agent without a real guest (the real
     guests are tests/functional/test_guest_quiesce.py and
-    test_libvirt_guest.py): frozen around the pause, thawed after."""
+    test_libvirt_guest.py): frozen around the pause, thawed after.
+    """
     if not h.can_freeze_without_guest:
         pytest.skip('%s: a guest agent needs a real guest' % h.name)
     (disk,) = h.make_vm(guest_agent=True)
@@ -349,7 +353,8 @@ def _two_layers(h, disk, big_snapshot):
     """base <- s1 <- live (s2): the base shows 0xa1 at 0; s1 0xb1 at 0
     and, ``big_snapshot``, 1 MiB of 0xb2 at 2 MiB; the live layer 0xc1
     at 4 MiB (1 MiB of it unless ``big_snapshot``).  :returns: (live
-    disk, s1's path, layouts of base, s1 and the live layer)."""
+    disk, s1's path, layouts of base, s1 and the live layer).
+    """
     h.write(disk, 0xa1, 0)
     d1 = h.driver.create_snapshot(disk, 's1', StepRecorder())['disk']
     h.write(d1, 0xb1, 0)
@@ -368,7 +373,8 @@ def _two_layers(h, disk, big_snapshot):
 @pytest.mark.parametrize('online', [True, False], ids=['online', 'offline'])
 def test_merge_stream_into_the_live_layer(h, online):
     """The live layer holds more than the snapshot: the snapshot is
-    streamed into it (its file stays the live layer)."""
+    streamed into it (its file stays the live layer).
+    """
     (disk,) = h.make_vm()
     base = disk['path']
     if online:
@@ -413,7 +419,8 @@ def test_merge_stream_into_the_live_layer(h, online):
 def test_merge_commit_into_a_big_snapshot(h, online):
     """The live layer holds less than the snapshot: it is committed into
     the snapshot's file, which becomes the live layer (drivers that
-    always stream keep the child's file)."""
+    always stream keep the child's file).
+    """
     (disk,) = h.make_vm()
     base = disk['path']
     if online:
@@ -502,7 +509,8 @@ def test_merge_root(h, online):
 def test_merge_intermediate(h, online):
     """base <- s1 <- s2 <- live, s1 merged with s2: one layer (s2 when
     the driver streams, s1 when it commits) holds what s2 showed, on the
-    base, under the live layer."""
+    base, under the live layer.
+    """
     (disk,) = h.make_vm()
     base = disk['path']
     if online:
@@ -552,7 +560,8 @@ def test_same_task_twice(h, tmp_path):
     """A task sent twice (the conductor re-sends after a lost report) is
     answered from the agent's journal: the same report, nothing done
     again; the same work under another operation id finds it done and
-    answers the same result."""
+    answers the same result.
+    """
     (disk,) = h.make_vm()
     h.start([disk])
     conductor = driver_crash.Conductor()
@@ -587,7 +596,8 @@ def _points(action, steps):
 
 class _Model(object):
     """What the live layer and every snapshot layer must show: one
-    pattern per slot (a CHUNK at each MiB)."""
+    pattern per slot (a CHUNK at each MiB).
+    """
 
     def __init__(self, h, disk):
         self.h = h
@@ -606,7 +616,8 @@ class _Model(object):
 
     def snapshot(self, result):
         """The live layer became a snapshot (``create_snapshot``'s
-        result)."""
+        result).
+        """
         self.snapshots[self.disk['path']] = dict(self.live)
         self.chain.insert(0, self.disk['path'])
         self.disk = result['disk']
@@ -621,7 +632,8 @@ class _Model(object):
 
     def check(self):
         """Every layer shows what it must; the driver's inspection of
-        them finds them whole and nothing left over (the audit)."""
+        them finds them whole and nothing left over (the audit).
+        """
         h = self.h
         h.settle([self.disk])
         assert h.live_chain(self.disk) == [self.disk['path']] + self.chain
@@ -664,7 +676,8 @@ def test_agent_killed_at_every_step(h, tmp_path, action):
     streamed for the points a commit does not reach first), before and
     after it, and between the end of the operation and its report;
     started again, its journal replay resumes the VM and finishes the
-    operation, and every layer holds what it must."""
+    operation, and every layer holds what it must.
+    """
     journal_dir = str(tmp_path / 'journal')
     (disk,) = h.make_vm()
     h.start([disk])

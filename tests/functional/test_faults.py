@@ -90,7 +90,8 @@ def _dump(dep):
 def _driving(dep, tmp_path, driver='qemu'):
     """A tenant driving server srv1 on a running VM (a libvirt domain
     with ``driver='libvirt'``); on failure the deployment's logs are
-    printed; the VM is always killed."""
+    printed; the VM is always killed.
+    """
     d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True,
                             driver=driver)
     try:
@@ -142,7 +143,8 @@ def _disks_free():
 class _FreeWatch(object):
     """From now on, poll the database until every disk is free; ``wait()``
     returns the seconds that took.  Watches the database, not the API,
-    which may be down with the conductor."""
+    which may be down with the conductor.
+    """
 
     def __init__(self, timeout=300):
         self.started = time.monotonic()
@@ -183,7 +185,8 @@ def _wait_pruned(dep, op_id, timeout=120):
 def _merge_with_a_fault(dep, d, slot, kill):
     """Snapshot, write, delete by merge while ``kill`` arms a fault; the
     process dies, is started again at once (as a service manager would),
-    and the time from its death to every disk being free is returned."""
+    and the time from its death to every disk being free is returned.
+    """
     d.write(slot % 8, 0x50 + slot)
     snap = d.snapshot('r%d' % slot)
     d.write((slot + 1) % 8, 0x51 + slot)
@@ -212,7 +215,8 @@ def test_recovery_does_not_wait_for_the_deadline(deployment, tmp_path):
     """Seen before: a merge done on disk whose report died with the
     conductor applying it kept the disk locked until operation_timeout.
     Now the agent re-sends the report until a conductor acknowledges it,
-    and a conductor that starts asks about everything in flight."""
+    and a conductor that starts asks about everything in flight.
+    """
     dep = deployment
     figures = {}
     with _driving(dep, tmp_path) as d:

@@ -238,7 +238,8 @@ def test_snapshot_group_through_the_api(dep, libvirt_up):
     """A two-disk domain: ``POST /v1/servers/{id}/snapshot-groups`` is one
     operation whose one snapshotCreateXML switches both disks under one
     suspend (before, the group was accepted and then failed on
-    libvirt)."""
+    libvirt).
+    """
     conn = libvirt.open(libvirtd.URI)
     dom_uuid = str(uuid.uuid4())
     name = 'lsgrp-%s' % dom_uuid[:8]

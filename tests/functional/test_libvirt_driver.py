@@ -210,7 +210,8 @@ def test_create_refuses_wrong_live_layer(driver, domain, imgdir):
 def _two_layers(driver, domain, imgdir, big_snapshot):
     """base (BASE) <- s1 <- live (s2), s1 shows 0xb1 at 4 MiB (2 MiB of
     it when ``big_snapshot``), live shows 0xc1 at 12 MiB, written offline;
-    the domain then runs.  Returns (disk, s1, live)."""
+    the domain then runs.  Returns (disk, s1, live).
+    """
     _fill_base(domain)
     d1 = _snapshot(driver, domain.disk(), 's1')['disk']
     write(d1['path'], 0xb1, 4 * MiB, 2 * MiB if big_snapshot else CHUNK)
@@ -258,7 +259,8 @@ def test_inspect_and_remove(driver, domain, imgdir):
 
 def test_merge_cancelled_leaves_chain(driver, domain, imgdir):
     """A stream slowed to a crawl and cancelled: the job is aborted and
-    every layer is as it was."""
+    every layer is as it was.
+    """
     disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=True)
     domain.start()
     driver.merge_speed = 64 * 1024
@@ -274,7 +276,8 @@ def test_merge_cancelled_leaves_chain(driver, domain, imgdir):
 
 def test_merge_finds_running_stream(driver, domain, imgdir):
     """An agent that died after starting the stream: the re-sent merge
-    waits for the job it finds and finishes."""
+    waits for the job it finds and finishes.
+    """
     disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=False)
     domain.start()
     domain.dom.blockRebase('vda', domain.vda, 64 * 1024,
@@ -291,7 +294,8 @@ def test_merge_finds_running_stream(driver, domain, imgdir):
 
 def test_merge_after_pivot_keeps_it(driver, domain, imgdir):
     """An agent that died after the pivot of an active commit: the re-sent
-    merge keeps the pivot and only deletes the old live layer."""
+    merge keeps the pivot and only deletes the old live layer.
+    """
     disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=True)
     domain.start()
     domain.dom.blockCommit('vda', s1, live, 0,
@@ -316,7 +320,8 @@ def test_merge_after_pivot_keeps_it(driver, domain, imgdir):
 
 def test_merge_other_branch_while_running(driver, domain, imgdir):
     """Layers the running domain does not use (the branch left by a
-    revert) are merged with qemu-img while it runs."""
+    revert) are merged with qemu-img while it runs.
+    """
     disk, s1, old_live = _two_layers(driver, domain, imgdir,
                                      big_snapshot=False)
     base = {'driver': 'libvirt', 'path': domain.vda}

@@ -74,7 +74,8 @@ COMMIT_STEPS = ['prepare', 'merge', 'pause', 'snapshot', 'resume',
 @pytest.fixture
 def libvirt_agent(libvirt_up, conf):
     """The in-process agent's driver: libvirt (set before ``inprocess``
-    starts it)."""
+    starts it).
+    """
     conf.set('driver', 'libvirt', group='agent')
     conf.set('uri', libvirtd.URI, group='libvirt')
     conf.set('job_poll_interval', 0.05, group='libvirt')

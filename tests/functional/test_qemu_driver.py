@@ -23,7 +23,8 @@ from agent.driver.qemu import qmp
 from agent import exception
 from agent import images
 from agent.steps import StepRecorder
-from livesnap_tools.testvm import TestVM, read_pattern_ok
+from livesnap_tools.testvm import read_pattern_ok
+from livesnap_tools.testvm import TestVM
 
 pytestmark = pytest.mark.functional
 
@@ -37,7 +38,8 @@ class ByPath(object):
     "active_image"}``, a new layer a ``.qcow2`` path beside the live one,
     and results name files (``snapshot_image``, ``active_image``,
     ``child_image``).  Every call goes through the driver's locators
-    (``check``, ``layer_locator``, ``image``)."""
+    (``check``, ``layer_locator``, ``image``).
+    """
 
     def __init__(self, driver):
         self.driver = driver
@@ -208,7 +210,8 @@ def test_create_refuses_path_outside(driver, base, tmp_path):
 def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
     """The paused section is queued in QEMU in one write, so a deadline
     that its replies miss cannot leave the VM paused: the agent still reads
-    the queued cont's answer and keeps the pivot QEMU did."""
+    the queued cont's answer and keeps the pivot QEMU did.
+    """
     strict = Qemu([imgdir], pause_deadline=0, qmp_timeout=30.0)
     vm = vms(base)
     vm.write(0xaa, 0, CHUNK)
@@ -234,7 +237,8 @@ def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
 
 def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
     """A graph change QEMU refuses inside the pause: cont was queued after
-    it, so the VM runs; the new node and file are removed afterwards."""
+    it, so the VM runs; the new node and file are removed afterwards.
+    """
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     drv = Qemu([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
@@ -267,7 +271,8 @@ def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
 
 def build_online_chain(driver, vm, base, imgdir, count):
     """base <- a1 <- ... <- a<count> (active); image i gets pattern 0x10+i
-    at chunk i, and chunk 0 is overwritten in every layer."""
+    at chunk i, and chunk 0 is overwritten in every layer.
+    """
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     vm.write(0x10, 0, CHUNK)
     chain = [base]
@@ -381,7 +386,8 @@ def test_merge_after_agent_died_inside_the_pause(driver, vms, base, imgdir):
     """The agent wrote stop, job-finalize and cont, then died: QEMU ran
     them, leaving a finalized job nobody dismissed (QEMU 7.2 crashes if
     asked for its block nodes then).  The retry finds the merge done, the
-    VM running, and finishes the delete."""
+    VM running, and finishes the delete.
+    """
     vm = vms(base)
     disk, chain = build_online_chain(driver, vm, base, imgdir, 2)
     settle(vm)
@@ -476,7 +482,8 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
         vms, small_imgdir, monkeypatch):
     """ENOSPC in the middle of the copy: the job fails with "no space", the
     VM runs, the chain and the data are as before, and the same merge
-    succeeds once there is room again."""
+    succeeds once there is room again.
+    """
     base = img(small_imgdir, "base")
     images.create_base(base, 64 * 1024 * 1024)
     drv = Qemu([small_imgdir], pause_deadline=30.0,

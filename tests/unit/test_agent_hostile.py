@@ -25,7 +25,8 @@ MiB = 1024 * 1024
 @pytest.fixture
 def host(tmp_path):
     """An image dir with a base image and a snapshot chain, a directory
-    outside it with a victim image, and a runner with a real driver."""
+    outside it with a victim image, and a runner with a real driver.
+    """
     images_dir = tmp_path / 'images'
     outside = tmp_path / 'outside'
     images_dir.mkdir()
@@ -66,7 +67,8 @@ def _tree(root):
 
 def _refused(host, action, task, code, *words):
     """Run ``task``; assert one failed report with ``code`` whose error
-    mentions ``words``, and that no file changed."""
+    mentions ``words``, and that no file changed.
+    """
     before = _tree(str(host['tmp']))
     runner = host['runner']
     runner.run({}, action, task)
@@ -97,7 +99,8 @@ def _disk(host, active=None):
 
 def test_a_path_task_of_rpc_1_3_is_refused(host):
     """The path tasks of agent RPC 1.0 to 1.3 fit no schema: refused as
-    invalid before any file is looked at."""
+    invalid before any file is looked at.
+    """
     _refused(host, 'create_snapshot',
              {'operation_id': 'op-1',
               'disk': {'qmp_socket': None, 'active_image': host['top']},
@@ -107,7 +110,8 @@ def test_a_path_task_of_rpc_1_3_is_refused(host):
 
 def test_dangling_symlink_new_layer_escape_refused(host):
     """A new layer named through a symlink to a file that does not exist
-    yet outside: qemu-img would create it there."""
+    yet outside: qemu-img would create it there.
+    """
     target = os.path.join(host['outside'], 'created.qcow2')
     link = os.path.join(host['images'], 'new.qcow2')
     os.symlink(target, link)
@@ -174,7 +178,8 @@ def test_wrong_types_and_shapes_refused(host, action, task, where):
                                   {'operation_id': 'op\n'}])
 def test_garbage_tasks_refused_without_a_report_to_a_bad_id(host, task):
     """Without a usable operation id there is nobody to report to; the
-    task is refused before anything, including the journal, is touched."""
+    task is refused before anything, including the journal, is touched.
+    """
     before = _tree(str(host['tmp']))
     runner = host['runner']
     runner.run({}, 'create_snapshot', task)

@@ -19,7 +19,8 @@ from livesnap import rpc
 @pytest.fixture
 def versions(database, monkeypatch):
     """Conductor at 1.7; hosts reporting 1.5 and 1.7 (up), a down host at
-    1.4, and one at 1.2 that an older conductor recorded (up)."""
+    1.4, and one at 1.2 that an older conductor recorded (up).
+    """
     monkeypatch.setattr(agent_rpcapi, 'RPC_API_VERSION', '1.7')
     agent_versions.forget()
     now = models.utcnow()
@@ -81,7 +82,8 @@ def test_never_above_the_conductors_own(versions, monkeypatch):
 
 def test_an_agent_older_than_the_minimum_is_ignored(versions, caplog):
     """Its heartbeats are not recorded (its host stays down) and the log
-    says why; a heartbeat without a version counts as 1.0."""
+    says why; a heartbeat without a version counts as 1.0.
+    """
     hosts.record_heartbeat('old', {'version': '0.1', 'image_dirs': ['/i']})
     hosts.record_heartbeat('old', {'rpc_version': '1.3'})
     with db.transaction() as s:
@@ -95,7 +97,8 @@ def test_an_agent_older_than_the_minimum_is_ignored(versions, caplog):
 
 def test_work_for_a_host_left_on_an_old_agent_is_refused(versions):
     """A host whose last heartbeat (recorded by an older conductor) says
-    1.2: once it counts as down, the refusal names the version."""
+    1.2: once it counts as down, the refusal names the version.
+    """
     with db.transaction() as s:
         s.get(models.Host, 'h12').last_heartbeat = models.utcnow() - \
             datetime.timedelta(hours=1)
@@ -126,7 +129,8 @@ def test_unreadable_versions_count_as_1_0():
 
 def test_read_inside_a_transaction(versions):
     """A task is built inside a transaction: reading the versions there
-    must not queue behind it (SQLite's BEGIN IMMEDIATE would)."""
+    must not queue behind it (SQLite's BEGIN IMMEDIATE would).
+    """
     agent_versions.forget()
     with db.transaction() as s:
         host = s.get(models.Host, 'h15', with_for_update=True)

@@ -10,8 +10,8 @@ import pytest
 from agent import images
 from conductor.db import api as db
 from conductor import locking
-from tests.functional import scenarios
 from livesnap_tools import fixtures
+from tests.functional import scenarios
 
 _err = fixtures.api_error
 
@@ -150,7 +150,8 @@ def test_busy_disk_is_409(offline):
 
 def test_agent_refuses_path_outside_image_dirs(offline, tmp_path):
     """A disk registered before the host reported its image dirs can still
-    point outside them; the agent refuses and nothing is touched."""
+    point outside them; the agent refuses and nothing is touched.
+    """
     dep, _ = offline
     outside = tmp_path / 'elsewhere'
     outside.mkdir()
@@ -247,7 +248,8 @@ def test_concurrent_deletes_decide_once(offline):
 
 def test_merge_ends_at_full_progress(offline):
     """A copy too short to report progress still ends at 100; an
-    operation that copies nothing has none."""
+    operation that copies nothing has none.
+    """
     dep, _ = offline
     old, op = scenarios.create_snapshot(dep, 'srv1', 'old')
     assert op['progress'] is None

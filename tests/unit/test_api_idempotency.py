@@ -166,7 +166,8 @@ def test_repeat_while_in_flight_is_409(offline, monkeypatch):
 
 def test_repeat_after_the_conductor_died_answers_its_operation(offline):
     """The first request recorded its snapshot and operation, then its
-    conductor died before answering: the repeat answers them."""
+    conductor died before answering: the repeat answers them.
+    """
     dep = offline
     claim = idempotency.begin('p1', 'k4', 'POST', PATH,
                               idempotency.fingerprint(SNAP))

@@ -23,7 +23,8 @@ SQLITE = pytest.mark.parametrize('database', ['sqlite'], indirect=True)
 @pytest.fixture
 def dep(conf, tmp_path, database):
     """In-process deployment whose own periodic task stays out of the way,
-    with an offline server 'srv1' of project p1 (disk vda)."""
+    with an offline server 'srv1' of project p1 (disk vda).
+    """
     conf.set('periodic_interval', 3600, group='conductor')
     conf.set('policy_min_interval', 1, group='conductor')
     deployment = fixtures.InProcessDeployment(conf, tmp_path)
@@ -207,7 +208,8 @@ def test_protected_snapshot_cannot_be_deleted(dep):
 
 def test_runs_prune_but_never_manual_or_protected(dep):
     """keep_last 2: after five runs two of the policy's snapshots are
-    left, plus the one the tenant protected; the manual one stays."""
+    left, plus the one the tenant protected; the manual one stays.
+    """
     manual, _ = scenarios.create_snapshot(dep, 'srv1', 'manual')
     p = _policy(dep, retention={'keep_last': 2})
     made = []
@@ -302,7 +304,8 @@ def test_disabled_policy_does_not_run(dep):
 @SQLITE
 def test_unrecorded_snapshot_is_adopted(dep, monkeypatch):
     """A conductor that died between making the snapshot and recording
-    it: the next attempt adopts the snapshot instead of making another."""
+    it: the next attempt adopts the snapshot instead of making another.
+    """
     p = _policy(dep)
     _make_due(p['id'])
     real = schedule_runner._record_created
@@ -322,7 +325,8 @@ def test_unrecorded_snapshot_is_adopted(dep, monkeypatch):
 
 def _remove_server(server_id):
     """Remove a server's rows behind the conductor's back (as an operator
-    with foreign keys off would): its policies stay."""
+    with foreign keys off would): its policies stay.
+    """
     raw = db.get_engine().raw_connection()
     try:
         cur = raw.cursor()

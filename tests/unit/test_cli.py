@@ -786,7 +786,8 @@ KS_TOKEN = "ks-issued-token"
 
 def keystone(api, catalog_url):
     """Make the stub a keystone v3 too, whose catalog has livesnap at
-    ``catalog_url`` (region RegionOne, public interface)."""
+    ``catalog_url`` (region RegionOne, public interface).
+    """
     api.add("GET", "/v3", (200, {"version": {
         "id": "v3.14", "status": "stable",
         "links": [{"rel": "self", "href": api.url + "/v3/"}]}}))
@@ -980,7 +981,8 @@ def test_openstack_exit_statuses_and_errors(api):
 
 def test_the_client_imports_nothing_of_the_server():
     """python-livesnapclient installs without the service: importing every
-    module of it loads neither livesnap's packages nor their libraries."""
+    module of it loads neither livesnap's packages nor their libraries.
+    """
     code = (
         "import json, sys\n"
         "import livesnapclient.shell, livesnapclient.osc.plugin\n"
@@ -1039,7 +1041,8 @@ def test_lost_answer_is_retried_with_the_same_key(api, capsys,
 def test_dropped_connection_is_retried_with_the_same_key(capsys,
                                                          monkeypatch):
     """The API closes the connection without answering (its conductor
-    died): the client sends the request again, with the same key."""
+    died): the client sends the request again, with the same key.
+    """
     from livesnapclient import client
     monkeypatch.setattr(client, "RETRY_DELAY", 0.01)
     seen = []

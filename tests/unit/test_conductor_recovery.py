@@ -17,7 +17,8 @@ from livesnap import rpc
 
 class ScriptedAgent(object):
     """Stands in for AgentAPI: answers from ``answers[op_id]`` (a dict, or
-    an exception to raise) and records every call."""
+    an exception to raise) and records every call.
+    """
 
     answers = {}
     abandon_answers = {}
@@ -213,7 +214,8 @@ def test_reports_of_every_action_apply_whatever_was_imported():
     """The report handlers are an explicit table, not registered by the
     side effect of importing a policy module: a process that imported
     only the report handling (``conductor.reports``, what the RPC manager
-    calls) finds the revert handler."""
+    calls) finds the revert handler.
+    """
     import subprocess
     import sys
     code = ('import sys; from conductor import reports; '
@@ -231,7 +233,8 @@ def test_first_check_resends_a_lost_task_and_waits_for_a_silent_agent(
     """The first deadline comes task_receipt_timeout after the task is
     sent: a task the agent never got is sent again then; an agent that does
     not answer that early is asked again later, not given up on, until
-    operation_timeout has passed since the operation began."""
+    operation_timeout has passed since the operation began.
+    """
     conf.set('task_receipt_timeout', 15, group='conductor')
     conf.set('operation_timeout', 600, group='conductor')
     _op('lost', overdue=True)

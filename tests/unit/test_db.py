@@ -77,7 +77,8 @@ def test_host_liveness(database, conf):
 
 def test_work_waits_for_disk(database):
     """What a report asks before it starts anything waiting for the disk
-    it frees: a pending operation, or a logically deleted snapshot."""
+    it frees: a pending operation, or a logically deleted snapshot.
+    """
     with db.transaction() as s:
         _server(s)
         s.add(models.Disk(id='d2', server_id='srv', name='vdb',

@@ -27,7 +27,8 @@ def test_drivers_load_by_name():
 
 def test_the_loader_fills_the_constructor_from_the_configuration():
     """One configuration path: the drivers never read CONF; the loader
-    gives them what their ``conf_options`` reads from it."""
+    gives them what their ``conf_options`` reads from it.
+    """
     from oslo_config import cfg
 
     from livesnap.conf import agent as agent_conf

@@ -59,7 +59,8 @@ def _python_files():
 
 def _imported_modules(path):
     """Absolute module names a file imports, anywhere in it (also inside
-    functions), with their line numbers."""
+    functions), with their line numbers.
+    """
     with open(os.path.join(TOP, path), 'rb') as f:
         tree = ast.parse(f.read(), filename=path)
     for node in ast.walk(tree):
@@ -101,7 +102,8 @@ def test_services_never_import_the_tools():
 
 def _modules_imported_by(module):
     """Top-level names of the modules that importing ``module`` loads, in
-    a fresh interpreter."""
+    a fresh interpreter.
+    """
     out = subprocess.run(
         [sys.executable, '-c',
          'import json, sys; before = set(sys.modules); import %s; '
@@ -163,14 +165,16 @@ def test_the_conductor_builds_no_qemu_locator():
 
 def test_the_exemptions_are_real():
     """Each exempt file exists, so a rename does not widen the guard's
-    hole unnoticed."""
+    hole unnoticed.
+    """
     for x in DRIVER_DETAILS_ALLOWED:
         assert os.path.exists(os.path.join(TOP, x)), x
 
 
 def _calls(path):
     """``(line, dotted name)`` of every call in a file whose callee is a
-    name or an attribute (``db.reader``, ``s.query``)."""
+    name or an attribute (``db.reader``, ``s.query``).
+    """
     with open(os.path.join(TOP, path), 'rb') as f:
         tree = ast.parse(f.read(), filename=path)
     for node in ast.walk(tree):
@@ -265,7 +269,8 @@ def _layer(module):
 
 def _conductor_imports():
     """``(path, line, importer, imported)`` of every import of a conductor
-    module by a conductor module."""
+    module by a conductor module.
+    """
     for path in _python_files():
         if _top(path) != 'conductor':
             continue
@@ -296,7 +301,8 @@ def test_the_conductor_imports_never_run_up_its_layers():
 def _known(module, modules):
     """The module of ``modules`` that ``module`` names (``conductor.db.api``
     for ``conductor.db.api``; ``conductor.creation`` for an attribute of
-    it); None for a package's ``__init__`` or nothing known."""
+    it); None for a package's ``__init__`` or nothing known.
+    """
     while module and module not in modules:
         module = module.rpartition('.')[0]
     return module or None
@@ -367,7 +373,8 @@ def test_the_layout_exemptions_are_real():
 
 def test_the_conductor_builds_its_agent_client_in_one_place():
     """``agent_versions.client()`` pins the agent RPC client to what each
-    host reported; an ``AgentAPI()`` built elsewhere would not be."""
+    host reported; an ``AgentAPI()`` built elsewhere would not be.
+    """
     bad = ['%s:%d calls %s' % (path, line, name)
            for path in _python_files() if _top(path) == 'conductor'
            and path != os.path.join('conductor', 'agent_versions.py')

@@ -66,8 +66,10 @@ def test_guest_agent_and_file_kinds():
 def test_libvirt_quiesce_defaults_to_preferred():
     """The conductor cannot see a domain's guest agent channel: a libvirt
     disk gets ``preferred`` and the agent's driver says why a snapshot
-    stayed crash-consistent; a QEMU disk without ``qga_socket`` ``off``."""
+    stayed crash-consistent; a QEMU disk without ``qga_socket`` ``off``.
+    """
     import types
+
     from conductor import creation
     lv = types.SimpleNamespace(locator={'driver': 'libvirt', 'domain': 'u',
                                         'target': 'vda', 'path': '/i/a'})

@@ -127,8 +127,11 @@ def test_database_gauges(sqlite):
         s.get(models.Snapshot, 'snap1').parent_id = 'snap0'
         s.get(models.Disk, 'd1').snapshot_id = 'snap1'
     families = {f.name: f for f in metrics.DatabaseCollector().collect()}
-    samples = lambda name: {tuple(sorted(s.labels.items())): s.value
-                            for s in families[name].samples}
+
+    def samples(name):
+        return {tuple(sorted(s.labels.items())): s.value
+                for s in families[name].samples}
+
     assert samples('livesnap_chain_depth_max') == {
         (('project_id', 'p1'),): 2}
     assert samples('livesnap_deferred_deletions') == {(): 1}
@@ -146,7 +149,8 @@ def test_chain_depths_survive_a_cycle():
 
 def _app(seen, monkeypatch):
     """The pipeline of api-paste.ini, its API answering every request with
-    what the middleware gave it."""
+    what the middleware gave it.
+    """
     def dispatch(self, req, req_id):
         seen.append(middleware.request_ids(req.environ))
         return webob.Response('ok')
@@ -207,6 +211,7 @@ def test_rpc_context_is_oslo_contexts_to_dict_and_back():
 
 def test_background_contexts_do_not_become_current():
     import threading
+
     from oslo_context import context as oslo_context
     seen = []
 
@@ -257,6 +262,7 @@ def test_healthcheck_bus_down(sqlite, conf, monkeypatch):
 def test_grafana_dashboard_uses_livesnap_series():
     import json
     import re
+
     from agent import metrics as agent_metrics  # noqa: F401  (defines them)
     with open(os.path.join(generated.TOP, 'etc', 'grafana',
                            'livesnap.json')) as f:
@@ -378,9 +384,11 @@ def test_every_sample_has_the_same_fields():
 def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
                                                  sent):
     """A policy's snapshots and the deletions that prune them say
-    ``requested_by: policy``, not tenant (nor count in its rate)."""
+    ``requested_by: policy``, not tenant (nor count in its rate).
+    """
     import datetime
     import time
+
     from agent import images
     from conductor import schedule_runner
     from livesnap_tools import fixtures

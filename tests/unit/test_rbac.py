@@ -136,7 +136,8 @@ def test_refusal_is_403_to_the_owner_and_404_to_others(conf, tmp_path):
 
 def test_policy_file_overrides_through_the_api(inprocess, conf, tmp_path):
     """A cloud that lets readers look but not touch, and a registrar role
-    that may register servers."""
+    that may register servers.
+    """
     from agent import images
     from tests.functional import scenarios
     dep = inprocess

@@ -38,7 +38,8 @@ def test_history_ends_with_the_version(manager, rpcapi):
 
 def test_capabilities_are_versions_of_the_history():
     """What the flows ask (``agent_versions.capabilities``) maps to agent
-    RPC versions between the minimum and the newest."""
+    RPC versions between the minimum and the newest.
+    """
     from conductor import agent_versions
     history = re.findall(r'^\* (\d+\.\d+) - ', agent_rpcapi.__doc__, re.M)
     assert agent_versions.MINIMUM in history

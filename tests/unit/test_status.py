@@ -72,7 +72,8 @@ def test_older_agents_warn_newer_ones_fail_down_ones_are_ignored(database):
 @pytest.mark.parametrize('database', ['sqlite'], indirect=True)
 def test_agents_older_than_the_minimum_fail_up_or_down(database):
     """An agent older than agent RPC 1.4 (or one that reports no version)
-    gets nothing from this conductor: each is named, up or down."""
+    gets nothing from this conductor: each is named, up or down.
+    """
     _host('h-current', agent_rpcapi.RPC_API_VERSION)
     _host('h-ancient', None)
     _host('h-13', '1.3', alive=False)

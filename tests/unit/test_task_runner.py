@@ -132,7 +132,8 @@ def test_revert_that_cannot_discard_leaves_the_disk_as_it_was(runner):
 
 def test_inspect_takes_files_listed_as_plain_paths(runner, tmp_path):
     """A driver that lists every file by path (as base.Driver first said):
-    the files its locators name are not reported."""
+    the files its locators name are not reported.
+    """
     runner.driver.inspect = lambda locators: {
         'images': [{'locator': loc, 'exists': True} for loc in locators],
         'files': ['/i/a', '/i/orphan']}
@@ -142,7 +143,8 @@ def test_inspect_takes_files_listed_as_plain_paths(runner, tmp_path):
 
 def test_progress_is_throttled(runner, monkeypatch):
     """A copy's progress: nothing in its first interval, at most one
-    message per interval after, never 100 (the report says it)."""
+    message per interval after, never 100 (the report says it).
+    """
     now = [1000.0]
     monkeypatch.setattr(task_runner.time, 'monotonic', lambda: now[0])
     sent = []

@@ -21,7 +21,8 @@ SNAPSHOT_FORMATTERS = {"size_bytes": fmt.SizeDetail,
 
 def snapshot_view(snapshot, operation=None):
     """The ``ShowOne`` columns and values of a snapshot, and of the
-    operation that creates it when there is one."""
+    operation that creates it when there is one.
+    """
     obj = dict(snapshot)
     fields = SNAPSHOT_FIELDS
     if operation is not None:
@@ -154,7 +155,8 @@ class UnprotectSnapshot(ProtectSnapshot):
 
 class DeleteSnapshot(wait.WaitMixin, show.ShowOne):
     """Delete a snapshot; shows the mode the conductor chose (physical,
-    merge or logical)."""
+    merge or logical).
+    """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -196,7 +198,8 @@ class RevertSnapshot(wait.WaitMixin, show.ShowOne):
 
 class CloneSnapshot(wait.WaitMixin, show.ShowOne):
     """Make a new disk from a snapshot: a full copy (flat) or a layer on
-    it (linked), for a server of the same project on the same host."""
+    it (linked), for a server of the same project on the same host.
+    """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
