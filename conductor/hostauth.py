@@ -159,6 +159,10 @@ def check(method, args, auth, claimed, operation_id=None):
                    'conductor cannot tell which host sends them. Give '
                    'each agent a host key and set [conductor] '
                    'require_host_keys (docs/security.md).')
+        if isinstance(claimed, str) and _keys_of(claimed) is not None:
+            _warn_once(claimed, 'The agent on %s has a key in [conductor] '
+                       'host_keys_dir but sends unsigned messages: give it '
+                       'its [agent] host_key_file.' % claimed)
         return True
     signer = auth.get('host') if isinstance(auth, dict) else None
     if not isinstance(signer, str):

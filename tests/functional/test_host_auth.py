@@ -42,6 +42,15 @@ def test_signed_reports_and_heartbeats_run_a_snapshot(
         assert REFUSED not in (tmp_path / 'conductor.log').read_text()
 
 
+@pytest.mark.parametrize('database', ['sqlite'], indirect=True)
+def test_signed_messages_in_process(conf, tmp_path, database, caplog):
+    """``livesnap-all-in-one``'s shape (kombu+memory) with keys required."""
+    dep = fixtures.InProcessDeployment(conf, tmp_path, host_keys=True)
+    with fixtures.running(dep):
+        scenarios.online_create(dep, tmp_path)
+    assert REFUSED not in caplog.text
+
+
 def _insert_running_operation(url, op_id):
     from conductor.db import models
     engine = sa.create_engine(url)
