@@ -78,7 +78,7 @@ def _keys_of(host):
             return known[1]
     try:
         keys = hostkeys.read(path)
-    except hostkeys.KeyError_ as exc:
+    except hostkeys.KeyFileError as exc:
         LOG.error('Host key file of %(host)s unusable: %(error)s',
                   {'host': host, 'error': exc})
         return None

@@ -38,7 +38,7 @@ FORMAT = 1
 HOST_NAME = re.compile(r'^[A-Za-z0-9_][A-Za-z0-9._-]{0,254}$')
 
 
-class KeyError_(Exception):
+class KeyFileError(Exception):
     """A key file that cannot be read or holds no valid key."""
 
 
@@ -60,7 +60,7 @@ def generate():
 def parse(text):
     """The keys in a key file's text, in order.
 
-    :raises: KeyError_ if a line is not hex or none is given.
+    :raises: KeyFileError if a line is not hex or none is given.
     """
     keys = []
     for line in text.splitlines():
@@ -70,29 +70,29 @@ def parse(text):
         try:
             key = bytes.fromhex(line)
         except ValueError:
-            raise KeyError_('a key line is not hexadecimal')
+            raise KeyFileError('a key line is not hexadecimal')
         if len(key) < 16:
-            raise KeyError_('a key is shorter than 16 bytes')
+            raise KeyFileError('a key is shorter than 16 bytes')
         keys.append(key)
     if not keys:
-        raise KeyError_('no key')
+        raise KeyFileError('no key')
     return keys
 
 
 def read(path):
     """The keys in the file at ``path``.
 
-    :raises: KeyError_ (also for a file that cannot be read).
+    :raises: KeyFileError (also for a file that cannot be read).
     """
     try:
         with open(path) as f:
             text = f.read()
     except OSError as exc:
-        raise KeyError_('cannot read %s: %s' % (path, exc))
+        raise KeyFileError('cannot read %s: %s' % (path, exc))
     try:
         return parse(text)
-    except KeyError_ as exc:
-        raise KeyError_('%s: %s' % (path, exc))
+    except KeyFileError as exc:
+        raise KeyFileError('%s: %s' % (path, exc))
 
 
 def canonical(method, args, host, timestamp, nonce):
@@ -164,7 +164,13 @@ class Signer(object):
         self._load()
 
     def _load(self):
-        st = os.stat(self.path)
+        """:raises: KeyFileError if the file cannot be read or holds no
+            key.
+        """
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            raise KeyFileError('cannot read %s: %s' % (self.path, exc))
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp != self._stamp:
             self._key = read(self.path)[0]
@@ -175,7 +181,7 @@ class Signer(object):
         with self._lock:
             try:
                 key = self._load()
-            except (OSError, KeyError_):
+            except KeyFileError:
                 # Keep signing with the key in hand while a rotation
                 # rewrites the file.
                 key = self._key

@@ -97,7 +97,7 @@ def test_key_files_hold_several_keys_for_rotation(tmp_path):
     assert hostkeys.verify(keys, auth, 'heartbeat', {}, window=60) == 'hv1'
     for bad in ('', 'not hex\n', 'abcd\n'):
         path.write_text(bad)
-        with pytest.raises(hostkeys.KeyError_):
+        with pytest.raises(hostkeys.KeyFileError):
             hostkeys.read(str(path))
 
 
