@@ -87,6 +87,13 @@ def _keys_of(host):
     return keys
 
 
+def has_key(host):
+    """Whether ``[conductor] host_keys_dir`` holds a usable key for
+    ``host``.
+    """
+    return _keys_of(host) is not None
+
+
 def _first_use(nonce, window):
     """True the first time this conductor sees ``nonce`` in the window."""
     now = time.monotonic()

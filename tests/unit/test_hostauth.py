@@ -4,13 +4,14 @@ verified by the conductor before it acts on them (issue 19)."""
 import json
 import logging
 import os
+import subprocess
+import sys
 
 import pytest
 
 from conductor.db import api as db
 from conductor.db import models
 from conductor import hostauth
-from conductor import manage
 from conductor import manager
 from conductor import rpcapi
 from livesnap import hostkeys
@@ -312,19 +313,51 @@ def test_a_host_without_a_key_is_refused(endpoints, caplog):
     assert all('unknown_host' in r for r in _refusals(caplog))
 
 
-def test_livesnap_manage_makes_and_rotates_keys(conf, tmp_path, capsys):
+def test_livesnap_manage_makes_and_rotates_keys(tmp_path):
     keys_dir = tmp_path / 'keys'
     conf_file = tmp_path / 'l.conf'
     conf_file.write_text('[conductor]\nhost_keys_dir = %s\n' % keys_dir)
     agent_file = tmp_path / 'hv1.key'
-    argv = ['--config-file', str(conf_file), 'host', 'key', 'create', 'hv1',
-            '--output', str(agent_file)]
-    assert manage.main(argv) == 0
+
+    def manage(*extra):
+        # A process of its own: the command parses its configuration into
+        # the global CONF.
+        return subprocess.run(
+            [sys.executable, '-m', 'conductor.manage', '--config-file',
+             str(conf_file), 'host', 'key', 'create', 'hv1', '--output',
+             str(agent_file)] + list(extra),
+            capture_output=True, text=True, timeout=120).returncode
+
+    assert manage() == 0
     first = hostkeys.read(str(keys_dir / 'hv1'))
     assert first == hostkeys.read(str(agent_file))
     assert os.stat(agent_file).st_mode & 0o077 == 0
     assert os.stat(keys_dir / 'hv1').st_mode & 0o077 == 0
-    assert manage.main(argv) == 1
-    assert manage.main(argv + ['--rotate']) == 0
+    assert manage() == 1
+    assert manage('--rotate') == 0
     both = hostkeys.read(str(keys_dir / 'hv1'))
     assert both[1:] == first and both[0] == hostkeys.read(str(agent_file))[0]
+
+
+@pytest.mark.parametrize('database', ['sqlite'], indirect=True)
+def test_the_upgrade_check_names_hosts_without_a_key(database, conf,
+                                                     tmp_path):
+    from conductor import status
+    from oslo_upgradecheck import upgradecheck
+
+    def code():
+        return status.Checks()._check_host_keys().code
+
+    assert code() == upgradecheck.Code.SUCCESS
+    conf.set('require_host_keys', True, group='conductor')
+    assert code() == upgradecheck.Code.FAILURE
+    _keys(conf, tmp_path, require=False)
+    db.host_heartbeat('hv1')
+    db.host_heartbeat('hv2')
+    assert code() == upgradecheck.Code.WARNING
+    conf.set('require_host_keys', True, group='conductor')
+    result = status.Checks()._check_host_keys()
+    assert result.code == upgradecheck.Code.FAILURE
+    assert 'hv2' in result.details and 'hv1' not in result.details
+    (tmp_path / 'keys' / 'hv2').write_text(OTHER.hex() + '\n')
+    assert code() == upgradecheck.Code.SUCCESS
