@@ -206,6 +206,26 @@ def sample_payload(op):
     return notifications.payload(op, disk_name='vda', snapshot_size=size)
 
 
+#: The security event of ``conductor.hostauth``: an agent's message refused
+#: because it did not prove the host it speaks for (docs/security.md).
+HOST_AUTH = """
+## Security events
+
+`livesnap.host_auth.refused.error` (priority ERROR): a conductor refused an
+agent's message (report, progress, heartbeat) that did not prove, with its
+host's key, the host it speaks for (docs/security.md). Payload
+`HostAuthPayload` 1.0: `method`, `reason` (`unsigned`, `malformed`,
+`unknown_host`, `bad_signature`, `expired`, `wrong_host`,
+`not_its_operation`, `replayed`), `claimed_host` (the host the message
+names), `signed_host` (the host its signature names, null if unsigned),
+`operation_id` (null for a heartbeat).
+
+```json
+%s
+```
+"""
+
+
 def render():
     parts = [HEADER]
     for event_type, what, op in SAMPLES:
@@ -213,6 +233,14 @@ def render():
         parts.append('\n### `%s`: %s\n\n```json\n%s\n```\n'
                      % (event_type, what,
                         json.dumps(data, indent=2, sort_keys=True)))
+    parts.append(HOST_AUTH % json.dumps({
+        'livesnap_object.name': 'HostAuthPayload',
+        'livesnap_object.namespace': 'livesnap',
+        'livesnap_object.version': '1.0',
+        'livesnap_object.data': {
+            'method': 'report_operation', 'reason': 'not_its_operation',
+            'claimed_host': 'hv2', 'signed_host': 'hv2',
+            'operation_id': OP_ID}}, indent=2, sort_keys=True))
     return ''.join(parts)
 
 

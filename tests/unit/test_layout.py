@@ -223,7 +223,7 @@ CONDUCTOR_LAYERS = [
                  'conductor.hosts', 'conductor.limits', 'conductor.tree',
                  'conductor.slots', 'conductor.rbac',
                  'conductor.healthcheck', 'conductor.rpcapi',
-                 'conductor.idempotency']),
+                 'conductor.idempotency', 'conductor.hostauth']),
     # flows: decide and record; they return what is to be sent
     ('flows', ['conductor.creation', 'conductor.deletion',
                'conductor.revert', 'conductor.clones', 'conductor.groups',
