@@ -229,7 +229,7 @@ CONDUCTOR_LAYERS = [
                'conductor.revert', 'conductor.clones', 'conductor.groups',
                'conductor.retention', 'conductor.cancellation',
                'conductor.audit', 'conductor.servers', 'conductor.actions',
-               'conductor.waiting']),
+               'conductor.waiting', 'conductor.unregister']),
     # dispatch and report handling, and what runs flows by itself
     ('dispatch', ['conductor.dispatch', 'conductor.reports',
                   'conductor.deadlines', 'conductor.schedule_runner',
