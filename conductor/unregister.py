@@ -40,6 +40,18 @@ DELETING = 'deleting'
 ACTIVE = 'active'
 
 
+class DisksBusy(exception.Conflict):
+    """An operation runs or waits on one of the server's disks: try again
+    when it has ended.
+    """
+
+
+class SnapshotsPinned(exception.Conflict):
+    """A snapshot is protected or backs another server's linked clone: its
+    layer must stay (``keep_snapshots``).
+    """
+
+
 def running(session, server_id):
     """The running ``server.delete`` operation of the server, or None."""
     return session.scalars(
@@ -118,8 +130,9 @@ def delete(ctxt, server_id, keep_snapshots=False, force=False):
         operation id when the snapshots are being deleted (the disk ids
         are those whose deferred deletion is to be started by
         ``conductor.dispatch``), None when the records are already gone.
-    :raises: NotFound, Conflict (an operation runs or waits on one of its
-        disks, a snapshot is protected or has a linked clone), HostDown
+    :raises: NotFound, DisksBusy (an operation runs or waits on one of
+        its disks), SnapshotsPinned (a snapshot is protected or backs
+        another server's linked clone), HostDown
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
@@ -133,7 +146,7 @@ def delete(ctxt, server_id, keep_snapshots=False, force=False):
             holder = disk.operation_id or (
                 db.queued_operation(s, disk.id) or models.Operation()).id
             if holder is not None:
-                raise exception.Conflict(
+                raise DisksBusy(
                     'Operation %s runs on disk %s of server %s; try again '
                     'when it has ended.' % (holder, disk.name, server.id))
         snaps = [x for d in server.disks
@@ -141,14 +154,14 @@ def delete(ctxt, server_id, keep_snapshots=False, force=False):
         if not records_only:
             for snap in snaps:
                 if snap.protected:
-                    raise exception.Conflict(
+                    raise SnapshotsPinned(
                         'Snapshot %s of server %s is protected; unprotect '
                         'it or delete the server with keep_snapshots=true.'
                         % (snap.id, server.id))
                 clones = [c for c in tree.linked_clones(s, snap)
                           if c.server_id != server.id]
                 if clones:
-                    raise exception.Conflict(
+                    raise SnapshotsPinned(
                         'Snapshot %s of server %s backs the linked clone '
                         '%s of server %s; delete that first, or delete '
                         'with keep_snapshots=true.'

@@ -237,7 +237,7 @@ CONDUCTOR_LAYERS = [
     # the entry points: REST API, RPC endpoints, periodic tasks, commands
     ('entry', ['conductor.api', 'conductor.manager', 'conductor.periodic',
                'conductor.service', 'conductor.status', 'conductor.manage',
-               'conductor.wsgi']),
+               'conductor.wsgi', 'conductor.nova_listener']),
 ]
 
 #: What each service package may import of the others.
