@@ -105,6 +105,7 @@ class NovaEndpoint(object):
         self.sleep = sleep
         self._deleted = collections.OrderedDict()
         self._lock = threading.Lock()
+        self._register_lock = threading.Lock()
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         try:
@@ -166,7 +167,11 @@ class NovaEndpoint(object):
             return 'ignored'
         spec = server_spec(inst, self.conf)
         try:
-            server = servers.register_domain(context.make(), spec)
+            # One registration at a time in this process: a duplicate
+            # then finds the server (another conductor's duplicate fails
+            # on the primary key, below).
+            with self._register_lock:
+                server = servers.register_domain(context.make(), spec)
         except exception.Conflict as exc:
             if _registered(uuid):
                 LOG.info('nova: instance %(uuid)s is already registered',
@@ -180,6 +185,12 @@ class NovaEndpoint(object):
             LOG.warning('nova: instance %(uuid)s not registered: %(error)s',
                         {'uuid': uuid, 'error': exc})
             return 'refused'
+        except Exception:
+            if _registered(uuid):
+                LOG.info('nova: instance %(uuid)s is already registered',
+                         {'uuid': uuid})
+                return 'exists'
+            raise
         LOG.info('nova: registered instance %(uuid)s (project %(project)s) '
                  'on host %(host)s with disks %(disks)s',
                  {'uuid': uuid, 'project': server.project_id,

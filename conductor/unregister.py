@@ -136,7 +136,19 @@ def delete(ctxt, server_id, keep_snapshots=False, force=False):
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
-        server = db.server_get(s, server_id)
+        # The disks' row locks, then the server's (the order a create
+        # takes them in): no work starts on a disk meanwhile, and two
+        # unregisters at once (a duplicated event, a retry) start one
+        # operation; the second finds it.
+        s.scalars(sa.select(models.Disk)
+                  .where(models.Disk.server_id == server_id)
+                  .order_by(models.Disk.id).with_for_update()
+                  .execution_options(populate_existing=True)).all()
+        server = s.get(models.Server, server_id, with_for_update=True,
+                       populate_existing=True)
+        if server is None:
+            raise exception.NotFound('Server %s could not be found.'
+                                     % server_id)
         current = running(s, server.id)
         records_only = keep_snapshots or force
         if current is not None and not records_only:
