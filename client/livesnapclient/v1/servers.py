@@ -108,9 +108,9 @@ class DeleteServer(wait.WaitMixin, show.ShowOne):
 
     def take_action(self, parsed_args):
         client = self.app.client_manager.livesnap
-        answer = client.delete_server(parsed_args.server_id,
-                                      keep_snapshots=parsed_args.keep_snapshots,
-                                      force=parsed_args.force)
+        answer = client.delete_server(
+            parsed_args.server_id, keep_snapshots=parsed_args.keep_snapshots,
+            force=parsed_args.force)
         operation = answer.get("operation")
         if operation is None:
             files = answer["server"].get("files_left") or []
