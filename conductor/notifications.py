@@ -9,9 +9,9 @@ disks in one pause: ``group_id`` and every member in ``disks``),
 server unregistered with its snapshots, ``conductor.unregister``).
 ``requested_by`` says who asked: a tenant, a snapshot policy (its runs
 and its pruning) or the conductor (its own deferred work).  An operation
-decided and finished in one go by the conductor (a logical delete) emits ``.start``
-and ``.end`` together; a waiting operation refused when it could start
-emits only ``.error``.
+decided and finished in one go by the conductor (a logical delete) emits
+``.start`` and ``.end`` together; a waiting operation refused when it
+could start emits only ``.error``.
 
 The payload is versioned like nova's::
 
