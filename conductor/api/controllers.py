@@ -375,6 +375,11 @@ def replay(creds, req_id, route, operation_ids):
             *groups.show(snap.group_id)), 'operation': ops[0]}
     if route[0] == 'snapshot_groups':
         return 202, {'operations': ops}
+    if route == ('servers', 'delete'):
+        status = {states.SUCCEEDED: 'deleted', states.FAILED: 'active'}.get(
+            ops[0]['status'], 'deleting')
+        return 202, {'operation': ops[0], 'server': {
+            'id': ops[0]['server_id'], 'status': status}}
     return 202, {'operation': ops[0]}
 
 

@@ -148,3 +148,25 @@ def test_host_down_is_503_unless_forced(offline):
     assert [f['path'] for f in body['server']['files_left']] == [
         '/nowhere/x.qcow2']
     assert _err(dep, 'GET', '/v1/servers/ghost1') == (404, 'not_found')
+
+
+def test_no_new_work_while_deleting(offline):
+    """While a server.delete runs, the server shows ``deleting``, a create
+    on it is refused, and a second DELETE answers the same operation.
+    """
+    dep, _ = offline
+    with db.transaction() as s:
+        server = db.server_get(s, 'srv1')
+        s.add(models.Operation(
+            id='0ab1c2d3-0000-4000-8000-0000000000aa', project_id='p1',
+            server_id='srv1', disk_id=server.disks[0].id, host='hv1',
+            action='server.delete', status='running', steps=[],
+            requested_by='tenant', attempts=0))
+    assert dep.ok('GET', '/v1/servers/srv1')['server']['status'] == \
+        'deleting'
+    assert _err(dep, 'POST', '/v1/servers/srv1/snapshots',
+                {'snapshot': {'name': 'x', 'disk': 'vda'}}) == (
+        409, 'conflict')
+    status, body = dep.api('DELETE', '/v1/servers/srv1', token=ADMIN)
+    assert status == 202, body
+    assert body['operation']['id'] == '0ab1c2d3-0000-4000-8000-0000000000aa'
