@@ -186,3 +186,58 @@ def test_nova_lifecycle(dep, domain):
     wait_log(dep, 'instance %s was created after its deletion' % u)
     assert fixtures.api_error(dep, 'GET', '/v1/servers/%s' % u,
                               token=ADMIN) == (404, 'not_found')
+
+
+def _unregister(dep, server_id, query=''):
+    status, body = dep.api('DELETE', '/v1/servers/%s%s' % (server_id, query),
+                           token=ADMIN)
+    return status, body
+
+
+def test_unregister_running_domain(dep, domain):
+    """``DELETE /v1/servers/{id}`` of a running libvirt domain: both
+    snapshots are merged away online, the domain keeps running on a live
+    layer that is complete and self-contained.
+    """
+    u = domain.uuid
+    dep.ok('POST', '/v1/servers', {'server': {
+        'id': u, 'name': 'n', 'project_id': 'p1', 'host': fixtures.HOST,
+        'driver': 'libvirt', 'domain': u}}, token=ADMIN, status=201)
+    _create(dep, u, 'a')
+    write(domain.chain()[0], 0xb1, 1 * MiB, MiB)
+    domain.start()
+    _create(dep, u, 'b')
+    status, body = _unregister(dep, u)
+    assert status == 202, body
+    op = dep.wait_operation(body['operation']['id'], token=ADMIN,
+                            timeout=240)
+    assert op['status'] == 'succeeded', op
+    assert fixtures.api_error(dep, 'GET', '/v1/servers/%s' % u,
+                              token=ADMIN) == (404, 'not_found')
+    assert domain.state() == 1   # VIR_DOMAIN_RUNNING
+    domain.stop()
+    live = domain.chain()
+    assert len(live) == 1, live
+    assert images.backing_file(live[0]) is None
+    assert_content(live[0], [(0xa1, 0, MiB), (0xb1, 1 * MiB, MiB)])
+
+
+def test_unregister_keep_snapshots_lists_layers(dep, domain):
+    u = domain.uuid
+    dep.ok('POST', '/v1/servers', {'server': {
+        'id': u, 'name': 'n', 'project_id': 'p1', 'host': fixtures.HOST,
+        'driver': 'libvirt', 'domain': u}}, token=ADMIN, status=201)
+    _create(dep, u, 'a')
+    live = domain.chain()[0]
+    status, body = _unregister(dep, u, '?keep_snapshots=true')
+    assert status == 200, body
+    # The layer listed is the live layer's backing file, left in place
+    # (whichever layout names it).
+    files = [f['path'] for f in body['server']['files_left']]
+    backing = images.backing_file(live)
+    assert backing
+    assert [os.path.join(os.path.dirname(live), backing)] == [
+        os.path.join(os.path.dirname(live), f) for f in files], (
+        files, backing)
+    assert os.path.exists(files[0]) and os.path.exists(live)
+    assert domain.chain()[0] == live
