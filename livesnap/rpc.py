@@ -55,6 +55,8 @@ CONDUCTOR_TOPIC = 'livesnap-conductor'
 
 _TRANSPORT = None
 _LOCK = threading.Lock()
+#: {topic: RPC servers made for it in this process}.
+_SERVED = {}
 
 
 def set_defaults():
@@ -90,6 +92,20 @@ def cleanup():
             _TRANSPORT = None
 
 
+def in_memory():
+    """Whether ``transport_url`` is the in-memory bus (this process
+    only).
+    """
+    return (CONF.transport_url or '').startswith('kombu+memory:')
+
+
+def serves_locally(topic):
+    """Whether this process made an RPC server for ``topic`` (the only
+    servers the in-memory bus reaches).
+    """
+    return _SERVED.get(topic, 0) > 0
+
+
 def get_client(target, version_cap=None):
     return messaging.get_rpc_client(get_transport(), target,
                                     version_cap=version_cap,
@@ -119,6 +135,7 @@ class ContextSerializer(messaging.NoOpSerializer):
 def get_server(target, endpoints):
     """An RPC server with the (default) threading executor."""
     access_policy = rpc_dispatcher.DefaultRPCAccessPolicy
+    _SERVED[target.topic] = _SERVED.get(target.topic, 0) + 1
     return messaging.get_rpc_server(get_transport(), target, endpoints,
                                     access_policy=access_policy,
                                     serializer=ContextSerializer())
