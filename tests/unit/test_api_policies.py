@@ -191,6 +191,11 @@ def test_protected_snapshot_cannot_be_deleted(dep):
     assert snap['protected'] is True
     assert _err(dep, 'DELETE', '/v1/snapshots/%s' % snap_id) == (
         409, 'snapshot_protected')
+    # The message names the CLI's way out, and the REST call.
+    message = dep.api('DELETE', '/v1/snapshots/%s' % snap_id)[1][
+        'error']['message']
+    assert '`livesnap snapshot unprotect %s`' % snap_id in message
+    assert 'PATCH /v1/snapshots/%s' % snap_id in message
     assert [s['protected'] for s in _snapshots(dep)] == [True]
     assert _err(dep, 'PATCH', '/v1/snapshots/%s' % snap_id,
                 {'snapshot': {'protected': True}}, token='p2-token') == (

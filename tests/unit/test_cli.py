@@ -645,6 +645,37 @@ def test_snapshot_clone_wait(api, capsys):
     assert api.requests[0]["body"] == {"clone": {
         "mode": "linked", "disk": "vdb", "server_id": "srv2"}}
     assert "Cloning snapshot snap-1 into disk vdb: operation op-1" in out
+    # The new disk is shown, the snapshot's as the source.
+    assert "| disk             | vdb " in out, out
+    assert "| source_disk      | vda " in out, out
+
+
+def test_snapshot_clone_shows_the_api_target(api, capsys):
+    done = dict(op(action="clone", status="succeeded"),
+                target={"server_id": "srv2", "disk": "vdc",
+                        "disk_id": "d-9", "mode": "flat", "name": None})
+    api.add("POST", "/v1/snapshots/snap-1/clone", (202, {"operation": done}))
+    rc, out, err = run(capsys, "-f", "json", "snapshot", "clone", "snap-1",
+                       "--disk", "vdc", "--server", "srv2")
+    assert rc == 0, err
+    shown = json.loads(out)
+    assert (shown["disk"], shown["server_id"]) == ("vdc", "srv2")
+    assert (shown["source_disk"], shown["source_server_id"]) == ("vda",
+                                                                 "srv1")
+
+
+def test_value_and_shell_formats_print_objects_as_json(api, capsys):
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating"),
+                   "operation": op()}))
+    rc, out, err = run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+                       "--name", "s1", "-f", "value", "-c", "operation")
+    assert rc == 0, err
+    assert json.loads(out)["id"] == "op-1"
+    rc, out, err = run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+                       "--name", "s1", "-f", "yaml", "-c", "operation")
+    assert rc == 0, err
+    assert "id: op-1" in out and "{" not in out
 
 
 # ---------------------------------------------------------------- operations

@@ -230,4 +230,5 @@ class CloneSnapshot(wait.WaitMixin, show.ShowOne):
             % (parsed_args.snapshot_id, parsed_args.disk,
                operation.get("id")))
         return operations.operation_view(
-            self.finish(client, parsed_args, operation))
+            self.finish(client, parsed_args, operation),
+            new_disk=parsed_args.disk)
