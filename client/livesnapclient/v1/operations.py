@@ -7,8 +7,9 @@ from livesnapclient import format as fmt
 from livesnapclient import wait
 
 OPERATION_FIELDS = ("id", "action", "status", "mode", "server_id", "disk",
-                    "source_server_id", "source_disk", "snapshot_id", "pause_ms", "progress", "error",
-                    "created_at", "updated_at", "steps")
+                    "source_server_id", "source_disk", "snapshot_id",
+                    "pause_ms", "progress", "error", "created_at",
+                    "updated_at", "steps")
 
 
 def operation_view(operation, new_disk=None):
