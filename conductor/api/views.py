@@ -48,7 +48,8 @@ def host(h, alive):
             'last_heartbeat': _iso(h.last_heartbeat),
             'agent_started_at': _iso(h.started_at),
             'image_dirs': info.get('image_dirs'),
-            'version': info.get('version')}
+            'version': info.get('version'),
+            'rpc_version': info.get('rpc_version')}
 
 
 def domain(vm):

@@ -163,12 +163,14 @@ def test_host_list(api, capsys):
     host = {"name": "hv1", "state": "down",
             "last_heartbeat": "2026-11-25T00:00:00Z",
             "agent_started_at": None, "image_dirs": ["/img"],
-            "version": "0.1.0"}
+            "version": "0.1.0", "rpc_version": "1.9"}
     api.add("GET", "/v1/hosts", (200, {"hosts": [host]}))
     rc, out, err = run(capsys, "host", "list")
     assert rc == 0, err
     assert api.last()["path"] == "/v1/hosts"
     assert "hv1" in out and "down" in out and "/img" in out
+    # The agent's version and agent API (docs/cli.md, docs/upgrading.md).
+    assert "| Version | Agent API |" in out and "| 0.1.0   | 1.9 " in out
 
 
 def test_server_list_json(api, capsys):
