@@ -1122,3 +1122,50 @@ def test_snapshot_show_and_list_give_taken_at(api, capsys):
     assert rc == 0
     assert out.split() == ["snap-1", "2024-01-01T00:00:00Z",
                            "2024-01-01T00:00:00.250000Z"]
+
+
+# ------------------------------------------------------- snapshots by name
+
+def _named_world(api):
+    api.add("GET", "/v1/servers", (200, {"servers": [
+        SERVER, dict(SERVER, id="srv2", name="db")]}))
+    api.add("GET", "/v1/servers/srv1/snapshots", (200, {"snapshots": [
+        snap("snap-a", "s1", None), snap("snap-b", "s2", "snap-a")]}))
+    api.add("GET", "/v1/servers/srv2/snapshots", (200, {"snapshots": [
+        dict(snap("snap-c", "s1", None), server_id="srv2")]}))
+
+
+def test_a_unique_snapshot_name_is_resolved_to_its_id(api, capsys):
+    _named_world(api)
+    api.add("POST", "/v1/snapshots/snap-b/revert",
+            (202, {"operation": op(action="revert")}))
+    rc, out, err = run(capsys, "snapshot", "revert", "s2")
+    assert rc == 0, err
+    # The name was tried as an id (404), then found among the snapshots.
+    assert [r["path"] for r in api.requests] == [
+        "/v1/snapshots/s2/revert", "/v1/servers",
+        "/v1/servers/srv1/snapshots", "/v1/servers/srv2/snapshots",
+        "/v1/snapshots/snap-b/revert"]
+    assert "Reverting to snapshot snap-b" in out
+
+
+def test_an_ambiguous_snapshot_name_lists_the_ids(api, capsys):
+    _named_world(api)
+    rc, out, err = run(capsys, "snapshot", "show", "s1")
+    assert rc == 1
+    assert "Several snapshots are named 's1': snap-a, snap-c" in err
+    assert not any(r["path"].startswith("/v1/snapshots/snap-")
+                   for r in api.requests)
+    # Within one server the name is unique.
+    api.add("GET", "/v1/snapshots/snap-c",
+            (200, {"snapshot": snap("snap-c", "s1", None)}))
+    rc, out, err = run(capsys, "snapshot", "show", "s1", "--server", "srv2")
+    assert rc == 0, err
+    assert api.last()["path"] == "/v1/snapshots/snap-c"
+    # No such name either: the API's 404.
+    rc, out, err = run(capsys, "snapshot", "delete", "nope")
+    assert rc == 1 and "Error (HTTP 404 not_found)" in err
+    rc, out, err = run(capsys, "snapshot", "delete", "nope", "--server",
+                       "srv1")
+    assert rc == 1 and "No snapshot with id or name 'nope' on server " \
+        "srv1" in err
