@@ -6,6 +6,7 @@ broker but only reaches servers in the same process (the all-in-one
 deployment and single-process tests); production uses ``rabbit://``.
 """
 
+import logging
 import threading
 import warnings
 
@@ -74,11 +75,27 @@ def set_defaults():
                      group='oslo_messaging_notifications')
 
 
+class _NoHostnameFilter(logging.Filter):
+    """Drops kombu's "No hostname was supplied. Reverting to default
+    'localhost'" warning, which the in-memory bus (it has no host) logs on
+    every connection.
+    """
+
+    def filter(self, record):
+        return not str(record.msg).startswith('No hostname was supplied')
+
+
+_NO_HOSTNAME = _NoHostnameFilter()
+
+
 def get_transport():
     """Return this process's RPC transport, creating it on first use."""
     global _TRANSPORT
     with _LOCK:
         if _TRANSPORT is None:
+            if in_memory():
+                logging.getLogger('kombu.connection').addFilter(
+                    _NO_HOSTNAME)
             _TRANSPORT = messaging.get_rpc_transport(CONF)
         return _TRANSPORT
 

@@ -480,3 +480,20 @@ def test_no_created_series_and_one_port_per_process(caplog):
 def _free_port():
     from livesnap_tools import fixtures
     return fixtures.free_port()
+
+
+def test_the_in_memory_bus_silences_kombus_no_hostname_warning(conf,
+                                                               caplog):
+    conf.set('transport_url', rpc.DEFAULT_TRANSPORT_URL)
+    rpc.cleanup()
+    try:
+        rpc.get_transport()
+        kombu_log = logging.getLogger('kombu.connection')
+        with caplog.at_level(logging.WARNING, logger='kombu.connection'):
+            kombu_log.warning("No hostname was supplied. Reverting to "
+                              "default '%s'", 'localhost')
+            kombu_log.warning('Something else')
+    finally:
+        rpc.cleanup()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ['Something else']
