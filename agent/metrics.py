@@ -1,7 +1,9 @@
 """The agent's Prometheus metrics (served on ``[metrics] agent_port``).
 
 Counted by the agent that did the work, once per run of a task (a report
-re-sent is not counted again), labelled with the agent's host:
+re-sent is not counted again), labelled with the agent's host and with
+the conductor's names of the action and mode (``action="create",
+mode="online"``, as ``livesnap_operations_total``):
 ``livesnap_agent_operations_total``, ``livesnap_agent_pause_seconds``
 (QEMU's own pause window), ``livesnap_agent_merge_seconds``; and, read
 from the journal when Prometheus scrapes, ``livesnap_agent_journal_entries``
@@ -12,6 +14,7 @@ import prometheus_client
 from prometheus_client import core
 
 from livesnap import metrics as common
+from livesnap import tasks
 
 OPERATIONS = prometheus_client.Counter(
     'livesnap_agent_operations', 'Tasks this agent ran to the end, by '
@@ -29,9 +32,29 @@ MERGE_SECONDS = prometheus_client.Histogram(
     'deletes.', ['host', 'status'], buckets=common.MERGE_BUCKETS)
 
 
-def task_done(host, action, task, report):
+#: The conductor's action for each of the agent's tasks.
+_ACTIONS = {task: action for action, task in tasks.ACTIONS.items()}
+
+
+def labels(task_name, task, report):
+    """The ``action`` and ``mode`` labels of a task, as the conductor's
+    metrics give them for its operation (``create``/``online``, not
+    ``create_snapshot``/``""``), so that both sides' series agree.
+    """
+    action = _ACTIONS.get(task_name, task_name)
+    if action in ('create', 'create_group'):
+        mode = ('online' if (report.get('result') or {}).get('online')
+                else 'offline')
+    elif action == 'revert':
+        mode = 'offline'
+    else:
+        mode = (task.get('mode') if isinstance(task, dict) else None) or ''
+    return action, mode
+
+
+def task_done(host, task_name, task, report):
     """Count a task that ended with ``report`` (the one sent)."""
-    mode = (task.get('mode') if isinstance(task, dict) else None) or ''
+    action, mode = labels(task_name, task, report)
     status = report.get('status') or 'failed'
     OPERATIONS.labels(host, action, mode, status).inc()
     if report.get('pause_ms') is not None:

@@ -215,9 +215,13 @@ class TaskRunner(object):
             # thaw step ends well): try again while this agent lives.
             self.retry_thaw(entry)
         faults.point(action, 'report', 'before')
-        LOG.info('Operation %(op)s %(status)s (paused %(pause)s ms)',
-                 {'op': operation_id, 'status': report['status'],
-                  'pause': report.get('pause_ms')})
+        if report.get('pause_ms') is None:
+            LOG.info('Operation %(op)s %(status)s',
+                     {'op': operation_id, 'status': report['status']})
+        else:
+            LOG.info('Operation %(op)s %(status)s (paused %(pause)s ms)',
+                     {'op': operation_id, 'status': report['status'],
+                      'pause': report['pause_ms']})
         metrics.task_done(self.host, action, task, report)
         self._report(ctxt, operation_id, report)
 

@@ -104,9 +104,10 @@ class ChainTooDeep(Conflict):
 
 class SnapshotProtected(Conflict):
     code = 'snapshot_protected'
-    message = ('Snapshot %(snapshot)s is protected; unprotect it first '
-               '(PATCH /v1/snapshots/%(snapshot)s {"snapshot": '
-               '{"protected": false}}).')
+    message = ('Snapshot %(snapshot)s is protected; unprotect it first: '
+               '`livesnap snapshot unprotect %(snapshot)s` (or PATCH '
+               '/v1/snapshots/%(snapshot)s {"snapshot": {"protected": '
+               'false}}).')
 
 
 class ServerRunning(Conflict):

@@ -6,9 +6,12 @@
                                                            [--rotate]
 
 ``audit`` asks each host's agent over the message bus, so it needs the
-deployment's shared bus (RabbitMQ); with the in-memory bus only a process
-running the agent itself can reach it.  Exit status: 0 when no drift was
-found (or everything found was repaired), 1 otherwise.
+deployment's shared bus (RabbitMQ) and running agents; with the in-memory
+bus only a process running the agent itself can reach it, so anywhere
+else it is refused at once (rather than after the RPC timeout).  Exit
+status: 0 when no drift was found (or everything found was repaired), 1
+otherwise, 2 when the configuration cannot work (no configuration file,
+the in-memory bus, a database with no schema).
 
 ``host key create`` makes a new secret key for the agent on HOST, writes
 it to ``[conductor] host_keys_dir``/HOST (with ``--rotate``, beside the
@@ -23,8 +26,12 @@ import sys
 
 from oslo_config import cfg
 
+import sqlalchemy as sa
+
 from conductor.db import api as db
+from conductor.db import migration
 from livesnap import hostkeys
+from livesnap import rpc
 from livesnap import service as common_service
 
 CONF = cfg.CONF
@@ -68,12 +75,18 @@ def main(argv=None):
     CONF.register_cli_opt(_COMMAND)
     common_service.prepare('livesnap-manage', argv)
     command = CONF.command
-    if command.name == 'db':
-        db.sync()
-        print('Database schema is up to date.')
-        return 0
-    if command.name == 'host':
-        return _create_host_key(command)
+    try:
+        common_service.require_config('livesnap-manage')
+        if command.name == 'db':
+            db.sync()
+            print('Database schema is up to date.')
+            return 0
+        if command.name == 'host':
+            return _create_host_key(command)
+        _check_audit_can_run()
+    except common_service.ConfigurationError as exc:
+        print('livesnap-manage: %s' % exc, file=sys.stderr)
+        return common_service.EXIT_CONFIG
     from conductor import audit
     results = audit.audit(hosts=command.host, repair=command.repair)
     unresolved = sum(1 for findings in results.values() for f in findings
@@ -129,6 +142,31 @@ def _create_host_key(command):
     else:
         print(key)
     return 0
+
+
+def _check_audit_can_run():
+    """Refuse an audit that cannot work, before it waits for agents.
+
+    :raises ConfigurationError: on the in-memory bus with no agent in this
+        process, or on a database with no schema.
+    """
+    if (rpc.in_memory() and
+            not rpc.serves_locally(rpc.AGENT_TOPIC)):
+        raise common_service.ConfigurationError(
+            'the audit asks the agents over the message bus, and '
+            'transport_url is the in-memory bus (%s), which reaches no '
+            'other process: set [DEFAULT] transport_url to the '
+            'deployment\'s (rabbit://...) with --config-file, and run it '
+            'where the agents are up' % rpc.DEFAULT_TRANSPORT_URL)
+    try:
+        revision = migration.current_revision(db.get_engine())
+    except sa.exc.DBAPIError as exc:
+        raise common_service.ConfigurationError(
+            'cannot reach the database: %s' % (exc.orig,))
+    if revision is None:
+        raise common_service.ConfigurationError(
+            'the database has no schema: run `livesnap-manage db sync` '
+            'first')
 
 
 if __name__ == '__main__':

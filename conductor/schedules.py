@@ -64,7 +64,8 @@ def _last_outcomes(session, policy_ids):
 
 def check_schedule(spec):
     """:raises: BadRequest for an interval below ``[conductor]
-    policy_min_interval``, a bad cron expression or an unknown zone.
+    policy_min_interval``, a bad cron expression (or one whose runs can
+    be closer than that) or an unknown zone.
     """
     if spec.get('interval') is not None and \
             spec['interval'] < CONF.conductor.policy_min_interval:
@@ -73,6 +74,8 @@ def check_schedule(spec):
             % CONF.conductor.policy_min_interval)
     if spec.get('cron') is not None:
         slots.check_cron(spec['cron'])
+        slots.check_cron_interval(spec['cron'],
+                                  CONF.conductor.policy_min_interval)
     if spec.get('timezone') is not None:
         slots.check_timezone(spec['timezone'])
 

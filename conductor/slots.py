@@ -55,6 +55,62 @@ def check_cron(expression):
                                    % expression)
 
 
+def _minutes(expression):
+    """The minutes of the day (0..1439) the expression's minute and hour
+    fields match, sorted.
+    """
+    fields = croniter.croniter.expand(expression)[0]
+    minutes = range(60) if fields[0] == ['*'] else fields[0]
+    hours = range(24) if fields[1] == ['*'] else fields[1]
+    return sorted(h * 60 + m for h in hours for m in minutes)
+
+
+def _days_apart(expression):
+    """The fewest days between two days the expression's day fields
+    (day of month, month, day of week) match, over eight years from a
+    leap year's start (so 29 February is seen twice).
+    """
+    day_fields = ' '.join(['0', '0'] + expression.split()[2:])
+    it = croniter.croniter(day_fields, datetime.datetime(2000, 1, 1))
+    previous, fewest = None, None
+    for _ in range(3000):
+        day = it.get_next(datetime.datetime)
+        if day.year >= 2008:
+            break
+        if previous is not None:
+            gap = (day - previous).days
+            fewest = gap if fewest is None else min(fewest, gap)
+            if fewest == 1:
+                break
+        previous = day
+    return fewest
+
+
+def shortest_gap(expression):
+    """The fewest seconds between two slots of a (valid) cron expression
+    on the wall clock (a daylight-saving change can bring two slots an
+    hour closer, once).
+    """
+    times = _minutes(expression)
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    days = _days_apart(expression)
+    if days is not None:
+        gaps.append(days * 1440 - times[-1] + times[0])
+    return 60 * min(gaps) if gaps else None
+
+
+def check_cron_interval(expression, minimum):
+    """:raises: BadRequest if two slots of ``expression`` can be closer
+    than ``minimum`` seconds.
+    """
+    gap = shortest_gap(expression)
+    if gap is not None and gap < minimum:
+        raise exception.BadRequest(
+            'Cron expression %r runs %d seconds apart at its closest; '
+            'runs must be at least %d seconds apart.'
+            % (expression, gap, minimum))
+
+
 def next_after(after, interval=None, cron=None, timezone='UTC', anchor=None):
     """The first slot strictly after ``after``.
 

@@ -12,7 +12,6 @@ not run.  ``--json`` prints the results as JSON.
 import datetime
 import sys
 
-from alembic import migration as alembic_migration
 from alembic import script as alembic_script
 from oslo_config import cfg
 from oslo_upgradecheck import common_checks
@@ -45,6 +44,23 @@ def _version_tuple(version):
         return (1, 0)
 
 
+def _database_failure(exc):
+    """The result of a check whose query failed: the way out when the
+    database has no schema, else the driver's error.
+    """
+    try:
+        empty = migration.current_revision(db.get_engine()) is None
+    except sa.exc.DBAPIError:
+        empty = False
+    if empty:
+        return upgradecheck.Result(
+            upgradecheck.Code.FAILURE,
+            'The database has no schema: run `livesnap-manage db sync`.')
+    return upgradecheck.Result(
+        upgradecheck.Code.FAILURE,
+        'Cannot reach the database: %s' % (exc.orig,))
+
+
 class Checks(upgradecheck.UpgradeCommands):
     """The checks, in the order they are printed."""
 
@@ -54,9 +70,7 @@ class Checks(upgradecheck.UpgradeCommands):
             migration._config())
         head = script.get_current_head()
         try:
-            with db.get_engine().connect() as conn:
-                current = alembic_migration.MigrationContext.configure(
-                    conn).get_current_revision()
+            current = migration.current_revision(db.get_engine())
         except sa.exc.DBAPIError as exc:
             return upgradecheck.Result(
                 upgradecheck.Code.FAILURE,
@@ -67,7 +81,7 @@ class Checks(upgradecheck.UpgradeCommands):
         return upgradecheck.Result(
             upgradecheck.Code.FAILURE,
             'The schema is at revision %s, this code needs %s: run '
-            '"livesnap-manage db sync" before starting the conductors.'
+            '`livesnap-manage db sync` before starting the conductors.'
             % (current or 'none (empty database)', head))
 
     def _check_agents(self):
@@ -85,9 +99,7 @@ class Checks(upgradecheck.UpgradeCommands):
                           db.host_is_alive(s, h.name))
                          for h in s.scalars(sa.select(models.Host))]
         except sa.exc.DBAPIError as exc:
-            return upgradecheck.Result(
-                upgradecheck.Code.FAILURE,
-                'Cannot reach the database: %s' % (exc.orig,))
+            return _database_failure(exc)
         unsupported = sorted(
             '%s (%s%s)' % (name, version or 'no version',
                            '' if alive else ', down')
@@ -141,9 +153,7 @@ class Checks(upgradecheck.UpgradeCommands):
                         models.Operation.created_at < cutoff)
                     .order_by(models.Operation.created_at).limit(20)))
         except sa.exc.DBAPIError as exc:
-            return upgradecheck.Result(
-                upgradecheck.Code.FAILURE,
-                'Cannot reach the database: %s' % (exc.orig,))
+            return _database_failure(exc)
         if stuck:
             return upgradecheck.Result(
                 upgradecheck.Code.WARNING,
@@ -232,5 +242,14 @@ class Checks(upgradecheck.UpgradeCommands):
 def main(argv=None):
     """The ``livesnap-status`` console script."""
     argv = sys.argv[1:] if argv is None else argv
-    return upgradecheck.main(CONF, project='livesnap',
-                             upgrade_command=Checks(), argv=argv)
+    # upgradecheck.main(), with the refusal of a run with no configuration
+    # (it would check a database of its own, made on the spot).
+    upgradecheck.register_cli_options(CONF, Checks())
+    CONF(args=argv, project='livesnap')
+    upgradecheck.CONF = CONF  # where check() looks for --json
+    try:
+        common_service.require_config('livesnap-status')
+    except common_service.ConfigurationError as exc:
+        print('livesnap-status: %s' % exc, file=sys.stderr)
+        return 255
+    return upgradecheck.run(CONF)

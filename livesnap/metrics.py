@@ -3,7 +3,15 @@
 Each process serves its own registry (prometheus_client's default one) at
 ``http://[metrics] host:PORT/metrics`` from a thread of its own; the
 metrics themselves are defined in ``conductor.metrics`` and
-``agent.metrics``.
+``agent.metrics``.  No ``*_created`` series are exported (their values
+are process start times, of no use to a dashboard, and double the
+series).
+
+One registry per process means one port per process: in
+``livesnap-all-in-one`` the first service that asks (the conductor, on
+``conductor_port``) serves the conductor's and the agent's metrics, and
+the second port (``agent_port``) is not opened (logged), since a scrape of
+both would count everything twice.
 """
 
 import logging
@@ -13,6 +21,11 @@ import prometheus_client
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
+
+prometheus_client.disable_created_metrics()
+
+#: The server of this process's registry, once one is started.
+_SERVING = None
 
 #: Pauses are milliseconds long; the buckets go from 1 ms to 5 s.
 PAUSE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -45,9 +58,21 @@ class MetricsServer(object):
 
 
 def serve(port):
-    """Start a metrics server on ``port``; None if ``port`` is 0."""
+    """Start a metrics server on ``port``; None if ``port`` is 0, or if
+    this process already serves its registry on another port (the
+    all-in-one process: see the module's doc).
+    """
+    global _SERVING
     if not port:
+        return None
+    if _SERVING is not None and _SERVING._server is not None:
+        LOG.warning('Not serving metrics on port %(port)d: this process '
+                    'serves all its metrics (one registry) at '
+                    'http://%(host)s:%(served)d/metrics already',
+                    {'port': port, 'host': _SERVING.host,
+                     'served': _SERVING.port})
         return None
     server = MetricsServer(port)
     server.start()
+    _SERVING = server
     return server

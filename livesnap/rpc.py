@@ -6,6 +6,7 @@ broker but only reaches servers in the same process (the all-in-one
 deployment and single-process tests); production uses ``rabbit://``.
 """
 
+import logging
 import threading
 import warnings
 
@@ -55,6 +56,8 @@ CONDUCTOR_TOPIC = 'livesnap-conductor'
 
 _TRANSPORT = None
 _LOCK = threading.Lock()
+#: {topic: RPC servers made for it in this process}.
+_SERVED = {}
 
 
 def set_defaults():
@@ -72,11 +75,27 @@ def set_defaults():
                      group='oslo_messaging_notifications')
 
 
+class _NoHostnameFilter(logging.Filter):
+    """Drops kombu's "No hostname was supplied. Reverting to default
+    'localhost'" warning, which the in-memory bus (it has no host) logs on
+    every connection.
+    """
+
+    def filter(self, record):
+        return not str(record.msg).startswith('No hostname was supplied')
+
+
+_NO_HOSTNAME = _NoHostnameFilter()
+
+
 def get_transport():
     """Return this process's RPC transport, creating it on first use."""
     global _TRANSPORT
     with _LOCK:
         if _TRANSPORT is None:
+            if in_memory():
+                logging.getLogger('kombu.connection').addFilter(
+                    _NO_HOSTNAME)
             _TRANSPORT = messaging.get_rpc_transport(CONF)
         return _TRANSPORT
 
@@ -88,6 +107,20 @@ def cleanup():
         if _TRANSPORT is not None:
             _TRANSPORT.cleanup()
             _TRANSPORT = None
+
+
+def in_memory():
+    """Whether ``transport_url`` is the in-memory bus (this process
+    only).
+    """
+    return (CONF.transport_url or '').startswith('kombu+memory:')
+
+
+def serves_locally(topic):
+    """Whether this process made an RPC server for ``topic`` (the only
+    servers the in-memory bus reaches).
+    """
+    return _SERVED.get(topic, 0) > 0
 
 
 def get_client(target, version_cap=None):
@@ -119,6 +152,7 @@ class ContextSerializer(messaging.NoOpSerializer):
 def get_server(target, endpoints):
     """An RPC server with the (default) threading executor."""
     access_policy = rpc_dispatcher.DefaultRPCAccessPolicy
+    _SERVED[target.topic] = _SERVED.get(target.topic, 0) + 1
     return messaging.get_rpc_server(get_transport(), target, endpoints,
                                     access_policy=access_policy,
                                     serializer=ContextSerializer())

@@ -1,6 +1,7 @@
 """Start-up and shutdown shared by the livesnap processes."""
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -51,6 +52,38 @@ def prepare(prog, argv=None):
     # are busy: normal under load, the backlog does its work.
     logging.getLogger('waitress.queue').setLevel(
         logging.DEBUG if CONF.debug else logging.ERROR)
+
+
+#: Where oslo.config looks for ``livesnap.conf`` and ``<prog>.conf`` when
+#: no ``--config-file`` is given (``oslo_config.cfg.find_config_files``).
+DEFAULT_CONFIG_DIRS = ('~/.livesnap', '~', '/etc/livesnap', '/etc')
+
+
+def looked_for(prog):
+    """The files oslo.config looked for when none was named."""
+    return [os.path.join(os.path.expanduser(d), name)
+            for d in DEFAULT_CONFIG_DIRS
+            for name in ('livesnap.conf', '%s.conf' % prog)]
+
+
+def require_config(prog):
+    """Refuse to go on with no configuration at all: no ``--config-file``
+    (or ``--config-dir``), none in oslo.config's default places and
+    ``[database] connection`` set by nothing, so the tool would open (and
+    create) ``$state_path/livesnap.sqlite``, a database of its own.
+
+    :raises ConfigurationError: naming the files looked for.
+    """
+    if CONF.config_file or CONF.config_dir:
+        return
+    location = CONF.get_location('connection', group='database')
+    if location and location.location != cfg.Locations.opt_default:
+        return
+    raise ConfigurationError(
+        'no configuration file found (looked for %s); give the '
+        'deployment\'s with --config-file, e.g. %s --config-file '
+        '/etc/livesnap/livesnap.conf'
+        % (', '.join(looked_for(prog)), prog))
 
 
 def serve(prog, factories, argv=None):

@@ -577,6 +577,9 @@ Cut a host off and bring it back (its servers answer 503 meanwhile):
   ip link set %(veth)s down      # hv1's link
   ip link set %(veth)s up
 Run a command on a host:  ip netns exec hv1 ip addr
+The operator tools need the bed's shared configuration (bus and database):
+  livesnap-manage --config-file %(conf)s audit
+  livesnap-status --config-file %(conf)s upgrade check
 Admin token: %(admin)s
 Logs: %(root)s/*.log''' % {
         'n': len(bed.hosts), 'hosts': ', '.join(bed.hosts), 'br': bed.bridge,
@@ -584,7 +587,7 @@ Logs: %(root)s/*.log''' % {
         'pg': bed.database_url, 'url': bed.base_url,
         'servers': ', '.join('demo-' + h for h in bed.hosts),
         'root': args.root, 'cli': cli, 'veth': bed.veths[bed.hosts[0]],
-        'admin': admin})
+        'admin': admin, 'conf': bed.config_file})
     if args.detach:
         print('Stop it with: tools/run --stop%s\n%s' % (
             args.stop_hint, '=' * 80))

@@ -8,6 +8,7 @@ classes: the ``table``, ``value`` and ``csv`` formats show their human form
 import json
 
 from cliff import columns
+import yaml
 
 
 def human_size(size):
@@ -38,11 +39,46 @@ def cell(value):
     return str(value)
 
 
+class JSONDict(dict):
+    """A dict that prints as JSON.  cliff's ``value`` and ``shell`` formats
+    print ``str()`` of a column's machine-readable value, which for a plain
+    dict is Python's repr; ``json`` and ``yaml`` still see a dict.
+    """
+
+    def __str__(self):
+        return json.dumps(self, sort_keys=True)
+
+
+class JSONList(list):
+    """A list that prints as JSON (see :class:`JSONDict`)."""
+
+    def __str__(self):
+        return json.dumps(self)
+
+
+yaml.SafeDumper.add_representer(JSONDict,
+                                yaml.SafeDumper.represent_dict)
+yaml.SafeDumper.add_representer(JSONList,
+                                yaml.SafeDumper.represent_list)
+
+
+def printable(value):
+    """``value``, a dict or list made to print as JSON."""
+    if isinstance(value, dict):
+        return JSONDict(value)
+    if isinstance(value, list):
+        return JSONList(value)
+    return value
+
+
 class Cell(columns.FormattableColumn):
     """Any API value: ``-`` for None, ``yes``/``no``, short floats."""
 
     def human_readable(self):
         return cell(self._value)
+
+    def machine_readable(self):
+        return printable(self._value)
 
 
 class Size(columns.FormattableColumn):
@@ -115,6 +151,9 @@ class Steps(columns.FormattableColumn):
     def human_readable(self):
         return steps_text(self._value)
 
+    def machine_readable(self):
+        return printable(self._value)
+
 
 class Operation(columns.FormattableColumn):
     """An operation inside another object's view (``snapshot create``):
@@ -134,6 +173,9 @@ class Operation(columns.FormattableColumn):
             if op.get("steps"):
                 text += "\n" + steps_text(op["steps"])
         return text
+
+    def machine_readable(self):
+        return printable(self._value)
 
 
 def show(obj, fields, formatters=None, optional=()):

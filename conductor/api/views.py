@@ -11,6 +11,7 @@ tenant's shape leaves those keys out and replaces paths in errors with
 step names, timings and pause figures are the same in both.
 """
 
+import datetime
 import re
 
 #: An absolute path in a message: a "/" that starts a word (not "I/O" or
@@ -47,7 +48,8 @@ def host(h, alive):
             'last_heartbeat': _iso(h.last_heartbeat),
             'agent_started_at': _iso(h.started_at),
             'image_dirs': info.get('image_dirs'),
-            'version': info.get('version')}
+            'version': info.get('version'),
+            'rpc_version': info.get('rpc_version')}
 
 
 def domain(vm):
@@ -116,6 +118,18 @@ def _agent_pause_ms(steps):
     return round(sum(figures), 3) if figures else None
 
 
+def _step_times(step):
+    """A step with its times ISO 8601, as every other time in the API (the
+    agent records UNIX times); ``duration_ms`` stays a number.
+    """
+    out = dict(step)
+    for key in ('started_at', 'finished_at'):
+        if isinstance(out.get(key), (int, float)):
+            out[key] = _iso(datetime.datetime.fromtimestamp(
+                out[key], datetime.timezone.utc).replace(tzinfo=None))
+    return out
+
+
 def _step(step, host_name):
     out = {k: step[k] for k in _STEP_FIELDS if k in step}
     if step.get('error'):
@@ -131,6 +145,7 @@ def operation(op, disk_name=None, details=False):
     if not details:
         steps = [_step(x, op.host) for x in steps if isinstance(x, dict)]
         error = redact(error, op.host)
+    steps = [_step_times(x) if isinstance(x, dict) else x for x in steps]
     out = {'id': op.id, 'action': op.action, 'status': op.status,
            'mode': op.mode, 'server_id': op.server_id, 'disk': disk_name,
            'snapshot_id': op.snapshot_id,

@@ -4,6 +4,7 @@ import os
 
 from alembic import command
 from alembic import config as alembic_config
+from alembic import migration as alembic_migration
 
 MIGRATIONS_DIR = os.path.join(os.path.dirname(__file__), 'migrations')
 
@@ -22,6 +23,15 @@ def upgrade(engine, revision='head'):
     with engine.begin() as connection:
         cfg.attributes['connection'] = connection
         command.upgrade(cfg, revision)
+
+
+def current_revision(engine):
+    """The schema's revision, or None for a database with no schema
+    (``livesnap-manage db sync`` never run on it).
+    """
+    with engine.connect() as connection:
+        return alembic_migration.MigrationContext.configure(
+            connection).get_current_revision()
 
 
 def revision(url, message):

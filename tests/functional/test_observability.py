@@ -218,13 +218,16 @@ def _check(dep, collector, conductor_port, agent_port, tmp_path):
     # The agent's.
     text = _scrape(agent_port)
     host = fixtures.HOST
+    # Labelled as the conductor labels the operation (issue 24).
     assert _value(text, 'livesnap_agent_operations_total', host=host,
-                  action='create_snapshot', status='succeeded') == 1.0
+                  action='create', mode='online',
+                  status='succeeded') == 1.0
     assert _value(text, 'livesnap_agent_operations_total', host=host,
-                  action='delete_snapshot', mode='merge',
+                  action='delete', mode='merge',
                   status='succeeded') == 1.0
     assert _value(text, 'livesnap_agent_pause_seconds_count', host=host,
-                  action='create_snapshot') == 1.0
+                  action='create') == 1.0
+    assert '_created' not in text
     assert _value(text, 'livesnap_agent_merge_seconds_count', host=host,
                   status='succeeded') == 1.0
     assert _value(text, 'livesnap_agent_journal_entries', host=host,

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import pytest
 
@@ -203,10 +204,25 @@ def test_run_detach_snapshot_stop_and_rerun(state):
 
     # Again on the same state directory: the registered server boots on its
     # current active image (the layer made by s1), and snapshots go on.
-    proc = _run([RUN, '--detach', '--state-dir', state, '--port', str(port)])
+    # The operator's edit of the generated config stays (same options);
+    # an extra config file (--config-file) adds a metrics endpoint.
+    with open(conf, 'a') as f:
+        f.write('\n[conductor]\nhost_down_time = 61\n')
+    metrics_port = fixtures.free_port()
+    extra = os.path.join(os.path.dirname(state), 'metrics.conf')
+    with open(extra, 'w') as f:
+        f.write('[metrics]\nconductor_port = %d\n' % metrics_port)
+    proc = _run([RUN, '--detach', '--state-dir', state, '--port', str(port),
+                 '--config-file', extra])
     try:
         output = _check(proc)
         assert 'already registered' in output, output
+        assert 'keeping %s' % conf in output, output
+        with open(conf) as f:
+            assert 'host_down_time = 61' in f.read()
+        with urllib.request.urlopen('http://127.0.0.1:%d/metrics'
+                                    % metrics_port, timeout=10) as resp:
+            assert b'livesnap_' in resp.read()
         url2, token2 = _demo_credentials(state, output)
         assert token2 == token
         vm = testvm.TestVM('/dev/null', server['qmp_socket'])

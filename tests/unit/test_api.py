@@ -186,6 +186,9 @@ def test_hosts_show_liveness(offline):
     hosts = dep.ok('GET', '/v1/hosts', token='admin-token')['hosts']
     assert [(h['name'], h['state']) for h in hosts] == [('hv1', 'up')]
     assert hosts[0]['image_dirs'] == [dep.image_dir]
+    # The agent API version its heartbeats report (host list's column).
+    from agent import rpcapi as agent_rpcapi
+    assert hosts[0]['rpc_version'] == agent_rpcapi.RPC_API_VERSION
     assert _err(dep, 'GET', '/v1/hosts') == (403, 'forbidden')
     dep.agent.stop()
     dep.agent = None

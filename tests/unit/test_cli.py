@@ -163,12 +163,14 @@ def test_host_list(api, capsys):
     host = {"name": "hv1", "state": "down",
             "last_heartbeat": "2026-11-25T00:00:00Z",
             "agent_started_at": None, "image_dirs": ["/img"],
-            "version": "0.1.0"}
+            "version": "0.1.0", "rpc_version": "1.9"}
     api.add("GET", "/v1/hosts", (200, {"hosts": [host]}))
     rc, out, err = run(capsys, "host", "list")
     assert rc == 0, err
     assert api.last()["path"] == "/v1/hosts"
     assert "hv1" in out and "down" in out and "/img" in out
+    # The agent's version and agent API (docs/cli.md, docs/upgrading.md).
+    assert "| Version | Agent API |" in out and "| 0.1.0   | 1.9 " in out
 
 
 def test_server_list_json(api, capsys):
@@ -645,6 +647,37 @@ def test_snapshot_clone_wait(api, capsys):
     assert api.requests[0]["body"] == {"clone": {
         "mode": "linked", "disk": "vdb", "server_id": "srv2"}}
     assert "Cloning snapshot snap-1 into disk vdb: operation op-1" in out
+    # The new disk is shown, the snapshot's as the source.
+    assert "| disk             | vdb " in out, out
+    assert "| source_disk      | vda " in out, out
+
+
+def test_snapshot_clone_shows_the_api_target(api, capsys):
+    done = dict(op(action="clone", status="succeeded"),
+                target={"server_id": "srv2", "disk": "vdc",
+                        "disk_id": "d-9", "mode": "flat", "name": None})
+    api.add("POST", "/v1/snapshots/snap-1/clone", (202, {"operation": done}))
+    rc, out, err = run(capsys, "-f", "json", "snapshot", "clone", "snap-1",
+                       "--disk", "vdc", "--server", "srv2")
+    assert rc == 0, err
+    shown = json.loads(out)
+    assert (shown["disk"], shown["server_id"]) == ("vdc", "srv2")
+    assert (shown["source_disk"], shown["source_server_id"]) == ("vda",
+                                                                 "srv1")
+
+
+def test_value_and_shell_formats_print_objects_as_json(api, capsys):
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating"),
+                   "operation": op()}))
+    rc, out, err = run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+                       "--name", "s1", "-f", "value", "-c", "operation")
+    assert rc == 0, err
+    assert json.loads(out)["id"] == "op-1"
+    rc, out, err = run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+                       "--name", "s1", "-f", "yaml", "-c", "operation")
+    assert rc == 0, err
+    assert "id: op-1" in out and "{" not in out
 
 
 # ---------------------------------------------------------------- operations
@@ -1117,3 +1150,50 @@ def test_server_delete_keep_snapshots_lists_files(api, capsys):
     assert rc == 0
     assert json.loads(out) == {"id": "srv1", "status": "deleted",
                                "files_left": "/img/a.qcow2\n/img/b.qcow2"}
+
+
+# ------------------------------------------------------- snapshots by name
+
+def _named_world(api):
+    api.add("GET", "/v1/servers", (200, {"servers": [
+        SERVER, dict(SERVER, id="srv2", name="db")]}))
+    api.add("GET", "/v1/servers/srv1/snapshots", (200, {"snapshots": [
+        snap("snap-a", "s1", None), snap("snap-b", "s2", "snap-a")]}))
+    api.add("GET", "/v1/servers/srv2/snapshots", (200, {"snapshots": [
+        dict(snap("snap-c", "s1", None), server_id="srv2")]}))
+
+
+def test_a_unique_snapshot_name_is_resolved_to_its_id(api, capsys):
+    _named_world(api)
+    api.add("POST", "/v1/snapshots/snap-b/revert",
+            (202, {"operation": op(action="revert")}))
+    rc, out, err = run(capsys, "snapshot", "revert", "s2")
+    assert rc == 0, err
+    # The name was tried as an id (404), then found among the snapshots.
+    assert [r["path"] for r in api.requests] == [
+        "/v1/snapshots/s2/revert", "/v1/servers",
+        "/v1/servers/srv1/snapshots", "/v1/servers/srv2/snapshots",
+        "/v1/snapshots/snap-b/revert"]
+    assert "Reverting to snapshot snap-b" in out
+
+
+def test_an_ambiguous_snapshot_name_lists_the_ids(api, capsys):
+    _named_world(api)
+    rc, out, err = run(capsys, "snapshot", "show", "s1")
+    assert rc == 1
+    assert "Several snapshots are named 's1': snap-a, snap-c" in err
+    assert not any(r["path"].startswith("/v1/snapshots/snap-")
+                   for r in api.requests)
+    # Within one server the name is unique.
+    api.add("GET", "/v1/snapshots/snap-c",
+            (200, {"snapshot": snap("snap-c", "s1", None)}))
+    rc, out, err = run(capsys, "snapshot", "show", "s1", "--server", "srv2")
+    assert rc == 0, err
+    assert api.last()["path"] == "/v1/snapshots/snap-c"
+    # No such name either: the API's 404.
+    rc, out, err = run(capsys, "snapshot", "delete", "nope")
+    assert rc == 1 and "Error (HTTP 404 not_found)" in err
+    rc, out, err = run(capsys, "snapshot", "delete", "nope", "--server",
+                       "srv1")
+    assert rc == 1 and "No snapshot with id or name 'nope' on server " \
+        "srv1" in err

@@ -433,3 +433,67 @@ def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
     ended = [d['livesnap_object.data'] for e, d in sent
              if e.endswith('.end')]
     assert ended and all(d['requested_by'] == 'policy' for d in ended)
+
+
+# ----------------------------------------------------------------- metrics
+
+@pytest.mark.parametrize('task_name, task, result, expected', [
+    ('create_snapshot', {'disk': {}}, {'online': True}, ('create', 'online')),
+    ('create_snapshot', {'disk': {}}, {'online': False},
+     ('create', 'offline')),
+    ('create_snapshots', {}, {'online': True}, ('create_group', 'online')),
+    ('delete_snapshot', {'mode': 'merge'}, {}, ('delete', 'merge')),
+    ('revert_disk', {}, {}, ('revert', 'offline')),
+    ('clone_snapshot', {'mode': 'linked'}, {}, ('clone', 'linked')),
+])
+def test_agent_metrics_label_as_the_conductor_does(task_name, task, result,
+                                                   expected):
+    from agent import metrics as agent_metrics
+    report = {'status': 'succeeded', 'result': result}
+    assert agent_metrics.labels(task_name, task, report) == expected
+    agent_metrics.task_done('h-labels', task_name, task, report)
+    action, mode = expected
+    assert prometheus_client.REGISTRY.get_sample_value(
+        'livesnap_agent_operations_total',
+        {'host': 'h-labels', 'action': action, 'mode': mode,
+         'status': 'succeeded'}) >= 1
+
+
+def test_no_created_series_and_one_port_per_process(caplog):
+    from livesnap import metrics as common
+    text = prometheus_client.generate_latest().decode()
+    assert 'livesnap_' in text and '_created' not in text
+    assert common.serve(0) is None
+    server = common.serve(_free_port())
+    try:
+        with caplog.at_level(logging.WARNING, logger='livesnap.metrics'):
+            assert common.serve(_free_port()) is None
+        assert 'serves all its metrics' in caplog.text
+    finally:
+        server.stop()
+    # Once stopped, a port may be served again.
+    again = common.serve(_free_port())
+    assert again is not None
+    again.stop()
+
+
+def _free_port():
+    from livesnap_tools import fixtures
+    return fixtures.free_port()
+
+
+def test_the_in_memory_bus_silences_kombus_no_hostname_warning(conf,
+                                                               caplog):
+    conf.set('transport_url', rpc.DEFAULT_TRANSPORT_URL)
+    rpc.cleanup()
+    try:
+        rpc.get_transport()
+        kombu_log = logging.getLogger('kombu.connection')
+        with caplog.at_level(logging.WARNING, logger='kombu.connection'):
+            kombu_log.warning("No hostname was supplied. Reverting to "
+                              "default '%s'", 'localhost')
+            kombu_log.warning('Something else')
+    finally:
+        rpc.cleanup()
+    messages = [r.getMessage() for r in caplog.records]
+    assert messages == ['Something else']

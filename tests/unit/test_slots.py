@@ -96,3 +96,25 @@ def test_time_zones():
     for bad in ('Mars/Olympus', 'Europe/../../etc/passwd', ''):
         with pytest.raises(exception.BadRequest):
             slots.check_timezone(bad)
+
+
+@pytest.mark.parametrize('expression, gap', [
+    ('* * * * *', 60),
+    ('*/5 * * * *', 300),
+    ('0 * * * *', 3600),
+    ('0,59 * * * *', 60),           # 00:59 then 01:00
+    ('0,58 0,23 * * *', 120),       # 23:58 then 00:00 the next day
+    ('0 0 * * *', 86400),
+    ('0 0 * * 1', 7 * 86400),
+    ('0 0 1,15 * 1', 86400),        # day of month or Monday: cron's "or"
+    ('0 0 29 2 *', (365 * 3 + 366) * 86400),
+])
+def test_shortest_gap_between_cron_slots(expression, gap):
+    assert slots.shortest_gap(expression) == gap
+
+
+def test_a_cron_expression_closer_than_the_minimum_is_refused():
+    slots.check_cron_interval('*/5 * * * *', 300)
+    with pytest.raises(exception.BadRequest) as exc:
+        slots.check_cron_interval('0,1 12 * * *', 300)
+    assert '60 seconds apart' in str(exc.value)

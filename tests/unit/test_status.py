@@ -127,3 +127,17 @@ def test_the_command_line(tmp_path):
     assert by_name['Database schema']['result'] == upgradecheck.Code.FAILURE
     assert 'db sync' in by_name['Database schema']['details']
     assert by_name['Policy file']['result'] == upgradecheck.Code.SUCCESS
+
+
+def test_an_empty_database_names_db_sync_in_every_check(conf, tmp_path):
+    conf.set('connection', 'sqlite:///%s' % (tmp_path / 'empty.sqlite'),
+             group='database')
+    db.reset()
+    try:
+        results = _results()
+    finally:
+        db.reset()
+    for name in ('Database schema', 'Agent API versions',
+                 'Operations in progress'):
+        assert results[name].code == upgradecheck.Code.FAILURE
+        assert 'livesnap-manage db sync' in results[name].details, name

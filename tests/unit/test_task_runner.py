@@ -1,6 +1,7 @@
 """The agent's task runner: validation, journal, idempotent re-sends."""
 
 import json
+import logging
 import os
 
 import pytest
@@ -166,3 +167,14 @@ def test_progress_is_throttled(runner, monkeypatch):
     now[0] += 0.1
     progress(70.0)
     assert sent == [50.0, 70.0]
+
+
+def test_the_end_of_a_task_names_a_pause_only_when_there_was_one(runner,
+                                                                  caplog):
+    with caplog.at_level(logging.INFO, logger='agent.task_runner'):
+        report = _revert(runner, 'op-log')
+    assert report['status'] == 'succeeded'
+    assert report.get('pause_ms') is None
+    ended = [r.getMessage() for r in caplog.records
+             if r.getMessage().startswith('Operation op-log')]
+    assert ended == ['Operation op-log succeeded'], ended

@@ -11,7 +11,8 @@ class ListHost(lister.Lister):
     def take_action(self, parsed_args):
         hosts = self.app.client_manager.livesnap.list_hosts()
         return (("Host", "State", "Last heartbeat", "Agent started",
-                 "Image dirs"),
+                 "Version", "Agent API", "Image dirs"),
                 fmt.rows(hosts, ("name", "state", "last_heartbeat",
-                                 "agent_started_at", "image_dirs"),
+                                 "agent_started_at", "version",
+                                 "rpc_version", "image_dirs"),
                          {"image_dirs": fmt.Names}))

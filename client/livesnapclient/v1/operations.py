@@ -7,13 +7,28 @@ from livesnapclient import format as fmt
 from livesnapclient import wait
 
 OPERATION_FIELDS = ("id", "action", "status", "mode", "server_id", "disk",
-                    "snapshot_id", "pause_ms", "progress", "error",
-                    "created_at", "updated_at", "steps")
+                    "source_server_id", "source_disk", "snapshot_id",
+                    "pause_ms", "progress", "error", "created_at",
+                    "updated_at", "steps")
 
 
-def operation_view(operation):
-    """The ``ShowOne`` columns and values of an operation and its steps."""
-    return fmt.show(operation, OPERATION_FIELDS, {"steps": fmt.Steps})
+def operation_view(operation, new_disk=None):
+    """The ``ShowOne`` columns and values of an operation and its steps.
+
+    A clone's ``disk`` and ``server_id`` are its new disk's (the API's
+    ``target``, else ``new_disk``), its snapshot's as ``source_disk`` and
+    ``source_server_id``.
+    """
+    operation = dict(operation)
+    target = operation.get("target") or {}
+    if operation.get("action") == "clone" and (target or new_disk):
+        operation["source_disk"] = operation.get("disk")
+        operation["source_server_id"] = operation.get("server_id")
+        operation["disk"] = target.get("disk") or new_disk
+        operation["server_id"] = (target.get("server_id") or
+                                  operation.get("server_id"))
+    return fmt.show(operation, OPERATION_FIELDS, {"steps": fmt.Steps},
+                    optional=("source_disk", "source_server_id"))
 
 
 def note_on_stdout(command, parsed_args, text):

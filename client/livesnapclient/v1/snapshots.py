@@ -31,6 +31,72 @@ def snapshot_view(snapshot, operation=None):
     return fmt.show(obj, fields, SNAPSHOT_FORMATTERS, optional=NEWER_FIELDS)
 
 
+def add_snapshot_argument(parser, server_option=True):
+    """``<snapshot>`` (an id or a unique name) and ``--server``."""
+    parser.add_argument("snapshot_id", metavar="<snapshot>",
+                        help="snapshot id, or name (unique among the "
+                             "snapshots you see%s)"
+                             % (", or of --server" if server_option else ""))
+    if server_option:
+        parser.add_argument("--server", dest="snapshot_server",
+                            metavar="<server>",
+                            help="look the snapshot's name up among this "
+                                 "server's snapshots only")
+
+
+def find_snapshots(client, ref, server_id=None):
+    """The ids of the snapshots named ``ref`` (or with that id), as the
+    OpenStack clients' ``find_resource`` looks: within ``server_id`` when
+    given, else among every server's snapshots.
+    """
+    servers = ([server_id] if server_id is not None
+               else [s["id"] for s in client.list_servers()])
+    return sorted(s["id"] for server in servers
+                  for s in client.list_snapshots(server)
+                  if ref in (s.get("id"), s.get("name")))
+
+
+def on_snapshot(command, parsed_args, action):
+    """``action(snapshot_id)`` on the snapshot ``<snapshot>`` names: tried
+    as an id first (one request, as before names), then, on 404 or with
+    ``--server``, looked up by name; ``parsed_args.snapshot_id`` becomes
+    the id found.
+
+    :raises ClientError: when several snapshots have that name (their ids
+        listed), or none (the API's 404 when there was one).
+    """
+    server_id = getattr(parsed_args, "snapshot_server", None)
+    ref, first = parsed_args.snapshot_id, None
+    if server_id is None:
+        try:
+            return action(ref)
+        except exceptions.ApiError as exc:
+            if exc.status != 404:
+                raise
+            first = exc
+    try:
+        found = find_snapshots(command.app.client_manager.livesnap, ref,
+                               server_id)
+    except exceptions.ApiError as exc:
+        if first is not None and exc.status == 404:
+            raise first
+        raise
+    if len(found) > 1:
+        raise exceptions.ClientError(
+            "Several snapshots are named %r: %s; give the id%s."
+            % (ref, ", ".join(found), "" if server_id else " (or --server)"))
+    if not found or (first is not None and found == [ref]):
+        # None has that name, or the snapshot exists and something else
+        # was not found: the API's answer.
+        if first is not None:
+            raise first
+        raise exceptions.ClientError(
+            "No snapshot with id or name %r on server %s."
+            % (ref, server_id))
+    parsed_args.snapshot_id = found[0]
+    return action(found[0])
+
+
 def add_quiesce_argument(parser):
     """``--quiesce``, for the commands that take snapshots."""
     parser.add_argument("--quiesce", choices=("required", "preferred", "off"),
@@ -121,13 +187,12 @@ class ShowSnapshot(show.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("snapshot_id", metavar="<snapshot>",
-                            help="snapshot id")
+        add_snapshot_argument(parser)
         return parser
 
     def take_action(self, parsed_args):
-        return snapshot_view(self.app.client_manager.livesnap.get_snapshot(
-            parsed_args.snapshot_id))
+        return snapshot_view(on_snapshot(
+            self, parsed_args, self.app.client_manager.livesnap.get_snapshot))
 
 
 class ProtectSnapshot(show.ShowOne):
@@ -137,14 +202,14 @@ class ProtectSnapshot(show.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("snapshot_id", metavar="<snapshot>",
-                            help="snapshot id")
+        add_snapshot_argument(parser)
         return parser
 
     def take_action(self, parsed_args):
-        return snapshot_view(
-            self.app.client_manager.livesnap.protect_snapshot(
-                parsed_args.snapshot_id, self.protected))
+        client = self.app.client_manager.livesnap
+        return snapshot_view(on_snapshot(
+            self, parsed_args,
+            lambda sid: client.protect_snapshot(sid, self.protected)))
 
 
 class UnprotectSnapshot(ProtectSnapshot):
@@ -160,13 +225,12 @@ class DeleteSnapshot(wait.WaitMixin, show.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("snapshot_id", metavar="<snapshot>",
-                            help="snapshot id")
+        add_snapshot_argument(parser)
         return parser
 
     def take_action(self, parsed_args):
         client = self.app.client_manager.livesnap
-        operation = client.delete_snapshot(parsed_args.snapshot_id)
+        operation = on_snapshot(self, parsed_args, client.delete_snapshot)
         operations.note_on_stdout(
             self, parsed_args,
             "Deleting snapshot %s: mode %s, operation %s"
@@ -181,13 +245,12 @@ class RevertSnapshot(wait.WaitMixin, show.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("snapshot_id", metavar="<snapshot>",
-                            help="snapshot id")
+        add_snapshot_argument(parser)
         return parser
 
     def take_action(self, parsed_args):
         client = self.app.client_manager.livesnap
-        operation = client.revert_snapshot(parsed_args.snapshot_id)
+        operation = on_snapshot(self, parsed_args, client.revert_snapshot)
         operations.note_on_stdout(
             self, parsed_args,
             "Reverting to snapshot %s: operation %s"
@@ -203,8 +266,7 @@ class CloneSnapshot(wait.WaitMixin, show.ShowOne):
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
-        parser.add_argument("snapshot_id", metavar="<snapshot>",
-                            help="snapshot id")
+        add_snapshot_argument(parser, server_option=False)
         parser.add_argument("--disk", required=True, metavar="<name>",
                             help="name of the new disk")
         parser.add_argument("--mode", choices=("flat", "linked"),
@@ -221,13 +283,15 @@ class CloneSnapshot(wait.WaitMixin, show.ShowOne):
 
     def take_action(self, parsed_args):
         client = self.app.client_manager.livesnap
-        operation = client.clone_snapshot(
-            parsed_args.snapshot_id, parsed_args.mode, parsed_args.disk,
-            server_id=parsed_args.server, name=parsed_args.name)
+        operation = on_snapshot(self, parsed_args, lambda sid: (
+            client.clone_snapshot(sid, parsed_args.mode, parsed_args.disk,
+                                  server_id=parsed_args.server,
+                                  name=parsed_args.name)))
         operations.note_on_stdout(
             self, parsed_args,
             "Cloning snapshot %s into disk %s: operation %s"
             % (parsed_args.snapshot_id, parsed_args.disk,
                operation.get("id")))
         return operations.operation_view(
-            self.finish(client, parsed_args, operation))
+            self.finish(client, parsed_args, operation),
+            new_disk=parsed_args.disk)
