@@ -839,3 +839,46 @@ def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
     assert [d["locator"] for d in found[0]["disks"]] == [
         {"driver": "qemu", "qmp_socket": vm.qmp_socket,
          "path": img(imgdir, "l1")}]
+
+
+def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):
+    """Issue 20's restart bug: after two snapshots the VM's owner quits
+    QEMU and starts it again with its original command line on the live
+    layer, so QEMU opens the snapshots itself from the image headers
+    (``#block`` nodes).  Deleting the snapshot right under the live image
+    (the live layer the smaller side: a commit) must keep the chain open in
+    QEMU; a write and a create work afterwards."""
+    vm = vms(base)
+    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
+    vm.shutdown()
+    vm = vms(chain[2])   # the same command line, on the live layer
+    assert any(n["node-name"].startswith("#") for n in vm.nodes())
+    before = layout_of(chain, 2)
+    assert images.actual_size(chain[2]) < images.actual_size(chain[1])
+
+    rec = StepRecorder()
+    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == chain[1]
+    disk["active_image"] = chain[1]
+    assert vm.top_image() == chain[1]
+    assert sorted(n["file"] for n in vm.nodes()) == sorted(chain[:2])
+    assert vm.qmp("query-jobs") == []
+    assert not os.path.exists(chain[2])
+
+    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on, into a1
+    new = img(imgdir, "a3")
+    snapshot(driver, disk, new)
+    assert vm.top_image() == new
+    vm.write(0x33, 4 * BIG, CHUNK)
+    vm.shutdown()
+    assert_content(chain[1], before)
+    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
+    assert read_pattern_ok(chain[1], 0x99, 3 * BIG, CHUNK)
+    assert read_pattern_ok(chain[1], 0x00, 4 * BIG, CHUNK)
+    assert_content(new, before + [(0x33, 4 * BIG)])
+    assert read_pattern_ok(new, 0x99, 3 * BIG, CHUNK)
+    assert_content(chain[0], layout_of(chain, 0))
+    for path in (chain[0], chain[1], new):
+        images.check(path)

@@ -911,6 +911,11 @@ class QemuDriver(fileimage.FileImageDriver):
                     % (keep, backing, parent))
         with rec.step("delete", image=drop):
             self._release_node(session, drop)
+            if blockgraph.Graph(session).node(keep) is None:
+                # Never a success with the survivor closed (issue 20).
+                raise exception.QMPError(
+                    "%s is no longer open by QEMU after %s was taken out"
+                    % (keep, drop))
             if job_id is not None and session.job(job_id) is not None:
                 session.execute("job-dismiss", {"id": job_id})
             images.trash(drop)
@@ -964,10 +969,12 @@ class QemuDriver(fileimage.FileImageDriver):
                           direction="commit"):
                 try:
                     if job is None:
+                        base_node = self._adopt(session, graph, snap,
+                                                parent, child)
                         args = {
                             "job-id": job_id,
                             "device": graph.node(child)["node-name"],
-                            "base-node": graph.node(snap)["node-name"],
+                            "base-node": base_node,
                             "auto-finalize": True, "auto-dismiss": False}
                         if self.merge_speed:
                             args["speed"] = self.merge_speed
@@ -1009,6 +1016,47 @@ class QemuDriver(fileimage.FileImageDriver):
         LOG.info("Committed %(child)s into %(snap)s online, I/O drained "
                  "%(ms)s ms", {"snap": snap, "child": child,
                                "ms": rec.pause_ms})
+
+    @staticmethod
+    def _adopt(session, graph, snap, parent, child):
+        """The node name to commit ``child`` into: ``snap``'s node, made
+        the monitor's own first if QEMU opened it by itself.
+
+        After the VM's owner started QEMU again from its own command line,
+        the layers under the live one are ``#block`` nodes QEMU opened from
+        the image headers, held only by their child's ``backing`` edge.  In
+        a QEMU without a guest device ``job-complete`` re-parents nothing,
+        so deleting the old top after the commit would close the survivor
+        and everything under it (issue 20, "A restart breaks the next
+        merge").  So ``snap`` gets a node of the agent's (``blockdev-add``,
+        read-only, on the same backing node) and the child's ``backing`` is
+        pointed at it (``blockdev-reopen``); QEMU's own node then closes.
+        Safe to repeat (docs/lifecycle.md, F7).
+        """
+        snap_node = graph.node(snap)
+        if not snap_node["node-name"].startswith("#"):
+            return snap_node["node-name"]
+        name = blockgraph.node_name_for(snap)
+        child_node = graph.node(child)
+        if not any(n["node-name"] == name for n in graph.nodes):
+            parent_node = graph.node(parent) if parent else None
+            session.execute("blockdev-add", {
+                "driver": "qcow2", "node-name": name, "read-only": True,
+                "file": {"driver": "file", "filename": snap},
+                "backing": parent_node["node-name"] if parent_node
+                else None,
+                "cache": {"direct": child_node["cache"]["direct"],
+                          "no-flush": child_node["cache"]["no-flush"]}})
+        top = child_node["node-name"]
+        if blockgraph.child_name(session, top, "backing") != name:
+            session.execute("blockdev-reopen", {"options": [{
+                "driver": "qcow2", "node-name": top,
+                "file": blockgraph.child_name(session, top, "file"),
+                "backing": name}]})
+        LOG.info("Adopted %(snap)s (QEMU opened it from %(child)s's "
+                 "header) as node %(node)s before the commit",
+                 {"snap": snap, "child": child, "node": name})
+        return name
 
     def _wait_job(self, session, job_id, want, progress=None,
                   cancelled=None):

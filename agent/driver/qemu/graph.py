@@ -37,6 +37,19 @@ def commit_job_id_for(path):
     return "ls-commit-%s" % digest
 
 
+def child_name(session, node_name, edge):
+    """The node name of ``node_name``'s child on edge ``edge`` (``file`` or
+    ``backing``), or None.  ``query-named-block-nodes`` has no child links
+    in QEMU 7.2; ``x-debug-query-block-graph`` has them."""
+    graph = session.execute("x-debug-query-block-graph") or {}
+    names = dict((n["id"], n.get("name")) for n in graph.get("nodes", [])
+                 if n.get("type") == "block-driver")
+    for e in graph.get("edges", []):
+        if names.get(e.get("parent")) == node_name and e.get("name") == edge:
+            return names.get(e.get("child"))
+    return None
+
+
 class Graph(object):
     """The qcow2 nodes of a QEMU, looked up by image file."""
 
