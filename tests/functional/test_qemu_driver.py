@@ -184,36 +184,40 @@ def test_online_create(driver, vms, base, imgdir):
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     new = img(imgdir, "a1")
 
+    # The registered path keeps the live layer; the snapshot is the new
+    # name (issue 20).
     result, rec = snapshot(driver, disk, new)
-    assert result == {"snapshot_image": base, "active_image": new,
-                      "size_bytes": images.actual_size(base),
+    assert result == {"snapshot_image": new, "active_image": base,
+                      "size_bytes": images.actual_size(new),
                       "online": True}
     assert names(rec) == ["prepare", "pause", "pivot", "resume"]
     assert all(s["status"] == "done" for s in rec.steps)
     assert rec.pause_ms is not None and not rec.paused
     assert vm.status() == "running"
-    assert vm.top_image() == new
+    assert vm.top_image() == base
 
     vm.write(0xbb, 0, CHUNK)
     vm.write(0xcc, CHUNK, CHUNK)
     vm.flush()
-    assert_content(base, [(0xaa, 0), (0x00, CHUNK)])
-    assert_content(new, [(0xbb, 0), (0xcc, CHUNK), (0x00, 2 * CHUNK)])
-    assert images.backing_file(new) == base
+    assert_content(new, [(0xaa, 0), (0x00, CHUNK)])
+    assert_content(base, [(0xbb, 0), (0xcc, CHUNK), (0x00, 2 * CHUNK)])
+    assert images.backing_file(base) == new
+    assert images.info(base, force_share=True)["backing-filename"] == \
+        os.path.basename(new)
 
     # idempotent: the same task again changes nothing
     rec2 = StepRecorder()
     again = driver.create_snapshot(
         {"qmp_socket": vm.qmp_socket, "active_image": base}, new, rec2)
-    assert again["snapshot_image"] == base
-    assert again["active_image"] == new
+    assert again["snapshot_image"] == new
+    assert again["active_image"] == base
     assert "pause" not in names(rec2)
-    assert vm.top_image() == new
+    assert vm.top_image() == base
 
     vm.shutdown()
     for path in (base, new):
         images.check(path)
-    assert_content(new, [(0xbb, 0), (0xcc, CHUNK)])
+    assert_content(base, [(0xbb, 0), (0xcc, CHUNK)])
 
 
 def test_online_create_leaves_paused_vm_paused(driver, vms, base, imgdir):
@@ -233,19 +237,20 @@ def test_offline_create(driver, base, imgdir):
     new = img(imgdir, "a1")
     result, rec = snapshot(driver, disk, new)
     assert result["online"] is False
-    assert result["snapshot_image"] == base
+    assert result["snapshot_image"] == new
+    assert result["active_image"] == base
     assert names(rec) == ["prepare", "snapshot"]
     assert rec.pause_ms is None
-    assert images.backing_file(new) == base
-    offline_write(new, 0xbb, 0)
-    assert_content(base, [(0xaa, 0)])
-    assert_content(new, [(0xbb, 0)])
+    assert images.backing_file(base) == new
+    offline_write(base, 0xbb, 0)
+    assert_content(new, [(0xaa, 0)])
+    assert_content(base, [(0xbb, 0)])
 
     # idempotent
     again = driver.create_snapshot(
         {"qmp_socket": None, "active_image": base}, new, StepRecorder())
     assert again == result
-    assert_content(new, [(0xbb, 0)])
+    assert_content(base, [(0xbb, 0)])
 
 
 def test_offline_create_on_dead_socket(driver, base, imgdir, sockdir):
@@ -288,14 +293,15 @@ def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
     assert rec.steps[2]["status"] == "done"
     assert not rec.paused
     assert vm.status() == "running"
-    assert vm.top_image() == new
-    assert_content(base, [(0xaa, 0)])
+    assert vm.top_image() == base
+    assert_content(new, [(0xaa, 0)])
 
     # the next snapshot on the same disk works
     ok = Qemu([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
     newer = img(imgdir, "a2")
-    snapshot(ok, {"qmp_socket": vm.qmp_socket, "active_image": new}, newer)
-    assert vm.top_image() == newer
+    snapshot(ok, {"qmp_socket": vm.qmp_socket, "active_image": base}, newer)
+    assert vm.top_image() == base
+    assert images.backing_file(newer) == new
 
 
 def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
@@ -343,7 +349,7 @@ def test_delete_refuses_open_images(driver, vms, base, imgdir):
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     snapshot(driver, disk, img(imgdir, "a1"))
-    # base is now a read-only backing node, a1 the writable top
+    # a1 is now a read-only backing node, base the writable top
     for path in (base, img(imgdir, "a1")):
         with pytest.raises(exception.ImageInUse):
             driver.delete_image(path, StepRecorder())
@@ -353,18 +359,21 @@ def test_delete_refuses_open_images(driver, vms, base, imgdir):
 # -- merge -----------------------------------------------------------------
 
 def build_online_chain(driver, vm, base, imgdir, count):
-    """base <- a1 <- ... <- a<count> (active); image i gets pattern 0x10+i
-    at chunk i, and chunk 0 is overwritten in every layer."""
+    """a1 <- ... <- a<count> <- base (active): the registered path keeps
+    the live layer and each create names its snapshot (issue 20), so the
+    chain, oldest first, is the snapshots and then base.  Image i gets
+    pattern 0x10+i at chunk i, and chunk 0 is overwritten in every
+    layer."""
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     vm.write(0x10, 0, CHUNK)
-    chain = [base]
+    chain = []
     for i in range(1, count + 1):
         new = img(imgdir, "a%d" % i)
         snapshot(driver, disk, new)
         vm.write(0x10 + i, i * CHUNK, CHUNK)
         vm.write(0x10 + i, 0, CHUNK)
         chain.append(new)
-    return disk, chain
+    return disk, chain + [base]
 
 
 def layout_of(chain, index):
@@ -458,7 +467,7 @@ def test_merge_root_online(driver, vms, base, imgdir):
     assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
                           "delete", "purge"]
     assert vm.status() == "running"
-    assert not os.path.exists(base)
+    assert not os.path.exists(chain[0])
     vm.shutdown()
     assert images.backing_file(chain[1]) is None
     assert_content(chain[1], before)
@@ -466,16 +475,17 @@ def test_merge_root_online(driver, vms, base, imgdir):
 
 
 def build_offline_chain(driver, base, imgdir, count):
+    """As build_online_chain, offline: a1 <- ... <- base (live)."""
     disk = {"qmp_socket": None, "active_image": base}
     offline_write(base, 0x10, 0)
-    chain = [base]
+    chain = []
     for i in range(1, count + 1):
         new = img(imgdir, "a%d" % i)
         snapshot(driver, disk, new)
-        offline_write(new, 0x10 + i, i * CHUNK)
-        offline_write(new, 0x10 + i, 0)
+        offline_write(base, 0x10 + i, i * CHUNK)
+        offline_write(base, 0x10 + i, 0)
         chain.append(new)
-    return disk, chain
+    return disk, chain + [base]
 
 
 def test_merge_offline(driver, base, imgdir):
@@ -506,7 +516,7 @@ def test_merge_root_offline(driver, base, imgdir):
     rec = StepRecorder()
     driver.merge(disk, chain[0], None, chain[1], rec)
     assert names(rec) == ["merge", "reparent", "delete"]
-    assert not os.path.exists(base)
+    assert not os.path.exists(chain[0])
     assert images.backing_file(chain[1]) is None
     for path in chain[1:]:
         assert_content(path, before[path])
@@ -542,19 +552,25 @@ def test_new_active_image(driver, vms, base, imgdir):
     snapshot(driver, disk, img(imgdir, "a1"))
     vm.write(0x55, 0, CHUNK)
     new = img(imgdir, "b1")
+    a1 = img(imgdir, "a1")
     with pytest.raises(exception.ServerRunning) as err:
-        driver.new_active_image(disk, base, new, StepRecorder())
+        driver.new_active_image(disk, a1, new, StepRecorder())
     assert err.value.code == "server_running"
     assert not os.path.exists(new)
 
     vm.shutdown()
+    assert_content(base, [(0x55, 0)])
+    # The registered path becomes the new live layer on the snapshot; the
+    # old live layer is discarded by the same rename (issue 20).
     rec = StepRecorder()
-    driver.new_active_image(disk, base, new, rec)
+    result = driver.new_active_image(disk, a1, new, rec)
+    assert result["active_image"] == base
     assert names(rec) == ["prepare"]
-    assert images.backing_file(new) == base
-    driver.new_active_image(disk, base, new, StepRecorder())  # idempotent
-    assert_content(new, [(0x00, 0)])
-    assert_content(img(imgdir, "a1"), [(0x55, 0)])
+    assert images.backing_file(base) == a1
+    driver.new_active_image(disk, a1, new, StepRecorder())  # idempotent
+    assert_content(base, [(0x00, 0)])
+    assert_content(a1, [(0x00, 0)])
+    assert not os.path.exists(new)
 
 
 # -- failures --------------------------------------------------------------
@@ -640,14 +656,14 @@ BIG = 1024 * 1024   # data only the snapshot holds, at offset 2 MiB
 
 
 def build_big_snapshot_chain(driver, vm, base, imgdir):
-    """base <- a1 (holds BIG bytes more) <- a2 (active, little data)."""
+    """a1 <- a2 (holds BIG bytes more) <- base (active, little data)."""
     disk, chain = build_online_chain(driver, vm, base, imgdir, 1)
     vm.write(0x77, 2 * BIG, BIG)
     new = img(imgdir, "a2")
     snapshot(driver, disk, new)
     vm.write(0x12, 2 * CHUNK, CHUNK)
     vm.write(0x12, 0, CHUNK)
-    return disk, chain + [new]
+    return disk, [chain[0], new, chain[1]]
 
 
 def test_merge_commits_the_small_live_image_into_a_big_snapshot(
@@ -663,29 +679,31 @@ def test_merge_commits_the_small_live_image_into_a_big_snapshot(
     rec = StepRecorder()
     result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
                           child_is_leaf=True)
+    # The snapshot's file becomes the live one under the registered path
+    # (issue 20); the snapshot's own name goes.
     assert result["direction"] == "commit"
-    assert result["child_image"] == chain[1]
+    assert result["child_image"] == chain[2]
     assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
                           "delete", "purge"]
     assert rec.pause_ms is not None and not rec.paused
     assert vm.status() == "running"
-    assert vm.top_image() == chain[1]
-    assert [n["file"] for n in vm.nodes()] == [chain[1], chain[0]] or \
-        sorted(n["file"] for n in vm.nodes()) == sorted(chain[:2])
+    assert vm.top_image() == chain[2]
+    assert sorted(n["file"] for n in vm.nodes()) == \
+        sorted([chain[0], chain[2]])
     assert vm.qmp("query-jobs") == []
-    assert not os.path.exists(chain[2])
-    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on, into a1
+    assert not os.path.exists(chain[1])
+    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on
     settle(vm)
-    assert_content(chain[1], before)
-    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
-    assert read_pattern_ok(chain[1], 0x99, 3 * BIG, CHUNK)
-    assert images.backing_file(chain[1]) == chain[0]
+    assert_content(chain[2], before)
+    assert read_pattern_ok(chain[2], 0x77, 2 * BIG, BIG)
+    assert read_pattern_ok(chain[2], 0x99, 3 * BIG, CHUNK)
+    assert images.backing_file(chain[2]) == chain[0]
     assert_content(chain[0], layout_of(chain, 0))
     # done: running it again changes nothing
     again = driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder(),
                          child_is_leaf=True)
-    assert again["direction"] == "commit"
-    assert vm.top_image() == chain[1]
+    assert again["direction"] in ("commit", "stream")
+    assert vm.top_image() == chain[2]
 
 
 def test_merge_streams_when_the_child_is_bigger_or_not_a_leaf(
@@ -705,22 +723,22 @@ def test_merge_streams_when_the_child_is_bigger_or_not_a_leaf(
 
 def test_merge_commits_offline(driver, base, imgdir):
     disk, chain = build_offline_chain(driver, base, imgdir, 1)
-    offline_write(chain[1], 0x77, 2 * BIG, BIG)
+    offline_write(base, 0x77, 2 * BIG, BIG)
     new = img(imgdir, "a2")
     snapshot(driver, disk, new)
-    offline_write(new, 0x12, 0)
-    chain.append(new)
+    offline_write(base, 0x12, 0)
+    chain.insert(1, new)   # a1 <- a2 (big) <- base (live, small)
     rec = StepRecorder()
     result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
                           child_is_leaf=True)
     assert result["direction"] == "commit"
-    assert result["child_image"] == chain[1]
+    assert result["child_image"] == chain[2]
     assert names(rec) == ["merge", "reparent", "delete"]
-    assert not os.path.exists(chain[2])
-    assert images.backing_file(chain[1]) == chain[0]
-    assert_content(chain[1], [(0x12, 0), (0x11, CHUNK)])
-    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
-    images.check(chain[1])
+    assert not os.path.exists(chain[1])
+    assert images.backing_file(chain[2]) == chain[0]
+    assert_content(chain[2], [(0x12, 0), (0x11, CHUNK)])
+    assert read_pattern_ok(chain[2], 0x77, 2 * BIG, BIG)
+    images.check(chain[2])
 
 
 def test_merge_refuses_when_snapshot_lost(driver, base, imgdir):
@@ -771,13 +789,14 @@ def test_merge_refused_before_it_starts_without_room(vms, small_imgdir):
     _fill_snapshot(vm, 12)
     snapshot(drv, disk, img(small_imgdir, "a2"))
     rec = StepRecorder()
+    # a1 <- a2 (12 MiB) <- base (live)
     with pytest.raises(exception.NoSpace, match="needs 1[23]"):
-        drv.merge(disk, img(small_imgdir, "a1"), base,
-                  img(small_imgdir, "a2"), rec)
+        drv.merge(disk, img(small_imgdir, "a2"), img(small_imgdir, "a1"),
+                  base, rec)
     assert rec.steps == []
     assert vm.status() == "running"
     assert vm.qmp("query-jobs") == []
-    assert vm.top_image() == img(small_imgdir, "a2")
+    assert vm.top_image() == base
     # a create that would leave less than the reserve is refused too
     tight = Qemu([small_imgdir], reserved_bytes=64 * 1024 * 1024)
     with pytest.raises(exception.NoSpace):
@@ -807,23 +826,24 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
         f.write(b"\0" * (images.free_bytes(small_imgdir) - 4 * 1024 * 1024))
     monkeypatch.setattr(drv.driver, "_ensure_space", lambda *a: None)
     rec = StepRecorder()
+    # a1 <- a2 (9 MiB) <- base (live)
     with pytest.raises(exception.NoSpace, match="No space left"):
-        drv.merge(disk, a1, base, a2, rec)
+        drv.merge(disk, a2, a1, base, rec)
     assert vm.status() == "running"
     assert vm.qmp("query-jobs") == []
-    assert vm.top_image() == a2
+    assert vm.top_image() == base
+    assert images.backing_file(base) == a2
     assert images.backing_file(a2) == a1
-    assert images.backing_file(a1) == base
     settle(vm)
     for path in (base, a1, a2):
         images.check(path, force_share=True)
     os.unlink(ballast)
-    drv.merge(disk, a1, base, a2, StepRecorder())
-    assert vm.top_image() == a2 and not os.path.exists(a1)
+    drv.merge(disk, a2, a1, base, StepRecorder())
+    assert vm.top_image() == base and not os.path.exists(a2)
     settle(vm)
     for i in range(9):
-        assert read_pattern_ok(a2, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
-    assert read_pattern_ok(a2, 0x33, 20 * 1024 * 1024, CHUNK)
+        assert read_pattern_ok(base, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
+    assert read_pattern_ok(base, 0x33, 20 * 1024 * 1024, CHUNK)
 
 
 
@@ -836,9 +856,9 @@ def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
                     for d in v["disks"])]
     assert len(found) == 1, driver.list_vms()
     assert found[0]["running"] is True
+    # the live layer keeps the registered path (issue 20)
     assert [d["locator"] for d in found[0]["disks"]] == [
-        {"driver": "qemu", "qmp_socket": vm.qmp_socket,
-         "path": img(imgdir, "l1")}]
+        {"driver": "qemu", "qmp_socket": vm.qmp_socket, "path": base}]
 
 
 def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):
@@ -851,7 +871,7 @@ def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):
     vm = vms(base)
     disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
     vm.shutdown()
-    vm = vms(chain[2])   # the same command line, on the live layer
+    vm = vms(base)   # the same command line, on the live layer
     assert any(n["node-name"].startswith("#") for n in vm.nodes())
     before = layout_of(chain, 2)
     assert images.actual_size(chain[2]) < images.actual_size(chain[1])
@@ -860,25 +880,25 @@ def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):
     result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
                           child_is_leaf=True)
     assert result["direction"] == "commit"
-    assert result["child_image"] == chain[1]
-    disk["active_image"] = chain[1]
-    assert vm.top_image() == chain[1]
-    assert sorted(n["file"] for n in vm.nodes()) == sorted(chain[:2])
+    assert result["child_image"] == base
+    assert vm.top_image() == base
+    assert sorted(n["file"] for n in vm.nodes()) == \
+        sorted([chain[0], base])
     assert vm.qmp("query-jobs") == []
-    assert not os.path.exists(chain[2])
+    assert not os.path.exists(chain[1])
 
-    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on, into a1
+    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on
     new = img(imgdir, "a3")
     snapshot(driver, disk, new)
-    assert vm.top_image() == new
+    assert vm.top_image() == base
     vm.write(0x33, 4 * BIG, CHUNK)
     vm.shutdown()
-    assert_content(chain[1], before)
-    assert read_pattern_ok(chain[1], 0x77, 2 * BIG, BIG)
-    assert read_pattern_ok(chain[1], 0x99, 3 * BIG, CHUNK)
-    assert read_pattern_ok(chain[1], 0x00, 4 * BIG, CHUNK)
-    assert_content(new, before + [(0x33, 4 * BIG)])
+    assert_content(new, before)
+    assert read_pattern_ok(new, 0x77, 2 * BIG, BIG)
     assert read_pattern_ok(new, 0x99, 3 * BIG, CHUNK)
+    assert read_pattern_ok(new, 0x00, 4 * BIG, CHUNK)
+    assert_content(base, before + [(0x33, 4 * BIG)])
+    assert read_pattern_ok(base, 0x99, 3 * BIG, CHUNK)
     assert_content(chain[0], layout_of(chain, 0))
-    for path in (chain[0], chain[1], new):
+    for path in (chain[0], new, base):
         images.check(path)
