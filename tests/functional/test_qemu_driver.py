@@ -902,3 +902,109 @@ def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):
     assert_content(chain[0], layout_of(chain, 0))
     for path in (chain[0], new, base):
         images.check(path)
+
+
+def _frozen_copy(image, tmp_path):
+    """A flat copy of what ``image`` shows now, for qemu-img compare."""
+    ref = str(tmp_path / ("ref-" + os.path.basename(image)))
+    subprocess.run(["qemu-img", "convert", "-U", "-O", "qcow2", image, ref],
+                   check=True, capture_output=True)
+    return ref
+
+
+def _same_content(image, ref):
+    proc = subprocess.run(["qemu-img", "compare", "-U", image, ref],
+                          capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def test_the_owner_restarts_the_vm_twice(driver, vms, base, imgdir,
+                                         tmp_path):
+    """Issue 20: the VM's owner starts QEMU again from its own command line
+    (the registered path ``base``) twice, with a create, a merge in each
+    direction and a revert in between.  After each restart the VM sees its
+    newest data, every snapshot keeps exactly its own, and livesnap goes on
+    without an operator step."""
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    vm.write(0x01, 0, CHUNK)
+    s1 = img(imgdir, "s1")
+    snapshot(driver, disk, s1)
+    vm.write(0x02, CHUNK, CHUNK)
+    s2 = img(imgdir, "s2")
+    snapshot(driver, disk, s2)
+    vm.write(0x03, 2 * CHUNK, CHUNK)
+    settle(vm)
+    refs = {s1: _frozen_copy(s1, tmp_path), s2: _frozen_copy(s2, tmp_path)}
+    newest = [(0x01, 0), (0x02, CHUNK), (0x03, 2 * CHUNK)]
+
+    # -- restart 1: QEMU opens the chain from the headers
+    vm.shutdown()
+    vm = vms(base)
+    assert vm.top_image() == base
+    assert_content(base, newest)
+    for snap, ref in refs.items():
+        assert _same_content(snap, ref), snap
+
+    # a stream: s2 into the live layer
+    result = driver.merge(disk, s2, s1, base, StepRecorder())
+    assert result["direction"] == "stream"
+    assert not os.path.exists(s2)
+    del refs[s2]
+    vm.write(0x04, 3 * CHUNK, CHUNK)
+    vm.write(0x77, 2 * BIG, BIG)
+    newest += [(0x04, 3 * CHUNK)]
+    # a create
+    s3 = img(imgdir, "s3")
+    snapshot(driver, disk, s3)
+    settle(vm)
+    refs[s3] = _frozen_copy(s3, tmp_path)
+    vm.write(0x05, 4 * CHUNK, CHUNK)
+    newest += [(0x05, 4 * CHUNK)]
+    # a commit: the live layer (little data) into s3 (1 MiB more)
+    result = driver.merge(disk, s3, s1, base, StepRecorder(),
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == base
+    assert not os.path.exists(s3)
+    del refs[s3]
+    vm.write(0x06, 5 * CHUNK, CHUNK)
+    newest += [(0x06, 5 * CHUNK)]
+    s4 = img(imgdir, "s4")
+    snapshot(driver, disk, s4)
+    settle(vm)
+    refs[s4] = _frozen_copy(s4, tmp_path)
+    vm.write(0x07, 6 * CHUNK, CHUNK)
+    newest += [(0x07, 6 * CHUNK)]
+
+    # -- restart 2
+    vm.shutdown()
+    vm = vms(base)
+    assert vm.top_image() == base
+    assert_content(base, newest)
+    assert read_pattern_ok(base, 0x77, 2 * BIG, BIG)
+    for snap, ref in refs.items():
+        assert _same_content(snap, ref), snap
+    assert images.info(base, force_share=True)["backing-filename"] == \
+        "s4.qcow2"
+    assert images.info(s4, force_share=True)["backing-filename"] == \
+        "s1.qcow2"
+
+    # a revert (the owner shuts the VM off first), then the owner starts
+    # it again on the same path: it sees s1
+    vm.shutdown()
+    driver.new_active_image(disk, s1, img(imgdir, "r1"), StepRecorder())
+    vm = vms(base)
+    assert vm.top_image() == base
+    assert_content(base, [(0x01, 0), (0x00, CHUNK), (0x00, 2 * CHUNK)])
+    vm.write(0x08, 0, CHUNK)
+    s5 = img(imgdir, "s5")
+    snapshot(driver, disk, s5)
+    vm.write(0x09, CHUNK, CHUNK)
+    vm.shutdown()
+    assert_content(s5, [(0x08, 0), (0x00, CHUNK)])
+    assert_content(base, [(0x08, 0), (0x09, CHUNK)])
+    for snap, ref in refs.items():
+        assert _same_content(snap, ref), snap
+    for path in (s1, s4, s5, base):
+        images.check(path)
