@@ -35,8 +35,13 @@ def test_offline_create(offline):
     # Image paths are host details: the admin sees them.
     disk = dep.ok('GET', '/v1/servers/srv1',
                   token='admin-token')['server']['disks'][0]
-    assert images.backing_file(disk['active_image']) == base
+    # The registered path keeps the live layer (issue 20).
+    assert disk['active_image'] == base
+    snap_image = images.backing_file(base)
+    assert snap_image != base and \
+        os.path.dirname(snap_image) == os.path.dirname(base)
     images.check(disk['active_image'])
+    images.check(snap_image)
 
 
 def test_malformed_json(offline):
@@ -265,8 +270,11 @@ def test_agent_below_rpc_1_4_gets_legacy_tasks(offline, monkeypatch):
         assert set(task) == {'operation_id', 'disk', 'new_image'}
         assert task['new_image'] == os.path.join(
             os.path.dirname(base), '%s-%s.qcow2' % (disk.id, op['id']))
-        assert snap.locator == {'driver': 'qemu', 'path': base}
-        assert disk.locator['path'] == disk.active_image
+        # the live layer keeps its path (issue 20)
+        assert snap.locator == {'driver': 'qemu',
+                                'path': task['new_image']}
+        assert disk.locator['path'] == disk.active_image == base
+        first = snap.locator['path']
     # a merge of the newest snapshot into the live image, by 1.3 tasks
     op_id = dep.ok('DELETE', '/v1/snapshots/%s' % second)['operation']['id']
     op3 = dep.wait_operation(op_id)
@@ -274,7 +282,7 @@ def test_agent_below_rpc_1_4_gets_legacy_tasks(offline, monkeypatch):
     with db.transaction() as s:
         disk = s.get(models.Disk, s.get(models.Snapshot, snap_id).disk_id)
         assert disk.snapshot_id == snap_id
-        assert images.backing_file(disk.locator['path']) == base
+        assert images.backing_file(disk.locator['path']) == first
 
 
 def test_merge_ends_at_full_progress(offline):
