@@ -11,8 +11,16 @@ backend's I/O is paused with QMP ``stop`` and resumed with ``cont``, and the
 image graph is changed inside QEMU (``blockdev-add`` + ``blockdev-snapshot``
 to create, ``block-stream`` to merge).  Otherwise the disk is *offline* and
 ``qemu-img`` does the work, after checking that no process holds the images.
-A new layer named ``L`` for a disk goes beside its live layer as
-``L.qcow2``.
+
+The disk's ``path`` (the file its owner registered and starts the VM from)
+always holds the live, writable layer (issue 20, docs/lifecycle.md): a
+create named ``L`` gives the live file the second name ``L.qcow2`` beside
+it (a hard link), moves QEMU's live node onto that name and makes ``path``
+a new empty overlay on it, so ``L.qcow2`` is the snapshot; a commit of the
+live layer into a snapshot links the snapshot's file over ``path``; a
+revert makes ``path`` a new overlay on the snapshot.  Backing files are
+named by their bare file names, so a QEMU started again from its owner's
+command line (or on the moved directory) opens the same chain.
 
 Every method records its steps on an :class:`agent.steps.StepRecorder` and is
 idempotent: calling it again after a success, or after a crash at any point,
@@ -20,8 +28,10 @@ finishes the job without doing anything twice.  Resume always runs (in a
 ``finally``, with retries), and an online pivot that overruns
 ``pause_deadline`` is rolled back rather than leaving the VM paused.
 
-Image files are never renamed: QEMU reopens images by name (e.g. when a block
-job starts), so the old active image keeps its name and becomes the snapshot.
+QEMU reopens images by name (a pivot, a block job's start): a name is
+re-pointed only after every QEMU node using it moved to another name of
+the same file (``blockdev-reopen`` of the node's ``file`` child), or
+inside a vCPU stop.
 """
 
 import contextlib
@@ -234,9 +244,10 @@ class QemuDriver(fileimage.FileImageDriver):
 
     # -- the patent's methods -------------------------------------------------
     def create_snapshot(self, disk, layer_name, rec, quiesce=None):
-        """The live layer becomes the snapshot; a new layer
-        ``layer_locator(disk, layer_name)`` goes on top of it (see
-        base.Driver.create_snapshot).
+        """The live layer becomes the snapshot
+        ``layer_locator(disk, layer_name)``; the disk's path becomes a new
+        live layer on top of it, and the disk's locator does not change
+        (see base.Driver.create_snapshot and the module's doc).
 
         :param quiesce: ``required``, ``preferred`` or ``off`` (None): freeze
             the guest's filesystems around the pause through the guest
