@@ -10,7 +10,9 @@ class AgentError(Exception):
 
     def __init__(self, message=None, **kwargs):
         self.kwargs = kwargs
-        super().__init__(message or self.__class__.__doc__ or self.code)
+        # The class's docstring without the line its closing quotes are on.
+        doc = (self.__class__.__doc__ or '').rstrip()
+        super().__init__(message or doc or self.code)
 
 
 class PathNotAllowed(AgentError):
@@ -65,13 +67,15 @@ class ServerRunning(AgentError):
 
 class JournalUnavailable(AgentError):
     """The agent cannot write its journal (a full or failing disk); it
-    refuses new work until it can, since it could not recover it."""
+    refuses new work until it can, since it could not recover it.
+    """
     code = "journal_unavailable"
 
 
 class QuiesceFailed(AgentError):
     """``quiesce=required`` and the guest's filesystems could not be
-    frozen (no guest agent, no answer within the deadline, an error)."""
+    frozen (no guest agent, no answer within the deadline, an error).
+    """
     code = "quiesce_failed"
 
 

@@ -60,7 +60,8 @@ def _run(args, timeout=DEFAULT_TIMEOUT, ok_codes=(0,)):
 
 def free_bytes(path):
     """Bytes an unprivileged writer may still use on ``path``'s
-    filesystem."""
+    filesystem.
+    """
     st = os.statvfs(path if os.path.isdir(path) else os.path.dirname(path))
     return st.f_bavail * st.f_frsize
 
@@ -84,7 +85,8 @@ def create_base(path, size):
 def _write_overlay(path, backing):
     """Write ``path`` as an empty overlay on ``backing``: in-process when
     the layout allows (``agent.qcow2``, the bytes qemu-img would write, no
-    process to spawn), else with ``qemu-img create``."""
+    process to spawn), else with ``qemu-img create``.
+    """
     try:
         qcow2.write_overlay(path, backing)
         return

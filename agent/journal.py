@@ -72,7 +72,8 @@ class Journal(object):
 
     def get(self, operation_id):
         """The operation's record, live or archived, or None if this agent
-        never saw it (or forgot it after ``journal_retention``)."""
+        never saw it (or forgot it after ``journal_retention``).
+        """
         entry = self._load(self._path(operation_id))
         if entry is None:
             entry = self._load(self._archived_path(operation_id))
@@ -186,7 +187,8 @@ class Journal(object):
         """Archive the ended entries written before acknowledgements
         existed (no ``acked`` field): their reports were sent once, the
         conductor's deadlines took care of lost ones, and they would
-        otherwise be read at every start.  :returns: the number moved."""
+        otherwise be read at every start.  :returns: the number moved.
+        """
         moved = 0
         for entry in self.entries():
             if entry.get('state') != 'done' or 'acked' in entry or \
@@ -255,7 +257,8 @@ class Journal(object):
 
     def prune(self, older_than):
         """Remove archived entries last written more than ``older_than``
-        seconds ago.  :returns: the number removed."""
+        seconds ago.  :returns: the number removed.
+        """
         cutoff = time.time() - older_than
         removed = 0
         try:

@@ -1,6 +1,6 @@
 """Server side of the agent RPC API: thin endpoints.
 
-Each endpoint only hands its task to ``agent.tasks.TaskRunner``, which
+Each endpoint only hands its task to ``agent.task_runner.TaskRunner``, which
 validates it and does the work.  See ``agent.rpcapi`` for the versions.
 """
 
@@ -20,7 +20,8 @@ class AgentManager(object):
 
     def create_snapshots(self, ctxt, task, expires_at=None):
         """Several disks of one VM under one pause (1.6); ``quiesce`` in
-        the task (1.9)."""
+        the task (1.9).
+        """
         self.runner.run(ctxt, 'create_snapshots', task, expires_at)
 
     def delete_snapshot(self, ctxt, task, expires_at=None):
@@ -35,7 +36,8 @@ class AgentManager(object):
 
     def server_running(self, ctxt, qmp_socket):
         """True if a QEMU answers on ``qmp_socket`` (running or paused);
-        for conductors older than 1.4 (see disk_online)."""
+        for conductors older than 1.4 (see disk_online).
+        """
         return self.runner.server_running(qmp_socket)
 
     def disk_online(self, ctxt, disk):
@@ -44,7 +46,8 @@ class AgentManager(object):
 
     def inspect_images(self, ctxt, paths):
         """The audit's look at QEMU images by path; for conductors older
-        than 1.4 (see inspect_layers)."""
+        than 1.4 (see inspect_layers).
+        """
         return self.runner.inspect_images(paths)
 
     def inspect_layers(self, ctxt, locators):

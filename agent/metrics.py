@@ -78,7 +78,8 @@ class JournalCollector(object):
 
 def register_journal(host, journal):
     """Add the journal gauge to the default registry; returns the
-    collector (to unregister)."""
+    collector (to unregister).
+    """
     collector = JournalCollector(host, journal)
     prometheus_client.REGISTRY.register(collector)
     return collector

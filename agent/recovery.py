@@ -31,7 +31,8 @@ LOG = logging.getLogger(__name__)
 
 def resume_paused(driver, journal, entry):
     """Resume the VM an interrupted operation paused (``Driver.resume``,
-    which retries).  :returns: bool."""
+    which retries).  :returns: bool.
+    """
     if not entry.get('paused'):
         return False
     try:
@@ -60,7 +61,8 @@ def resume_paused(driver, journal, entry):
 
 def thaw_frozen(driver, journal, entry):
     """Thaw the guest an interrupted operation froze (``thaw_guest`` of
-    the driver).  :returns: bool (it was frozen and is thawed now)."""
+    the driver).  :returns: bool (it was frozen and is thawed now).
+    """
     if not entry.get('frozen'):
         return False
     try:

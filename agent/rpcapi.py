@@ -21,8 +21,10 @@ API version history:
 * 1.4 - Locator tasks: create_snapshot, delete_snapshot and revert_disk
         take tasks whose disks and layers are driver-tagged locators (see
         livesnap.tasks); added disk_online, inspect_layers and list_vms.
-        The conductor sends a locator task only when the version cap
-        allows 1.4, else the legacy task of 1.0.
+        The oldest version a conductor serves
+        (``conductor.agent_versions.MINIMUM``): it sends no path task
+        of 1.0 to 1.3, nor server_running or inspect_images (which the
+        agent still serves).
 * 1.5 - Added describe_vm: one VM of the host's driver by name or UUID
         (registration by domain).
 * 1.6 - Added create_snapshots: several disks of one VM snapshotted under
@@ -44,7 +46,6 @@ API version history:
 """
 
 from livesnap import rpc
-from livesnap import tasks
 
 RPC_API_VERSION = '1.9'
 
@@ -52,25 +53,26 @@ RPC_API_VERSION = '1.9'
 class AgentAPI(object):
     """The conductor's client of the agents.
 
-    Pinned for rolling upgrades (``conductor.agent_versions``): a message
-    to a host never carries a version above the one that host's agent
-    reported in its heartbeats, and ``self.client``'s ``version_cap`` is
-    the lowest version among the hosts that are up.  A method whose
-    version is above the pin raises ``RPCVersionCapError`` before anything
-    is sent.
+    The conductor pins it for rolling upgrades
+    (``conductor.agent_versions.client``): a message to a host never
+    carries a version above the one that host's agent reported in its
+    heartbeats, and ``self.client``'s ``version_cap`` is the lowest
+    version among the hosts that are up.  A method whose version is above
+    the pin raises ``RPCVersionCapError`` before anything is sent.
 
-    :param version_cap: pin every message to this version instead.
+    :param version_cap: pin every message to this version (None: this
+        module's ``RPC_API_VERSION``).
+    :param host_cap: ``host -> version``: pin each message to its host's
+        version instead (None: ``version_cap`` for every host).
     """
 
-    def __init__(self, version_cap=None):
+    def __init__(self, version_cap=None, host_cap=None):
         if version_cap is None:
-            # Only the conductor builds this client; the agent imports the
-            # module for RPC_API_VERSION alone.
-            from conductor import agent_versions
-            version_cap = agent_versions.version_cap()
-            self._host_cap = agent_versions.version_cap
-        else:
+            version_cap = RPC_API_VERSION
+        if host_cap is None:
             self._host_cap = lambda host: version_cap
+        else:
+            self._host_cap = host_cap
         target = rpc.messaging.Target(topic=rpc.AGENT_TOPIC,
                                       version=RPC_API_VERSION)
         self.client = rpc.get_client(target, version_cap=version_cap)
@@ -82,23 +84,14 @@ class AgentAPI(object):
 
     def can_send_version(self, version, host=None):
         """Whether a message of ``version`` may be sent now: to ``host``
-        (by what it reported), or to every host that is up (None)."""
+        (by what it reported), or to every host that is up (None).
+        """
         if host is None:
             return self.client.can_send_version(version)
         return self._prepare(host).can_send_version(version)
 
-    def can_send_locators(self, host=None):
-        """True if tasks may carry locators (1.4) to ``host`` (None: to
-        every host that is up), else legacy tasks."""
-        return self.can_send_version('1.4', host=host)
-
-    def can_send_quiesce(self, host):
-        """True if create tasks may carry ``quiesce`` (1.7) to ``host``."""
-        return self.can_send_version('1.7', host=host)
-
-    def _task_version(self, task):
-        if tasks.is_legacy(task):
-            return '1.0'
+    @staticmethod
+    def _task_version(task):
         return '1.7' if 'quiesce' in task else '1.4'
 
     def create_snapshot(self, ctxt, host, task, expires_at=None):
@@ -110,18 +103,11 @@ class AgentAPI(object):
         self._prepare(host, self._task_version(task)).cast(
             ctxt, 'create_snapshot', task=task, expires_at=expires_at)
 
-    def can_create_groups(self, host):
-        """True if ``host``'s agent takes ``create_snapshots`` (1.6)."""
-        return self.can_send_version('1.6', host=host)
-
-    def can_send_group_quiesce(self, host):
-        """True if group tasks may carry ``quiesce`` (1.9) to ``host``."""
-        return self.can_send_version('1.9', host=host)
-
     def create_snapshots(self, ctxt, host, task, expires_at=None):
         """Pause once, pivot every disk of ``task['disks']`` in one QMP
         transaction, resume (1.6); with ``quiesce`` in the task, freeze
-        the guest once around it (1.9)."""
+        the guest once around it (1.9).
+        """
         self._prepare(host, '1.9' if 'quiesce' in task else '1.6').cast(
             ctxt, 'create_snapshots', task=task, expires_at=expires_at)
 
@@ -135,23 +121,15 @@ class AgentAPI(object):
         self._prepare(host, self._task_version(task)).cast(
             ctxt, 'revert_disk', task=task, expires_at=expires_at)
 
-    def can_clone(self, host):
-        """True if ``host``'s agent takes clone_snapshot (1.8)."""
-        return self.can_send_version('1.8', host=host)
-
     def clone_snapshot(self, ctxt, host, task, expires_at=None):
         """Make a new image from a snapshot (1.8)."""
         self._prepare(host, '1.8').cast(
             ctxt, 'clone_snapshot', task=task, expires_at=expires_at)
 
-    def inspect_images(self, ctxt, host, paths, timeout=60):
-        """For the audit: each image's state and the image dirs' files."""
-        return self._prepare(host, timeout=timeout).call(
-            ctxt, 'inspect_images', paths=paths)
-
     def inspect_layers(self, ctxt, host, locators, timeout=60):
         """For the audit: each disk's and snapshot's state (by locator)
-        and the files no locator names (1.4; ``Driver.inspect``)."""
+        and the files no locator names (1.4; ``Driver.inspect``).
+        """
         return self._prepare(host, version='1.4', timeout=timeout).call(
             ctxt, 'inspect_layers', locators=locators)
 
@@ -167,7 +145,8 @@ class AgentAPI(object):
 
     def describe_vm(self, ctxt, host, domain, timeout=30):
         """One VM the host's driver sees, by name or UUID (1.5): its
-        ``Driver.list_vms`` entry, or None."""
+        ``Driver.list_vms`` entry, or None.
+        """
         return self._prepare(host, version='1.5', timeout=timeout).call(
             ctxt, 'describe_vm', domain=domain)
 
@@ -176,11 +155,6 @@ class AgentAPI(object):
         return self._prepare(host, timeout=timeout).call(
             ctxt, 'remove_image', path=path)
 
-    def server_running(self, ctxt, host, qmp_socket, timeout=10):
-        """Whether a QEMU answers on ``qmp_socket`` on ``host``."""
-        return self._prepare(host, timeout=timeout).call(
-            ctxt, 'server_running', qmp_socket=qmp_socket)
-
     def get_operation(self, ctxt, host, operation_id, timeout=10):
         """Ask the agent what its journal says about an operation."""
         return self._prepare(host, timeout=timeout).call(
@@ -188,7 +162,8 @@ class AgentAPI(object):
 
     def ack_report(self, ctxt, host, operation_id):
         """The conductor has committed the operation's report: the agent
-        stops re-sending it and prunes it from its journal."""
+        stops re-sending it and prunes it from its journal.
+        """
         self._prepare(host, version='1.1').cast(
             ctxt, 'ack_report', operation_id=operation_id)
 

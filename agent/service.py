@@ -22,7 +22,7 @@ from agent import manager
 from agent import metrics as agent_metrics
 from agent import recovery
 from agent import rpcapi as agent_rpcapi
-from agent import tasks
+from agent import task_runner
 from conductor import rpcapi as conductor_rpcapi
 from livesnap import context
 from livesnap import metrics
@@ -51,7 +51,7 @@ class AgentService(object):
             CONF.agent.driver, CONF.agent.image_dirs, conf=CONF)
         self.driver.init_host(self.host)
         self.journal = journal_mod.Journal(CONF.agent.journal_dir)
-        self.runner = tasks.TaskRunner(
+        self.runner = task_runner.TaskRunner(
             self.driver, self.journal, self.conductor_api, self.host,
             resend_interval=CONF.agent.report_resend_interval,
             progress_interval=CONF.agent.progress_interval,
@@ -115,7 +115,8 @@ class AgentService(object):
 
     def _reports_loop(self):
         """Re-send the reports the conductor has not acknowledged; run
-        again an operation whose task died."""
+        again an operation whose task died.
+        """
         while not self._stop.wait(CONF.agent.report_resend_interval):
             if not self.runner.recovered.is_set():
                 continue  # the start-up replay does both first
@@ -128,7 +129,8 @@ class AgentService(object):
     def _prune_loop(self):
         """Remove expired archived entries, now and then (it may take a
         while on a host with a long history: never in the way of the
-        replay or the re-sends)."""
+        replay or the re-sends).
+        """
         self.runner.recovered.wait()
         while not self._stop.is_set():
             self.prune()

@@ -7,7 +7,10 @@ them and the API can show them.  ``pause_ms`` is the time the backend was
 paused: QEMU's own STOP to RESUME window when the driver has it (event
 timestamps, whatever the agent's process was doing meanwhile), else the
 agent's.  ``agent_pause_ms`` is always the agent's own view, from the moment
-it sent the pause to the moment it saw the resume answered.
+it sent the pause to the moment it saw the resume answered.  ``taken_at``
+is when the first pause began (UNIX time): QEMU's STOP timestamp when the
+driver has it, else the agent's clock; a snapshot records it as the moment
+it was taken.
 """
 
 import contextlib
@@ -15,16 +18,21 @@ import time
 
 
 class StepRecorder(object):
-    """Collects ``{"name", "started_at", "duration_ms", "status", "detail"}``."""
+    """Collects each step's ``{"name", "started_at", "duration_ms",
+    "status", "detail"}``.
+    """
 
     def __init__(self, listener=None):
         """:param listener: called as ``listener(event, name, detail)`` with
             event ``start``/``end`` around each step and ``paused``/
-            ``resumed``; the agent journals from it (write-ahead)."""
+            ``resumed``; the agent journals from it (write-ahead).
+        """
         self.steps = []
         self._paused_at = None
         self.pause_ms = None
         self.agent_pause_ms = None
+        self.taken_at = None
+        self._wall_paused_at = None
         self._listener = listener
 
     def _notify(self, event, name, detail=None):
@@ -50,21 +58,30 @@ class StepRecorder(object):
         else:
             entry["status"] = "done"
         finally:
-            entry["duration_ms"] = round((time.monotonic() - start) * 1000.0, 3)
+            entry["duration_ms"] = round(
+                (time.monotonic() - start) * 1000.0, 3)
         self._notify("end", name, detail)
 
     def mark_paused(self):
         """Call right after the backend's I/O was paused."""
         self._paused_at = time.monotonic()
+        self._wall_paused_at = time.time()
         self._notify("paused", "pause")
 
-    def mark_resumed(self, qemu_pause_ms=None, resumed_at=None):
+    def mark_resumed(self, qemu_pause_ms=None, resumed_at=None,
+                     qemu_paused_at=None):
         """Call right after the backend's I/O was resumed; adds to
         ``pause_ms`` (``qemu_pause_ms`` when the backend measured the
         window itself) and to ``agent_pause_ms``.  ``resumed_at`` is the
         ``time.monotonic()`` at which another thread saw the resume
-        answered (a watchdog), when it was not just now."""
+        answered (a watchdog), when it was not just now.
+        ``qemu_paused_at``: the UNIX time QEMU stamped on the pause's
+        STOP, which the first pause makes ``taken_at``.
+        """
         if self._paused_at is not None:
+            if self.taken_at is None:
+                self.taken_at = (self._wall_paused_at if qemu_paused_at
+                                 is None else qemu_paused_at)
             end = time.monotonic() if resumed_at is None else resumed_at
             elapsed = (end - self._paused_at) * 1000.0
             paused = elapsed if qemu_pause_ms is None else qemu_pause_ms

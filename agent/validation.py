@@ -1,8 +1,8 @@
 """The agent's edge: every task is checked before anything is done.
 
 The schemas live in ``livesnap.tasks``, beside the functions the conductor
-builds tasks with; a legacy task (agent RPC 1.0 to 1.3) is turned into a
-locator task here.  The driver then confines what each locator names
+builds tasks with (the path tasks of agent RPC 1.0 to 1.3 fit none of
+them).  The driver then confines what each locator names
 (``Driver.check``) before any I/O.
 """
 
@@ -11,7 +11,7 @@ from livesnap import tasks
 
 
 def validate(action, task):
-    """The locator form of ``task`` (see ``livesnap.tasks.validate``).
+    """``task``, checked (see ``livesnap.tasks.validate``).
 
     :raises InvalidRequest: unknown action, or the task does not fit.
     """

@@ -1,16 +1,21 @@
-"""Rolling upgrades: which agent RPC version the conductor may send.
+"""Rolling upgrades: which agent RPC version the conductor may send,
+and what each host's agent can do.
 
 Each agent reports the version of the agent RPC API it serves
 (``agent.rpcapi.RPC_API_VERSION``) in its heartbeats, as
-``info['rpc_version']``; an agent that reports none predates this and
-counts as ``1.0``.  The conductor never sends a host more than it reported
-(nor more than the conductor's own ``RPC_API_VERSION``), and the client's
-``version_cap`` (what ``AgentAPI().can_send_version()`` answers for) is the
-lowest version among the hosts that are up, as cinder caps its RPC
-clients at the lowest version its services report.  So conductors are
-upgraded first: a new conductor keeps talking to the old agents in their
-version, and sends what only new agents understand once each has been
-upgraded and said so in a heartbeat (see ``docs/upgrading.md``).
+``info['rpc_version']``; an agent that reports none predates 1.4 and
+counts as ``1.0``.  The conductor serves no agent older than
+:data:`MINIMUM` (``conductor.hosts`` ignores its heartbeats, so its host
+counts as down, and ``livesnap-status upgrade check`` names it).  The
+conductor never sends a host more than it reported (nor more than the
+conductor's own ``RPC_API_VERSION``), and the client's ``version_cap``
+(:func:`client`) is the lowest version among the hosts that are up, as
+cinder caps its RPC clients at the lowest version its services report.
+So conductors are upgraded first: a new conductor keeps talking to the
+old agents in their version, and sends what only new agents understand
+once each has been upgraded and said so in a heartbeat (see
+``docs/upgrading.md``).  The flows ask :func:`capabilities`, never a
+version number, what a host's agent can do.
 
 The versions are read from the hosts table at most every
 :data:`REFRESH_INTERVAL` seconds per process (a heartbeat received by this
@@ -37,6 +42,23 @@ LOG = logging.getLogger(__name__)
 
 #: The version of an agent whose heartbeats carry none (before 1.4).
 UNREPORTED = '1.0'
+
+#: The oldest agent RPC API the conductor serves: locator tasks (1.4).
+MINIMUM = '1.4'
+
+#: What an agent can do, by the agent RPC version that brought it.
+DESCRIBE_VM = 'describe_vm'
+GROUPS = 'groups'
+QUIESCE = 'quiesce'
+CLONE = 'clone'
+GROUP_QUIESCE = 'group_quiesce'
+CAPABILITY_VERSIONS = {
+    DESCRIBE_VM: '1.5',     # registration by domain name or UUID
+    GROUPS: '1.6',          # create_snapshots: several disks, one pause
+    QUIESCE: '1.7',         # create_snapshot's ``quiesce``
+    CLONE: '1.8',           # clone_snapshot
+    GROUP_QUIESCE: '1.9',   # create_snapshots's ``quiesce``
+}
 
 #: Seconds the versions read from the hosts table are used before they
 #: are read again.
@@ -71,6 +93,11 @@ def reported_version(info):
     if isinstance(version, str) and _VERSION.fullmatch(version):
         return version
     return UNREPORTED
+
+
+def supported(version):
+    """True if the conductor serves an agent of RPC API ``version``."""
+    return parse(version) >= parse(MINIMUM)
 
 
 def _lowest(versions):
@@ -114,7 +141,8 @@ def _log_change(host, version):
 
 def heard_from(host, info):
     """A heartbeat from ``host`` was recorded: use its version at once in
-    this process (other conductors read it within REFRESH_INTERVAL)."""
+    this process (other conductors read it within REFRESH_INTERVAL).
+    """
     version = reported_version(info)
     with _LOCK:
         if _HOSTS is None:
@@ -136,7 +164,8 @@ def forget():
 
 def _hosts():
     """The versions read, read again first if they are older than
-    REFRESH_INTERVAL; None if they were never read and cannot be."""
+    REFRESH_INTERVAL; None if they were never read and cannot be.
+    """
     try:
         if _HOSTS is None or db.get_engine() is not _READ_FROM or \
                 time.monotonic() - _READ_AT > REFRESH_INTERVAL:
@@ -159,6 +188,10 @@ def version_cap(host=None):
         (or, for a host that never sent a heartbeat, the lowest of all).
         None: the lowest version among the hosts that are up (all known
         hosts if none is up).
+    Hosts whose agents are older than :data:`MINIMUM` are left out of the
+    lowest (nothing is sent to them); asked about one, the answer is its
+    own version, so every task to it is refused before it is sent.
+
     :returns: a version string, never above ``agent.rpcapi.RPC_API_VERSION``.
     """
     ours = agent_rpcapi.RPC_API_VERSION
@@ -167,8 +200,34 @@ def version_cap(host=None):
         return ours
     if host is not None and host in hosts:
         return _lowest([hosts[host][0], ours])
+    hosts = {name: (version, last) for name, (version, last) in hosts.items()
+             if supported(version)}
+    if not hosts:
+        return ours
     now = models.utcnow()
     up = [version for version, last in hosts.values()
           if last is not None and
           (now - last).total_seconds() <= CONF.conductor.host_down_time]
     return _lowest((up or [v for v, _ in hosts.values()]) + [ours])
+
+
+def capabilities(host):
+    """What the agent of ``host`` can be asked to do, by the version it
+    reported (:func:`version_cap`): a frozenset of the names in
+    :data:`CAPABILITY_VERSIONS` (:data:`QUIESCE`, :data:`CLONE`, ...).
+    Empty for an agent older than :data:`MINIMUM`.
+    """
+    cap = parse(version_cap(host))
+    if cap < parse(MINIMUM):
+        return frozenset()
+    return frozenset(name for name, version in CAPABILITY_VERSIONS.items()
+                     if parse(version) <= cap)
+
+
+def client():
+    """The conductor's client of the agents, pinned as above: a message
+    to a host never carries a version above the one that host reported,
+    and the client's ``version_cap`` is :func:`version_cap`.
+    """
+    return agent_rpcapi.AgentAPI(version_cap=version_cap(),
+                                 host_cap=version_cap)

@@ -31,7 +31,7 @@ import os
 
 import sqlalchemy as sa
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import locking
@@ -39,11 +39,11 @@ from conductor import states
 from conductor import tree
 from livesnap import context
 from livesnap import locators
-from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
 
 ACTIVE_OPS = states.ACTIVE
+
 
 def _key(locator):
     """A locator as a dictionary key (locators are compared whole)."""
@@ -59,7 +59,8 @@ def _expected(session, host):
     """{locator key: (locator, expected backing locator or None,
     description)}, the ids of the operations that are still running and
     the disks and layers they hold (their files may not be recorded, or be
-    on their way out), and the findings of the database alone."""
+    on their way out), and the findings of the database alone.
+    """
     expected = {}
     busy = {'disks': set(), 'images': set()}
     findings = []
@@ -121,7 +122,8 @@ def _expected(session, host):
 def _in_the_works(found, running_ops, busy):
     """True if a running (or in doubt) operation may be making or removing
     the file ``found`` (``{"path", "locator"}`` of ``Driver.inspect``):
-    layers are named by ids, and a leftover names its layer."""
+    layers are named by ids, and a leftover names its layer.
+    """
     name = os.path.basename(found['path'])
     if any(x in name for x in running_ops) or \
             any(x in name for x in busy['disks']):
@@ -130,15 +132,8 @@ def _in_the_works(found, running_ops, busy):
 
 
 def _inspect(ctxt, host, layers):
-    """``Driver.inspect`` of the locators ``layers`` on ``host``; through
-    ``inspect_images`` for an agent older than RPC 1.4 (QEMU layers
-    only)."""
-    agent = agent_rpcapi.AgentAPI()
-    if agent.can_send_locators(host):
-        return agent.inspect_layers(ctxt, host, layers)
-    paths = tasks.legacy_paths(layers)
-    return tasks.locator_inspection(
-        layers, agent.inspect_images(ctxt, host, sorted(set(paths))))
+    """``Driver.inspect`` of the locators ``layers`` on ``host``."""
+    return agent_versions.client().inspect_layers(ctxt, host, layers)
 
 
 def audit_host(host, repair=False, ctxt=None):
@@ -199,7 +194,7 @@ def audit_host(host, repair=False, ctxt=None):
 def _repair(ctxt, host, finding):
     kind = finding['kind']
     if kind == 'orphan':
-        result = agent_rpcapi.AgentAPI().remove_image(ctxt, host,
+        result = agent_versions.client().remove_image(ctxt, host,
                                                       finding['path'])
         finding['repaired'] = bool(result.get('removed'))
         if not finding['repaired']:

@@ -14,7 +14,7 @@ import logging
 
 from oslo_config import cfg
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
@@ -47,7 +47,7 @@ def cancel(ctxt, operation_id):
         if not db.host_is_alive(s, host):
             raise exception.HostDown(host=host)
     try:
-        answer = agent_rpcapi.AgentAPI().cancel_operation(
+        answer = agent_versions.client().cancel_operation(
             ctxt, host, operation_id,
             timeout=CONF.conductor.agent_call_timeout)
     except rpc.messaging.RPCVersionCapError as exc:

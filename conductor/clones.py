@@ -16,10 +16,10 @@ change); its deletion is logical until the clone disk goes.
 
 import logging
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import exception
 from conductor import hosts
 from conductor import operations
@@ -38,7 +38,9 @@ def clone(ctxt, snapshot_id, mode, disk_name, server_id=None,
     snapshot's own server) from an available snapshot.
 
     :param project_id: the caller's project, or None for an admin.
-    :returns: (the new disk's id, the operation's id).
+    :returns: (the new disk's id, the operation's id, the operation id to
+        send: ``conductor.dispatch.send`` casts it if it is still
+        running).
     :raises: NotFound (the snapshot, or the target server, is not the
         caller's; an admin's target must be of the snapshot's project),
         InvalidState, CloneNotPossible (another host, a disk of that
@@ -71,7 +73,8 @@ def clone(ctxt, snapshot_id, mode, disk_name, server_id=None,
                 reason='server %s already has a disk named %s'
                        % (target.id, disk_name))
         hosts.ensure_alive(s, server.host)
-        if not agent_rpcapi.AgentAPI().can_clone(server.host):
+        if agent_versions.CLONE not in \
+                agent_versions.capabilities(server.host):
             raise exception.CloneNotPossible(
                 reason='the agent of host %s is older than RPC 1.8; '
                        'upgrade it first' % server.host)
@@ -89,14 +92,14 @@ def clone(ctxt, snapshot_id, mode, disk_name, server_id=None,
              '%(disk)s: operation %(op)s sent to %(host)s',
              {'mode': mode, 'snap': snapshot_id, 'server': target.id,
               'disk': disk_name, 'op': operation_id, 'host': server.host})
-    operations.dispatch(ctxt, operation_id)
-    return disk_id, operation_id
+    return disk_id, operation_id, operation_id
 
 
 def apply_cloned(session, op, result):
     """Register the new image as a disk of the target server.  Should a
     disk of that name have appeared meanwhile, the new one is named
-    ``<name>-<operation id's first 8 characters>``."""
+    ``<name>-<operation id's first 8 characters>``.
+    """
     target = op.target or {}
     server = session.get(models.Server, target.get('server_id'))
     if server is None:

@@ -7,9 +7,10 @@ The agent pauses, pivots and resumes; its report makes the snapshot
 ``available`` (or ``error`` with the reason).
 """
 
+import datetime
 import logging
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
@@ -27,7 +28,8 @@ LOG = logging.getLogger(__name__)
 def layer_name(disk, operation_id):
     """Name of a new writable layer, by ids only; the agent's driver
     places it (the QEMU driver as ``<disk>-<operation>.qcow2`` beside the
-    live layer)."""
+    live layer).
+    """
     return '%s-%s' % (disk.id, operation_id)
 
 
@@ -58,7 +60,8 @@ QUIESCE_MODES = ('required', 'preferred', 'off')
 def quiesce_mode(requested, disk):
     """The quiesce a create gets: what was asked, else ``preferred`` when
     the disk's server has a guest agent channel (``qga_socket``), else
-    ``off``."""
+    ``off``.
+    """
     if requested:
         return requested
     return 'preferred' if locators.has_guest_agent(disk.locator) else 'off'
@@ -78,7 +81,8 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None,
     :param project_id: the caller's project, or None for an admin.
     :param requested_by: who asks (``operations.REQUESTERS``): a tenant,
         or a snapshot policy's run.
-    :returns: (snapshot, operation) records.
+    :returns: (snapshot id, operation id, the
+        :class:`operations.Outgoing` to send, or None if it waits).
     :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded
     """
     operation_id = operations.new_id()
@@ -119,13 +123,12 @@ def create(ctxt, server_id, disk_name, name, project_id=None, quiesce=None,
                  '%(op)s waits for the conductor\'s own work on the disk',
                  {'snap': snapshot_id, 'server': server_id,
                   'disk': disk_name, 'op': operation_id})
-        return snapshot_id, operation_id
+        return snapshot_id, operation_id, None
     LOG.info('Snapshot %(snap)s of %(server)s/%(disk)s: operation %(op)s '
              'sent to %(host)s', {'snap': snapshot_id, 'server': server_id,
                                   'disk': disk_name, 'op': operation_id,
                                   'host': server.host})
-    operations.dispatch(ctxt, sent)
-    return snapshot_id, operation_id
+    return snapshot_id, operation_id, sent
 
 
 def _check_quiesce(server, disk):
@@ -134,7 +137,8 @@ def _check_quiesce(server, disk):
         raise exception.BadRequest(
             'Quiesce required, but server %s has no guest agent channel '
             '(qga_socket).' % server.id)
-    if not agent_rpcapi.AgentAPI().can_send_quiesce(server.host):
+    if agent_versions.QUIESCE not in \
+            agent_versions.capabilities(server.host):
         raise exception.BadRequest(
             'Quiesce required, but the agent of the server\'s host is older '
             'than RPC 1.7 and cannot quiesce.')
@@ -142,9 +146,10 @@ def _check_quiesce(server, disk):
 
 def _quiesce_task(task, server, disk, snap):
     """Add ``quiesce`` to a create task if the host's agent takes it
-    (RPC 1.7); else the snapshot is ``crash`` consistent, and says why."""
+    (RPC 1.7); else the snapshot is ``crash`` consistent, and says why.
+    """
     mode = quiesce_mode(snap.quiesce, disk)
-    if agent_rpcapi.AgentAPI().can_send_quiesce(server.host):
+    if agent_versions.QUIESCE in agent_versions.capabilities(server.host):
         task['quiesce'] = mode
     else:
         snap.consistency = 'crash'
@@ -181,7 +186,8 @@ def record_consistency(snap, task, result):
     """What the snapshot got, from the driver's ``result`` if the agent
     was asked to quiesce (``quiesce`` in the ``task``: a create of RPC
     1.7, a group of 1.9), else ``crash`` (the reason set when the task was
-    built, or that the agent did not quiesce)."""
+    built, or that the agent did not quiesce).
+    """
     if 'quiesce' in (task or {}) and \
             result.get('consistency') in ('application', 'crash'):
         snap.consistency = result['consistency']
@@ -192,13 +198,32 @@ def record_consistency(snap, task, result):
         snap.consistency_reason = 'the agent did not quiesce'
 
 
+def taken_at(op, result):
+    """When the snapshot was taken: the driver's ``taken_at`` (the start
+    of its pause, on QEMU's clock where the driver has it), else, for an
+    offline create (no pause), the start of the agent's first step.
+
+    :returns: a naive UTC datetime, or None.
+    """
+    when = result.get('taken_at')
+    if when is None:
+        when = min((s['started_at'] for s in op.steps or []
+                    if isinstance(s, dict) and s.get('started_at')),
+                   default=None)
+    try:
+        return datetime.datetime.fromtimestamp(
+            float(when), datetime.timezone.utc).replace(tzinfo=None)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
+
+
 def apply_created(session, op, result):
-    result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     states.check_snapshot(snap, states.AVAILABLE)
     snap.locator = result.get('snapshot') or snap.locator
     snap.size_bytes = result.get('size_bytes')
+    snap.taken_at = taken_at(op, result)
     record_consistency(snap, op.task, result)
     disk.locator = result['disk']
     disk.snapshot_id = snap.id

@@ -13,7 +13,7 @@ nothing should wait for ``[conductor] operation_timeout`` for that.
   acknowledge it.
 * **running**: the agent is still at it (a long merge); at the deadline,
   extend it.  (An agent whose journal says running but that no longer
-  runs the task runs it again by itself, see ``agent.tasks``.)
+  runs the task runs it again by itself, see ``agent.task_runner``.)
 * **never seen**: the task was lost (a broker restart, a conductor that
   died before sending it); send it again, at the deadline with a new
   one, up to ``[conductor] max_task_attempts`` times.  Then give up: the
@@ -27,7 +27,7 @@ nothing should wait for ``[conductor] operation_timeout`` for that.
   with the reason, but the disk stays locked: the agent may have paused,
   pivoted or merged before it died, and only its journal knows.  The
   agent replays its journal when it starts and reports; that late report
-  is then applied (see ``operations._in_doubt``).  Meanwhile the conductor
+  is then applied (see ``dispatch.in_doubt``).  Meanwhile the conductor
   asks again every ``[conductor] host_down_time`` once the host sends
   heartbeats again, and gives up (as above) if the agent never saw it.
 """
@@ -38,10 +38,10 @@ import logging
 from oslo_config import cfg
 import sqlalchemy as sa
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
-from conductor import operations
+from conductor import dispatch
 from conductor import reports
 from conductor import states
 from livesnap import context
@@ -54,7 +54,8 @@ LOG = logging.getLogger(__name__)
 def _in_flight_ids(overdue_only=True):
     """Operations pending or running, and failed ones still holding their
     disk's lock (in doubt); with ``overdue_only``, those past their
-    deadline.  :returns: [(operation id, host)], oldest first."""
+    deadline.  :returns: [(operation id, host)], oldest first.
+    """
     now = models.utcnow()
     with db.transaction() as s:
         late = (sa.select(models.Operation.id, models.Operation.host,
@@ -86,7 +87,7 @@ def _extend(op_id, status=None, error=None, attempts=None, seconds=None):
     """
     with db.transaction() as s:
         op = s.get(models.Operation, op_id, with_for_update=True)
-        if op.status not in states.ACTIVE and not operations._in_doubt(s, op):
+        if op.status not in states.ACTIVE and not dispatch.in_doubt(s, op):
             return None
         if status is not None and not states.operation_may(op.status,
                                                            status):
@@ -194,7 +195,7 @@ def check_one(op_id, at_deadline=True):
             _extend(op.id, seconds=CONF.conductor.host_down_time)
         return 'host-down'
     try:
-        state = agent_rpcapi.AgentAPI().get_operation(
+        state = agent_versions.client().get_operation(
             ctxt, op.host, op.id, timeout=CONF.conductor.agent_call_timeout)
     except Exception as exc:
         LOG.warning('Agent of %(host)s did not answer about operation '
@@ -241,7 +242,7 @@ def check_one(op_id, at_deadline=True):
         LOG.warning('Operation %(op)s (%(status)s) is unknown to %(host)s; '
                     'sending it again', {'op': op.id, 'status': op.status,
                                          'host': op.host})
-    operations.send_task(ctxt, op)
+    dispatch.send_task(ctxt, op)
     return 'resent'
 
 
@@ -262,7 +263,7 @@ def give_up(ctxt, op):
     stands, and that is applied instead.
     """
     try:
-        state = agent_rpcapi.AgentAPI().abandon_operation(
+        state = agent_versions.client().abandon_operation(
             ctxt, op.host, op.id, timeout=CONF.conductor.agent_call_timeout)
     except rpc.messaging.RemoteError as exc:
         if exc.exc_type != 'UnsupportedVersion':
@@ -296,7 +297,7 @@ def give_up(ctxt, op):
 def _fail_lost(ctxt, op):
     LOG.warning('Operation %(op)s abandoned: its task never reached '
                 '%(host)s', {'op': op.id, 'host': op.host})
-    operations.apply_report(op.id, {
+    dispatch.apply_report(op.id, {
         'status': states.FAILED, 'error_code': 'lost',
         'error': 'The task never reached the agent of host %s (%d '
                  'attempts); nothing was changed.'

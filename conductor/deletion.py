@@ -21,16 +21,15 @@ when it sits on the node):
 
 import logging
 
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import locking
 from conductor import operations
-from conductor import creation
 from conductor import states
 from conductor import tree
-from livesnap import context
 from livesnap import tasks
 
 LOG = logging.getLogger(__name__)
@@ -38,7 +37,8 @@ LOG = logging.getLogger(__name__)
 
 def _plan(session, snap, disk):
     """Decide the mode and build the agent's task (step 1 and 3 of the
-    patent's deletion method).  ``None`` task: nothing for the agent."""
+    patent's deletion method).  ``None`` task: nothing for the agent.
+    """
     kids = tree.children(session, snap, disk)
     if len(kids) >= 2 or tree.has_clones(kids):
         return 'logical', None, len(kids)
@@ -66,7 +66,8 @@ def delete(ctxt, snapshot_id, project_id=None,
     ``deleting``) and the count is made when it starts.
     :param requested_by: who asks (``operations.REQUESTERS``): a tenant,
         or a snapshot policy pruning its snapshots.
-    :returns: the operation id.
+    :returns: (the operation id, the :class:`operations.Outgoing` to send
+        or None).
     :raises: NotFound, DiskBusy, InvalidState, HostDown,
         SnapshotProtected (its owner pinned it)
     """
@@ -89,11 +90,12 @@ def delete(ctxt, snapshot_id, project_id=None,
             s.get(models.Operation, operation_id).steps = [
                 operations.step('delete', detail='record only')]
             s.delete(snap)
-            return operation_id
+            return operation_id, None
         op = operations.record(s, operation_id, 'delete', server, disk,
                                snapshot_id=snap.id,
                                prior_status=states.AVAILABLE,
                                requested_by=requested_by)
+        sent = None
         if free:
             send = start_delete(s, op, server, disk, snap)
             sent = operations.outgoing(op) if send else None
@@ -106,8 +108,7 @@ def delete(ctxt, snapshot_id, project_id=None,
     if send:
         LOG.info('Deleting snapshot %(snap)s: %(mode)s, operation %(op)s',
                  {'snap': snapshot_id, 'mode': op.mode, 'op': operation_id})
-        operations.dispatch(ctxt, sent)
-    return operation_id
+    return operation_id, sent
 
 
 def start_delete(session, op, server, disk, snap=None):
@@ -145,7 +146,7 @@ def _delete_logically(session, op, snap, count):
              {'snap': snap.id, 'n': count, 'op': op.id})
 
 
-def finish_deferred(ctxt, disk_id):
+def finish_deferred(disk_id):
     """Start finishing one logically deleted snapshot of the disk, if one
     now has a single child or none, the disk is free and no tenant's
     operation waits for it (tenants go first).
@@ -154,7 +155,8 @@ def finish_deferred(ctxt, disk_id):
     finished node may free its parent, so this runs again when that
     operation ends, until nothing is left.  The tree is read under the
     disk's row lock.
-    :returns: the operation id started, or None.
+    :returns: the :class:`operations.Outgoing` of the operation started
+        (``conductor.dispatch`` sends it), or None.
     """
     operation_id = operations.new_id()
     with db.transaction() as s:
@@ -179,12 +181,10 @@ def finish_deferred(ctxt, disk_id):
     LOG.info('Finishing deferred deletion of snapshot %(snap)s: %(mode)s, '
              'operation %(op)s', {'snap': snap.id, 'mode': mode,
                                   'op': operation_id})
-    operations.dispatch(ctxt or context.make(), sent)
-    return operation_id
+    return sent
 
 
 def apply_deleted(session, op, result):
-    result = tasks.locator_result(op.action, op.task, result)
     snap = session.get(models.Snapshot, op.snapshot_id)
     disk = session.get(models.Disk, op.disk_id)
     if op.mode == 'merge':

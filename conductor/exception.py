@@ -82,6 +82,14 @@ class HostDown(LivesnapException):
                'sent to it now.')
 
 
+class AgentUnsupported(HostDown):
+    code = 'agent_unsupported'
+    message = ('The agent of host %(host)s serves agent RPC API '
+               '%(version)s, older than %(minimum)s, the oldest this '
+               'conductor serves; no work can be sent to it until it is '
+               'upgraded.')
+
+
 class NotCancellable(Conflict):
     code = 'not_cancellable'
     message = ('Operation %(operation)s cannot be cancelled: %(reason)s')
@@ -109,9 +117,29 @@ class ServerRunning(Conflict):
 
 class InvalidState(Conflict):
     code = 'invalid_state'
-    message = 'Snapshot %(snapshot)s is %(status)s; %(action)s is not possible.'
+    message = ('Snapshot %(snapshot)s is %(status)s; %(action)s is not '
+               'possible.')
 
 
 class CloneNotPossible(Conflict):
     code = 'clone_not_possible'
     message = 'The snapshot cannot be cloned: %(reason)s'
+
+
+class IdempotencyKeyInUse(Conflict):
+    code = 'idempotency_key_in_use'
+    message = ('A request with Idempotency-Key %(key)s is still being '
+               'processed; send it again once that one has been answered.')
+
+    def __init__(self, message=None, retry_after=1, **kwargs):
+        super().__init__(message, **kwargs)
+        #: seconds, sent as the Retry-After header
+        self.retry_after = int(retry_after)
+
+
+class IdempotencyKeyReused(LivesnapException):
+    status = 422
+    code = 'idempotency_key_reused'
+    message = ('Idempotency-Key %(key)s was used by a different request '
+               '(%(first)s) %(seconds)d s ago; a repeat must be the same '
+               'method, path and body. Use a new key for a new request.')

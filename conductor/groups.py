@@ -17,10 +17,10 @@ import logging
 
 import sqlalchemy as sa
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import deletion
 from conductor import exception
 from conductor import hosts
@@ -35,9 +35,10 @@ from livesnap import tasks
 LOG = logging.getLogger(__name__)
 
 #: The agent RPC version that takes ``create_snapshots``.
-GROUP_VERSION = '1.6'
+GROUP_VERSION = agent_versions.CAPABILITY_VERSIONS[agent_versions.GROUPS]
 #: The agent RPC version whose ``create_snapshots`` takes ``quiesce``.
-GROUP_QUIESCE_VERSION = '1.9'
+GROUP_QUIESCE_VERSION = agent_versions.CAPABILITY_VERSIONS[
+    agent_versions.GROUP_QUIESCE]
 
 
 class AgentTooOld(exception.Conflict):
@@ -70,7 +71,8 @@ def _check_quiesce(server, disk):
         raise exception.BadRequest(
             'Quiesce required, but server %s has no guest agent channel '
             '(qga_socket).' % server.id)
-    if not agent_rpcapi.AgentAPI().can_send_group_quiesce(server.host):
+    if agent_versions.GROUP_QUIESCE not in \
+            agent_versions.capabilities(server.host):
         raise exception.BadRequest(
             'Quiesce required, but the agent of the server\'s host is older '
             'than RPC %s and cannot quiesce a snapshot group.'
@@ -79,9 +81,11 @@ def _check_quiesce(server, disk):
 
 def _quiesce_task(task, server, disk, snaps, requested):
     """Add ``quiesce`` to a group task if the host's agent takes it (RPC
-    1.9); else every member is ``crash`` consistent, and says why."""
+    1.9); else every member is ``crash`` consistent, and says why.
+    """
     mode = creation.quiesce_mode(requested, disk)
-    if agent_rpcapi.AgentAPI().can_send_group_quiesce(server.host):
+    if agent_versions.GROUP_QUIESCE in \
+            agent_versions.capabilities(server.host):
         task['quiesce'] = mode
     else:
         for snap in snaps:
@@ -100,7 +104,8 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
         a single snapshot, ``creation.quiesce_mode``); ``required`` is
         refused at once (BadRequest) when the server has no guest agent
         channel or its host's agent is older than RPC 1.9.
-    :returns: (group id, operation id).
+    :returns: (group id, operation id, the operation id to send:
+        ``conductor.dispatch.send`` casts it if it is still running).
     :raises: NotFound, HostDown, DiskBusy, ChainTooDeep, QuotaExceeded,
         BadRequest, AgentTooOld
     """
@@ -109,8 +114,8 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
     with db.transaction() as s:
         server = db.server_get(s, server_id, project_id)
         hosts.ensure_alive(s, server.host)
-        if not agent_rpcapi.AgentAPI().can_send_version(
-                GROUP_VERSION, host=server.host):
+        if agent_versions.GROUPS not in \
+                agent_versions.capabilities(server.host):
             raise AgentTooOld(host=server.host, version=GROUP_VERSION)
         picked = _pick_disks(server, disk_names)
         disks = []
@@ -156,13 +161,13 @@ def create(ctxt, server_id, disk_names, name, project_id=None,
              'operation %(op)s sent to %(host)s',
              {'group': group_id, 'server': server_id, 'n': len(disks),
               'op': operation_id, 'host': server.host})
-    operations.dispatch(ctxt, operation_id)
-    return group_id, operation_id
+    return group_id, operation_id, operation_id
 
 
 def members(session, group_id):
     """The group's snapshots, in the order of their disks' ids (the order
-    of the task's disks)."""
+    of the task's disks).
+    """
     snaps = session.scalars(sa.select(models.Snapshot).where(
         models.Snapshot.group_id == group_id)).all()
     return sorted(snaps, key=lambda snap: snap.disk_id)
@@ -177,6 +182,7 @@ def apply_created(session, op, result):
     """Every disk of the group moves onto its new layer."""
     results = (result or {}).get('snapshots') or []
     snaps = _group_of(session, op)
+    moment = creation.taken_at(op, result or {})
     if len(results) != len(snaps):
         raise exception.LivesnapException(
             'Group operation %s: %d results for %d disks'
@@ -186,6 +192,7 @@ def apply_created(session, op, result):
         states.check_snapshot(snap, states.AVAILABLE)
         snap.locator = res.get('snapshot') or snap.locator
         snap.size_bytes = res.get('size_bytes')
+        snap.taken_at = moment
         creation.record_consistency(snap, op.task, res)
         disk.locator = res['disk']
         disk.snapshot_id = snap.id
@@ -195,13 +202,12 @@ def apply_created(session, op, result):
 
 def apply_create_failure(session, op, report):
     """Nothing was pivoted (the transaction is all or none): every member
-    is ``error`` and holds no layer."""
+    is ``error`` and holds no layer.
+    """
     for snap in _group_of(session, op):
         states.check_snapshot(snap, states.ERROR)
         snap.locator = None
     locking.unlock_others(session, op)
-
-
 
 
 def get(session, group_id, project_id=None):
@@ -215,7 +221,8 @@ def get(session, group_id, project_id=None):
 
 def _with_members(session, group):
     """``(group, [(member, its disk)])``, everything loaded to be read
-    after the session ends."""
+    after the session ends.
+    """
     return group, [(snap, snap.disk) for snap in members(session, group.id)]
 
 
@@ -260,7 +267,9 @@ def delete(ctxt, group_id, project_id=None):
     """Delete every member still there by the child-count rule, one
     operation per disk.
 
-    :returns: the operation ids.
+    :returns: an iterator of ``(operation id, what to send)``, one per
+        member, each member started only when the one before it was
+        taken (and sent, by ``conductor.dispatch.send``).
     :raises: NotFound, SnapshotProtected (a member is protected: nothing
         is deleted); DiskBusy, InvalidState, HostDown (for the first
         member refused; the ones before it are under way)
@@ -274,14 +283,16 @@ def delete(ctxt, group_id, project_id=None):
             if snap.protected:
                 raise exception.SnapshotProtected(snapshot=snap.id)
         ids = [snap.id for snap in snaps]
-    return [deletion.delete(ctxt, snap_id, project_id) for snap_id in ids]
+    for snap_id in ids:
+        yield deletion.delete(ctxt, snap_id, project_id)
 
 
 def revert(ctxt, group_id, project_id=None):
     """Revert every disk of the group to its member (server shut off),
     one operation per disk.
 
-    :returns: the operation ids.
+    :returns: an iterator of ``(operation id, what to send)``, as
+        :func:`delete`.
     :raises: NotFound, InvalidState, ServerRunning, DiskBusy, HostDown
     """
     with db.transaction() as s:
@@ -293,4 +304,5 @@ def revert(ctxt, group_id, project_id=None):
                                              status=snap.status,
                                              action='revert')
         ids = [snap.id for snap in snaps]
-    return [revert_mod.revert(ctxt, snap_id, project_id) for snap_id in ids]
+    for snap_id in ids:
+        yield revert_mod.revert(ctxt, snap_id, project_id)

@@ -12,27 +12,24 @@ The checks are entry points of the ``oslo.middleware.healthcheck`` group
 
 import kombu
 from oslo_config import cfg
-from oslo_middleware.healthcheck import opts as healthcheck_opts
 from oslo_middleware.healthcheck import pluginbase
 import sqlalchemy as sa
 
 from conductor.db import api as db
+from livesnap.conf import healthcheck as healthcheck_conf
 from livesnap import rpc
 
 CONF = cfg.CONF
 
 #: livesnap's default ``[healthcheck] backends``.
-DEFAULT_BACKENDS = ['livesnap_database', 'livesnap_bus']
+DEFAULT_BACKENDS = healthcheck_conf.DEFAULT_BACKENDS
 
 #: Seconds the bus check waits for the broker.
 BUS_TIMEOUT = 3.0
 
 
-def set_defaults(conf=CONF):
-    """Register ``[healthcheck]`` and check the database and the bus
-    unless the operator lists other backends."""
-    conf.register_opts(healthcheck_opts.HEALTHCHECK_OPTS, group='healthcheck')
-    conf.set_default('backends', DEFAULT_BACKENDS, group='healthcheck')
+#: Register ``[healthcheck]`` with livesnap's defaults.
+set_defaults = healthcheck_conf.set_defaults
 
 
 class DatabaseCheck(pluginbase.HealthcheckBaseExtension):
@@ -53,7 +50,8 @@ class DatabaseCheck(pluginbase.HealthcheckBaseExtension):
 
 def broker_urls(conf=CONF):
     """kombu URLs of the brokers in ``[DEFAULT] transport_url``; none for
-    the in-memory bus (it lives in the process: always there)."""
+    the in-memory bus (it lives in the process: always there).
+    """
     url = rpc.messaging.TransportURL.parse(conf, conf.transport_url)
     if url.transport.startswith('kombu+memory'):
         return []

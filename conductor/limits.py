@@ -5,8 +5,8 @@ chain), so each disk's chain depth is bounded; each project's number of
 snapshots is bounded by a quota.
 """
 
-import sqlalchemy as sa
 from oslo_config import cfg
+import sqlalchemy as sa
 
 from conductor.db import models
 from conductor import exception

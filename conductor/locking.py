@@ -58,18 +58,18 @@ def disk_for_update(session, disk_id):
 
 def lock_project(session, project_id):
     """Serialise the quota decisions of one project: lock its servers'
-    rows (in a fixed order) until the transaction ends."""
+    rows (in a fixed order) until the transaction ends.
+    """
     session.execute(
         sa.select(models.Server.id)
         .where(models.Server.project_id == project_id)
         .order_by(models.Server.id).with_for_update())
 
 
-
-
 def unlock_others(session, op):
     """Release the locks ``op`` holds besides its own disk's (which
-    ``operations`` releases)."""
+    ``operations`` releases).
+    """
     for disk in session.scalars(sa.select(models.Disk).where(
             models.Disk.operation_id == op.id,
             models.Disk.id != op.disk_id)).all():

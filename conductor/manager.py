@@ -1,9 +1,10 @@
 """Server side of the conductor RPC API: thin endpoints for the agents.
 
 Each endpoint checks its arguments and calls the one module that does the
-work: ``reports`` (which applies a report through the explicit table in
-``operations.report_handlers`` and acknowledges it), ``operations`` (progress),
-``hosts`` (heartbeats).  See ``conductor.rpcapi`` for the version history.
+work: ``reports`` (which applies a report through ``dispatch`` and the
+explicit table in ``actions`` and acknowledges it), ``operations``
+(progress), ``hosts`` (heartbeats).  See ``conductor.rpcapi`` for the
+version history.
 """
 
 import logging

@@ -54,7 +54,8 @@ MERGE_SECONDS = prometheus_client.Histogram(
 
 def operation_ended(data):
     """Count an ended operation (the ``livesnap_object.data`` of its
-    notification)."""
+    notification).
+    """
     action = data['action']
     mode = data.get('mode') or ''
     OPERATIONS.labels(action, mode, data['status'],

@@ -235,7 +235,8 @@ def _send(session):
 
 def emit(event_type, data):
     """Send one notification; a failure is logged, never raised (the
-    operation it describes is already committed)."""
+    operation it describes is already committed).
+    """
     try:
         notifier = get_notifier()
         if not notifier.is_enabled():

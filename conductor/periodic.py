@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from conductor.db import api as db
 from conductor.db import models
 from conductor import deadlines
-from conductor import deletion
-from conductor import scheduler
+from conductor import dispatch
+from conductor import idempotency
+from conductor import schedule_runner
 from conductor import states
-from conductor import waiting
 from livesnap import context
 
 CONF = cfg.CONF
@@ -32,13 +32,14 @@ def finish_deferred_deletions():
             .where(models.Snapshot.status == states.DELETED).distinct()))
     started = 0
     for disk_id in disk_ids:
-        if deletion.finish_deferred(context.make(), disk_id):
+        if dispatch.finish_deferred(context.make(), disk_id):
             started += 1
     return started
 
 
-TASKS = [deadlines.check_overdue, waiting.start_waiting,
-         finish_deferred_deletions, scheduler.run_periodic]
+TASKS = [deadlines.check_overdue, dispatch.start_waiting,
+         finish_deferred_deletions, schedule_runner.run_periodic,
+         idempotency.purge_expired]
 
 
 class PeriodicRunner(object):

@@ -2,7 +2,7 @@
 
 An agent keeps each operation's report in its journal and sends it again
 until a conductor acknowledges it.  The acknowledgement goes out only
-after the report is committed (``operations.apply_report``), so a
+after the report is committed (``dispatch.apply_report``), so a
 conductor that dies while applying one leaves the agent to send it again
 to another conductor, seconds later, instead of the operation waiting for
 its deadline.  Applying a report twice is harmless: the second finds the
@@ -13,9 +13,9 @@ import logging
 
 from oslo_config import cfg
 
-from agent import faults
-from agent import rpcapi as agent_rpcapi
-from conductor import operations
+from conductor import agent_versions
+from conductor import dispatch
+from livesnap import faults
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ def apply_and_acknowledge(ctxt, operation_id, report, host=None):
         and the agent sends the report again.
     """
     faults.point('report', 'apply', 'before', CONF.conductor.fault_points)
-    applied = operations.apply_report(operation_id, report, ctxt)
+    applied = dispatch.apply_report(operation_id, report, ctxt)
     faults.point('report', 'apply', 'after', CONF.conductor.fault_points)
     if host:
         acknowledge(ctxt, host, operation_id)
@@ -42,9 +42,10 @@ def apply_and_acknowledge(ctxt, operation_id, report, host=None):
 
 def acknowledge(ctxt, host, operation_id):
     """Tell the agent on ``host`` that the report is applied; a lost
-    acknowledgement only means the report comes once more."""
+    acknowledgement only means the report comes once more.
+    """
     try:
-        agent_rpcapi.AgentAPI().ack_report(ctxt, host, operation_id)
+        agent_versions.client().ack_report(ctxt, host, operation_id)
     except Exception as exc:
         LOG.warning('Could not acknowledge the report of %(op)s to '
                     '%(host)s: %(error)s', {'op': operation_id,

@@ -10,13 +10,13 @@ child, which may let a logically deleted snapshot be finished.
 
 import logging
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
 from conductor import hosts
 from conductor import operations
-from conductor import creation
 from conductor import states
 from livesnap import locators
 from livesnap import tasks
@@ -28,14 +28,12 @@ def server_running(ctxt, server, disks):
     """Ask the host's agent whether a running VM uses one of ``disks``
     (the server's disk locators).  A server that cannot be running as far
     as livesnap knows (``livesnap.locators.may_run``: a QEMU server
-    registered without a QMP socket) is not asked about."""
+    registered without a QMP socket) is not asked about.
+    """
     if not locators.may_run(server.driver, disks):
         return False
     try:
-        agent = agent_rpcapi.AgentAPI()
-        if not agent.can_send_locators(server.host):
-            return bool(agent.server_running(ctxt, server.host,
-                                             tasks.legacy_server(disks)))
+        agent = agent_versions.client()
         return any(agent.disk_online(ctxt, server.host, disk)
                    for disk in disks)
     except Exception as exc:
@@ -49,7 +47,8 @@ def revert(ctxt, snapshot_id, project_id=None):
     """Revert a disk to a snapshot; waits (``pending``) if the disk is busy
     with the conductor's own deferred deletion.
 
-    :returns: the operation id.
+    :returns: (the operation id, the :class:`operations.Outgoing` to
+        send, or None if it waits).
     :raises: NotFound, InvalidState, ServerRunning, DiskBusy, HostDown
     """
     with db.transaction() as s:
@@ -81,12 +80,11 @@ def revert(ctxt, snapshot_id, project_id=None):
                  'operation %(op)s waits for the conductor\'s own work on '
                  'the disk', {'server': server.id, 'disk': disk.name,
                               'snap': snapshot_id, 'op': operation_id})
-        return operation_id
+        return operation_id, None
     LOG.info('Reverting %(server)s/%(disk)s to snapshot %(snap)s, '
              'operation %(op)s', {'server': server.id, 'disk': disk.name,
                                   'snap': snapshot_id, 'op': operation_id})
-    operations.dispatch(ctxt, sent)
-    return operation_id
+    return operation_id, sent
 
 
 def start_revert(session, op, server, disk, snap=None):
@@ -110,7 +108,6 @@ def start_revert(session, op, server, disk, snap=None):
 
 
 def apply_reverted(session, op, result):
-    result = tasks.locator_result(op.action, op.task, result)
     disk = session.get(models.Disk, op.disk_id)
     disk.locator = result['disk']
     disk.snapshot_id = op.snapshot_id

@@ -14,7 +14,7 @@ import os
 
 import sqlalchemy as sa
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from conductor import exception
@@ -94,13 +94,12 @@ def _agent_call(host, what, call):
     :raises: Conflict (the agent serves an RPC API below 1.5), HostDown
         (it does not answer)
     """
-    agent = agent_rpcapi.AgentAPI()
-    if not agent.can_send_version('1.5', host=host):
+    if agent_versions.DESCRIBE_VM not in agent_versions.capabilities(host):
         raise exception.Conflict(
             'The agent of host %s is too old to %s (it needs agent RPC API '
             '1.5); upgrade the agent first.' % (host, what))
     try:
-        return call(agent)
+        return call(agent_versions.client())
     except rpc.messaging.RPCVersionCapError:
         raise exception.Conflict(
             'The agent of host %s is too old to %s (it needs agent RPC API '

@@ -42,7 +42,8 @@ class ConductorService(object):
 
     def start(self):
         """:raises: livesnap.service.ConfigurationError before anything
-            starts if the API cannot work with its configuration."""
+            starts if the API cannot work with its configuration.
+        """
         if self.with_api:
             api_auth.check_config()
         if CONF.database.auto_migrate:

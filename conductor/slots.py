@@ -40,7 +40,8 @@ def check_timezone(name):
 
 def check_cron(expression):
     """:raises: BadRequest unless ``expression`` is a valid five-field cron
-    expression (minute hour day-of-month month day-of-week)."""
+    expression (minute hour day-of-month month day-of-week).
+    """
     if len(expression.split()) != 5 or not croniter.croniter.is_valid(
             expression):
         raise exception.BadRequest(

@@ -2,9 +2,10 @@
 
 Every status change goes through ``operations.set_status`` or
 ``db.operation_transition`` (operations) or ``check_snapshot`` (snapshots),
-which refuse a change that is not in these tables.  Status changes are made against the status the caller
-expects (a compare-and-set, or under a row lock), so a late writer can
-never put an ended operation back to ``running``.
+which refuse a change that is not in these tables.  Status changes are
+made against the status the caller expects (a compare-and-set, or under a
+row lock), so a late writer can never put an ended operation back to
+``running``.
 
 Operations:
 

@@ -20,6 +20,7 @@ from oslo_upgradecheck import upgradecheck
 import sqlalchemy as sa
 
 from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.api import auth
 from conductor.api import loader as api_loader
 from conductor.db import api as db
@@ -70,8 +71,12 @@ class Checks(upgradecheck.UpgradeCommands):
 
     def _check_agents(self):
         """Agents that are up speak an RPC version the conductor can pin
-        to; agents older than the conductor are named (they get tasks in
-        the old format until upgraded)."""
+        to; agents older than the conductor are named (they get what
+        their version takes until upgraded).  A host whose agent last
+        reported a version older than ``agent_versions.MINIMUM`` (or none),
+        up or not, is a failure: this conductor ignores its heartbeats and
+        sends it nothing.
+        """
         ours = _version_tuple(agent_rpcapi.RPC_API_VERSION)
         try:
             with db.transaction() as s:
@@ -82,6 +87,18 @@ class Checks(upgradecheck.UpgradeCommands):
             return upgradecheck.Result(
                 upgradecheck.Code.FAILURE,
                 'Cannot reach the database: %s' % (exc.orig,))
+        unsupported = sorted(
+            '%s (%s%s)' % (name, version or 'no version',
+                           '' if alive else ', down')
+            for name, version, alive in hosts
+            if not agent_versions.supported(version or '1.0'))
+        if unsupported:
+            return upgradecheck.Result(
+                upgradecheck.Code.FAILURE,
+                'Agents older than agent API %s, the oldest this conductor '
+                'serves: %s. Upgrade them before starting the new '
+                'conductors (see docs/upgrading.md).'
+                % (agent_versions.MINIMUM, ', '.join(unsupported)))
         up = [(name, version) for name, version, alive in hosts if alive]
         if not up:
             return upgradecheck.Result(
@@ -112,7 +129,8 @@ class Checks(upgradecheck.UpgradeCommands):
     def _check_operations(self):
         """No operation has been running for hours (restarting the
         conductors does not lose one, but one stuck that long wants an
-        operator's look first: ``livesnap-manage audit``)."""
+        operator's look first: ``livesnap-manage audit``).
+        """
         cutoff = models.utcnow() - STUCK_AFTER
         try:
             with db.transaction() as s:

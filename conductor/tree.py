@@ -63,7 +63,8 @@ def linked_clones(session, snap):
 
 def origin_locator(session, disk):
     """The layer a linked clone disk's lowest layer is built on (its
-    source snapshot's), or None for any other disk."""
+    source snapshot's), or None for any other disk.
+    """
     if disk.clone_mode != 'linked' or not disk.clone_of:
         return None
     origin = session.get(models.Snapshot, disk.clone_of)
@@ -88,7 +89,8 @@ def depth(session, disk, snaps=None):
 
 def deferred(session, disk):
     """Logically deleted snapshots that can now be finished, deepest
-    first: those left with one child or none."""
+    first: those left with one child or none.
+    """
     snaps = db.snapshots_of_disk(session, disk.id)
     by_id = {x.id: x for x in snaps}
 

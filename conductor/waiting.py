@@ -16,32 +16,24 @@ finds the disk busy with a tenant's operation, is answered 409
 ``disk_busy`` as before.
 
 Waiting operations are started by whoever frees the disk (the report of
-the operation that held it, see ``operations.apply_report``) and, as a
-backstop, by the periodic task.
+the operation that held it, see ``dispatch.apply_report``) and, as a
+backstop, by the periodic task; this module decides, and
+``conductor.dispatch`` sends what it started.
 """
 
 import logging
 
+from conductor import actions
 from conductor.db import api as db
-from conductor import deletion
 from conductor import exception
 from conductor import locking
 from conductor import operations
-from conductor import revert
-from conductor import creation
 from conductor import states
-from livesnap import context
 
 LOG = logging.getLogger(__name__)
 
-_STARTERS = {
-    'create': creation.start_create,
-    'delete': deletion.start_delete,
-    'revert': revert.start_revert,
-}
 
-
-def start_next(ctxt, disk_id):
+def start_next(disk_id):
     """Start the disk's oldest waiting operation if the disk is free.
 
     :returns: (operation id, the :class:`operations.Outgoing` to
@@ -57,7 +49,7 @@ def start_next(ctxt, disk_id):
         if op is None:
             return None
         try:
-            send = _STARTERS[op.action](s, op, disk.server, disk)
+            send = actions.starter(op.action)(s, op, disk.server, disk)
         except exception.LivesnapException as exc:
             _refuse(s, op, exc)
             return op.id, None
@@ -69,7 +61,7 @@ def start_next(ctxt, disk_id):
 
 def _refuse(session, op, exc):
     """End a waiting operation that can no longer be done, with why."""
-    on_failure = operations.report_handlers(op.action)[1]
+    on_failure = actions.report_handlers(op.action)[1]
     op.error = '%s: %s' % (exc.code, exc)
     on_failure(session, op, {'status': states.FAILED, 'error': op.error,
                              'error_code': exc.code})
@@ -77,35 +69,3 @@ def _refuse(session, op, exc):
     LOG.warning('Waiting operation %(op)s (%(action)s) refused when it '
                 'could start: %(error)s', {'op': op.id, 'action': op.action,
                                            'error': op.error})
-
-
-def start_work_waiting_for_disk(ctxt, disk_id):
-    """The disk's lock was released: start what waits for it, tenants
-    first, then the conductor's own deferred deletions."""
-    ctxt = ctxt or context.make()
-    # Bounded: each round ends one waiting operation or returns.
-    for _ in range(100):
-        started = start_next(ctxt, disk_id)
-        if started is None:
-            break
-        sent = started[1]
-        if sent is not None:
-            operations.dispatch(ctxt, sent)
-            return
-    deletion.finish_deferred(ctxt, disk_id)
-
-
-def start_waiting():
-    """Periodic backstop: start waiting operations whose disk is free.
-
-    :returns: the number of disks looked at.
-    """
-    with db.transaction() as s:
-        disk_ids = db.disks_with_queued_operations(s)
-    for disk_id in disk_ids:
-        try:
-            start_work_waiting_for_disk(context.make(), disk_id)
-        except Exception:
-            LOG.exception('Could not start the operations waiting for disk '
-                          '%(disk)s', {'disk': disk_id})
-    return len(disk_ids)

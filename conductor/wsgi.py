@@ -35,7 +35,8 @@ CONFIG_DIR_ENV = 'OS_LIVESNAP_CONFIG_DIR'
 
 def config_args(environ=None):
     """The oslo.config command line for the files and directory named in
-    the environment; empty (default files) when neither is set."""
+    the environment; empty (default files) when neither is set.
+    """
     environ = os.environ if environ is None else environ
     args = []
     for path in (environ.get(CONFIG_FILES_ENV) or '').split(';'):
@@ -48,7 +49,8 @@ def config_args(environ=None):
 
 def init_application(environ=None):
     """Parse the configuration, set up logging, return the WSGI app (the
-    pipeline of ``[wsgi] api_paste_config``)."""
+    pipeline of ``[wsgi] api_paste_config``).
+    """
     service.prepare('livesnap-api', config_args(environ))
     return api_loader.load_app()
 

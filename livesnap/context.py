@@ -41,7 +41,8 @@ class RequestContext(oslo_context.RequestContext):
 
     def update_store(self):
         """Make this the thread's current context (unless being made with
-        ``overwrite=False``)."""
+        ``overwrite=False``).
+        """
         if self._store_on_init:
             super().update_store()
 
@@ -70,7 +71,8 @@ def make(project_id=None, roles=(), request_id=None, global_request_id=None):
 def set_current(request_id, global_request_id=None):
     """Make ``request_id`` this thread's current request (for logs and for
     :func:`make`) until another one is set: each API request and each RPC
-    message sets its own, so none outlives the next."""
+    message sets its own, so none outlives the next.
+    """
     return RequestContext(request_id=request_id,
                           global_request_id=global_request_id,
                           overwrite=True)
@@ -78,7 +80,8 @@ def set_current(request_id, global_request_id=None):
 
 class RequestIdFilter(logging.Filter):
     """Adds ``%(request_ids)s`` to each record: the thread's current request
-    id, then the global one if any (``req-A req-B``), or ``-``."""
+    id, then the global one if any (``req-A req-B``), or ``-``.
+    """
 
     def filter(self, record):
         current = oslo_context.get_current()

@@ -18,8 +18,8 @@ the conductor:
   default quiesce);
 * ``file_kind``: what a file the audit found in the image directories
   is, by its name;
-* ``LAYER_FILE`` and ``WORK_SUFFIX``: the file names the QEMU driver gives
-  its layers, which the tasks of agent RPC 1.3 spell out.
+* ``WORK_SUFFIX``: what the drivers' image work appends to a file's
+  name.
 
 The agent's side of the same knowledge (where a new layer goes, what a
 locator may name, what a chain really is) is the driver's:
@@ -32,10 +32,6 @@ import re
 #: default)
 DEFAULT_DRIVER = 'qemu'
 
-#: a QEMU (and libvirt) layer's file name for a layer name: the qemu
-#: driver's ``layer_locator`` rule, which legacy tasks spell out
-LAYER_FILE = '%s.qcow2'
-
 #: what the drivers' image work appends to a layer's file name while it
 #: works on it (``agent.images``): a purge's ``.deleted``, a copy's
 #: ``.tmp``
@@ -44,7 +40,8 @@ WORK_SUFFIX = re.compile(r'(\.deleted|\.tmp(-[0-9]+)?)$')
 
 class Locators(object):
     """One driver's locator rules, as the conductor needs them.  The
-    defaults suit a driver whose locators the agent alone makes."""
+    defaults suit a driver whose locators the agent alone makes.
+    """
 
     #: the driver's name (the ``driver`` tag of its locators)
     name = None
@@ -53,7 +50,8 @@ class Locators(object):
 
     def server_columns(self, server):
         """The columns of a ``servers`` row that a registration by disk
-        paths fills besides the common ones."""
+        paths fills besides the common ones.
+        """
         return {}
 
     def registered_disk(self, server, disk):
@@ -69,32 +67,37 @@ class Locators(object):
     def cloned_disk(self, image, siblings):
         """The disk locator of a new disk made from the image locator
         ``image`` (a clone's), for a server whose other disks have the
-        locators ``siblings``: the image's, until the disk is attached."""
+        locators ``siblings``: the image's, until the disk is attached.
+        """
         return dict(image)
 
     def may_run(self, disks):
         """False if a server whose disks have the locators ``disks``
         cannot be running as far as livesnap knows (its agent is then not
-        asked)."""
+        asked).
+        """
         return True
 
     def has_guest_agent(self, disk):
         """True if the VM of the disk locator ``disk`` has a guest agent
-        channel livesnap can quiesce it through."""
+        channel livesnap can quiesce it through.
+        """
         return False
 
 
 class QemuLocators(Locators):
     """``agent.driver.qemu``: a disk is its live layer's file and the QMP
     socket (and guest agent channel) of the QEMU that runs it, both given
-    at registration."""
+    at registration.
+    """
 
     name = 'qemu'
     layer_suffix = '.qcow2'
 
     def server_columns(self, server):
         """The server's QMP socket (``servers.qmp_socket``, a copy of its
-        disks' own, for the admins' view of the server)."""
+        disks' own, for the admins' view of the server).
+        """
         return {'qmp_socket': server.get('qmp_socket')}
 
     def registered_disk(self, server, disk):
@@ -109,7 +112,8 @@ class QemuLocators(Locators):
     def cloned_disk(self, image, siblings):
         """The image's locator with the server's QMP socket, as
         ``registered_disk`` gives its disks (None: a server registered
-        without one)."""
+        without one).
+        """
         sockets = [d.get('qmp_socket') for d in siblings
                    if (d or {}).get('driver') == self.name
                    and d.get('qmp_socket')]
@@ -117,7 +121,8 @@ class QemuLocators(Locators):
 
     def may_run(self, disks):
         """A server registered without a QMP socket never runs as far as
-        livesnap knows."""
+        livesnap knows.
+        """
         return any((d or {}).get('qmp_socket') for d in disks)
 
     def has_guest_agent(self, disk):
@@ -126,7 +131,8 @@ class QemuLocators(Locators):
 
 class LibvirtLocators(Locators):
     """``agent.driver.libvirt``: the agent describes a domain's disks at
-    registration (``Driver.list_vms``); its layers are qcow2 files."""
+    registration (``Driver.list_vms``); its layers are qcow2 files.
+    """
 
     name = 'libvirt'
     layer_suffix = '.qcow2'
@@ -137,13 +143,15 @@ class LibvirtLocators(Locators):
         driver reads it when it freezes (``quiesce`` then defaults to
         ``preferred``, and a snapshot of a domain without the channel
         says so in its ``consistency_reason``; ``required`` fails there
-        with ``quiesce_failed``)."""
+        with ``quiesce_failed``).
+        """
         return bool(disk)
 
 
 class FakeLocators(Locators):
     """``agent.driver.fake``: a disk locator names its VM (``vm``), None
-    for a disk no VM uses."""
+    for a disk no VM uses.
+    """
 
     name = 'fake'
 
@@ -157,7 +165,8 @@ _DRIVERS = {c.name: c() for c in (QemuLocators, LibvirtLocators,
 
 def for_driver(name):
     """The locator rules of driver ``name`` (the defaults of ``Locators``
-    for a driver this module does not know)."""
+    for a driver this module does not know).
+    """
     return _DRIVERS.get(name) or Locators()
 
 
@@ -167,14 +176,16 @@ def _driver_of(locator):
 
 def server_columns(server):
     """See ``Locators.server_columns``; ``server`` is the request's server
-    object (its ``driver``, else ``DEFAULT_DRIVER``)."""
+    object (its ``driver``, else ``DEFAULT_DRIVER``).
+    """
     return for_driver(server.get('driver') or DEFAULT_DRIVER).server_columns(
         server)
 
 
 def registered_disk(server, disk):
     """See ``Locators.registered_disk``; the driver as in
-    ``server_columns``."""
+    ``server_columns``.
+    """
     return for_driver(server.get('driver') or DEFAULT_DRIVER).\
         registered_disk(server, disk)
 
@@ -197,7 +208,8 @@ def has_guest_agent(disk):
 def file_kind(path):
     """What kind of file ``path`` (one the audit found in a host's image
     directories) is, by its name: a leftover of image work, a layer of
-    one of the drivers, or a file."""
+    one of the drivers, or a file.
+    """
     if path.endswith('.deleted'):
         return 'the file of a deleted image that was never unlinked'
     if WORK_SUFFIX.search(path):

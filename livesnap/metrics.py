@@ -8,8 +8,8 @@ metrics themselves are defined in ``conductor.metrics`` and
 
 import logging
 
-import prometheus_client
 from oslo_config import cfg
+import prometheus_client
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)

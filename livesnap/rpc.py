@@ -18,8 +18,8 @@ with warnings.catch_warnings():
     warnings.simplefilter('ignore')
     import oslo_messaging as messaging
     from oslo_messaging.notify import notifier as messaging_notifier
-    from oslo_messaging import transport as messaging_transport
     from oslo_messaging.rpc import dispatcher as rpc_dispatcher
+    from oslo_messaging import transport as messaging_transport
 
 from kombu.transport import memory as kombu_memory
 
@@ -102,7 +102,8 @@ class ContextSerializer(messaging.NoOpSerializer):
     the current context of the thread that dispatches the message, so the
     endpoint's log lines carry its request ids.  A message of an older
     process (a dict of ``project_id``, ``roles``, ``request_id``,
-    ``global_request_id``) reads the same."""
+    ``global_request_id``) reads the same.
+    """
 
     def serialize_context(self, ctxt):
         if isinstance(ctxt, oslo_context.RequestContext):

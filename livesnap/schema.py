@@ -9,7 +9,8 @@ import jsonschema
 
 def _ecma_pattern(validator, pattern, instance, schema):
     """``pattern`` as JSON Schema means it (ECMA-262): ``$`` is the end of
-    the string, not "before a final newline" as in Python's ``re``."""
+    the string, not "before a final newline" as in Python's ``re``.
+    """
     if not validator.is_type(instance, 'string'):
         return
     if (re.search(pattern, instance) is None
@@ -26,7 +27,8 @@ _VALIDATORS = {}
 
 def _validator(schema):
     """The validator of ``schema`` (schemas are module constants: building
-    a validator on every request or task costs more than the check)."""
+    a validator on every request or task costs more than the check).
+    """
     entry = _VALIDATORS.get(id(schema))
     if entry is None or entry[0] is not schema:
         entry = _VALIDATORS[id(schema)] = (schema, Validator(schema))
@@ -35,7 +37,8 @@ def _validator(schema):
 
 def first_error(instance, schema):
     """The most relevant error of ``instance`` against ``schema``, or None;
-    a valid instance is checked once, without collecting errors."""
+    a valid instance is checked once, without collecting errors.
+    """
     checker = _validator(schema)
     if checker.is_valid(instance):
         return None

@@ -31,7 +31,8 @@ def prepare(prog, argv=None):
     standard error when no destination is named).  Every handler gets
     the ``%(request_ids)s`` of :class:`livesnap.context.RequestIdFilter`
     that livesnap's default format strings (``livesnap.conf.LOG_FORMAT``)
-    show."""
+    show.
+    """
     CONF(sys.argv[1:] if argv is None else argv, project='livesnap',
          prog=prog, version=version.VERSION)
     if not (CONF.log_file or CONF.log_dir or CONF.use_journal or

@@ -203,14 +203,16 @@ def _layer_name(path):
 
 # -- 1. online create -------------------------------------------------------
 def _journal_listener(directory, op_id):
-    """The agent's own write-ahead journal listener (agent.tasks), on a
-    journal in ``directory``: what the agent adds around each step."""
+    """The agent's own write-ahead journal listener (agent.task_runner), on
+    journal in ``directory``: what the agent adds around each step.
+    """
     import types
+
     from agent import journal
-    from agent import tasks
+    from agent import task_runner
     from livesnap import conf  # noqa: F401  (registers [agent] options)
     runner = types.SimpleNamespace(journal=journal.Journal(directory))
-    return tasks.TaskRunner._journal_listener(runner, 'create', op_id)
+    return task_runner.TaskRunner._journal_listener(runner, 'create', op_id)
 
 
 def _create_by_design(driver, disk, new, listener=None):
@@ -227,7 +229,8 @@ def _create_by_design(driver, disk, new, listener=None):
 
 def _create_inside_pause(session, state, new):
     """The naive order: stop, qemu-img create, blockdev-add,
-    blockdev-snapshot, cont.  ``state`` carries the current top node."""
+    blockdev-snapshot, cont.  ``state`` carries the current top node.
+    """
     from agent.driver.qemu import graph
     from agent import images
     node = graph.node_name_for(new)
@@ -333,9 +336,10 @@ def bench_create(opts):
                  'pause (writing the batch, reading stop\'s answer); pivot = '
                  'the step pivot (reading blockdev-snapshot\'s answer); '
                  'overlay create = step prepare (qemu-img create, fsyncs, '
-                 'blockdev-add); the journal row adds agent.tasks\' '
-                 'write-ahead journal listener (nothing written inside the '
-                 'pause). The inside-pause and floor rows are by hand, '
+                 'blockdev-add); the journal row adds '
+                 'agent.task_runner\'s write-ahead journal listener '
+                 '(nothing written inside the pause). The inside-pause and '
+                 'floor rows are by hand, '
                  'each reply awaited, timed by the client (stop sent .. '
                  'cont answered).')
     return {'rows': rows, 'notes': notes}
@@ -428,7 +432,8 @@ def bench_merge_online(opts):
         'copy = step prepare (the block job copying while the VM runs, '
         'then an fsync); merge = step merge (reading job-finalize\'s '
         'answer, or waiting for the commit job to end); delete = step '
-        'delete, after the resume (blockdev-del, rename); stream: block-stream of the snapshot into the live layer, then '
+        'delete, after the resume (blockdev-del, rename); stream: '
+        'block-stream of the snapshot into the live layer, then '
         'stop, job-finalize, cont in one write; pause_ms = QEMU\'s '
         'STOP..RESUME; commit: the live layer (64 KiB) is committed into the '
         'snapshot (block-commit, job-complete: QEMU drains the disk\'s I/O '
@@ -518,7 +523,8 @@ def _server_ms(op):
 
 def _drive(dep, n, data, vm_dir, rss_probe=None):
     """Boot a VM, register it, N creates then N deletes through the API.
-    Returns latencies and (via ``rss_probe``) memory samples."""
+    Returns latencies and (via ``rss_probe``) memory samples.
+    """
     from agent import images
     from livesnap_tools import testvm
     base = os.path.join(dep.image_dir, 'srv-vda.qcow2')
@@ -569,9 +575,9 @@ def _drive(dep, n, data, vm_dir, rss_probe=None):
 
 
 def run_inprocess(opts):
-    from livesnap_tools import fixtures
     from conductor.db import api as db
     from livesnap import rpc
+    from livesnap_tools import fixtures
     tmp = pathlib.Path(JANITOR.tmpdir())
     conf = fixtures.ConfFixture()
     dep = None
@@ -599,7 +605,8 @@ _PROCESS_RESULT = {}
 
 def run_processes(opts):
     """Conductor and agent as processes over RabbitMQ (+ PostgreSQL if
-    reachable, else SQLite).  Cached: e2e and memory share one run."""
+    reachable, else SQLite).  Cached: e2e and memory share one run.
+    """
     if 'error' in _PROCESS_RESULT:
         raise RuntimeError('the multi-process run failed earlier: %s'
                            % _PROCESS_RESULT['error'])
@@ -621,7 +628,8 @@ def _private_vhost(result):
     control_exchange only names the exchange), so every livesnap conductor
     on one vhost consumes from the same ``livesnap-conductor`` queue: a
     benchmark on ``/`` would take other deployments' heartbeats and reports
-    (and they ours).  A vhost isolates queues."""
+    (and they ours).  A vhost isolates queues.
+    """
     from livesnap_tools import fixtures
     try:
         name = fixtures.rabbit_add_vhost()
@@ -641,7 +649,8 @@ def _private_vhost(result):
 def process_deployment(result):
     """Conductor and agent processes on RabbitMQ (a private vhost) and
     PostgreSQL (or SQLite), cleaned up by the janitor; None (and
-    ``result['skipped']``) without RabbitMQ."""
+    ``result['skipped']``) without RabbitMQ.
+    """
     from livesnap_tools import fixtures
     if not fixtures.rabbit_available():
         result['skipped'] = 'RabbitMQ at 127.0.0.1:5672 not reachable'

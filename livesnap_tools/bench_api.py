@@ -53,7 +53,8 @@ class _Client(object):
 
     def request(self, method, path, body=None):
         """:returns: (status, parsed JSON body); raises OSError and
-            http.client errors after dropping the connection."""
+            http.client errors after dropping the connection.
+        """
         if self.conn is None:
             self.conn = http.client.HTTPConnection(self.host, self.port,
                                                    timeout=30)

@@ -100,7 +100,7 @@ def measure(n):
                  for m in lvdriver.PAUSE_MODES for i in range(n)]
         chain = [base] + chain
         while len(chain) > 2:
-            snap, parent, child = chain[-2], chain[-3], chain[-1]
+            snap, parent = chain[-2], chain[-3]
             rec = StepRecorder()
             res = drv.merge(disk, lvdriver.image_locator(snap),
                             lvdriver.image_locator(parent), disk, rec,

@@ -155,7 +155,8 @@ VARIANTS = (
 
 def bench_pause(opts, start_vm, summary, tmpdir, busy_threads=3):
     """Run every variant idle and busy; ``start_vm(directory)`` returns
-    ``(vm, base_image)``."""
+    ``(vm, base_image)``.
+    """
     rows = []
     for load in ('idle', 'busy'):
         for key, what in VARIANTS:

@@ -192,7 +192,8 @@ def _qemu_pid_alive(pid):
 
 def vm_running(qmp_socket):
     """The pid of the QEMU serving ``qmp_socket`` (or True if it answers
-    without a pidfile), else None."""
+    without a pidfile), else None.
+    """
     from agent.driver.qemu import qmp
     pid = _pid_from(qmp_socket + ".pid")
     if qmp.is_running(qmp_socket, timeout=5.0):
@@ -318,7 +319,8 @@ class Settings(object):
 
 def do_boot(st):
     """Boot a fresh VM and register it; if already registered, boot it on
-    its current active image (like --start)."""
+    its current active image (like --start).
+    """
     server = st.registered()
     if server is not None:
         say("server %s is already registered (project %s, host %s)"
@@ -547,7 +549,8 @@ DOMAIN_PREFIX = "livesnap-"
 def domain_main(argv):
     """Boot the demo VM as a libvirt domain and register it by domain
     (``tools/run --driver libvirt``), or ``--stop``: destroy and undefine
-    it.  libvirtd is started if it does not run (and left running)."""
+    it.  libvirtd is started if it does not run (and left running).
+    """
     import uuid as uuidlib
     p = argparse.ArgumentParser(prog="livesnap_tools.demo domain")
     p.add_argument("--config-file", required=True)
@@ -647,6 +650,7 @@ def wait_ready_main(argv):
         time.sleep(0.3)
     # The agent's first heartbeat: read it as the conductor does.
     from oslo_config import cfg
+
     from livesnap import conf as _conf  # noqa: F401
     cfg.CONF(["--config-file", args.config_file], project="livesnap",
              default_config_files=[], default_config_dirs=[])

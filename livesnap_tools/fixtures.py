@@ -188,7 +188,8 @@ class FakeConductor(object):
 
 def api_error(dep, method, path, body=None, token='p1-token', raw=None):
     """Send a request that must fail; check the JSON error shape (and that
-    no trace leaks) and return ``(status, error code)``."""
+    no trace leaks) and return ``(status, error code)``.
+    """
     status, payload = dep.api(method, path, body, token, raw=raw)
     assert isinstance(payload, dict) and set(payload) == {'error'}, payload
     assert set(payload['error']) == {'code', 'message'}

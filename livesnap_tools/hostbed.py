@@ -38,10 +38,10 @@ import sys
 import time
 import uuid
 
-from livesnap_tools.chaos import services
-from livesnap_tools import testvm
 from livesnap_tools import broker
+from livesnap_tools.chaos import services
 from livesnap_tools import fixtures
+from livesnap_tools import testvm
 
 #: options that make host failures show within seconds
 CONDUCTOR_FAST = ('[conductor]\nhost_down_time = 3\nperiodic_interval = 0.5\n'
@@ -69,7 +69,8 @@ def _ip(*args, check=True):
 
 def unavailable():
     """Why the bed cannot run here, or None: it needs root, ``ip netns``,
-    RabbitMQ, PostgreSQL and QEMU."""
+    RabbitMQ, PostgreSQL and QEMU.
+    """
     if os.geteuid() != 0:
         return 'not root'
     try:
@@ -99,7 +100,8 @@ def free_net():
 class BridgeRabbit(broker.PrivateRabbit):
     """A private RabbitMQ node that listens on ``address`` only and lets
     ``guest`` in from the network (RabbitMQ allows it on loopback only
-    by default)."""
+    by default).
+    """
 
     def __init__(self, address, port, dist_port):
         super().__init__(port, dist_port)
@@ -121,7 +123,8 @@ class HostVM(testvm.TestVM):
     """A ``-M none`` test VM run inside a host's namespace, with a second
     QMP monitor for the bed's own checks (the first is the agent's; a QMP
     socket serves one client at a time).  :meth:`session`, and so
-    :meth:`status`, :meth:`write` and :meth:`flush`, use the second."""
+    :meth:`status`, :meth:`write` and :meth:`flush`, use the second.
+    """
 
     def __init__(self, netns, image, qmp_socket, monitor_socket, name):
         super().__init__(image, qmp_socket, name=name, timeout=30.0)
@@ -214,7 +217,8 @@ class HostBed(fixtures.APIClientMixin):
     # -- network ----------------------------------------------------------
     def make_network(self):
         """The bridge with ``NET.1`` and a namespace per host, each with
-        its veth as ``eth0`` at its own address."""
+        its veth as ``eth0`` at its own address.
+        """
         _ip('link', 'add', self.bridge, 'type', 'bridge')
         self.made['bridge'] = self.bridge
         self.save()
@@ -243,7 +247,8 @@ class HostBed(fixtures.APIClientMixin):
 
     def cut(self, host):
         """Cut ``host`` off the network (its veth down); nothing else of
-        it changes."""
+        it changes.
+        """
         _ip('link', 'set', self.veths[host], 'down')
 
     def restore(self, host):
@@ -340,7 +345,8 @@ class HostBed(fixtures.APIClientMixin):
     def restart_agent(self, host, extra=None, timeout=120):
         """Stop ``host``'s agent and start it again, from now on with
         ``extra`` as its own configuration if given (as ``agent_extra``);
-        returns once the new agent's heartbeats reach the conductor."""
+        returns once the new agent's heartbeats reach the conductor.
+        """
         if extra is not None:
             self.agent_extra[host] = extra
         before = self.host_records()[host]['agent_started_at']
@@ -386,7 +392,8 @@ class HostBed(fixtures.APIClientMixin):
 
     def start(self):
         """Network, services, a conductor, every host's agent.  On failure
-        everything made so far is removed."""
+        everything made so far is removed.
+        """
         try:
             self.make_network()
             self.start_services()
@@ -403,7 +410,8 @@ class HostBed(fixtures.APIClientMixin):
     # -- VMs ----------------------------------------------------------------
     def add_vm(self, host, name, size=64 * 1024 * 1024):
         """Create a disk in ``host``'s image directory and boot a VM on it
-        inside ``host``'s namespace.  :returns: the :class:`HostVM`."""
+        inside ``host``'s namespace.  :returns: the :class:`HostVM`.
+        """
         from agent import images
         image = self.host_dir(host, 'images/%s-vda.qcow2' % name)
         images.create_base(image, size)
@@ -450,7 +458,8 @@ class HostBed(fixtures.APIClientMixin):
 
 def _pid_is(pid, mark):
     """True if ``pid`` runs and its command line names ``mark`` (so a
-    recycled pid is never signalled)."""
+    recycled pid is never signalled).
+    """
     if not pid or not testvm._pid_alive(pid):
         return False
     try:
@@ -490,7 +499,8 @@ def teardown(record):
     """Remove what :meth:`HostBed.describe` lists: its processes (and any
     other process left in its namespaces), the namespaces, the bridge,
     the broker and the database.  Goes on past errors; :raises: BedError
-    at the end naming what could not be removed."""
+    at the end naming what could not be removed.
+    """
     errors = []
     procs = record.get('procs') or {}
     pids = [p['pid'] for p in procs.values()

@@ -150,7 +150,8 @@ def domain_xml(name, uuid, disks, guest_agent=False):
     and sits in its firmware: enough for disk snapshots.  QEMU runs as
     root (a static DAC label), so the images may live anywhere.  With
     ``guest_agent`` it has the guest agent's channel, which no agent in
-    the guest ever answers on."""
+    the guest ever answers on.
+    """
     return DOMAIN_XML % {
         'channel': GUEST_AGENT_XML if guest_agent else '',
         'name': name, 'uuid': uuid,

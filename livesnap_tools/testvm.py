@@ -127,7 +127,8 @@ class TestVM(object):
 
     def kill(self):
         """SIGKILL QEMU, wait until it is gone, remove socket and pidfile.
-        Safe to call at any time, repeatedly."""
+        Safe to call at any time, repeatedly.
+        """
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -228,7 +229,8 @@ class TestVM(object):
 
     def write(self, pattern, offset, length, node=None):
         """Write ``length`` bytes of byte ``pattern`` at ``offset`` through
-        QEMU's block layer into the top node (or ``node``)."""
+        QEMU's block layer into the top node (or ``node``).
+        """
         node = node or self.top_node()
         size = [n for n in self.nodes() if n["node-name"] == node]
         if size and offset + length > size[0]["image"]["virtual-size"]:

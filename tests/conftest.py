@@ -21,7 +21,8 @@ def pytest_report_header(config):
 def _root_logging_restored():
     """Leave the root logger as each test found it: a command run in
     process (``livesnap-manage``, oslo.log's set-up) adds handlers bound to
-    the test's captured streams, which later tests would write to closed."""
+    the test's captured streams, which later tests would write to closed.
+    """
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield
@@ -108,7 +109,8 @@ def rabbit_url():
 def libvirt_up():
     """libvirtd answering at qemu:///system for the libvirt tests:
     started for this run if it does not run yet (root only) and stopped at
-    the end of the run if it was started here; skipped without libvirt."""
+    the end of the run if it was started here; skipped without libvirt.
+    """
     from livesnap_tools import libvirtd
     reason = libvirtd.why_unavailable()
     if reason:

@@ -52,7 +52,8 @@ class Driver(metaclass=abc.ABCMeta):
         """The constructor's keyword arguments as the configuration
         ``conf`` sets them: the one way a driver gets its settings (the
         loader, ``agent.driver.load``, passes them; a driver never reads
-        the configuration itself).  None here."""
+        the configuration itself).  None here.
+        """
         return {}
 
     # -- locators -----------------------------------------------------------
@@ -77,32 +78,37 @@ class Driver(metaclass=abc.ABCMeta):
 
     def host_info(self):
         """What the agent reports in its heartbeat about this backend
-        (``{"driver": name, "image_dirs": [...]}`` at least)."""
+        (``{"driver": name, "image_dirs": [...]}`` at least).
+        """
         return {'driver': self.name, 'image_dirs': self.image_dirs}
 
     @abc.abstractmethod
     def list_vms(self):
         """The VMs this host runs that the driver can see, registered or
         not: a list of ``{"name", "uuid", "running", "disks": [{"name",
-        "locator"}]}``."""
+        "locator"}]}``.
+        """
 
     # -- the disk's state -------------------------------------------------
     @abc.abstractmethod
     def is_online(self, disk):
         """True if a running VM uses the disk (snapshots are then taken
-        live, with a pause), False if it is shut off (image work only)."""
+        live, with a pause), False if it is shut off (image work only).
+        """
 
     @abc.abstractmethod
     def resume(self, disk):
         """Resume the VM of ``disk`` if it is paused (the journal replay
-        after a crash inside a pause).  :returns: True if it was resumed."""
+        after a crash inside a pause).  :returns: True if it was resumed.
+        """
 
     # -- the patent's methods ---------------------------------------------
     @abc.abstractmethod
     def layer_locator(self, disk, layer_name):
         """Where a new layer named ``layer_name`` (ids only, chosen by the
         conductor, unique) goes for ``disk``: an image locator.  Pure: the
-        same arguments always give the same locator."""
+        same arguments always give the same locator.
+        """
 
     # -- quiesce ------------------------------------------------------------
     def can_quiesce(self, disk):
@@ -111,7 +117,8 @@ class Driver(metaclass=abc.ABCMeta):
         and ``thaw``) or says in its result why it could not, and thaws a
         guest left frozen with :meth:`thaw_guest`.  False (this default):
         the caller makes the snapshot crash-consistent, or refuses a
-        ``required`` quiesce, without asking the driver."""
+        ``required`` quiesce, without asking the driver.
+        """
         return False
 
     def thaw_guest(self, disk):
@@ -168,7 +175,8 @@ class Driver(metaclass=abc.ABCMeta):
         """Delete a layer nothing is built on (no children): an image
         locator, or a disk locator for a disk's old live layer (what a
         revert discards).  Refuses an image a process holds open
-        (ImageInUse); one already gone is no error.  :returns: ``{}``."""
+        (ImageInUse); one already gone is no error.  :returns: ``{}``.
+        """
 
     @abc.abstractmethod
     def merge(self, disk, snapshot, parent, child, rec, progress=None,
@@ -238,4 +246,5 @@ class Driver(metaclass=abc.ABCMeta):
     def remove(self, path):
         """Remove an orphaned file found by the audit (a ``path`` of
         ``inspect``'s ``files``; refuses open ones and anything outside
-        ``image_dirs``).  :returns: ``{"removed": bool, "error": str}``."""
+        ``image_dirs``).  :returns: ``{"removed": bool, "error": str}``.
+        """

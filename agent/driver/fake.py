@@ -65,7 +65,7 @@ class FakeDriver(base.Driver):
     def image(self, path):
         return {'driver': self.name, 'path': path}
 
-    # -- locators --------------------------------------------------------------
+    # -- locators -------------------------------------------------------------
     def check(self, locator, kind='image'):
         super().check(locator, kind)
         path = locator.get('path')
@@ -79,7 +79,7 @@ class FakeDriver(base.Driver):
         return self.image(os.path.join(os.path.dirname(disk['path']),
                                        layer_name))
 
-    # -- the host ----------------------------------------------------------------
+    # -- the host -------------------------------------------------------------
     def list_vms(self):
         return [{'name': name, 'uuid': None, 'running': vm['running'],
                  'disks': []} for name, vm in sorted(self.vms.items())]
@@ -96,7 +96,7 @@ class FakeDriver(base.Driver):
             return True
         return False
 
-    # -- the patent's methods ---------------------------------------------------
+    # -- the patent's methods -------------------------------------------------
     def _step(self, rec, name, **detail):
         if self.record_steps:
             with rec.step(name, **detail):
@@ -114,7 +114,8 @@ class FakeDriver(base.Driver):
 
     def thaw_guest(self, disk):
         """Thaw the disk's VM if frozen; fails while ``thaw_failures``
-        lasts.  :raises QGAError:"""
+        lasts.  :raises QGAError:
+        """
         self.calls['thaw_guest'] += 1
         vm = self.vms.get(disk.get('vm'))
         if not vm or not vm['frozen']:
@@ -129,7 +130,8 @@ class FakeDriver(base.Driver):
     def _quiesced(self, disk, mode, rec, outcome):
         """Like ``QemuDriver._quiesced``: freeze before the block, thaw
         after it in a ``finally`` (a failed thaw is logged, and the guest
-        stays frozen)."""
+        stays frozen).
+        """
         vm = self.vms.get(disk.get('vm'))
         if mode in (None, 'off') or not self.is_online(disk):
             outcome.update(consistency='crash', consistency_reason=(
@@ -189,7 +191,8 @@ class FakeDriver(base.Driver):
 
     def create_snapshots(self, disks, layer_names, rec, quiesce=None):
         """All disks or none, in one step (like QEMU's transaction), in
-        one freeze of the first disk's VM."""
+        one freeze of the first disk's VM.
+        """
         self.calls['create_snapshots'] += 1
         news = [self.layer_locator(d, n)['path']
                 for d, n in zip(disks, layer_names)]
@@ -235,7 +238,11 @@ class FakeDriver(base.Driver):
         with self._lock:
             snap, kid = snapshot['path'], child['path']
             above = parent['path'] if parent else None
-            if snap in self.layers:
+            if snap in self.layers and self.layers.get(kid) == above:
+                # Stopped after the reparent: only the delete is left.
+                del self.layers[snap]
+                self._step(rec, 'delete', image=snap)
+            elif snap in self.layers:
                 if self.layers.get(kid) != snap:
                     raise exception.ImageError(
                         '%s is not built on %s' % (kid, snap))
@@ -268,7 +275,8 @@ class FakeDriver(base.Driver):
 
     def clone(self, snapshot, layer_name, mode, rec, progress=None):
         """A new layer beside ``snapshot``: on it (linked) or standalone
-        (flat)."""
+        (flat).
+        """
         self.calls['clone'] += 1
         new = self.layer_locator(snapshot, layer_name)['path']
         with self._lock:
@@ -290,7 +298,7 @@ class FakeDriver(base.Driver):
                 'backing': snapshot if mode == 'linked' else None,
                 'size_bytes': 1}
 
-    # -- the audit ----------------------------------------------------------------
+    # -- the audit ------------------------------------------------------------
     def inspect(self, locators):
         images, named = [], {}
         for locator in locators:

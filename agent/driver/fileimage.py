@@ -100,7 +100,8 @@ class FileImageDriver(base.Driver):
     @classmethod
     def conf_options(cls, conf):
         """The constructor's arguments from ``[agent]``; a backend adds
-        its own group's."""
+        its own group's.
+        """
         agent = conf.agent
         return dict(
             super().conf_options(conf),
@@ -224,7 +225,8 @@ class FileImageDriver(base.Driver):
 
     def _merge_offline(self, snap, parent, child, rec, **detail):
         """Stream ``snap`` into ``child`` (``qemu-img rebase`` onto
-        ``parent``), then delete ``snap``."""
+        ``parent``), then delete ``snap``.
+        """
         self._refuse_if_open(child)
         with rec.step('merge', image=child, onto=parent, **detail):
             backing = images.backing_file(child)
@@ -332,7 +334,8 @@ class FileImageDriver(base.Driver):
         symbolic links no locator names (a ``.deleted`` file a purge did
         not unlink, the ``.tmp`` file of an interrupted create, a partial
         overlay, anything else), each with the locator it is a leftover
-        of (``x.qcow2.deleted`` of ``x.qcow2``'s), or None."""
+        of (``x.qcow2.deleted`` of ``x.qcow2``'s), or None.
+        """
         result = {'images': [], 'files': []}
         named = {}
         for locator in list(locators or [])[:INSPECT_MAX]:
@@ -404,7 +407,8 @@ class FileImageDriver(base.Driver):
     @staticmethod
     def _refuse_if_open(path):
         """:raises ImageInUse: a process holds ``path`` open (a lock QEMU
-        takes, or any opener ``images.open_by`` finds)."""
+        takes, or any opener ``images.open_by`` finds).
+        """
         try:
             locked = images.is_locked(path)
         except exception.ImageError:
@@ -422,7 +426,8 @@ class FileImageDriver(base.Driver):
     @staticmethod
     def _drop_file(new):
         """Remove ``new`` (an overlay a failed switch left) if nothing
-        holds it; logs, never raises."""
+        holds it; logs, never raises.
+        """
         try:
             if not images.open_by(new) and not images.is_locked(new):
                 images.remove(new)

@@ -9,6 +9,7 @@ builds it, or a fixed endpoint with a static ``X-Auth-Token``, as the
 """
 
 import urllib.parse
+import uuid
 
 from keystoneauth1 import adapter
 from keystoneauth1 import exceptions as ks_exc
@@ -26,6 +27,17 @@ SERVICE_TYPE = "livesnap"
 API_VERSION = "1.1"
 #: Socket timeout of a single HTTP request, in seconds.
 REQUEST_TIMEOUT = 30.0
+#: A request whose answer was lost (no connection, a reset or timed-out
+#: connection, or 502/503/504 from the API or a proxy) is sent again this
+#: many times, RETRY_DELAY seconds apart, by keystoneauth1's own retries.
+#: A POST or DELETE carries the same ``Idempotency-Key`` each time, so the
+#: API answers a repeat of a request it already ran with its first answer
+#: and never runs it twice.
+RETRIES = 3
+RETRY_DELAY = 1.0
+RETRIABLE_STATUS_CODES = [502, 503, 504]
+#: The methods that get an ``Idempotency-Key``.
+IDEMPOTENT_METHODS = ("POST", "DELETE")
 
 
 def fixed_endpoint_session(url, token=None, timeout=REQUEST_TIMEOUT):
@@ -59,7 +71,11 @@ class Client:
         self.adapter = adapter.Adapter(
             session, service_type=service_type, interface=interface,
             region_name=region_name, endpoint_override=endpoint_override,
-            default_microversion=api_version)
+            default_microversion=api_version,
+            connect_retries=RETRIES, connect_retry_delay=RETRY_DELAY,
+            status_code_retries=RETRIES,
+            status_code_retry_delay=RETRY_DELAY,
+            retriable_status_codes=RETRIABLE_STATUS_CODES)
         self._base_url = None
 
     @property
@@ -95,13 +111,19 @@ class Client:
             self._base_url = url
         return self._base_url
 
-    def request(self, method, path, body=None, query=None):
+    def request(self, method, path, body=None, query=None,
+                idempotency_key=None):
         """Send one request and return the decoded JSON answer.
+
+        A POST or DELETE carries an ``Idempotency-Key`` (a fresh UUID
+        unless given), the same in each of its retries (:data:`RETRIES`).
 
         :param method: HTTP method.
         :param path: path below ``/v1``, e.g. ``/servers``.
         :param body: object to send as JSON, or None.
         :param query: dict of query parameters, or None.
+        :param idempotency_key: the key of a POST or DELETE, to repeat a
+            request of an earlier run; None for a new one.
         :returns: the decoded JSON body, or None for an empty body.
         :raises ApiError: on a 4xx/5xx answer, with the API's error code.
         :raises ConnectionFailed: when the API cannot be reached.
@@ -111,6 +133,9 @@ class Client:
         base = self.base_url
         kwargs = {"headers": {"Accept": "application/json"},
                   "raise_exc": False}
+        if method in IDEMPOTENT_METHODS:
+            kwargs["headers"]["Idempotency-Key"] = (
+                idempotency_key or str(uuid.uuid4()))
         if body is not None:
             kwargs["json"] = body
         if query:
@@ -174,7 +199,8 @@ class Client:
     def create_snapshot(self, server_id, disk, name, quiesce=None):
         """:param quiesce: ``required``, ``preferred`` or ``off``; None
             leaves the server's default (``preferred`` with a guest agent).
-        :returns: the ``(snapshot, operation)`` pair of the answer."""
+        :returns: the ``(snapshot, operation)`` pair of the answer.
+        """
         spec = {"name": name, "disk": disk}
         if quiesce:
             spec["quiesce"] = quiesce
@@ -202,7 +228,8 @@ class Client:
     def create_snapshot_group(self, server_id, name, disks=None,
                               quiesce=None):
         """:param quiesce: as for :meth:`create_snapshot`, for the group.
-        :returns: the ``(snapshot_group, operation)`` pair."""
+        :returns: the ``(snapshot_group, operation)`` pair.
+        """
         spec = {"name": name}
         if disks:
             spec["disks"] = list(disks)
@@ -284,7 +311,8 @@ def _q(value):
 
 def _reason(exc):
     """The system's reason for a connection failure (``[Errno 111]
-    Connection refused``) rather than the layers of wrappers around it."""
+    Connection refused``) rather than the layers of wrappers around it.
+    """
     seen = set()
     cause = exc
     while cause is not None and id(cause) not in seen:

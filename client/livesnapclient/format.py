@@ -118,7 +118,8 @@ class Steps(columns.FormattableColumn):
 
 class Operation(columns.FormattableColumn):
     """An operation inside another object's view (``snapshot create``):
-    its id and status, and its mode, pause and steps once known."""
+    its id and status, and its mode, pause and steps once known.
+    """
 
     def human_readable(self):
         op = self._value or {}

@@ -83,7 +83,8 @@ def make_client(options):
 
 class ClientManager:
     """What the commands reach as ``self.app.client_manager``: the client
-    is built on first use, so ``--help`` needs no credentials."""
+    is built on first use, so ``--help`` needs no credentials.
+    """
 
     def __init__(self, options):
         self._options = options

@@ -61,7 +61,8 @@ def wait_for_operation(client, operation, timeout, note):
 
 class WaitMixin:
     """``--wait``/``--timeout`` and the exit status of a cliff command that
-    starts an operation. Put it before the cliff base class."""
+    starts an operation. Put it before the cliff base class.
+    """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)

@@ -4,10 +4,12 @@ One place turns every failure into the JSON error shape
 ``{"error": {"code", "message"}}``: malformed JSON, schema violations and
 bad query strings are 400, a missing or bad token 401, a policy refusal on
 one's own object 403, an unknown or foreign object 404, a busy disk 409, a
-too-large body 413, too many operations 429 (with ``Retry-After``), a down
+too-large body 413, an ``Idempotency-Key`` reused for another request 422
+(``conductor.idempotency``; its repeat while the first is processed is 409),
+too many operations 429 (with ``Retry-After``), a down
 host 503, a database that cannot be reached (or is full) 503 with
-``Retry-After``.  Unexpected errors are logged with their trace and answered 500
-without it.
+``Retry-After``.  Unexpected errors are logged with their trace and
+answered 500 without it.
 
 Everything a request carries is checked before a controller runs: path
 parameters (an id that cannot exist is 404), the query string and the body
@@ -22,10 +24,10 @@ import uuid
 
 import jsonschema
 import routes
+import sqlalchemy.exc as sa_exc
 import webob
 import webob.dec
 import webob.exc
-import sqlalchemy.exc as sa_exc
 
 from oslo_config import cfg
 
@@ -34,16 +36,24 @@ from conductor.api import controllers
 from conductor.api import middleware
 from conductor.api import openapi
 from conductor.api import pagination
-from conductor.api import policies
+from conductor.api import schedules
 from conductor.api import schemas
 from conductor.api import versions
 from conductor import exception
+from conductor import idempotency
 from livesnap import context
+from livesnap import faults
 
 CONF = cfg.CONF
 LOG = logging.getLogger(__name__)
 
 _CONTROL = re.compile('[\x00-\x1f\x7f]')
+
+#: The request header that makes a POST or DELETE repeatable, and the
+#: header of an answer given again (``conductor.idempotency``).
+IDEMPOTENCY_KEY = 'Idempotency-Key'
+REPLAYED = 'Idempotent-Replayed'
+_KEY = re.compile('^[\x20-\x7e]{1,255}\\Z')
 
 #: (method, path, controller, action); ``None`` controller: public.
 ROUTES = [
@@ -87,8 +97,8 @@ VERSION_PATHS = ('/', '/v1', '/v1/')
 
 #: (controller, action) -> body schema / query string schema, of every
 #: controller.
-BODY_SCHEMAS = {**controllers.BODY_SCHEMAS, **policies.BODY_SCHEMAS}
-QUERY_SCHEMAS = {**controllers.QUERY_SCHEMAS, **policies.QUERY_SCHEMAS}
+BODY_SCHEMAS = {**controllers.BODY_SCHEMAS, **schedules.BODY_SCHEMAS}
+QUERY_SCHEMAS = {**controllers.QUERY_SCHEMAS, **schedules.QUERY_SCHEMAS}
 # Every list in pagination.LISTS takes limit, marker, sort_key, sort_dir.
 QUERY_SCHEMAS.update({key: pagination.query_schema(
     key, QUERY_SCHEMAS.get(key))
@@ -184,10 +194,68 @@ def _check_path_ids(match):
             raise exception.NotFound('The resource could not be found.')
 
 
+def _idempotency_key(req):
+    """The request's ``Idempotency-Key`` (POST and DELETE), or None.
+
+    :raises: BadRequest if it is empty, longer than 255 characters or not
+        printable ASCII.
+    """
+    if req.method not in idempotency.METHODS:
+        return None
+    key = req.headers.get(IDEMPOTENCY_KEY)
+    if key is None:
+        return None
+    if not _KEY.match(key):
+        raise exception.BadRequest(
+            'The %s header must be 1 to 255 printable ASCII characters.'
+            % IDEMPOTENCY_KEY)
+    return key
+
+
+def _json_response(status, payload):
+    resp = webob.Response(status=status, content_type='application/json',
+                          charset='utf-8')
+    resp.json_body = payload
+    return resp
+
+
+def _idempotent(req, key, creds, req_id, route, body, call):
+    """Run ``call`` (the controller) once per key of the caller's project
+    (``conductor.idempotency``); a repeat gets the first answer, with
+    ``Idempotent-Replayed: true``.
+    """
+    found = idempotency.begin(creds.project_id or '', key, req.method,
+                              req.environ.get('PATH_INFO', ''),
+                              idempotency.fingerprint(body))
+    if isinstance(found, idempotency.Replay):
+        status, payload = found.status, found.body
+        if status is None:
+            # Its conductor recorded the work but did not answer.
+            status, payload = controllers.replay(
+                creds, req_id, route, found.operation_ids)
+            idempotency.finish(found.id, status, payload)
+        LOG.info('Idempotency key of %(project)s replayed: %(status)s',
+                 {'project': creds.project_id, 'status': status})
+        resp = _json_response(status, payload)
+        resp.headers[REPLAYED] = 'true'
+        return resp
+    try:
+        with idempotency.claimed(found):
+            status, payload = call()
+    except BaseException:
+        idempotency.release(found)
+        raise
+    # The work is recorded (and sent), its answer neither stored nor given.
+    faults.point('api', 'answer', 'before', CONF.conductor.fault_points)
+    idempotency.finish(found.id, status, payload)
+    return _json_response(status, payload)
+
+
 def _bind(creds, req, req_id):
     """The caller's context (``auth.Credentials``) with the request's ids
     and microversion (``creds.api_version``, what a controller branches
-    on), made the thread's current context (logs, RPC contexts)."""
+    on), made the thread's current context (logs, RPC contexts).
+    """
     creds.request_id = req_id
     creds.global_request_id = middleware.request_ids(req.environ)[1]
     creds.api_version = req.environ[versions.ENVIRON_KEY]
@@ -198,7 +266,8 @@ def _bind(creds, req, req_id):
 class FaultWrapper(object):
     """The outermost filter of the pipeline (``faultwrap``): a failure in
     the middleware itself (e.g. Keystone misconfigured) is still answered
-    in JSON, without its trace."""
+    in JSON, without its trace.
+    """
 
     def __init__(self, application):
         self.application = application
@@ -221,7 +290,8 @@ class FaultWrapper(object):
 class API(object):
     """The API as a WSGI application: the end of the pipeline of
     ``api-paste.ini`` (``conductor.api.loader``), behind the authentication
-    middleware of the configured ``[api] auth_strategy``."""
+    middleware of the configured ``[api] auth_strategy``.
+    """
 
     def __init__(self, authenticator=None):
         self.mapper = _routes()
@@ -232,8 +302,8 @@ class API(object):
             'snapshot_groups': controllers.SnapshotGroups(),
             'operations': controllers.Operations(),
             'hosts': controllers.Hosts(),
-            'policies': policies.Policies(),
-            'snapshot_protection': policies.SnapshotProtection(),
+            'policies': schedules.Policies(),
+            'snapshot_protection': schedules.SnapshotProtection(),
         }
 
     def __call__(self, environ, start_response):
@@ -311,8 +381,16 @@ class API(object):
         params = _parse_query(req, QUERY_SCHEMAS.get(
             (name, action), schemas.no_query))
         body = _parse_body(req, BODY_SCHEMAS.get((name, action)))
-        status, payload = getattr(controller, action)(
-            creds, req_id, body=body, params=params, **match)
+
+        def call():
+            return getattr(controller, action)(
+                creds, req_id, body=body, params=params, **match)
+
+        key = _idempotency_key(req)
+        if key is not None:
+            return _idempotent(req, key, creds, req_id, (name, action),
+                               body, call)
+        status, payload = call()
         if (name, action) in pagination.LISTS:
             payload = pagination.paginate(req, params, payload,
                                           pagination.LISTS[(name, action)])

@@ -35,7 +35,7 @@ import threading
 from oslo_config import cfg
 
 from conductor import exception
-from conductor import policy
+from conductor import rbac
 from livesnap import context
 from livesnap import service as common_service
 
@@ -59,7 +59,7 @@ class Credentials(context.RequestContext):
     """Who is asking: a project, a user and their roles (implied ones
     included), as the request's oslo.context context.
 
-    What the caller may do is the policy's to say (``conductor.policy``);
+    What the caller may do is the policy's to say (``conductor.rbac``);
     ``is_admin`` is its ``admin_api`` rule, asked when first read.  The API
     gives the context the request's ids and microversion and makes it the
     thread's current one (``conductor.api.app``); being made does not.
@@ -73,7 +73,7 @@ class Credentials(context.RequestContext):
                          **kwargs)
 
     def check_is_admin(self):
-        return policy.check(self, 'admin_api')
+        return rbac.check(self, 'admin_api')
 
 
 class TokenFile(object):
@@ -121,7 +121,8 @@ class KeystoneHeaders(object):
 
     def from_request(self, req):
         """:raises: Unauthorized unless the token was confirmed and is
-            scoped to a project."""
+            scoped to a project.
+        """
         env = req.environ
         if env.get('HTTP_X_IDENTITY_STATUS') != 'Confirmed':
             raise exception.Unauthorized(
@@ -166,4 +167,3 @@ def make_authenticator():
     if CONF.api.auth_strategy == 'keystone':
         return KeystoneHeaders()
     return TokenFile(CONF.api.token_file)
-

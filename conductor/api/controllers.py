@@ -2,7 +2,7 @@
 
 Each method takes the request's credentials and its parameters, already
 parsed and checked against their schemas by ``conductor.api.app``
-(``BODY_SCHEMAS``, ``QUERY_SCHEMAS`` below), asks ``conductor.policy``
+(``BODY_SCHEMAS``, ``QUERY_SCHEMAS`` below), asks ``conductor.rbac``
 whether the caller may act, calls the one conductor function that does the
 work (``conductor.servers``, ``creation``, ``deletion``, ``revert``,
 ``clones``, ``groups``, ``cancellation``) or reads (``conductor.db.api``),
@@ -26,17 +26,18 @@ import contextlib
 from conductor.api import ratelimit
 from conductor.api import schemas
 from conductor.api import views
-from conductor.db import api as db
 from conductor import cancellation
+from conductor import clones
+from conductor import creation
+from conductor.db import api as db
 from conductor import deletion
+from conductor import dispatch
 from conductor import exception
 from conductor import groups
-from conductor import policy
+from conductor import rbac
 from conductor import revert as revert_policy
-from conductor import clones
 from conductor import servers
 from conductor import states
-from conductor import creation
 from livesnap import context
 
 
@@ -46,13 +47,14 @@ def _ctxt(creds, req_id):
 
 def _limit(creds, project_id):
     """Count a new snapshot operation against ``project_id``'s rate."""
-    if not policy.check(creds, 'livesnap:operation:unlimited', project_id):
+    if not rbac.check(creds, 'livesnap:operation:unlimited', project_id):
         ratelimit.check(project_id)
 
 
 class _HostDetails(object):
     """Whether the caller may see host details of a project's objects
-    (``livesnap:host_details``), asked once per project per request."""
+    (``livesnap:host_details``), asked once per project per request.
+    """
 
     def __init__(self, creds):
         self.creds = creds
@@ -60,7 +62,7 @@ class _HostDetails(object):
 
     def __call__(self, project_id):
         if project_id not in self._answers:
-            self._answers[project_id] = policy.check(
+            self._answers[project_id] = rbac.check(
                 self.creds, 'livesnap:host_details', project_id)
         return self._answers[project_id]
 
@@ -71,7 +73,7 @@ def _host_hidden(creds, project_id):
     try:
         yield
     except exception.HostDown:
-        if policy.check(creds, 'livesnap:host_details', project_id):
+        if rbac.check(creds, 'livesnap:host_details', project_id):
             raise
         raise exception.HostDown(
             'The agent of the server\'s host is not reporting; no work can '
@@ -88,11 +90,11 @@ def _snapshot_project(creds, scope, snapshot_id, rule, action):
     :raises: NotFound, Forbidden, InvalidState
     """
     project_id, status = db.snapshot_project_and_status(snapshot_id, scope)
-    if status == states.DELETED and not policy.check(
+    if status == states.DELETED and not rbac.check(
             creds, 'livesnap:snapshot:list:include_deleted', project_id):
         raise exception.NotFound('Snapshot %s could not be found.'
                                  % snapshot_id)
-    policy.authorize(creds, rule, project_id)
+    rbac.authorize(creds, rule, project_id)
     if status == states.DELETED:
         raise exception.InvalidState(snapshot=snapshot_id, status=status,
                                      action=action)
@@ -109,13 +111,13 @@ def _operation(operation_id, details):
 class Hosts(object):
 
     def index(self, creds, req_id, body=None, params=None):
-        policy.authorize(creds, 'livesnap:host:list')
+        rbac.authorize(creds, 'livesnap:host:list')
         return 200, {'hosts': [views.host(h, alive)
                                for h, alive in db.hosts_with_liveness()]}
 
     def domains(self, creds, req_id, host, body=None, params=None):
         """The libvirt domains ``host``'s agent sees, not registered."""
-        policy.authorize(creds, 'livesnap:host:domain:list')
+        rbac.authorize(creds, 'livesnap:host:domain:list')
         found = servers.unregistered_domains(_ctxt(creds, req_id), host)
         return 200, {'domains': [views.domain(d) for d in found]}
 
@@ -123,24 +125,24 @@ class Hosts(object):
 class Servers(object):
 
     def index(self, creds, req_id, body=None, params=None):
-        policy.authorize(creds, 'livesnap:server:list')
-        servers = db.server_list(policy.scope(creds))
+        rbac.authorize(creds, 'livesnap:server:list')
+        servers = db.server_list(rbac.scope(creds))
         details = _HostDetails(creds)
         return 200, {'servers': [views.server(x, details(x.project_id))
                                  for x in servers]}
 
     def show(self, creds, req_id, server_id, body=None, params=None):
-        server = db.server_with_disks(server_id, policy.scope(creds))
-        policy.authorize(creds, 'livesnap:server:get', server.project_id)
+        server = db.server_with_disks(server_id, rbac.scope(creds))
+        rbac.authorize(creds, 'livesnap:server:get', server.project_id)
         return 200, {'server': views.server(
             server, _HostDetails(creds)(server.project_id))}
 
     def create(self, creds, req_id, body, params=None):
         spec = body['server']
-        if not policy.check(creds, 'livesnap:server:create',
-                            spec['project_id']):
+        if not rbac.check(creds, 'livesnap:server:create',
+                          spec['project_id']):
             raise exception.Forbidden(
-                policy.refusal(creds, 'livesnap:server:create'))
+                rbac.refusal(creds, 'livesnap:server:create'))
         if spec.get('driver') == 'libvirt':
             server = servers.register_domain(_ctxt(creds, req_id), spec)
         else:
@@ -155,24 +157,26 @@ class Snapshots(object):
         include_deleted = schemas.truthy(
             (params or {}).get('include_deleted'))
         project_id, tree = db.server_snapshot_tree(
-            server_id, policy.scope(creds), include_deleted)
-        policy.authorize(creds, 'livesnap:snapshot:list', project_id)
+            server_id, rbac.scope(creds), include_deleted)
+        rbac.authorize(creds, 'livesnap:snapshot:list', project_id)
         if include_deleted:
-            policy.authorize(creds, 'livesnap:snapshot:list:include_deleted',
-                             project_id)
+            rbac.authorize(creds, 'livesnap:snapshot:list:include_deleted',
+                           project_id)
         return 200, {'snapshots': [views.snapshot(snap, disk)
                                    for snap, disk in tree]}
 
     def create(self, creds, req_id, server_id, body, params=None):
         spec = body['snapshot']
-        scope = policy.scope(creds)
+        scope = rbac.scope(creds)
         project_id = db.server_owner(server_id, scope)
-        policy.authorize(creds, 'livesnap:snapshot:create', project_id)
+        rbac.authorize(creds, 'livesnap:snapshot:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            snapshot_id, operation_id = creation.create(
-                _ctxt(creds, req_id), server_id, spec['disk'], spec['name'],
+            ctxt = _ctxt(creds, req_id)
+            snapshot_id, operation_id, sent = creation.create(
+                ctxt, server_id, spec['disk'], spec['name'],
                 project_id=scope, quiesce=spec.get('quiesce'))
+            dispatch.send(ctxt, sent)
         snap, disk, op = db.snapshot_and_operation(snapshot_id,
                                                    operation_id)
         return 202, {'snapshot': views.snapshot(snap, disk),
@@ -182,10 +186,11 @@ class Snapshots(object):
     def show(self, creds, req_id, snapshot_id, body=None, params=None):
         """A logically deleted snapshot is shown (status ``deleted``) to
         whoever may list it (``include_deleted=true``); to anyone else it
-        does not exist."""
-        snap, disk = db.snapshot_with_disk(snapshot_id, policy.scope(creds))
-        policy.authorize(creds, 'livesnap:snapshot:get', snap.project_id)
-        if snap.status == states.DELETED and not policy.check(
+        does not exist.
+        """
+        snap, disk = db.snapshot_with_disk(snapshot_id, rbac.scope(creds))
+        rbac.authorize(creds, 'livesnap:snapshot:get', snap.project_id)
+        if snap.status == states.DELETED and not rbac.check(
                 creds, 'livesnap:snapshot:list:include_deleted',
                 snap.project_id):
             raise exception.NotFound('Snapshot %s could not be found.'
@@ -193,81 +198,94 @@ class Snapshots(object):
         return 200, {'snapshot': views.snapshot(snap, disk)}
 
     def delete(self, creds, req_id, snapshot_id, body=None, params=None):
-        scope = policy.scope(creds)
+        scope = rbac.scope(creds)
         project_id = _snapshot_project(creds, scope, snapshot_id,
                                        'livesnap:snapshot:delete', 'deletion')
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            operation_id = deletion.delete(_ctxt(creds, req_id), snapshot_id,
-                                           project_id=scope)
+            ctxt = _ctxt(creds, req_id)
+            operation_id, sent = deletion.delete(ctxt, snapshot_id,
+                                                 project_id=scope)
+            dispatch.send(ctxt, sent)
         return 202, _operation(operation_id, _HostDetails(creds))
 
     def revert(self, creds, req_id, snapshot_id, body=None, params=None):
-        scope = policy.scope(creds)
+        scope = rbac.scope(creds)
         project_id = _snapshot_project(creds, scope, snapshot_id,
                                        'livesnap:snapshot:revert', 'revert')
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            operation_id = revert_policy.revert(_ctxt(creds, req_id),
-                                                snapshot_id,
-                                                project_id=scope)
+            ctxt = _ctxt(creds, req_id)
+            operation_id, sent = revert_policy.revert(ctxt, snapshot_id,
+                                                      project_id=scope)
+            dispatch.send(ctxt, sent)
         return 202, _operation(operation_id, _HostDetails(creds))
 
     def clone(self, creds, req_id, snapshot_id, body=None, params=None):
-        scope = policy.scope(creds)
+        scope = rbac.scope(creds)
         project_id = _snapshot_project(creds, scope, snapshot_id,
                                        'livesnap:snapshot:clone', 'clone')
         _limit(creds, project_id)
         spec = body['clone']
         with _host_hidden(creds, project_id):
-            _, operation_id = clones.clone(
-                _ctxt(creds, req_id), snapshot_id, spec['mode'],
+            ctxt = _ctxt(creds, req_id)
+            _, operation_id, sent = clones.clone(
+                ctxt, snapshot_id, spec['mode'],
                 spec['disk'], server_id=spec.get('server_id'),
                 project_id=scope, name=spec.get('name'))
+            dispatch.send(ctxt, sent)
         return 202, _operation(operation_id, _HostDetails(creds))
 
 
 class SnapshotGroups(object):
     """Snapshots of several disks of a server taken in one pause
-    (``conductor.groups``)."""
+    (``conductor.groups``).
+    """
 
     def index(self, creds, req_id, server_id, body=None, params=None):
         project_id, found = groups.list_for_server(server_id,
-                                                   policy.scope(creds))
-        policy.authorize(creds, 'livesnap:snapshot_group:get', project_id)
+                                                   rbac.scope(creds))
+        rbac.authorize(creds, 'livesnap:snapshot_group:get', project_id)
         return 200, {'snapshot_groups': [
             views.snapshot_group(group, members)
             for group, members in found]}
 
     def create(self, creds, req_id, server_id, body, params=None):
         spec = body['snapshot_group']
-        scope = policy.scope(creds)
+        scope = rbac.scope(creds)
         project_id = db.server_owner(server_id, scope)
-        policy.authorize(creds, 'livesnap:snapshot_group:create', project_id)
+        rbac.authorize(creds, 'livesnap:snapshot_group:create', project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            group_id, operation_id = groups.create(
-                _ctxt(creds, req_id), server_id, spec.get('disks'),
+            ctxt = _ctxt(creds, req_id)
+            group_id, operation_id, sent = groups.create(
+                ctxt, server_id, spec.get('disks'),
                 spec['name'], project_id=scope,
                 quiesce=spec.get('quiesce'))
+            dispatch.send(ctxt, sent)
         out = {'snapshot_group': views.snapshot_group(
             *groups.show(group_id, scope))}
         out.update(_operation(operation_id, _HostDetails(creds)))
         return 202, out
 
     def show(self, creds, req_id, group_id, body=None, params=None):
-        group, members = groups.show(group_id, policy.scope(creds))
-        policy.authorize(creds, 'livesnap:snapshot_group:get',
-                         group.project_id)
+        group, members = groups.show(group_id, rbac.scope(creds))
+        rbac.authorize(creds, 'livesnap:snapshot_group:get',
+                       group.project_id)
         return 200, {'snapshot_group': views.snapshot_group(group, members)}
 
     def _each(self, creds, req_id, group_id, rule, work):
-        scope = policy.scope(creds)
+        scope = rbac.scope(creds)
         project_id = groups.project_of(group_id, scope)
-        policy.authorize(creds, rule, project_id)
+        rbac.authorize(creds, rule, project_id)
         _limit(creds, project_id)
         with _host_hidden(creds, project_id):
-            ids = work(_ctxt(creds, req_id), group_id, project_id=scope)
+            ctxt = _ctxt(creds, req_id)
+            ids = []
+            for operation_id, sent in work(ctxt, group_id,
+                                           project_id=scope):
+                dispatch.send(ctxt, sent)
+                ids.append(operation_id)
         details = _HostDetails(creds)
         return 202, {'operations': [_operation(i, details)['operation']
                                     for i in ids]}
@@ -284,25 +302,50 @@ class SnapshotGroups(object):
 class Operations(object):
 
     def index(self, creds, req_id, body=None, params=None):
-        policy.authorize(creds, 'livesnap:operation:list')
+        rbac.authorize(creds, 'livesnap:operation:list')
         server_id = (params or {}).get('server_id') or None
         details = _HostDetails(creds)
         return 200, {'operations': [
             views.operation(op, disk_name, details(op.project_id))
             for op, disk_name in db.operations_with_disk_names(
-                policy.scope(creds), server_id)]}
+                rbac.scope(creds), server_id)]}
 
     def show(self, creds, req_id, operation_id, body=None, params=None):
-        op = db.operation_row(operation_id, policy.scope(creds))
-        policy.authorize(creds, 'livesnap:operation:get', op.project_id)
+        op = db.operation_row(operation_id, rbac.scope(creds))
+        rbac.authorize(creds, 'livesnap:operation:get', op.project_id)
         return 200, {'operation': views.operation(
             op, op.disk_name, _HostDetails(creds)(op.project_id))}
 
     def cancel(self, creds, req_id, operation_id, body=None, params=None):
-        op = db.operation_row(operation_id, policy.scope(creds))
-        policy.authorize(creds, 'livesnap:operation:cancel', op.project_id)
+        op = db.operation_row(operation_id, rbac.scope(creds))
+        rbac.authorize(creds, 'livesnap:operation:cancel', op.project_id)
         cancellation.cancel(_ctxt(creds, req_id), operation_id)
         return 202, _operation(operation_id, _HostDetails(creds))
+
+
+def replay(creds, req_id, route, operation_ids):
+    """The answer of a write whose conductor recorded ``operation_ids``
+    under its ``Idempotency-Key`` but died (or lost the connection) before
+    answering (``conductor.idempotency``): what the controller of
+    ``route`` answers, with the objects as they are now.
+
+    :param route: (controller, action) of the request.
+    """
+    details = _HostDetails(creds)
+    ops = [_operation(i, details)['operation'] for i in operation_ids]
+    if route == ('snapshots', 'create'):
+        op = db.operation_row(operation_ids[0])
+        snap, disk = db.snapshot_with_disk(op.snapshot_id)
+        return 202, {'snapshot': views.snapshot(snap, disk),
+                     'operation': ops[0]}
+    if route == ('snapshot_groups', 'create'):
+        op = db.operation_row(operation_ids[0])
+        snap, _ = db.snapshot_with_disk(op.snapshot_id)
+        return 202, {'snapshot_group': views.snapshot_group(
+            *groups.show(snap.group_id)), 'operation': ops[0]}
+    if route[0] == 'snapshot_groups':
+        return 202, {'operations': ops}
+    return 202, {'operation': ops[0]}
 
 
 # (controller, action) -> body schema; None means "no body expected".

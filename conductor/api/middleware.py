@@ -46,7 +46,8 @@ HEALTHCHECK_PATH = '/healthcheck'
 
 class _HealthcheckRoute(object):
     """Sends ``/healthcheck`` to the healthcheck application, anything else
-    to the API (the middleware answers every path it is given)."""
+    to the API (the middleware answers every path it is given).
+    """
 
     def __init__(self, application):
         self.application = application
@@ -62,9 +63,11 @@ class _HealthcheckRoute(object):
 
 #: Headers a browser client may send and read, beyond the simple ones.
 CORS_ALLOW_HEADERS = ['X-Auth-Token', 'X-OpenStack-Request-ID',
-                      'OpenStack-API-Version', 'Content-Type']
+                      'OpenStack-API-Version', 'Content-Type',
+                      'Idempotency-Key']
 CORS_EXPOSE_HEADERS = ['X-OpenStack-Request-ID', 'X-Request-Id',
-                       'OpenStack-API-Version', 'Retry-After']
+                       'OpenStack-API-Version', 'Retry-After',
+                       'Idempotent-Replayed']
 
 
 def set_defaults():
@@ -77,14 +80,16 @@ def set_defaults():
 
 def cors_factory(global_conf, **local_conf):
     """Paste filter factory: CORS with the ``[cors]`` options of
-    ``cfg.CONF`` and livesnap's defaults (:func:`set_defaults`)."""
+    ``cfg.CONF`` and livesnap's defaults (:func:`set_defaults`).
+    """
     set_defaults()
     return lambda app: cors.CORS(app, CONF)
 
 
 def healthcheck_factory(global_conf, **local_conf):
     """Paste filter factory: ``/healthcheck`` answered by oslo.middleware's
-    healthcheck, every other request passed on."""
+    healthcheck, every other request passed on.
+    """
     return _HealthcheckRoute
 
 

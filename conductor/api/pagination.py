@@ -54,7 +54,8 @@ def sort_key_schema(sort_keys):
 
 def query_schema(key, base=None):
     """``base`` (a query string schema, or none) with the pagination
-    parameters of the list ``key`` (in ``LISTS``) added."""
+    parameters of the list ``key`` (in ``LISTS``) added.
+    """
     base = base or {'type': 'object', 'additionalProperties': False}
     return dict(base, properties=dict(
         base.get('properties', {}), limit=LIMIT, marker=MARKER,

@@ -29,8 +29,8 @@ WINDOW = 60.0
 def check(project_id):
     """Refuse a new operation of ``project_id`` over the limit.
 
-    :raises: exception.RateLimited, with ``retry_after`` the seconds until the oldest
-        operation of the window leaves it.
+    :raises: exception.RateLimited, with ``retry_after`` the seconds until
+        the oldest operation of the window leaves it.
     """
     limit = CONF.api.operations_per_minute
     if not limit:
@@ -39,7 +39,8 @@ def check(project_id):
     since = now - datetime.timedelta(seconds=WINDOW)
     with db.transaction() as s:
         count, oldest = s.execute(
-            sa.select(sa.func.count(), sa.func.min(models.Operation.created_at))
+            sa.select(sa.func.count(),
+                      sa.func.min(models.Operation.created_at))
             .where(models.Operation.project_id == project_id)
             .where(models.Operation.requested_by == 'tenant')
             .where(models.Operation.created_at >= since)).one()

@@ -72,7 +72,8 @@ class APIServer(object):
 
     def stop(self):
         """Stop accepting, end the I/O loop, close every connection and
-        let running requests finish (waitress waits 5 s for them)."""
+        let running requests finish (waitress waits 5 s for them).
+        """
         self._stopping.set()
         if self.thread is not None:
             self.httpd.pull_trigger()

@@ -86,6 +86,7 @@ def snapshot(snap, disk_record):
             'server_id': disk_record.server_id, 'disk': disk_record.name,
             'parent_id': snap.parent_id, 'status': snap.status,
             'created_at': _iso(snap.created_at),
+            'taken_at': _iso(snap.taken_at),
             'updated_at': _iso(snap.updated_at),
             'size_bytes': snap.size_bytes,
             'current': disk_record.snapshot_id == snap.id,
@@ -163,7 +164,8 @@ def policy(p, last_outcome=None):
 
 def policy_run(run, details=False, host_name=None):
     """One run of a policy; without host details, paths and the host's
-    name in its reason are redacted."""
+    name in its reason are redacted.
+    """
     reason = run.reason if details else redact(run.reason, host_name)
     return {'id': run.id, 'policy_id': run.policy_id,
             'disk': run.disk_name, 'scheduled_for': _iso(run.scheduled_for),

@@ -84,7 +84,8 @@ def _make_engine(url, **kwargs):
 def _ping_idle_connections(engine):
     """Ping a pooled connection on checkout only if it sat idle for
     :data:`PING_AFTER_IDLE` seconds; a dead one raises DisconnectionError,
-    on which the pool discards it and connects afresh."""
+    on which the pool discards it and connects afresh.
+    """
 
     @sa.event.listens_for(engine, 'checkin')
     def _on_checkin(dbapi_connection, record):
@@ -217,7 +218,8 @@ def host_is_alive(session, name):
 
 def _heard_from_lately(host):
     """Whether ``host`` (a Host or None) sent a heartbeat within
-    ``[conductor] host_down_time``."""
+    ``[conductor] host_down_time``.
+    """
     if host is None:
         return False
     age = (models.utcnow() - host.last_heartbeat).total_seconds()
@@ -244,7 +246,8 @@ def server_get(session, server_id, project_id=None):
 
 def server_list(project_id=None):
     """The servers with their disks, oldest first; ``project_id`` None
-    means every project's."""
+    means every project's.
+    """
     query = sa.select(models.Server).order_by(models.Server.created_at,
                                               models.Server.id)
     if project_id is not None:
@@ -337,7 +340,8 @@ def snapshot_with_disk(snapshot_id, project_id=None):
 
 def snapshot_and_operation(snapshot_id, operation_id):
     """``(snapshot, its disk, operation)`` just started, read in one
-    transaction."""
+    transaction.
+    """
     with transaction() as s:
         snap = s.get(models.Snapshot, snapshot_id)
         return snap, snap.disk, s.get(models.Operation, operation_id)
@@ -414,7 +418,8 @@ def operation_with_disk_name(operation_id):
 def operations_with_disk_names(project_id=None, server_id=None):
     """``[(operation, its disk's name or None)]``, newest first (see
     ``operation_list``), read in one transaction; all of them (the API
-    pages them)."""
+    pages them).
+    """
     with transaction() as s:
         ops = operation_list(s, project_id, server_id, limit=None)
         names = _disk_names(s, ops)
@@ -454,7 +459,8 @@ def work_waits_for_disk(session, disk_id):
     """Does anything wait for the disk's lock: a ``pending`` operation, or
     a logically deleted snapshot (the conductor's own deferred work)?
     One query, so a report that frees a disk nobody waits for costs no
-    further transaction."""
+    further transaction.
+    """
     pending = sa.select(models.Operation.id).where(
         models.Operation.disk_id == disk_id,
         models.Operation.status == states.PENDING)

@@ -55,7 +55,8 @@ class Server(Base):
 class Disk(Base):
     __tablename__ = 'disks'
     __table_args__ = (
-        sa.UniqueConstraint('server_id', 'name', name='uniq_disks0server_name'),
+        sa.UniqueConstraint('server_id', 'name',
+                            name='uniq_disks0server_name'),
     )
 
     id = sa.Column(sa.String(36), primary_key=True)
@@ -116,6 +117,10 @@ class Snapshot(Base):
     # The snapshot group it was taken in (several disks, one pause), or
     # None for a snapshot of one disk.
     group_id = sa.Column(sa.String(36), nullable=True, index=True)
+    # When the guest was paused for it, on QEMU's clock (the driver's
+    # ``taken_at``); ``created_at`` is when it was asked for.  None until
+    # it is taken, and for an offline snapshot (no pause).
+    taken_at = sa.Column(sa.DateTime, nullable=True)
 
     disk = orm.relationship('Disk')
 
@@ -127,7 +132,8 @@ class Snapshot(Base):
 
 class SnapshotGroup(Base):
     """Snapshots of several disks of one server taken in one pause, so the
-    disks are consistent with one another (``conductor.groups``)."""
+    disks are consistent with one another (``conductor.groups``).
+    """
     __tablename__ = 'snapshot_groups'
 
     id = sa.Column(sa.String(36), primary_key=True)
@@ -176,11 +182,46 @@ class Operation(Base):
                            onupdate=utcnow)
 
 
+class IdempotencyKey(Base):
+    """A write request's ``Idempotency-Key`` and its answer
+    (``conductor.idempotency``): a repeat within ``[api]
+    idempotency_window`` is answered from here, on any conductor.
+
+    ``status`` is ``in_progress`` from the first request's claim until its
+    answer is stored (``done``).  ``operation_ids`` are the operations the
+    request recorded, written in the same transaction as each of them: a
+    request whose conductor died before answering is answered from them.
+    """
+    __tablename__ = 'idempotency_keys'
+    __table_args__ = (
+        sa.UniqueConstraint('project_id', 'key',
+                            name='uniq_idempotency_keys0project_key'),
+    )
+
+    id = sa.Column(sa.String(36), primary_key=True)
+    project_id = sa.Column(sa.String(64), nullable=False)
+    key = sa.Column(sa.String(255), nullable=False)
+    method = sa.Column(sa.String(16), nullable=False)
+    path = sa.Column(sa.String(1024), nullable=False)
+    # SHA-256 of the request's body as parsed (canonical JSON).
+    fingerprint = sa.Column(sa.String(64), nullable=False)
+    status = sa.Column(sa.String(16), nullable=False)
+    response_status = sa.Column(sa.Integer, nullable=True)
+    response_body = sa.Column(sa.JSON, nullable=True)
+    operation_ids = sa.Column(sa.JSON, nullable=True)
+    conductor = sa.Column(sa.String(255), nullable=True)
+    # When the key was first seen (its window starts), and when the
+    # request now processing it claimed it.
+    created_at = sa.Column(sa.DateTime, nullable=False, default=utcnow,
+                           index=True)
+    claimed_at = sa.Column(sa.DateTime, nullable=False, default=utcnow)
+
+
 class SnapshotPolicy(Base):
     """A schedule with retention for one server (all or some disks).
 
     ``next_run`` is the claim: the conductor that moves it forward with a
-    compare-and-set UPDATE owns that slot (``conductor.schedules``).
+    compare-and-set UPDATE owns that slot (``conductor.schedule_runner``).
     """
     __tablename__ = 'snapshot_policies'
 
@@ -212,7 +253,8 @@ class SnapshotPolicy(Base):
 
 class PolicyRun(Base):
     """One scheduled slot of one policy on one disk: its outcome, the
-    snapshot it made and the snapshots pruned after it."""
+    snapshot it made and the snapshots pruned after it.
+    """
     __tablename__ = 'policy_runs'
 
     id = sa.Column(sa.String(36), primary_key=True)

@@ -77,7 +77,8 @@ def server_project(conn, server_id, project_id=None):
 
 def snapshot_tree(conn, server_id, include_deleted=False):
     """``[(snapshot row, DiskRef)]`` of every disk of the server, oldest
-    first, in one statement."""
+    first, in one statement.
+    """
     query = _TREE
     if not include_deleted:
         query = query.where(_SNAPS.c.status != states.DELETED)

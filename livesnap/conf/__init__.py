@@ -10,8 +10,8 @@ from livesnap.conf import api
 from livesnap.conf import conductor
 from livesnap.conf import database
 from livesnap.conf import default
-from livesnap.conf import metrics
 from livesnap.conf import libvirt
+from livesnap.conf import metrics
 
 CONF = cfg.CONF
 

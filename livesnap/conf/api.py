@@ -61,6 +61,13 @@ opts = [
                     'shared database so the limit holds across several '
                     'conductors; more are answered 429 with Retry-After. '
                     '0 disables the limit.'),
+    cfg.IntOpt('idempotency_window', default=86400, min=60,
+               help='Seconds a POST or DELETE\'s Idempotency-Key is '
+                    'remembered, per project, in the shared database: a '
+                    'repeat within it is answered the first request\'s '
+                    'result (Idempotent-Replayed: true), on any conductor '
+                    'and after a restart, and starts no second operation. '
+                    'Older keys are purged.'),
 ]
 
 wsgi_opts = [

@@ -54,9 +54,11 @@ opts = [
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points where the conductor kills itself '
                      'with SIGKILL, to test recovery: report:apply:before '
-                     '(a report received, not yet applied) and '
+                     '(a report received, not yet applied), '
                      'report:apply:after (applied and committed, not yet '
-                     'acknowledged to the agent). See docs/faults.md. '
+                     'acknowledged to the agent), api:answer:before (a '
+                     'write with an Idempotency-Key recorded and sent, its '
+                     'answer neither stored nor given). See docs/faults.md. '
                      'Never set in production.'),
 ]
 

@@ -27,13 +27,13 @@ def update_library_defaults():
     (``oslo.config.opts.defaults``): the sample shows what livesnap uses.
 
     At run time the same defaults are set with ``CONF.set_default``
-    (``livesnap.rpc``, ``conductor.healthcheck``); the generator lists
+    (``livesnap.rpc``, ``livesnap.conf.healthcheck``); the generator lists
     copies of the libraries' option objects, so it needs them set there.
     """
     from oslo_messaging.notify import notifier
     from oslo_middleware.healthcheck import opts as healthcheck_opts
 
-    from conductor import healthcheck
+    from livesnap.conf import healthcheck
     for opt in notifier._notifier_opts:
         if opt.name == 'topics':
             opt.default = ['versioned_notifications']

@@ -36,8 +36,8 @@ the benchmark's janitor, also on an error, Ctrl-C or SIGTERM.
 import collections
 import os
 import sys
-import time
 import threading
+import time
 import uuid
 
 from livesnap_tools import bench as _bench
@@ -216,7 +216,8 @@ def _shared_services(janitor, result):
     """A vhost of the shared RabbitMQ and a database of the shared
     PostgreSQL (both on 127.0.0.1), removed by the janitor.  Returns
     ``(Services, transport_url, database_url)``, or None (and
-    ``result['skipped']`` set) if they are not reachable."""
+    ``result['skipped']`` set) if they are not reachable.
+    """
     from livesnap_tools import fixtures
     missing = [what for what, ok in (
         ('RabbitMQ at 127.0.0.1:5672', fixtures.rabbit_available()),
@@ -247,7 +248,8 @@ def _start_bed(opts, janitor, root, result):
     """The network and services of a host bed of ``opts.hosts`` hosts
     (its agents and VMs are the cluster's), removed by the janitor.
     Returns ``(Services, transport_url, database_url)``, or None (and
-    ``result['skipped']`` set) if the bed cannot run here."""
+    ``result['skipped']`` set) if the bed cannot run here.
+    """
     from livesnap_tools import hostbed
     why = hostbed.unavailable()
     if why:
@@ -279,7 +281,8 @@ def _pidfile_pids(path):
 
 def _pg_backends(services):
     """Pids of the PostgreSQL backends serving the run's database (not
-    ours)."""
+    ours).
+    """
     import psycopg2
     dbname = services.dbname
     try:
@@ -308,7 +311,8 @@ def _kinds(cl, services):
 
 def _phase(opts, cl, observer, services, disk_size):
     """Baseline, then ``opts.duration`` s of load with the conductors
-    running now.  Returns the phase's figures."""
+    running now.  Returns the phase's figures.
+    """
     names = [s['name'] for s in cl.vms]
     bare = observer.bare_pauses(names, opts.baseline_n)
     n_cond = len(cl.conductor_urls)

@@ -41,7 +41,8 @@ def in_netns(netns, args):
 class LoadVM(testvm.TestVM):
     """A test VM with a second QMP monitor for the benchmark's observer
     (the first one is the agent's; a QMP socket serves one client), run
-    inside network namespace ``netns`` if given."""
+    inside network namespace ``netns`` if given.
+    """
 
     def __init__(self, image, qmp_socket, monitor_socket, name, netns=None):
         super().__init__(image, qmp_socket, name=name, timeout=30.0)
@@ -61,7 +62,8 @@ class LoadVM(testvm.TestVM):
 
 def tenant_of(index, n_vms, n_tenants):
     """Tenant number (0-based) owning VM ``index``: consecutive VMs share a
-    tenant, so 40 VMs and 20 tenants give each tenant a pair."""
+    tenant, so 40 VMs and 20 tenants give each tenant a pair.
+    """
     return index * n_tenants // n_vms
 
 
@@ -144,7 +146,8 @@ class Cluster(object):
 
     def respawn(self, name):
         """Start process ``name`` again as it was started (after it died
-        or was killed); does not wait for it to be ready."""
+        or was killed); does not wait for it to be ready.
+        """
         proc = self.procs.get(name)
         if proc is not None and proc.poll() is None:
             raise ClusterError('%s is still running' % name)
@@ -162,7 +165,8 @@ class Cluster(object):
 
     def start_conductor(self, port):
         """Start conductor number ``len(conductor_urls) + 1`` on ``port``
-        and wait until its API answers.  Returns its base URL."""
+        and wait until its API answers.  Returns its base URL.
+        """
         name = 'conductor%d' % (len(self.conductor_urls) + 1)
         proc = self._spawn(name, 'conductor.service',
                            '[api]\nport = %d\n[conductor]\nhost = %s\n'

@@ -54,7 +54,8 @@ def pause_windows(events, since=None, until=None):
 def top_node(nodes):
     """Node name of the top of a disk's chain in ``query-named-block-nodes``
     (flat): the qcow2 node that is no other node's backing (the longest
-    chain wins if a stray node qualifies too)."""
+    chain wins if a stray node qualifies too).
+    """
     nodes = [n for n in nodes if n.get('drv') == 'qcow2']
     by_file = {n['file']: n for n in nodes}
     backings = {n.get('backing_file') for n in nodes}
@@ -158,7 +159,8 @@ class Monitor(object):
 
     async def flush(self):
         """Flush the top node, so the data survives a killed QEMU and
-        outside readers (``qemu-io -r -U``) see it."""
+        outside readers (``qemu-io -r -U``) see it.
+        """
         node = top_node(await self.execute('query-named-block-nodes',
                                            {'flat': True}))
         out = await self.execute('human-monitor-command', {
@@ -202,7 +204,8 @@ class Observer(object):
 
     def reconnect(self, name, path):
         """Connect to VM ``name``'s new QEMU, keeping the old one's
-        events apart (a STOP of a killed QEMU has no RESUME)."""
+        events apart (a STOP of a killed QEMU has no RESUME).
+        """
         old = self.monitors.pop(name, None)
         if old is not None:
             self.past_events.setdefault(name, []).append(list(old.events))
@@ -242,13 +245,15 @@ class Observer(object):
 
     def windows(self, name, since=None, until=None):
         """Pauses of VM ``name`` seen so far, ``[(start, end)]`` on QEMU's
-        clock, starting in ``[since, until]`` (wall-clock seconds)."""
+        clock, starting in ``[since, until]`` (wall-clock seconds).
+        """
         return pause_windows(list(self.monitors[name].events), since, until)
 
     def bare_pauses(self, names, count, gap=0.005):
         """``count`` bare pauses on each VM in ``names``: ``stop`` and
         ``cont`` in one socket write.  Returns their lengths in ms on
-        QEMU's clock (STOP to RESUME events)."""
+        QEMU's clock (STOP to RESUME events).
+        """
         async def run():
             for _ in range(count):
                 for name in names:

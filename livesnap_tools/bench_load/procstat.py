@@ -101,7 +101,8 @@ def delta(before, after):
 
 def peak_rss(kinds):
     """Peak resident set (VmHWM) per kind: ``{kind: {'max', 'mean', 'n'}}``
-    in KiB over the kind's live processes."""
+    in KiB over the kind's live processes.
+    """
     out = {}
     for kind, pids in kinds.items():
         vals = [v for v in (status_kib(p, 'VmHWM') for p in pids)

@@ -56,7 +56,8 @@ class Client(object):
 
     def request(self, method, path, body=None, retry=True):
         """``(status, json)``.  Connection failures are retried (up to a
-        minute) when ``retry``, else raise :class:`Dropped`."""
+        minute) when ``retry``, else raise :class:`Dropped`.
+        """
         data = json.dumps(body).encode() if body is not None else None
         headers = {'X-Auth-Token': self.token}
         if data is not None:
@@ -94,7 +95,8 @@ class Client(object):
 
 def agent_pause_of(op):
     """The agent's own pause figure (ms): ``agent_pause_ms`` where the
-    record has it (``pause_ms`` is then QEMU's), else ``pause_ms``."""
+    record has it (``pause_ms`` is then QEMU's), else ``pause_ms``.
+    """
     if op.get('agent_pause_ms') is not None:
         return op['agent_pause_ms']
     return op.get('pause_ms')
@@ -103,7 +105,8 @@ def agent_pause_of(op):
 def qemu_pause_of(op):
     """A QEMU-clock pause figure the operation record may carry (ms), or
     None: a top-level ``qemu_pause_ms`` (or any ``*qemu*_ms`` number), or
-    the same in a step's ``detail``.  Tolerates records without it."""
+    the same in a step's ``detail``.  Tolerates records without it.
+    """
     def find(d):
         if not isinstance(d, dict):
             return None
@@ -199,7 +202,8 @@ class Worker(object):
 
     def _operation(self, action, method, path, body=None):
         """Start one operation and wait for it; return its record (None if
-        it could not start) and keep the worker in step on failures."""
+        it could not start) and keep the worker in step on failures.
+        """
         if self.interval:
             wait = self._next_start - time.time()
             if wait > 0:
@@ -275,7 +279,8 @@ class Worker(object):
 
     def _failed(self, action, why):
         """Note a failure, wait until the disk is idle and read the
-        snapshots again so the loop goes on from the real state."""
+        snapshots again so the loop goes on from the real state.
+        """
         self.failures.append({'action': action, 'error': str(why)[:300],
                               'at': time.time()})
         self._consecutive += 1

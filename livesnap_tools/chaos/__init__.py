@@ -32,7 +32,6 @@ cluster, files) is removed at the end, also on Ctrl-C or SIGTERM.
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import time

@@ -49,7 +49,8 @@ def _locked(env):
 def settle(env, faults_end, bound):
     """Bring back anything that died on its own, then wait until every
     disk is free and no operation is pending or running (at most
-    ``bound`` seconds).  Returns the settle figures."""
+    ``bound`` seconds).  Returns the settle figures.
+    """
     cl = env.cluster
     died = cl.dead()
     for name in died:
@@ -78,7 +79,8 @@ def settle(env, faults_end, bound):
 
 def _audit(env, tries=6):
     """The audit's verdict; asked again (up to ``tries`` times, 10 s
-    apart) while it only finds agents it could not reach."""
+    apart) while it only finds agents it could not reach.
+    """
     for _ in range(tries):
         ok, findings = _audit_once(env)
         if ok or not all(': unreachable' in f for f in findings):
@@ -124,7 +126,7 @@ def invariants(env, result):
         if op.status == 'running' and (steps or op.error):
             why = ('its record holds the agent\'s report (%s): the report '
                    'was applied, then the status set back to running (lost '
-                   'update, operations.dispatch)' % (
+                   'update, dispatch.send)' % (
                        'error: %s' % op.error[:80] if op.error
                        else '%d steps' % len(steps)))
         else:
@@ -231,7 +233,8 @@ def invariants(env, result):
 
 def operations(env):
     """``{action: {'started', 'succeeded', 'failed': {code: n}, 'other'}}``
-    from the database."""
+    from the database.
+    """
     out = {}
     for op in env.query('SELECT action, status, error, requested_by FROM '
                         'operations'):

@@ -41,7 +41,8 @@ CHEAP = ('kill_agent', 'kill_conductor', 'kill_qemu_mid_merge',
 
 class Injector(object):
     """Injects faults into a running chaos deployment (see
-    :mod:`livesnap_tools.chaos.run` for ``env``)."""
+    :mod:`livesnap_tools.chaos.run` for ``env``).
+    """
 
     def __init__(self, env, seed, kinds, gap=(0.5, 3.0)):
         self.env = env
@@ -62,7 +63,8 @@ class Injector(object):
 
     def stop(self, timeout=300):
         """Stop injecting; wait for the fault in progress and for killed
-        QEMUs to be booted again."""
+        QEMUs to be booted again.
+        """
         self._stop.set()
         self._thread.join(timeout)
         for t in list(self.env.boots):
@@ -127,7 +129,8 @@ class Injector(object):
 
     def _kill_qemu_mid_merge(self):
         """Kill the QEMU of a VM with a merge (else any operation) in
-        flight; once its disk is free, boot a QEMU on its active image."""
+        flight; once its disk is free, boot a QEMU on its active image.
+        """
         busy = self._busy_vms('delete') or self._busy_vms()
         if not busy:
             return False
@@ -170,7 +173,8 @@ class Injector(object):
 
     def _slow_disk(self):
         """SIGSTOP a VM's QEMU (one with an operation in flight if any) for
-        a few hundred ms: its disk and monitor stall, then go on."""
+        a few hundred ms: its disk and monitor stall, then go on.
+        """
         busy = self._busy_vms() or [w for w in self.env.workers
                                     if self.env.vm_state[w.name][
                                         'up'].is_set()]
@@ -195,7 +199,8 @@ class Injector(object):
 
     def _duplicate_task(self):
         """Send an operation's task to its agent a second time (one in
-        flight if any, else the latest), as the conductor sends it."""
+        flight if any, else the latest), as the conductor sends it.
+        """
         op_id = self.env.pick_operation(self.rng)
         if op_id is None:
             return False

@@ -8,9 +8,9 @@ import sys
 
 from oslo_config import cfg
 
-from conductor import operations
 from conductor.db import api as db
 from conductor.db import models
+from conductor import dispatch
 from livesnap import context
 from livesnap import service as common_service
 
@@ -28,7 +28,7 @@ def main(argv=None):
                   file=sys.stderr)
             return 1
         s.expunge(op)
-    operations.send_task(context.make(), op)
+    dispatch.send_task(context.make(), op)
     from livesnap import rpc
     rpc.cleanup()
     return 0

@@ -12,8 +12,8 @@ import time
 
 import sqlalchemy as sa
 
-from livesnap_tools.bench_load import LIMITS
 from livesnap_tools.bench_load import cluster as cluster_mod
+from livesnap_tools.bench_load import LIMITS
 from livesnap_tools.bench_load import monitor as monitor_mod
 from livesnap_tools.chaos import faults
 from livesnap_tools.chaos import services
@@ -28,7 +28,8 @@ EXTRA = LIMITS.replace('host_down_time = 120', 'host_down_time = 30')
 
 class Env(object):
     """Everything a run has started; what the injector and the checks
-    reach through."""
+    reach through.
+    """
 
     def __init__(self, opts, janitor):
         self.opts = opts
@@ -98,7 +99,8 @@ class Env(object):
 
     def query(self, sql, timeout=120, **params):
         """Rows of ``sql`` on the run's database, retried while the
-        database restarts."""
+        database restarts.
+        """
         if self._engine is None:
             self._engine = sa.create_engine(self.database_url,
                                             pool_pre_ping=True)
@@ -134,7 +136,8 @@ class Env(object):
 
     def boot_again(self, name, timeout=120):
         """Boot VM ``name`` on its disk's active image once the disk is
-        free (or after ``timeout``), and watch it again."""
+        free (or after ``timeout``), and watch it again.
+        """
         deadline = time.monotonic() + timeout
         while self.disk_busy(name) and time.monotonic() < deadline:
             time.sleep(0.5)

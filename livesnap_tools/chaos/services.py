@@ -22,7 +22,8 @@ class ServiceError(Exception):
 
 def _as_postgres(cmd):
     """Run ``cmd`` as the ``postgres`` user when we are root (initdb and
-    the server refuse to run as root)."""
+    the server refuse to run as root).
+    """
     if os.geteuid() == 0:
         return ['runuser', '-u', 'postgres', '--'] + cmd
     return cmd
@@ -104,7 +105,8 @@ class PrivatePostgres(object):
 
 def private_rabbit(port, dist_port):
     """A private RabbitMQ node (livesnap_tools/broker.py's), not yet
-    started."""
+    started.
+    """
     from livesnap_tools import broker
     if not broker.available():
         raise ServiceError('rabbitmq-server is not installed')
@@ -113,7 +115,8 @@ def private_rabbit(port, dist_port):
 
 class SmallDisk(object):
     """A tmpfs of ``size`` bytes mounted on ``path`` (an image directory),
-    which :meth:`fill` fills with a ballast file, leaving ``leave`` bytes."""
+    which :meth:`fill` fills with a ballast file, leaving ``leave`` bytes.
+    """
 
     def __init__(self, path, size):
         self.path = path

@@ -91,7 +91,8 @@ class ChaosWorker(tenants_mod.Worker):
 
     def _write_slot(self):
         """Write the next slot (retried until it lands: a full image
-        directory refuses writes for a while) and flush it."""
+        directory refuses writes for a while) and flush it.
+        """
         self.seq += 1
         slot = self.seq % SLOTS
         pattern = self.seq % 255 + 1
@@ -152,7 +153,8 @@ class ChaosWorker(tenants_mod.Worker):
     def _resync(self):
         """As the load worker's, but a snapshot found ``available`` that
         the tenant never saw succeed is adopted with the content written
-        before the request that must have made it."""
+        before the request that must have made it.
+        """
         deadline = time.monotonic() + tenants_mod.OP_TIMEOUT
         while time.monotonic() < deadline and self._disk_busy():
             time.sleep(max(self.poll, 0.05))

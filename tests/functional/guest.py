@@ -226,7 +226,8 @@ def build_qga_initramfs(cache_dir=None, init_script=QGA_INIT_SCRIPT,
     """Build (once) the quiesce guest's initramfs: busybox, qemu-ga and
     its libraries, the virtio ``modules``; returns its path.  (The
     libvirt guest's: ``init_script=LIBVIRT_QGA_INIT_SCRIPT,
-    modules=LIBVIRT_QGA_MODULES``.)"""
+    modules=LIBVIRT_QGA_MODULES``.)
+    """
     extra = [(QGA_BINARY, open(QGA_BINARY, "rb").read())]
     for lib in _libraries(QGA_BINARY):
         with open(os.path.realpath(lib), "rb") as f:
@@ -427,7 +428,8 @@ class LinuxGuest(testvm.TestVM):
 
     def _qga_args(self):
         """A virtio-serial port ``org.qemu.guest_agent.0`` whose host end
-        is the unix socket ``qga_socket`` (as a cloud's VMs have it)."""
+        is the unix socket ``qga_socket`` (as a cloud's VMs have it).
+        """
         return [
             "-device", "virtio-serial-pci,id=vser0",
             "-chardev", "socket,id=qga0,path=%s,server=on,wait=off"
@@ -487,13 +489,15 @@ class LinuxGuest(testvm.TestVM):
 
     def wait_ready(self, timeout=180):
         """Wait until the guest has found its disk; returns seconds since
-        start."""
+        start.
+        """
         self._wait_for("LSREADY", lambda: "LSREADY" in self.log(), timeout)
         return time.monotonic() - self.started_at
 
     def wait_written(self, count, timeout=180):
         """Wait until the guest reports at least ``count`` blocks written;
-        returns the number reported."""
+        returns the number reported.
+        """
         return self._wait_for("%d blocks" % count,
                               lambda: self.written() >= count and
                               self.written(), timeout)
@@ -569,7 +573,8 @@ LIBVIRT_DOMAIN_XML = """
 class LibvirtGuest(LinuxGuest):
     """The libvirt guest (``LIBVIRT_QGA_INIT_SCRIPT``) as a persistent
     libvirt domain on ``image`` (disk ``vda``); the console helpers are
-    LinuxGuest's.  ``kill`` destroys and undefines the domain."""
+    LinuxGuest's.  ``kill`` destroys and undefines the domain.
+    """
 
     def __init__(self, image, serial_log, uri, name="lvguest", memory=256,
                  cache_dir=None, timeout=30.0):
@@ -627,12 +632,60 @@ class LibvirtGuest(LinuxGuest):
             pass
 
 
+# -- the quiesce guests' set-up (test_guest_quiesce.py, test_libvirt_guest.py)
+def ext4_image(path, size=64 * 1024 * 1024):
+    """A qcow2 base at ``path`` holding a fresh ext4 file system (with
+    journal).  :returns: ``path``.
+    """
+    with tempfile.TemporaryDirectory(prefix="ls-ext4-") as tmp:
+        raw = os.path.join(tmp, "fs.raw")
+        with open(raw, "wb") as f:
+            f.truncate(size)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-j", raw], check=True,
+                       stdin=subprocess.DEVNULL)
+        subprocess.run([QEMU_IMG, "convert", "-f", "raw", "-O", "qcow2",
+                        raw, path], check=True, stdin=subprocess.DEVNULL)
+    return path
+
+
+def fs_state(image):
+    """(dumpe2fs -h features, e2fsck -fn return code and output) of the
+    file system in ``image`` (its whole chain), read from a raw copy.
+    """
+    with tempfile.TemporaryDirectory(prefix="ls-fsck-") as tmp:
+        raw = os.path.join(tmp, "snap.raw")
+        subprocess.run([QEMU_IMG, "convert", "-U", "-f", "qcow2", "-O",
+                        "raw", image, raw], check=True,
+                       stdin=subprocess.DEVNULL)
+        head = subprocess.run(["dumpe2fs", "-h", raw], capture_output=True,
+                              text=True, check=True).stdout
+        features = [line for line in head.splitlines()
+                    if line.startswith("Filesystem features:")][0]
+        fsck = subprocess.run(["e2fsck", "-fn", raw], capture_output=True,
+                              text=True)
+        return features.split(), fsck.returncode, fsck.stdout + fsck.stderr
+
+
+def create_snapshot(dep, server, name, quiesce, timeout=300):
+    """A snapshot of ``server``'s disk ``vda`` through the REST API of
+    the deployment ``dep``, waited for.  :returns: (the snapshot, its
+    operation).
+    """
+    body = dep.ok("POST", "/v1/servers/%s/snapshots" % server,
+                  {"snapshot": {"name": name, "disk": "vda",
+                                "quiesce": quiesce}}, status=202)
+    op = dep.wait_operation(body["operation"]["id"], timeout=timeout)
+    snap = dep.ok("GET", "/v1/snapshots/%s" % body["snapshot"]["id"])
+    return snap["snapshot"], op
+
+
 def read_fs_sequence(image, replay=False):
     """The sequence numbers of the lines of ``/seq`` in the ext4 file
     system of ``image`` (its whole chain), the libvirt guest's file, read
     with ``debugfs`` from a raw copy; first the journal is replayed
     (``e2fsck -fy``) if ``replay``.  Entry ``i`` is the number on line
-    ``i``, -1 for a line holding anything else."""
+    ``i``, -1 for a line holding anything else.
+    """
     with tempfile.TemporaryDirectory(prefix="ls-fsseq-") as tmp:
         raw = os.path.join(tmp, "fs.raw")
         subprocess.run([QEMU_IMG, "convert", "-U", "-f", "qcow2", "-O",
@@ -697,7 +750,8 @@ def _parse_block(block):
 
 def gap_free_prefix(seqs, first=0):
     """``k`` if ``seqs`` is exactly ``first, first+1, ..., k-1`` from block
-    ``first`` on (blocks before ``first`` ignored), else None."""
+    ``first`` on (blocks before ``first`` ignored), else None.
+    """
     tail = seqs[first:]
     for i, value in enumerate(tail):
         if value != first + i:

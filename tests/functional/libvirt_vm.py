@@ -22,7 +22,8 @@ _DEVICE = '/machine/peripheral/virtio-disk0/virtio-backend'
 
 class LibvirtVM(object):
     """A persistent domain on ``image``; ``kill`` destroys and undefines
-    it."""
+    it.
+    """
 
     def __init__(self, image, name):
         import libvirt
@@ -55,7 +56,8 @@ class LibvirtVM(object):
 
     def write(self, pattern, offset, length):
         """Write ``length`` bytes of ``pattern`` at ``offset`` into the
-        disk's live layer, through the running QEMU."""
+        disk's live layer, through the running QEMU.
+        """
         self._io('write -P 0x%02x %d %d' % (pattern, offset, length))
 
     def flush(self):

@@ -49,7 +49,8 @@ def create_snapshot(dep, server_id, name, disk='vda', token='p1-token'):
 
 def online_create(dep, tmp_path):
     """Snapshot a running VM; data before it stays in the snapshot, data
-    after it lands in the new layer, and the VM never stops."""
+    after it lands in the new layer, and the VM never stops.
+    """
     vm, base = start_vm(dep, tmp_path)
     try:
         vm.write(0xaa, 0, MiB)

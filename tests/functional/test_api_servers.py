@@ -33,7 +33,8 @@ def _get(url, token='p1-token'):
 
 def test_200_clients_at_once_all_get_answers(inprocess):
     """Every client connects at the same moment (a barrier), sends a few
-    requests, each on a new connection: none is reset, none gets a 5xx."""
+    requests, each on a new connection: none is reset, none gets a 5xx.
+    """
     base = os.path.join(inprocess.image_dir, 'c.qcow2')
     images.create_base(base, scenarios.MiB)
     inprocess.register_server('srv', base)
@@ -74,7 +75,8 @@ def test_gunicorn_serves_the_api_beside_a_conductor_without_it(
         tmp_path, rabbit_url, postgres_url):
     """gunicorn (2 workers) serves the API; a livesnap-conductor with
     ``[api] enabled = false`` migrates the schema and takes the agent's
-    reports; a snapshot made through gunicorn finishes."""
+    reports; a snapshot made through gunicorn finishes.
+    """
     fixtures.pg_reset_schema(postgres_url)
     dep = fixtures.ProcessDeployment(tmp_path, rabbit_url, postgres_url)
     dep.start = lambda: None  # started here, differently

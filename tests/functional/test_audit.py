@@ -24,7 +24,8 @@ def tree(request, conf, tmp_path, database):
 
     On the QEMU driver (a disk registered by path), or with
     ``@pytest.mark.parametrize('tree', ['libvirt'], indirect=True)`` on
-    the libvirt driver (a shut-off domain registered by domain)."""
+    the libvirt driver (a shut-off domain registered by domain).
+    """
     driver = getattr(request, 'param', 'qemu')
     dep = fixtures.InProcessDeployment(conf, tmp_path)
     base = os.path.join(dep.image_dir, 'srv1-vda.qcow2')
@@ -85,7 +86,8 @@ def test_orphan_found_and_removed(tree):
 
 def test_every_leftover_file_is_found_and_removed(tree):
     """Not only ``*.qcow2``: what a purge, an interrupted create or a
-    partial overlay leaves behind is drift too; sockets are not files."""
+    partial overlay leaves behind is drift too; sockets are not files.
+    """
     import socket
     dep, s1, _ = tree
     with db.transaction() as s:
@@ -119,7 +121,8 @@ def test_every_leftover_file_is_found_and_removed(tree):
 @both_drivers
 def test_leftovers_of_a_running_operation_are_not_drift(tree):
     """A merge renames the snapshot's file to ``.deleted`` before it
-    unlinks it: while its operation runs, that is not an orphan."""
+    unlinks it: while its operation runs, that is not an orphan.
+    """
     dep, s1, _ = tree
     with db.transaction() as s:
         snap = s.get(models.Snapshot, s1)

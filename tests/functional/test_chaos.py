@@ -8,7 +8,7 @@ twice, a database restart).  Asserts the invariants the run checks, never
 its timings.
 
 The two bugs being fixed on other branches (an operation set back to
-``running`` after its report, operations.dispatch; reports not redelivered
+``running`` after its report, dispatch.send; reports not redelivered
 after a conductor crash) show as operations stuck ``pending``/``running``
 and disks locked; when those are the only failures, the test is marked
 xfail with the run's own words, so the suite stays green until they are

@@ -102,7 +102,8 @@ def test_every_branch_over_rabbitmq(tmp_path, rabbit_url, postgres_url,
 def test_every_branch_on_libvirt(libvirt_up, tmp_path, rabbit_url,
                                  postgres_url):
     """The same branches on a running libvirt domain (``[agent] driver =
-    libvirt``, registered by domain)."""
+    libvirt``, registered by domain).
+    """
     pytest.importorskip('libvirt')
     fixtures.pg_reset_schema(postgres_url)
     with fixtures.running(fixtures.ProcessDeployment(
@@ -120,7 +121,8 @@ def test_admin_cancels_a_merge_while_it_copies(tmp_path, rabbit_url,
                                                postgres_url):
     """A merge copying at [agent] merge_rate_limit_mb is cancelled by an
     admin: it fails with "cancelled", the VM runs, the tree and every
-    layer are as before, and the same delete works afterwards."""
+    layer are as before, and the same delete works afterwards.
+    """
     fixtures.pg_reset_schema(postgres_url)
     with fixtures.running(fixtures.ProcessDeployment(
             tmp_path, rabbit_url, postgres_url,

@@ -3,10 +3,11 @@ operation ends with a reason, and the database and the disks agree.
 
 On a running QEMU VM over RabbitMQ, with PostgreSQL:
 
-* the agent is killed with SIGKILL at every step of an online create and of
-  an online merge-delete (through ``[agent] fault_points``, see
-  docs/faults.md), then started again: its journal replay resumes the VM
-  and finishes the operation; the same on a libvirt domain;
+* (the agent killed with SIGKILL at every step of an online create and of
+  an online merge, on every driver, and its journal replay finishing the
+  operation, is the driver contract suite's:
+  tests/functional/test_driver_contract.py, ``[agent] fault_points``, see
+  docs/faults.md);
 * the broker (a private RabbitMQ node) is restarted in the middle of
   operations;
 * a conductor is killed mid-operation while a second one runs;
@@ -30,7 +31,6 @@ import time
 
 import pytest
 
-from agent import images
 from agent import rpcapi as agent_rpcapi
 from conductor import audit
 from conductor.db import api as db
@@ -38,9 +38,7 @@ from livesnap import context
 from livesnap import rpc
 from livesnap_tools import broker
 from livesnap_tools import fixtures
-from tests.functional import libvirt_vm
 from tests.functional import tenant
-from tests.functional import tree_check
 
 pytestmark = pytest.mark.functional
 
@@ -52,48 +50,6 @@ RECOVERY_EXTRA = ('[conductor]\nperiodic_interval = 0.5\nhost_down_time = 3\n'
                   'agent_call_timeout = 2\n')
 #: generous: far below operation_timeout, far above what it takes here
 RECOVERY_BOUND_S = 60
-
-CREATE_STEPS = ('prepare', 'pause', 'pivot', 'resume')
-MERGE_STEPS = ('prepare', 'pause', 'merge', 'resume', 'reparent', 'delete',
-               'purge')
-
-
-def _points(action, steps):
-    return ['%s:%s:%s' % (action, s, w) for s in steps
-            for w in ('before', 'after')] + ['%s:report:before' % action]
-
-
-CREATE_POINTS = _points('create_snapshot', CREATE_STEPS)
-MERGE_POINTS = _points('delete_snapshot', MERGE_STEPS)
-
-#: The agent on libvirt (``snapshot_pause = suspend``, so a create's pause
-#: is a real suspend), with the conductor of EXTRA.
-LIBVIRT_EXTRA = libvirt_vm.EXTRA + 'snapshot_pause = suspend\n' + EXTRA
-#: The libvirt driver's online create has the steps of CREATE_STEPS but
-#: names its switch ``snapshot`` (one ``snapshotCreateXML`` under the
-#: suspend), not ``pivot``: create_snapshot:pivot:before and :after are
-#: never reached on libvirt, its ``snapshot`` points stand in for them.
-LIBVIRT_CREATE_STEPS = ('prepare', 'pause', 'snapshot', 'resume')
-#: A libvirt merge into the live layer has every step of MERGE_STEPS
-#: whichever way it goes: a blockPull, then the flush pause (suspend and
-#: resume) before the delete; or, when the live layer holds less than the
-#: snapshot (always here: the test writes one slot after the snapshot,
-#: the snapshot's layer holds everything written before it), an active
-#: blockCommit whose pivot is recorded as ``pause``, ``snapshot``
-#: (blockJobAbort(PIVOT)) and ``resume`` before the reparent and the
-#: flush pause.  A point fires the first time its step is reached, so on
-#: the commit path the pause and resume points are the pivot's; the
-#: pivot's own ``snapshot`` points are added.
-LIBVIRT_MERGE_POINTS = MERGE_POINTS + ['delete_snapshot:snapshot:before',
-                                       'delete_snapshot:snapshot:after']
-#: Every point of an online create and of an online merge on libvirt.
-LIBVIRT_POINTS = (_points('create_snapshot', LIBVIRT_CREATE_STEPS)
-                  + LIBVIRT_MERGE_POINTS)
-#: The points of a merge by blockPull that the commit path does not reach
-#: first: its flush pause (suspend and resume before the delete).
-LIBVIRT_STREAM_POINTS = ['delete_snapshot:%s:%s' % (step, when)
-                         for step in ('pause', 'resume')
-                         for when in ('before', 'after')]
 
 STATS = {'faults': 0, 'longest_pause_s': 0.0, 'recovery_s': {}}
 
@@ -134,7 +90,8 @@ def _dump(dep):
 def _driving(dep, tmp_path, driver='qemu'):
     """A tenant driving server srv1 on a running VM (a libvirt domain
     with ``driver='libvirt'``); on failure the deployment's logs are
-    printed; the VM is always killed."""
+    printed; the VM is always killed.
+    """
     d = tenant.TenantDriver(dep, tmp_path, dep.database_url, online=True,
                             driver=driver)
     try:
@@ -175,137 +132,6 @@ def _no_drift():
     assert findings == {fixtures.HOST: []}, findings
 
 
-def _inject(dep, d, point, start_operation):
-    """Arm ``point``, start an operation, let the agent die there, start
-    it again, and return the operation once it has ended."""
-    dep.kill('agent')
-    dep.start_agent(fault_points=[point])
-    op_id = start_operation()
-    code = dep.wait_exit('agent', timeout=120)
-    assert code == -9, 'agent exited %s instead of dying at %s' % (
-        code, point)
-    STATS['faults'] += 1
-    died = time.monotonic()
-    dep.start_agent()
-    _wait_running(d.vm, died)
-    op = dep.wait_operation(op_id, timeout=120)
-    assert op['status'] in ('succeeded', 'failed'), op
-    if op['status'] == 'failed':
-        assert op['error'], op
-    return op
-
-
-def test_agent_killed_at_every_step(deployment, tmp_path):
-    dep = deployment
-    with _driving(dep, tmp_path) as d:
-        slot = 0
-        for point in CREATE_POINTS:
-            d.write(slot % 8, 0x10 + slot)
-            slot += 1
-            holder = {}
-
-            def create():
-                body = dep.ok('POST', '/v1/servers/srv1/snapshots',
-                              {'snapshot': {'name': point, 'disk': 'vda'}},
-                              status=202)
-                holder['id'] = body['snapshot']['id']
-                return body['operation']['id']
-
-            op = _inject(dep, d, point, create)
-            assert op['status'] == 'succeeded', (point, op)
-            assert op['steps'][0]['name'] == 'recover' or \
-                point.endswith('report:before'), (point, op['steps'])
-            d.model.snapshot(holder['id'])
-            d.check()
-            _no_drift()
-            # Keep the chain short: fold the new snapshot back (no fault).
-            d.delete(holder['id'], 'merge')
-
-        for point in MERGE_POINTS:
-            d.write(slot % 8, 0x10 + slot)
-            slot += 1
-            snap = d.snapshot('m-' + point)
-            d.write(slot % 8, 0x10 + slot)
-            slot += 1
-
-            def delete():
-                op = dep.ok('DELETE', '/v1/snapshots/%s' % snap,
-                            status=202)['operation']
-                assert op['mode'] == 'merge'
-                return op['id']
-
-            op = _inject(dep, d, point, delete)
-            assert op['status'] == 'succeeded', (point, op)
-            d.model.forget(snap)
-            d.check()
-            _no_drift()
-
-
-@pytest.mark.parametrize('deployment', [LIBVIRT_EXTRA], indirect=True)
-def test_agent_killed_on_libvirt(libvirt_up, deployment, tmp_path):
-    """The agent SIGKILLed at every step of an online create and of an
-    online merge on a libvirt domain (LIBVIRT_POINTS, then the flush
-    pause of a merge by blockPull, LIBVIRT_STREAM_POINTS): the journal replay
-    resumes the domain and finishes the operation, and the model, the
-    images and the audit agree."""
-    pytest.importorskip('libvirt')
-    dep = deployment
-    with _driving(dep, tmp_path, driver='libvirt') as d:
-        for slot, point in enumerate(LIBVIRT_POINTS
-                                     + LIBVIRT_STREAM_POINTS):
-            d.write(slot % 8, 0x30 + slot)
-            if point.startswith('create_snapshot'):
-                holder = {}
-
-                def start():
-                    body = dep.ok('POST', '/v1/servers/srv1/snapshots',
-                                  {'snapshot': {'name': point,
-                                                'disk': 'vda'}},
-                                  status=202)
-                    holder['id'] = body['snapshot']['id']
-                    return body['operation']['id']
-            elif point in LIBVIRT_MERGE_POINTS:
-                snap = d.snapshot('m-' + point)
-                d.write((slot + 4) % 8, 0x40 + slot)
-                # The commit path, that LIBVIRT_MERGE_POINTS counts on.
-                assert _commits(dep, snap, d.active_image()), point
-            else:
-                snap = d.snapshot('s-' + point)
-                # The live layer holds more than the snapshot: blockPull.
-                for extra in range(8):
-                    if not _commits(dep, snap, d.active_image()):
-                        break
-                    d.write(extra, 0x50 + slot)
-                assert not _commits(dep, snap, d.active_image()), point
-            if not point.startswith('create_snapshot'):
-                def start():
-                    op = dep.ok('DELETE', '/v1/snapshots/%s' % snap,
-                                status=202)['operation']
-                    assert op['mode'] == 'merge'
-                    return op['id']
-            op = _inject(dep, d, point, start)
-            assert op['status'] == 'succeeded', (point, op)
-            assert op['steps'][0]['name'] == 'recover' or \
-                point.endswith('report:before'), (point, op['steps'])
-            if point.startswith('create_snapshot'):
-                d.model.snapshot(holder['id'])
-                d.check()
-                d.delete(holder['id'], 'merge')
-            else:
-                d.model.forget(snap)
-            d.check()
-            _no_drift()
-
-
-def _commits(dep, snap_id, live):
-    """True if the libvirt driver merges snapshot ``snap_id`` by
-    committing the live layer ``live`` into it (the live layer holds
-    less, see ``LibvirtDriver._cheaper_to_commit``)."""
-    _disk, snaps = tree_check.db_rows(dep.database_url, 'srv1')
-    snap = {s.id: s.image for s in snaps}[snap_id]
-    return images.actual_size(live) < images.actual_size(snap)
-
-
 def _disks_free():
     from conductor.db import models
     import sqlalchemy as sa
@@ -317,7 +143,8 @@ def _disks_free():
 class _FreeWatch(object):
     """From now on, poll the database until every disk is free; ``wait()``
     returns the seconds that took.  Watches the database, not the API,
-    which may be down with the conductor."""
+    which may be down with the conductor.
+    """
 
     def __init__(self, timeout=300):
         self.started = time.monotonic()
@@ -358,7 +185,8 @@ def _wait_pruned(dep, op_id, timeout=120):
 def _merge_with_a_fault(dep, d, slot, kill):
     """Snapshot, write, delete by merge while ``kill`` arms a fault; the
     process dies, is started again at once (as a service manager would),
-    and the time from its death to every disk being free is returned."""
+    and the time from its death to every disk being free is returned.
+    """
     d.write(slot % 8, 0x50 + slot)
     snap = d.snapshot('r%d' % slot)
     d.write((slot + 1) % 8, 0x51 + slot)
@@ -387,7 +215,8 @@ def test_recovery_does_not_wait_for_the_deadline(deployment, tmp_path):
     """Seen before: a merge done on disk whose report died with the
     conductor applying it kept the disk locked until operation_timeout.
     Now the agent re-sends the report until a conductor acknowledges it,
-    and a conductor that starts asks about everything in flight."""
+    and a conductor that starts asks about everything in flight.
+    """
     dep = deployment
     figures = {}
     with _driving(dep, tmp_path) as d:
@@ -438,8 +267,9 @@ def test_same_task_twice_and_host_down(deployment, tmp_path):
         # A task the conductor gave up on is refused by its operation id,
         # even without an expires_at: the agent journaled the abandonment.
         agent = agent_rpcapi.AgentAPI()
-        late = dict(task, operation_id='abandoned-1',
-                    new_image=os.path.join(dep.image_dir, 'late.qcow2'))
+        late = dict(task, operation_id='abandoned-1', layer_name='late')
+        late_image = os.path.join(
+            os.path.dirname(task['disk']['path']), 'late.qcow2')
         assert agent.abandon_operation(context.make(), fixtures.HOST,
                                        'abandoned-1')['state'] == 'abandoned'
         agent.create_snapshot(context.make(), fixtures.HOST, late)
@@ -447,7 +277,7 @@ def test_same_task_twice_and_host_down(deployment, tmp_path):
         time.sleep(2)  # time to (not) act on it
         assert agent.get_operation(context.make(), fixtures.HOST,
                                    'abandoned-1')['state'] == 'abandoned'
-        assert not os.path.exists(late['new_image'])
+        assert not os.path.exists(late_image)
         # ... while an operation it has seen is not abandoned.
         assert agent.abandon_operation(context.make(), fixtures.HOST,
                                        op['id'])['state'] == 'done'

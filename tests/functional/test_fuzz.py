@@ -14,7 +14,8 @@ half of the same derandomized cases (the suite's time budget), so every
 case is run on SQLite and half of them on all three.  The number of cases
 run is printed.  Run it alone with::
 
-    .venv/bin/python -m pytest -p no:cacheprovider -s tests/functional/test_fuzz.py
+    .venv/bin/python -m pytest -p no:cacheprovider -s \\
+        tests/functional/test_fuzz.py
 """
 
 import os
@@ -62,7 +63,8 @@ def _state():
 
 def _settle(timeout=30):
     """Wait until no operation is pending or running and no disk locked,
-    so the state only changes by the next request."""
+    so the state only changes by the next request.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with db.transaction() as s:

@@ -21,8 +21,6 @@ asserted.
 """
 
 import os
-import subprocess
-import tempfile
 
 import pytest
 
@@ -40,49 +38,12 @@ pytestmark = [
                        % guest.qga_missing()),
 ]
 
-MiB = 1024 * 1024
 SERVER = 'qguest1'
 OP_TIMEOUT = 300
 
 
-def _ext4_image(dep):
-    """A qcow2 base holding a fresh ext4 file system (with journal)."""
-    base = os.path.join(dep.image_dir, '%s-vda.qcow2' % SERVER)
-    with tempfile.TemporaryDirectory(prefix='ls-ext4-') as tmp:
-        raw = os.path.join(tmp, 'fs.raw')
-        with open(raw, 'wb') as f:
-            f.truncate(64 * MiB)
-        subprocess.run(['mkfs.ext4', '-q', '-F', '-j', raw], check=True,
-                       stdin=subprocess.DEVNULL)
-        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
-                        raw, base], check=True, stdin=subprocess.DEVNULL)
-    return base
-
-
-def _fs_state(image):
-    """(dumpe2fs -h features, e2fsck -fn return code and output) of the
-    file system in ``image`` (its whole chain), read from a raw copy."""
-    with tempfile.TemporaryDirectory(prefix='ls-fsck-') as tmp:
-        raw = os.path.join(tmp, 'snap.raw')
-        subprocess.run(['qemu-img', 'convert', '-U', '-f', 'qcow2', '-O',
-                        'raw', image, raw], check=True,
-                       stdin=subprocess.DEVNULL)
-        head = subprocess.run(['dumpe2fs', '-h', raw], capture_output=True,
-                              text=True, check=True).stdout
-        features = [line for line in head.splitlines()
-                    if line.startswith('Filesystem features:')][0]
-        fsck = subprocess.run(['e2fsck', '-fn', raw], capture_output=True,
-                              text=True)
-        return features.split(), fsck.returncode, fsck.stdout + fsck.stderr
-
-
 def _create(dep, name, quiesce):
-    body = dep.ok('POST', '/v1/servers/%s/snapshots' % SERVER,
-                  {'snapshot': {'name': name, 'disk': 'vda',
-                                'quiesce': quiesce}}, status=202)
-    op = dep.wait_operation(body['operation']['id'], timeout=OP_TIMEOUT)
-    snap = dep.ok('GET', '/v1/snapshots/%s' % body['snapshot']['id'])
-    return snap['snapshot'], op
+    return guest.create_snapshot(dep, SERVER, name, quiesce, OP_TIMEOUT)
 
 
 def _image_of(database_url, snap_id):
@@ -94,7 +55,8 @@ def _image_of(database_url, snap_id):
 def test_quiesced_snapshot_is_clean(inprocess, tmp_path, conf):
     dep = inprocess
     database_url = db.CONF.database.connection
-    image = _ext4_image(dep)
+    image = guest.ext4_image(
+        os.path.join(dep.image_dir, '%s-vda.qcow2' % SERVER))
     sock = scenarios.short_socket_path(SERVER)
     qga_sock = os.path.join(os.path.dirname(sock), 'qga.sock')
     vm = guest.LinuxGuest(image, sock, str(tmp_path / 'serial.log'),
@@ -117,7 +79,8 @@ def test_quiesced_snapshot_is_clean(inprocess, tmp_path, conf):
         assert names == ['prepare', 'freeze', 'pause', 'pivot', 'resume',
                          'thaw'], op
         assert snap['consistency'] == 'application', snap
-        features, rc, out = _fs_state(_image_of(database_url, snap['id']))
+        features, rc, out = guest.fs_state(
+            _image_of(database_url, snap['id']))
         assert 'needs_recovery' not in features, features
         assert rc == 0, out
 
@@ -130,8 +93,8 @@ def test_quiesced_snapshot_is_clean(inprocess, tmp_path, conf):
         assert op2['status'] == 'succeeded', op2
         assert 'freeze' not in [s['name'] for s in op2['steps']]
         assert crash['consistency'] == 'crash', crash
-        features, _rc, _out = _fs_state(_image_of(database_url,
-                                                  crash['id']))
+        features, _rc, _out = guest.fs_state(
+            _image_of(database_url, crash['id']))
         assert 'needs_recovery' in features, features
         # The same guest, a snapshot group: one freeze, one pause.
         body = dep.ok('POST', '/v1/servers/%s/snapshot-groups' % SERVER,
@@ -147,7 +110,8 @@ def test_quiesced_snapshot_is_clean(inprocess, tmp_path, conf):
                            % body['snapshot_group']['id'])[
                                'snapshot_group']['snapshots']
         assert member['consistency'] == 'application', member
-        features, rc, out = _fs_state(_image_of(database_url, member['id']))
+        features, rc, out = guest.fs_state(
+            _image_of(database_url, member['id']))
         assert 'needs_recovery' not in features, features
         assert rc == 0, out
         print('\nquiesce: %s' % ' '.join(

@@ -38,9 +38,9 @@ import urllib.request
 
 import pytest
 
-from livesnap_tools import testvm
 from livesnap_tools import fixtures
 from livesnap_tools import hostbed
+from livesnap_tools import testvm
 
 pytestmark = pytest.mark.functional
 
@@ -106,7 +106,8 @@ def _disk(bed, server):
 
 def _work_on(bed, host, rounds=3, base=0x10):
     """Create ``rounds`` snapshots (writing a pattern before each), then
-    delete them (merges); returns the patterns and where they were."""
+    delete them (merges); returns the patterns and where they were.
+    """
     vm = bed.servers[host]
     written = []
     snaps = []
@@ -231,7 +232,8 @@ HOLD_S = 8
 def test_host_cut_while_a_create_is_paused(bed):
     """The agent is held inside a create's paused section (a fault point
     that holds it before ``pivot``, after ``stop`` went out with the rest
-    of the section), and its link goes down there."""
+    of the section), and its link goes down there.
+    """
     host = bed.hosts[0]
     vm = bed.servers[host]
     other = bed.servers[bed.hosts[1]]
@@ -286,7 +288,8 @@ def test_host_cut_while_a_create_is_paused(bed):
 
 def test_tools_run_hosts_and_stop(tmp_path):
     """``./tools/run --hosts 2 --detach`` serves a demo VM on each host;
-    ``--stop`` removes every namespace, link and process it made."""
+    ``--stop`` removes every namespace, link and process it made.
+    """
     why = hostbed.unavailable()
     if why:
         pytest.skip('host bed unavailable: %s' % why)

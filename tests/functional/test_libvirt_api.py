@@ -10,6 +10,7 @@ libvirtd is started for the run by the session fixture ``libvirt_up``
 only); without libvirt the module is skipped.
 """
 
+import datetime
 import json
 import os
 import subprocess
@@ -157,6 +158,11 @@ def test_lifecycle_through_the_api(dep, domain):
     # S1 freezes the base (0xa1 at 0); a new live layer L1.
     s1, op = _create(dep, 's1')
     assert domain.state() == libvirt.VIR_DOMAIN_RUNNING
+    # Its moment: the pause, on the clock libvirt's events pass on.
+    taken = dep.ok('GET', '/v1/snapshots/%s' % s1)['snapshot']
+    when = [datetime.datetime.fromisoformat(t.rstrip('Z')) for t in (
+        taken['created_at'], taken['taken_at'], op['updated_at'])]
+    assert when == sorted(when), (taken, op)
     l1, base = domain.chain()
     assert base == domain.base
     # Data written into L1 while the domain is off (nothing to boot).
@@ -232,7 +238,8 @@ def test_snapshot_group_through_the_api(dep, libvirt_up):
     """A two-disk domain: ``POST /v1/servers/{id}/snapshot-groups`` is one
     operation whose one snapshotCreateXML switches both disks under one
     suspend (before, the group was accepted and then failed on
-    libvirt)."""
+    libvirt).
+    """
     conn = libvirt.open(libvirtd.URI)
     dom_uuid = str(uuid.uuid4())
     name = 'lsgrp-%s' % dom_uuid[:8]

@@ -9,6 +9,9 @@ with ``qemu-io -r -U`` from every layer after each step.  libvirtd is
 started for the run by the session fixture ``libvirt_up`` (tests/conftest.py,
 livesnap_tools/libvirtd.py) when it does not run yet (root only) and
 stopped at the end of the run if it started it.  No timing assertions.
+What every driver must do is the contract suite's
+(tests/functional/test_driver_contract.py, where libvirt runs with
+``snapshot_pause = suspend``); here are the libvirt driver's own cases.
 """
 
 import os
@@ -31,6 +34,7 @@ libvirt = pytest.importorskip('libvirt')
 SIZE = 16 * 1024 * 1024
 CHUNK = 64 * 1024
 MiB = 1024 * 1024
+
 
 @pytest.fixture
 def imgdir(tmp_path):
@@ -150,30 +154,9 @@ def test_list_vms(driver, domain):
     assert not driver.is_online(domain.disk())
 
 
-def test_create_offline(driver, domain, imgdir):
-    _fill_base(domain)
-    rec = StepRecorder()
-    res = _snapshot(driver, domain.disk(), 's1', rec)
-    new = layer(imgdir, 's1')
-    assert res['online'] is False
-    assert res['snapshot'] == {'driver': 'libvirt', 'path': domain.vda}
-    assert res['disk'] == domain.disk(path=new)
-    assert names(rec) == ['prepare', 'snapshot']
-    assert domain.chain(inactive=True)[0] == new
-    assert images.backing_file(new) == domain.vda
-    # Again: nothing more to do, the same answer.
-    assert _snapshot(driver, domain.disk(), 's1') == res
-    write(new, 0xb1, 0, CHUNK)
-    assert_content(domain.vda, BASE)
-    assert_content(new, [(0xb1, 0, CHUNK), (0xa1, CHUNK, 4 * MiB - CHUNK),
-                         (0xa2, 8 * MiB, CHUNK)])
-    # The domain boots on the new layer.
-    domain.start()
-    assert domain.chain() == [new, domain.vda]
-    assert domain.chain('vdb') == [domain.vdb]
-
-
-@pytest.mark.parametrize('mode', ['transaction', 'suspend'])
+# ``suspend`` is the contract suite's libvirt harness
+# (tests/functional/test_driver_contract.py).
+@pytest.mark.parametrize('mode', ['transaction'])
 def test_create_online(driver, domain, imgdir, mode):
     driver.snapshot_pause = mode
     _fill_base(domain)
@@ -216,19 +199,6 @@ def test_create_online(driver, domain, imgdir, mode):
     assert domain.chain(inactive=True)[0] == new2
 
 
-def test_create_online_paused_domain_stays_paused(driver, domain, imgdir):
-    driver.snapshot_pause = 'suspend'
-    domain.start()
-    domain.dom.suspend()
-    rec = StepRecorder()
-    _snapshot(driver, domain.disk(), 's1', rec)
-    assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_PAUSED
-    assert rec.steps[1]['detail']['was_running'] is False
-    assert driver.resume(domain.disk()) is True
-    assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    assert driver.resume(domain.disk()) is False
-
-
 def test_create_refuses_wrong_live_layer(driver, domain, imgdir):
     domain.start()
     _snapshot(driver, domain.disk(), 's1')
@@ -240,7 +210,8 @@ def test_create_refuses_wrong_live_layer(driver, domain, imgdir):
 def _two_layers(driver, domain, imgdir, big_snapshot):
     """base (BASE) <- s1 <- live (s2), s1 shows 0xb1 at 4 MiB (2 MiB of
     it when ``big_snapshot``), live shows 0xc1 at 12 MiB, written offline;
-    the domain then runs.  Returns (disk, s1, live)."""
+    the domain then runs.  Returns (disk, s1, live).
+    """
     _fill_base(domain)
     d1 = _snapshot(driver, domain.disk(), 's1')['disk']
     write(d1['path'], 0xb1, 4 * MiB, 2 * MiB if big_snapshot else CHUNK)
@@ -252,131 +223,6 @@ def _two_layers(driver, domain, imgdir, big_snapshot):
 def _shows(big_snapshot):
     return BASE + [(0xb1, 4 * MiB, 2 * MiB if big_snapshot else CHUNK),
                    (0xc1, 12 * MiB, CHUNK if big_snapshot else 2 * MiB)]
-
-
-@pytest.mark.parametrize('online', [True, False], ids=['online', 'offline'])
-def test_merge_stream(driver, domain, imgdir, online):
-    disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=False)
-    if online:
-        domain.start()
-    seen = []
-    rec = StepRecorder()
-    res = driver.merge(disk, {'driver': 'libvirt', 'path': s1},
-                       {'driver': 'libvirt', 'path': domain.vda}, disk, rec,
-                       progress=seen.append, child_is_leaf=True)
-    assert res['direction'] == 'stream'
-    assert res['online'] is online
-    assert res['child'] == disk and res['disk'] == disk
-    assert not os.path.exists(s1)
-    assert images.backing_file(live) == domain.vda
-    assert 'merge' in names(rec) and 'delete' in names(rec)
-    if online:
-        assert domain.chain() == [live, domain.vda]
-        assert seen and seen[-1] == 100.0
-    assert_content(live, _shows(False))
-    assert_content(domain.vda, BASE)
-    # Again: done already.
-    again = driver.merge(disk, {'driver': 'libvirt', 'path': s1},
-                         {'driver': 'libvirt', 'path': domain.vda}, disk,
-                         StepRecorder(), child_is_leaf=True)
-    assert again == res
-
-
-@pytest.mark.parametrize('online', [True, False], ids=['online', 'offline'])
-def test_merge_stream_whole_chain(driver, domain, imgdir, online):
-    """The root merged into its child: the child stands alone."""
-    _fill_base(domain)
-    disk = _snapshot(driver, domain.disk(), 's1')['disk']
-    write(disk['path'], 0xc1, 12 * MiB)
-    if online:
-        domain.start()
-    res = driver.merge(disk, {'driver': 'libvirt', 'path': domain.vda}, None,
-                       disk, StepRecorder())
-    assert res['direction'] == 'stream'
-    assert images.backing_file(disk['path']) is None
-    assert not os.path.exists(domain.vda)
-    assert_content(disk['path'], BASE + [(0xc1, 12 * MiB, CHUNK)])
-    if online:
-        assert domain.chain() == [disk['path']]
-
-
-@pytest.mark.parametrize('online', [True, False], ids=['online', 'offline'])
-def test_merge_commit_live_layer(driver, domain, imgdir, online):
-    disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=True)
-    if online:
-        domain.start()
-    rec = StepRecorder()
-    res = driver.merge(disk, {'driver': 'libvirt', 'path': s1},
-                       {'driver': 'libvirt', 'path': domain.vda}, disk, rec,
-                       child_is_leaf=True)
-    assert res['direction'] == 'commit'
-    assert res['online'] is online
-    assert res['disk'] == dict(disk, path=s1)
-    assert res['child'] == res['disk']
-    assert not os.path.exists(live)
-    assert images.backing_file(s1) == domain.vda
-    assert domain.chain(inactive=True)[0] == s1
-    if online:
-        assert domain.chain() == [s1, domain.vda]
-        assert 'pause' in names(rec) and 'resume' in names(rec)
-        assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    assert_content(s1, _shows(True))
-    assert_content(domain.vda, BASE)
-    again = driver.merge(disk, {'driver': 'libvirt', 'path': s1},
-                         {'driver': 'libvirt', 'path': domain.vda}, disk,
-                         StepRecorder(), child_is_leaf=True)
-    assert again['disk'] == res['disk'] and again['direction'] == 'commit'
-
-
-def test_merge_intermediate_online_commits(driver, domain, imgdir):
-    """base <- s1 <- s2 <- live: s1 merged with s2 while running.  libvirt
-    streams only into the live layer, so s2 is committed into s1."""
-    disk, s1, s2 = _two_layers(driver, domain, imgdir, big_snapshot=False)
-    disk = _snapshot(driver, disk, 's3')['disk']
-    domain.start()
-    s1_loc = {'driver': 'libvirt', 'path': s1}
-    res = driver.merge(disk, s1_loc,
-                       {'driver': 'libvirt', 'path': domain.vda},
-                       {'driver': 'libvirt', 'path': s2}, StepRecorder())
-    assert res.pop('child_size_bytes') > 0
-    assert res == {'child': s1_loc, 'disk': disk, 'direction': 'commit',
-                   'online': True}
-    assert not os.path.exists(s2)
-    assert domain.chain() == [disk['path'], s1, domain.vda]
-    assert images.backing_file(disk['path']) == s1
-    assert_content(s1, _shows(False))
-    assert_content(disk['path'], _shows(False))
-
-
-def test_delete_and_revert(driver, domain, imgdir):
-    _fill_base(domain)
-    d1 = _snapshot(driver, domain.disk(), 's1')['disk']
-    write(d1['path'], 0xb1, 0)
-    domain.start()
-    base = {'driver': 'libvirt', 'path': domain.vda}
-    # Revert is refused while the domain runs; nothing is made.
-    with pytest.raises(exception.ServerRunning):
-        driver.revert(d1, base, 'r1', StepRecorder())
-    assert not os.path.exists(layer(imgdir, 'r1'))
-    # A layer the running domain reads is not deleted.
-    with pytest.raises(exception.ImageInUse):
-        driver.delete_image(base, StepRecorder())
-    domain.stop()
-    rec = StepRecorder()
-    res = driver.revert(d1, base, 'r1', rec)
-    r1 = layer(imgdir, 'r1')
-    assert res == {'disk': dict(d1, path=r1), 'online': False}
-    assert images.backing_file(r1) == domain.vda
-    assert domain.chain(inactive=True)[0] == r1
-    assert_content(r1, BASE)
-    # The old live layer is the caller's to delete.
-    assert driver.delete_image({'driver': 'libvirt', 'path': d1['path']},
-                               StepRecorder()) == {}
-    assert not os.path.exists(d1['path'])
-    assert driver.delete_image({'driver': 'libvirt', 'path': d1['path']},
-                               StepRecorder()) == {}
-    domain.start()
-    assert domain.chain() == [r1, domain.vda]
 
 
 def test_paths_outside_image_dirs_refused(driver, domain, tmp_path):
@@ -413,7 +259,8 @@ def test_inspect_and_remove(driver, domain, imgdir):
 
 def test_merge_cancelled_leaves_chain(driver, domain, imgdir):
     """A stream slowed to a crawl and cancelled: the job is aborted and
-    every layer is as it was."""
+    every layer is as it was.
+    """
     disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=True)
     domain.start()
     driver.merge_speed = 64 * 1024
@@ -429,7 +276,8 @@ def test_merge_cancelled_leaves_chain(driver, domain, imgdir):
 
 def test_merge_finds_running_stream(driver, domain, imgdir):
     """An agent that died after starting the stream: the re-sent merge
-    waits for the job it finds and finishes."""
+    waits for the job it finds and finishes.
+    """
     disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=False)
     domain.start()
     domain.dom.blockRebase('vda', domain.vda, 64 * 1024,
@@ -446,7 +294,8 @@ def test_merge_finds_running_stream(driver, domain, imgdir):
 
 def test_merge_after_pivot_keeps_it(driver, domain, imgdir):
     """An agent that died after the pivot of an active commit: the re-sent
-    merge keeps the pivot and only deletes the old live layer."""
+    merge keeps the pivot and only deletes the old live layer.
+    """
     disk, s1, live = _two_layers(driver, domain, imgdir, big_snapshot=True)
     domain.start()
     domain.dom.blockCommit('vda', s1, live, 0,
@@ -471,7 +320,8 @@ def test_merge_after_pivot_keeps_it(driver, domain, imgdir):
 
 def test_merge_other_branch_while_running(driver, domain, imgdir):
     """Layers the running domain does not use (the branch left by a
-    revert) are merged with qemu-img while it runs."""
+    revert) are merged with qemu-img while it runs.
+    """
     disk, s1, old_live = _two_layers(driver, domain, imgdir,
                                      big_snapshot=False)
     base = {'driver': 'libvirt', 'path': domain.vda}
@@ -486,34 +336,3 @@ def test_merge_other_branch_while_running(driver, domain, imgdir):
     assert images.backing_file(old_live) == domain.vda
     assert_content(old_live, _shows(False))
     assert domain.chain() == [r1['path'], domain.vda]
-
-
-def test_create_group_online_one_call(driver, domain, imgdir):
-    """Two disks, one group: one snapshotCreateXML switches both under
-    one pause (``suspend``, so the pause is QEMU's STOP to RESUME)."""
-    driver.snapshot_pause = 'suspend'
-    _fill_base(domain)
-    write(domain.vdb, 0xc1, 0)
-    domain.start()
-    rec = StepRecorder()
-    res = driver.create_snapshots([domain.disk('vda'), domain.disk('vdb')],
-                                  ['g1', 'g2'], rec)
-    g1, g2 = layer(imgdir, 'g1'), layer(imgdir, 'g2')
-    assert res['online'] is True
-    assert [s['disk'] for s in res['snapshots']] == [
-        domain.disk('vda', g1), domain.disk('vdb', g2)]
-    assert names(rec) == ['prepare', 'prepare', 'pause', 'snapshot',
-                          'resume']
-    assert all(s['status'] == 'done' for s in rec.steps)
-    assert domain.dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-    assert domain.chain('vda') == [g1, domain.vda]
-    assert domain.chain('vdb') == [g2, domain.vdb]
-    assert domain.chain('vda', inactive=True)[0] == g1
-    assert domain.chain('vdb', inactive=True)[0] == g2
-    # Run again: found done.
-    assert driver.create_snapshots(
-        [domain.disk('vda'), domain.disk('vdb')], ['g1', 'g2'],
-        StepRecorder()) == res
-    domain.stop()
-    assert_content(g1, BASE)
-    assert_content(g2, [(0xc1, 0, CHUNK)])

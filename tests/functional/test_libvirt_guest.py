@@ -32,11 +32,14 @@ libvirt`` in process; the domain is registered by domain.
   shows the snapshot's prefix.
 
 No timing is asserted.  Skipped without libvirt or the quiesce guest's
-parts (qemu-ga, e2fsprogs, the virtio modules).
+parts (qemu-ga, e2fsprogs, the virtio modules).  The guest's set-up (an
+ext4 image, its file system's state) is tests/functional/guest.py's, shared
+with test_guest_quiesce.py; a domain whose guest agent never answers
+(``required`` refused before the pause, ``preferred`` crash-consistent) is
+the driver contract suite's (test_driver_contract.py).
 """
 
 import os
-import subprocess
 
 import pytest
 
@@ -46,7 +49,6 @@ from livesnap_tools import fixtures
 from livesnap_tools import libvirtd
 from tests.functional import guest
 from tests.functional import tree_check
-from tests.functional.test_guest_quiesce import _fs_state
 
 _MISSING = guest.qga_missing(guest.LIBVIRT_QGA_MODULES)
 
@@ -56,7 +58,6 @@ pytestmark = [
                        reason='libvirt guest unavailable: %s' % _MISSING),
 ]
 
-MiB = 1024 * 1024
 SERVER = 'lvguest1'
 OP_TIMEOUT = 300
 QUIESCED_STEPS = ['prepare', 'freeze', 'pause', 'snapshot', 'resume', 'thaw']
@@ -73,35 +74,15 @@ COMMIT_STEPS = ['prepare', 'merge', 'pause', 'snapshot', 'resume',
 @pytest.fixture
 def libvirt_agent(libvirt_up, conf):
     """The in-process agent's driver: libvirt (set before ``inprocess``
-    starts it)."""
+    starts it).
+    """
     conf.set('driver', 'libvirt', group='agent')
     conf.set('uri', libvirtd.URI, group='libvirt')
     conf.set('job_poll_interval', 0.05, group='libvirt')
 
 
-def _ext4_image(path):
-    """A qcow2 base at ``path`` holding a fresh ext4 file system (with
-    journal)."""
-    raw = path + '.raw'
-    with open(raw, 'wb') as f:
-        f.truncate(64 * MiB)
-    try:
-        subprocess.run(['mkfs.ext4', '-q', '-F', '-j', raw], check=True,
-                       stdin=subprocess.DEVNULL)
-        subprocess.run(['qemu-img', 'convert', '-f', 'raw', '-O', 'qcow2',
-                        raw, path], check=True, stdin=subprocess.DEVNULL)
-    finally:
-        os.unlink(raw)
-    return path
-
-
 def _create(dep, name, quiesce):
-    body = dep.ok('POST', '/v1/servers/%s/snapshots' % SERVER,
-                  {'snapshot': {'name': name, 'disk': 'vda',
-                                'quiesce': quiesce}}, status=202)
-    op = dep.wait_operation(body['operation']['id'], timeout=OP_TIMEOUT)
-    snap = dep.ok('GET', '/v1/snapshots/%s' % body['snapshot']['id'])
-    return snap['snapshot'], op
+    return guest.create_snapshot(dep, SERVER, name, quiesce, OP_TIMEOUT)
 
 
 def _delete(dep, snap_id):
@@ -134,7 +115,8 @@ def _prefix(image, what, replay=False):
 def test_real_guest_on_libvirt(libvirt_agent, inprocess, tmp_path):
     dep = inprocess
     database_url = db.CONF.database.connection
-    base = _ext4_image(os.path.join(dep.image_dir, '%s-vda.qcow2' % SERVER))
+    base = guest.ext4_image(
+        os.path.join(dep.image_dir, '%s-vda.qcow2' % SERVER))
     vm = guest.LibvirtGuest(base, str(tmp_path / 'serial.log'),
                             libvirtd.URI, name=SERVER)
     try:
@@ -158,7 +140,7 @@ def test_real_guest_on_libvirt(libvirt_agent, inprocess, tmp_path):
         disk, snaps = tree_check.db_rows(database_url, SERVER)
         app_image = {s.id: s.image for s in snaps}[app['id']]
         assert app_image == base
-        features, rc, out = _fs_state(app_image)
+        features, rc, out = guest.fs_state(app_image)
         assert 'needs_recovery' not in features, features
         assert rc == 0, out
         k_app = _prefix(app_image, 'quiesced snapshot')
@@ -177,7 +159,7 @@ def test_real_guest_on_libvirt(libvirt_agent, inprocess, tmp_path):
         assert crash['consistency'] == 'crash', crash
         disk, snaps = tree_check.db_rows(database_url, SERVER)
         crash_image = {s.id: s.image for s in snaps}[crash['id']]
-        features, _rc, _out = _fs_state(crash_image)
+        features, _rc, _out = guest.fs_state(crash_image)
         assert 'needs_recovery' in features, features
         k_crash = _prefix(crash_image, 'crash snapshot', replay=True)
         assert before <= k_crash <= after + 1, (before, k_crash, after)
@@ -245,58 +227,3 @@ def test_real_guest_on_libvirt(libvirt_agent, inprocess, tmp_path):
                   ' '.join('%s:%.0f' % (s['name'], s['duration_ms'] or 0)
                            for s in o['steps'])
                   for o in (op, op3, op4))))
-
-
-def test_channel_without_an_agent_on_libvirt(libvirt_up, tmp_path):
-    """A domain with the guest agent's channel but no agent in the guest
-    (it sits in its firmware): libvirt reports the channel disconnected,
-    so no freeze is sent; ``required`` fails before the pause and
-    switches nothing, ``preferred`` goes on crash-consistent with the
-    reason; ``thaw_guest`` cannot reach an agent (its retries go on)."""
-    import uuid
-
-    import libvirt
-
-    from agent.driver.libvirt import driver as lvdriver
-    from agent.driver.libvirt import guest as lvguest
-    from agent import exception
-    from agent.steps import StepRecorder
-    imgdir = str(tmp_path / 'images')
-    os.mkdir(imgdir)
-    base = os.path.join(imgdir, 'vda-base.qcow2')
-    images.create_base(base, 16 * MiB)
-    conn = libvirt.open(libvirtd.URI)
-    dom_uuid = str(uuid.uuid4())
-    dom = conn.defineXML(libvirtd.domain_xml(
-        'lsqga-%s' % dom_uuid[:8], dom_uuid, [('vda', base)],
-        guest_agent=True))
-    drv = lvdriver.LibvirtDriver([imgdir], uri=libvirtd.URI,
-                                 snapshot_pause='suspend',
-                                 job_poll_interval=0.05,
-                                 quiesce_timeout=2.0)
-    try:
-        dom.create()
-        disk = lvdriver.disk_locator(dom_uuid, 'vda', base)
-        assert drv.can_quiesce(disk)
-        rec = StepRecorder()
-        with pytest.raises(exception.QuiesceFailed):
-            drv.create_snapshot(disk, 'r1', rec, quiesce='required')
-        assert [s['name'] for s in rec.steps] == ['prepare']
-        assert not os.path.exists(os.path.join(imgdir, 'r1.qcow2'))
-        rec = StepRecorder()
-        res = drv.create_snapshot(disk, 'p1', rec, quiesce='preferred')
-        assert [s['name'] for s in rec.steps] == [
-            'prepare', 'pause', 'snapshot', 'resume']
-        assert res['consistency'] == 'crash', res
-        assert 'not connected' in res['consistency_reason'], res
-        assert res['disk']['path'] == os.path.join(imgdir, 'p1.qcow2')
-        assert dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING
-        with pytest.raises(lvguest.LibvirtError):
-            drv.thaw_guest(res['disk'])  # no agent to ask
-    finally:
-        if dom.isActive():
-            dom.destroy()
-        dom.undefine()
-        conn.close()
-        if drv._conn is not None:
-            drv._conn.close()

@@ -74,7 +74,8 @@ class Tenant(object):
     def call(self, method, path, body=None):
         """One request; 409 ``disk_busy`` is retried while the disk is
         busy with this tenant's own work and recorded as a problem when
-        it is the conductor's."""
+        it is the conductor's.
+        """
         while True:
             self.stats['requests'] += 1
             status, payload = self.dep.api(method, path, body, self.token)

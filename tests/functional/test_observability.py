@@ -51,7 +51,8 @@ class Collector(object):
 
     def wait_for(self, wanted, timeout=60):
         """Block until every (event type, operation id) in ``wanted`` came;
-        returns {(event type, operation id): payload}."""
+        returns {(event type, operation id): payload}.
+        """
         deadline = time.monotonic() + timeout
         with self.changed:
             while True:

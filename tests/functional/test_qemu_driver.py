@@ -3,7 +3,10 @@
 Data is written through QEMU's block layer (HMP qemu-io) and verified from
 outside with qemu-io, so every test checks that snapshots and merges keep
 each image's content byte for byte.  No timing assertions: the machines are
-loaded.
+loaded.  What every driver must do (create, merge both ways, delete, revert,
+clone, groups, quiesce, crash points) is the contract suite's,
+tests/functional/test_driver_contract.py; here are the QEMU driver's own
+cases (its pause deadline, QMP failures, jobs left behind, a full disk).
 """
 
 import os
@@ -20,7 +23,8 @@ from agent.driver.qemu import qmp
 from agent import exception
 from agent import images
 from agent.steps import StepRecorder
-from livesnap_tools.testvm import TestVM, read_pattern_ok
+from livesnap_tools.testvm import read_pattern_ok
+from livesnap_tools.testvm import TestVM
 
 pytestmark = pytest.mark.functional
 
@@ -34,7 +38,8 @@ class ByPath(object):
     "active_image"}``, a new layer a ``.qcow2`` path beside the live one,
     and results name files (``snapshot_image``, ``active_image``,
     ``child_image``).  Every call goes through the driver's locators
-    (``check``, ``layer_locator``, ``image``)."""
+    (``check``, ``layer_locator``, ``image``).
+    """
 
     def __init__(self, driver):
         self.driver = driver
@@ -178,80 +183,6 @@ def snapshot(driver, disk, new):
 
 # -- create ----------------------------------------------------------------
 
-def test_online_create(driver, vms, base, imgdir):
-    vm = vms(base)
-    vm.write(0xaa, 0, CHUNK)
-    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
-    new = img(imgdir, "a1")
-
-    # The registered path keeps the live layer; the snapshot is the new
-    # name (issue 20).
-    result, rec = snapshot(driver, disk, new)
-    assert result == {"snapshot_image": new, "active_image": base,
-                      "size_bytes": images.actual_size(new),
-                      "online": True}
-    assert names(rec) == ["prepare", "pause", "pivot", "resume"]
-    assert all(s["status"] == "done" for s in rec.steps)
-    assert rec.pause_ms is not None and not rec.paused
-    assert vm.status() == "running"
-    assert vm.top_image() == base
-
-    vm.write(0xbb, 0, CHUNK)
-    vm.write(0xcc, CHUNK, CHUNK)
-    vm.flush()
-    assert_content(new, [(0xaa, 0), (0x00, CHUNK)])
-    assert_content(base, [(0xbb, 0), (0xcc, CHUNK), (0x00, 2 * CHUNK)])
-    assert images.backing_file(base) == new
-    assert images.info(base, force_share=True)["backing-filename"] == \
-        os.path.basename(new)
-
-    # idempotent: the same task again changes nothing
-    rec2 = StepRecorder()
-    again = driver.create_snapshot(
-        {"qmp_socket": vm.qmp_socket, "active_image": base}, new, rec2)
-    assert again["snapshot_image"] == new
-    assert again["active_image"] == base
-    assert "pause" not in names(rec2)
-    assert vm.top_image() == base
-
-    vm.shutdown()
-    for path in (base, new):
-        images.check(path)
-    assert_content(base, [(0xbb, 0), (0xcc, CHUNK)])
-
-
-def test_online_create_leaves_paused_vm_paused(driver, vms, base, imgdir):
-    vm = vms(base)
-    vm.stop_vm()
-    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
-    result, rec = snapshot(driver, disk, img(imgdir, "a1"))
-    assert result["online"] is True
-    assert names(rec) == ["prepare", "pause", "pivot", "resume"]
-    assert vm.status() == "paused"
-    assert not rec.paused
-
-
-def test_offline_create(driver, base, imgdir):
-    offline_write(base, 0xaa, 0)
-    disk = {"qmp_socket": None, "active_image": base}
-    new = img(imgdir, "a1")
-    result, rec = snapshot(driver, disk, new)
-    assert result["online"] is False
-    assert result["snapshot_image"] == new
-    assert result["active_image"] == base
-    assert names(rec) == ["prepare", "snapshot"]
-    assert rec.pause_ms is None
-    assert images.backing_file(base) == new
-    offline_write(base, 0xbb, 0)
-    assert_content(new, [(0xaa, 0)])
-    assert_content(base, [(0xbb, 0)])
-
-    # idempotent
-    again = driver.create_snapshot(
-        {"qmp_socket": None, "active_image": base}, new, StepRecorder())
-    assert again == result
-    assert_content(base, [(0xbb, 0)])
-
 
 def test_offline_create_on_dead_socket(driver, base, imgdir, sockdir):
     disk = {"qmp_socket": os.path.join(sockdir, "gone.sock"),
@@ -279,7 +210,8 @@ def test_create_refuses_path_outside(driver, base, tmp_path):
 def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
     """The paused section is queued in QEMU in one write, so a deadline
     that its replies miss cannot leave the VM paused: the agent still reads
-    the queued cont's answer and keeps the pivot QEMU did."""
+    the queued cont's answer and keeps the pivot QEMU did.
+    """
     strict = Qemu([imgdir], pause_deadline=0, qmp_timeout=30.0)
     vm = vms(base)
     vm.write(0xaa, 0, CHUNK)
@@ -306,7 +238,8 @@ def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
 
 def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
     """A graph change QEMU refuses inside the pause: cont was queued after
-    it, so the VM runs; the new node and file are removed afterwards."""
+    it, so the VM runs; the new node and file are removed afterwards.
+    """
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     drv = Qemu([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
@@ -334,36 +267,13 @@ def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
 
 # -- delete ----------------------------------------------------------------
 
-def test_delete_leaf(driver, base, imgdir):
-    leaf = img(imgdir, "leaf")
-    images.create_overlay(leaf, base)
-    rec = StepRecorder()
-    driver.delete_image(leaf, rec)
-    assert names(rec) == ["delete"]
-    assert not os.path.exists(leaf)
-    driver.delete_image(leaf, StepRecorder())  # idempotent
-    assert os.path.exists(base)
-
-
-def test_delete_refuses_open_images(driver, vms, base, imgdir):
-    vm = vms(base)
-    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
-    snapshot(driver, disk, img(imgdir, "a1"))
-    # a1 is now a read-only backing node, base the writable top
-    for path in (base, img(imgdir, "a1")):
-        with pytest.raises(exception.ImageInUse):
-            driver.delete_image(path, StepRecorder())
-        assert os.path.exists(path)
-
 
 # -- merge -----------------------------------------------------------------
 
 def build_online_chain(driver, vm, base, imgdir, count):
-    """a1 <- ... <- a<count> <- base (active): the registered path keeps
-    the live layer and each create names its snapshot (issue 20), so the
-    chain, oldest first, is the snapshots and then base.  Image i gets
-    pattern 0x10+i at chunk i, and chunk 0 is overwritten in every
-    layer."""
+    """base <- a1 <- ... <- a<count> (active); image i gets pattern 0x10+i
+    at chunk i, and chunk 0 is overwritten in every layer.
+    """
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     vm.write(0x10, 0, CHUNK)
     chain = []
@@ -390,90 +300,6 @@ def settle(vm):
     vm.cont()
 
 
-def test_merge_newest_snapshot_into_active_online(driver, vms, base, imgdir):
-    vm = vms(base)
-    disk, chain = build_online_chain(driver, vm, base, imgdir, 2)
-    settle(vm)
-    before = {p: layout_of(chain, i) for i, p in enumerate(chain)}
-    for path, layout in before.items():
-        assert_content(path, layout)
-
-    seen = []
-    rec = StepRecorder()
-    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
-                          progress=seen.append)
-    assert result == {"child_image": chain[2], "parent_image": chain[0],
-                      "online": True, "direction": "stream"}
-    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
-                          "delete", "purge"]
-    assert rec.pause_ms is not None and not rec.paused
-    assert seen and seen[-1] == 100.0
-    assert vm.status() == "running"
-    assert not os.path.exists(chain[1])
-    assert vm.top_image() == chain[2]
-
-    vm.write(0x77, 10 * CHUNK, CHUNK)  # the VM keeps working
-    vm.shutdown()
-    assert images.backing_file(chain[2]) == chain[0]
-    assert_content(chain[2], before[chain[2]] + [(0x77, 10 * CHUNK)])
-    assert_content(chain[0], before[chain[0]])
-    for path in (chain[0], chain[2]):
-        images.check(path)
-
-    # idempotent: the same task again succeeds doing nothing
-    rec2 = StepRecorder()
-    driver.merge({"qmp_socket": None, "active_image": chain[2]},
-                 chain[1], chain[0], chain[2], rec2)
-    assert rec2.steps == []
-
-
-def test_merge_middle_snapshot_online(driver, vms, base, imgdir):
-    vm = vms(base)
-    disk, chain = build_online_chain(driver, vm, base, imgdir, 3)
-    settle(vm)
-    before = {p: layout_of(chain, i) for i, p in enumerate(chain)}
-    for path, layout in before.items():
-        assert_content(path, layout)
-
-    # a1's only child a2 is an intermediate (read-only) node
-    rec = StepRecorder()
-    result = driver.merge(disk, chain[1], chain[0], chain[2], rec)
-    assert result["online"] is True
-    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
-                          "delete", "purge"]
-    assert vm.status() == "running"
-    assert not os.path.exists(chain[1])
-    assert vm.top_image() == chain[3]
-
-    vm.shutdown()
-    assert images.backing_file(chain[2]) == chain[0]
-    assert images.backing_file(chain[3]) == chain[2]
-    for path in (chain[0], chain[2], chain[3]):
-        assert_content(path, before[path])
-        images.check(path)
-
-
-def test_merge_root_online(driver, vms, base, imgdir):
-    vm = vms(base)
-    disk, chain = build_online_chain(driver, vm, base, imgdir, 1)
-    settle(vm)
-    before = layout_of(chain, 1)
-    assert_content(chain[1], before)
-
-    rec = StepRecorder()
-    result = driver.merge(disk, chain[0], None, chain[1], rec)
-    assert result == {"child_image": chain[1], "parent_image": None,
-                      "online": True, "direction": "stream"}
-    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
-                          "delete", "purge"]
-    assert vm.status() == "running"
-    assert not os.path.exists(chain[0])
-    vm.shutdown()
-    assert images.backing_file(chain[1]) is None
-    assert_content(chain[1], before)
-    images.check(chain[1])
-
-
 def build_offline_chain(driver, base, imgdir, count):
     """As build_online_chain, offline: a1 <- ... <- base (live)."""
     disk = {"qmp_socket": None, "active_image": base}
@@ -486,41 +312,6 @@ def build_offline_chain(driver, base, imgdir, count):
         offline_write(base, 0x10 + i, 0)
         chain.append(new)
     return disk, chain + [base]
-
-
-def test_merge_offline(driver, base, imgdir):
-    disk, chain = build_offline_chain(driver, base, imgdir, 3)
-    before = {p: layout_of(chain, i) for i, p in enumerate(chain)}
-    for path, layout in before.items():
-        assert_content(path, layout)
-
-    rec = StepRecorder()
-    result = driver.merge(disk, chain[1], chain[0], chain[2], rec)
-    assert result["online"] is False
-    assert names(rec) == ["merge", "reparent", "delete"]
-    assert rec.pause_ms is None
-    assert not os.path.exists(chain[1])
-    assert images.backing_file(chain[2]) == chain[0]
-    for path in (chain[0], chain[2], chain[3]):
-        assert_content(path, before[path])
-        images.check(path)
-
-    rec2 = StepRecorder()
-    driver.merge(disk, chain[1], chain[0], chain[2], rec2)
-    assert rec2.steps == []
-
-
-def test_merge_root_offline(driver, base, imgdir):
-    disk, chain = build_offline_chain(driver, base, imgdir, 2)
-    before = {p: layout_of(chain, i) for i, p in enumerate(chain)}
-    rec = StepRecorder()
-    driver.merge(disk, chain[0], None, chain[1], rec)
-    assert names(rec) == ["merge", "reparent", "delete"]
-    assert not os.path.exists(chain[0])
-    assert images.backing_file(chain[1]) is None
-    for path in chain[1:]:
-        assert_content(path, before[path])
-        images.check(path)
 
 
 def test_merge_offline_refuses_locked_child(driver, vms, base, imgdir):
@@ -545,32 +336,6 @@ def test_merge_resumes_after_interrupted_rebase(driver, base, imgdir):
 
 
 # -- revert ----------------------------------------------------------------
-
-def test_new_active_image(driver, vms, base, imgdir):
-    vm = vms(base)
-    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
-    snapshot(driver, disk, img(imgdir, "a1"))
-    vm.write(0x55, 0, CHUNK)
-    new = img(imgdir, "b1")
-    a1 = img(imgdir, "a1")
-    with pytest.raises(exception.ServerRunning) as err:
-        driver.new_active_image(disk, a1, new, StepRecorder())
-    assert err.value.code == "server_running"
-    assert not os.path.exists(new)
-
-    vm.shutdown()
-    assert_content(base, [(0x55, 0)])
-    # The registered path becomes the new live layer on the snapshot; the
-    # old live layer is discarded by the same rename (issue 20).
-    rec = StepRecorder()
-    result = driver.new_active_image(disk, a1, new, rec)
-    assert result["active_image"] == base
-    assert names(rec) == ["prepare"]
-    assert images.backing_file(base) == a1
-    driver.new_active_image(disk, a1, new, StepRecorder())  # idempotent
-    assert_content(base, [(0x00, 0)])
-    assert_content(a1, [(0x00, 0)])
-    assert not os.path.exists(new)
 
 
 # -- failures --------------------------------------------------------------
@@ -623,7 +388,8 @@ def test_merge_after_agent_died_inside_the_pause(driver, vms, base, imgdir):
     """The agent wrote stop, job-finalize and cont, then died: QEMU ran
     them, leaving a finalized job nobody dismissed (QEMU 7.2 crashes if
     asked for its block nodes then).  The retry finds the merge done, the
-    VM running, and finishes the delete."""
+    VM running, and finishes the delete.
+    """
     vm = vms(base)
     disk, chain = build_online_chain(driver, vm, base, imgdir, 2)
     settle(vm)
@@ -650,95 +416,6 @@ def test_merge_after_agent_died_inside_the_pause(driver, vms, base, imgdir):
     vm.shutdown()
     assert images.backing_file(chain[2]) == chain[0]
     assert_content(chain[2], before)
-
-
-BIG = 1024 * 1024   # data only the snapshot holds, at offset 2 MiB
-
-
-def build_big_snapshot_chain(driver, vm, base, imgdir):
-    """a1 <- a2 (holds BIG bytes more) <- base (active, little data)."""
-    disk, chain = build_online_chain(driver, vm, base, imgdir, 1)
-    vm.write(0x77, 2 * BIG, BIG)
-    new = img(imgdir, "a2")
-    snapshot(driver, disk, new)
-    vm.write(0x12, 2 * CHUNK, CHUNK)
-    vm.write(0x12, 0, CHUNK)
-    return disk, [chain[0], new, chain[1]]
-
-
-def test_merge_commits_the_small_live_image_into_a_big_snapshot(
-        driver, vms, base, imgdir):
-    """The live image holds less than the snapshot: its data is committed
-    into the snapshot's file, which becomes the live image (block-commit of
-    the active layer, QEMU's drained pivot), and the child's file goes."""
-    vm = vms(base)
-    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
-    settle(vm)
-    before = layout_of(chain, 2)
-    assert images.actual_size(chain[2]) < images.actual_size(chain[1])
-    rec = StepRecorder()
-    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
-                          child_is_leaf=True)
-    # The snapshot's file becomes the live one under the registered path
-    # (issue 20); the snapshot's own name goes.
-    assert result["direction"] == "commit"
-    assert result["child_image"] == chain[2]
-    assert names(rec) == ["prepare", "pause", "merge", "resume", "reparent",
-                          "delete", "purge"]
-    assert rec.pause_ms is not None and not rec.paused
-    assert vm.status() == "running"
-    assert vm.top_image() == chain[2]
-    assert sorted(n["file"] for n in vm.nodes()) == \
-        sorted([chain[0], chain[2]])
-    assert vm.qmp("query-jobs") == []
-    assert not os.path.exists(chain[1])
-    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on
-    settle(vm)
-    assert_content(chain[2], before)
-    assert read_pattern_ok(chain[2], 0x77, 2 * BIG, BIG)
-    assert read_pattern_ok(chain[2], 0x99, 3 * BIG, CHUNK)
-    assert images.backing_file(chain[2]) == chain[0]
-    assert_content(chain[0], layout_of(chain, 0))
-    # done: running it again changes nothing
-    again = driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder(),
-                         child_is_leaf=True)
-    assert again["direction"] in ("commit", "stream")
-    assert vm.top_image() == chain[2]
-
-
-def test_merge_streams_when_the_child_is_bigger_or_not_a_leaf(
-        driver, vms, base, imgdir):
-    vm = vms(base)
-    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
-    settle(vm)
-    # not a leaf (as the conductor would say of a child with children)
-    result = driver.merge(disk, chain[1], chain[0], chain[2], StepRecorder(),
-                          child_is_leaf=False)
-    assert result["direction"] == "stream"
-    assert vm.top_image() == chain[2]
-    assert not os.path.exists(chain[1])
-    settle(vm)
-    assert read_pattern_ok(chain[2], 0x77, 2 * BIG, BIG)
-
-
-def test_merge_commits_offline(driver, base, imgdir):
-    disk, chain = build_offline_chain(driver, base, imgdir, 1)
-    offline_write(base, 0x77, 2 * BIG, BIG)
-    new = img(imgdir, "a2")
-    snapshot(driver, disk, new)
-    offline_write(base, 0x12, 0)
-    chain.insert(1, new)   # a1 <- a2 (big) <- base (live, small)
-    rec = StepRecorder()
-    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
-                          child_is_leaf=True)
-    assert result["direction"] == "commit"
-    assert result["child_image"] == chain[2]
-    assert names(rec) == ["merge", "reparent", "delete"]
-    assert not os.path.exists(chain[1])
-    assert images.backing_file(chain[2]) == chain[0]
-    assert_content(chain[2], [(0x12, 0), (0x11, CHUNK)])
-    assert read_pattern_ok(chain[2], 0x77, 2 * BIG, BIG)
-    images.check(chain[2])
 
 
 def test_merge_refuses_when_snapshot_lost(driver, base, imgdir):
@@ -808,7 +485,8 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
         vms, small_imgdir, monkeypatch):
     """ENOSPC in the middle of the copy: the job fails with "no space", the
     VM runs, the chain and the data are as before, and the same merge
-    succeeds once there is room again."""
+    succeeds once there is room again.
+    """
     base = img(small_imgdir, "base")
     images.create_base(base, 64 * 1024 * 1024)
     drv = Qemu([small_imgdir], pause_deadline=30.0,
@@ -846,7 +524,6 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
     assert read_pattern_ok(base, 0x33, 20 * 1024 * 1024, CHUNK)
 
 
-
 def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
     vm = vms(base, name="listed")
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
@@ -859,6 +536,20 @@ def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
     # the live layer keeps the registered path (issue 20)
     assert [d["locator"] for d in found[0]["disks"]] == [
         {"driver": "qemu", "qmp_socket": vm.qmp_socket, "path": base}]
+
+
+BIG = 1024 * 1024   # data only the snapshot holds, at offset 2 MiB
+
+
+def build_big_snapshot_chain(driver, vm, base, imgdir):
+    """a1 <- a2 (holds BIG bytes more) <- base (active, little data)."""
+    disk, chain = build_online_chain(driver, vm, base, imgdir, 1)
+    vm.write(0x77, 2 * BIG, BIG)
+    new = img(imgdir, "a2")
+    snapshot(driver, disk, new)
+    vm.write(0x12, 2 * CHUNK, CHUNK)
+    vm.write(0x12, 0, CHUNK)
+    return disk, [chain[0], new, chain[1]]
 
 
 def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):

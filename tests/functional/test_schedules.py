@@ -148,7 +148,8 @@ def _scenario(dep, vm, base, database_url):
 @pytest.mark.parametrize('database', ['sqlite'], indirect=True)
 def test_livesnap_cli_against_the_conductor(inprocess):
     """The ``livesnap`` client, as a process, manages a policy and pins a
-    snapshot on a live conductor (an offline disk)."""
+    snapshot on a live conductor (an offline disk).
+    """
     from tests.functional.test_cli import livesnap
     dep = inprocess
     dep.register_server('srv1', scenarios.new_base_image(dep, 'srv1',

@@ -88,7 +88,8 @@ def _livesnap(url, token, *argv):
 
 def _demo_credentials(state, output):
     """URL and demo token, from the printed instructions and the state
-    directory (both must agree)."""
+    directory (both must agree).
+    """
     with open(os.path.join(state, 'demo.token')) as f:
         token = f.read().strip()
     url = token_line = None
@@ -261,7 +262,8 @@ def test_run_foreground_stops_everything_on_sigterm(state):
 
 def test_run_driver_libvirt(state, libvirt_up):
     """``tools/run --driver libvirt``: the demo VM is a libvirt domain,
-    registered by domain; ``--stop`` destroys and undefines it."""
+    registered by domain; ``--stop`` destroys and undefines it.
+    """
     import libvirt
     from livesnap_tools import libvirtd
     port = fixtures.free_port()
@@ -306,7 +308,8 @@ def test_run_driver_libvirt(state, libvirt_up):
 
 def test_run_hosts_refuses_driver_libvirt(tmp_path):
     """``--hosts N`` runs QEMU demo VMs; with ``--driver libvirt`` it says
-    so and starts nothing instead of ignoring the driver."""
+    so and starts nothing instead of ignoring the driver.
+    """
     state = str(tmp_path / 'state')
     for args in (['--hosts', '2', '--driver', 'libvirt'],
                  ['--driver=libvirt', '--hosts=3', '--detach']):

@@ -12,7 +12,9 @@ import os
 import time
 import uuid
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
+from hypothesis import HealthCheck
+from hypothesis import settings
 from hypothesis import strategies as st
 import pytest
 
@@ -89,7 +91,8 @@ steps = st.lists(st.one_of(
 
 def _quiesce(dep, server_id, expected_ids, timeout=60):
     """Wait until no operation runs on the server and the conductor has
-    finished every deferred deletion the model expects it to."""
+    finished every deferred deletion the model expects it to.
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         ops = dep.ok('GET', '/v1/operations?server_id=%s' % server_id)[

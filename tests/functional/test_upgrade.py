@@ -1,6 +1,7 @@
 """Rolling upgrades on the real stack: an agent not yet upgraded (it serves
-and reports agent RPC API 1.2) beside an upgraded conductor, over RabbitMQ
-and PostgreSQL with conductor and agent as separate processes."""
+and reports agent RPC API 1.4, the oldest a conductor serves) beside an
+upgraded conductor, over RabbitMQ and PostgreSQL with conductor and agent
+as separate processes."""
 
 import pytest
 
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.functional
 def test_conductor_works_with_an_older_agent(tmp_path, rabbit_url,
                                              postgres_url, conf, monkeypatch):
     fixtures.pg_reset_schema(postgres_url)
-    monkeypatch.setenv(agent_service.TEST_RPC_VERSION_ENV, '1.2')
+    monkeypatch.setenv(agent_service.TEST_RPC_VERSION_ENV, '1.4')
     dep = fixtures.ProcessDeployment(tmp_path, rabbit_url, postgres_url)
     rpc.cleanup()
     conf.set('transport_url', dep.transport_url)
@@ -32,15 +33,15 @@ def test_conductor_works_with_an_older_agent(tmp_path, rabbit_url,
         with fixtures.running(dep):
             with db.transaction() as s:
                 info = s.get(models.Host, fixtures.HOST).info
-            assert info['rpc_version'] == '1.2'
-            assert agent_versions.version_cap(fixtures.HOST) == '1.2'
-            pinned = agent_rpcapi.AgentAPI()
-            assert not pinned.can_send_version('1.3', host=fixtures.HOST)
-            # The agent really is older: unpinned, a 1.3 call is refused
+            assert info['rpc_version'] == '1.4'
+            assert agent_versions.version_cap(fixtures.HOST) == '1.4'
+            pinned = agent_versions.client()
+            assert not pinned.can_send_version('1.5', host=fixtures.HOST)
+            # The agent really is older: unpinned, a 1.5 call is refused
             # on the agent's side.
             with pytest.raises(rpc.messaging.RemoteError) as err:
-                agent_rpcapi.AgentAPI(version_cap='1.3').cancel_operation(
-                    context.make(), fixtures.HOST, 'op-x', timeout=30)
+                agent_rpcapi.AgentAPI(version_cap='1.5').describe_vm(
+                    context.make(), fixtures.HOST, 'vm-x', timeout=30)
             assert err.value.exc_type == 'UnsupportedVersion'
 
             # Create, merge and acknowledge as usual.

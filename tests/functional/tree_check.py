@@ -71,7 +71,8 @@ def db_rows(database_url, server_id):
 
 def check_invariants(database_url, server_id, model, image_dir, vm=None):
     """Every layer holds what it should, every image is clean, and the
-    files on disk and the records agree exactly."""
+    files on disk and the records agree exactly.
+    """
     if vm is not None and vm.alive():
         vm.flush()
     disk, snaps = db_rows(database_url, server_id)

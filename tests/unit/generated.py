@@ -10,7 +10,8 @@ TOP = os.path.dirname(os.path.dirname(os.path.dirname(
 
 def assert_current(tmp_path, generator, config, committed, regenerate):
     """Run ``generator --config-file tools/CONFIG`` and compare its output
-    with the committed ``etc/livesnap/COMMITTED``."""
+    with the committed ``etc/livesnap/COMMITTED``.
+    """
     out = tmp_path / committed
     subprocess.run([os.path.join(os.path.dirname(sys.executable), generator),
                     '--config-file', os.path.join(TOP, 'tools', config),

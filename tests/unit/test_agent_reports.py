@@ -12,7 +12,7 @@ import pytest
 from agent.driver import fake
 from agent import journal as journal_mod
 from agent import manager
-from agent import tasks
+from agent import task_runner
 from livesnap_tools import fixtures
 
 
@@ -36,9 +36,10 @@ def _task(op='op-1'):
 
 @pytest.fixture
 def runner(tmp_path):
-    r = tasks.TaskRunner(Driver(), journal_mod.Journal(str(tmp_path / 'j')),
-                         fixtures.FakeConductor(), 'hv1',
-                         resend_interval=0.01, resend_max_interval=0.04)
+    r = task_runner.TaskRunner(Driver(),
+                               journal_mod.Journal(str(tmp_path / 'j')),
+                               fixtures.FakeConductor(), 'hv1',
+                               resend_interval=0.01, resend_max_interval=0.04)
     r.recovered.set()
     return r
 
@@ -130,7 +131,8 @@ def test_expires_at_still_refuses_a_late_task(runner):
 
 def test_task_that_died_is_run_again_when_asked(runner):
     """The journal says running, no thread runs it: not "in progress" for
-    ever; the agent runs it again and reports."""
+    ever; the agent runs it again and reports.
+    """
     runner.journal.record('op-1', action='create_snapshot', task=_task(),
                           state='running', step='prepare', paused=False)
     mgr = manager.AgentManager(runner)
@@ -157,7 +159,8 @@ def disk_full(monkeypatch):
     """``full['on'] = True`` makes every fsync and rename fail with ENOSPC
     (the journal writes some entries without fsync, but renames them all
     into place; rename(2) fails with ENOSPC when the directory cannot
-    grow)."""
+    grow).
+    """
     full = {'on': False}
 
     def failing(real):
@@ -199,7 +202,8 @@ def test_agent_that_cannot_journal_refuses_work(runner, disk_full):
 
 def test_outcome_known_but_not_journaled_is_reported(runner, disk_full):
     """The work is done when the disk fills: the real outcome is reported,
-    not "in progress" for ever, and not a made-up failure."""
+    not "in progress" for ever, and not a made-up failure.
+    """
     runner.driver.record_steps = False
     runner.driver.hook = lambda: disk_full.update(on=True)
     runner.run({}, 'create_snapshot', _task())
@@ -237,7 +241,8 @@ def test_journal_write_failing_mid_operation_says_so(runner, disk_full):
 def _run_that_dies(self, ctxt, action, task, operation_id, expires_at,
                    recovering):
     """``TaskRunner._run`` that journals the start, then dies of an
-    unexpected error."""
+    unexpected error.
+    """
     self.journal.record(operation_id, action=action, task=task,
                         state='running', host=self.host, paused=False)
     raise SystemError('the task thread died')
@@ -245,8 +250,9 @@ def _run_that_dies(self, ctxt, action, task, operation_id, expires_at,
 
 def test_task_that_died_is_noticed_without_being_asked(runner, monkeypatch):
     """A task ends on an unexpected error with the journal at running;
-    the agent's own periodic check runs it again."""
-    monkeypatch.setattr(tasks.TaskRunner, '_run', _run_that_dies)
+    the agent's own periodic check runs it again.
+    """
+    monkeypatch.setattr(task_runner.TaskRunner, '_run', _run_that_dies)
     with pytest.raises(SystemError):
         runner.run({}, 'create_snapshot', _task())
     assert runner.journal.get('op-1')['state'] == 'running'

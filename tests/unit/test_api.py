@@ -10,8 +10,8 @@ import pytest
 from agent import images
 from conductor.db import api as db
 from conductor import locking
-from tests.functional import scenarios
 from livesnap_tools import fixtures
+from tests.functional import scenarios
 
 _err = fixtures.api_error
 
@@ -155,7 +155,8 @@ def test_busy_disk_is_409(offline):
 
 def test_agent_refuses_path_outside_image_dirs(offline, tmp_path):
     """A disk registered before the host reported its image dirs can still
-    point outside them; the agent refuses and nothing is touched."""
+    point outside them; the agent refuses and nothing is touched.
+    """
     dep, _ = offline
     outside = tmp_path / 'elsewhere'
     outside.mkdir()
@@ -250,44 +251,10 @@ def test_concurrent_deletes_decide_once(offline):
     assert sorted(results) in ([202, 409], [202, 404])
 
 
-def test_agent_below_rpc_1_4_gets_legacy_tasks(offline, monkeypatch):
-    """Rolling upgrade: while the agent RPC version is capped below 1.4
-    the conductor sends the path-based tasks of 1.3 and reads their
-    results; the snapshot tree comes out the same."""
-    from agent import rpcapi as agent_rpcapi
-    from conductor.db import models
-    dep, base = offline
-    monkeypatch.setattr(agent_rpcapi.AgentAPI, 'can_send_locators',
-                        lambda self, host=None: False)
-    snap_id, op = scenarios.create_snapshot(dep, 'srv1', 'old')
-    assert op['status'] == 'succeeded', op
-    second, op2 = scenarios.create_snapshot(dep, 'srv1', 'old2')
-    assert op2['status'] == 'succeeded', op2
-    with db.transaction() as s:
-        task = s.get(models.Operation, op['id']).task
-        snap = s.get(models.Snapshot, snap_id)
-        disk = s.get(models.Disk, snap.disk_id)
-        assert set(task) == {'operation_id', 'disk', 'new_image'}
-        assert task['new_image'] == os.path.join(
-            os.path.dirname(base), '%s-%s.qcow2' % (disk.id, op['id']))
-        # the live layer keeps its path (issue 20)
-        assert snap.locator == {'driver': 'qemu',
-                                'path': task['new_image']}
-        assert disk.locator['path'] == disk.active_image == base
-        first = snap.locator['path']
-    # a merge of the newest snapshot into the live image, by 1.3 tasks
-    op_id = dep.ok('DELETE', '/v1/snapshots/%s' % second)['operation']['id']
-    op3 = dep.wait_operation(op_id)
-    assert op3['status'] == 'succeeded' and op3['mode'] == 'merge', op3
-    with db.transaction() as s:
-        disk = s.get(models.Disk, s.get(models.Snapshot, snap_id).disk_id)
-        assert disk.snapshot_id == snap_id
-        assert images.backing_file(disk.locator['path']) == first
-
-
 def test_merge_ends_at_full_progress(offline):
     """A copy too short to report progress still ends at 100; an
-    operation that copies nothing has none."""
+    operation that copies nothing has none.
+    """
     dep, _ = offline
     old, op = scenarios.create_snapshot(dep, 'srv1', 'old')
     assert op['progress'] is None

@@ -6,10 +6,10 @@ import os
 import urllib.error
 import urllib.request
 
-import pytest
-import webob
 from oslo_config import cfg
 from oslo_middleware import cors
+import pytest
+import webob
 
 from agent import images
 from conductor.api import loader as api_loader
@@ -82,6 +82,7 @@ def test_every_list_pages_to_the_same_items(world, path, key, token):
     dep = world
     whole = dep.ok('GET', path, token=token)
     assert '%s_links' % key not in whole
+
     def ids(items):   # hosts have no id (and their heartbeat moves)
         return [item.get('id', item.get('name')) for item in items]
     for limit in (1, 2):
@@ -313,7 +314,8 @@ def test_body_size_limit_of_the_pipeline(inprocess, conf):
 
 def test_controllers_get_the_microversion(conf, tmp_path, monkeypatch):
     """The version a request is served at reaches the controller on the
-    caller's context (``creds.api_version``), for it to branch on."""
+    caller's context (``creds.api_version``), for it to branch on.
+    """
     from conductor.api import controllers
     from conductor.api import versions
     tokens = tmp_path / 'tokens.json'

@@ -116,6 +116,7 @@ def test_forged_headers_beside_a_valid_token_are_ignored(keystone):
 def test_keystone_headers_authenticator_alone():
     """The app-side check: only Confirmed, project-scoped identities."""
     import webob
+
     from conductor.api import auth
     from conductor import exception
     authn = auth.KeystoneHeaders()

@@ -12,7 +12,7 @@ import pytest
 from agent import images
 from conductor.db import api as db
 from conductor.db import models
-from conductor import scheduler
+from conductor import schedule_runner
 from livesnap_tools import fixtures
 from tests.functional import scenarios
 
@@ -23,7 +23,8 @@ SQLITE = pytest.mark.parametrize('database', ['sqlite'], indirect=True)
 @pytest.fixture
 def dep(conf, tmp_path, database):
     """In-process deployment whose own periodic task stays out of the way,
-    with an offline server 'srv1' of project p1 (disk vda)."""
+    with an offline server 'srv1' of project p1 (disk vda).
+    """
     conf.set('periodic_interval', 3600, group='conductor')
     conf.set('policy_min_interval', 1, group='conductor')
     deployment = fixtures.InProcessDeployment(conf, tmp_path)
@@ -47,7 +48,7 @@ def _policy(dep, token='p1-token', **fields):
 def _make_due(policy_id, ago=1):
     with db.transaction() as s:
         p = s.get(models.SnapshotPolicy, policy_id)
-        p.next_run = (scheduler.utcnow_seconds()
+        p.next_run = (schedule_runner.utcnow_seconds()
                       - datetime.timedelta(seconds=ago))
 
 
@@ -55,7 +56,7 @@ def _settle(dep, timeout=60):
     """Run the periodic task until nothing of the policies is under way."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        scheduler.run_periodic()
+        schedule_runner.run_periodic()
         with db.transaction() as s:
             busy = s.query(models.Operation).filter(
                 models.Operation.status.in_(('pending', 'running'))).count()
@@ -207,7 +208,8 @@ def test_protected_snapshot_cannot_be_deleted(dep):
 
 def test_runs_prune_but_never_manual_or_protected(dep):
     """keep_last 2: after five runs two of the policy's snapshots are
-    left, plus the one the tenant protected; the manual one stays."""
+    left, plus the one the tenant protected; the manual one stays.
+    """
     manual, _ = scenarios.create_snapshot(dep, 'srv1', 'manual')
     p = _policy(dep, retention={'keep_last': 2})
     made = []
@@ -250,15 +252,15 @@ def test_host_down_is_retried_then_skipped(dep, conf):
     dep.register_server('ghost1', base, host='ghost')
     p = _policy(dep, server_id='ghost1')
     _make_due(p['id'])
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'pending' and run['reason_code'] == 'host_down'
     assert 'ghost' not in run['reason']
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'pending' and run['attempts'] == 2
     conf.set('policy_retry_window', 0, group='conductor')
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'skipped' and run['reason_code'] == 'host_down'
     assert run['snapshot_id'] is None
@@ -272,7 +274,7 @@ def test_chain_too_deep_is_skipped_at_once(dep, conf):
     conf.set('max_chain_depth', 1, group='conductor')
     p = _policy(dep)
     _make_due(p['id'])
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'skipped'
     assert run['reason_code'] == 'chain_too_deep' and run['attempts'] == 1
@@ -282,7 +284,7 @@ def test_chain_too_deep_is_skipped_at_once(dep, conf):
 def test_missed_slot_is_skipped_and_not_caught_up(dep):
     p = _policy(dep)
     _make_due(p['id'], ago=5 * 3600)
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'skipped' and run['reason_code'] == 'missed'
     shown = dep.ok('GET', '/v1/policies/%s' % p['id'])['policy']
@@ -295,25 +297,26 @@ def test_disabled_policy_does_not_run(dep):
     _make_due(p['id'])
     dep.ok('PATCH', '/v1/policies/%s' % p['id'],
            {'policy': {'enabled': False}})
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     assert _runs(dep, p['id']) == []
 
 
 @SQLITE
 def test_unrecorded_snapshot_is_adopted(dep, monkeypatch):
     """A conductor that died between making the snapshot and recording
-    it: the next attempt adopts the snapshot instead of making another."""
+    it: the next attempt adopts the snapshot instead of making another.
+    """
     p = _policy(dep)
     _make_due(p['id'])
-    real = scheduler._record_created
-    monkeypatch.setattr(scheduler, '_record_created',
+    real = schedule_runner._record_created
+    monkeypatch.setattr(schedule_runner, '_record_created',
                         lambda *a: (_ for _ in ()).throw(SystemExit()))
     with pytest.raises(SystemExit):
-        scheduler.run_periodic()
-    monkeypatch.setattr(scheduler, '_record_created', real)
+        schedule_runner.run_periodic()
+    monkeypatch.setattr(schedule_runner, '_record_created', real)
     with db.transaction() as s:   # the attempt's lease runs out
         run = s.query(models.PolicyRun).one()
-        run.next_attempt = scheduler.utcnow_seconds()
+        run.next_attempt = schedule_runner.utcnow_seconds()
     _settle(dep)
     (run,) = _runs(dep, p['id'])
     assert run['outcome'] == 'created' and run['attempts'] == 2
@@ -322,7 +325,8 @@ def test_unrecorded_snapshot_is_adopted(dep, monkeypatch):
 
 def _remove_server(server_id):
     """Remove a server's rows behind the conductor's back (as an operator
-    with foreign keys off would): its policies stay."""
+    with foreign keys off would): its policies stay.
+    """
     raw = db.get_engine().raw_connection()
     try:
         cur = raw.cursor()
@@ -342,12 +346,12 @@ def test_runs_of_a_server_that_is_gone_are_skipped(dep):
     every = _policy(dep, server_id='gone1')
     some = _policy(dep, name='some', server_id='gone1', disks=['vda'])
     _make_due(every['id'])
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     (run,) = _runs(dep, every['id'])
     assert run['outcome'] == 'pending' and run['reason_code'] == 'host_down'
     _remove_server('gone1')
     _make_due(some['id'])
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     with db.transaction() as s:
         runs = {(r.policy_id, r.disk_name): r
                 for r in s.query(models.PolicyRun)}
@@ -356,8 +360,8 @@ def test_runs_of_a_server_that_is_gone_are_skipped(dep):
             assert (run.outcome, run.reason_code) == ('skipped', 'not_found')
             assert 'gone' in run.reason
     _make_due(every['id'])
-    scheduler.run_periodic()
+    schedule_runner.run_periodic()
     with db.transaction() as s:
         (run,) = s.query(models.PolicyRun).filter_by(
-            policy_id=every['id'], disk_name=scheduler.ALL_DISKS).all()
+            policy_id=every['id'], disk_name=schedule_runner.ALL_DISKS).all()
         assert (run.outcome, run.reason_code) == ('skipped', 'not_found')

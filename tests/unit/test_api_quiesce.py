@@ -78,9 +78,9 @@ def test_channel_makes_preferred_default(inprocess):
 
 
 def test_agent_below_1_7_gets_no_quiesce(inprocess, monkeypatch):
-    from agent import rpcapi as agent_rpcapi
-    monkeypatch.setattr(agent_rpcapi.AgentAPI, 'can_send_quiesce',
-                        lambda self, host=None: False)
+    from conductor import agent_versions
+    monkeypatch.setattr(agent_versions, 'capabilities',
+                        lambda host: frozenset())
     _register(inprocess, 'srv1', qga_socket='/run/qga-srv1.sock')
     _create(inprocess, 'srv1', 'required', status=400)
     body = _create(inprocess, 'srv1', 'preferred')

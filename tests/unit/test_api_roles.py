@@ -70,7 +70,8 @@ def deployment(request, conf, tmp_path, database):
 
 def _wait_idle(dep, server_id='srv1', timeout=60):
     """Until no disk of the server is busy (the conductor may finish a
-    logically deleted snapshot after a delete or a revert)."""
+    logically deleted snapshot after a delete or a revert).
+    """
     deadline = time.monotonic() + timeout
     while any(d['busy'] for d in dep.ok(
             'GET', '/v1/servers/%s' % server_id,
@@ -82,7 +83,8 @@ def _wait_idle(dep, server_id='srv1', timeout=60):
 @pytest.fixture
 def world(deployment):
     """srv1 of p1 (offline): s1 logically deleted (two children: s2 and
-    the live image), s2 available; srv2 of p2."""
+    the live image), s2 available; srv2 of p2.
+    """
     dep = deployment
     for server, project in (('srv1', 'p1'), ('srv2', 'p2')):
         base = os.path.join(dep.image_dir, '%s-vda.qcow2' % server)
@@ -256,8 +258,9 @@ def test_member_and_admin_create_revert_and_delete(world, token):
 def test_a_logically_deleted_snapshot_is_shown_to_its_owner(
         world, conf, tmp_path):
     """Listed with include_deleted=true, shown by GET (status "deleted"),
-    409 to a delete or revert (the conductor finishes it itself)."""
-    from conductor import policy
+    409 to a delete or revert (the conductor finishes it itself).
+    """
+    from conductor import rbac
     dep, ids = world
     path = '/v1/snapshots/%s' % ids['deleted']
     listed = {s['id']: s for s in dep.ok(
@@ -284,7 +287,7 @@ def test_a_logically_deleted_snapshot_is_shown_to_its_owner(
     policy_file.write_text(
         '"livesnap:snapshot:list:include_deleted": "rule:admin_api"\n')
     conf.set('policy_file', str(policy_file), group='oslo_policy')
-    policy.reset()
+    rbac.reset()
     try:
         for method, action in (('GET', path), ('DELETE', path),
                                ('POST', path + '/revert')):
@@ -293,4 +296,4 @@ def test_a_logically_deleted_snapshot_is_shown_to_its_owner(
         assert dep.ok('GET', path, token='admin-token')['snapshot'][
             'status'] == 'deleted'
     finally:
-        policy.reset()
+        rbac.reset()

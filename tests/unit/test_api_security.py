@@ -16,8 +16,8 @@ from conductor.api import openapi
 from conductor.api import schemas
 from conductor.db import api as db
 from conductor.db import models
-from tests.functional import scenarios
 from livesnap_tools import fixtures
+from tests.functional import scenarios
 
 _err = fixtures.api_error
 
@@ -263,7 +263,8 @@ def test_server_bodies_are_bounded(world):
     before = _state()
     for spec in SERVER_SPECS:
         server = {'id': 'srv9', 'name': 'n', 'project_id': 'p1',
-                  'host': 'hv1', 'disks': [{'name': 'vda', 'path': os.path.join(
+                  'host': 'hv1',
+                  'disks': [{'name': 'vda', 'path': os.path.join(
                       dep.image_dir, 'a.qcow2')}]}
         server.update(spec)
         assert _err(dep, 'POST', '/v1/servers', {'server': server},
@@ -332,7 +333,8 @@ def test_rate_limit_answers_retry_after(world, conf):
 
 def test_rate_limit_counts_every_conductors_operations(world, conf):
     """The count comes from the shared table: operations recorded by
-    another conductor count, and ones older than a minute do not."""
+    another conductor count, and ones older than a minute do not.
+    """
     dep, snap_id, _ = world
     conf.set('operations_per_minute', 3, group='api')
     now = models.utcnow()

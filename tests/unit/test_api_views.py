@@ -13,7 +13,7 @@ import pytest
 from agent import images
 from conductor.api import openapi
 from conductor.api import views
-from conductor import policy
+from conductor import rbac
 from livesnap_tools import fixtures
 from tests.functional import scenarios
 
@@ -123,13 +123,13 @@ def test_the_policy_may_give_members_host_details(world, conf, tmp_path):
     path.write_text('"livesnap:host_details": '
                     '"rule:project_member_or_admin"\n')
     conf.set('policy_file', str(path), group='oslo_policy')
-    policy.reset()
+    rbac.reset()
     try:
         server = dep.ok('GET', '/v1/servers/srv1')['server']
         assert server['qmp_socket'] == SOCKET
         assert 'active_image' in server['disks'][0]
     finally:
-        policy.reset()
+        rbac.reset()
 
 
 # ------------------------------------------------------------ the views

@@ -141,7 +141,6 @@ def test_tenants_share_vms_in_pairs():
     assert [cluster.tenant_of(i, 3, 3) for i in range(3)] == [0, 1, 2]
 
 
-
 def test_cpu_total_of_the_deployment_leaves_out_broker_and_bench():
     per_op = {'conductor': 1.0, 'agent': 2.0, 'qemu': 0.5, 'postgres': None,
               'rabbitmq': 9.0, 'clients': 9.0}
@@ -153,6 +152,7 @@ def test_stop_processes_kills_what_ignores_sigterm():
     """The one stop used by Cluster.stop and ProcessDeployment.stop."""
     import subprocess
     import sys
+
     from livesnap_tools import fixtures
     polite = subprocess.Popen([sys.executable, '-c',
                                'import time; time.sleep(600)'])
@@ -177,7 +177,8 @@ def test_stop_processes_kills_what_ignores_sigterm():
 
 def test_an_offered_rate_spaces_a_workers_operations(monkeypatch):
     """With ``interval`` a worker starts its operations that far apart;
-    one that fell behind starts at once and does not catch up."""
+    one that fell behind starts at once and does not catch up.
+    """
     from livesnap_tools.bench_load import tenants
     now = [100.0]
     slept = []

@@ -786,7 +786,8 @@ KS_TOKEN = "ks-issued-token"
 
 def keystone(api, catalog_url):
     """Make the stub a keystone v3 too, whose catalog has livesnap at
-    ``catalog_url`` (region RegionOne, public interface)."""
+    ``catalog_url`` (region RegionOne, public interface).
+    """
     api.add("GET", "/v3", (200, {"version": {
         "id": "v3.14", "status": "stable",
         "links": [{"rel": "self", "href": api.url + "/v3/"}]}}))
@@ -980,7 +981,8 @@ def test_openstack_exit_statuses_and_errors(api):
 
 def test_the_client_imports_nothing_of_the_server():
     """python-livesnapclient installs without the service: importing every
-    module of it loads neither livesnap's packages nor their libraries."""
+    module of it loads neither livesnap's packages nor their libraries.
+    """
     code = (
         "import json, sys\n"
         "import livesnapclient.shell, livesnapclient.osc.plugin\n"
@@ -995,3 +997,95 @@ def test_the_client_imports_nothing_of_the_server():
               "webob", "keystonemiddleware"}
     assert loaded & server == set()
     assert "livesnapclient" in loaded and "keystoneauth1" in loaded
+
+
+# ----------------------------------------------------- repeatable requests
+
+def test_every_write_sends_a_fresh_idempotency_key(api, capsys):
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating"),
+                   "operation": op()}))
+    api.add("DELETE", "/v1/snapshots/snap-1",
+            (202, {"operation": op(action="delete", mode="physical")}))
+    api.add("GET", "/v1/snapshots/snap-1",
+            (200, {"snapshot": snap("snap-1", "s1", None)}))
+    for argv in (("snapshot", "create", "srv1", "--disk", "vda", "--name",
+                  "s1"), ("snapshot", "create", "srv1", "--disk", "vda",
+                          "--name", "s1"),
+                 ("snapshot", "delete", "snap-1"),
+                 ("snapshot", "show", "snap-1")):
+        assert run(capsys, *argv)[0] == 0
+    keys = [r["headers"].get("Idempotency-Key") for r in api.requests]
+    assert all(len(k) == 36 for k in keys[:3]), keys
+    assert len(set(keys[:3])) == 3
+    assert keys[3] is None  # a GET has none
+
+
+def test_lost_answer_is_retried_with_the_same_key(api, capsys,
+                                                  monkeypatch):
+    from livesnapclient import client
+    monkeypatch.setattr(client, "RETRY_DELAY", 0.01)
+    api.add("POST", "/v1/servers/srv1/snapshots",
+            (502, b"bad gateway"), (503, {"error": {
+                "code": "database_unavailable", "message": "later"}}),
+            (202, {"snapshot": snap("snap-1", "s1", None, "creating"),
+                   "operation": op()}))
+    rc, out, _ = run(capsys, "snapshot", "create", "srv1", "--disk", "vda",
+                     "--name", "s1")
+    assert rc == 0
+    assert "| operation  | op-1 (pending) " in out
+    keys = {r["headers"]["Idempotency-Key"] for r in api.requests}
+    assert len(api.requests) == 3 and len(keys) == 1
+
+
+def test_dropped_connection_is_retried_with_the_same_key(capsys,
+                                                         monkeypatch):
+    """The API closes the connection without answering (its conductor
+    died): the client sends the request again, with the same key.
+    """
+    from livesnapclient import client
+    monkeypatch.setattr(client, "RETRY_DELAY", 0.01)
+    seen = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_DELETE(self):
+            seen.append(self.headers["Idempotency-Key"])
+            if len(seen) < 3:
+                return  # no answer: the connection just closes
+            data = json.dumps({"operation": op(action="delete")}).encode()
+            self.send_response(202)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        rc, out, err = run(capsys, "--url", "http://127.0.0.1:%d"
+                           % server.server_address[1], "--token", TOKEN,
+                           "snapshot", "delete", "snap-1")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rc == 0, err
+    assert len(seen) == 3 and len(set(seen)) == 1
+
+
+def test_snapshot_show_and_list_give_taken_at(api, capsys):
+    taken = dict(snap("snap-1", "s1", None),
+                 taken_at="2024-01-01T00:00:00.250000Z")
+    api.add("GET", "/v1/snapshots/snap-1", (200, {"snapshot": taken}))
+    api.add("GET", "/v1/servers/srv1/snapshots",
+            (200, {"snapshots": [taken]}))
+    rc, out, _ = run(capsys, "snapshot", "show", "snap-1")
+    assert rc == 0
+    assert "| taken_at   | 2024-01-01T00:00:00.250000Z" in out
+    rc, out, _ = run(capsys, "snapshot", "list", "srv1", "-c", "ID",
+                     "-c", "Created", "-c", "Taken", "-f", "value")
+    assert rc == 0
+    assert out.split() == ["snap-1", "2024-01-01T00:00:00Z",
+                           "2024-01-01T00:00:00.250000Z"]

@@ -4,9 +4,13 @@ issue 12 onto the cliff commands of livesnapclient)."""
 
 import json
 
-from tests.unit.test_cli import api  # noqa: F401  (fixture)
+from tests.unit import test_cli
 from tests.unit.test_cli import run
 from tests.unit.test_cli import snap
+
+#: test_cli's fixture, bound by assignment: the tests' argument of the same
+#: name then does not redefine an import (flake8 F811).
+api = test_cli.api
 
 POLICY = {
     "id": "pol-1", "name": "nightly", "project_id": "p1",

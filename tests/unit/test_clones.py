@@ -115,7 +115,7 @@ def _base(dep, name):
 
 
 def test_clone_refusals(offline, monkeypatch):
-    from agent import rpcapi as agent_rpcapi
+    from conductor import agent_versions
     dep, base = offline
     snap_id, _ = scenarios.create_snapshot(dep, 'srv1', 's1')
     dep.register_server('p2srv', _base(dep, 'p2srv'), project='p2')
@@ -144,8 +144,8 @@ def test_clone_refusals(offline, monkeypatch):
         'mode': 'flat', 'disk': 'vdb', 'server_id': 'far'}}) == (
         409, 'clone_not_possible')
     # an agent older than RPC 1.8
-    monkeypatch.setattr(agent_rpcapi.AgentAPI, 'can_clone',
-                        lambda self, host: False)
+    monkeypatch.setattr(agent_versions, 'capabilities',
+                        lambda host: frozenset())
     assert _err(dep, 'POST', url, body) == (409, 'clone_not_possible')
     with db.transaction() as s:
         assert not s.query(models.Operation).filter_by(

@@ -10,20 +10,21 @@ from agent import rpcapi as agent_rpcapi
 from conductor.db import api as db
 from conductor.db import models
 from conductor import deadlines
+from conductor import dispatch
 from conductor import manager
-from conductor import operations
 from livesnap import rpc
 
 
 class ScriptedAgent(object):
     """Stands in for AgentAPI: answers from ``answers[op_id]`` (a dict, or
-    an exception to raise) and records every call."""
+    an exception to raise) and records every call.
+    """
 
     answers = {}
     abandon_answers = {}
     calls = []
 
-    def __init__(self):
+    def __init__(self, *args, **kwargs):
         pass
 
     def _answer(self, table, op_id):
@@ -42,9 +43,6 @@ class ScriptedAgent(object):
 
     def ack_report(self, ctxt, host, operation_id):
         self.calls.append(('ack_report', host, operation_id))
-
-    def can_send_locators(self):
-        return True
 
     def create_snapshot(self, ctxt, host, task, expires_at=None):
         self.calls.append(('create_snapshot', host, task['operation_id']))
@@ -79,8 +77,9 @@ def _op(op_id, host='h1', status='running', attempts=0, overdue=False,
             id=op_id, project_id='p1', server_id='srv-' + op_id,
             disk_id='disk-' + op_id, snapshot_id='snap-' + op_id, host=host,
             action='create', status='failed' if in_doubt else status,
-            task={'operation_id': op_id, 'new_image': '/i/b.qcow2',
-                  'disk': {'qmp_socket': None, 'active_image': '/i/a.qcow2'}},
+            task={'operation_id': op_id, 'layer_name': 'b',
+                  'disk': {'driver': 'qemu', 'qmp_socket': None,
+                           'path': '/i/a.qcow2'}},
             steps=[], attempts=attempts, requested_by='tenant',
             deadline=deadline))
 
@@ -105,8 +104,10 @@ def _row(op_id):
 REPORT = {'status': 'succeeded', 'pause_ms': 1.0,
           'steps': [{'name': 'pivot', 'started_at': 1.0,
                      'duration_ms': 1.0, 'status': 'done'}],
-          'result': {'snapshot_image': '/i/a.qcow2',
-                     'active_image': '/i/b.qcow2', 'size_bytes': 1}}
+          'result': {'snapshot': {'driver': 'qemu', 'path': '/i/a.qcow2'},
+                     'disk': {'driver': 'qemu', 'qmp_socket': None,
+                              'path': '/i/b.qcow2'},
+                     'size_bytes': 1}}
 
 
 def test_report_is_acknowledged_once_committed(database, agent):
@@ -137,7 +138,7 @@ def test_report_not_committed_is_not_acknowledged(database, agent,
     def database_down(*args, **kwargs):
         raise RuntimeError('database unreachable')
 
-    monkeypatch.setattr(operations, 'apply_report', database_down)
+    monkeypatch.setattr(dispatch, 'apply_report', database_down)
     with pytest.raises(RuntimeError):
         manager.ConductorManager().report_operation({}, 'op1', REPORT,
                                                     host='h1')
@@ -212,16 +213,19 @@ def test_in_doubt_operation_of_a_down_host_is_not_asked(database, agent):
 def test_reports_of_every_action_apply_whatever_was_imported():
     """The report handlers are an explicit table, not registered by the
     side effect of importing a policy module: a process that imported
-    only conductor.operations still finds the revert handler."""
+    only the report handling (``conductor.reports``, what the RPC manager
+    calls) finds the revert handler.
+    """
     import subprocess
     import sys
-    code = ('import sys; from conductor import operations; '
-            'assert "conductor.revert" not in sys.modules; '
-            'ok, failed = operations.report_handlers("revert"); '
+    code = ('import sys; from conductor import reports; '
+            'actions = sys.modules["conductor.actions"]; '
+            'ok, failed = actions.report_handlers("revert"); '
             'print(ok.__module__, ok.__name__, failed.__name__)')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
                          text=True, check=True).stdout.split()
-    assert out == ['conductor.revert', 'apply_reverted', 'apply_revert_failure']
+    assert out == ['conductor.revert', 'apply_reverted',
+                   'apply_revert_failure']
 
 
 def test_first_check_resends_a_lost_task_and_waits_for_a_silent_agent(
@@ -229,7 +233,8 @@ def test_first_check_resends_a_lost_task_and_waits_for_a_silent_agent(
     """The first deadline comes task_receipt_timeout after the task is
     sent: a task the agent never got is sent again then; an agent that does
     not answer that early is asked again later, not given up on, until
-    operation_timeout has passed since the operation began."""
+    operation_timeout has passed since the operation began.
+    """
     conf.set('task_receipt_timeout', 15, group='conductor')
     conf.set('operation_timeout', 600, group='conductor')
     _op('lost', overdue=True)
@@ -259,6 +264,6 @@ def test_a_task_expires_operation_timeout_after_it_is_sent(database, conf):
     _op('t1')
     with db.transaction() as s:
         op = s.get(models.Operation, 't1')
-        expires = operations._expires_at(op)
+        expires = dispatch._expires_at(op)
     import time
     assert 590 < expires - time.time() < 610

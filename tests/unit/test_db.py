@@ -65,7 +65,8 @@ def test_disk_lock_under_contention(database):
 def test_host_liveness(database, conf):
     with db.transaction() as s:
         assert not db.host_is_alive(s, 'h1')
-    hosts.record_heartbeat('h1', {'image_dirs': ['/x'], 'started_at': 1.0})
+    hosts.record_heartbeat('h1', {'image_dirs': ['/x'], 'started_at': 1.0,
+                                  'rpc_version': '1.4'})
     with db.transaction() as s:
         assert db.host_is_alive(s, 'h1')
         s.get(models.Host, 'h1').last_heartbeat = models.utcnow().replace(
@@ -76,7 +77,8 @@ def test_host_liveness(database, conf):
 
 def test_work_waits_for_disk(database):
     """What a report asks before it starts anything waiting for the disk
-    it frees: a pending operation, or a logically deleted snapshot."""
+    it frees: a pending operation, or a logically deleted snapshot.
+    """
     with db.transaction() as s:
         _server(s)
         s.add(models.Disk(id='d2', server_id='srv', name='vdb',

@@ -1,5 +1,5 @@
 """The driver interface: loading by name, the fake driver's tree, the task
-module both sides use (locator and legacy tasks), migration 0002."""
+module both sides use (locator tasks), migration 0002."""
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +27,8 @@ def test_drivers_load_by_name():
 
 def test_the_loader_fills_the_constructor_from_the_configuration():
     """One configuration path: the drivers never read CONF; the loader
-    gives them what their ``conf_options`` reads from it."""
+    gives them what their ``conf_options`` reads from it.
+    """
     from oslo_config import cfg
 
     from livesnap.conf import agent as agent_conf
@@ -117,55 +118,10 @@ PARENT = {'driver': 'qemu', 'path': '/img/s0.qcow2'}
                                           child=PARENT)),
     ('revert_disk', tasks.revert_task(DISK, SNAP, 'd1-op1', discard=DISK)),
 ])
-def test_legacy_tasks_mean_the_same(action, task):
-    """A task built for an agent below RPC 1.4 and translated back at the
-    agent's edge is the locator task the conductor meant."""
+def test_tasks_validate_to_themselves(action, task):
+    """A task the conductor builds passes the agent's edge unchanged."""
     task = dict(task, operation_id='op1')
     assert tasks.validate(action, task) == task
-    legacy = tasks.legacy_task(action, task)
-    assert tasks.is_legacy(legacy)
-    assert tasks.validate(action, legacy) == task
-
-
-def test_legacy_create_names_the_same_file():
-    legacy = tasks.legacy_task('create', dict(
-        tasks.create_task(DISK, 'd1-op1'), operation_id='op1'))
-    assert legacy == {'operation_id': 'op1',
-                      'disk': {'qmp_socket': '/run/vm.qmp',
-                               'active_image': '/img/vda.qcow2'},
-                      'new_image': '/img/d1-op1.qcow2'}
-
-
-def test_legacy_tasks_only_for_qemu():
-    disk = {'driver': 'libvirt', 'domain': 'x', 'path': '/img/a'}
-    with pytest.raises(tasks.InvalidTask):
-        tasks.legacy_task('create', tasks.create_task(disk, 'l'))
-
-
-def test_legacy_results_translate_both_ways():
-    task = dict(tasks.create_task(DISK, 'd1-op1'), operation_id='op1')
-    result = {'snapshot': {'driver': 'qemu', 'path': DISK['path']},
-              'disk': dict(DISK, path='/img/d1-op1.qcow2'),
-              'size_bytes': 5, 'online': True}
-    legacy = tasks.legacy_result('create_snapshot', result)
-    assert legacy == {'snapshot_image': '/img/vda.qcow2',
-                      'active_image': '/img/d1-op1.qcow2',
-                      'size_bytes': 5, 'online': True}
-    assert tasks.locator_result('create', tasks.legacy_task('create', task),
-                                legacy) == result
-    assert tasks.locator_result('create', task, result) is result
-    # a merge that committed the live child into the snapshot's file
-    task = dict(tasks.delete_task('merge', DISK, SNAP, parent=PARENT,
-                                  child=DISK, child_is_leaf=True),
-                operation_id='op2')
-    legacy = {'child_image': SNAP['path'], 'parent_image': PARENT['path'],
-              'online': True, 'direction': 'commit',
-              'child_size_bytes': 7}
-    moved = dict(DISK, path=SNAP['path'])
-    assert tasks.locator_result('delete', tasks.legacy_task('delete', task),
-                                legacy) == {
-        'child': moved, 'disk': moved, 'direction': 'commit',
-        'online': True, 'child_size_bytes': 7}
 
 
 def test_migration_0002_carries_rows_over(tmp_path):
@@ -203,25 +159,3 @@ def test_migration_0002_carries_rows_over(tmp_path):
         disk = s.get(models.Disk, 'd1')
         disk.locator = dict(disk.locator, path='/img/new.qcow2')
         assert disk.active_image == '/img/new.qcow2'
-
-
-def test_inspection_of_an_agent_below_1_4():
-    """The audit's answer from ``inspect_images`` (RPC 1.0) reads like
-    ``Driver.inspect``'s."""
-    report = {'images': {
-        '/img/vda.qcow2': {'exists': True, 'backing': '/img/s1.qcow2',
-                           'check': 'ok'},
-        '/img/s1.qcow2': {'exists': False}},
-        'files': ['/img/vda.qcow2', '/img/s1.qcow2', '/img/x.qcow2',
-                  '/img/vda.qcow2.deleted']}
-    out = tasks.locator_inspection([DISK, SNAP], report)
-    assert out['images'] == [
-        {'locator': DISK, 'exists': True, 'backing': SNAP, 'check': 'ok',
-         'error': None},
-        {'locator': SNAP, 'exists': False, 'backing': None, 'check': None,
-         'error': None}]
-    assert out['files'] == [
-        {'path': '/img/x.qcow2', 'locator': None},
-        {'path': '/img/vda.qcow2.deleted', 'locator': DISK}]
-    assert tasks.legacy_paths([DISK, SNAP, None]) == [
-        '/img/vda.qcow2', '/img/s1.qcow2']

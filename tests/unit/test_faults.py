@@ -2,7 +2,7 @@
 
 from unittest import mock
 
-from agent import faults
+from livesnap import faults
 
 
 def test_unarmed_point_does_nothing():

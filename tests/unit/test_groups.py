@@ -11,9 +11,9 @@ import pytest
 from agent.driver.qemu import driver as qemu
 from agent import images
 from conductor import agent_versions
-from conductor import locking
 from conductor.db import api as db
 from conductor.db import models
+from conductor import locking
 from livesnap import tasks
 from livesnap_tools import fixtures
 from tests.functional import scenarios
@@ -181,8 +181,8 @@ def test_group_task_schema():
 
 
 def test_base_driver_refuses(tmp_path):
-    from agent import exception
     from agent.driver import base
+    from agent import exception
 
     with pytest.raises(exception.InvalidRequest):
         base.Driver.create_snapshots(qemu.QemuDriver([str(tmp_path)]),
@@ -205,7 +205,8 @@ def test_group_delete_refused_when_a_member_is_protected(two_disks):
 def test_group_quiesce(two_disks, monkeypatch):
     """``quiesce`` as for one snapshot: ``required`` needs a guest agent
     channel, the default is ``preferred`` with one; offline, every member
-    is crash-consistent and says why."""
+    is crash-consistent and says why.
+    """
     dep, _ = two_disks
     code, body = dep.api('POST', '/v1/servers/srv2/snapshot-groups',
                          {'snapshot_group': {'name': 'g', 'quiesce':
@@ -232,7 +233,8 @@ def test_group_quiesce(two_disks, monkeypatch):
 
 def test_group_quiesce_behind_rpc_1_9(two_disks, monkeypatch):
     """An agent below RPC 1.9 gets no ``quiesce`` in a group task:
-    ``required`` is refused, the rest is crash-consistent and says why."""
+    ``required`` is refused, the rest is crash-consistent and says why.
+    """
     dep, _ = two_disks
     with db.transaction() as s:
         for disk in s.query(models.Disk).filter_by(server_id='srv2'):

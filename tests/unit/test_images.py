@@ -190,7 +190,8 @@ def _corrupt(path):
 
 def test_corrupt_image_in_a_blockstore_is_not_locked(tmp_path):
     """A path containing "block" (and so "lock") must not pass for QEMU's
-    lock error: the corruption is raised, and the audit's check fails."""
+    lock error: the corruption is raised, and the audit's check fails.
+    """
     from agent.driver.qemu import driver as qemu
     directory = tmp_path / "blockstore"
     directory.mkdir()
@@ -204,8 +205,10 @@ def test_corrupt_image_in_a_blockstore_is_not_locked(tmp_path):
 
 def test_image_held_by_a_running_qemu_is_locked(tmp_path):
     """QEMU's real lock message, from a ``-M none`` QEMU holding the image
-    with ``-blockdev`` (as the agent's VMs do)."""
+    with ``-blockdev`` (as the agent's VMs do).
+    """
     import tempfile
+
     from livesnap_tools import testvm
     directory = tmp_path / "blockstore"
     directory.mkdir()

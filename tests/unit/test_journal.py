@@ -11,7 +11,7 @@ import pytest
 from agent import exception
 from agent import journal as journal_mod
 from agent import recovery
-from agent import tasks
+from agent import task_runner
 from livesnap_tools import fixtures
 
 
@@ -133,14 +133,15 @@ def test_start_up_reads_only_the_live_entries(tmp_path, monkeypatch):
     """Many acknowledged operations (10,000 here, LIVESNAP_JOURNAL_ENTRIES
     to change it): the start-up replay opens the few live entries and
     never lists the archive.  No timing is asserted; tools/bench-journal
-    times a start-up after 100,000 operations."""
+    times a start-up after 100,000 operations.
+    """
     j = journal_mod.Journal(str(tmp_path / 'j'))
     count = int(os.environ.get('LIVESNAP_JOURNAL_ENTRIES', '10000'))
     _fast_entries(j.archive, count, acked=True, acked_at=2.0)
     _done(j, 'unacked')
     conductor = fixtures.FakeConductor()
-    runner = tasks.TaskRunner(driver=None, journal=j,
-                              conductor_api=conductor, host='hv1')
+    runner = task_runner.TaskRunner(driver=None, journal=j,
+                                    conductor_api=conductor, host='hv1')
 
     opened, listed = [], []
     real_open, real_listdir, real_scandir = open, os.listdir, os.scandir
@@ -175,7 +176,8 @@ def test_start_up_reads_only_the_live_entries(tmp_path, monkeypatch):
 def test_entries_from_before_acknowledgements_are_archived_not_resent(
         tmp_path):
     """An upgraded agent does not flood the conductors with every report
-    of its history; the prune thread archives those entries."""
+    of its history; the prune thread archives those entries.
+    """
     j = journal_mod.Journal(str(tmp_path / 'j'))
     _fast_entries(j.directory, 3)               # the old format: no 'acked'
     _fast_entries(j.directory, 1, paused=True)  # ...one left a VM paused

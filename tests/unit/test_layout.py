@@ -12,8 +12,18 @@
 - One SQLAlchemy style: the services build 2.0-style ``select()``
   statements, never ``session.query()``.
 - The REST controllers (``conductor/api/controllers.py``,
-  ``policies.py``) open no database session or connection: they call
+  ``schedules.py``) open no database session or connection: they call
   conductor functions.
+- The conductor is built in layers (:data:`CONDUCTOR_LAYERS`): records,
+  the flows above them, dispatch and report handling above those, the
+  entry points on top.  No import (inside a function or not) runs from a
+  layer to a higher one, and no conductor modules import each other in a
+  loop.
+- Between the packages: the agent imports nothing of the conductor but
+  its RPC client (``conductor.rpcapi``), the conductor nothing of the
+  agent but its RPC client (``agent.rpcapi``), and ``livesnap`` (what both
+  share) neither, except ``livesnap.allinone``, the one process that runs
+  both.
 - Each driver keeps its hypervisor to itself: in the services, only
   ``agent/driver/qemu/`` imports the QMP client, and only
   ``agent/driver/libvirt/`` imports libvirt-python (docs/drivers.md).
@@ -49,7 +59,8 @@ def _python_files():
 
 def _imported_modules(path):
     """Absolute module names a file imports, anywhere in it (also inside
-    functions), with their line numbers."""
+    functions), with their line numbers.
+    """
     with open(os.path.join(TOP, path), 'rb') as f:
         tree = ast.parse(f.read(), filename=path)
     for node in ast.walk(tree):
@@ -91,7 +102,8 @@ def test_services_never_import_the_tools():
 
 def _modules_imported_by(module):
     """Top-level names of the modules that importing ``module`` loads, in
-    a fresh interpreter."""
+    a fresh interpreter.
+    """
     out = subprocess.run(
         [sys.executable, '-c',
          'import json, sys; before = set(sys.modules); import %s; '
@@ -153,14 +165,16 @@ def test_the_conductor_builds_no_qemu_locator():
 
 def test_the_exemptions_are_real():
     """Each exempt file exists, so a rename does not widen the guard's
-    hole unnoticed."""
+    hole unnoticed.
+    """
     for x in DRIVER_DETAILS_ALLOWED:
         assert os.path.exists(os.path.join(TOP, x)), x
 
 
 def _calls(path):
     """``(line, dotted name)`` of every call in a file whose callee is a
-    name or an attribute (``db.reader``, ``s.query``)."""
+    name or an attribute (``db.reader``, ``s.query``).
+    """
     with open(os.path.join(TOP, path), 'rb') as f:
         tree = ast.parse(f.read(), filename=path)
     for node in ast.walk(tree):
@@ -184,7 +198,7 @@ def test_the_services_use_no_session_query():
 
 def test_the_controllers_open_no_database_session():
     controllers = [os.path.join('conductor', 'api', name)
-                   for name in ('controllers.py', 'policies.py')]
+                   for name in ('controllers.py', 'schedules.py')]
     bad = ['%s:%d calls %s' % (path, line, name)
            for path in controllers
            for line, name in _calls(path)
@@ -194,6 +208,178 @@ def test_the_controllers_open_no_database_session():
             for path in controllers
             for line, module in _imported_modules(path)
             if module in ('conductor.db.reads', 'conductor.db.models')]
+    assert bad == []
+
+
+#: The conductor's layers, lowest first: a module (or a package, for all
+#: its modules) may import only from its own layer or the ones below.
+CONDUCTOR_LAYERS = [
+    # records: the database, states, locks, operation records, what the
+    # hosts reported
+    ('records', ['conductor.db', 'conductor.exception', 'conductor.states',
+                 'conductor.locking', 'conductor.operations',
+                 'conductor.notifications', 'conductor.notification_samples',
+                 'conductor.metrics', 'conductor.agent_versions',
+                 'conductor.hosts', 'conductor.limits', 'conductor.tree',
+                 'conductor.slots', 'conductor.rbac',
+                 'conductor.healthcheck', 'conductor.rpcapi',
+                 'conductor.idempotency']),
+    # flows: decide and record; they return what is to be sent
+    ('flows', ['conductor.creation', 'conductor.deletion',
+               'conductor.revert', 'conductor.clones', 'conductor.groups',
+               'conductor.retention', 'conductor.cancellation',
+               'conductor.audit', 'conductor.servers', 'conductor.actions',
+               'conductor.waiting']),
+    # dispatch and report handling, and what runs flows by itself
+    ('dispatch', ['conductor.dispatch', 'conductor.reports',
+                  'conductor.deadlines', 'conductor.schedule_runner',
+                  'conductor.schedules']),
+    # the entry points: REST API, RPC endpoints, periodic tasks, commands
+    ('entry', ['conductor.api', 'conductor.manager', 'conductor.periodic',
+               'conductor.service', 'conductor.status', 'conductor.manage',
+               'conductor.wsgi']),
+]
+
+#: What each service package may import of the others.
+PACKAGE_IMPORTS = {
+    'agent': {'conductor': ['conductor.rpcapi']},
+    'conductor': {'agent': ['agent.rpcapi']},
+    'livesnap': {'agent': [], 'conductor': []},
+}
+#: ``livesnap-all-in-one`` runs the conductor and an agent in one process.
+PACKAGE_IMPORT_EXEMPT = {'livesnap/allinone.py'}
+
+
+def _module_name(path):
+    name = os.path.splitext(path)[0].replace(os.sep, '.')
+    return name[:-len('.__init__')] if name.endswith('.__init__') else name
+
+
+def _under(module, prefixes):
+    return any(module == p or module.startswith(p + '.') for p in prefixes)
+
+
+def _layer(module):
+    """The index of ``module``'s layer, or None if it is in none."""
+    for index, (_, prefixes) in enumerate(CONDUCTOR_LAYERS):
+        if _under(module, prefixes):
+            return index
+    return None
+
+
+def _conductor_imports():
+    """``(path, line, importer, imported)`` of every import of a conductor
+    module by a conductor module.
+    """
+    for path in _python_files():
+        if _top(path) != 'conductor':
+            continue
+        importer = _module_name(path)
+        for line, module in _imported_modules(path):
+            if module.startswith('conductor.') and module != importer:
+                yield path, line, importer, module
+
+
+def test_every_conductor_module_has_a_layer():
+    bad = [_module_name(path) for path in _python_files()
+           if _top(path) == 'conductor' and _module_name(path) != 'conductor'
+           and _layer(_module_name(path)) is None]
+    assert bad == [], 'add them to CONDUCTOR_LAYERS'
+
+
+def test_the_conductor_imports_never_run_up_its_layers():
+    bad = []
+    for path, line, importer, module in _conductor_imports():
+        low, high = _layer(importer), _layer(module)
+        if low is not None and high is not None and high > low:
+            bad.append('%s:%d (%s) imports %s (%s)' % (
+                path, line, CONDUCTOR_LAYERS[low][0], module,
+                CONDUCTOR_LAYERS[high][0]))
+    assert bad == []
+
+
+def _known(module, modules):
+    """The module of ``modules`` that ``module`` names (``conductor.db.api``
+    for ``conductor.db.api``; ``conductor.creation`` for an attribute of
+    it); None for a package's ``__init__`` or nothing known.
+    """
+    while module and module not in modules:
+        module = module.rpartition('.')[0]
+    return module or None
+
+
+def test_no_conductor_modules_import_each_other_in_a_loop():
+    modules = {_module_name(p) for p in _python_files()
+               if _top(p) == 'conductor'} - {'conductor'}
+    graph = {m: set() for m in modules}
+    for _, _, importer, module in _conductor_imports():
+        target = _known(module, modules)
+        if target is not None and target != importer and \
+                not importer.startswith(target + '.'):
+            graph[importer].add(target)
+    # Tarjan's strongly connected components: a loop is one of two or more.
+    index, low, stack, on_stack, loops = {}, {}, [], set(), []
+
+    def visit(node):
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                top = stack.pop()
+                on_stack.discard(top)
+                component.append(top)
+                if top == node:
+                    break
+            if len(component) > 1:
+                loops.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    assert loops == []
+
+
+def test_the_packages_import_each_other_only_through_rpc_clients():
+    bad = []
+    for path in _python_files():
+        rules = PACKAGE_IMPORTS.get(_top(path))
+        if rules is None or path in PACKAGE_IMPORT_EXEMPT:
+            continue
+        for line, module in _imported_modules(path):
+            other = module.split('.')[0]
+            if other in rules and module != other and \
+                    not _under(module, rules[other]):
+                bad.append('%s:%d imports %s' % (path, line, module))
+    assert bad == []
+
+
+def test_the_layout_exemptions_are_real():
+    for path in PACKAGE_IMPORT_EXEMPT:
+        assert os.path.exists(os.path.join(TOP, path)), path
+    for _, prefixes in CONDUCTOR_LAYERS:
+        for prefix in prefixes:
+            assert os.path.exists(os.path.join(
+                TOP, *prefix.split('.'))) or os.path.exists(os.path.join(
+                    TOP, *prefix.split('.')) + '.py'), prefix
+
+
+def test_the_conductor_builds_its_agent_client_in_one_place():
+    """``agent_versions.client()`` pins the agent RPC client to what each
+    host reported; an ``AgentAPI()`` built elsewhere would not be.
+    """
+    bad = ['%s:%d calls %s' % (path, line, name)
+           for path in _python_files() if _top(path) == 'conductor'
+           and path != os.path.join('conductor', 'agent_versions.py')
+           for line, name in _calls(path)
+           if name.split('.')[-1] == 'AgentAPI']
     assert bad == []
 
 

@@ -9,8 +9,8 @@ uses real qemu-img in a temporary image directory.
 import os
 import time
 import types
-import xml.etree.ElementTree as ET
 from unittest import mock
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -21,7 +21,7 @@ from agent import exception
 from agent import images
 from agent import journal as journal_mod
 from agent.steps import StepRecorder
-from agent import tasks
+from agent import task_runner
 from livesnap_tools import fixtures
 
 UUID = '7b0e2a0c-8d8e-4c39-9d54-0d5e6f7a8b9c'
@@ -53,7 +53,8 @@ SNAP = ('snapshot', FLAGS)
 
 class FakeDomain(object):
     """A running domain with disk ``vda`` on ``chain`` (live layer
-    first) and more disks by target in ``chains``."""
+    first) and more disks by target in ``chains``.
+    """
 
     def __init__(self, chain):
         self.chains = {'vda': list(chain)}
@@ -117,7 +118,8 @@ class FakeDomain(object):
 
 def switch_all(dom, xml):
     """What libvirt does with a disk-only snapshot: every disk marked
-    external runs on its file."""
+    external runs on its file.
+    """
     for disk in ET.fromstring(xml).findall('./disks/disk'):
         if disk.get('snapshot') == 'external':
             dom.chains[disk.get('name')].insert(
@@ -275,7 +277,8 @@ def _wait_for(what, timeout=10.0):
 def test_watchdog_resumes_a_pause_past_the_deadline(setup):
     """snapshotCreateXML hangs with the domain suspended: the watchdog
     resumes it at the deadline, the switch that happened is kept and the
-    resume step says who resumed."""
+    resume step says who resumed.
+    """
     drv, dom, disk, imgdir = setup
     drv.pause_deadline = 0.05
     new = os.path.join(imgdir, 's1.qcow2')
@@ -301,7 +304,8 @@ def test_watchdog_resumes_a_pause_past_the_deadline(setup):
 def test_watchdog_waits_for_a_suspend_slower_than_the_deadline(setup):
     """The deadline passes before the suspend took effect: the watchdog
     keeps looking and resumes the domain once it is paused (it does not
-    spend its one chance on a running domain)."""
+    spend its one chance on a running domain).
+    """
     drv, dom, disk, imgdir = setup
     drv.pause_deadline = 0.02
     new = os.path.join(imgdir, 's1.qcow2')
@@ -324,7 +328,8 @@ def test_watchdog_waits_for_a_suspend_slower_than_the_deadline(setup):
 
 def test_watchdog_tries_again_after_a_failed_resume(setup):
     """A resume refused (libvirt's job wait timed out) is tried again,
-    over a fresh lookup, until the domain runs."""
+    over a fresh lookup, until the domain runs.
+    """
     drv, dom, disk, imgdir = setup
     drv.pause_deadline = 0.02
     dom.resume_failures = 2
@@ -374,7 +379,8 @@ def test_watchdog_stays_quiet_within_the_deadline(setup):
 def test_watchdog_bounds_the_flush_pause(setup):
     """The suspend before a merge's delete (the flush) is bounded too: a
     suspend call that returns late finds the domain resumed by the
-    watchdog, and the merge goes on."""
+    watchdog, and the merge goes on.
+    """
     drv, dom, disk, _imgdir = setup
     drv.pause_deadline = 0.05
 
@@ -404,22 +410,24 @@ def _files(root):
 @pytest.fixture
 def hostile(setup, tmp_path):
     """A runner over the fake-libvirt driver, and a victim image outside
-    the image directory."""
+    the image directory.
+    """
     drv, dom, disk, imgdir = setup
     outside = tmp_path / 'outside'
     outside.mkdir()
     victim = str(outside / 'victim.qcow2')
     images.create_base(victim, 1024 * 1024)
-    runner = tasks.TaskRunner(drv,
-                              journal_mod.Journal(str(tmp_path / 'journal')),
-                              fixtures.FakeConductor(), 'hv1')
+    runner = task_runner.TaskRunner(
+        drv, journal_mod.Journal(str(tmp_path / 'journal')),
+        fixtures.FakeConductor(), 'hv1')
     return {'drv': drv, 'dom': dom, 'disk': disk, 'images': imgdir,
             'victim': victim, 'runner': runner, 'tmp': str(tmp_path)}
 
 
 def _refused(h, action, task, code, *words):
     """Run ``task``: one failed report with ``code`` naming ``words``,
-    no file changed and libvirt never asked to change anything."""
+    no file changed and libvirt never asked to change anything.
+    """
     before = _files(h['tmp'])
     h['runner'].run({}, action, dict(task, operation_id='op-1'))
     after = {p: s for p, s in _files(h['tmp']).items()
@@ -488,7 +496,8 @@ def test_refuses_a_group_with_a_disk_elsewhere(hostile):
 
 def test_refuses_a_disk_busy_with_a_block_job(setup):
     """A block job that is not this operation's (an operator's copy, say)
-    holds the disk: a create and a merge are refused before any I/O."""
+    holds the disk: a create and a merge are refused before any I/O.
+    """
     drv, dom, disk, imgdir = setup
     dom.jobs['vda'] = {'type': FAKE.VIR_DOMAIN_BLOCK_JOB_TYPE_COPY,
                        'cur': 1, 'end': 10}
@@ -611,7 +620,8 @@ def test_group_failure_switches_none_and_drops_the_layers(two_disks):
 
 def test_group_refuses_a_partial_switch(two_disks):
     """libvirt switches a group all or none: one disk found on its new
-    layer and not the other is not this operation's doing."""
+    layer and not the other is not this operation's doing.
+    """
     drv, dom, disks, imgdir = two_disks
     g1 = os.path.join(imgdir, 'g1.qcow2')
     images.create_overlay(g1, disks[0]['path'])
@@ -665,7 +675,8 @@ def test_group_offline_points_every_disk_in_one_define(two_disks):
 def test_inspect_lists_files_no_locator_names_with_their_leftovers(setup):
     """As the QEMU driver: named files are not listed, a work file is the
     leftover of its layer's locator, a socket is no file, a locator
-    elsewhere is an error."""
+    elsewhere is an error.
+    """
     import socket
     drv, _dom, disk, imgdir = setup
     trashed = disk['path'] + images.TRASH_SUFFIX

@@ -18,7 +18,7 @@ from agent import images
 from agent import journal as journal_mod
 from agent import recovery
 from agent.steps import StepRecorder
-from agent import tasks
+from agent import task_runner
 from livesnap_tools import fixtures
 from tests.unit.test_libvirt_driver import FAKE
 from tests.unit.test_libvirt_driver import FakeDomain
@@ -35,7 +35,8 @@ class AgentDomain(FakeDomain):
     ``channel`` is False; its ``agent_state`` as libvirt reports it) and a
     guest agent: ``frozen``, ``freeze_error``
     (fsFreeze fails with it), ``freeze_takes`` (seconds the freeze
-    answers after, frozen all the same), ``thaw_failures``."""
+    answers after, frozen all the same), ``thaw_failures``.
+    """
 
     def __init__(self, chain):
         super().__init__(chain)
@@ -206,7 +207,8 @@ def test_no_channel(agent_setup):
 
 def test_agent_not_connected_is_not_asked(agent_setup):
     """libvirt says no agent has the port open: no freeze is sent (and
-    nothing journaled frozen)."""
+    nothing journaled frozen).
+    """
     drv, dom, disk, _ = agent_setup
     dom.agent_state = 'disconnected'
     rec = StepRecorder()
@@ -299,10 +301,12 @@ def test_group_is_frozen_once(agent_setup):
 def test_runner_journals_frozen_and_recovery_thaws(agent_setup, tmp_path):
     """Through the task runner: ``frozen`` is journaled when the freeze
     starts and cleared by the thaw; an agent that died in between leaves
-    it, and recovery thaws the domain with ``thaw_guest``."""
+    it, and recovery thaws the domain with ``thaw_guest``.
+    """
     drv, dom, disk, _ = agent_setup
     journal = journal_mod.Journal(str(tmp_path / 'journal'))
-    runner = tasks.TaskRunner(drv, journal, fixtures.FakeConductor(), 'hv1')
+    runner = task_runner.TaskRunner(drv, journal, fixtures.FakeConductor(),
+                                    'hv1')
     task = {'operation_id': 'op-1', 'disk': disk, 'layer_name': 's1',
             'quiesce': 'required'}
     seen = []

@@ -3,7 +3,6 @@
 import pytest
 
 from livesnap import locators
-from livesnap import tasks
 
 SERVER = {'id': 's1', 'name': 's1', 'project_id': 'p', 'host': 'h',
           'qmp_socket': '/run/s1.qmp', 'disks': []}
@@ -41,15 +40,13 @@ def test_a_cloned_disk_by_the_images_driver():
     assert locators.cloned_disk(libvirt, []) == libvirt
 
 
-def test_may_run_and_the_legacy_socket():
+def test_may_run():
     quiet = [{'driver': 'qemu', 'qmp_socket': None, 'path': '/i/a'}]
     live = [dict(quiet[0], qmp_socket='/run/s1.qmp')]
     assert not locators.may_run('qemu', quiet)
     assert locators.may_run('qemu', live)
     assert locators.may_run('libvirt', [{'driver': 'libvirt'}])
     assert locators.may_run('fake', [])
-    assert tasks.legacy_server(live) == '/run/s1.qmp'
-    assert tasks.legacy_server(quiet) is None
 
 
 def test_guest_agent_and_file_kinds():
@@ -69,8 +66,10 @@ def test_guest_agent_and_file_kinds():
 def test_libvirt_quiesce_defaults_to_preferred():
     """The conductor cannot see a domain's guest agent channel: a libvirt
     disk gets ``preferred`` and the agent's driver says why a snapshot
-    stayed crash-consistent; a QEMU disk without ``qga_socket`` ``off``."""
+    stayed crash-consistent; a QEMU disk without ``qga_socket`` ``off``.
+    """
     import types
+
     from conductor import creation
     lv = types.SimpleNamespace(locator={'driver': 'libvirt', 'domain': 'u',
                                         'target': 'vda', 'path': '/i/a'})

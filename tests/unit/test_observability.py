@@ -12,6 +12,7 @@ from conductor.api import loader
 from conductor.api import middleware
 from conductor.db import api as db
 from conductor.db import models
+from conductor import dispatch
 from conductor import metrics
 from conductor import notification_samples
 from conductor import notifications
@@ -92,8 +93,8 @@ def test_report_notified_once_after_commit(sqlite, sent):
               'requested_by': 'tenant'}
     before = prometheus_client.REGISTRY.get_sample_value(
         'livesnap_operations_total', labels) or 0
-    assert operations.apply_report('op1', report)
-    assert not operations.apply_report('op1', report)   # a duplicate
+    assert dispatch.apply_report('op1', report)
+    assert not dispatch.apply_report('op1', report)   # a duplicate
     assert [e for e, _ in sent] == ['livesnap.snapshot.create.end']
     data = sent[0][1]['livesnap_object.data']
     assert data['operation_id'] == 'op1' and data['disk'] == 'vda'
@@ -126,8 +127,11 @@ def test_database_gauges(sqlite):
         s.get(models.Snapshot, 'snap1').parent_id = 'snap0'
         s.get(models.Disk, 'd1').snapshot_id = 'snap1'
     families = {f.name: f for f in metrics.DatabaseCollector().collect()}
-    samples = lambda name: {tuple(sorted(s.labels.items())): s.value
-                            for s in families[name].samples}
+
+    def samples(name):
+        return {tuple(sorted(s.labels.items())): s.value
+                for s in families[name].samples}
+
     assert samples('livesnap_chain_depth_max') == {
         (('project_id', 'p1'),): 2}
     assert samples('livesnap_deferred_deletions') == {(): 1}
@@ -145,7 +149,8 @@ def test_chain_depths_survive_a_cycle():
 
 def _app(seen, monkeypatch):
     """The pipeline of api-paste.ini, its API answering every request with
-    what the middleware gave it."""
+    what the middleware gave it.
+    """
     def dispatch(self, req, req_id):
         seen.append(middleware.request_ids(req.environ))
         return webob.Response('ok')
@@ -206,6 +211,7 @@ def test_rpc_context_is_oslo_contexts_to_dict_and_back():
 
 def test_background_contexts_do_not_become_current():
     import threading
+
     from oslo_context import context as oslo_context
     seen = []
 
@@ -256,6 +262,7 @@ def test_healthcheck_bus_down(sqlite, conf, monkeypatch):
 def test_grafana_dashboard_uses_livesnap_series():
     import json
     import re
+
     from agent import metrics as agent_metrics  # noqa: F401  (defines them)
     with open(os.path.join(generated.TOP, 'etc', 'grafana',
                            'livesnap.json')) as f:
@@ -278,7 +285,6 @@ def test_grafana_dashboard_uses_livesnap_series():
 
 def test_deferred_work_notified_as_the_conductors(sqlite, sent,
                                                   monkeypatch):
-    from conductor import deletion
     with db.transaction() as s:
         s.add(models.Host(name='h1', last_heartbeat=models.utcnow()))
         s.add(models.Server(id='srv1', name='s', project_id='p1',
@@ -291,9 +297,9 @@ def test_deferred_work_notified_as_the_conductors(sqlite, sent,
                                        'path': '/i/0.qcow2'},
                               size_bytes=512))
     dispatched = []
-    monkeypatch.setattr(operations, 'dispatch',
+    monkeypatch.setattr(dispatch, 'send',
                         lambda ctxt, sent: dispatched.append(sent.id))
-    op_id = deletion.finish_deferred(context.make(), 'd1')
+    op_id = dispatch.finish_deferred(context.make(), 'd1')
     assert dispatched == [op_id]
     assert [e for e, _ in sent] == ['livesnap.snapshot.delete.start']
     data = sent[0][1]['livesnap_object.data']
@@ -333,7 +339,7 @@ def test_group_notification_names_the_group_and_every_member(sqlite, sent):
         'steps': [{'name': 'pause', 'status': 'done', 'duration_ms': 0.2},
                   {'name': 'resume', 'status': 'done', 'duration_ms': 0.3,
                    'detail': {'agent_pause_ms': 3.5}}]}
-    assert operations.apply_report('op-g', report)
+    assert dispatch.apply_report('op-g', report)
     assert [e for e, _ in sent] == ['livesnap.snapshot_group.create.end']
     data = sent[0][1]['livesnap_object.data']
     assert data['group_id'] == 'g1' and data['mode'] == 'online'
@@ -378,11 +384,13 @@ def test_every_sample_has_the_same_fields():
 def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
                                                  sent):
     """A policy's snapshots and the deletions that prune them say
-    ``requested_by: policy``, not tenant (nor count in its rate)."""
+    ``requested_by: policy``, not tenant (nor count in its rate).
+    """
     import datetime
     import time
+
     from agent import images
-    from conductor import scheduler
+    from conductor import schedule_runner
     from livesnap_tools import fixtures
     from tests.functional import scenarios
     conf.set('periodic_interval', 3600, group='conductor')
@@ -398,11 +406,12 @@ def test_policy_runs_are_requested_by_the_policy(conf, tmp_path, database,
             'retention': {'keep_last': 1}}}, status=201)['policy']['id']
         for _ in range(2):
             with db.transaction() as s:
-                s.get(models.SnapshotPolicy, policy_id).next_run = \
-                    scheduler.utcnow_seconds() - datetime.timedelta(seconds=1)
+                s.get(models.SnapshotPolicy, policy_id).next_run = (
+                    schedule_runner.utcnow_seconds()
+                    - datetime.timedelta(seconds=1))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                scheduler.run_periodic()
+                schedule_runner.run_periodic()
                 with db.transaction() as s:
                     busy = s.query(models.Operation).filter(
                         models.Operation.status.in_(

@@ -2,9 +2,9 @@
 
 import os
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+import pytest
 
 from agent import exception
 from agent import paths

@@ -182,8 +182,9 @@ def test_thaw_in_finally_on_pivot_failure(tmp):
 def test_journal_marks_frozen_and_recovery_thaws(tmp):
     """The runner's listener journals ``frozen`` durably when the freeze
     starts; an agent that dies before the thaw leaves it so, and
-    recovery thaws the guest."""
-    from agent import tasks as agent_tasks
+    recovery thaws the guest.
+    """
+    from agent import task_runner
     ga = _agent(tmp)
     jdir = os.path.join(tmp, 'journal')
     os.mkdir(jdir)
@@ -196,7 +197,7 @@ def test_journal_marks_frozen_and_recovery_thaws(tmp):
             'quiesce': 'required'}
     journal.record('op1', action='create_snapshot', task=task,
                    state='running', paused=False)
-    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner = task_runner.TaskRunner.__new__(task_runner.TaskRunner)
     runner.journal = journal
     rec = steps.StepRecorder(
         listener=runner._journal_listener('create_snapshot', 'op1'))
@@ -221,12 +222,12 @@ def test_journal_marks_frozen_and_recovery_thaws(tmp):
 
 
 def test_thaw_step_clears_frozen(tmp):
-    from agent import tasks as agent_tasks
+    from agent import task_runner
     jdir = os.path.join(tmp, 'journal')
     os.mkdir(jdir)
     journal = journal_mod.Journal(jdir)
     journal.record('op2', state='running')
-    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner = task_runner.TaskRunner.__new__(task_runner.TaskRunner)
     runner.journal = journal
     rec = steps.StepRecorder(
         listener=runner._journal_listener('create_snapshot', 'op2'))
@@ -241,12 +242,13 @@ def test_thaw_step_clears_frozen(tmp):
 def test_driver_without_guest_agent_support():
     """A driver whose ``can_quiesce`` says no (the fake driver for a VM
     without a guest agent): ``preferred`` is crash-consistent
-    with the reason, ``required`` fails before any work."""
+    with the reason, ``required`` fails before any work.
+    """
     from agent.driver import fake
-    from agent import tasks as agent_tasks
+    from agent import task_runner
     driver = fake.FakeDriver()
     disk = driver.add_disk('/fake/d.qcow2')
-    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner = task_runner.TaskRunner.__new__(task_runner.TaskRunner)
     runner.driver = driver
     task = {'disk': disk, 'layer_name': 'n1', 'quiesce': 'preferred'}
     result = runner._create_snapshot(None, task, steps.StepRecorder())
@@ -274,12 +276,12 @@ def test_quiesce_is_part_of_the_driver_contract(tmp):
 
 def _fake_runner(tmp, **kw):
     from agent.driver import fake
-    from agent import tasks as agent_tasks
+    from agent import task_runner
     from livesnap_tools import fixtures
     driver = fake.FakeDriver()
     driver.add_vm('vm1', guest_agent=True)
     os.mkdir(os.path.join(tmp, 'journal'))
-    return agent_tasks.TaskRunner(
+    return task_runner.TaskRunner(
         driver, journal_mod.Journal(os.path.join(tmp, 'journal')),
         fixtures.FakeConductor(), 'hv1', **kw)
 
@@ -329,10 +331,10 @@ def test_group_required_without_freeze_fails_and_pivots_nothing(tmp):
 
 def test_group_without_guest_agent_support():
     from agent.driver import fake
-    from agent import tasks as agent_tasks
+    from agent import task_runner
     driver = fake.FakeDriver()
     driver.add_vm('vm1')
-    runner = agent_tasks.TaskRunner.__new__(agent_tasks.TaskRunner)
+    runner = task_runner.TaskRunner.__new__(task_runner.TaskRunner)
     runner.driver = driver
     task = _group_task(driver, 'preferred')
     result = runner._create_snapshots(None, task, steps.StepRecorder())
@@ -346,7 +348,8 @@ def test_group_without_guest_agent_support():
 
 def _wait_thaw_retries(runner, op):
     """Until no thread retries the thaw of ``op`` (threads are daemons
-    that end by the retry deadline)."""
+    that end by the retry deadline).
+    """
     for thread in threading.enumerate():
         if thread.name == 'thaw-%s' % op:
             thread.join(30)
@@ -425,7 +428,8 @@ def test_thaw_retry_waits_while_another_operation_has_the_guest_frozen(tmp):
 
 def test_thaw_retry_is_not_held_up_by_a_stale_frozen_entry(tmp):
     """An unfinished journal entry marked frozen whose operation does not
-    run in this agent (a leftover) does not stop the retries."""
+    run in this agent (a leftover) does not stop the retries.
+    """
     runner = _fake_runner(tmp, thaw_retry_interval=0.01,
                           thaw_retry_timeout=5)
     vm = runner.driver.vms['vm1']
@@ -446,7 +450,8 @@ def test_thaw_retry_is_not_held_up_by_a_stale_frozen_entry(tmp):
 
 def test_thaw_retry_waits_for_a_quiesced_create_on_the_guest(tmp):
     """A quiesced create holds its guest's lock from before its freeze to
-    after its thaw: a retry for the same guest cannot thaw in between."""
+    after its thaw: a retry for the same guest cannot thaw in between.
+    """
     runner = _fake_runner(tmp, thaw_retry_interval=0.01,
                           thaw_retry_timeout=5)
     disk = runner.driver.add_disk('/fake/d', vm='vm1')

@@ -9,14 +9,20 @@ import time
 import pytest
 import sqlalchemy as sa
 
+from conductor import actions
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
+from conductor import dispatch
 from conductor import operations
 from conductor import states
 from livesnap_tools import fixtures
 from tests.functional import scenarios
-from tests.unit.test_api import offline  # noqa: F401  (fixture)
+from tests.unit import test_api
+
+#: test_api's fixture, bound by assignment: the tests' argument of the same
+#: name then does not redefine an import (flake8 F811).
+offline = test_api.offline
 
 
 def test_state_machine():
@@ -43,7 +49,7 @@ def test_compare_and_set(offline):
         with db.transaction() as s:
             db.operation_transition(s, op['id'], ['succeeded'], 'running')
     # A late duplicate or progress report never regresses it.
-    assert not operations.apply_report(op['id'], {'status': 'failed'})
+    assert not dispatch.apply_report(op['id'], {'status': 'failed'})
     operations.apply_progress(op['id'], 3.0)
     after = dep.ok('GET', '/v1/operations/%s' % op['id'])['operation']
     assert after['status'] == 'succeeded' and after['progress'] != 3.0
@@ -52,7 +58,7 @@ def test_compare_and_set(offline):
 def test_running_before_the_task_is_cast(offline, monkeypatch):
     """A fast agent's report can only follow a recorded ``running``."""
     dep, _ = offline
-    real = operations.send_task
+    real = dispatch.send_task
     seen = []
 
     def send(ctxt, op):
@@ -67,7 +73,7 @@ def test_running_before_the_task_is_cast(offline, monkeypatch):
                     break
             time.sleep(0.01)
 
-    monkeypatch.setattr(operations, 'send_task', send)
+    monkeypatch.setattr(dispatch, 'send_task', send)
     body = dep.ok('POST', '/v1/servers/srv1/snapshots',
                   {'snapshot': {'name': 'a', 'disk': 'vda'}}, status=202)
     assert seen == ['running']
@@ -82,11 +88,12 @@ def test_delete_during_create_report_counts_fresh_rows(offline,
     """A delete that arrives while the create of its child is being
     recorded is decided on the rows that create leaves: one child, merge
     (the bug: the stale live-image position added a second child and the
-    snapshot was deleted logically)."""
+    snapshot was deleted logically).
+    """
     dep, _ = offline
     s1, op = scenarios.create_snapshot(dep, 'srv1', 's1')
     assert op['status'] == 'succeeded'
-    on_success, on_failure = operations.report_handlers('create')
+    on_success, on_failure = actions.report_handlers('create')
     held, release = threading.Event(), threading.Event()
 
     def slow_created(session, op, result):
@@ -120,13 +127,14 @@ def test_delete_during_create_report_counts_fresh_rows(offline,
 
 class HoldConductorWork(object):
     """Hold the conductor's own tasks (deferred deletions) until released,
-    so a tenant's request finds its disk busy with them."""
+    so a tenant's request finds its disk busy with them.
+    """
 
     def __init__(self, monkeypatch):
-        self.real = operations.send_task
+        self.real = dispatch.send_task
         self.held = []
         self.hold = True
-        monkeypatch.setattr(operations, 'send_task', self.send)
+        monkeypatch.setattr(dispatch, 'send_task', self.send)
 
     def send(self, ctxt, op):
         if self.hold and op.requested_by == 'conductor':
@@ -144,7 +152,8 @@ class HoldConductorWork(object):
 def _make_deferred(dep):
     """s1 with two children (s2 and the live image after a revert),
     deleted logically; then s2 deleted, so the conductor starts merging
-    s1 into the live image by itself."""
+    s1 into the live image by itself.
+    """
     s1, _ = scenarios.create_snapshot(dep, 'srv1', 's1')
     s2, _ = scenarios.create_snapshot(dep, 'srv1', 's2')
     op = dep.ok('POST', '/v1/snapshots/%s/revert' % s1,
@@ -159,7 +168,8 @@ def _make_deferred(dep):
 
 def _conductor_ops(s1, wait=True):
     """The conductor's own operations on ``s1`` (waiting for the first:
-    it starts after the report that freed the disk is committed)."""
+    it starts after the report that freed the disk is committed).
+    """
     deadline = time.monotonic() + 30
     while True:
         with db.transaction() as s:
@@ -176,7 +186,8 @@ def test_tenant_waits_for_conductor_work(offline, monkeypatch):
     """A tenant's create and delete that find the disk busy with the
     conductor's deferred deletion are accepted as pending and run after
     it, decided then; a second request meanwhile is refused for the
-    tenant's own waiting operation."""
+    tenant's own waiting operation.
+    """
     dep, _ = offline
     hold = HoldConductorWork(monkeypatch)
     s1 = _make_deferred(dep)
@@ -252,7 +263,8 @@ def test_tenant_waits_for_conductor_work(offline, monkeypatch):
 def test_waiting_operation_refused_when_it_can_start(offline, monkeypatch,
                                                      conf):
     """A waiting create that would exceed the quota when it starts ends
-    failed with the reason; its snapshot is an error."""
+    failed with the reason; its snapshot is an error.
+    """
     dep, _ = offline
     hold = HoldConductorWork(monkeypatch)
     s1 = _make_deferred(dep)
@@ -270,11 +282,13 @@ def test_waiting_operation_refused_when_it_can_start(offline, monkeypatch,
 
 def test_quota_holds_across_disks(offline, conf):
     """Two creates of one project on two disks at once cannot both take
-    its last unit of quota (the project's rows are locked to decide)."""
+    its last unit of quota (the project's rows are locked to decide).
+    """
     import os
-    from conductor import exception
-    from conductor import creation
+
     from agent import images
+    from conductor import creation
+    from conductor import exception
     from livesnap import context
     dep, _ = offline
     base2 = os.path.join(dep.image_dir, 'srv2-vda.qcow2')
@@ -287,8 +301,11 @@ def test_quota_holds_across_disks(offline, conf):
     def create(server_id):
         barrier.wait()
         try:
-            results.append(creation.create(context.make(), server_id,
-                                            'vda', 'q', project_id='p1'))
+            ctxt = context.make()
+            snapshot_id, operation_id, sent = creation.create(
+                ctxt, server_id, 'vda', 'q', project_id='p1')
+            dispatch.send(ctxt, sent)
+            results.append((snapshot_id, operation_id))
         except exception.QuotaExceeded:
             results.append('quota')
 

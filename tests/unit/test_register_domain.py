@@ -3,7 +3,7 @@ in-process deployment whose agent's driver is made to list domains."""
 
 import pytest
 
-from agent import rpcapi as agent_rpcapi
+from conductor import agent_versions
 from conductor.db import api as db
 from conductor.db import models
 from livesnap_tools import fixtures
@@ -97,8 +97,8 @@ def test_members_may_not(dep):
 
 
 def test_older_agent_is_refused(dep, monkeypatch):
-    monkeypatch.setattr(agent_rpcapi.AgentAPI, 'can_send_version',
-                        lambda self, version, host=None: version < '1.5')
+    monkeypatch.setattr(agent_versions, 'capabilities',
+                        lambda host: frozenset())
     status, code = _err(dep, 'POST', '/v1/servers', _spec('vm1'),
                         token='admin-token')
     assert (status, code) == (409, 'conflict')

@@ -46,7 +46,8 @@ def test_hourly_keeps_the_newest_of_each_hour():
 
 def test_periods_covered_by_an_earlier_option_do_not_count():
     """keep_last 1 keeps the newest (day 3); keep_daily 2 then keeps the
-    newest of day 2 and of day 1, not a second one of day 3."""
+    newest of day 2 and of day 1, not a second one of day 3.
+    """
     day = 24 * 60
     items = [_item('d3-late', 0), _item('d3-early', 60),
              _item('d2-late', day), _item('d2-early', day + 60),

@@ -36,6 +36,19 @@ def test_history_ends_with_the_version(manager, rpcapi):
     assert history[-1] == rpcapi.RPC_API_VERSION
 
 
+def test_capabilities_are_versions_of_the_history():
+    """What the flows ask (``agent_versions.capabilities``) maps to agent
+    RPC versions between the minimum and the newest.
+    """
+    from conductor import agent_versions
+    history = re.findall(r'^\* (\d+\.\d+) - ', agent_rpcapi.__doc__, re.M)
+    assert agent_versions.MINIMUM in history
+    for version in agent_versions.CAPABILITY_VERSIONS.values():
+        assert version in history
+        assert _version(agent_versions.MINIMUM) < _version(version) <= \
+            _version(agent_rpcapi.RPC_API_VERSION)
+
+
 @pytest.mark.parametrize('manager,rpcapi', PAIRS)
 def test_no_call_asks_for_a_newer_version(manager, rpcapi):
     source = inspect.getsource(rpcapi)

@@ -62,7 +62,8 @@ def test_cron_in_a_time_zone():
 def test_cron_across_daylight_saving_changes():
     """As croniter does it (docs/schedules.md): a wall-clock time the
     spring change skips runs at the first time after it (03:00); one the
-    autumn change repeats runs twice."""
+    autumn change repeats runs twice.
+    """
     paris = 'Europe/Paris'
     # 2026-03-29 02:30 does not exist in Paris.
     assert slots.next_after(D(2026, 3, 28, 23, 0), cron='30 2 * * *',

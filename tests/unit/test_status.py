@@ -59,14 +59,30 @@ def test_older_agents_warn_newer_ones_fail_down_ones_are_ignored(database):
     _host('h-current', agent_rpcapi.RPC_API_VERSION)
     _host('h-down-new', '9.9', alive=False)
     assert _results()['Agent API versions'].code == upgradecheck.Code.SUCCESS
-    _host('h-old', None)  # an agent from before versions were reported
+    _host('h-old', '1.4')  # the oldest agent the conductor serves
     result = _results()['Agent API versions']
     assert result.code == upgradecheck.Code.WARNING
-    assert 'h-old (1.0)' in result.details
+    assert 'h-old (1.4)' in result.details
     _host('h-new', '9.9')
     result = _results()['Agent API versions']
     assert result.code == upgradecheck.Code.FAILURE
     assert 'h-new (9.9)' in result.details
+
+
+@pytest.mark.parametrize('database', ['sqlite'], indirect=True)
+def test_agents_older_than_the_minimum_fail_up_or_down(database):
+    """An agent older than agent RPC 1.4 (or one that reports no version)
+    gets nothing from this conductor: each is named, up or down.
+    """
+    _host('h-current', agent_rpcapi.RPC_API_VERSION)
+    _host('h-ancient', None)
+    _host('h-13', '1.3', alive=False)
+    result = _results()['Agent API versions']
+    assert result.code == upgradecheck.Code.FAILURE
+    assert 'h-ancient (no version)' in result.details
+    assert 'h-13 (1.3, down)' in result.details
+    assert 'h-current' not in result.details
+    assert '1.4' in result.details
 
 
 @pytest.mark.parametrize('database', ['sqlite'], indirect=True)

@@ -105,7 +105,8 @@ HEALTH_PROBE = textwrap.dedent('''
 
 def test_paste_file_next_to_the_config_file(tmp_path):
     """An api-paste.ini beside livesnap.conf is the pipeline served: here
-    one without the healthcheck filter, so the API answers 404."""
+    one without the healthcheck filter, so the API answers 404.
+    """
     from conductor.api import loader
     with open(loader.PACKAGED_PASTE_CONFIG) as f:
         paste = f.read()
@@ -139,8 +140,10 @@ def test_missing_paste_file_refused(conf, tmp_path):
 def test_keystone_pipeline_without_auth_token_refused(conf, tmp_path):
     """The API trusts the identity headers auth_token sets: a ``keystone``
     pipeline that leaves it out would let any client claim any project
-    and role, so it is refused at load."""
+    and role, so it is refused at load.
+    """
     from keystonemiddleware import auth_token
+
     from conductor.api import loader
     from livesnap import service
     from livesnap_tools import fixtures as ls_fixtures

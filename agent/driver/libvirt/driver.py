@@ -68,13 +68,15 @@ def image_locator(path):
 
 def disk_locator(uuid, target, path):
     """The disk locator of ``target`` of domain ``uuid`` running on
-    ``path``."""
+    ``path``.
+    """
     return {'driver': NAME, 'domain': uuid, 'target': target, 'path': path}
 
 
 def _as_in(chain, path):
     """``path`` spelled as libvirt has it in ``chain`` (libvirt looks
-    layers up by the name it was given)."""
+    layers up by the name it was given).
+    """
     if path is None:
         return None
     for name in chain:
@@ -184,7 +186,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
     def _refuse_if_busy(self, guest, target, path, ours=()):
         """:raises ImageInUse: a block job runs on ``target`` that is not
         one of the job types ``ours`` (a job of an earlier attempt, which
-        the caller waits for)."""
+        the caller waits for).
+        """
         job = guest.block_job(target)
         if job and job.get('type') not in ours:
             raise exception.ImageInUse(
@@ -194,14 +197,16 @@ class LibvirtDriver(fileimage.FileImageDriver):
 
     def _set_config_source(self, guest, target, path):
         """Point ``target`` of the domain's persistent definition at
-        ``path`` (see _set_config_sources)."""
+        ``path`` (see _set_config_sources).
+        """
         self._set_config_sources(guest, {target: path})
 
     def _set_config_sources(self, guest, paths_by_target):
         """Point each target of the domain's persistent definition at its
         path in ``paths_by_target`` (the backing chain is probed from the
         image at start), in one ``defineXML``.  Does nothing for a
-        transient domain or when it already does."""
+        transient domain or when it already does.
+        """
         if not guest.is_persistent():
             return
         root = guest.xml(inactive=True)
@@ -251,7 +256,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
 
     def list_vms(self):
         """Every domain libvirt knows on this host, with its file disks
-        named by target."""
+        named by target.
+        """
         try:
             doms = self._connection().listAllDomains(0)
         except libvirt.libvirtError as exc:
@@ -283,7 +289,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
     # -- the disk's state -----------------------------------------------------
     def is_online(self, disk):
         """True if the disk's domain runs (paused included); False for a
-        domain libvirt does not know (nothing runs it)."""
+        domain libvirt does not know (nothing runs it).
+        """
         try:
             guest = self._domain(disk)
         except exception.InvalidRequest:
@@ -486,7 +493,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
     def _snapshot_xml(self, guest, news):
         """A disk-only snapshot of each target of ``news`` onto its
         existing file (``{target: path}``); every other disk is left
-        out."""
+        out.
+        """
         root = ET.Element('domainsnapshot')
         disks = ET.SubElement(root, 'disks')
         for elem in lvguest.disk_elements(guest.xml()):
@@ -512,7 +520,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
         """Switch every disk of ``group`` in one ``snapshotCreateXML``.
 
         :param quiesce: ``(mode, outcome)`` for :meth:`_quiesced`, around
-            the paused section only."""
+            the paused section only.
+        """
         mode, outcome = quiesce or ('off', {})
 
         def current(target, active, new):
@@ -576,7 +585,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
     def can_quiesce(self, disk):
         """Always: :meth:`_quiesced` freezes through libvirt
         (``fsFreeze``, the domain's guest agent) or says why not (no
-        guest agent channel, an agent that does not answer)."""
+        guest agent channel, an agent that does not answer).
+        """
         return True
 
     def thaw_guest(self, disk):
@@ -603,7 +613,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
         a bound for the domain while it runs); with ``default``, give the
         domain back libvirt's default (libvirt has no getter for what was
         set before), so other users of the guest agent (nova's password
-        set, ``guest-sync``) do not keep livesnap's bound."""
+        set, ``guest-sync``) do not keep livesnap's bound.
+        """
         guest.set_agent_timeout(
             lvguest.AGENT_RESPONSE_TIMEOUT_DEFAULT if default
             else max(1, int(math.ceil(self.quiesce_timeout))))
@@ -688,7 +699,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
     def _thaw(self, guest, rec):
         """Step ``thaw`` (``fsThaw``).  Logs, never raises: the journal
         keeps the guest marked frozen and the agent retries (and its
-        recovery thaws)."""
+        recovery thaws).
+        """
         try:
             with rec.step('thaw', domain=guest.uuid) as entry:
                 entry.setdefault('detail', {})['filesystems'] = \
@@ -702,7 +714,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
         and switches the disk in a QEMU ``transaction``, which drains the
         disk's I/O; the vCPUs are not stopped.  The pause recorded is the
         agent's view of the call (no QEMU timestamp reaches libvirt's
-        clients), an upper bound of the drained section."""
+        clients), an upper bound of the drained section.
+        """
         with rec.step('pause', by='libvirt (QEMU transaction drains the '
                                   'disk; vCPUs run)',
                       measured='agent, around snapshotCreateXML'):
@@ -720,7 +733,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
         ``finally``, with retries).  ``pause_ms`` is QEMU's STOP to RESUME
         window (its own timestamps, see pause.PauseClock) when the events
         came, else the agent's view (``suspend`` sent to ``resume``
-        returned)."""
+        returned).
+        """
         was_running = guest.state() == libvirt.VIR_DOMAIN_RUNNING
         watchdog = None
         try:
@@ -781,6 +795,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
                 self._resume(guest)
                 qemu_ms = self._clock.window_ms(guest.uuid)
             rec.mark_resumed(qemu_pause_ms=qemu_ms,
+                             qemu_paused_at=self._clock.stopped_at(
+                                 guest.uuid),
                              resumed_at=watchdog.resumed_at
                              if rescued else None)
         return rescued
@@ -789,7 +805,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
     def merge(self, disk, snapshot, parent, child, rec, progress=None,
               child_is_leaf=False, cancelled=None):
         """base.Driver.merge: ``_merge``, and the size of the file that
-        now holds the child."""
+        now holds the child.
+        """
         result = self._merge(disk, snapshot, parent, child, rec,
                              progress=progress, child_is_leaf=child_is_leaf,
                              cancelled=cancelled)
@@ -932,7 +949,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
         every image, so the domain is suspended and resumed (in a
         ``finally``, with retries).  Without it a host crash could leave
         the survivor's mappings unwritten and their data's only other copy
-        deleted.  Skipped for a domain that is not running."""
+        deleted.  Skipped for a domain that is not running.
+        """
         if guest.state() != libvirt.VIR_DOMAIN_RUNNING:
             return
         watchdog = None
@@ -965,7 +983,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
     def _pull(self, guest, target, snap, parent, child, rec, progress,
               cancelled):
         """Stream ``snap`` into the live layer ``child`` (``blockPull``, or
-        ``blockRebase`` to ``parent``); then delete ``snap``'s file."""
+        ``blockRebase`` to ``parent``); then delete ``snap``'s file.
+        """
         job = guest.block_job(target)
         if not job:
             chain = guest.live_chain(target)
@@ -1001,7 +1020,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
         """Commit ``child`` into ``snap`` with ``blockCommit``; for the
         live layer (``active``) wait until the job is ready and pivot the
         disk onto ``snap`` (``blockJobAbort`` with ``PIVOT``: QEMU drains
-        the disk's I/O for the switch).  Then delete ``child``'s file."""
+        the disk's I/O for the switch).  Then delete ``child``'s file.
+        """
         job = guest.block_job(target)
         chain = guest.live_chain(target)
         done = not any(fileimage.same(c, child) for c in chain)
@@ -1041,7 +1061,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
 
     def _pivot(self, guest, target, rec):
         """Switch the disk onto the commit's base; the I/O is drained for
-        the switch (measured by the agent around the call)."""
+        the switch (measured by the agent around the call).
+        """
         try:
             with rec.step('pause', was_running=True,
                           drained_by='qemu (job-complete)',
@@ -1076,7 +1097,8 @@ class LibvirtDriver(fileimage.FileImageDriver):
 
     def check(self, locator, kind='image'):
         """base.Driver.check, and the path inside the image directories
-        (a disk locator also names its domain and target)."""
+        (a disk locator also names its domain and target).
+        """
         super().check(locator, kind)
         if kind == 'disk' and not (isinstance(locator.get('domain'), str)
                                    and isinstance(locator.get('target'), str)):

@@ -55,7 +55,8 @@ def disk_elements(root):
 
 def source_file(elem):
     """The file a ``<disk>`` or ``<backingStore>`` element names, or
-    None."""
+    None.
+    """
     source = elem.find('source') if elem is not None else None
     if source is None:
         return None
@@ -64,7 +65,8 @@ def source_file(elem):
 
 def chain(disk):
     """The files of ``disk``'s backing chain as libvirt knows it, live
-    layer first."""
+    layer first.
+    """
     files = []
     elem = disk
     while elem is not None:
@@ -137,7 +139,8 @@ class Guest(object):
 
     def live_chain(self, target):
         """``target``'s backing chain in the running domain, live layer
-        first."""
+        first.
+        """
         return chain(find_disk(self.xml(), target))
 
     def config_source(self, target):
@@ -154,7 +157,8 @@ class Guest(object):
         (``org.qemu.guest_agent.0``): None if it has none, else its
         ``state`` in the live XML (``connected`` while an agent in the
         guest has the port open, ``disconnected``; ``''`` when libvirt
-        does not say)."""
+        does not say).
+        """
         for target in self.xml().findall('./devices/channel/target'):
             if target.get('name') == GUEST_AGENT_CHANNEL:
                 return target.get('state') or ''
@@ -179,7 +183,8 @@ class Guest(object):
 
     def snapshot(self, snap_xml, flags, onto):
         """``snapshotCreateXML`` (the switch onto ``onto``, for the
-        error's text)."""
+        error's text).
+        """
         try:
             self.dom.snapshotCreateXML(snap_xml, flags)
         except libvirt.libvirtError as exc:
@@ -189,7 +194,8 @@ class Guest(object):
     def set_agent_timeout(self, seconds):
         """Bound libvirt's wait for the guest agent's answers
         (``AGENT_RESPONSE_TIMEOUT_DEFAULT``: libvirt's default); warns
-        when libvirt-python cannot."""
+        when libvirt-python cannot.
+        """
         try:
             self.dom.agentSetResponseTimeout(seconds, 0)
         except AttributeError:
@@ -233,7 +239,8 @@ class Guest(object):
     def pull(self, target, base, bandwidth, what):
         """Stream into ``target``'s live layer: ``blockPull`` of the
         whole chain (``base`` None) or ``blockRebase`` down to ``base``;
-        ``bandwidth`` bytes per second, 0: no limit."""
+        ``bandwidth`` bytes per second, 0: no limit.
+        """
         try:
             if base is None:
                 flags = (libvirt.VIR_DOMAIN_BLOCK_PULL_BANDWIDTH_BYTES
@@ -248,7 +255,8 @@ class Guest(object):
 
     def commit(self, target, base, top, bandwidth, active, what):
         """``blockCommit`` of ``top`` into ``base`` (``active``: the live
-        layer, then a pivot ends the job)."""
+        layer, then a pivot ends the job).
+        """
         flags = 0
         if active:
             flags |= libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE
@@ -261,7 +269,8 @@ class Guest(object):
 
     def pivot(self, target, poll_interval):
         """``blockJobAbort`` with ``PIVOT``, tried again while libvirt
-        says the job is not ready yet (cur == end before QEMU's READY)."""
+        says the job is not ready yet (cur == end before QEMU's READY).
+        """
         for attempt in range(PIVOT_ATTEMPTS):
             try:
                 self.dom.blockJobAbort(

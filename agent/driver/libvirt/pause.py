@@ -29,7 +29,8 @@ class PauseClock(object):
     monitor events on (``virConnectDomainQemuMonitorEventRegister``; only
     listening, so the domain is not marked tainted).  The events arrive on
     libvirt's event loop, which runs in a daemon thread started before the
-    first connection is opened."""
+    first connection is opened.
+    """
 
     _loop_started = False
     _loop_lock = threading.Lock()
@@ -43,7 +44,8 @@ class PauseClock(object):
     @classmethod
     def start_loop(cls):
         """Start libvirt's default event loop once per process; returns
-        False if it cannot run."""
+        False if it cannot run.
+        """
         with cls._loop_lock:
             if cls._loop_started:
                 return True
@@ -91,7 +93,8 @@ class PauseClock(object):
     def window_ms(self, uuid, timeout=1.0):
         """QEMU's STOP to RESUME window of ``uuid`` since ``mark``, in
         ms, waiting up to ``timeout`` s for the RESUME event; None if the
-        events did not come."""
+        events did not come.
+        """
         if not self.active:
             return None
         deadline = time.monotonic() + timeout
@@ -106,6 +109,15 @@ class PauseClock(object):
                 if left <= 0:
                     return None
                 self._cond.wait(left)
+
+    def stopped_at(self, uuid):
+        """QEMU's time of ``uuid``'s first STOP since ``mark`` (UNIX
+        time), or None.
+        """
+        with self._cond:
+            stops = [t for e, t in self._events.get(uuid, [])
+                     if e == 'STOP']
+        return stops[0] if stops else None
 
 
 class PauseWatchdog(object):

@@ -57,7 +57,8 @@ _LAYER_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}\Z")
 
 def _qmp_socket_of(cmdline):
     """The QMP unix socket a QEMU command line (argv list) opens with
-    ``-qmp unix:PATH,...``, or None."""
+    ``-qmp unix:PATH,...``, or None.
+    """
     for flag, value in zip(cmdline, cmdline[1:]):
         if flag in ("-qmp", "--qmp") and value.startswith("unix:"):
             return value[len("unix:"):].split(",")[0] or None
@@ -66,7 +67,8 @@ def _qmp_socket_of(cmdline):
 
 def _job_failed(job_id, how, error):
     """The error to raise for a block job that did not succeed: NoSpace
-    when the image directory filled up, else QMPError."""
+    when the image directory filled up, else QMPError.
+    """
     cls = exception.NoSpace if images.NO_SPACE in error else \
         exception.QMPError
     return cls("Block job %s %s: %s" % (job_id, how, error))
@@ -74,7 +76,8 @@ def _job_failed(job_id, how, error):
 
 class _Connection(object):
     """One QMP session to a socket that is reopened after a failure, so a
-    retried command never reuses a session with a reply still in flight."""
+    retried command never reuses a session with a reply still in flight.
+    """
 
     def __init__(self, socket_path, timeout):
         self.socket_path = socket_path
@@ -202,7 +205,8 @@ class QemuDriver(fileimage.FileImageDriver):
     @staticmethod
     def _qmp_sockets():
         """QMP sockets named on the command lines of this host's
-        processes."""
+        processes.
+        """
         for pid in os.listdir("/proc"):
             if not pid.isdigit():
                 continue
@@ -363,7 +367,8 @@ class QemuDriver(fileimage.FileImageDriver):
         transaction is all or none) and the new nodes and files go.
 
         :param quiesce: ``(mode, qga_socket, outcome)`` for
-            :meth:`_quiesced`, around the paused section only."""
+            :meth:`_quiesced`, around the paused section only.
+        """
         mode, qga_socket, outcome = quiesce or ("off", None, {})
         with self._connect(sock) as conn:
             session = conn.get()
@@ -489,7 +494,8 @@ class QemuDriver(fileimage.FileImageDriver):
     def _resume(self, conn, rec, was_running):
         """The safety net: resume the backend with ``cont``, retried on a
         fresh connection.  Never leaves it paused unless it was paused
-        before we started.  :raises ResumeFailed: after all retries."""
+        before we started.  :raises ResumeFailed: after all retries.
+        """
         if not was_running:
             LOG.info("Leaving %(sock)s paused, as it was found",
                      {"sock": conn.socket_path})
@@ -586,7 +592,8 @@ class QemuDriver(fileimage.FileImageDriver):
     def _finish_pause(self, conn, session, rec, was_running, cont_id):
         """Read ``cont``'s reply on ``session`` (the one that sent it) and
         take the pause window from QEMU's events; fall back to
-        :meth:`_resume` if the reply does not come."""
+        :meth:`_resume` if the reply does not come.
+        """
         if cont_id is not None and not session.broken:
             try:
                 # Queued behind the section: QEMU runs it whatever this
@@ -605,11 +612,13 @@ class QemuDriver(fileimage.FileImageDriver):
             else:
                 stop = session.last_event("STOP")
                 resume = session.last_event("RESUME")
-                qemu_ms = None
+                qemu_ms = stopped_at = None
                 if stop is not None and resume is not None:
+                    stopped_at = qmp.event_time(stop)
                     qemu_ms = (qmp.event_time(resume)
-                               - qmp.event_time(stop)) * 1000.0
-                rec.mark_resumed(qemu_pause_ms=qemu_ms)
+                               - stopped_at) * 1000.0
+                rec.mark_resumed(qemu_pause_ms=qemu_ms,
+                                 qemu_paused_at=stopped_at)
                 return
         self._resume(conn, rec, was_running)
 
@@ -843,7 +852,8 @@ class QemuDriver(fileimage.FileImageDriver):
         """Step ``thaw``: ``guest-fsfreeze-thaw`` on ``session`` if it is
         still usable, else on a new one after ``guest-fsfreeze-status``.
         Logs, never raises: the journal keeps the guest marked frozen and
-        recovery thaws it."""
+        recovery thaws it.
+        """
         try:
             with rec.step("thaw", qga_socket=qga_socket):
                 try:
@@ -864,13 +874,15 @@ class QemuDriver(fileimage.FileImageDriver):
 
     def can_quiesce(self, disk):
         """Always: :meth:`_quiesced` freezes through the disk's
-        ``qga_socket``, or says why not (no channel, no answer)."""
+        ``qga_socket``, or says why not (no channel, no answer).
+        """
         return True
 
     def thaw_guest(self, disk):
         """Thaw the guest of ``disk`` (its ``qga_socket``) if frozen; for
         recovery and the thaw retries.  :returns: True if it was frozen.
-        :raises QGAError:"""
+        :raises QGAError:
+        """
         sock = disk.get("qga_socket")
         if not sock:
             return False
@@ -1025,7 +1037,8 @@ class QemuDriver(fileimage.FileImageDriver):
         the child) is backed by ``parent``, take ``drop``'s node out of
         QEMU (before the finished commit job ``job_id`` is dismissed, so a
         crash here still finds the job), rename ``drop``'s file away and
-        unlink it last."""
+        unlink it last.
+        """
         session = conn.get()
         with rec.step("reparent", image=keep, parent=parent):
             graph = blockgraph.Graph(session)

@@ -32,7 +32,8 @@ def job_id_for(path):
 
 def commit_job_id_for(path):
     """A stable block-job id for committing image ``path`` into its
-    backing file (the cheaper direction of a merge)."""
+    backing file (the cheaper direction of a merge).
+    """
     digest = hashlib.sha1(os.path.realpath(path).encode()).hexdigest()[:12]
     return "ls-commit-%s" % digest
 
@@ -108,7 +109,8 @@ class Graph(object):
     def filename(node):
         """The image file of ``node``.  QEMU names a node opened with
         ``"backing": null`` (a new layer not yet pivoted to) by its options
-        as ``json:{...}``; the file is inside."""
+        as ``json:{...}``; the file is inside.
+        """
         name = node.get("file")
         if isinstance(name, str) and name.startswith("json:"):
             try:

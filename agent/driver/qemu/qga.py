@@ -133,7 +133,8 @@ class QGASession(object):
 
     def sync(self, timeout=None):
         """``guest-sync``: drop stale replies until the agent echoes a
-        fresh random id.  :raises QGAError, QGATimeout:"""
+        fresh random id.  :raises QGAError, QGATimeout:
+        """
         token = random.randint(1, 2 ** 31 - 1)
         deadline = time.monotonic() + (timeout or self.timeout)
         self._send("guest-sync", {"id": token})

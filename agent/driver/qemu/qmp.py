@@ -232,7 +232,8 @@ class QMPSession(object):
 
     def last_event(self, name, since=None):
         """The newest event ``name`` kept, stamped at or after ``since``
-        (UNIX time on QEMU's clock), or None."""
+        (UNIX time on QEMU's clock), or None.
+        """
         for event in reversed(self.events):
             if event.get("event") != name:
                 continue

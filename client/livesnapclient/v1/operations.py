@@ -18,7 +18,8 @@ def operation_view(operation):
 
 def note_on_stdout(command, parsed_args, text):
     """Print a line before the table (``table`` format only: the machine
-    formats keep stdout to the data)."""
+    formats keep stdout to the data).
+    """
     if parsed_args.formatter == "table":
         command.app.stdout.write(text + "\n")
 

@@ -1,8 +1,8 @@
 """``policy create|update|list|show|delete|runs``: snapshot policies,
 schedules with retention (docs/schedules.md)."""
 
-from cliff import command
 from cliff import columns
+from cliff import command
 from cliff import lister
 from cliff import show
 

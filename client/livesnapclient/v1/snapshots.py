@@ -9,18 +9,20 @@ from livesnapclient.v1 import operations
 from livesnapclient import wait
 
 SNAPSHOT_FIELDS = ("id", "name", "server_id", "disk", "parent_id", "status",
-                   "created_at", "size_bytes", "current", "protected",
-                   "policy_id", "consistency", "consistency_reason")
+                   "created_at", "taken_at", "size_bytes", "current",
+                   "protected", "policy_id", "consistency",
+                   "consistency_reason")
 #: Fields of newer API versions: shown when the API gives them.
 NEWER_FIELDS = ("protected", "policy_id", "consistency",
-                "consistency_reason")
+                "consistency_reason", "taken_at")
 SNAPSHOT_FORMATTERS = {"size_bytes": fmt.SizeDetail,
                        "operation": fmt.Operation}
 
 
 def snapshot_view(snapshot, operation=None):
     """The ``ShowOne`` columns and values of a snapshot, and of the
-    operation that creates it when there is one."""
+    operation that creates it when there is one.
+    """
     obj = dict(snapshot)
     fields = SNAPSHOT_FIELDS
     if operation is not None:
@@ -90,11 +92,15 @@ class ListSnapshot(lister.Lister):
         self._snapshots = snapshots
         ordered = sorted(snapshots, key=lambda s: (
             (s.get("disk") or "",) + fmt.creation_order(s)))
-        return (("ID", "Name", "Disk", "Parent", "Status", "Size",
-                 "Created", "Current"),
-                fmt.rows(ordered, ("id", "name", "disk", "parent_id",
-                                   "status", "size_bytes", "created_at",
-                                   "current"),
+        columns = [("ID", "id"), ("Name", "name"), ("Disk", "disk"),
+                   ("Parent", "parent_id"), ("Status", "status"),
+                   ("Size", "size_bytes"), ("Created", "created_at"),
+                   ("Taken", "taken_at"), ("Current", "current")]
+        if not any("taken_at" in s for s in snapshots):
+            # An API older than taken_at.
+            columns.remove(("Taken", "taken_at"))
+        return (tuple(c for c, _ in columns),
+                fmt.rows(ordered, tuple(f for _, f in columns),
                          {"size_bytes": fmt.Size, "current": fmt.Current}))
 
     def produce_output(self, parsed_args, column_names, data):
@@ -149,7 +155,8 @@ class UnprotectSnapshot(ProtectSnapshot):
 
 class DeleteSnapshot(wait.WaitMixin, show.ShowOne):
     """Delete a snapshot; shows the mode the conductor chose (physical,
-    merge or logical)."""
+    merge or logical).
+    """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -191,7 +198,8 @@ class RevertSnapshot(wait.WaitMixin, show.ShowOne):
 
 class CloneSnapshot(wait.WaitMixin, show.ShowOne):
     """Make a new disk from a snapshot: a full copy (flat) or a layer on
-    it (linked), for a server of the same project on the same host."""
+    it (linked), for a server of the same project on the same host.
+    """
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)

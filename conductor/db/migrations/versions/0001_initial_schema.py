@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-25 00:18:02.401706
 """
 
@@ -48,8 +48,12 @@ def upgrade():
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('operations', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_operations_project_id'), ['project_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_operations_server_id'), ['server_id'], unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_operations_project_id'), ['project_id'],
+            unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_operations_server_id'), ['server_id'],
+            unique=False)
 
     op.create_table('servers',
     sa.Column('id', sa.String(length=64), nullable=False),
@@ -61,8 +65,12 @@ def upgrade():
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('servers', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_servers_host'), ['host'], unique=False)
-        batch_op.create_index(batch_op.f('ix_servers_project_id'), ['project_id'], unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_servers_host'), ['host'],
+            unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_servers_project_id'), ['project_id'],
+            unique=False)
 
     op.create_table('disks',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -90,7 +98,12 @@ def upgrade():
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('snapshots', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_snapshots_disk_id'), ['disk_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_snapshots_parent_id'), ['parent_id'], unique=False)
-        batch_op.create_index(batch_op.f('ix_snapshots_project_id'), ['project_id'], unique=False)
-
+        batch_op.create_index(
+            batch_op.f('ix_snapshots_disk_id'), ['disk_id'],
+            unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_snapshots_parent_id'), ['parent_id'],
+            unique=False)
+        batch_op.create_index(
+            batch_op.f('ix_snapshots_project_id'), ['project_id'],
+            unique=False)

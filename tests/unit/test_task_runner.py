@@ -8,7 +8,7 @@ import pytest
 from agent.driver import fake
 from agent import exception
 from agent import journal as journal_mod
-from agent import tasks
+from agent import task_runner
 from agent import validation
 from livesnap_tools import fixtures
 
@@ -23,9 +23,9 @@ def _task(op='op-1'):
 def runner(tmp_path):
     driver = fake.FakeDriver(['/i'])
     driver.add_disk('/i/a')
-    return tasks.TaskRunner(driver,
-                            journal_mod.Journal(str(tmp_path / 'j')),
-                            fixtures.FakeConductor(), 'hv1')
+    return task_runner.TaskRunner(driver,
+                                  journal_mod.Journal(str(tmp_path / 'j')),
+                                  fixtures.FakeConductor(), 'hv1')
 
 
 def test_same_task_twice_runs_once(runner):
@@ -46,7 +46,7 @@ def test_same_task_twice_runs_once(runner):
     dict(_task(), disk={'driver': 'fake', 'path': ['x']}),
     dict(_task(), disk={'driver': 'fake', 'path': 'relative'}),
     dict(_task(), disk={'path': '/i/a'}),
-    # legacy (RPC 1.3) tasks are checked as strictly
+    # the path tasks of RPC 1.3 fit no schema
     {'operation_id': 'op-3', 'disk': {'active_image': ['x']},
      'new_image': '/i/b.qcow2'},
     {'operation_id': 'op-4', 'disk': {'active_image': '/i/a.qcow2'},
@@ -132,7 +132,8 @@ def test_revert_that_cannot_discard_leaves_the_disk_as_it_was(runner):
 
 def test_inspect_takes_files_listed_as_plain_paths(runner, tmp_path):
     """A driver that lists every file by path (as base.Driver first said):
-    the files its locators name are not reported."""
+    the files its locators name are not reported.
+    """
     runner.driver.inspect = lambda locators: {
         'images': [{'locator': loc, 'exists': True} for loc in locators],
         'files': ['/i/a', '/i/orphan']}
@@ -142,9 +143,10 @@ def test_inspect_takes_files_listed_as_plain_paths(runner, tmp_path):
 
 def test_progress_is_throttled(runner, monkeypatch):
     """A copy's progress: nothing in its first interval, at most one
-    message per interval after, never 100 (the report says it)."""
+    message per interval after, never 100 (the report says it).
+    """
     now = [1000.0]
-    monkeypatch.setattr(tasks.time, 'monotonic', lambda: now[0])
+    monkeypatch.setattr(task_runner.time, 'monotonic', lambda: now[0])
     sent = []
     runner.conductor_api.report_progress = \
         lambda ctxt, op_id, percent: sent.append(percent)

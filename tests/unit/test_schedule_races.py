@@ -10,7 +10,7 @@ import pytest
 
 from conductor.db import api as db
 from conductor.db import models
-from conductor import scheduler
+from conductor import schedule_runner
 from conductor import slots
 
 SERVERS = pytest.mark.parametrize('database', ['postgresql', 'mariadb'],
@@ -20,7 +20,7 @@ ROUNDS = 5
 
 
 def _world():
-    now = scheduler.utcnow_seconds()
+    now = schedule_runner.utcnow_seconds()
     with db.transaction() as s:
         s.add(models.Server(id='srv1', name='srv1', project_id='p1',
                             host='hv1'))
@@ -71,7 +71,7 @@ def test_a_slot_is_claimed_exactly_once(database, monkeypatch):
         slot = now + datetime.timedelta(hours=round_)
         with db.transaction() as s:
             s.get(models.SnapshotPolicy, 'pol1').next_run = slot
-        claimed = _race(scheduler.claim_due,
+        claimed = _race(schedule_runner.claim_due,
                         [(slot + datetime.timedelta(seconds=1),)] * RACERS)
         assert sorted(claimed) == [0] * (RACERS - 1) + [1], claimed
         with db.transaction() as s:
@@ -85,7 +85,7 @@ def test_a_slot_is_claimed_exactly_once(database, monkeypatch):
 @SERVERS
 def test_an_attempt_is_made_exactly_once(database, monkeypatch):
     now = _world()
-    assert scheduler.claim_due(now) == 1
+    assert schedule_runner.claim_due(now) == 1
     made = []
     lock = threading.Lock()
 
@@ -93,18 +93,18 @@ def test_an_attempt_is_made_exactly_once(database, monkeypatch):
                     requested_by=None):
         with lock:
             made.append(disk_name)
-        return 'snap-' + disk_name, 'op-' + disk_name
+        return 'snap-' + disk_name, 'op-' + disk_name, None
 
-    monkeypatch.setattr(scheduler.creation, 'create', fake_create)
-    real = scheduler._claim_attempt
+    monkeypatch.setattr(schedule_runner.creation, 'create', fake_create)
+    real = schedule_runner._claim_attempt
     barrier = threading.Barrier(RACERS, timeout=30)
 
     def held(run_id, attempts, when):
         barrier.wait()   # every racer read the same attempt count
         return real(run_id, attempts, when)
 
-    monkeypatch.setattr(scheduler, '_claim_attempt', held)
-    results = _race(scheduler.start_pending, [(now,)] * RACERS)
+    monkeypatch.setattr(schedule_runner, '_claim_attempt', held)
+    results = _race(schedule_runner.start_pending, [(now,)] * RACERS)
     assert sorted(made) == ['vda', 'vdb'], made
     assert sum(results) == 2
     with db.transaction() as s:

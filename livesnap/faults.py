@@ -8,8 +8,9 @@ WHEN is ``before`` (the step is about to start) or ``after`` (it ended).
 ``ACTION:report:before`` kills it after the operation ended but before the
 report is sent.  A fourth field, seconds (``create_snapshot:pivot:before:8``),
 holds the operation's thread there that long instead of killing the agent
-(the rest of the agent, its heartbeats for one, goes on).  The conductor has points of its own in ``[conductor]
-fault_points`` (see ``conductor.reports``).  Never set them in production.
+(the rest of the agent, its heartbeats for one, goes on).  The conductor
+has points of its own in ``[conductor] fault_points`` (see
+``conductor.reports``).  Never set them in production.
 """
 
 import logging

@@ -25,10 +25,10 @@ window closes: ``[conductor] policy_retry_window`` seconds after the slot,
 or the policy's next slot if that comes first.  Then it is ``skipped``
 with the last reason.  One that cannot start for a reason that waiting
 does not fix (``chain_too_deep``, ``quota_exceeded``, a disk or a server
-that is gone: ``not_found``) is ``skipped`` at once.  A slot first claimed after its window closed (no
-conductor ran meanwhile) is ``skipped`` with reason ``missed``; missed
-slots are not caught up one by one: the policy goes on from the next slot
-after now.
+that is gone: ``not_found``) is ``skipped`` at once.  A slot first claimed
+after its window closed (no conductor ran meanwhile) is ``skipped`` with
+reason ``missed``; missed slots are not caught up one by one: the policy
+goes on from the next slot after now.
 
 **Pruning.**  Once a run's snapshot is ``available``, the policy's
 snapshots of that disk are judged by ``conductor.retention`` and the ones
@@ -47,10 +47,11 @@ from oslo_config import cfg
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 
+from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
-from conductor import creation
 from conductor import deletion
+from conductor import dispatch
 from conductor import exception
 from conductor import operations
 from conductor import retention
@@ -108,7 +109,8 @@ ALL_DISKS = '*'
 
 def _disks(server, names):
     """``[(disk name, disk or None)]`` of the policy's disks; all None if
-    the server is gone (one ``ALL_DISKS`` if the policy names none)."""
+    the server is gone (one ``ALL_DISKS`` if the policy names none).
+    """
     if server is None:
         return [(n, None) for n in (names or [ALL_DISKS])]
     by_name = {d.name: d for d in server.disks}
@@ -296,11 +298,13 @@ def attempt(run_id, attempts, now=None):
         _record_created(run.id, policy.id, adopted, None)
         return CREATED
     try:
-        snapshot_id, operation_id = creation.create(
-            context.make(policy.project_id), server.id, run.disk_name,
+        ctxt = context.make(policy.project_id)
+        snapshot_id, operation_id, sent = creation.create(
+            ctxt, server.id, run.disk_name,
             snapshot_name(policy, run.scheduled_for),
             project_id=policy.project_id,
             requested_by=operations.POLICY)
+        dispatch.send(ctxt, sent)
     except exception.HostDown:
         return _record_refusal(run.id, 'host_down', 'The agent of the '
                                'server\'s host is not reporting.', now)
@@ -348,7 +352,8 @@ def start_pending(now=None):
 
 def check_created(now=None):
     """Runs whose snapshot is now available start pruning; those whose
-    snapshot ended in ``error`` (or vanished) are ``failed``."""
+    snapshot ended in ``error`` (or vanished) are ``failed``.
+    """
     with db.transaction() as s:
         rows = s.execute(
             sa.select(models.PolicyRun.id, models.Snapshot.status,
@@ -392,7 +397,8 @@ def _claim_prune(run_id, now):
 
 def to_prune(session, policy, disk_id):
     """The ids of the policy's snapshots of the disk that its retention
-    does not keep (and its ``error`` ones), oldest first."""
+    does not keep (and its ``error`` ones), oldest first.
+    """
     snaps = list(session.scalars(
         sa.select(models.Snapshot)
         .where(models.Snapshot.policy_id == policy.id)
@@ -425,9 +431,11 @@ def prune(run_id, now=None):
     started, finished = [], True
     for snapshot_id in victims:
         try:
-            deletion.delete(context.make(project_id), snapshot_id,
-                            project_id=project_id,
-                            requested_by=operations.POLICY)
+            ctxt = context.make(project_id)
+            _, sent = deletion.delete(ctxt, snapshot_id,
+                                      project_id=project_id,
+                                      requested_by=operations.POLICY)
+            dispatch.send(ctxt, sent)
         except (exception.DiskBusy, exception.HostDown) as exc:
             # The previous merge still runs, or the host is away: the next
             # tick goes on.
@@ -473,7 +481,8 @@ def prune_pending(now=None):
 
 def run_periodic(now=None):
     """The periodic task: claim due slots, try pending runs, follow the
-    snapshots made, prune."""
+    snapshots made, prune.
+    """
     now = now or utcnow_seconds()
     claim_due(now)
     start_pending(now)

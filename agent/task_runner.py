@@ -19,13 +19,12 @@ import threading
 import time
 
 from agent import exception
-from agent import faults
 from agent import metrics
 from agent import recovery
 from agent import steps as steps_mod
 from agent import validation
 from livesnap import context
-from livesnap import tasks as tasks_mod
+from livesnap import faults
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +44,8 @@ class TaskRunner(object):
         :param thaw_retry_interval: seconds before the first retry of a
             failed thaw; each further one waits twice as long.
         :param thaw_retry_timeout: seconds a failed thaw is retried for
-            (see ``retry_thaw``)."""
+            (see ``retry_thaw``).
+        """
         self.driver = driver
         self.journal = journal
         self.conductor_api = conductor_api
@@ -174,13 +174,13 @@ class TaskRunner(object):
                           completed=entry.get('step_done')):
                 pass
         try:
-            # The journal keeps the task as received; the driver gets its
-            # locator form (a legacy task is answered in its own form).
+            # The journal keeps the task as received; the driver gets a
+            # checked copy.
             work = validation.validate(action, task)
             validation.check_locators(self.driver, work)
             result = self._handlers[action](ctxt, work, rec)
-            if tasks_mod.is_legacy(task):
-                result = tasks_mod.legacy_result(action, result)
+            if isinstance(result, dict) and rec.taken_at is not None:
+                result['taken_at'] = rec.taken_at  # a snapshot's moment
             report = {'status': 'succeeded', 'result': result}
         except exception.AgentError as exc:
             LOG.warning('Operation %(op)s failed: %(error)s',
@@ -297,7 +297,8 @@ class TaskRunner(object):
 
     def acknowledge(self, operation_id):
         """The conductor has applied the operation's report: stop sending
-        it and prune it from the journal."""
+        it and prune it from the journal.
+        """
         if not self.journal.valid_id(operation_id):
             return
         with self._reports_lock:
@@ -383,7 +384,8 @@ class TaskRunner(object):
         """Run again every operation the journal shows running that no
         task runs (called periodically, after the start-up replay), so a
         task that died is noticed without waiting for the conductor to
-        ask.  :returns: the number started again."""
+        ask.  :returns: the number started again.
+        """
         if not self.recovered.is_set():
             return 0
         started = 0
@@ -526,13 +528,15 @@ class TaskRunner(object):
     @staticmethod
     def _guest_of(disk):
         """What names a disk's guest in its locator: the QEMU guest
-        agent's socket, the fake driver's VM or the libvirt domain."""
+        agent's socket, the fake driver's VM or the libvirt domain.
+        """
         disk = disk if isinstance(disk, dict) else {}
         return (disk.get('qga_socket'), disk.get('vm'), disk.get('domain'))
 
     def _frozen_by_another(self, operation_id, disk):
         """True if a running operation other than ``operation_id`` has
-        the guest of ``disk`` frozen now."""
+        the guest of ``disk`` frozen now.
+        """
         guest = self._guest_of(disk)
         with self._running_lock:
             running = set(self._running)
@@ -589,7 +593,8 @@ class TaskRunner(object):
 
     def inspect(self, locators):
         """What the audit needs (``Driver.inspect``), the agent's journal
-        aside: a file under its directory is never reported."""
+        aside: a file under its directory is never reported.
+        """
         if not isinstance(locators, list):
             locators = []
         result = self.driver.inspect(locators)
@@ -615,7 +620,8 @@ class TaskRunner(object):
 
     def inspect_images(self, image_paths):
         """``inspect`` for a conductor older than agent RPC 1.4 (QEMU
-        images by path): ``{"images": {path: info}, "files": [paths]}``."""
+        images by path): ``{"images": {path: info}, "files": [paths]}``.
+        """
         if not isinstance(image_paths, list):
             image_paths = []
         locators = [{'driver': self.driver.name, 'path': p}
@@ -658,7 +664,8 @@ class TaskRunner(object):
 
     def describe_vm(self, domain):
         """The ``list_vms`` entry whose name or UUID is ``domain`` (a
-        UUID compared without case), or None."""
+        UUID compared without case), or None.
+        """
         if not isinstance(domain, str) or not domain:
             return None
         for vm in self.driver.list_vms():
@@ -671,7 +678,8 @@ class TaskRunner(object):
         """A copy's progress callback: one message per
         ``progress_interval`` at most, none in a copy's first interval and
         none at 100 (the report ends the operation at 100), so a short
-        merge costs no message and no database write."""
+        merge costs no message and no database write.
+        """
         state = {'next': time.monotonic() + self.progress_interval,
                  'sent': None}
 
@@ -721,7 +729,8 @@ class TaskRunner(object):
     def _frozen_guest(self, disk, kwargs):
         """The guest's lock while a freeze may be in force (``quiesce``
         other than ``off``), so no thaw retry cuts it short; else a
-        context that holds nothing."""
+        context that holds nothing.
+        """
         if kwargs.get('quiesce') in (None, 'off'):
             return contextlib.nullcontext()
         return self._guest_lock(disk)

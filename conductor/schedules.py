@@ -1,8 +1,8 @@
 """Snapshot policies as tenants manage them: create, change, delete,
 read with their last outcome and run history; and protecting a snapshot.
 
-The REST controllers (``conductor.api.policies``) authorise and call these;
-what a policy does when its slots come is ``conductor.scheduler``'s, when
+The REST controllers (``conductor.api.schedules``) authorise and call these;
+what a policy does when its slots come is ``conductor.schedule_runner``'s, when
 they come ``conductor.slots``', what it keeps ``conductor.retention``'s.
 """
 
@@ -16,7 +16,7 @@ from conductor.db import models
 from conductor import exception
 from conductor import locking
 from conductor import operations
-from conductor import scheduler
+from conductor import schedule_runner
 from conductor import slots
 from conductor import states
 
@@ -27,8 +27,8 @@ LOG = logging.getLogger(__name__)
 MAX_RUNS = 200
 
 #: Which outcome stands for a slot of several disks: the worst.
-_RANK = {scheduler.FAILED: 4, scheduler.SKIPPED: 3, scheduler.PENDING: 2,
-         scheduler.CREATED: 1}
+_RANK = {schedule_runner.FAILED: 4, schedule_runner.SKIPPED: 3,
+         schedule_runner.PENDING: 2, schedule_runner.CREATED: 1}
 
 
 def _get(session, policy_id, project_id=None, for_update=False):
@@ -64,7 +64,8 @@ def _last_outcomes(session, policy_ids):
 
 def check_schedule(spec):
     """:raises: BadRequest for an interval below ``[conductor]
-    policy_min_interval``, a bad cron expression or an unknown zone."""
+    policy_min_interval``, a bad cron expression or an unknown zone.
+    """
     if spec.get('interval') is not None and \
             spec['interval'] < CONF.conductor.policy_min_interval:
         raise exception.BadRequest(
@@ -98,13 +99,14 @@ def _apply(found, spec):
     if spec.get('cron') is not None:
         found.interval, found.cron = None, spec['cron']
     if 'retention' in spec:
-        for name in scheduler.rules(found):
+        for name in schedule_runner.rules(found):
             setattr(found, name, spec['retention'].get(name, 0))
 
 
 def get(policy_id, project_id=None):
     """:returns: (policy, its last slot's outcome or None).
-    :raises: NotFound (also for another project's)."""
+    :raises: NotFound (also for another project's).
+    """
     with db.transaction() as s:
         found = _get(s, policy_id, project_id)
         return found, _last_outcomes(s, [found.id]).get(found.id)
@@ -149,13 +151,13 @@ def create(server_id, spec):
                 raise exception.QuotaExceeded(
                     'Project %s has %d snapshot policies, its quota is %d.'
                     % (server.project_id, used, quota))
-        now = scheduler.utcnow_seconds()
+        now = schedule_runner.utcnow_seconds()
         found = models.SnapshotPolicy(
             id=operations.new_id(), project_id=server.project_id,
             server_id=server.id, timezone='UTC', enabled=True,
             created_at=now, updated_at=now)
         _apply(found, spec)
-        found.next_run = (scheduler.first_run(found, now)
+        found.next_run = (schedule_runner.first_run(found, now)
                           if found.enabled else None)
         s.add(found)
     LOG.info('Policy %(policy)s on server %(server)s: next run %(next)s',
@@ -183,7 +185,7 @@ def update(policy_id, spec):
             found.next_run = None
         elif (found.interval, found.cron, found.timezone,
               found.enabled) != was or found.next_run is None:
-            found.next_run = scheduler.first_run(found)
+            found.next_run = schedule_runner.first_run(found)
         s.flush()
         return found, _last_outcomes(s, [found.id]).get(found.id)
 

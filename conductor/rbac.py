@@ -385,7 +385,8 @@ def authorize(creds, rule, project_id=None):
 
 def refusal(creds, rule):
     """The message of a 403: what was refused, to whom, and by which rule
-    (an operator may have changed it), never what the caller cannot see."""
+    (an operator may have changed it), never what the caller cannot see.
+    """
     roles = sorted(set(creds.roles))
     who = ('role%s %s' % ('s' if len(roles) > 1 else '', ', '.join(roles))
            if roles else 'no role')

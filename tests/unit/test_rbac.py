@@ -7,7 +7,7 @@ import pytest
 
 from conductor.api import auth
 from conductor import exception
-from conductor import policy
+from conductor import rbac
 from tests.unit import generated
 
 MEMBER_P1 = auth.Credentials('p1', ['member'])
@@ -37,9 +37,9 @@ ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
 
 @pytest.fixture(autouse=True)
 def fresh_enforcer():
-    policy.reset()
+    rbac.reset()
     yield
-    policy.reset()
+    rbac.reset()
 
 
 def test_sample_policy_is_current(tmp_path):
@@ -49,7 +49,7 @@ def test_sample_policy_is_current(tmp_path):
 
 
 def test_every_rule_is_documented():
-    for rule in policy.list_rules():
+    for rule in rbac.list_rules():
         assert rule.description, rule.name
         if rule.name.startswith('livesnap:'):
             assert rule.operations, rule.name
@@ -61,38 +61,38 @@ def test_every_rule_is_documented():
     'livesnap:snapshot:delete', 'livesnap:snapshot:revert',
     'livesnap:operation:get'])
 def test_owner_rules(rule):
-    assert policy.check(MEMBER_P1, rule, 'p1')
-    assert not policy.check(MEMBER_P1, rule, 'p2')
-    assert policy.check(ADMIN, rule, 'p2')
+    assert rbac.check(MEMBER_P1, rule, 'p1')
+    assert not rbac.check(MEMBER_P1, rule, 'p2')
+    assert rbac.check(ADMIN, rule, 'p2')
 
 
 @pytest.mark.parametrize('rule', ADMIN_RULES)
 def test_admin_rules(rule):
-    assert not policy.check(MEMBER_P1, rule, 'p1')
-    assert not policy.check(READER_P1, rule, 'p1')
-    assert policy.check(ADMIN, rule, 'p1')
+    assert not rbac.check(MEMBER_P1, rule, 'p1')
+    assert not rbac.check(READER_P1, rule, 'p1')
+    assert rbac.check(ADMIN, rule, 'p1')
 
 
 @pytest.mark.parametrize('rule', READ_RULES)
 def test_readers_read_their_project(rule):
-    assert policy.check(READER_P1, rule, 'p1')
-    assert not policy.check(READER_P1, rule, 'p2')
-    assert policy.check(MEMBER_P1, rule, 'p1')   # member implies reader
-    assert not policy.check(NOROLE_P1, rule, 'p1')
-    assert policy.check(ADMIN, rule, 'p2')
+    assert rbac.check(READER_P1, rule, 'p1')
+    assert not rbac.check(READER_P1, rule, 'p2')
+    assert rbac.check(MEMBER_P1, rule, 'p1')   # member implies reader
+    assert not rbac.check(NOROLE_P1, rule, 'p1')
+    assert rbac.check(ADMIN, rule, 'p2')
 
 
 @pytest.mark.parametrize('rule', WRITE_RULES)
 def test_only_members_and_admins_write(rule):
-    assert not policy.check(READER_P1, rule, 'p1')
-    assert not policy.check(NOROLE_P1, rule, 'p1')
-    assert policy.check(MEMBER_P1, rule, 'p1')
-    assert not policy.check(MEMBER_P1, rule, 'p2')
-    assert policy.check(ADMIN, rule, 'p2')
+    assert not rbac.check(READER_P1, rule, 'p1')
+    assert not rbac.check(NOROLE_P1, rule, 'p1')
+    assert rbac.check(MEMBER_P1, rule, 'p1')
+    assert not rbac.check(MEMBER_P1, rule, 'p2')
+    assert rbac.check(ADMIN, rule, 'p2')
 
 
 def test_every_livesnap_rule_is_in_one_class():
-    names = {r.name for r in policy.list_rules()
+    names = {r.name for r in rbac.list_rules()
              if r.name.startswith('livesnap:')}
     assert names == set(READ_RULES + WRITE_RULES + ADMIN_RULES)
 
@@ -108,35 +108,36 @@ def test_keystones_implied_roles():
 
 def test_a_refusal_says_what_who_and_which_rule():
     with pytest.raises(exception.Forbidden) as err:
-        policy.authorize(READER_P1, 'livesnap:snapshot:revert', 'p1')
+        rbac.authorize(READER_P1, 'livesnap:snapshot:revert', 'p1')
     assert str(err.value) == (
         'Your token (role reader in project p1) may not revert disks to '
         'snapshots: refused by policy rule livesnap:snapshot:revert.')
     with pytest.raises(exception.Forbidden) as err:
-        policy.authorize(NOROLE_P1, 'livesnap:server:list')
+        rbac.authorize(NOROLE_P1, 'livesnap:server:list')
     assert '(no role in project p1) may not list servers' in str(err.value)
 
 
 def test_scope():
-    assert policy.scope(MEMBER_P1) == 'p1'
-    assert policy.scope(ADMIN) is None
+    assert rbac.scope(MEMBER_P1) == 'p1'
+    assert rbac.scope(ADMIN) is None
 
 
 def test_refusal_is_403_to_the_owner_and_404_to_others(conf, tmp_path):
     path = tmp_path / 'policy.yaml'
     path.write_text('"livesnap:snapshot:delete": "role:admin"\n')
     conf.set('policy_file', str(path), group='oslo_policy')
-    policy.reset()
+    rbac.reset()
     with pytest.raises(exception.Forbidden):
-        policy.authorize(MEMBER_P1, 'livesnap:snapshot:delete', 'p1')
+        rbac.authorize(MEMBER_P1, 'livesnap:snapshot:delete', 'p1')
     with pytest.raises(exception.NotFound):
-        policy.authorize(MEMBER_P1, 'livesnap:snapshot:delete', 'p2')
-    policy.authorize(ADMIN, 'livesnap:snapshot:delete', 'p1')
+        rbac.authorize(MEMBER_P1, 'livesnap:snapshot:delete', 'p2')
+    rbac.authorize(ADMIN, 'livesnap:snapshot:delete', 'p1')
 
 
 def test_policy_file_overrides_through_the_api(inprocess, conf, tmp_path):
     """A cloud that lets readers look but not touch, and a registrar role
-    that may register servers."""
+    that may register servers.
+    """
     from agent import images
     from tests.functional import scenarios
     dep = inprocess
@@ -149,7 +150,7 @@ def test_policy_file_overrides_through_the_api(inprocess, conf, tmp_path):
         '"livesnap:snapshot:delete": "role:admin"\n'
         '"livesnap:snapshot:create": "role:admin"\n')
     conf.set('policy_file', str(path), group='oslo_policy')
-    policy.reset()
+    rbac.reset()
     status, body = dep.api('DELETE', '/v1/snapshots/%s' % snap_id)
     assert (status, body['error']['code']) == (403, 'forbidden')
     status, body = dep.api('DELETE', '/v1/snapshots/%s' % snap_id,
