@@ -177,7 +177,8 @@ def link(src, dst):
 def link_over(src, dst):
     """Make ``dst`` name ``src``'s file, atomically: ``link(src,
     dst.tmp)``, ``rename(dst.tmp, dst)``, fsync of the directory.  What
-    ``dst`` named before loses that name (docs/lifecycle.md)."""
+    ``dst`` named before loses that name (docs/lifecycle.md).
+    """
     tmp = "%s.tmp" % dst
     try:
         if os.path.lexists(tmp):

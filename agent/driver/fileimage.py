@@ -260,7 +260,8 @@ class FileImageDriver(base.Driver):
     def _backing_name(self, image, backing):
         """How ``image``'s header names ``backing``: its bare name when
         ``relative_backing`` and both are in one directory (``qemu-img``
-        resolves it against ``image``'s directory)."""
+        resolves it against ``image``'s directory).
+        """
         if backing and self.relative_backing and \
                 os.path.dirname(image) == os.path.dirname(backing):
             return os.path.basename(backing)
@@ -270,7 +271,8 @@ class FileImageDriver(base.Driver):
         """Commit ``child`` into ``snap`` (``qemu-img commit``), then
         delete ``child``: ``snap``'s file stands for it.  ``live``: the
         child's path keeps the live layer; ``snap``'s file is linked over
-        it and ``snap``'s name goes."""
+        it and ``snap``'s name goes.
+        """
         self._refuse_if_open(child)
         self._refuse_if_open(snap)
         with rec.step('merge', image=snap, source=child,

@@ -558,7 +558,8 @@ def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):
     layer, so QEMU opens the snapshots itself from the image headers
     (``#block`` nodes).  Deleting the snapshot right under the live image
     (the live layer the smaller side: a commit) must keep the chain open in
-    QEMU; a write and a create work afterwards."""
+    QEMU; a write and a create work afterwards.
+    """
     vm = vms(base)
     disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
     vm.shutdown()
@@ -615,7 +616,8 @@ def test_the_owner_restarts_the_vm_twice(driver, vms, base, imgdir,
     (the registered path ``base``) twice, with a create, a merge in each
     direction and a revert in between.  After each restart the VM sees its
     newest data, every snapshot keeps exactly its own, and livesnap goes on
-    without an operator step."""
+    without an operator step.
+    """
     vm = vms(base)
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     vm.write(0x01, 0, CHUNK)

@@ -927,7 +927,8 @@ class QemuDriver(fileimage.FileImageDriver):
 
     def _undo_create_files(self, active, new):
         """Give ``active`` back its file from ``new`` and unlink ``new``,
-        if no process holds either; logs, never raises."""
+        if no process holds either; logs, never raises.
+        """
         try:
             for path in (active, new):
                 if os.path.lexists(path) and (images.open_by(path)
@@ -1159,7 +1160,8 @@ class QemuDriver(fileimage.FileImageDriver):
         """After the commit of the live layer into ``snap`` and the link of
         ``snap``'s file over the disk's path ``child``: take the old top
         node out (and its file node), move the survivor's node onto
-        ``child`` and unlink ``snap``.  Safe to repeat."""
+        ``child`` and unlink ``snap``.  Safe to repeat.
+        """
         session = conn.get()
         with rec.step("reparent", image=child, parent=parent):
             if not os.path.samefile(snap, child):
@@ -1196,7 +1198,8 @@ class QemuDriver(fileimage.FileImageDriver):
     @staticmethod
     def _del_node(session, name):
         """``blockdev-del`` qcow2 node ``name`` and then its file node if
-        the agent added that one (it would stay open, F4)."""
+        the agent added that one (it would stay open, F4).
+        """
         file_node = blockgraph.child_name(session, name, "file")
         session.execute("blockdev-del", {"node-name": name})
         if file_node and not file_node.startswith("#") and \

@@ -40,14 +40,16 @@ def commit_job_id_for(path):
 
 def top_node_name_for(snap):
     """The node name of the live layer a create of snapshot ``snap`` puts
-    on top (its file is the disk's path, the same for every create)."""
+    on top (its file is the disk's path, the same for every create).
+    """
     digest = hashlib.sha1(os.path.realpath(snap).encode()).hexdigest()[:12]
     return "ls-top-%s" % digest
 
 
 def file_node_name_for(node_name, path, prefix="ls-f-"):
     """A stable name for a file node of qcow2 node ``node_name`` on
-    ``path`` (``prefix`` ``ls-x-`` for the locking-off hop)."""
+    ``path`` (``prefix`` ``ls-x-`` for the locking-off hop).
+    """
     key = "%s\0%s" % (node_name, os.path.realpath(path))
     return prefix + hashlib.sha1(key.encode()).hexdigest()[:12]
 
@@ -55,7 +57,8 @@ def file_node_name_for(node_name, path, prefix="ls-f-"):
 class Edges(object):
     """The parent/child links of a QEMU's block nodes
     (``x-debug-query-block-graph``; ``query-named-block-nodes`` has none in
-    QEMU 7.2)."""
+    QEMU 7.2).
+    """
 
     def __init__(self, session):
         graph = session.execute("x-debug-query-block-graph") or {}
@@ -85,7 +88,8 @@ class Edges(object):
 
 def child_name(session, node_name, edge):
     """The node name of ``node_name``'s child on edge ``edge`` (``file`` or
-    ``backing``), or None."""
+    ``backing``), or None.
+    """
     return Edges(session).child(node_name, edge)
 
 
