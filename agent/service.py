@@ -25,6 +25,7 @@ from agent import rpcapi as agent_rpcapi
 from agent import task_runner
 from conductor import rpcapi as conductor_rpcapi
 from livesnap import context
+from livesnap import hostkeys
 from livesnap import metrics
 from livesnap import rpc
 from livesnap import service as common_service
@@ -46,7 +47,10 @@ class AgentService(object):
 
     def __init__(self, host=None):
         self.host = host or CONF.agent.host
-        self.conductor_api = conductor_rpcapi.ConductorAPI()
+        signer = None
+        if CONF.agent.host_key_file:
+            signer = hostkeys.Signer(self.host, CONF.agent.host_key_file)
+        self.conductor_api = conductor_rpcapi.ConductorAPI(signer=signer)
         self.driver = driver_mod.load(
             CONF.agent.driver, CONF.agent.image_dirs, conf=CONF)
         self.driver.init_host(self.host)

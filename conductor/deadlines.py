@@ -44,6 +44,7 @@ from conductor.db import models
 from conductor import dispatch
 from conductor import reports
 from conductor import states
+from conductor import unregister
 from livesnap import context
 from livesnap import rpc
 
@@ -60,7 +61,9 @@ def _in_flight_ids(overdue_only=True):
     with db.transaction() as s:
         late = (sa.select(models.Operation.id, models.Operation.host,
                           models.Operation.created_at)
-                .where(models.Operation.status.in_(states.ACTIVE)))
+                .where(models.Operation.status.in_(states.ACTIVE))
+                # a server's deletion has no task: its snapshots' have
+                .where(models.Operation.action != unregister.ACTION))
         in_doubt = (sa.select(models.Operation.id, models.Operation.host,
                               models.Operation.created_at)
                     .join(models.Disk,

@@ -24,6 +24,7 @@ from conductor import deletion
 from conductor import locking
 from conductor import operations
 from conductor import states
+from conductor import unregister
 from conductor import waiting
 from livesnap import context
 from livesnap import tasks
@@ -89,6 +90,13 @@ def apply_report(operation_id, report, ctxt=None):
     disk_id, waits = _apply_report(operation_id, report)
     if waits:
         _after_finish(ctxt, disk_id)
+    if disk_id is not None:
+        try:
+            unregister.after_operation(operation_id)
+        except Exception:
+            # advance_server_deletions (periodic) retries.
+            LOG.exception('Moving on the server deletion after operation '
+                          '%(op)s failed', {'op': operation_id})
     return disk_id is not None
 
 
@@ -208,3 +216,34 @@ def start_waiting():
             LOG.exception('Could not start the operations waiting for disk '
                           '%(disk)s', {'disk': disk_id})
     return len(disk_ids)
+
+
+def delete_server(ctxt, server_id, keep_snapshots=False, force=False):
+    """Unregister a server (``conductor.unregister.delete``) and start
+    deleting its snapshots.
+
+    :returns: ``(operation id or None, [files left])``.
+    """
+    ctxt = ctxt or context.make()
+    operation_id, files, disk_ids = unregister.delete(
+        ctxt, server_id, keep_snapshots=keep_snapshots, force=force)
+    for disk_id in disk_ids:
+        _after_finish(ctxt, disk_id)
+    if operation_id is not None:
+        unregister.advance(server_id)
+    return operation_id, files
+
+
+def advance_server_deletions():
+    """Periodic backstop: move on every running server deletion.
+
+    :returns: the number of servers whose records were removed.
+    """
+    done = 0
+    for server_id in sorted(unregister.deleting_ids()):
+        try:
+            done += bool(unregister.advance(server_id))
+        except Exception:
+            LOG.exception('Could not move on the deletion of server '
+                          '%(id)s', {'id': server_id})
+    return done

@@ -31,14 +31,14 @@ def _step(name, ms, status='done'):
 
 
 def _op(action, status, mode=None, steps=(), pause_ms=None, error=None,
-        requested_by='tenant'):
+        requested_by='tenant', snapshot_id=SNAP_ID):
     target = None
     if action == 'clone':
         target = {'server_id': 'srv1', 'disk': 'vdc',
                   'disk_id': CLONE_DISK_ID, 'mode': mode, 'name': None}
     return models.Operation(
         id=OP_ID, project_id='p1', server_id='srv1', disk_id=DISK_ID,
-        snapshot_id=SNAP_ID, host='hv1', action=action, status=status,
+        snapshot_id=snapshot_id, host='hv1', action=action, status=status,
         mode=mode, steps=list(steps), pause_ms=pause_ms, error=error,
         requested_by=requested_by, target=target, created_at=CREATED)
 
@@ -123,6 +123,22 @@ SAMPLES = [
          _step('copy', 230.5, status='failed')],
          error='no_space: image directory /var/lib/livesnap/images would '
                'keep 12 MiB free, less than the 64 MiB reserved')),
+    ('livesnap.server.delete.start', 'an administrator unregisters a '
+     'server (`DELETE /v1/servers/{id}`): its snapshots go first, each by '
+     'a delete of its own (`requested_by`: conductor)',
+     _op('server.delete', states.RUNNING, snapshot_id=None, steps=[
+         _step('mark-snapshots-deleted', 0.0)])),
+    ('livesnap.server.delete.end', 'every snapshot was deleted (merged '
+     'into the live layer) and the server\'s records are gone',
+     _op('server.delete', states.SUCCEEDED, snapshot_id=None, steps=[
+         _step('mark-snapshots-deleted', 0.0),
+         _step('delete-snapshots', 0.0), _step('remove-records', 0.0)])),
+    ('livesnap.server.delete.error', 'a snapshot\'s delete failed: the '
+     'server stays, its remaining snapshots stay logically deleted',
+     _op('server.delete', states.FAILED, snapshot_id=None, steps=[
+         _step('mark-snapshots-deleted', 0.0)],
+         error='Deleting snapshot 4d8a2f17-9e3b-4c6a-b105-6e2f9d7c8a44 '
+               'failed (operation 0b1f...): merge_failed')),
 ]
 
 # Markdown table rows do not wrap: the noqa at the end covers them.
@@ -138,6 +154,7 @@ and when it ends, through oslo.messaging's notifier. Event types:
 | `livesnap.snapshot.create.start` / `.end` / `.error` | a snapshot create starts running / succeeds / fails |
 | `livesnap.snapshot.delete.start` / `.end` / `.error` | a snapshot delete (a tenant's, or the conductor's own deferred work: `requested_by` says which) |
 | `livesnap.disk.revert.start` / `.end` / `.error` | a revert of a disk to a snapshot |
+| `livesnap.server.delete.start` / `.end` / `.error` | a server unregistered with its snapshots (`DELETE /v1/servers/{id}`; `disk_id` is its first disk's) |
 | `livesnap.snapshot_group.create.start` / `.end` / `.error` | a snapshot group: several disks of a server in one pause |
 | `livesnap.snapshot.clone.start` / `.end` / `.error` | a clone of a snapshot into a new disk |
 
@@ -206,6 +223,26 @@ def sample_payload(op):
     return notifications.payload(op, disk_name='vda', snapshot_size=size)
 
 
+#: The security event of ``conductor.hostauth``: an agent's message refused
+#: because it did not prove the host it speaks for (docs/security.md).
+HOST_AUTH = """
+## Security events
+
+`livesnap.host_auth.refused.error` (priority ERROR): a conductor refused an
+agent's message (report, progress, heartbeat) that did not prove, with its
+host's key, the host it speaks for (docs/security.md). Payload
+`HostAuthPayload` 1.0: `method`, `reason` (`unsigned`, `malformed`,
+`unknown_host`, `bad_signature`, `expired`, `wrong_host`,
+`not_its_operation`, `replayed`), `claimed_host` (the host the message
+names), `signed_host` (the host its signature names, null if unsigned),
+`operation_id` (null for a heartbeat).
+
+```json
+%s
+```
+"""
+
+
 def render():
     parts = [HEADER]
     for event_type, what, op in SAMPLES:
@@ -213,6 +250,14 @@ def render():
         parts.append('\n### `%s`: %s\n\n```json\n%s\n```\n'
                      % (event_type, what,
                         json.dumps(data, indent=2, sort_keys=True)))
+    parts.append(HOST_AUTH % json.dumps({
+        'livesnap_object.name': 'HostAuthPayload',
+        'livesnap_object.namespace': 'livesnap',
+        'livesnap_object.version': '1.0',
+        'livesnap_object.data': {
+            'method': 'report_operation', 'reason': 'not_its_operation',
+            'claimed_host': 'hv2', 'signed_host': 'hv2',
+            'operation_id': OP_ID}}, indent=2, sort_keys=True))
     return ''.join(parts)
 
 

@@ -4,13 +4,14 @@ Every operation emits ``livesnap.<object>.<action>.start`` when it starts
 running (it holds its disk's lock and its task goes to the agent) and
 ``.end`` or ``.error`` when it ends: ``snapshot.create``,
 ``snapshot.delete``, ``disk.revert``, ``snapshot_group.create`` (several
-disks in one pause: ``group_id`` and every member in ``disks``) and
-``snapshot.clone`` (the new disk in ``target``).  ``requested_by`` says
-who asked: a tenant, a snapshot policy (its runs and its pruning) or the
-conductor (its own deferred work).  An operation decided and
-finished in one go by the conductor (a logical delete) emits ``.start``
-and ``.end`` together; a waiting operation refused when it could start
-emits only ``.error``.
+disks in one pause: ``group_id`` and every member in ``disks``),
+``snapshot.clone`` (the new disk in ``target``) and ``server.delete`` (a
+server unregistered with its snapshots, ``conductor.unregister``).
+``requested_by`` says who asked: a tenant, a snapshot policy (its runs
+and its pruning) or the conductor (its own deferred work).  An operation
+decided and finished in one go by the conductor (a logical delete) emits
+``.start`` and ``.end`` together; a waiting operation refused when it
+could start emits only ``.error``.
 
 The payload is versioned like nova's::
 
@@ -62,6 +63,7 @@ EVENT_PREFIXES = {
     'revert': 'livesnap.disk.revert',
     'create_group': 'livesnap.snapshot_group.create',
     'clone': 'livesnap.snapshot.clone',
+    'server.delete': 'livesnap.server.delete',
 }
 
 _KEY = 'livesnap_notifications'

@@ -53,6 +53,24 @@ def new_id():
     return str(uuid.uuid4())
 
 
+#: a server's unregistering (``conductor.unregister``)
+SERVER_DELETE = 'server.delete'
+
+
+def _check_not_deleting(session, server):
+    """:raises: Conflict if ``server`` is being unregistered (no new work
+    starts on it; the deletes of its snapshots are its own).
+    """
+    running = session.scalars(
+        sa.select(models.Operation.id)
+        .where(models.Operation.server_id == server.id,
+               models.Operation.action == SERVER_DELETE,
+               models.Operation.status.in_(states.ACTIVE))).first()
+    if running is not None:
+        raise exception.Conflict('Server %s is being deleted (operation %s).'
+                                 % (server.id, running))
+
+
 def record(session, operation_id, action, server, disk, snapshot_id=None,
          mode=None, task=None, prior_status=None, requested_by=TENANT,
          status=None):
@@ -60,6 +78,8 @@ def record(session, operation_id, action, server, disk, snapshot_id=None,
 
     An operation with a task must hold its disk's lock: use ``start``.
     """
+    if action not in ('delete', SERVER_DELETE):
+        _check_not_deleting(session, server)
     if status is None:
         status = states.RUNNING if task is not None else states.PENDING
     op = models.Operation(

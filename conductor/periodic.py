@@ -39,7 +39,7 @@ def finish_deferred_deletions():
 
 TASKS = [deadlines.check_overdue, dispatch.start_waiting,
          finish_deferred_deletions, schedule_runner.run_periodic,
-         idempotency.purge_expired]
+         idempotency.purge_expired, dispatch.advance_server_deletions]
 
 
 class PeriodicRunner(object):

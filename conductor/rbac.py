@@ -114,6 +114,12 @@ rules = [
         'Register a server and its disks with livesnap.',
         [{'method': 'POST', 'path': _SERVERS}]),
     policy.DocumentedRuleDefault(
+        'livesnap:server:delete', ADMIN,
+        'Unregister a server: delete its snapshots (merged into its live '
+        'layers) and its records; keep_snapshots=true and force=true '
+        'remove the records only.',
+        [{'method': 'DELETE', 'path': _SERVER}]),
+    policy.DocumentedRuleDefault(
         'livesnap:server:list', READER,
         'List servers.', [{'method': 'GET', 'path': _SERVERS}]),
     policy.DocumentedRuleDefault(
@@ -225,6 +231,7 @@ ACTIONS = {
     'livesnap:host:list': 'list hosts',
     'livesnap:host:domain:list': 'list the domains of hosts',
     'livesnap:server:create': 'register servers',
+    'livesnap:server:delete': 'unregister servers',
     'livesnap:server:list': 'list servers',
     'livesnap:server:get': 'show servers',
     'livesnap:snapshot:list': 'list snapshots',

@@ -22,6 +22,7 @@ from conductor.db import api as db
 from conductor import deadlines
 from conductor import manager
 from conductor import metrics as conductor_metrics
+from conductor import nova_listener
 from conductor import periodic
 from livesnap import metrics
 from livesnap import rpc
@@ -39,6 +40,7 @@ class ConductorService(object):
         self.api_server = None
         self.metrics_server = None
         self.periodic = periodic.PeriodicRunner()
+        self.nova_listener = None
 
     def start(self):
         """:raises: livesnap.service.ConfigurationError before anything
@@ -63,6 +65,9 @@ class ConductorService(object):
                     CONF.api.max_request_body_size * 2, 1024 * 1024))
             self.api_server.start()
         self.periodic.start()
+        if CONF.nova_notifications.enabled:
+            self.nova_listener = nova_listener.NovaListener()
+            self.nova_listener.start()
         conductor_metrics.register()
         self.metrics_server = metrics.serve(CONF.metrics.conductor_port)
         threading.Thread(target=self._reconcile, name='reconcile',
@@ -79,6 +84,8 @@ class ConductorService(object):
     def stop(self):
         if self.metrics_server is not None:
             self.metrics_server.stop()
+        if self.nova_listener is not None:
+            self.nova_listener.stop()
         self.periodic.stop()
         if self.api_server is not None:
             self.api_server.stop()

@@ -26,6 +26,7 @@ from conductor.api import loader as api_loader
 from conductor.db import api as db
 from conductor.db import migration
 from conductor.db import models
+from conductor import hostauth
 from conductor import states
 from livesnap import conf as livesnap_conf  # noqa: F401  (registers options)
 from livesnap import service as common_service
@@ -175,10 +176,52 @@ class Checks(upgradecheck.UpgradeCommands):
             upgradecheck.Code.SUCCESS,
             '%s, pipeline "%s".' % (path, CONF.api.auth_strategy))
 
+    def _check_host_keys(self):
+        """With host keys (docs/security.md), every known host has one; a
+        host without one while keys are required is a failure (the
+        conductor refuses everything its agent sends).
+        """
+        required = CONF.conductor.require_host_keys
+        if not CONF.conductor.host_keys_dir:
+            if required:
+                return upgradecheck.Result(
+                    upgradecheck.Code.FAILURE,
+                    '[conductor] require_host_keys is set without '
+                    'host_keys_dir: every agent message would be refused.')
+            return upgradecheck.Result(
+                upgradecheck.Code.SUCCESS,
+                'No host keys: agents\' messages are accepted unsigned '
+                '(docs/security.md).')
+        try:
+            with db.transaction() as s:
+                names = sorted(s.scalars(sa.select(models.Host.name)))
+        except sa.exc.DBAPIError as exc:
+            return upgradecheck.Result(
+                upgradecheck.Code.FAILURE,
+                'Cannot reach the database: %s' % (exc.orig,))
+        missing = [name for name in names if not hostauth.has_key(name)]
+        if missing and required:
+            return upgradecheck.Result(
+                upgradecheck.Code.FAILURE,
+                'Hosts without a key in %s while require_host_keys is set '
+                '(their agents are refused): %s.'
+                % (CONF.conductor.host_keys_dir, ', '.join(missing)))
+        if missing:
+            return upgradecheck.Result(
+                upgradecheck.Code.WARNING,
+                'Hosts without a key in %s: %s. Their agents can only send '
+                'unsigned messages (docs/upgrading.md).'
+                % (CONF.conductor.host_keys_dir, ', '.join(missing)))
+        return upgradecheck.Result(
+            upgradecheck.Code.SUCCESS, '%d host(s), each with a key; '
+            'require_host_keys is %s.' % (len(names),
+                                           'on' if required else 'off'))
+
     _upgrade_checks = (
         ('Database schema', _check_schema),
         ('Agent API versions', _check_agents),
         ('Operations in progress', _check_operations),
+        ('Host keys', _check_host_keys),
         ('API authentication', _check_auth),
         ('API pipeline', _check_api_pipeline),
         ('Policy file', (common_checks.check_policy_json,

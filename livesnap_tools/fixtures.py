@@ -5,6 +5,8 @@ agent in the test's own process over ``kombu+memory:////``.
 ``ProcessDeployment`` starts ``livesnap-conductor`` and ``livesnap-agent``
 as real processes with a generated config file, e.g. over RabbitMQ.
 Both expose the same ``api()`` helper, so one scenario runs on either.
+Both take ``host_keys=True`` to run with per-host keys (:func:`make_host_keys`;
+the agent signs, the conductor requires signatures).
 """
 
 import contextlib
@@ -31,6 +33,25 @@ TOKENS = {
     'p2-token': {'project_id': 'p2', 'roles': ['member']},
 }
 HOST = 'hv1'
+
+
+def make_host_keys(tmp_path, hosts=(HOST,)):
+    """Make a key per host as an operator would: ``keys/<host>`` for the
+    conductors' ``[conductor] host_keys_dir`` and ``<host>.key`` for each
+    agent's ``[agent] host_key_file``.
+
+    :returns: (the keys directory, {host: its agent's key file})
+    """
+    from livesnap import hostkeys
+    directory = tmp_path / 'keys'
+    directory.mkdir(mode=0o700, exist_ok=True)
+    files = {}
+    for host in hosts:
+        key = hostkeys.generate()
+        (directory / host).write_text(key + '\n')
+        files[host] = tmp_path / ('%s.key' % host)
+        files[host].write_text(key + '\n')
+    return directory, files
 
 
 def _port_open(host, port):
@@ -270,7 +291,8 @@ class APIClientMixin(object):
 
 class InProcessDeployment(APIClientMixin):
 
-    def __init__(self, conf, tmp_path, transport_url='kombu+memory:////'):
+    def __init__(self, conf, tmp_path, transport_url='kombu+memory:////',
+                 host_keys=False):
         self.conf = conf
         self.tmp_path = tmp_path
         self.image_dir = str(tmp_path / 'images')
@@ -285,6 +307,11 @@ class InProcessDeployment(APIClientMixin):
         conf.set('host', HOST, group='agent')
         conf.set('image_dirs', [self.image_dir], group='agent')
         conf.set('heartbeat_interval', 0.5, group='agent')
+        if host_keys:
+            keys_dir, key_files = make_host_keys(tmp_path)
+            conf.set('host_keys_dir', str(keys_dir), group='conductor')
+            conf.set('require_host_keys', True, group='conductor')
+            conf.set('host_key_file', str(key_files[HOST]), group='agent')
         self.conductor = None
         self.agent = None
 
@@ -331,7 +358,7 @@ class ProcessDeployment(APIClientMixin):
     """Conductor and agent as separate OS processes."""
 
     def __init__(self, tmp_path, transport_url, database_url, extra='',
-                 tokens=None):
+                 tokens=None, host_keys=False):
         self.tmp_path = tmp_path
         self.transport_url = transport_url
         self.control_exchange = 'livesnap-test-' + uuid.uuid4().hex[:8]
@@ -351,8 +378,19 @@ class ProcessDeployment(APIClientMixin):
             '[agent]\nhost = %s\nimage_dirs = %s\nheartbeat_interval = 0.5\n'
             % (transport_url, self.control_exchange,
                tmp_path / 'state', self.port, token_file, database_url,
-               HOST, self.image_dir) + extra)
+               HOST, self.image_dir) + self._host_keys_conf(host_keys)
+            + extra)
         self.procs = {}
+
+    def _host_keys_conf(self, host_keys):
+        self.host_keys_dir = self.host_key_files = None
+        if not host_keys:
+            return ''
+        self.host_keys_dir, self.host_key_files = make_host_keys(
+            self.tmp_path)
+        return ('host_key_file = %s\n[conductor]\nhost_keys_dir = %s\n'
+                'require_host_keys = true\n'
+                % (self.host_key_files[HOST], self.host_keys_dir))
 
     def _spawn(self, name, module, override=''):
         log = open(self.tmp_path / ('%s.log' % name), 'a')

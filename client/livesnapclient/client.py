@@ -196,6 +196,21 @@ class Client:
     def create_server(self, server):
         return self.request("POST", "/servers", {"server": server})["server"]
 
+    def delete_server(self, server_id, keep_snapshots=False, force=False):
+        """Unregister a server.
+
+        :returns: the answer: ``{"server", "operation"}`` while its
+            snapshots are deleted (202), or ``{"server"}`` with the
+            ``files_left`` when only the records went.
+        """
+        query = {}
+        if keep_snapshots:
+            query["keep_snapshots"] = "true"
+        if force:
+            query["force"] = "true"
+        return self.request("DELETE", "/servers/%s" % _q(server_id),
+                            query=query or None)
+
     def create_snapshot(self, server_id, disk, name, quiesce=None):
         """:param quiesce: ``required``, ``preferred`` or ``off``; None
             leaves the server's default (``preferred`` with a guest agent).

@@ -61,6 +61,7 @@ ROUTES = [
     ('GET', '/v1/servers', 'servers', 'index'),
     ('POST', '/v1/servers', 'servers', 'create'),
     ('GET', '/v1/servers/{server_id}', 'servers', 'show'),
+    ('DELETE', '/v1/servers/{server_id}', 'servers', 'delete'),
     ('GET', '/v1/servers/{server_id}/snapshots', 'snapshots', 'index'),
     ('POST', '/v1/servers/{server_id}/snapshots', 'snapshots', 'create'),
     ('GET', '/v1/snapshots/{snapshot_id}', 'snapshots', 'show'),

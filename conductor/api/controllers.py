@@ -38,6 +38,7 @@ from conductor import rbac
 from conductor import revert as revert_policy
 from conductor import servers
 from conductor import states
+from conductor import unregister
 from livesnap import context
 
 
@@ -128,14 +129,17 @@ class Servers(object):
         rbac.authorize(creds, 'livesnap:server:list')
         servers = db.server_list(rbac.scope(creds))
         details = _HostDetails(creds)
-        return 200, {'servers': [views.server(x, details(x.project_id))
+        deleting = unregister.deleting_ids([x.id for x in servers])
+        return 200, {'servers': [views.server(x, details(x.project_id),
+                                              x.id in deleting)
                                  for x in servers]}
 
     def show(self, creds, req_id, server_id, body=None, params=None):
         server = db.server_with_disks(server_id, rbac.scope(creds))
         rbac.authorize(creds, 'livesnap:server:get', server.project_id)
         return 200, {'server': views.server(
-            server, _HostDetails(creds)(server.project_id))}
+            server, _HostDetails(creds)(server.project_id),
+            bool(unregister.deleting_ids([server.id])))}
 
     def create(self, creds, req_id, body, params=None):
         spec = body['server']
@@ -149,6 +153,32 @@ class Servers(object):
             server = servers.register(spec)
         return 201, {'server': views.server(
             server, _HostDetails(creds)(server.project_id))}
+
+    def delete(self, creds, req_id, server_id, body=None, params=None):
+        """Unregister a server (``conductor.unregister``): 202 with the
+        ``server.delete`` operation while its snapshots are deleted, or
+        200 with the files left when only the records go
+        (``keep_snapshots``, ``force``, or no snapshot).
+        """
+        server = db.server_with_disks(server_id, rbac.scope(creds))
+        rbac.authorize(creds, 'livesnap:server:delete', server.project_id)
+        params = params or {}
+        keep = schemas.truthy(params.get('keep_snapshots'))
+        force = schemas.truthy(params.get('force'))
+        details = _HostDetails(creds)
+        ctxt = _ctxt(creds, req_id)
+        if force or keep:
+            operation_id, files = dispatch.delete_server(
+                ctxt, server_id, keep_snapshots=keep, force=force)
+        else:
+            with _host_hidden(creds, server.project_id):
+                operation_id, files = dispatch.delete_server(ctxt, server_id)
+        if operation_id is None:
+            return 200, {'server': {'id': server_id, 'status': 'deleted',
+                                    'files_left': files}}
+        answer = _operation(operation_id, details)
+        answer['server'] = {'id': server_id, 'status': 'deleting'}
+        return 202, answer
 
 
 class Snapshots(object):
@@ -345,6 +375,11 @@ def replay(creds, req_id, route, operation_ids):
             *groups.show(snap.group_id)), 'operation': ops[0]}
     if route[0] == 'snapshot_groups':
         return 202, {'operations': ops}
+    if route == ('servers', 'delete'):
+        status = {states.SUCCEEDED: 'deleted', states.FAILED: 'active'}.get(
+            ops[0]['status'], 'deleting')
+        return 202, {'operation': ops[0], 'server': {
+            'id': ops[0]['server_id'], 'status': status}}
     return 202, {'operation': ops[0]}
 
 
@@ -360,4 +395,5 @@ BODY_SCHEMAS = {
 QUERY_SCHEMAS = {
     ('snapshots', 'index'): schemas.snapshot_index_query,
     ('operations', 'index'): schemas.operation_index_query,
+    ('servers', 'delete'): schemas.server_delete_query,
 }

@@ -208,6 +208,12 @@ snapshot_index_query = {
     'additionalProperties': False,
 }
 
+server_delete_query = {
+    'type': 'object',
+    'properties': {'keep_snapshots': _BOOL, 'force': _BOOL},
+    'additionalProperties': False,
+}
+
 operation_index_query = {
     'type': 'object',
     'properties': {'server_id': _ID},

@@ -70,9 +70,12 @@ def disk(d, details=False):
     return out
 
 
-def server(s, details=False):
-    """:param details: include host details (see the module's doc)."""
+def server(s, details=False, deleting=False):
+    """:param details: include host details (see the module's doc).
+    :param deleting: it is being unregistered (status ``deleting``).
+    """
     out = {'id': s.id, 'name': s.name, 'project_id': s.project_id,
+           'status': 'deleting' if deleting else 'active',
            'created_at': _iso(s.created_at),
            'disks': [disk(d, details) for d in s.disks]}
     if details:

@@ -12,6 +12,7 @@ from livesnap.conf import database
 from livesnap.conf import default
 from livesnap.conf import libvirt
 from livesnap.conf import metrics
+from livesnap.conf import nova
 
 CONF = cfg.CONF
 
@@ -33,6 +34,7 @@ conductor.register_opts(CONF)
 database.register_opts(CONF)
 metrics.register_opts(CONF)
 libvirt.register_opts(CONF)
+nova.register_opts(CONF)
 
 # oslo.messaging's own options ([DEFAULT] transport_url, ...) and
 # livesnap's default transport.

@@ -10,6 +10,12 @@ opts = [
                help='Name of this hypervisor host; the conductor sends the '
                     'host\'s tasks to it. Must match the "host" of the '
                     'servers registered for it.'),
+    cfg.StrOpt('host_key_file',
+               help='File holding this host\'s secret key (hex, made by '
+                    'livesnap-manage host key create HOST). When set, '
+                    'every message to the conductors is signed with it, so '
+                    'they can tell it comes from this host '
+                    '(docs/security.md). Readable by the agent only.'),
     cfg.StrOpt('driver', default='qemu',
                help='The hypervisor driver: the name of an entry point of '
                     'the livesnap.agent.drivers group. "qemu": VMs whose '

@@ -51,6 +51,24 @@ opts = [
     cfg.IntOpt('policy_quota', default=10, min=-1,
                help='Most snapshot policies one project may have. -1 means '
                     'no limit.'),
+    cfg.StrOpt('host_keys_dir',
+               help='Directory of the agents\' host keys: one file per '
+                    'host, named as the host, holding its keys in hex, one '
+                    'a line (livesnap-manage host key create HOST). A '
+                    'message an agent signed is accepted only if it '
+                    'verifies with a key of the host it speaks for. See '
+                    'docs/security.md.'),
+    cfg.BoolOpt('require_host_keys', default=False,
+                help='Refuse every agent message (report, progress, '
+                     'heartbeat) that is not signed with its host\'s key. '
+                     'Off: unsigned messages are accepted as before (with '
+                     'a warning), signed ones are verified. Turn on once '
+                     'every agent has its key (docs/upgrading.md).'),
+    cfg.FloatOpt('host_auth_window', default=120.0, min=1.0,
+                 help='Seconds a signed agent message stays acceptable '
+                      'after (or before, for clock skew) its timestamp; '
+                      'older ones are refused as replays, and within it '
+                      'each conductor refuses a message it has seen.'),
     cfg.ListOpt('fault_points', default=[], advanced=True,
                 help='Testing only: points where the conductor kills itself '
                      'with SIGKILL, to test recovery: report:apply:before '

@@ -9,8 +9,10 @@ from livesnap.conf import database
 from livesnap.conf import default
 from livesnap.conf import libvirt
 from livesnap.conf import metrics
+from livesnap.conf import nova
 
-_MODULES = (default, api, agent, conductor, database, libvirt, metrics)
+_MODULES = (default, api, agent, conductor, database, libvirt, metrics,
+            nova)
 
 
 def list_opts():

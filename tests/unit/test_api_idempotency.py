@@ -20,6 +20,7 @@ from agent import steps
 from conductor import creation
 from conductor.db import api as db
 from conductor.db import models
+from conductor import dispatch
 from conductor import idempotency
 from livesnap import context
 from tests.functional import scenarios
@@ -172,8 +173,9 @@ def test_repeat_after_the_conductor_died_answers_its_operation(offline):
     claim = idempotency.begin('p1', 'k4', 'POST', PATH,
                               idempotency.fingerprint(SNAP))
     with idempotency.claimed(claim):
-        snap_id, op_id = creation.create(context.make('p1', ['member']),
-                                         'srv1', 'vda', 'k', 'p1')
+        snap_id, op_id, sent = creation.create(
+            context.make('p1', ['member']), 'srv1', 'vda', 'k', 'p1')
+        dispatch.send(context.make('p1', ['member']), sent)
     dep.wait_operation(op_id)
     status, headers, body = _send(dep, 'POST', PATH, SNAP, 'k4')
     assert status == 202 and headers['Idempotent-Replayed'] == 'true'

@@ -21,7 +21,7 @@ from tests.functional import scenarios
 SQLITE = pytest.mark.parametrize('database', ['sqlite'], indirect=True)
 
 SOCKET = '/run/livesnap-test/srv1.qmp'   # no QEMU: the disk is offline
-TENANT_SERVER = {'id', 'name', 'project_id', 'created_at', 'disks'}
+TENANT_SERVER = {'id', 'name', 'project_id', 'status', 'created_at', 'disks'}
 TENANT_DISK = {'name', 'snapshot_id', 'busy'}
 TENANT_STEP = {'name', 'status', 'started_at', 'duration_ms', 'error'}
 

@@ -1089,3 +1089,31 @@ def test_snapshot_show_and_list_give_taken_at(api, capsys):
     assert rc == 0
     assert out.split() == ["snap-1", "2024-01-01T00:00:00Z",
                            "2024-01-01T00:00:00.250000Z"]
+
+
+def test_server_delete_waits_for_its_operation(api, capsys):
+    api.add("DELETE", "/v1/servers/srv1",
+            (202, {"operation": op(action="server.delete", mode=None),
+                   "server": {"id": "srv1", "status": "deleting"}}))
+    api.add("GET", "/v1/operations/op-1",
+            (200, {"operation": op(action="server.delete", mode=None,
+                                   status="succeeded", progress=100.0)}))
+    rc, out, _ = run(capsys, "server", "delete", "srv1", "--wait")
+    assert rc == 0
+    req = api.requests[0]
+    assert (req["method"], req["path"]) == ("DELETE", "/v1/servers/srv1")
+    assert req["headers"]["Idempotency-Key"]
+    assert "Deleting server srv1: operation op-1" in out
+    assert "| status      | succeeded" in out
+
+
+def test_server_delete_keep_snapshots_lists_files(api, capsys):
+    api.add("DELETE", "/v1/servers/srv1?keep_snapshots=true",
+            (200, {"server": {"id": "srv1", "status": "deleted",
+                              "files_left": [{"path": "/img/a.qcow2"},
+                                             {"path": "/img/b.qcow2"}]}}))
+    rc, out, _ = run(capsys, "server", "delete", "srv1", "--keep-snapshots",
+                     "-f", "json")
+    assert rc == 0
+    assert json.loads(out) == {"id": "srv1", "status": "deleted",
+                               "files_left": "/img/a.qcow2\n/img/b.qcow2"}

@@ -223,13 +223,13 @@ CONDUCTOR_LAYERS = [
                  'conductor.hosts', 'conductor.limits', 'conductor.tree',
                  'conductor.slots', 'conductor.rbac',
                  'conductor.healthcheck', 'conductor.rpcapi',
-                 'conductor.idempotency']),
+                 'conductor.idempotency', 'conductor.hostauth']),
     # flows: decide and record; they return what is to be sent
     ('flows', ['conductor.creation', 'conductor.deletion',
                'conductor.revert', 'conductor.clones', 'conductor.groups',
                'conductor.retention', 'conductor.cancellation',
                'conductor.audit', 'conductor.servers', 'conductor.actions',
-               'conductor.waiting']),
+               'conductor.waiting', 'conductor.unregister']),
     # dispatch and report handling, and what runs flows by itself
     ('dispatch', ['conductor.dispatch', 'conductor.reports',
                   'conductor.deadlines', 'conductor.schedule_runner',
@@ -237,7 +237,7 @@ CONDUCTOR_LAYERS = [
     # the entry points: REST API, RPC endpoints, periodic tasks, commands
     ('entry', ['conductor.api', 'conductor.manager', 'conductor.periodic',
                'conductor.service', 'conductor.status', 'conductor.manage',
-               'conductor.wsgi']),
+               'conductor.wsgi', 'conductor.nova_listener']),
 ]
 
 #: What each service package may import of the others.

@@ -32,7 +32,7 @@ WRITE_RULES = ['livesnap:snapshot:create', 'livesnap:snapshot:delete',
 ADMIN_RULES = ['livesnap:server:create', 'livesnap:all_projects',
                'livesnap:operation:unlimited', 'livesnap:host:list',
                'livesnap:host_details', 'livesnap:operation:cancel',
-               'livesnap:host:domain:list']
+               'livesnap:host:domain:list', 'livesnap:server:delete']
 
 
 @pytest.fixture(autouse=True)

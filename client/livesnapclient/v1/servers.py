@@ -1,4 +1,4 @@
-"""``server list|show|create``: servers and their disks."""
+"""``server list|show|create|delete``: servers and their disks."""
 
 import argparse
 
@@ -6,6 +6,8 @@ from cliff import lister
 from cliff import show
 
 from livesnapclient import format as fmt
+from livesnapclient.v1 import operations
+from livesnapclient import wait
 
 SERVER_FIELDS = ("id", "name", "project_id", "host", "qmp_socket",
                  "created_at", "disks")
@@ -82,3 +84,43 @@ class CreateServer(show.ShowOne):
             server["qmp_socket"] = parsed_args.qmp_socket
         return server_view(
             self.app.client_manager.livesnap.create_server(server))
+
+
+class DeleteServer(wait.WaitMixin, show.ShowOne):
+    """Unregister a server (admin): its snapshots are deleted (merged into
+    its live layers) and its records removed; the files its disks were
+    registered with stay.
+    """
+
+    def get_parser(self, prog_name):
+        parser = super().get_parser(prog_name)
+        parser.add_argument("server_id", metavar="<server>",
+                            help="server id")
+        parser.add_argument(
+            "--keep-snapshots", action="store_true",
+            help="remove the records only; the snapshot layers stay and "
+                 "are listed")
+        parser.add_argument(
+            "--force", action="store_true",
+            help="remove the records only even though the server's host "
+                 "is down (the snapshot layers stay and are listed)")
+        return parser
+
+    def take_action(self, parsed_args):
+        client = self.app.client_manager.livesnap
+        answer = client.delete_server(
+            parsed_args.server_id, keep_snapshots=parsed_args.keep_snapshots,
+            force=parsed_args.force)
+        operation = answer.get("operation")
+        if operation is None:
+            files = answer["server"].get("files_left") or []
+            return (("id", "status", "files_left"),
+                    (parsed_args.server_id, answer["server"].get("status"),
+                     "\n".join(f.get("path") or str(f.get("locator"))
+                               for f in files)))
+        operations.note_on_stdout(
+            self, parsed_args,
+            "Deleting server %s: operation %s"
+            % (parsed_args.server_id, operation.get("id")))
+        return operations.operation_view(
+            self.finish(client, parsed_args, operation))
