@@ -148,6 +148,95 @@ def create_overlay(path, backing, exist_ok=False):
              {"path": path, "backing": backing})
 
 
+def _fsync_dir(path):
+    fd = os.open(os.path.dirname(os.path.abspath(path)) or ".", os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def link(src, dst):
+    """Give ``src``'s file the second name ``dst`` (a hard link) and make
+    it durable; ``dst`` already naming ``src``'s file is fine.
+
+    :raises ImageError: ``dst`` names another file.
+    """
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        if not os.path.samefile(src, dst):
+            raise exception.ImageError(
+                "%s exists and is not %s" % (dst, src))
+    except OSError as exc:
+        raise exception.ImageError("Cannot link %s to %s: %s"
+                                   % (src, dst, exc))
+    _fsync_dir(dst)
+
+
+def link_over(src, dst):
+    """Make ``dst`` name ``src``'s file, atomically: ``link(src,
+    dst.tmp)``, ``rename(dst.tmp, dst)``, fsync of the directory.  What
+    ``dst`` named before loses that name (docs/lifecycle.md).
+    """
+    tmp = "%s.tmp" % dst
+    try:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.link(src, tmp)
+        os.rename(tmp, dst)
+    except OSError as exc:
+        raise exception.ImageError("Cannot link %s over %s: %s"
+                                   % (src, dst, exc))
+    _fsync_dir(dst)
+    LOG.info("%(dst)s now names %(src)s's file", {"src": src, "dst": dst})
+
+
+def replace_with_overlay(path, backing):
+    """Make ``path`` an empty qcow2 overlay on ``backing`` (a file in the
+    same directory), atomically: written as ``path.tmp``, fsynced, renamed
+    over ``path``.  The header names the backing file by its bare name, so
+    the chain resolves after a restart and after the directory is moved
+    as a whole.  What ``path`` named before loses that name.
+
+    :raises ImageError, NoSpace:
+    """
+    if os.path.dirname(os.path.abspath(path)) != \
+            os.path.dirname(os.path.abspath(backing)):
+        raise exception.ImageError("%s and %s are not in one directory"
+                                   % (path, backing))
+    name = os.path.basename(backing)
+    tmp = "%s.tmp" % path
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    try:
+        data = qcow2.overlay_bytes(name, qcow2.backing_virtual_size(backing))
+    except qcow2.Unsupported as exc:
+        LOG.debug("Overlay %(path)s made by qemu-img: %(why)s",
+                  {"path": path, "why": exc})
+        _run(["create", "-q", "-f", "qcow2", "-b", name, "-F", "qcow2",
+              tmp])
+    else:
+        try:
+            with open(tmp, "xb") as f:
+                f.write(data)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise exception.NoSpace("No space left for %s: %s"
+                                        % (path, exc))
+            raise exception.ImageError("Cannot create %s on %s: %s"
+                                       % (path, backing, exc))
+    flush(tmp)
+    try:
+        os.rename(tmp, path)
+    except OSError as exc:
+        raise exception.ImageError("Cannot rename %s to %s: %s"
+                                   % (tmp, path, exc))
+    _fsync_dir(path)
+    LOG.info("%(path)s is now an empty overlay on %(name)s",
+             {"path": path, "name": name})
+
+
 def info(path, force_share=False, backing_chain=False):
     """Return ``qemu-img info --output=json`` as a dict (a list of dicts
     with ``backing_chain=True``).

@@ -796,6 +796,11 @@ class TaskRunner(object):
         result = self.driver.revert(task['disk'], task['snapshot'],
                                     task['layer_name'], rec)
         discard = task.get('discard')
+        if discard and discard.get('path') == \
+                (result.get('disk') or {}).get('path'):
+            # The driver kept the live layer at the disk's path: the
+            # revert itself discarded the old one (issue 20).
+            discard = None
         if discard:
             try:
                 self.driver.delete_image(discard, rec)

@@ -193,7 +193,10 @@ def apply_deleted(session, op, result):
         # cheaper way) leaves that layer holding the child: its locator
         # moves.
         survivor = result.get('child')
-        moved = result.get('direction') == 'commit' and survivor
+        # (A commit of the live layer leaves the disk's path alone: the
+        # survivor is the disk, issue 20.)
+        moved = result.get('direction') == 'commit' and survivor and \
+            survivor != result.get('disk')
         if disk.snapshot_id == snap.id:
             disk.snapshot_id = snap.parent_id
         if result.get('disk'):

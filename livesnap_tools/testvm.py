@@ -10,6 +10,7 @@ QEMU caches qcow2 metadata: :meth:`TestVM.flush` (or ``stop``) before reading
 an image QEMU is writing.
 """
 
+import json
 import os
 import re
 import signal
@@ -173,9 +174,31 @@ class TestVM(object):
 
     def nodes(self):
         """qcow2 nodes: list of dicts with node-name, file, backing_file."""
-        return [n for n in self.qmp("query-named-block-nodes",
-                                    {"flat": True})
-                if n.get("drv") == "qcow2"]
+        nodes = [n for n in self.qmp("query-named-block-nodes",
+                                     {"flat": True})
+                 if n.get("drv") == "qcow2"]
+        for n in nodes:
+            # A node whose backing is not what its header names (a relative
+            # name, a layer added with "backing": null) is named by its
+            # options, json:{...}; the file is inside.
+            if n.get("file", "").startswith("json:"):
+                try:
+                    n["file"] = json.loads(n["file"][5:])["file"][
+                        "filename"]
+                except (ValueError, KeyError, TypeError):
+                    pass
+            # A relative backing name is relative to the image's directory.
+            backing = n.get("backing_file")
+            if backing and backing.startswith("json:"):
+                try:
+                    backing = json.loads(backing[5:])["file"]["filename"]
+                except (ValueError, KeyError, TypeError):
+                    pass
+                n["backing_file"] = backing
+            if backing and not os.path.isabs(backing):
+                n["backing_file"] = os.path.join(
+                    os.path.dirname(n["file"]), backing)
+        return nodes
 
     def top_node(self):
         """Node name of the top of the disk's chain.

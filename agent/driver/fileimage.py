@@ -207,16 +207,18 @@ class FileImageDriver(base.Driver):
         return images.actual_size(child) < images.actual_size(snap)
 
     def _merge_files(self, snap, parent, child, rec, child_is_leaf,
-                     **detail):
+                     live=False, **detail):
         """Merge with ``qemu-img``, no QEMU holding the files: commit the
         leaf ``child`` into ``snap`` when that copies less, else stream
         ``snap`` into ``child``.
 
+        :param live: ``child`` is the disk's path, which keeps the live
+            layer: a commit links ``snap``'s file over it.
         :param detail: more detail of the stream's ``merge`` step.
         :returns: ``commit`` or ``stream``, what was done.
         """
         if child_is_leaf and self._cheaper_to_commit(snap, child):
-            self._commit_offline(snap, parent, child, rec)
+            self._commit_offline(snap, parent, child, rec, live=live)
             return 'commit'
         self._merge_offline(snap, parent, child, rec, **detail)
         return 'stream'
@@ -234,7 +236,8 @@ class FileImageDriver(base.Driver):
             elif same(backing, snap):
                 self._ensure_space(child, images.actual_size(snap),
                                    'the merge')
-                images.rebase(child, parent, safe=True)
+                images.rebase(child, self._backing_name(child, parent),
+                              safe=True)
             else:
                 raise exception.ImageError(
                     '%s has backing %s, expected %s' % (child, backing, snap))
@@ -250,9 +253,25 @@ class FileImageDriver(base.Driver):
         LOG.info('Merged %(snap)s into %(child)s offline',
                  {'snap': snap, 'child': child})
 
-    def _commit_offline(self, snap, parent, child, rec):
+    #: overlays and rebases name the backing file by its bare name
+    #: (issue 20); the libvirt driver does not yet
+    relative_backing = False
+
+    def _backing_name(self, image, backing):
+        """How ``image``'s header names ``backing``: its bare name when
+        ``relative_backing`` and both are in one directory (``qemu-img``
+        resolves it against ``image``'s directory).
+        """
+        if backing and self.relative_backing and \
+                os.path.dirname(image) == os.path.dirname(backing):
+            return os.path.basename(backing)
+        return backing
+
+    def _commit_offline(self, snap, parent, child, rec, live=False):
         """Commit ``child`` into ``snap`` (``qemu-img commit``), then
-        delete ``child``: ``snap``'s file stands for it.
+        delete ``child``: ``snap``'s file stands for it.  ``live``: the
+        child's path keeps the live layer; ``snap``'s file is linked over
+        it and ``snap``'s name goes.
         """
         self._refuse_if_open(child)
         self._refuse_if_open(snap)
@@ -270,7 +289,11 @@ class FileImageDriver(base.Driver):
                 raise exception.ImageError(
                     '%s has backing %s, expected %s' % (snap, backing, parent))
         with rec.step('delete', image=child):
-            images.remove(child)
+            if live:
+                images.link_over(snap, child)
+                images.remove(snap)
+            else:
+                images.remove(child)
         LOG.info('Committed %(child)s into %(snap)s offline',
                  {'snap': snap, 'child': child})
 

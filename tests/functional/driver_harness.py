@@ -67,6 +67,10 @@ class Harness(object):
     #: True: a merge into a live layer that holds less than the snapshot
     #: commits it (the cheaper way); False: it always streams
     commits = True
+    #: True: the live layer keeps the disk's path and a create names the
+    #: snapshot by the new layer name (issue 20); False: the new layer
+    #: is the live one and the old live file is the snapshot
+    keeps_path = False
     #: True: the layers hold data, checked with qemu-io
     has_data = True
     #: the crash-point case: the step names of an online create and of
@@ -304,6 +308,7 @@ class QemuHarness(Harness):
                    job_poll_interval=0.02)
     online_create_steps = ['prepare', 'pause', 'pivot', 'resume']
     group_steps = ['prepare', 'prepare', 'pause', 'pivot', 'resume']
+    keeps_path = True
     merge_steps = {
         (True, 'stream'): ['prepare', 'pause', 'merge', 'resume',
                            'reparent', 'delete', 'purge'],

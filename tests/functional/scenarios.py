@@ -71,25 +71,29 @@ def online_create(dep, tmp_path):
         assert snap['size_bytes'] > 0
         disk = dep.ok('GET', '/v1/servers/srv1',
                       token='admin-token')['server']['disks'][0]
+        # The registered path keeps the live layer; the snapshot is a
+        # file of its own beside it (issue 20).
         active = disk['active_image']
-        assert active != base and os.path.dirname(active) == dep.image_dir
+        assert active == base
+        snap_image = images.backing_file(active)
+        assert snap_image != base and \
+            os.path.dirname(snap_image) == dep.image_dir
         assert disk['snapshot_id'] == snap_id and disk['busy'] is False
 
-        # The VM keeps writing, now into the new layer.
+        # The VM keeps writing, into the new live layer.
         vm.write(0xbb, 0, MiB)
         vm.write(0xcc, 8 * MiB, MiB)
         vm.flush()
         assert vm.top_image() == active
-        assert images.backing_file(active) == base
         # The snapshot holds exactly what was written before it...
-        assert testvm.read_pattern_ok(base, 0xaa, 0, MiB)
-        assert testvm.read_pattern_ok(base, 0x11, 4 * MiB, MiB)
-        assert testvm.read_pattern_ok(base, 0x00, 8 * MiB, MiB)
+        assert testvm.read_pattern_ok(snap_image, 0xaa, 0, MiB)
+        assert testvm.read_pattern_ok(snap_image, 0x11, 4 * MiB, MiB)
+        assert testvm.read_pattern_ok(snap_image, 0x00, 8 * MiB, MiB)
         # ...and the live disk sees old and new data.
         assert testvm.read_pattern_ok(active, 0xbb, 0, MiB)
         assert testvm.read_pattern_ok(active, 0x11, 4 * MiB, MiB)
         assert testvm.read_pattern_ok(active, 0xcc, 8 * MiB, MiB)
-        for image in (base, active):
+        for image in (snap_image, active):
             images.check(image, force_share=True)
 
         # A second snapshot builds on the first.

@@ -49,17 +49,29 @@ def names(rec):
 
 def _same(again, first):
     """A re-run's result against the first run's: the same, but for why
-    its consistency is what it is (a re-run cannot know a freeze it did
-    not see).
+    its consistency is what it is and when the snapshot was taken (a
+    re-run cannot know a freeze or a pause it did not see).
     """
     def strip(result):
         if isinstance(result, dict):
             return {k: strip(v) for k, v in result.items()
-                    if k != 'consistency_reason'}
+                    if k not in ('consistency_reason', 'taken_at')}
         if isinstance(result, list):
             return [strip(v) for v in result]
         return result
     assert strip(again) == strip(first)
+
+
+def _after_create(h, disk, layer_name):
+    """``(live, snapshot)`` paths after a create of ``layer_name`` on
+    ``disk``: a driver that keeps the live layer at the disk's path (issue
+    20) gives the snapshot the layer's name; the others make the new layer
+    the live one and the old live file the snapshot.
+    """
+    new = h.new_path(disk, layer_name)
+    if h.keeps_path:
+        return disk['path'], new
+    return new, disk['path']
 
 
 def _assert_merge_steps(h, rec, online, direction):
@@ -82,7 +94,7 @@ def test_create_online(h):
     h.start([vda, vdb])
     rec = StepRecorder()
     res = h.driver.create_snapshot(vda, 's1', rec)
-    new = h.new_path(vda, 's1')
+    new, base = _after_create(h, vda, 's1')
     assert res['snapshot'] == h.image(base)
     assert res['disk'] == dict(vda, path=new)
     assert res['online'] is True
@@ -119,12 +131,12 @@ def test_create_online(h):
 
     # A second layer on the first.
     res2 = h.driver.create_snapshot(res['disk'], 's2', StepRecorder())
-    new2 = h.new_path(vda, 's2')
-    assert res2['snapshot'] == h.image(new)
-    assert h.live_chain(res2['disk']) == [new2, new, base]
+    new2, snap2 = _after_create(h, res['disk'], 's2')
+    assert res2['snapshot'] == h.image(snap2)
+    assert h.live_chain(res2['disk']) == [new2, snap2, base]
     h.stop()
     assert h.defined_chain(vda) in (None, new2)
-    for path in (base, new, new2):
+    for path in (base, snap2, new2):
         h.check(path)
     h.assert_content(new2, shows)
 
@@ -141,7 +153,8 @@ def test_create_online_paused_vm_stays_paused(h):
     assert not rec.paused
     if h.records_was_running:
         assert rec.steps[1]['detail']['was_running'] is False
-    assert h.live_chain(res['disk']) == [res['disk']['path'], disk['path']]
+    assert h.live_chain(res['disk']) == [res['disk']['path'],
+                                         res['snapshot']['path']]
     # What the journal replay does for a VM left paused.
     assert h.driver.resume(res['disk']) is True
     assert h.status() == 'running'
@@ -154,7 +167,7 @@ def test_create_offline(h):
     h.write(disk, 0xaa, 0)
     rec = StepRecorder()
     res = h.driver.create_snapshot(disk, 's1', rec)
-    new = h.new_path(disk, 's1')
+    new, base = _after_create(h, disk, 's1')
     assert res['online'] is False
     assert res['snapshot'] == h.image(base)
     assert res['disk'] == dict(disk, path=new)
@@ -183,27 +196,30 @@ def test_create_group_online_one_pause(h):
     h.start([vda, vdb])
     rec = StepRecorder()
     res = h.driver.create_snapshots([vda, vdb], ['g1', 'g2'], rec)
-    g1, g2 = h.new_path(vda, 'g1'), h.new_path(vdb, 'g2')
+    (g1, s1), (g2, s2) = _after_create(h, vda, 'g1'), _after_create(
+        h, vdb, 'g2')
     assert res['online'] is True
     assert [s['disk'] for s in res['snapshots']] == [
         dict(vda, path=g1), dict(vdb, path=g2)]
     assert [s['snapshot'] for s in res['snapshots']] == [
-        h.image(vda['path']), h.image(vdb['path'])]
+        h.image(s1), h.image(s2)]
     assert names(rec) == h.group_steps
     assert names(rec).count('pause') <= 1
     assert all(s['status'] == 'done' for s in rec.steps)
     assert not rec.paused
     assert h.status() == 'running'
-    assert h.live_chain(dict(vda, path=g1)) == [g1, vda['path']]
-    assert h.live_chain(dict(vdb, path=g2)) == [g2, vdb['path']]
+    assert h.live_chain(dict(vda, path=g1)) == [g1, s1]
+    assert h.live_chain(dict(vdb, path=g2)) == [g2, s2]
     assert h.defined_chain(vda) in (None, g1)
     assert h.defined_chain(vdb) in (None, g2)
     # Run again: found done.
     _same(h.driver.create_snapshots([vda, vdb], ['g1', 'g2'],
                                     StepRecorder()), res)
     h.stop()
-    h.assert_content(g1, [(0xa1, 0, CHUNK)])
-    h.assert_content(g2, [(0xc1, 0, CHUNK)])
+    for path in (g1, s1):
+        h.assert_content(path, [(0xa1, 0, CHUNK)])
+    for path in (g2, s2):
+        h.assert_content(path, [(0xc1, 0, CHUNK)])
 
 
 # -- quiesce ------------------------------------------------------------------
@@ -216,9 +232,9 @@ def test_quiesce_without_a_guest_agent(h):
     """
     (disk,) = h.make_vm(guest_agent=True)
     h.start([disk])
-    base = disk['path']
     rec = StepRecorder()
     off = h.driver.create_snapshot(disk, 'q0', rec, quiesce='off')
+    base = off['snapshot']['path']
     assert names(rec) == h.online_create_steps
     assert off['consistency'] == 'crash'
     assert off['consistency_reason'] == 'quiesce off'
@@ -241,7 +257,7 @@ def test_quiesce_without_a_guest_agent(h):
     assert res['consistency'] == 'crash', res
     assert res['consistency_reason'], res
     h.check_no_agent_reason(res['consistency_reason'])
-    assert res['disk']['path'] == h.new_path(disk, 'p1')
+    assert res['disk']['path'] == _after_create(h, disk, 'p1')[0]
     assert h.status() == 'running'
     h.check_thaw_without_agent(res['disk'])
 
@@ -280,9 +296,10 @@ def test_delete_leaf_and_open_layers(h):
     assert h.driver.delete_image(leaf, StepRecorder()) == {}  # idempotent
     assert h.exists(base)
     # A layer the running VM reads (or one built upon) is not deleted.
-    live = h.driver.create_snapshot(disk, 's1', StepRecorder())['disk']
+    created = h.driver.create_snapshot(disk, 's1', StepRecorder())
+    live, snap = created['disk'], created['snapshot']['path']
     h.start([live])
-    for path in (base, live['path']) if h.knows_open_layers else (base,):
+    for path in (snap, live['path']) if h.knows_open_layers else (snap,):
         with pytest.raises(exception.ImageInUse):
             h.driver.delete_image(h.image(path), StepRecorder())
         assert h.exists(path)
@@ -290,9 +307,9 @@ def test_delete_leaf_and_open_layers(h):
 
 def test_revert(h):
     (disk,) = h.make_vm()
-    base = disk['path']
     h.write(disk, 0xa1, 0)
-    d1 = h.driver.create_snapshot(disk, 's1', StepRecorder())['disk']
+    created = h.driver.create_snapshot(disk, 's1', StepRecorder())
+    d1, base = created['disk'], created['snapshot']['path']
     h.write(d1, 0xb1, 0)
     h.start([d1])
     # Refused while the VM runs; nothing is made.
@@ -304,27 +321,33 @@ def test_revert(h):
     h.stop()
     rec = StepRecorder()
     res = h.driver.revert(d1, h.image(base), 'r1', rec)
-    assert res == {'disk': dict(d1, path=r1), 'online': False}
+    # A driver that keeps the live layer at the disk's path (issue 20)
+    # makes that path the new layer: the old one is gone with it.
+    live = d1['path'] if h.keeps_path else r1
+    assert res == {'disk': dict(d1, path=live), 'online': False}
     assert names(rec) == h.revert_steps
-    assert h.backing(r1) == base
-    assert h.defined_chain(d1) in (None, r1)
+    assert h.backing(live) == base
+    assert h.defined_chain(d1) in (None, live)
     assert h.driver.revert(d1, h.image(base), 'r1', StepRecorder()) == res
-    h.assert_content(r1, [(0xa1, 0, CHUNK)])
-    h.assert_content(d1['path'], [(0xb1, 0, CHUNK)])
-    # The old live layer is the caller's to delete.
-    assert h.driver.delete_image(d1, StepRecorder()) == {}
-    assert not h.exists(d1['path'])
-    assert h.driver.delete_image(d1, StepRecorder()) == {}
+    h.assert_content(live, [(0xa1, 0, CHUNK)])
+    if h.keeps_path:
+        assert not h.exists(r1)
+    else:
+        h.assert_content(d1['path'], [(0xb1, 0, CHUNK)])
+        # The old live layer is the caller's to delete.
+        assert h.driver.delete_image(d1, StepRecorder()) == {}
+        assert not h.exists(d1['path'])
+        assert h.driver.delete_image(d1, StepRecorder()) == {}
     h.start([res['disk']])
-    assert h.live_chain(res['disk']) == [r1, base]
+    assert h.live_chain(res['disk']) == [live, base]
 
 
 @pytest.mark.parametrize('mode', ['linked', 'flat'])
 def test_clone(h, mode):
     (disk,) = h.make_vm()
-    base = disk['path']
     h.write(disk, 0xa1, 0)
-    live = h.driver.create_snapshot(disk, 's1', StepRecorder())['disk']
+    created = h.driver.create_snapshot(disk, 's1', StepRecorder())
+    live, base = created['disk'], created['snapshot']['path']
     h.write(live, 0xb1, CHUNK)
     seen = []
     rec = StepRecorder()
@@ -353,21 +376,24 @@ def _two_layers(h, disk, big_snapshot):
     """base <- s1 <- live (s2): the base shows 0xa1 at 0; s1 0xb1 at 0
     and, ``big_snapshot``, 1 MiB of 0xb2 at 2 MiB; the live layer 0xc1
     at 4 MiB (1 MiB of it unless ``big_snapshot``).  :returns: (live
-    disk, s1's path, layouts of base, s1 and the live layer).
+    disk, s1's path, the base's path, layouts of base, s1 and the live
+    layer).
     """
     h.write(disk, 0xa1, 0)
-    d1 = h.driver.create_snapshot(disk, 's1', StepRecorder())['disk']
+    c1 = h.driver.create_snapshot(disk, 's1', StepRecorder())
+    d1, root = c1['disk'], c1['snapshot']['path']
     h.write(d1, 0xb1, 0)
     if big_snapshot:
         h.write(d1, 0xb2, 2 * MiB, MiB)
-    d2 = h.driver.create_snapshot(d1, 's2', StepRecorder())['disk']
+    c2 = h.driver.create_snapshot(d1, 's2', StepRecorder())
+    d2, s1_path = c2['disk'], c2['snapshot']['path']
     h.write(d2, 0xc1, 4 * MiB, CHUNK if big_snapshot else MiB)
     h.settle([d2])
     base = [(0xa1, 0, CHUNK), (0x00, 2 * MiB, CHUNK)]
     s1 = [(0xb1, 0, CHUNK)] + (
         [(0xb2, 2 * MiB, MiB)] if big_snapshot else [(0x00, 2 * MiB, MiB)])
     live = s1 + [(0xc1, 4 * MiB, CHUNK if big_snapshot else MiB)]
-    return d2, d1['path'], (base, s1 + [(0x00, 4 * MiB, CHUNK)], live)
+    return d2, s1_path, root, (base, s1 + [(0x00, 4 * MiB, CHUNK)], live)
 
 
 @pytest.mark.parametrize('online', [True, False], ids=['online', 'offline'])
@@ -376,10 +402,10 @@ def test_merge_stream_into_the_live_layer(h, online):
     streamed into it (its file stays the live layer).
     """
     (disk,) = h.make_vm()
-    base = disk['path']
     if online:
         h.start([disk])
-    live, s1, (shows_base, _s1, shows_live) = _two_layers(h, disk, False)
+    live, s1, base, (shows_base, _s1, shows_live) = _two_layers(h, disk,
+                                                                False)
     seen = []
     rec = StepRecorder()
     res = h.driver.merge(live, h.image(s1), h.image(base), live, rec,
@@ -422,16 +448,19 @@ def test_merge_commit_into_a_big_snapshot(h, online):
     always stream keep the child's file).
     """
     (disk,) = h.make_vm()
-    base = disk['path']
     if online:
         h.start([disk])
-    live, s1, (shows_base, _s1, shows_live) = _two_layers(h, disk, True)
+    live, s1, base, (shows_base, _s1, shows_live) = _two_layers(h, disk,
+                                                                True)
     assert h.size(live['path']) < h.size(s1) or not h.has_data
     rec = StepRecorder()
     res = h.driver.merge(live, h.image(s1), h.image(base), live, rec,
                          child_is_leaf=True)
     direction = 'commit' if h.commits else 'stream'
-    holder, gone = (s1, live['path']) if h.commits else (live['path'], s1)
+    # the file that holds the live layer afterwards: the disk's path when
+    # the driver keeps it there (issue 20)
+    holder, gone = (s1, live['path']) if h.commits and not h.keeps_path \
+        else (live['path'], s1)
     assert res['direction'] == direction
     assert res['online'] is online
     assert res['disk'] == dict(live, path=holder)
@@ -450,7 +479,12 @@ def test_merge_commit_into_a_big_snapshot(h, online):
     again = h.driver.merge(live, h.image(s1), h.image(base), live,
                            StepRecorder(), child_is_leaf=True)
     assert again['disk'] == res['disk']
-    assert again['direction'] == direction
+    if h.keeps_path:
+        # a commit into the disk's path, found finished, leaves what a
+        # stream leaves: the re-run cannot tell them apart
+        assert again['direction'] in ('commit', 'stream')
+    else:
+        assert again['direction'] == direction
     if online:
         assert h.live_chain(res['disk']) == [holder, base]
     if online:
@@ -466,9 +500,8 @@ def test_merge_commit_into_a_big_snapshot(h, online):
 def test_merge_not_a_leaf_streams(h):
     """A child the conductor says is not a leaf is never committed."""
     (disk,) = h.make_vm()
-    base = disk['path']
     h.start([disk])
-    live, s1, (_b, _s1, shows_live) = _two_layers(h, disk, True)
+    live, s1, base, (_b, _s1, shows_live) = _two_layers(h, disk, True)
     res = h.driver.merge(live, h.image(s1), h.image(base), live,
                          StepRecorder(), child_is_leaf=False)
     assert res['direction'] == 'stream'
@@ -483,9 +516,9 @@ def test_merge_not_a_leaf_streams(h):
 def test_merge_root(h, online):
     """The root merged into its child: the child stands alone."""
     (disk,) = h.make_vm()
-    base = disk['path']
     h.write(disk, 0xa1, 0)
-    live = h.driver.create_snapshot(disk, 's1', StepRecorder())['disk']
+    created = h.driver.create_snapshot(disk, 's1', StepRecorder())
+    live, base = created['disk'], created['snapshot']['path']
     h.write(live, 0xc1, 2 * CHUNK)
     if online:
         h.start([live])
@@ -512,12 +545,12 @@ def test_merge_intermediate(h, online):
     base, under the live layer.
     """
     (disk,) = h.make_vm()
-    base = disk['path']
     if online:
         h.start([disk])
-    live, s1, (shows_base, _s1, shows_s2) = _two_layers(h, disk, False)
-    s2 = live['path']
-    live = h.driver.create_snapshot(live, 's3', StepRecorder())['disk']
+    live, s1, base, (shows_base, _s1, shows_s2) = _two_layers(h, disk,
+                                                              False)
+    c3 = h.driver.create_snapshot(live, 's3', StepRecorder())
+    live, s2 = c3['disk'], c3['snapshot']['path']
     h.write(live, 0xd1, 6 * MiB)
     h.settle([live])
     shows_live = shows_s2 + [(0xd1, 6 * MiB, CHUNK)]
@@ -573,16 +606,16 @@ def test_same_task_twice(h, tmp_path):
     first, second = conductor.reports['op-1']
     assert first['status'] == 'succeeded', first
     assert second == first
-    new = h.new_path(disk, 's1')
+    new, snap = _after_create(h, disk, 's1')
     assert first['result']['disk'] == dict(disk, path=new)
-    assert h.live_chain(first['result']['disk']) == [new, disk['path']]
+    assert h.live_chain(first['result']['disk']) == [new, snap]
     runner.run(context.make(), 'create_snapshot',
                dict(task, operation_id='op-2'))
     (again,) = conductor.reports['op-2']
     assert again['status'] == 'succeeded', again
     _same(again['result'], first['result'])
     assert 'pause' not in [s['name'] for s in again['steps']]
-    assert h.live_chain(first['result']['disk']) == [new, disk['path']]
+    assert h.live_chain(first['result']['disk']) == [new, snap]
     assert h.status() == 'running'
 
 
@@ -618,8 +651,8 @@ class _Model(object):
         """The live layer became a snapshot (``create_snapshot``'s
         result).
         """
-        self.snapshots[self.disk['path']] = dict(self.live)
-        self.chain.insert(0, self.disk['path'])
+        self.snapshots[result['snapshot']['path']] = dict(self.live)
+        self.chain.insert(0, result['snapshot']['path'])
         self.disk = result['disk']
 
     def merged(self, result):
@@ -700,7 +733,7 @@ def test_agent_killed_at_every_step(h, tmp_path, action):
         if action == 'create_snapshot':
             task = {'operation_id': 'op-%d' % i, 'disk': model.disk,
                     'layer_name': layer}
-            new = h.new_path(model.disk, layer)
+            new = _after_create(h, model.disk, layer)[0]
             result = _crash_and_recover(h, journal_dir, action, task, point)
             assert result['disk']['path'] == new, point
             model.snapshot(result)
@@ -719,7 +752,13 @@ def test_agent_killed_at_every_step(h, tmp_path, action):
             result = _crash_and_recover(
                 h, journal_dir, action,
                 model.merge_task('op-%d' % i, child_is_leaf=commit), point)
-            assert result['direction'] == (
-                'commit' if commit and h.commits else 'stream'), point
+            expected = 'commit' if commit and h.commits else 'stream'
+            if h.keeps_path and expected == 'commit' and \
+                    result['disk'] == model.disk:
+                # A commit into the disk's path found finished leaves
+                # what a stream leaves: the replay cannot tell them apart.
+                assert result['direction'] in ('commit', 'stream'), point
+            else:
+                assert result['direction'] == expected, point
             model.merged(result)
         model.check()

@@ -225,14 +225,15 @@ def test_pause_deadline_missed_still_resumes(vms, base, imgdir):
     assert rec.steps[2]["status"] == "done"
     assert not rec.paused
     assert vm.status() == "running"
-    assert vm.top_image() == new
-    assert_content(base, [(0xaa, 0)])
+    assert vm.top_image() == base
+    assert_content(new, [(0xaa, 0)])
 
     # the next snapshot on the same disk works
     ok = Qemu([imgdir], pause_deadline=30.0, qmp_timeout=30.0)
     newer = img(imgdir, "a2")
-    snapshot(ok, {"qmp_socket": vm.qmp_socket, "active_image": new}, newer)
-    assert vm.top_image() == newer
+    snapshot(ok, {"qmp_socket": vm.qmp_socket, "active_image": base}, newer)
+    assert vm.top_image() == base
+    assert images.backing_file(newer) == new
 
 
 def test_failed_pivot_is_rolled_back_and_resumed(vms, base, imgdir):
@@ -275,14 +276,14 @@ def build_online_chain(driver, vm, base, imgdir, count):
     """
     disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
     vm.write(0x10, 0, CHUNK)
-    chain = [base]
+    chain = []
     for i in range(1, count + 1):
         new = img(imgdir, "a%d" % i)
         snapshot(driver, disk, new)
         vm.write(0x10 + i, i * CHUNK, CHUNK)
         vm.write(0x10 + i, 0, CHUNK)
         chain.append(new)
-    return disk, chain
+    return disk, chain + [base]
 
 
 def layout_of(chain, index):
@@ -300,16 +301,17 @@ def settle(vm):
 
 
 def build_offline_chain(driver, base, imgdir, count):
+    """As build_online_chain, offline: a1 <- ... <- base (live)."""
     disk = {"qmp_socket": None, "active_image": base}
     offline_write(base, 0x10, 0)
-    chain = [base]
+    chain = []
     for i in range(1, count + 1):
         new = img(imgdir, "a%d" % i)
         snapshot(driver, disk, new)
-        offline_write(new, 0x10 + i, i * CHUNK)
-        offline_write(new, 0x10 + i, 0)
+        offline_write(base, 0x10 + i, i * CHUNK)
+        offline_write(base, 0x10 + i, 0)
         chain.append(new)
-    return disk, chain
+    return disk, chain + [base]
 
 
 def test_merge_offline_refuses_locked_child(driver, vms, base, imgdir):
@@ -464,13 +466,14 @@ def test_merge_refused_before_it_starts_without_room(vms, small_imgdir):
     _fill_snapshot(vm, 12)
     snapshot(drv, disk, img(small_imgdir, "a2"))
     rec = StepRecorder()
+    # a1 <- a2 (12 MiB) <- base (live)
     with pytest.raises(exception.NoSpace, match="needs 1[23]"):
-        drv.merge(disk, img(small_imgdir, "a1"), base,
-                  img(small_imgdir, "a2"), rec)
+        drv.merge(disk, img(small_imgdir, "a2"), img(small_imgdir, "a1"),
+                  base, rec)
     assert rec.steps == []
     assert vm.status() == "running"
     assert vm.qmp("query-jobs") == []
-    assert vm.top_image() == img(small_imgdir, "a2")
+    assert vm.top_image() == base
     # a create that would leave less than the reserve is refused too
     tight = Qemu([small_imgdir], reserved_bytes=64 * 1024 * 1024)
     with pytest.raises(exception.NoSpace):
@@ -501,23 +504,24 @@ def test_merge_that_runs_out_of_space_leaves_everything_as_it_was(
         f.write(b"\0" * (images.free_bytes(small_imgdir) - 4 * 1024 * 1024))
     monkeypatch.setattr(drv.driver, "_ensure_space", lambda *a: None)
     rec = StepRecorder()
+    # a1 <- a2 (9 MiB) <- base (live)
     with pytest.raises(exception.NoSpace, match="No space left"):
-        drv.merge(disk, a1, base, a2, rec)
+        drv.merge(disk, a2, a1, base, rec)
     assert vm.status() == "running"
     assert vm.qmp("query-jobs") == []
-    assert vm.top_image() == a2
+    assert vm.top_image() == base
+    assert images.backing_file(base) == a2
     assert images.backing_file(a2) == a1
-    assert images.backing_file(a1) == base
     settle(vm)
     for path in (base, a1, a2):
         images.check(path, force_share=True)
     os.unlink(ballast)
-    drv.merge(disk, a1, base, a2, StepRecorder())
-    assert vm.top_image() == a2 and not os.path.exists(a1)
+    drv.merge(disk, a2, a1, base, StepRecorder())
+    assert vm.top_image() == base and not os.path.exists(a2)
     settle(vm)
     for i in range(9):
-        assert read_pattern_ok(a2, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
-    assert read_pattern_ok(a2, 0x33, 20 * 1024 * 1024, CHUNK)
+        assert read_pattern_ok(base, 0x40 + i, i * 1024 * 1024, 1024 * 1024)
+    assert read_pattern_ok(base, 0x33, 20 * 1024 * 1024, CHUNK)
 
 
 def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
@@ -529,6 +533,171 @@ def test_list_vms_finds_a_qemu_by_its_qmp_socket(driver, vms, base, imgdir):
                     for d in v["disks"])]
     assert len(found) == 1, driver.list_vms()
     assert found[0]["running"] is True
+    # the live layer keeps the registered path (issue 20)
     assert [d["locator"] for d in found[0]["disks"]] == [
-        {"driver": "qemu", "qmp_socket": vm.qmp_socket,
-         "path": img(imgdir, "l1")}]
+        {"driver": "qemu", "qmp_socket": vm.qmp_socket, "path": base}]
+
+
+BIG = 1024 * 1024   # data only the snapshot holds, at offset 2 MiB
+
+
+def build_big_snapshot_chain(driver, vm, base, imgdir):
+    """a1 <- a2 (holds BIG bytes more) <- base (active, little data)."""
+    disk, chain = build_online_chain(driver, vm, base, imgdir, 1)
+    vm.write(0x77, 2 * BIG, BIG)
+    new = img(imgdir, "a2")
+    snapshot(driver, disk, new)
+    vm.write(0x12, 2 * CHUNK, CHUNK)
+    vm.write(0x12, 0, CHUNK)
+    return disk, [chain[0], new, chain[1]]
+
+
+def test_commit_after_the_owner_restarted_the_vm(driver, vms, base, imgdir):
+    """Issue 20's restart bug: after two snapshots the VM's owner quits
+    QEMU and starts it again with its original command line on the live
+    layer, so QEMU opens the snapshots itself from the image headers
+    (``#block`` nodes).  Deleting the snapshot right under the live image
+    (the live layer the smaller side: a commit) must keep the chain open in
+    QEMU; a write and a create work afterwards.
+    """
+    vm = vms(base)
+    disk, chain = build_big_snapshot_chain(driver, vm, base, imgdir)
+    vm.shutdown()
+    vm = vms(base)   # the same command line, on the live layer
+    assert any(n["node-name"].startswith("#") for n in vm.nodes())
+    before = layout_of(chain, 2)
+    assert images.actual_size(chain[2]) < images.actual_size(chain[1])
+
+    rec = StepRecorder()
+    result = driver.merge(disk, chain[1], chain[0], chain[2], rec,
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == base
+    assert vm.top_image() == base
+    assert sorted(n["file"] for n in vm.nodes()) == \
+        sorted([chain[0], base])
+    assert vm.qmp("query-jobs") == []
+    assert not os.path.exists(chain[1])
+
+    vm.write(0x99, 3 * BIG, CHUNK)   # the VM writes on
+    new = img(imgdir, "a3")
+    snapshot(driver, disk, new)
+    assert vm.top_image() == base
+    vm.write(0x33, 4 * BIG, CHUNK)
+    vm.shutdown()
+    assert_content(new, before)
+    assert read_pattern_ok(new, 0x77, 2 * BIG, BIG)
+    assert read_pattern_ok(new, 0x99, 3 * BIG, CHUNK)
+    assert read_pattern_ok(new, 0x00, 4 * BIG, CHUNK)
+    assert_content(base, before + [(0x33, 4 * BIG)])
+    assert read_pattern_ok(base, 0x99, 3 * BIG, CHUNK)
+    assert_content(chain[0], layout_of(chain, 0))
+    for path in (chain[0], new, base):
+        images.check(path)
+
+
+def _frozen_copy(image, tmp_path):
+    """A flat copy of what ``image`` shows now, for qemu-img compare."""
+    ref = str(tmp_path / ("ref-" + os.path.basename(image)))
+    subprocess.run(["qemu-img", "convert", "-U", "-O", "qcow2", image, ref],
+                   check=True, capture_output=True)
+    return ref
+
+
+def _same_content(image, ref):
+    proc = subprocess.run(["qemu-img", "compare", "-U", image, ref],
+                          capture_output=True, text=True)
+    return proc.returncode == 0
+
+
+def test_the_owner_restarts_the_vm_twice(driver, vms, base, imgdir,
+                                         tmp_path):
+    """Issue 20: the VM's owner starts QEMU again from its own command line
+    (the registered path ``base``) twice, with a create, a merge in each
+    direction and a revert in between.  After each restart the VM sees its
+    newest data, every snapshot keeps exactly its own, and livesnap goes on
+    without an operator step.
+    """
+    vm = vms(base)
+    disk = {"qmp_socket": vm.qmp_socket, "active_image": base}
+    vm.write(0x01, 0, CHUNK)
+    s1 = img(imgdir, "s1")
+    snapshot(driver, disk, s1)
+    vm.write(0x02, CHUNK, CHUNK)
+    s2 = img(imgdir, "s2")
+    snapshot(driver, disk, s2)
+    vm.write(0x03, 2 * CHUNK, CHUNK)
+    settle(vm)
+    refs = {s1: _frozen_copy(s1, tmp_path), s2: _frozen_copy(s2, tmp_path)}
+    newest = [(0x01, 0), (0x02, CHUNK), (0x03, 2 * CHUNK)]
+
+    # -- restart 1: QEMU opens the chain from the headers
+    vm.shutdown()
+    vm = vms(base)
+    assert vm.top_image() == base
+    assert_content(base, newest)
+    for snap, ref in refs.items():
+        assert _same_content(snap, ref), snap
+
+    # a stream: s2 into the live layer
+    result = driver.merge(disk, s2, s1, base, StepRecorder())
+    assert result["direction"] == "stream"
+    assert not os.path.exists(s2)
+    del refs[s2]
+    vm.write(0x04, 3 * CHUNK, CHUNK)
+    vm.write(0x77, 2 * BIG, BIG)
+    newest += [(0x04, 3 * CHUNK)]
+    # a create
+    s3 = img(imgdir, "s3")
+    snapshot(driver, disk, s3)
+    settle(vm)
+    refs[s3] = _frozen_copy(s3, tmp_path)
+    vm.write(0x05, 4 * CHUNK, CHUNK)
+    newest += [(0x05, 4 * CHUNK)]
+    # a commit: the live layer (little data) into s3 (1 MiB more)
+    result = driver.merge(disk, s3, s1, base, StepRecorder(),
+                          child_is_leaf=True)
+    assert result["direction"] == "commit"
+    assert result["child_image"] == base
+    assert not os.path.exists(s3)
+    del refs[s3]
+    vm.write(0x06, 5 * CHUNK, CHUNK)
+    newest += [(0x06, 5 * CHUNK)]
+    s4 = img(imgdir, "s4")
+    snapshot(driver, disk, s4)
+    settle(vm)
+    refs[s4] = _frozen_copy(s4, tmp_path)
+    vm.write(0x07, 6 * CHUNK, CHUNK)
+    newest += [(0x07, 6 * CHUNK)]
+
+    # -- restart 2
+    vm.shutdown()
+    vm = vms(base)
+    assert vm.top_image() == base
+    assert_content(base, newest)
+    assert read_pattern_ok(base, 0x77, 2 * BIG, BIG)
+    for snap, ref in refs.items():
+        assert _same_content(snap, ref), snap
+    assert images.info(base, force_share=True)["backing-filename"] == \
+        "s4.qcow2"
+    assert images.info(s4, force_share=True)["backing-filename"] == \
+        "s1.qcow2"
+
+    # a revert (the owner shuts the VM off first), then the owner starts
+    # it again on the same path: it sees s1
+    vm.shutdown()
+    driver.new_active_image(disk, s1, img(imgdir, "r1"), StepRecorder())
+    vm = vms(base)
+    assert vm.top_image() == base
+    assert_content(base, [(0x01, 0), (0x00, CHUNK), (0x00, 2 * CHUNK)])
+    vm.write(0x08, 0, CHUNK)
+    s5 = img(imgdir, "s5")
+    snapshot(driver, disk, s5)
+    vm.write(0x09, CHUNK, CHUNK)
+    vm.shutdown()
+    assert_content(s5, [(0x08, 0), (0x00, CHUNK)])
+    assert_content(base, [(0x08, 0), (0x09, CHUNK)])
+    for snap, ref in refs.items():
+        assert _same_content(snap, ref), snap
+    for path in (s1, s4, s5, base):
+        images.check(path)

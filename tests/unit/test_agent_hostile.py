@@ -264,6 +264,7 @@ def test_a_valid_locator_task_works(host):
     (op_id, report), = runner.conductor_api.reports
     assert report['status'] == 'succeeded', report
     new = os.path.join(host['images'], 'd1-op-ok.qcow2')
-    assert report['result']['disk'] == _loc(new, True)
-    assert report['result']['snapshot'] == _loc(host['top'])
-    assert images.backing_file(new) == host['top']
+    # the live layer keeps its path; the snapshot is the new file (issue 20)
+    assert report['result']['disk'] == _loc(host['top'], True)
+    assert report['result']['snapshot'] == _loc(new)
+    assert images.backing_file(host['top']) == new

@@ -35,8 +35,13 @@ def test_offline_create(offline):
     # Image paths are host details: the admin sees them.
     disk = dep.ok('GET', '/v1/servers/srv1',
                   token='admin-token')['server']['disks'][0]
-    assert images.backing_file(disk['active_image']) == base
+    # The registered path keeps the live layer (issue 20).
+    assert disk['active_image'] == base
+    snap_image = images.backing_file(base)
+    assert snap_image != base and \
+        os.path.dirname(snap_image) == os.path.dirname(base)
     images.check(disk['active_image'])
+    images.check(snap_image)
 
 
 def test_malformed_json(offline):

@@ -79,8 +79,10 @@ def test_admins_see_host_details(world):
     op = dep.ok('GET', '/v1/operations/%s' % op_id,
                 token='admin-token')['operation']
     assert op['host'] == 'hv1'
+    # the create's new file is the snapshot's; the live layer keeps the
+    # disk's path (issue 20)
     assert op['steps'][0]['detail']['image'] == \
-        server['disks'][0]['active_image']
+        images.backing_file(server['disks'][0]['active_image'])
     _conforms(server, 'Server')
     _conforms(op, 'Operation')
 

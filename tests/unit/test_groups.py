@@ -64,7 +64,12 @@ def test_group_create_all_disks(two_disks):
     disks = _disks()
     for name, (path, snap_id, lock) in disks.items():
         assert lock is None
-        assert images.backing_file(path) == paths[name]
+        # the live layer keeps the disk's path, on the snapshot's own
+        # file (issue 20)
+        assert path == paths[name]
+        with db.transaction() as s:
+            snap_path = s.get(models.Snapshot, snap_id).locator['path']
+        assert images.backing_file(path) == snap_path != path
         assert snap_id in [s['id'] for s in snaps]
     listed = dep.ok('GET', '/v1/servers/srv2/snapshot-groups')
     assert [g['id'] for g in listed['snapshot_groups']] == [group['id']]

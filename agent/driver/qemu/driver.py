@@ -11,8 +11,16 @@ backend's I/O is paused with QMP ``stop`` and resumed with ``cont``, and the
 image graph is changed inside QEMU (``blockdev-add`` + ``blockdev-snapshot``
 to create, ``block-stream`` to merge).  Otherwise the disk is *offline* and
 ``qemu-img`` does the work, after checking that no process holds the images.
-A new layer named ``L`` for a disk goes beside its live layer as
-``L.qcow2``.
+
+The disk's ``path`` (the file its owner registered and starts the VM from)
+always holds the live, writable layer (issue 20, docs/lifecycle.md): a
+create named ``L`` gives the live file the second name ``L.qcow2`` beside
+it (a hard link), moves QEMU's live node onto that name and makes ``path``
+a new empty overlay on it, so ``L.qcow2`` is the snapshot; a commit of the
+live layer into a snapshot links the snapshot's file over ``path``; a
+revert makes ``path`` a new overlay on the snapshot.  Backing files are
+named by their bare file names, so a QEMU started again from its owner's
+command line (or on the moved directory) opens the same chain.
 
 Every method records its steps on an :class:`agent.steps.StepRecorder` and is
 idempotent: calling it again after a success, or after a crash at any point,
@@ -20,8 +28,10 @@ finishes the job without doing anything twice.  Resume always runs (in a
 ``finally``, with retries), and an online pivot that overruns
 ``pause_deadline`` is rolled back rather than leaving the VM paused.
 
-Image files are never renamed: QEMU reopens images by name (e.g. when a block
-job starts), so the old active image keeps its name and becomes the snapshot.
+QEMU reopens images by name (a pivot, a block job's start): a name is
+re-pointed only after every QEMU node using it moved to another name of
+the same file (``blockdev-reopen`` of the node's ``file`` child), or
+inside a vCPU stop.
 """
 
 import contextlib
@@ -115,6 +125,7 @@ class QemuDriver(fileimage.FileImageDriver):
     """
 
     name = "qemu"
+    relative_backing = True
 
     def __init__(self, image_dirs, qmp_timeout=5.0, **options):
         super().__init__(image_dirs, **options)
@@ -237,9 +248,10 @@ class QemuDriver(fileimage.FileImageDriver):
 
     # -- the patent's methods -------------------------------------------------
     def create_snapshot(self, disk, layer_name, rec, quiesce=None):
-        """The live layer becomes the snapshot; a new layer
-        ``layer_locator(disk, layer_name)`` goes on top of it (see
-        base.Driver.create_snapshot).
+        """The live layer becomes the snapshot
+        ``layer_locator(disk, layer_name)``; the disk's path becomes a new
+        live layer on top of it, and the disk's locator does not change
+        (see base.Driver.create_snapshot and the module's doc).
 
         :param quiesce: ``required``, ``preferred`` or ``off`` (None): freeze
             the guest's filesystems around the pause through the guest
@@ -270,9 +282,9 @@ class QemuDriver(fileimage.FileImageDriver):
                 "offline: the server was not running; the disk is as the "
                 "guest left it")
             self._create_offline(active, new, rec)
-        return {"snapshot": self.image(disk["path"]),
-                "disk": dict(disk, path=new_path),
-                "size_bytes": images.actual_size(active),
+        return {"snapshot": self.image(new_path),
+                "disk": disk,
+                "size_bytes": images.actual_size(new),
                 "online": online,
                 "consistency": outcome["consistency"],
                 "consistency_reason": outcome["consistency_reason"]}
@@ -332,17 +344,18 @@ class QemuDriver(fileimage.FileImageDriver):
             try:
                 for active, new in pairs:
                     if not os.path.exists(new):
-                        made.append(new)
+                        made.append((active, new))
                     self._create_offline(active, new, rec)
             except BaseException:
-                # All or none, as online: drop the layers made here.
-                for new in made:
-                    images.remove(new)
+                # All or none, as online: the live layers get their old
+                # files back.
+                for active, new in made:
+                    self._undo_offline_create(active, new)
                 raise
         return {"online": online, "snapshots": [
-            {"snapshot": self.image(disk["path"]),
-             "disk": dict(disk, path=new),
-             "size_bytes": images.actual_size(active),
+            {"snapshot": self.image(new),
+             "disk": disk,
+             "size_bytes": images.actual_size(new),
              "online": online,
              "consistency": outcome["consistency"],
              "consistency_reason": outcome["consistency_reason"]}
@@ -359,13 +372,10 @@ class QemuDriver(fileimage.FileImageDriver):
         mode, qga_socket, outcome = quiesce or ("off", None, {})
         with self._connect(sock) as conn:
             session = conn.get()
-            graph = blockgraph.Graph(session)
-            done = []
-            for active, new in pairs:
-                node = graph.node(new)
-                done.append(node is not None
-                            and fileimage.same(graph.backing(node), active)
-                            and graph.is_top(node))
+            edges = blockgraph.Edges(session)
+            done = [edges.child(blockgraph.top_node_name_for(new),
+                                "backing") is not None
+                    for _, new in pairs]
             if all(done):
                 LOG.info("Group snapshot onto %(new)s already done",
                          {"new": [n for _, n in pairs]})
@@ -378,33 +388,17 @@ class QemuDriver(fileimage.FileImageDriver):
                 raise exception.InvalidRequest(
                     "Only some disks of the group are pivoted at %s" % sock)
             actions = []
-            for active, new in pairs:
-                cur = graph.node(active)
-                if cur is None:
-                    raise exception.InvalidRequest(
-                        "%s is not open by the QEMU at %s" % (active, sock))
-                if not graph.is_top(cur):
-                    raise exception.InvalidRequest(
-                        "%s is not the active layer of the QEMU at %s"
-                        % (active, sock))
-                stale = graph.node(new)
-                node_name = (stale["node-name"] if stale
-                             else blockgraph.node_name_for(new))
-                with rec.step("prepare", image=new, node=node_name):
-                    images.create_overlay(new, active, exist_ok=True)
-                    images.flush(new)
-                    images.flush(active)
-                    if stale is None:
-                        session.execute("blockdev-add", {
-                            "driver": "qcow2", "node-name": node_name,
-                            "file": {"driver": "file", "filename": new},
-                            "backing": None,
-                            "cache": {
-                                "direct": cur["cache"]["direct"],
-                                "no-flush": cur["cache"]["no-flush"]}})
-                actions.append({"type": "blockdev-snapshot",
-                                "data": {"node": cur["node-name"],
-                                         "overlay": node_name}})
+            try:
+                for active, new in pairs:
+                    top, overlay = self._prepare_create(session, active,
+                                                        new, rec)
+                    actions.append({"type": "blockdev-snapshot",
+                                    "data": {"node": top,
+                                             "overlay": overlay}})
+            except BaseException:
+                for active, new in pairs[:len(actions) + 1]:
+                    self._rollback_pivot(conn, active, new)
+                raise
             was_running = session.status() == "running"
             try:
                 # One freeze after every overlay is ready, right before
@@ -441,7 +435,7 @@ class QemuDriver(fileimage.FileImageDriver):
             disk, snapshot.get("path"),
             parent.get("path") if parent else None, child.get("path"), rec,
             progress=progress, child_is_leaf=child_is_leaf,
-            cancelled=cancelled)
+            cancelled=cancelled, live=live)
         survivor = result["child_image"]
         new_disk = dict(disk, path=survivor) if live else disk
         return {"child": new_disk if live else self.image(survivor),
@@ -451,21 +445,27 @@ class QemuDriver(fileimage.FileImageDriver):
                     self._confine(survivor))}
 
     def revert(self, disk, snapshot, layer_name, rec):
-        """A new live layer ``layer_locator(disk, layer_name)`` on
-        ``snapshot`` (see base.Driver.revert).
+        """The disk's path becomes a new empty live layer on ``snapshot``
+        (see base.Driver.revert).  The old live layer loses its only name
+        in the same rename: that is its discard (issue 20: the path keeps
+        the live layer).  ``layer_name`` is checked, not used.
 
+        :returns: ``{"disk": the disk's locator, unchanged, "online":
+            False}``.
         :raises ServerRunning, PathNotAllowed, ImageError, InvalidRequest:
         """
-        new_path = self.layer_locator(disk, layer_name)["path"]
+        self._check_layer_name(layer_name)
         snap = self._confine(snapshot.get("path"))
-        new = self._confine(new_path)
+        active = self._confine(disk.get("path"))
         if self.is_online(disk):
             raise exception.ServerRunning(
                 "The server is running; shut it off before reverting")
-        active = disk.get("path")
-        self._prepare_revert(snap, new, active and self._confine(active),
-                             rec)
-        return {"disk": dict(disk, path=new_path), "online": False}
+        if images.is_locked(active):
+            raise exception.ServerRunning(
+                "%s is in use by a running process" % active)
+        with rec.step("prepare", image=active, backing=snap):
+            images.replace_with_overlay(active, snap)
+        return {"disk": disk, "online": False}
 
     # -- helpers --------------------------------------------------------------
     def _connect(self, socket_path):
@@ -623,69 +623,156 @@ class QemuDriver(fileimage.FileImageDriver):
         self._resume(conn, rec, was_running)
 
     # -- create -------------------------------------------------------------
+    # The disk's path R keeps the live layer (issue 20, docs/lifecycle.md):
+    # the snapshot S gets R's file under its own name (a hard link), the
+    # live node is moved off R onto S, R becomes a new empty overlay on S,
+    # and the pivot puts R's node on top.
     def _create_offline(self, active, new, rec):
         self._refuse_if_locked(active)
         with rec.step("prepare", image=new):
-            images.create_overlay(new, active, exist_ok=True)
-        with rec.step("snapshot", snapshot=active, active=new):
-            backing = images.backing_file(new)
-            if not fileimage.same(backing, active):
+            if not os.path.lexists(new):
+                images.link(active, new)
+            if os.path.samefile(active, new):
+                images.replace_with_overlay(active, new)
+        with rec.step("snapshot", snapshot=new, active=active):
+            backing = images.backing_file(active)
+            if not fileimage.same(backing, new):
                 raise exception.ImageError(
-                    "%s has backing %s, expected %s" % (new, backing, active))
-        LOG.info("Created offline snapshot %(snap)s, new active %(new)s",
-                 {"snap": active, "new": new})
+                    "%s has backing %s, expected %s" % (active, backing, new))
+        LOG.info("Created offline snapshot %(snap)s of %(active)s",
+                 {"snap": new, "active": active})
+
+    @staticmethod
+    def _undo_offline_create(active, new):
+        """Give ``active`` back the file ``new`` took from it."""
+        try:
+            if os.path.lexists(new):
+                if not os.path.samefile(active, new):
+                    images.link_over(new, active)
+                images.remove(new)
+        except (OSError, exception.AgentError) as exc:
+            LOG.error("Cannot undo the snapshot %(new)s of %(active)s: "
+                      "%(exc)s", {"new": new, "active": active, "exc": exc})
+
+    def _swap_file(self, session, node, path):
+        """Point the qcow2 node ``node`` (a ``Graph`` node) at the file
+        named ``path`` (the same inode as its file now: a second name).
+
+        ``blockdev-reopen`` with a new ``file`` child; a writable node goes
+        through a file node with locking off first (a second locked rw fd
+        on the inode is refused).  A file node the agent added for the old
+        name is deleted.  Done already: nothing happens.
+        """
+        name = node["node-name"]
+        edges = blockgraph.Edges(session)
+        old_file = edges.child(name, "file")
+        backing = edges.child(name, "backing")
+        final = blockgraph.file_node_name_for(name, path)
+        if old_file == final:
+            return
+        read_only = bool(node.get("ro"))
+        cache = {"direct": node["cache"]["direct"],
+                 "no-flush": node["cache"]["no-flush"]}
+
+        def add(file_node, **extra):
+            if file_node not in blockgraph.Edges(session).names:
+                session.execute("blockdev-add", dict(
+                    {"driver": "file", "node-name": file_node,
+                     "filename": path, "cache": cache}, **extra))
+
+        def reopen(file_node):
+            session.execute("blockdev-reopen", {"options": [{
+                "driver": "qcow2", "node-name": name,
+                "read-only": read_only, "file": file_node,
+                "backing": backing}]})
+
+        def drop(file_node):
+            if file_node and not file_node.startswith("#") and \
+                    file_node in blockgraph.Edges(session).names:
+                session.execute("blockdev-del", {"node-name": file_node})
+
+        if read_only:
+            add(final)
+            reopen(final)
+            drop(old_file)
+        else:
+            hop = blockgraph.file_node_name_for(name, path, prefix="ls-x-")
+            add(hop, locking="off")
+            reopen(hop)
+            drop(old_file)
+            add(final)
+            reopen(final)
+            drop(hop)
+        LOG.debug("Node %(node)s now opens %(path)s",
+                  {"node": name, "path": path})
+
+    def _prepare_create(self, session, active, new, rec):
+        """The create's work before the pause (docs/lifecycle.md, "Create
+        (online)", steps 1-4), each safe to repeat.
+
+        :returns: ``(top, overlay)`` node names for ``blockdev-snapshot``,
+            or ``(None, overlay)`` if the pivot is done already.
+        :raises InvalidRequest: ``active`` is not the QEMU's live layer.
+        """
+        overlay = blockgraph.top_node_name_for(new)
+        graph = blockgraph.Graph(session)
+        edges = blockgraph.Edges(session)
+        if edges.child(overlay, "backing") is not None:
+            return None, overlay
+        top = None
+        for node in graph.nodes:
+            if node["node-name"] != overlay \
+                    and edges.is_top(node["node-name"]) \
+                    and (fileimage.same(graph.filename(node), active)
+                         or fileimage.same(graph.filename(node), new)):
+                top = node
+        if top is None:
+            raise exception.InvalidRequest(
+                "%s is not the active layer of the QEMU at %s"
+                % (active, session.socket_path))
+        with rec.step("prepare", image=new, node=overlay):
+            if not os.path.lexists(new):
+                images.link(active, new)
+            if fileimage.same(graph.filename(top), active):
+                self._swap_file(session, top, new)
+            if os.path.samefile(active, new):
+                images.replace_with_overlay(active, new)
+            elif not fileimage.same(images.backing_file(active), new):
+                raise exception.ImageError(
+                    "%s is neither %s nor an overlay on it" % (active, new))
+            # ``stop`` flushes every node; what is written back now is not
+            # written inside the pause.
+            images.flush(new)
+            if overlay not in edges.names:
+                session.execute("blockdev-add", {
+                    "driver": "qcow2", "node-name": overlay,
+                    "file": {"driver": "file", "filename": active,
+                             "node-name": overlay + "-f"},
+                    "backing": None,
+                    "cache": {
+                        "direct": top["cache"]["direct"],
+                        "no-flush": top["cache"]["no-flush"]}})
+        return top["node-name"], overlay
 
     def _create_online(self, sock, active, new, rec, quiesce=None):
         mode, qga_socket, outcome = quiesce or ("off", None, {})
         with self._connect(sock) as conn:
             session = conn.get()
-            graph = blockgraph.Graph(session)
-            new_node = graph.node(new)
-            if (new_node is not None
-                    and fileimage.same(graph.backing(new_node), active)
-                    and graph.is_top(new_node)):
-                LOG.info("Snapshot of %(snap)s onto %(new)s already done",
+            top, overlay = self._prepare_create(session, active, new, rec)
+            if top is None:
+                LOG.info("Snapshot %(new)s of %(snap)s already done",
                          {"snap": active, "new": new})
                 outcome["consistency_reason"] = (
                     "the pivot was found done when the operation was run "
                     "again; whether the guest was frozen is not known")
                 return
-            cur = graph.node(active)
-            if cur is None:
-                raise exception.InvalidRequest(
-                    "%s is not open by the QEMU at %s" % (active, sock))
-            if not graph.is_top(cur):
-                raise exception.InvalidRequest(
-                    "%s is not the active layer of the QEMU at %s"
-                    % (active, sock))
-            # A node left by an interrupted attempt (added, never pivoted).
-            stale = new_node
-
-            node_name = (stale["node-name"] if stale
-                         else blockgraph.node_name_for(new))
-            # The new layer is created and opened in QEMU before the pause
-            # (opening it does not touch the running disk).  Dirty pages of
-            # both files are written back now: ``stop`` flushes every node
-            # QEMU has open, the new one included.
-            with rec.step("prepare", image=new, node=node_name):
-                images.create_overlay(new, active, exist_ok=True)
-                images.flush(new)
-                images.flush(active)
-                if stale is None:
-                    session.execute("blockdev-add", {
-                        "driver": "qcow2", "node-name": node_name,
-                        "file": {"driver": "file", "filename": new},
-                        "backing": None,
-                        "cache": {
-                            "direct": cur["cache"]["direct"],
-                            "no-flush": cur["cache"]["no-flush"]}})
             was_running = session.status() == "running"
             try:
                 with self._quiesced(mode, qga_socket, rec, outcome):
                     self._paused(conn, rec, was_running, "pivot", [
                         ("blockdev-snapshot",
-                         {"node": cur["node-name"], "overlay": node_name})],
-                        node=cur["node-name"], overlay=node_name)
+                         {"node": top, "overlay": overlay})],
+                        node=top, overlay=overlay)
             except BaseException as exc:
                 pivoted = self._rollback_pivot(conn, active, new)
                 if not pivoted or isinstance(exc, exception.ResumeFailed):
@@ -693,9 +780,9 @@ class QemuDriver(fileimage.FileImageDriver):
                 LOG.warning("The pivot onto %(new)s happened although the "
                             "paused section reported %(exc)s; keeping it",
                             {"new": new, "exc": exc})
-        LOG.info("Created online snapshot %(snap)s, new active %(new)s, "
-                 "paused %(ms)s ms", {"snap": active, "new": new,
-                                      "ms": rec.pause_ms})
+        LOG.info("Created online snapshot %(new)s of %(snap)s, paused "
+                 "%(ms)s ms", {"snap": active, "new": new,
+                               "ms": rec.pause_ms})
 
     @contextlib.contextmanager
     def _quiesced(self, mode, qga_socket, rec, outcome):
@@ -802,36 +889,63 @@ class QemuDriver(fileimage.FileImageDriver):
         return qga.thaw(sock, timeout=self.quiesce_timeout)
 
     def _rollback_pivot(self, conn, active, new):
-        """Undo a pivot that did not complete: drop the added node and the
-        overlay file.  Keeps both if the pivot did happen after all (e.g. a
-        reply came too late but QEMU executed the command).
+        """Undo a create whose pivot did not happen: drop the new node,
+        give ``active`` back its file, move the live node back onto it and
+        unlink ``new``.  Keeps everything if the pivot did happen after all
+        (e.g. a reply came too late but QEMU executed the command).
 
         :returns: True if the pivot happened (nothing was undone).
         """
+        overlay = blockgraph.top_node_name_for(new)
         try:
             session = conn.get()
             graph = blockgraph.Graph(session)
-            node = graph.node(new)
-            if node is not None:
-                if fileimage.same(graph.backing(node), active):
-                    LOG.warning("Pivot onto %(new)s happened; not rolling "
-                                "back", {"new": new})
-                    return True
-                session.execute("blockdev-del",
-                                {"node-name": node["node-name"]})
+            edges = blockgraph.Edges(session)
+            if edges.child(overlay, "backing") is not None:
+                LOG.warning("Pivot onto %(new)s happened; not rolling "
+                            "back", {"new": new})
+                return True
+            for name in (overlay, overlay + "-f"):
+                if name in blockgraph.Edges(session).names:
+                    session.execute("blockdev-del", {"node-name": name})
+            if os.path.lexists(new) and not os.path.samefile(active, new):
+                images.link_over(new, active)
+            for node in graph.nodes:
+                if node["node-name"] != overlay and \
+                        fileimage.same(graph.filename(node), new):
+                    self._swap_file(session, node, active)
             images.remove(new)
-            LOG.info("Rolled back the pivot onto %(new)s", {"new": new})
+            LOG.info("Rolled back the snapshot %(new)s", {"new": new})
         except Exception as exc:
             conn.invalidate()
-            LOG.error("Rollback of the pivot onto %(new)s failed: %(exc)s",
+            LOG.error("Rollback of the snapshot %(new)s failed: %(exc)s",
                       {"new": new, "exc": exc})
-            # QEMU is unreachable; the file may go only if nobody holds it.
-            self._drop_file(new)
+            # QEMU is unreachable: the files go back only if nobody holds
+            # them (a QEMU that exited).
+            self._undo_create_files(active, new)
+        return False
+
+    def _undo_create_files(self, active, new):
+        """Give ``active`` back its file from ``new`` and unlink ``new``,
+        if no process holds either; logs, never raises.
+        """
+        try:
+            for path in (active, new):
+                if os.path.lexists(path) and (images.open_by(path)
+                                              or images.is_locked(path)):
+                    LOG.error("Cannot undo the snapshot %(new)s: %(path)s "
+                              "is in use", {"new": new, "path": path})
+                    return
+        except exception.AgentError as exc:
+            LOG.error("Cannot undo the snapshot %(new)s: %(exc)s",
+                      {"new": new, "exc": exc})
+            return
+        self._undo_offline_create(active, new)
 
     # -- merge --------------------------------------------------------------
     def _merge_paths(self, disk, snapshot_image, parent_image, child_image,
                      rec, progress=None, child_is_leaf=False,
-                     cancelled=None):
+                     cancelled=None, live=False):
         """Merge, for the disk (locator) ``disk``, ``snapshot_image`` with
         its only child so that one file holds what the child shows, on top
         of ``parent_image`` (None: the snapshot is the root and the result
@@ -862,12 +976,25 @@ class QemuDriver(fileimage.FileImageDriver):
         online = self.is_online(disk)
         result = {"child_image": child_image, "parent_image": parent_image,
                   "online": online, "direction": "stream"}
-        committed = dict(result, child_image=snapshot_image,
-                         direction="commit")
+        # A commit of the live layer leaves it at the disk's path (issue
+        # 20): the snapshot's file is linked over it inside the pause.
+        committed = dict(result, child_image=child_image if live
+                         else snapshot_image, direction="commit")
 
         if self._streamed_already(snap, parent, child):
             return result
-        if child_is_leaf and not os.path.lexists(child):
+        if live and os.path.samefile(snap, child):
+            # Committed and linked over the live path; finish.
+            if online:
+                with self._connect(disk["qmp_socket"]) as conn:
+                    self._finish_live_commit(
+                        conn, rec, snap, parent, child,
+                        blockgraph.commit_job_id_for(child))
+            else:
+                with rec.step("purge", image=snap):
+                    images.remove(snap)
+            return committed
+        if child_is_leaf and not live and not os.path.lexists(child):
             LOG.info("Commit of %(child)s into %(snap)s already done",
                      {"snap": snap, "child": child})
             images.purge(child)
@@ -900,8 +1027,8 @@ class QemuDriver(fileimage.FileImageDriver):
                                        progress, cancelled)
                     return result
         result["online"] = committed["online"] = False
-        if self._merge_files(snap, parent, child, rec,
-                             child_is_leaf) == "commit":
+        if self._merge_files(snap, parent, child, rec, child_is_leaf,
+                             live=live) == "commit":
             return committed
         return result
 
@@ -924,6 +1051,11 @@ class QemuDriver(fileimage.FileImageDriver):
                     % (keep, backing, parent))
         with rec.step("delete", image=drop):
             self._release_node(session, drop)
+            if blockgraph.Graph(session).node(keep) is None:
+                # Never a success with the survivor closed (issue 20).
+                raise exception.QMPError(
+                    "%s is no longer open by QEMU after %s was taken out"
+                    % (keep, drop))
             if job_id is not None and session.job(job_id) is not None:
                 session.execute("job-dismiss", {"id": job_id})
             images.trash(drop)
@@ -977,10 +1109,12 @@ class QemuDriver(fileimage.FileImageDriver):
                           direction="commit"):
                 try:
                     if job is None:
+                        base_node = self._adopt(session, graph, snap,
+                                                parent, child)
                         args = {
                             "job-id": job_id,
                             "device": graph.node(child)["node-name"],
-                            "base-node": graph.node(snap)["node-name"],
+                            "base-node": base_node,
                             "auto-finalize": True, "auto-dismiss": False}
                         if self.merge_speed:
                             args["speed"] = self.merge_speed
@@ -993,35 +1127,125 @@ class QemuDriver(fileimage.FileImageDriver):
                     raise
             if progress is not None:
                 progress(100.0)
-            sent = None
+            # The vCPUs stop around the pivot and the re-point of the
+            # disk's path at the snapshot's file (now the live one): a VM
+            # started again from its owner's definition at any instant
+            # opens every write (docs/lifecycle.md).
+            was_running = session.status() == "running"
             try:
-                with rec.step("pause", was_running=True,
-                              drained_by="qemu (job-complete)"):
+                with rec.step("pause", was_running=was_running):
                     rec.mark_paused()
                     session.events.clear()
-                    sent = time.time()
+                    if was_running:
+                        session.execute("stop")
                     session.execute("job-complete", {"id": job_id})
                 with rec.step("merge", job=job_id, direction="commit"):
                     job = self._wait_job(session, job_id, blockgraph.JOB_DONE)
                     if job.get("error"):
                         raise _job_failed(job_id, "failed", job["error"])
+                    images.link_over(snap, child)
             except BaseException:
-                self._drop_job(conn, job_id)
+                if not os.path.samefile(snap, child):
+                    self._drop_job(conn, job_id)
                 raise
             finally:
-                with rec.step("resume", by="qemu (pivot)"):
-                    concluded = session.last_event("JOB_STATUS_CHANGE")
-                    qemu_ms = None
-                    if sent is not None and concluded is not None \
-                            and concluded["data"].get("status") == \
-                            "concluded":
-                        qemu_ms = max(0.0, (qmp.event_time(concluded)
-                                            - sent) * 1000.0)
-                    rec.mark_resumed(qemu_pause_ms=qemu_ms)
-        self._finish_online_merge(conn, rec, snap, parent, child, job_id)
+                with rec.step("resume", left_paused=not was_running):
+                    self._resume(conn, rec, was_running)
+        self._finish_live_commit(conn, rec, snap, parent, child, job_id)
         LOG.info("Committed %(child)s into %(snap)s online, I/O drained "
                  "%(ms)s ms", {"snap": snap, "child": child,
                                "ms": rec.pause_ms})
+
+    def _finish_live_commit(self, conn, rec, snap, parent, child, job_id):
+        """After the commit of the live layer into ``snap`` and the link of
+        ``snap``'s file over the disk's path ``child``: take the old top
+        node out (and its file node), move the survivor's node onto
+        ``child`` and unlink ``snap``.  Safe to repeat.
+        """
+        session = conn.get()
+        with rec.step("reparent", image=child, parent=parent):
+            if not os.path.samefile(snap, child):
+                images.link_over(snap, child)
+            graph = blockgraph.Graph(session)
+            survivor = [n for n in graph.nodes
+                        if fileimage.same(graph.filename(n), snap)]
+            old_top = [n for n in graph.nodes
+                       if fileimage.same(graph.filename(n), child)]
+            if survivor:
+                backing = graph.backing(survivor[0])
+                if not fileimage.same(backing, parent):
+                    raise exception.QMPError(
+                        "%s has backing %s after the merge, expected %s"
+                        % (snap, backing, parent))
+        with rec.step("delete", image=snap):
+            if survivor:
+                for node in old_top:
+                    self._del_node(session, node["node-name"])
+                if session.job(job_id) is not None:
+                    session.execute("job-dismiss", {"id": job_id})
+                graph = blockgraph.Graph(session)
+                node = [n for n in graph.nodes
+                        if fileimage.same(graph.filename(n), snap)]
+                if not node:
+                    # Never a success with the survivor closed (issue 20).
+                    raise exception.QMPError(
+                        "%s is no longer open by QEMU after the merge"
+                        % snap)
+                self._swap_file(session, node[0], child)
+        with rec.step("purge", image=snap):
+            images.remove(snap)
+
+    @staticmethod
+    def _del_node(session, name):
+        """``blockdev-del`` qcow2 node ``name`` and then its file node if
+        the agent added that one (it would stay open, F4).
+        """
+        file_node = blockgraph.child_name(session, name, "file")
+        session.execute("blockdev-del", {"node-name": name})
+        if file_node and not file_node.startswith("#") and \
+                file_node in blockgraph.Edges(session).names:
+            session.execute("blockdev-del", {"node-name": file_node})
+
+    @staticmethod
+    def _adopt(session, graph, snap, parent, child):
+        """The node name to commit ``child`` into: ``snap``'s node, made
+        the monitor's own first if QEMU opened it by itself.
+
+        After the VM's owner started QEMU again from its own command line,
+        the layers under the live one are ``#block`` nodes QEMU opened from
+        the image headers, held only by their child's ``backing`` edge.  In
+        a QEMU without a guest device ``job-complete`` re-parents nothing,
+        so deleting the old top after the commit would close the survivor
+        and everything under it (issue 20, "A restart breaks the next
+        merge").  So ``snap`` gets a node of the agent's (``blockdev-add``,
+        read-only, on the same backing node) and the child's ``backing`` is
+        pointed at it (``blockdev-reopen``); QEMU's own node then closes.
+        Safe to repeat (docs/lifecycle.md, F7).
+        """
+        snap_node = graph.node(snap)
+        if not snap_node["node-name"].startswith("#"):
+            return snap_node["node-name"]
+        name = blockgraph.node_name_for(snap)
+        child_node = graph.node(child)
+        if not any(n["node-name"] == name for n in graph.nodes):
+            parent_node = graph.node(parent) if parent else None
+            session.execute("blockdev-add", {
+                "driver": "qcow2", "node-name": name, "read-only": True,
+                "file": {"driver": "file", "filename": snap},
+                "backing": parent_node["node-name"] if parent_node
+                else None,
+                "cache": {"direct": child_node["cache"]["direct"],
+                          "no-flush": child_node["cache"]["no-flush"]}})
+        top = child_node["node-name"]
+        if blockgraph.child_name(session, top, "backing") != name:
+            session.execute("blockdev-reopen", {"options": [{
+                "driver": "qcow2", "node-name": top,
+                "file": blockgraph.child_name(session, top, "file"),
+                "backing": name}]})
+        LOG.info("Adopted %(snap)s (QEMU opened it from %(child)s's "
+                 "header) as node %(node)s before the commit",
+                 {"snap": snap, "child": child, "node": name})
+        return name
 
     def _wait_job(self, session, job_id, want, progress=None,
                   cancelled=None):
@@ -1088,8 +1312,12 @@ class QemuDriver(fileimage.FileImageDriver):
         node = blockgraph.Graph(session).node(path)
         if node is None:
             return
+        file_node = blockgraph.child_name(session, node["node-name"], "file")
         try:
             session.execute("blockdev-del", {"node-name": node["node-name"]})
+            if file_node and not file_node.startswith("#") and \
+                    file_node in blockgraph.Edges(session).names:
+                session.execute("blockdev-del", {"node-name": file_node})
         except exception.QMPError as exc:
             if exc.kwargs.get("error_class") is None:
                 raise
@@ -1134,6 +1362,9 @@ class QemuDriver(fileimage.FileImageDriver):
                     "%s is not open by the QEMU at %s"
                     % (parent, conn.socket_path))
             args["base-node"] = parent_node["node-name"]
+            # The bare name: the chain resolves after a restart and after
+            # the directory moved (issue 20).
+            args["backing-file"] = os.path.basename(parent)
 
         if job is None:
             self._ensure_space(child, images.actual_size(snap), "the merge")

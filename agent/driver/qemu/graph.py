@@ -38,6 +38,61 @@ def commit_job_id_for(path):
     return "ls-commit-%s" % digest
 
 
+def top_node_name_for(snap):
+    """The node name of the live layer a create of snapshot ``snap`` puts
+    on top (its file is the disk's path, the same for every create).
+    """
+    digest = hashlib.sha1(os.path.realpath(snap).encode()).hexdigest()[:12]
+    return "ls-top-%s" % digest
+
+
+def file_node_name_for(node_name, path, prefix="ls-f-"):
+    """A stable name for a file node of qcow2 node ``node_name`` on
+    ``path`` (``prefix`` ``ls-x-`` for the locking-off hop).
+    """
+    key = "%s\0%s" % (node_name, os.path.realpath(path))
+    return prefix + hashlib.sha1(key.encode()).hexdigest()[:12]
+
+
+class Edges(object):
+    """The parent/child links of a QEMU's block nodes
+    (``x-debug-query-block-graph``; ``query-named-block-nodes`` has none in
+    QEMU 7.2).
+    """
+
+    def __init__(self, session):
+        graph = session.execute("x-debug-query-block-graph") or {}
+        names = dict((n["id"], n.get("name"))
+                     for n in graph.get("nodes", [])
+                     if n.get("type") == "block-driver")
+        self.names = set(names.values())
+        self.children = {}
+        self.backed = set()
+        for e in graph.get("edges", []):
+            parent = names.get(e.get("parent"))
+            child = names.get(e.get("child"))
+            if parent is None or child is None:
+                continue
+            self.children[(parent, e.get("name"))] = child
+            if e.get("name") == "backing":
+                self.backed.add(child)
+
+    def child(self, node_name, edge):
+        """``node_name``'s child on ``edge`` (``file``/``backing``)."""
+        return self.children.get((node_name, edge))
+
+    def is_top(self, node_name):
+        """No node has ``node_name`` as its backing."""
+        return node_name not in self.backed
+
+
+def child_name(session, node_name, edge):
+    """The node name of ``node_name``'s child on edge ``edge`` (``file`` or
+    ``backing``), or None.
+    """
+    return Edges(session).child(node_name, edge)
+
+
 class Graph(object):
     """The qcow2 nodes of a QEMU, looked up by image file."""
 
@@ -81,6 +136,12 @@ class Graph(object):
         name = node.get("backing_file")
         if not name:
             return None
+        if name.startswith("json:"):
+            # a backing node opened with options of the agent's (a file
+            # node of its own) is named by them
+            name = Graph.filename({"file": name})
+            if not name:
+                return None
         if not os.path.isabs(name):
             name = os.path.join(os.path.dirname(Graph.filename(node)), name)
         return os.path.realpath(name)
