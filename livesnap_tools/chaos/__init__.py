@@ -89,6 +89,9 @@ def parse_args(argv):
                    help='size of the tmpfs holding the first host\'s '
                         'images (default 128: the agent keeps 64 MiB in '
                         'reserve by default)')
+    p.add_argument('--keep-logs', metavar='DIR', default=None,
+                   help='copy the processes\' logs and configuration '
+                        'files to DIR before cleaning up')
     p.add_argument('--json', action='store_true',
                    help='print the result as JSON instead of a table')
     p.add_argument('-v', '--verbose', action='store_true')

@@ -16,6 +16,7 @@ user's tests).
 
 import os
 import signal
+import sys
 import threading
 import time
 import uuid as uuid_mod
@@ -72,6 +73,8 @@ class Observer(object):
         self._conn = None
         self._lock = threading.Lock()
         self.domains = {}
+        #: times libvirtd had gone away and the run started it again
+        self.restarts = 0
 
     def _connection(self):
         import libvirt
@@ -91,6 +94,10 @@ class Observer(object):
             return self._conn
 
     def _call(self, fn):
+        """``fn(connection)``, retried for 30 s while libvirtd does not
+        answer; a libvirtd that went away (stopped by another user of the
+        machine's libvirtd, not by a fault) is started again.
+        """
         import libvirt
         for attempt in range(60):
             try:
@@ -100,6 +107,14 @@ class Observer(object):
                     raise
                 with self._lock:
                     self._conn = None
+                if attempt % 10 == 9 and libvirtd._pid('libvirtd') is None:
+                    print('chaos: libvirtd is gone; starting it again',
+                          file=sys.stderr)
+                    self.restarts += 1
+                    try:
+                        libvirtd.ensure_running(30)
+                    except Exception:  # noqa - tried again
+                        pass
                 time.sleep(0.5)
 
     def _dom(self, conn, name):

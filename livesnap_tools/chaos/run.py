@@ -6,6 +6,7 @@ run") for how to read its table.
 
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -275,6 +276,11 @@ def run(opts, janitor):
     result['refusals'] = checks.refusals(env)
     result['longest_pause_ms'], result['pause_vm'] = checks.longest_pause(
         env)
+    if getattr(opts, 'keep_logs', None):
+        os.makedirs(opts.keep_logs, exist_ok=True)
+        for name in os.listdir(env.root):
+            if name.endswith(('.log', '.conf')):
+                shutil.copy(os.path.join(env.root, name), opts.keep_logs)
     result['qemu_killed'] = env.qemu_killed
     result['lost_tasks'] = env.lost_tasks
     result['boot_errors'] = env.boot_errors

@@ -873,12 +873,18 @@ class LibvirtDriver(fileimage.FileImageDriver):
                 self._pull(guest, target, snap, parent_path, child_path, rec,
                            progress, cancelled)
                 return streamed
+            # A commit that ended before an agent restart: the child is
+            # out of the chain, the snapshot still in it (the live layer
+            # if the child was; an intermediate child's file may still
+            # be there): _commit finishes it (reparent, delete).
             if job.get('type') in (
                     libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT,
                     libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT) \
                     or (not in_chain and chain
                         and fileimage.same(chain[0], snap)
-                        and child_is_live):
+                        and child_is_live) \
+                    or (not in_chain and not child_is_live
+                        and any(fileimage.same(c, snap) for c in chain)):
                 self._commit(guest, target, snap, parent_path, child_path,
                              rec, progress, cancelled, child_is_live)
                 return committed
