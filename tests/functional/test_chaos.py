@@ -93,8 +93,8 @@ def test_short_libvirt_chaos_run():
     proc = subprocess.run(
         [sys.executable, '-m', 'livesnap_tools.chaos', '--driver',
          'libvirt', '--agents', '2', '--vms', '2', '--tenants', '2',
-         '--conductors', '2', '--duration', '30', '--kinds', LIBVIRT_KINDS,
-         '--gap-min', '1', '--gap-max', '2.5', '--settle', '90',
+         '--conductors', '2', '--duration', '40', '--kinds', LIBVIRT_KINDS,
+         '--gap-min', '0.8', '--gap-max', '2', '--settle', '90',
          '--seed', '11', '--json'],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.stdout.strip(), proc.stderr[-3000:]
