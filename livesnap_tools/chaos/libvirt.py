@@ -10,12 +10,15 @@ run gives no pause figure on this driver.
 
 The fault ``restart_libvirtd`` kills libvirtd (SIGKILL) and starts it
 again: the domains run on, and each agent must reconnect by itself.  It is
-skipped while domains that are not the run's run on this libvirtd (another
-user's tests).
+skipped while a process that is not the run's is connected to this
+libvirtd (another user's tests; ``virt-admin``): the domains of others run
+on through a restart, their callers would not.
 """
 
 import os
+import re
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -185,6 +188,32 @@ class Observer(object):
             except Exception:  # noqa - libvirtd may be gone
                 pass
             self._conn = None
+
+
+def foreign_clients(ours):
+    """Pids of the processes connected to libvirtd that are not in
+    ``ours`` (``virt-admin``; None if it cannot say).
+    """
+    try:
+        out = subprocess.run(
+            ['virt-admin', 'srv-clients-list', 'libvirtd'],
+            capture_output=True, text=True, timeout=20,
+            stdin=subprocess.DEVNULL).stdout
+        pids = []
+        for line in out.splitlines():
+            cid = line.split()[0] if line.split() else ''
+            if not cid.isdigit():
+                continue
+            info = subprocess.run(
+                ['virt-admin', 'client-info', 'libvirtd', cid],
+                capture_output=True, text=True, timeout=20,
+                stdin=subprocess.DEVNULL).stdout
+            m = re.search(r'unix_process_id\s*:\s*(\d+)', info)
+            if m and int(m.group(1)) not in ours:
+                pids.append(int(m.group(1)))
+        return pids
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def foreign_domains(observer):

@@ -84,7 +84,8 @@ LIBVIRT_KINDS = ('kill_agent,kill_conductor,lose_task,duplicate_task,'
 def test_short_libvirt_chaos_run():
     """The same on libvirt domains (``--driver libvirt``), libvirtd
     killed and started again among the faults (skipped by the run while
-    another user's domains run on it), tasks lost and sent twice.
+    another user's process is connected to it), tasks lost and sent
+    twice.
     """
     from livesnap_tools import libvirtd
     why = libvirtd.why_unavailable()
