@@ -214,8 +214,9 @@ class LibvirtDriver(fileimage.FileImageDriver):
         for target, path in sorted(paths_by_target.items()):
             disk = lvguest.find_disk(root, target)
             source = disk.find('source')
-            if source is not None and fileimage.same(source.get('file'),
-                                                     path):
+            if source is not None and fileimage.same(
+                    source.get('file'), path) \
+                    and not disk.findall('backingStore'):
                 continue
             if source is None:
                 source = ET.SubElement(disk, 'source')
@@ -906,12 +907,15 @@ class LibvirtDriver(fileimage.FileImageDriver):
                 raise exception.InvalidRequest(
                     '%s is not the live layer of %s' % (child_path, target))
         streamed['online'] = committed['online'] = False
+        out = streamed
         if self._merge_files(snap, parent_path, child_path, rec,
                              child_is_leaf, direction='stream') == 'commit':
-            if child_is_live:
-                self._set_config_source(guest, target, snap)
-            return committed
-        return streamed
+            out = committed
+        # Also when the live layer stays: a backing chain the definition
+        # still lists would name the file just deleted, and the domain
+        # would not start again.
+        self._set_config_source(guest, target, out['disk']['path'])
+        return out
 
     def _wait_job(self, guest, target, progress, cancelled, ready=False):
         """Poll ``blockJobInfo`` until the job of ``target`` is gone (or,
