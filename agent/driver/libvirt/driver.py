@@ -161,6 +161,14 @@ class LibvirtDriver(fileimage.FileImageDriver):
             self._clock.register(self._conn)
             return self._conn
 
+    def _connection_alive(self):
+        """True if the current libvirt connection still answers."""
+        with self._conn_lock:
+            try:
+                return bool(self._conn is not None and self._conn.isAlive())
+            except libvirt.libvirtError:
+                return False
+
     def _domain(self, disk):
         """The domain of a disk locator: a lvguest.Guest.
 
@@ -226,15 +234,28 @@ class LibvirtDriver(fileimage.FileImageDriver):
             changed = True
         if not changed:
             return
-        try:
-            self._connection().defineXML(ET.tostring(root,
-                                                     encoding='unicode'))
-        except libvirt.libvirtError as exc:
-            raise lvguest.wrap(
-                'Cannot point %s of %s at %s'
-                % (', '.join(sorted(paths_by_target)), guest.name,
-                   ', '.join(paths_by_target[t]
-                             for t in sorted(paths_by_target))), exc)
+        # Called once the disks are switched: a libvirtd that dies here
+        # (it comes back) must not fail an operation whose switch
+        # happened, so the define is tried again over a new connection.
+        xml = ET.tostring(root, encoding='unicode')
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._connection().defineXML(xml)
+                break
+            except (libvirt.libvirtError, lvguest.LibvirtError) as exc:
+                if self._connection_alive() \
+                        or time.monotonic() > deadline:
+                    raise lvguest.wrap(
+                        'Cannot point %s of %s at %s'
+                        % (', '.join(sorted(paths_by_target)), guest.name,
+                           ', '.join(paths_by_target[t]
+                                     for t in sorted(paths_by_target))),
+                        exc)
+                LOG.warning('libvirtd went away while pointing domain '
+                            '%(dom)s at its new layers; trying again',
+                            {'dom': guest.name})
+                time.sleep(0.5)
         LOG.info('Pointed %(targets)s of domain %(dom)s at %(paths)s',
                  {'targets': ', '.join(sorted(paths_by_target)),
                   'dom': guest.name,
