@@ -188,7 +188,8 @@ class Cluster(object):
         self.conductor_urls.append(url)
         return url
 
-    def start_agents(self, heartbeat_interval):
+    def start_agents(self, heartbeat_interval, extra=''):
+        """Start one agent per host; ``extra``: more of its config."""
         for host in self.hosts:
             d = self.root / host
             for sub in ('images', 'journal', 'state'):
@@ -198,7 +199,7 @@ class Cluster(object):
                         '[agent]\nhost = %s\nimage_dirs = %s\n'
                         'journal_dir = %s\nheartbeat_interval = %s\n'
                         % (d / 'state', host, d / 'images', d / 'journal',
-                           heartbeat_interval),
+                           heartbeat_interval) + extra,
                         netns=host if self.netns else None)
 
     def wait_hosts_up(self, timeout=180):

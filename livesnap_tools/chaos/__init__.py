@@ -15,7 +15,8 @@ pattern into its disk, snapshots it, and deletes the oldest snapshot
 injector (:mod:`.faults`, seeded by ``--seed``) kills agents and
 conductors with SIGKILL, restarts the broker and the database, kills a
 QEMU in the middle of a merge, fills the small image directory, stalls a
-QEMU (SIGSTOP) and sends tasks twice.  Then it stops injecting, waits (at
+QEMU (SIGSTOP), sends tasks twice and loses tasks on their way to the
+agent.  Then it stops injecting, waits (at
 most ``--settle`` seconds) for every disk to be free, and checks
 (:mod:`.checks`): no VM paused, no operation pending or running, every
 disk free, the audit finds no drift, every image passes ``qemu-img
@@ -62,9 +63,14 @@ def parse_args(argv):
     p.add_argument('--seed', type=int, default=None,
                    help='seed of the fault injector (default: from the '
                         'clock; printed)')
-    p.add_argument('--kinds', default=','.join(sorted(faults.KINDS)),
+    p.add_argument('--driver', choices=('qemu', 'libvirt'), default='qemu',
+                   help='the agents\' driver: QEMU VMs (default) or '
+                        'libvirt domains (TCG, on this machine\'s libvirtd)')
+    p.add_argument('--kinds', default=None,
                    help='faults to inject, comma-separated (default all: '
-                        '%s)' % ', '.join(sorted(faults.KINDS)))
+                        '%s; %s with --driver libvirt only)' % (
+                            ', '.join(sorted(faults.KINDS)),
+                            ', '.join(faults.LIBVIRT_ONLY)))
     p.add_argument('--gap-min', type=float, default=0.5,
                    help='least seconds between two faults (default 0.5)')
     p.add_argument('--gap-max', type=float, default=2.5,
@@ -83,6 +89,9 @@ def parse_args(argv):
                    help='size of the tmpfs holding the first host\'s '
                         'images (default 128: the agent keeps 64 MiB in '
                         'reserve by default)')
+    p.add_argument('--keep-logs', metavar='DIR', default=None,
+                   help='copy the processes\' logs and configuration '
+                        'files to DIR before cleaning up')
     p.add_argument('--json', action='store_true',
                    help='print the result as JSON instead of a table')
     p.add_argument('-v', '--verbose', action='store_true')
@@ -93,10 +102,18 @@ def parse_args(argv):
             setattr(opts, key, val)
     if opts.seed is None:
         opts.seed = int(time.time() * 1000) % 1000000
+    if opts.kinds is None:
+        opts.kinds = ','.join(sorted(
+            k for k in faults.KINDS if opts.driver == 'libvirt'
+            or k not in faults.LIBVIRT_ONLY))
     opts.kinds = [k for k in opts.kinds.split(',') if k]
     unknown = set(opts.kinds) - set(faults.KINDS)
     if unknown:
         p.error('unknown fault kinds: %s' % ', '.join(sorted(unknown)))
+    if opts.driver != 'libvirt' and set(opts.kinds) & set(
+            faults.LIBVIRT_ONLY):
+        p.error('%s: only with --driver libvirt'
+                % ', '.join(faults.LIBVIRT_ONLY))
     if min(opts.agents, opts.vms, opts.tenants, opts.conductors,
            opts.depth) < 1 or opts.tenants > opts.vms:
         p.error('--agents, --vms, --tenants, --conductors, --depth must be '
@@ -110,6 +127,7 @@ def parse_args(argv):
 def render(res):
     out = ['livesnap chaos run, seed %d' % res['seed']]
     sh = res['shape']
+    out.append('  %s driver' % sh.get('driver', 'qemu'))
     out.append('  %d agents, %d VMs, %d tenants, %d conductors, %g s of '
                'faults every %g-%g s, depth %d; set-up %s s'
                % (sh['agents'], sh['vms'], sh['tenants'], sh['conductors'],
@@ -150,6 +168,8 @@ def render(res):
          '%s' % free if free is not None
          else 'NOT within %d s' % res['settle_bound_s']],
         ['QEMUs killed mid-operation', str(len(res['qemu_killed']))],
+        ['tasks lost on the way to their agent',
+         str(len(res.get('lost_tasks', ())))],
         ['tenant-side errors (writes, exceptions)',
          str(res['worker_errors'])],
     ])

@@ -2,6 +2,7 @@
 check the invariants and gather the figures of the table."""
 
 import collections
+import datetime
 import json
 import os
 import re
@@ -12,6 +13,11 @@ import time
 from agent import images
 from livesnap_tools.chaos import tenants
 from livesnap_tools import testvm
+
+#: seconds of clock difference allowed between QEMU's STOP event time and
+#: the tenant's clock (the same host's clock; QEMU stamps its events in
+#: microseconds)
+CLOCK_SLACK = 0.001
 
 #: how operation errors are grouped in the table: (code, pattern)
 ERROR_CODES = (
@@ -137,6 +143,18 @@ def invariants(env, result):
     out.append(('no operation pending/running', not stuck, stuck))
     locked = ['%s locked by %s' % (r[0], r[1][:8]) for r in _locked(env)]
     out.append(('every disk free', not locked, locked))
+    # a task thrown away on its way was sent again and its operation ended
+    lost_open = []
+    for host, method, op_id in env.lost_tasks:
+        rows = env.query('SELECT status, error FROM operations WHERE '
+                         'id = :i', i=op_id or '')
+        status = rows[0][0] if rows else 'unknown'
+        if status not in ('succeeded', 'failed', 'cancelled'):
+            lost_open.append('%s %s on %s: %s' % (
+                (op_id or '?')[:8], method, host, status))
+    if env.lost_tasks:
+        out.append(('every operation whose task was lost ended',
+                    not lost_open, lost_open))
     if result.get('died_on_their_own'):
         out.append(('no process died on its own', False,
                     result['died_on_their_own']))
@@ -144,11 +162,13 @@ def invariants(env, result):
     ok, findings = _audit(env)
     out.append(('audit finds no drift', ok, findings))
     # 4. images and contents
-    snaps = env.query('SELECT s.id, s.status, s.image, d.server_id FROM '
-                      'snapshots s JOIN disks d ON s.disk_id = d.id')
+    snaps = env.query('SELECT s.id, s.status, s.image, d.server_id, '
+                      's.created_at, s.taken_at FROM snapshots s JOIN '
+                      'disks d ON s.disk_id = d.id')
     disks = {r[0]: r[1] for r in env.query(
         'SELECT server_id, active_image FROM disks')}
     bad_images, bad_content, lost, unknown, behind = [], [], [], [], []
+    inconsistent = []
     # every image file there is (a file the records name but that is gone
     # is the audit's finding, "missing")
     paths = set()
@@ -211,17 +231,23 @@ def invariants(env, result):
                                        (last[0][2] or '')[:200])
                                    if last else ''))
                 continue
-            content(row[2], expected, 'snapshot %s' % sid[:8])
+            why = consistent(row[2], m, _epoch(row[4]), _epoch(row[5]))
+            if why:
+                inconsistent.append('%s snapshot %s%s: %s' % (
+                    name, sid[:8], ' (adopted)' if sid in m.adopted else '',
+                    why))
         for r in snaps:
             if (r[3] == name and r[1] == 'available'
                     and r[0] not in m.snapshots):
                 unknown.append('%s snapshot %s' % (name, r[0][:8]))
     out.append(('every image passes qemu-img check', not bad_images,
                 bad_images))
-    out.append(('every layer holds what was written before it',
+    out.append(('the live disk holds every write',
                 not bad_content, bad_content + (
                     ['not checked (unknown to its tenant): %s' % u
                      for u in unknown])))
+    out.append(('every snapshot is a prefix of the writes, none after '
+                'its taken_at', not inconsistent, inconsistent))
     out.append(('nothing a tenant saw succeed was lost', not lost, lost))
     out.append(('the records name the image each VM writes to',
                 not behind, behind))
@@ -229,6 +255,57 @@ def invariants(env, result):
     if alive:
         out.append(('every tenant finished', False, alive))
     return out
+
+
+def _epoch(dt):
+    """A naive UTC datetime of the database as UNIX time (None: None)."""
+    if dt is None:
+        return None
+    return dt.replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def prefixes(model, requested_at, taken_at):
+    """``(lo, hi)``: a snapshot asked for at ``requested_at`` and taken
+    (paused) at ``taken_at`` must hold the first ``n`` writes of
+    ``model.history`` for some ``lo <= n <= hi``: every write that ended
+    before the request (``lo``), none that began after ``taken_at``
+    (``hi``; every write when ``taken_at`` is unknown).
+    """
+    hist = model.history
+    lo = (sum(1 for h in hist if h[4] < requested_at)
+          if requested_at is not None else 0)
+    hi = (sum(1 for h in hist if h[3] <= taken_at + CLOCK_SLACK)
+          if taken_at is not None else len(hist))
+    return lo, hi
+
+
+def consistent(image, model, requested_at, taken_at, read=None):
+    """None if ``image`` holds a prefix of the writes allowed by
+    :func:`prefixes`, else why not (crash consistency).
+
+    :param read: ``(image, pattern, offset, length) -> bool`` (default
+        ``testvm.read_pattern_ok``); each slot is read once per pattern.
+    """
+    read = read or testvm.read_pattern_ok
+    size = model.slot_size
+    lo, hi = prefixes(model, requested_at, taken_at)
+    if hi < lo:
+        return ('taken at %s, before writes that ended before its request '
+                'at %s' % (taken_at, requested_at))
+    seen = {}
+
+    def holds(slot, pattern):
+        if (slot, pattern) not in seen:
+            seen[slot, pattern] = read(image, pattern, slot * size, size)
+        return seen[slot, pattern]
+    for n in range(hi, lo - 1, -1):
+        state = model.after(n)
+        if all(holds(slot, state.get(slot, 0))
+               for slot in range(tenants.SLOTS)):
+            return None
+    return ('holds none of the disk\'s states after writes %d..%d (every '
+            'write that ended before its request, none begun after its '
+            'taken_at)' % (lo, hi))
 
 
 def operations(env):

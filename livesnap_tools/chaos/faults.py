@@ -20,6 +20,7 @@ import threading
 import time
 
 from livesnap_tools.bench_load import cluster as cluster_mod
+from livesnap_tools.chaos import lose
 
 LOG = logging.getLogger('livesnap.chaos')
 
@@ -33,10 +34,14 @@ KINDS = {
     'image_dir_full': 2,
     'slow_disk': 3,
     'duplicate_task': 3,
+    'lose_task': 3,
+    'restart_libvirtd': 2,
 }
+#: kinds only the libvirt driver has
+LIBVIRT_ONLY = ('restart_libvirtd',)
 #: kinds cheap enough for the short run inside the test suite
 CHEAP = ('kill_agent', 'kill_conductor', 'kill_qemu_mid_merge',
-         'image_dir_full', 'slow_disk', 'duplicate_task')
+         'image_dir_full', 'slow_disk', 'duplicate_task', 'lose_task')
 
 
 class Injector(object):
@@ -212,4 +217,33 @@ class Injector(object):
             stdin=subprocess.DEVNULL)
         if proc.returncode != 0:
             raise cluster_mod.ClusterError('resend: %s' % proc.stderr[-400:])
+        return True
+
+    def _lose_task(self):
+        """Throw away the next task sent to a host (one with an operation
+        in flight if any) on its way to the agent (:mod:`.lose`).
+        """
+        busy = self._busy_vms()
+        hosts = sorted({self.env.spec(w.name)['host'] for w in busy}
+                       or self.env.cluster.hosts)
+        host = self.rng.choice(hosts)
+        got = lose.lose_one(self.env.rabbit.url, host,
+                            self.rng.uniform(3.0, 8.0))
+        if got is None:
+            return False
+        self.env.lost_tasks.append((host,) + tuple(got))
+        return True
+
+    def _restart_libvirtd(self):
+        """SIGKILL libvirtd and start it again; the agents reconnect.
+        Skipped while a process not the run's is connected to it.
+        """
+        from livesnap_tools.chaos import libvirt as lv
+        if not self.env.libvirt:
+            return False
+        ours = {os.getpid()} | {p.pid for p in
+                                self.env.cluster.procs.values()}
+        if lv.foreign_clients(ours) != []:
+            return False
+        lv.restart_libvirtd()
         return True

@@ -6,6 +6,7 @@ run") for how to read its table.
 
 import os
 import re
+import shutil
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from livesnap_tools.bench_load import cluster as cluster_mod
 from livesnap_tools.bench_load import LIMITS
 from livesnap_tools.bench_load import monitor as monitor_mod
 from livesnap_tools.chaos import faults
+from livesnap_tools.chaos import libvirt as lv
 from livesnap_tools.chaos import services
 from livesnap_tools.chaos import tenants
 
@@ -41,10 +43,13 @@ class Env(object):
         self.workers = []
         self.vm_state = {}
         self.qemu_killed = []
+        #: (host, method, operation id) of the tasks thrown away
+        self.lost_tasks = []
         #: threads booting killed QEMUs again
         self.boots = []
         self.boot_errors = []
         self._engine = None
+        self.libvirt = getattr(opts, 'driver', 'qemu') == 'libvirt'
 
     # -- set-up -------------------------------------------------------------
     def build(self):
@@ -77,13 +82,22 @@ class Env(object):
             self.small_disk.mount()
             self.janitor.push('unmount %s' % self.small_disk.path,
                               self.small_disk.unmount)
+        if self.libvirt:
+            self._libvirtd_up()
         self.janitor.push('stop the chaos cluster', cl.stop)
-        self.observer = monitor_mod.Observer()
-        self.janitor.push('close the QMP observer', self.observer.close)
+        if self.libvirt:
+            self.observer = lv.Observer()
+        else:
+            self.observer = monitor_mod.Observer()
+        self.janitor.push('close the observer', self.observer.close)
         for _ in range(opts.conductors):
             cl.start_conductor(fixtures.free_port())
-        cl.start_agents(heartbeat_interval=2.0)
-        cl.start_vms()
+        cl.start_agents(heartbeat_interval=2.0,
+                        extra=lv.AGENT_EXTRA if self.libvirt else '')
+        if self.libvirt:
+            self._start_domains()
+        else:
+            cl.start_vms()
         for spec in cl.vms:
             self.observer.connect(spec['name'], spec['monitor_socket'])
             up = threading.Event()
@@ -91,7 +105,35 @@ class Env(object):
             self.vm_state[spec['name']] = {'up': up,
                                            'lock': threading.Lock()}
         cl.wait_hosts_up()
-        cl.register_servers()
+        if self.libvirt:
+            for spec in cl.vms:
+                cl.api('POST', '/v1/servers', {'server': {
+                    'id': spec['name'], 'name': spec['name'],
+                    'project_id': spec['project'], 'host': spec['host'],
+                    'driver': 'libvirt', 'domain': spec['vm'].uuid}})
+        else:
+            cl.register_servers()
+
+    def _libvirtd_up(self):
+        from livesnap_tools import libvirtd
+        why = libvirtd.why_unavailable()
+        if why:
+            raise cluster_mod.ClusterError('libvirt: %s' % why)
+        started = list(libvirtd._started)
+        libvirtd.ensure_running()
+        if libvirtd._started != started:
+            # ours: stopped at the end (a libvirtd that was running before
+            # is left running, restarted or not)
+            self.janitor.push('stop libvirtd', libvirtd.stop)
+
+    def _start_domains(self):
+        from agent import images
+        for spec in self.cluster.vms:
+            os.makedirs(os.path.dirname(spec['image']), exist_ok=True)
+            images.create_base(spec['image'], self.cluster.disk_size)
+            dom = lv.Domain(spec['name'], spec['image'], self.observer)
+            spec['vm'] = dom
+            self.observer.define(dom)
 
     # -- helpers for the injector and the checks ----------------------------
     def spec(self, name):
@@ -147,6 +189,11 @@ class Env(object):
         active = self.query('SELECT active_image FROM disks WHERE '
                             'server_id = :s', s=name)[0][0]
         spec = self.spec(name)
+        if self.libvirt:
+            # libvirt boots it from the domain's definition, which the
+            # agent keeps on the active image
+            self.observer.start(name)
+            return
         spec['vm'].kill()
         vm = cluster_mod.LoadVM(active, spec['qmp_socket'],
                                 spec['monitor_socket'], name=name)
@@ -176,8 +223,8 @@ def run(opts, janitor):
     env.build()
     result = {'seed': opts.seed, 'setup_s': round(time.monotonic() - t0, 1),
               'shape': {k: getattr(opts, k) for k in (
-                  'agents', 'vms', 'tenants', 'conductors', 'duration',
-                  'depth', 'kinds', 'gap_min', 'gap_max')}}
+                  'driver', 'agents', 'vms', 'tenants', 'conductors',
+                  'duration', 'depth', 'kinds', 'gap_min', 'gap_max')}}
     cl = env.cluster
     n_cond = len(cl.conductor_urls)
     start = time.time()
@@ -229,7 +276,13 @@ def run(opts, janitor):
     result['refusals'] = checks.refusals(env)
     result['longest_pause_ms'], result['pause_vm'] = checks.longest_pause(
         env)
+    if getattr(opts, 'keep_logs', None):
+        os.makedirs(opts.keep_logs, exist_ok=True)
+        for name in os.listdir(env.root):
+            if name.endswith(('.log', '.conf')):
+                shutil.copy(os.path.join(env.root, name), opts.keep_logs)
     result['qemu_killed'] = env.qemu_killed
+    result['lost_tasks'] = env.lost_tasks
     result['boot_errors'] = env.boot_errors
     result['worker_errors'] = sum(len(w.errors) for w in env.workers)
     result['worker_error_samples'] = [e.strip().splitlines()[-1][:200]

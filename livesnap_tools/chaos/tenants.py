@@ -8,8 +8,10 @@ with these differences:
 * before each create it writes one slot of the disk with a pattern stamped
   with a sequence number (through the harness's own QMP monitor, HMP
   ``qemu-io``, then a flush, so the data survives a killed QEMU), and
-  keeps the disk's expected content (:class:`Model`): each snapshot it saw
-  succeed must hold exactly what was written before it;
+  keeps the disk's expected content and every write's time
+  (:class:`Model`): each snapshot must hold a prefix of the writes, with
+  every write that ended before its request and none that began after its
+  ``taken_at`` (crash consistency, see :mod:`.checks`);
 * failures never stop it (faults are the point); a worker only waits for
   its VM while the fault injector has its QEMU down;
 * at the deadline it stops after the operation in flight, leaving its
@@ -41,6 +43,17 @@ class Model(object):
         self.delete_asked = set()
         #: snapshots whose delete the tenant saw succeed
         self.deleted = set()
+        #: every write that landed, in order: (seq, slot, pattern, began,
+        #: ended) on the wall clock (the snapshots' ``taken_at`` is on
+        #: QEMU's, the same host's clock)
+        self.history = []
+
+    def after(self, n):
+        """The disk's content after the first ``n`` writes."""
+        state = {}
+        for _, slot, pattern, _, _ in self.history[:n]:
+            state[slot] = pattern
+        return state
 
 
 class ChaosWorker(tenants_mod.Worker):
@@ -97,6 +110,7 @@ class ChaosWorker(tenants_mod.Worker):
         slot = self.seq % SLOTS
         pattern = self.seq % 255 + 1
         size = self.model.slot_size
+        began = time.time()
         while True:
             self._wait_up()
             with self.vm_state['lock']:
@@ -107,6 +121,8 @@ class ChaosWorker(tenants_mod.Worker):
                                         size)
                     self.observer.flush(self.name)
                     self.model.live[slot] = pattern
+                    self.model.history.append(
+                        (self.seq, slot, pattern, began, time.time()))
                     return
                 except Exception as exc:  # noqa - ENOSPC, QEMU stopped
                     self.errors.append('write: %s' % exc)

@@ -13,10 +13,19 @@ def test_options_defaults_and_quick():
     opts = chaos.parse_args([])
     assert (opts.agents, opts.vms, opts.tenants, opts.conductors,
             opts.duration) == (6, 12, 6, 2, 300.0)
-    assert sorted(opts.kinds) == sorted(faults.KINDS)
+    assert sorted(opts.kinds) == sorted(set(faults.KINDS)
+                                        - set(faults.LIBVIRT_ONLY))
+    assert opts.driver == 'qemu'
     assert opts.seed is not None
     quick = chaos.parse_args(['--quick', '--seed', '5'])
     assert quick.duration < 100 and quick.seed == 5
+
+
+def test_options_libvirt_kinds():
+    opts = chaos.parse_args(['--driver', 'libvirt'])
+    assert sorted(opts.kinds) == sorted(faults.KINDS)
+    with pytest.raises(SystemExit):
+        chaos.parse_args(['--kinds', 'restart_libvirtd'])
 
 
 def test_options_refuse_unknown_kinds():
@@ -62,3 +71,40 @@ def test_render_says_fail_and_pass():
     assert 'NOT within 60 s' in text
     assert 'FAIL every disk free' in text and 'PASS' in text
     assert chaos.failed(res) == ['every disk free']
+
+
+def _model():
+    from livesnap_tools.chaos import tenants
+    m = tenants.Model(slot_size=10)
+    # (seq, slot, pattern, began, ended)
+    m.history = [(1, 1, 1, 10.0, 11.0), (2, 2, 2, 20.0, 21.0),
+                 (3, 1, 3, 30.0, 31.0)]
+    return m
+
+
+def _reader(content):
+    def read(image, pattern, offset, length):
+        return content.get(offset // length, 0) == pattern
+    return read
+
+
+def test_prefixes_bounds():
+    m = _model()
+    assert checks.prefixes(m, 25.0, 26.0) == (2, 2)
+    assert checks.prefixes(m, 15.0, 35.0) == (1, 3)
+    assert checks.prefixes(m, 15.0, None) == (1, 3)
+
+
+@pytest.mark.parametrize('content, requested, taken, ok', [
+    ({1: 1, 2: 2}, 25.0, 26.0, True),     # exactly its moment
+    ({1: 3, 2: 2}, 25.0, 26.0, False),    # a write after taken_at
+    ({1: 1}, 25.0, 26.0, False),          # a write before it missing
+    ({1: 1}, 15.0, 35.0, True),           # a late create: any prefix
+    ({1: 3, 2: 2}, 15.0, 35.0, True),
+    ({1: 3}, 15.0, 35.0, False),          # not a prefix (write 2 missing)
+    ({1: 1, 2: 2}, 25.0, 12.0, False),    # taken before its request
+])
+def test_consistent(content, requested, taken, ok):
+    why = checks.consistent('img', _model(), requested, taken,
+                            read=_reader(content))
+    assert (why is None) == ok, why

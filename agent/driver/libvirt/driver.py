@@ -161,6 +161,14 @@ class LibvirtDriver(fileimage.FileImageDriver):
             self._clock.register(self._conn)
             return self._conn
 
+    def _connection_alive(self):
+        """True if the current libvirt connection still answers."""
+        with self._conn_lock:
+            try:
+                return bool(self._conn is not None and self._conn.isAlive())
+            except libvirt.libvirtError:
+                return False
+
     def _domain(self, disk):
         """The domain of a disk locator: a lvguest.Guest.
 
@@ -214,8 +222,9 @@ class LibvirtDriver(fileimage.FileImageDriver):
         for target, path in sorted(paths_by_target.items()):
             disk = lvguest.find_disk(root, target)
             source = disk.find('source')
-            if source is not None and fileimage.same(source.get('file'),
-                                                     path):
+            if source is not None and fileimage.same(
+                    source.get('file'), path) \
+                    and not disk.findall('backingStore'):
                 continue
             if source is None:
                 source = ET.SubElement(disk, 'source')
@@ -225,15 +234,28 @@ class LibvirtDriver(fileimage.FileImageDriver):
             changed = True
         if not changed:
             return
-        try:
-            self._connection().defineXML(ET.tostring(root,
-                                                     encoding='unicode'))
-        except libvirt.libvirtError as exc:
-            raise lvguest.wrap(
-                'Cannot point %s of %s at %s'
-                % (', '.join(sorted(paths_by_target)), guest.name,
-                   ', '.join(paths_by_target[t]
-                             for t in sorted(paths_by_target))), exc)
+        # Called once the disks are switched: a libvirtd that dies here
+        # (it comes back) must not fail an operation whose switch
+        # happened, so the define is tried again over a new connection.
+        xml = ET.tostring(root, encoding='unicode')
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self._connection().defineXML(xml)
+                break
+            except (libvirt.libvirtError, lvguest.LibvirtError) as exc:
+                if self._connection_alive() \
+                        or time.monotonic() > deadline:
+                    raise lvguest.wrap(
+                        'Cannot point %s of %s at %s'
+                        % (', '.join(sorted(paths_by_target)), guest.name,
+                           ', '.join(paths_by_target[t]
+                                     for t in sorted(paths_by_target))),
+                        exc)
+                LOG.warning('libvirtd went away while pointing domain '
+                            '%(dom)s at its new layers; trying again',
+                            {'dom': guest.name})
+                time.sleep(0.5)
         LOG.info('Pointed %(targets)s of domain %(dom)s at %(paths)s',
                  {'targets': ', '.join(sorted(paths_by_target)),
                   'dom': guest.name,
@@ -873,12 +895,18 @@ class LibvirtDriver(fileimage.FileImageDriver):
                 self._pull(guest, target, snap, parent_path, child_path, rec,
                            progress, cancelled)
                 return streamed
+            # A commit that ended before an agent restart: the child is
+            # out of the chain, the snapshot still in it (the live layer
+            # if the child was; an intermediate child's file may still
+            # be there): _commit finishes it (reparent, delete).
             if job.get('type') in (
                     libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_ACTIVE_COMMIT,
                     libvirt.VIR_DOMAIN_BLOCK_JOB_TYPE_COMMIT) \
                     or (not in_chain and chain
                         and fileimage.same(chain[0], snap)
-                        and child_is_live):
+                        and child_is_live) \
+                    or (not in_chain and not child_is_live
+                        and any(fileimage.same(c, snap) for c in chain)):
                 self._commit(guest, target, snap, parent_path, child_path,
                              rec, progress, cancelled, child_is_live)
                 return committed
@@ -900,12 +928,15 @@ class LibvirtDriver(fileimage.FileImageDriver):
                 raise exception.InvalidRequest(
                     '%s is not the live layer of %s' % (child_path, target))
         streamed['online'] = committed['online'] = False
+        out = streamed
         if self._merge_files(snap, parent_path, child_path, rec,
                              child_is_leaf, direction='stream') == 'commit':
-            if child_is_live:
-                self._set_config_source(guest, target, snap)
-            return committed
-        return streamed
+            out = committed
+        # Also when the live layer stays: a backing chain the definition
+        # still lists would name the file just deleted, and the domain
+        # would not start again.
+        self._set_config_source(guest, target, out['disk']['path'])
+        return out
 
     def _wait_job(self, guest, target, progress, cancelled, ready=False):
         """Poll ``blockJobInfo`` until the job of ``target`` is gone (or,
