@@ -72,18 +72,19 @@ def run(opts, start_vm, make_driver, tmpdir):
     started = time.monotonic()
     try:
         for _ in range(cycles):
-            chain = [disk['path']]
+            # The snapshots, oldest first, then the live layer (which
+            # keeps its path on the drivers that keep it, issue 20).
+            snaps = []
             for _ in range(depth):
                 if write:
                     meter.measure('write', vm.write, k & 0xff,
                                   (k % 32) * MiB, write)
-                new = os.path.join(d, 'layer-%05d.qcow2' % k)
+                res = meter.measure('create', driver.create_snapshot, disk,
+                                    'layer-%05d' % k, steps.StepRecorder())
                 k += 1
-                meter.measure('create', driver.create_snapshot, disk,
-                              os.path.basename(new)[:-len('.qcow2')],
-                              steps.StepRecorder())
-                disk['path'] = new
-                chain.append(new)
+                disk = res['disk']
+                snaps.append(res['snapshot']['path'])
+            chain = snaps + [disk['path']]
             # Oldest first, as the load section's tenants delete: each has
             # one child, so each is a merge; the first has no parent.
             while len(chain) > 1:
@@ -96,7 +97,7 @@ def run(opts, start_vm, make_driver, tmpdir):
                 if not res['online']:
                     raise RuntimeError('merge did not run online')
                 if live:
-                    disk['path'] = res['disk']['path']
+                    disk = res['disk']
                 chain = [res['child']['path']] + chain[2:]
         if vm.status() != 'running':
             raise RuntimeError('VM not running after the cycles')
