@@ -22,6 +22,8 @@ import json
 import threading
 import time
 
+from agent.driver.qemu import graph
+
 #: QMP replies can be large (query-named-block-nodes of a long chain)
 _LINE_LIMIT = 16 * 1024 * 1024
 
@@ -237,7 +239,10 @@ class Observer(object):
         nodes = self._call(self.monitors[name].execute(
             'query-named-block-nodes', {'flat': True}))
         top = top_node(nodes)
-        return [n['file'] for n in nodes if n['node-name'] == top][0]
+        # A node the agent re-opened with options of its own is named
+        # json:{...}; the file is inside.
+        return [graph.Graph.filename(n) for n in nodes
+                if n['node-name'] == top][0]
 
     def status(self, name):
         return self._call(self.monitors[name].execute('query-status'))[
