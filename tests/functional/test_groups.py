@@ -96,14 +96,18 @@ def test_group_online_revert_delete(inprocess, tmp_path, monkeypatch):
                        % out['snapshot_group']['id'])['snapshot_group']
         assert {s['status'] for s in group['snapshots']} == {'available'}
         actives = _actives(dep)
+        # The registered paths keep the live layers; each snapshot is a
+        # file of its own under its disk's (issue 20).
+        snaps = {}
         for name in ('vda', 'vdb'):
-            assert actives[name] != paths[name]
-            assert images.backing_file(actives[name]) == paths[name]
+            assert actives[name] == paths[name]
+            snaps[name] = images.backing_file(actives[name])
+            assert snaps[name] not in (None, paths[name])
         # After the snapshot the guest writes into the new layers.
         _write(vm, actives['vda'], 0xa2, 0)
         _write(vm, actives['vdb'], 0xb2, 0)
-        assert testvm.read_pattern_ok(paths['vda'], 0xa1, 0, MiB)
-        assert testvm.read_pattern_ok(paths['vdb'], 0xb1, 0, MiB)
+        assert testvm.read_pattern_ok(snaps['vda'], 0xa1, 0, MiB)
+        assert testvm.read_pattern_ok(snaps['vdb'], 0xb1, 0, MiB)
         assert testvm.read_pattern_ok(actives['vda'], 0xa2, 0, MiB)
         assert testvm.read_pattern_ok(actives['vdb'], 0xb2, 0, MiB)
 
@@ -119,7 +123,8 @@ def test_group_online_revert_delete(inprocess, tmp_path, monkeypatch):
             assert dep.wait_operation(o['id'])['status'] == 'succeeded'
         reverted = _actives(dep)
         for name, pattern in (('vda', 0xa1), ('vdb', 0xb1)):
-            assert images.backing_file(reverted[name]) == paths[name]
+            assert reverted[name] == paths[name]
+            assert images.backing_file(reverted[name]) == snaps[name]
             assert testvm.read_pattern_ok(reverted[name], pattern, 0, MiB)
 
         # Delete the group: each member merges into its live layer.
@@ -158,7 +163,9 @@ def test_driver_rerun_is_idempotent(two_disk_vm, monkeypatch):
     disks = [{'driver': 'qemu', 'qmp_socket': sock, 'path': p}
              for p in paths]
     first = driver.create_snapshots(disks, ['a-op', 'b-op'], StepRecorder())
-    assert [r['disk']['path'] for r in first['snapshots']] == [
+    # The disks keep their paths; the snapshots are the new files.
+    assert [r['disk']['path'] for r in first['snapshots']] == paths
+    assert [r['snapshot']['path'] for r in first['snapshots']] == [
         os.path.join(imgdir, 'a-op.qcow2'), os.path.join(imgdir, 'b-op.qcow2')]
     batches = []
     real_send = qmp.QMPSession.send
