@@ -219,8 +219,9 @@ def _create_by_design(driver, disk, new, listener=None):
     from agent import steps
     rec = steps.StepRecorder(listener=listener)
     t0 = time.monotonic()
-    driver.create_snapshot(disk, _layer_name(new), rec)
+    res = driver.create_snapshot(disk, _layer_name(new), rec)
     total = time.monotonic() - t0
+    disk.update(res['disk'])
     return {'pause_ms': rec.pause_ms, 'total_ms': _ms(total),
             'prepare_ms': _step_ms(rec, 'prepare'),
             'pivot_ms': _step_ms(rec, 'pivot'),
@@ -297,7 +298,6 @@ def bench_create(opts):
                                                   'op-%03d' % i)
                                 if variant == 'journal' else None)
                     s = _create_by_design(driver, disk, new, listener)
-                    disk['path'] = new
                 elif variant == 'floor':
                     s = _empty_pause(session)
                 else:
@@ -359,11 +359,14 @@ def bench_merge_online(opts):
     def snapshot():
         new = os.path.join(d, 'l%03d.qcow2' % counter[0])
         counter[0] += 1
-        driver.create_snapshot(disk, _layer_name(new), steps.StepRecorder())
-        disk['path'] = new
+        res = driver.create_snapshot(disk, _layer_name(new),
+                                     steps.StepRecorder())
+        disk.update(res['disk'])
+        return res['snapshot']['path']
 
     try:
-        snapshot()  # base <- L0 (live)
+        # base's data frozen: the parent of every layer merged below
+        parent = snapshot()
         for size, leaf in [(x, y) for x in opts.sizes for y in (False, True)]:
             samples = []
             for rep in range(opts.reps):
@@ -371,8 +374,7 @@ def bench_merge_online(opts):
                 # with one child (the new live layer) and parent ``base``.
                 _write(vm, 0xa0 + rep, 0, size)
                 vm.flush()  # else the next create's stop flushes it
-                snap = disk['path']
-                snapshot()
+                snap = snapshot()
                 vm.write(0xee, 0, 65536)  # a little data in the live layer
                 # the same data copied by a plain qemu-img convert
                 copy = os.path.join(d, 'convert.qcow2')
@@ -387,12 +389,12 @@ def bench_merge_online(opts):
                 # child_is_leaf lets the driver commit the small live layer
                 # into the snapshot instead of streaming the snapshot
                 res = driver.merge(disk, driver.image(snap),
-                                   driver.image(base), disk, rec,
+                                   driver.image(parent), disk, rec,
                                    child_is_leaf=leaf)
                 total = time.monotonic() - t0
                 if not res['online']:
                     raise RuntimeError('merge did not run online')
-                disk['path'] = res['disk']['path']
+                disk.update(res['disk'])
                 stop = _step_ms(rec, 'pause')
                 samples.append({'total_ms': _ms(total),
                                 'prepare_ms': _step_ms(rec, 'prepare'),

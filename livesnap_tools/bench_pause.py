@@ -118,24 +118,32 @@ def _transaction(session, state, new):
     return rtt, rtt
 
 
+def _create(driver, disk, new, rec):
+    """Snapshot ``disk`` (updated in place) into a layer named after
+    ``new``; the frozen layer's path (the live layer keeps the disk's on
+    the drivers that keep it, issue 20).
+    """
+    res = driver.create_snapshot(
+        disk, os.path.basename(new)[:-len('.qcow2')], rec)
+    disk.update(res['disk'])
+    return res['snapshot']['path']
+
+
 def _driver_create(driver, disk, new):
     rec = steps.StepRecorder()
-    driver.create_snapshot(disk, os.path.basename(new)[:-len('.qcow2')],
-                           rec)
-    disk['path'] = new
+    _create(driver, disk, new, rec)
     return rec.pause_ms, rec.agent_pause_ms
 
 
 def _driver_merge(driver, disk, vm, directory, i):
     """Snapshot twice, then merge the middle layer into the live one."""
-    mid = os.path.join(directory, 'm%03d-a.qcow2' % i)
-    top = os.path.join(directory, 'm%03d-b.qcow2' % i)
-    below = disk['path']
-    _driver_create(driver, disk, mid)
+    below = _create(driver, disk, os.path.join(directory, 'm%03d-a.qcow2'
+                                               % i), steps.StepRecorder())
     vm.write(i & 0xff, (i % 64) * MiB, 65536)
-    _driver_create(driver, disk, top)
+    mid = _create(driver, disk, os.path.join(directory, 'm%03d-b.qcow2'
+                                             % i), steps.StepRecorder())
     rec = steps.StepRecorder()
-    # ``top`` is the live layer: the child is the disk
+    # the live layer is the child: the child is the disk
     driver.merge(disk, driver.image(mid), driver.image(below), disk, rec)
     return rec.pause_ms, rec.agent_pause_ms
 
