@@ -996,6 +996,21 @@ class LibvirtDriver(fileimage.FileImageDriver):
             # once suspend has returned.
             self._finish_suspend(guest, rec, True, watchdog)
 
+    @staticmethod
+    def _check_merged(guest, target, gone, survivor, parent, job, missed):
+        """After a block job: ``gone`` has left the live chain of
+        ``target`` (else LibvirtError ``missed``) and ``survivor`` is
+        built on ``parent`` (else ImageError).
+        """
+        if any(fileimage.same(c, gone)
+               for c in guest.live_chain(target)):
+            raise lvguest.LibvirtError(missed)
+        backing = images.backing_file(survivor)
+        if not fileimage.same(backing, parent):
+            raise exception.ImageError(
+                '%s has backing %s after the %s, expected %s'
+                % (survivor, backing, job, parent))
+
     def _delete_after_merge(self, rec, drop, guest=None):
         if guest is not None:
             self._flush(guest, rec)
@@ -1030,16 +1045,10 @@ class LibvirtDriver(fileimage.FileImageDriver):
                       direction='stream'):
             self._wait_job(guest, target, progress, cancelled)
         with rec.step('reparent', image=child, parent=parent):
-            chain = guest.live_chain(target)
-            if any(fileimage.same(c, snap) for c in chain):
-                raise lvguest.LibvirtError(
-                    'The stream of %s into %s ended without merging it'
-                    % (snap, child))
-            backing = images.backing_file(child)
-            if not fileimage.same(backing, parent):
-                raise exception.ImageError(
-                    '%s has backing %s after the stream, expected %s'
-                    % (child, backing, parent))
+            self._check_merged(
+                guest, target, snap, child, parent, 'stream',
+                'The stream of %s into %s ended without merging it'
+                % (snap, child))
         if progress is not None:
             progress(100.0)
         self._delete_after_merge(rec, snap, guest)
@@ -1072,16 +1081,10 @@ class LibvirtDriver(fileimage.FileImageDriver):
             if active:
                 self._pivot(guest, target, rec)
         with rec.step('reparent', image=snap, parent=parent):
-            chain = guest.live_chain(target)
-            if any(fileimage.same(c, child) for c in chain):
-                raise lvguest.LibvirtError(
-                    'The commit of %s into %s ended without dropping it'
-                    % (child, snap))
-            backing = images.backing_file(snap)
-            if not fileimage.same(backing, parent):
-                raise exception.ImageError(
-                    '%s has backing %s after the commit, expected %s'
-                    % (snap, backing, parent))
+            self._check_merged(
+                guest, target, child, snap, parent, 'commit',
+                'The commit of %s into %s ended without dropping it'
+                % (child, snap))
         if active:
             self._set_config_source(guest, target, snap)
         if progress is not None:
